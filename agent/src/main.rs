@@ -1,0 +1,60 @@
+//! `softadastra` — the agent binary: command-line interface over the engine.
+//!
+//! Errors are reported with their full cause chain on stderr and a non-zero
+//! exit status; `--json` output is for scripts and never mixes in prose.
+
+mod home;
+mod store_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Local-first file sync: keep a folder identical across your machines.
+#[derive(Debug, Parser)]
+#[command(name = "softadastra", version, about, propagate_version = true)]
+struct Cli {
+    /// Node home directory (identity, store, logs). Defaults to the OS data
+    /// directory; use different homes to run several nodes on one machine.
+    #[arg(long, global = true, env = "SOFTADASTRA_HOME", value_name = "DIR")]
+    home: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Read and write the node's key/value store.
+    #[command(subcommand)]
+    Store(store_cmd::StoreCommand),
+    /// Inspect the write-ahead log.
+    #[command(subcommand)]
+    Wal(store_cmd::WalCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SOFTADASTRA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = home::Home::resolve(cli.home).and_then(|home| match cli.command {
+        Command::Store(cmd) => store_cmd::run_store(&home, cmd),
+        Command::Wal(cmd) => store_cmd::run_wal(&home, cmd),
+    });
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! # core — the primitives every other layer shares
+//!
+//! `core` holds the small, policy-free types the rest of the engine speaks in:
+//!
+//! * [`NodeId`] — who made a change. 32 bytes (in later layers, the blake3 of
+//!   the node's certificate), printed as lowercase hex.
+//! * [`Seq`] — a position in a node's write-ahead log. Sequences start at 1
+//!   and never repeat, across restarts and log compaction.
+//! * [`ContentHash`] — a blake3 digest with a stable text form, used for file
+//!   contents and chunks.
+//! * [`Clock`] — the only way logic above `core` learns the time, so tests can
+//!   drive it with [`ManualClock`] (virtual time) while the runtime uses
+//!   [`SystemClock`].
+//! * [`ErrorContext`] — the shape every layer's error follows: *what* failed,
+//!   *where*, and whether retrying can help.
+//!
+//! `core` does no I/O and knows nothing about files, logs, peers or the CLI.
+//!
+//! ```
+//! use softadastra::core::{ContentHash, Seq};
+//! let h = ContentHash::of(b"hello");
+//! let parsed: ContentHash = h.to_string().parse().unwrap();
+//! assert_eq!(h, parsed);
+//! assert_eq!(Seq(1).next(), Seq(2));
+//! ```
+
+mod clock;
+mod error;
+mod hash;
+mod id;
+
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use error::{ErrorContext, Retry};
+pub use hash::{ContentHash, ParseHashError};
+pub use id::{NodeId, ParseNodeIdError, Seq};

@@ -1,0 +1,25 @@
+//! # Softadastra engine
+//!
+//! Softadastra is a local-first file-sync engine. A folder on disk is observed
+//! (`fs`), every accepted change is recorded durably in a write-ahead log
+//! (`wal`), applied to a recoverable key/value state (`store`), and — in the
+//! layers above — tracked for propagation (`sync`) and moved to peers
+//! (`transport`).
+//!
+//! The engine follows one rule: **local correctness first, network later.**
+//! Each module answers one question, depends only on modules below it, and
+//! reports failures explicitly through its own typed error enum.
+//!
+//! | module  | question it answers                              |
+//! |---------|--------------------------------------------------|
+//! | [`core`]  | which primitives are shared everywhere?        |
+//! | [`wal`]   | which operations were durably recorded?        |
+//! | [`store`] | what is the current local state?               |
+//!
+//! See `ARCHITECTURE.md` at the repository root for the codemap and the
+//! invariants that hold between modules.
+#![warn(missing_docs)]
+
+pub mod core;
+pub mod store;
+pub mod wal;

@@ -1,0 +1,754 @@
+//! # store — the current local state
+//!
+//! The store answers: *what is the value now?* It is a key/value map split
+//! into namespaces (`files` for the file index, `app` for SDK data, …). Each
+//! [`Entry`] carries the WAL sequence that last changed it (its version), a
+//! wall-clock timestamp and the node it came from. A removal leaves a
+//! *tombstone* (an entry without a value) so the deletion itself can be
+//! synced; tombstones are purged later by an explicit, logged operation.
+//!
+//! ## Write path
+//!
+//! Every change is an [`Op`]. It is appended to the [`Wal`] first (made
+//! durable as the [`Durability`] policy says) and only then applied to the
+//! in-memory map — never the other way round. If the append fails, the map
+//! is untouched and the error is returned.
+//!
+//! ## Recovery
+//!
+//! State on disk is the newest valid *snapshot* plus the WAL records after
+//! it. [`Store::snapshot`] writes a snapshot atomically (temporary file,
+//! fsync, rename, fsync of the directory), keeps the newest
+//! [`StoreConfig::snapshots_kept`], and compacts the WAL only up to the
+//! *oldest* kept snapshot, so that if the newest snapshot is found damaged at
+//! open the store falls back to the previous one (or a full replay) and says
+//! so in [`StoreRecovery::snapshot_fallbacks`]. When neither a snapshot nor
+//! the log can supply some records, opening fails with
+//! [`StoreError::Corruption`] rather than inventing state.
+//!
+//! ```
+//! use softadastra::store::{Store, StoreConfig, ns};
+//! let dir = tempfile::tempdir().unwrap();
+//! let (mut store, _) = Store::open_dir(StoreConfig::new(dir.path())).unwrap();
+//! store.put(ns::APP, "user:1", b"Gaspard".to_vec()).unwrap();
+//! store.put(ns::APP, "user:1", b"Softadastra".to_vec()).unwrap();
+//! assert_eq!(store.get(ns::APP, "user:1").unwrap().value.as_deref(), Some(&b"Softadastra"[..]));
+//! store.remove(ns::APP, "user:1").unwrap();
+//! assert!(!store.contains(ns::APP, "user:1"));
+//! ```
+
+pub mod snapshot;
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::{Clock, ErrorContext, NodeId, Retry, Seq, SystemClock, Timestamp};
+use crate::wal::{Durability, RecoveryReport, StdStorage, Storage, Wal, WalConfig, WalError};
+
+/// Well-known namespaces.
+pub mod ns {
+    /// The file index of shared folders.
+    pub const FILES: &str = "files";
+    /// Application key/values written through the SDK and the CLI.
+    pub const APP: &str = "app";
+}
+
+/// WAL record kind for a postcard-encoded [`Op`] (version 1 of the op encoding).
+pub const OP_RECORD_KIND: u8 = 1;
+
+/// One key's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The value, or `None` for a tombstone (the key was removed).
+    pub value: Option<Vec<u8>>,
+    /// WAL sequence of the operation that last changed this key.
+    pub version: Seq,
+    /// Wall-clock time of that operation.
+    pub timestamp: Timestamp,
+    /// Node that made that change.
+    pub origin: NodeId,
+}
+
+impl Entry {
+    /// Whether this entry records a removal.
+    pub fn is_tombstone(&self) -> bool {
+        self.value.is_none()
+    }
+}
+
+/// A change to the store, as recorded in the WAL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Set `key` to `value`.
+    Put {
+        /// Namespace.
+        ns: String,
+        /// Key.
+        key: String,
+        /// New value.
+        value: Vec<u8>,
+        /// Node the change comes from.
+        origin: NodeId,
+        /// When it was made.
+        timestamp: Timestamp,
+    },
+    /// Remove `key`, leaving a tombstone.
+    Remove {
+        /// Namespace.
+        ns: String,
+        /// Key.
+        key: String,
+        /// Node the change comes from.
+        origin: NodeId,
+        /// When it was made.
+        timestamp: Timestamp,
+    },
+    /// Forget tombstones in `ns` older than `before`.
+    PurgeTombstones {
+        /// Namespace.
+        ns: String,
+        /// Cut-off time.
+        before: Timestamp,
+    },
+}
+
+impl Op {
+    fn ns(&self) -> &str {
+        match self {
+            Op::Put { ns, .. } | Op::Remove { ns, .. } | Op::PurgeTombstones { ns, .. } => ns,
+        }
+    }
+    fn key(&self) -> Option<&str> {
+        match self {
+            Op::Put { key, .. } | Op::Remove { key, .. } => Some(key),
+            Op::PurgeTombstones { .. } => None,
+        }
+    }
+}
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The WAL failed; the operation was not accepted.
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    /// A snapshot file operation failed.
+    #[error("snapshot {op} failed on {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Persisted state cannot be rebuilt.
+    #[error("store corruption: {0}")]
+    Corruption(String),
+    /// Another process has the store open.
+    #[error("store {dir} is in use by another process (lock file {dir}/LOCK is held)")]
+    Locked {
+        /// The store directory.
+        dir: PathBuf,
+    },
+    /// A namespace or key the store does not accept.
+    #[error("invalid key {ns:?}/{key:?}: {reason}")]
+    InvalidKey {
+        /// Namespace given.
+        ns: String,
+        /// Key given.
+        key: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+}
+
+impl ErrorContext for StoreError {
+    fn retry(&self) -> Retry {
+        match self {
+            StoreError::Wal(e) => e.retry(),
+            StoreError::Io { .. } | StoreError::Locked { .. } => Retry::Later,
+            StoreError::Corruption(_) | StoreError::InvalidKey { .. } => Retry::Never,
+        }
+    }
+    fn is_corruption(&self) -> bool {
+        match self {
+            StoreError::Wal(e) => e.is_corruption(),
+            StoreError::Corruption(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Where the store lives and how it behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Directory holding `wal/` and `snapshots/`.
+    pub dir: PathBuf,
+    /// WAL durability policy.
+    pub durability: Durability,
+    /// WAL segment size.
+    pub segment_bytes: u64,
+    /// How many snapshots to keep (at least 1). With 2 or more, a damaged
+    /// newest snapshot can fall back to an older one.
+    pub snapshots_kept: usize,
+    /// [`Store::maybe_snapshot`] snapshots once this many operations were
+    /// logged since the last snapshot.
+    pub snapshot_after_ops: u64,
+    /// Origin recorded on local operations.
+    pub node: NodeId,
+}
+
+impl StoreConfig {
+    /// Defaults: fsync per append, 64 MiB segments, 2 snapshots, a snapshot
+    /// every 100,000 operations, origin [`NodeId::LOCAL`].
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        StoreConfig {
+            dir: dir.into(),
+            durability: Durability::EveryAppend,
+            segment_bytes: 64 << 20,
+            snapshots_kept: 2,
+            snapshot_after_ops: 100_000,
+            node: NodeId::LOCAL,
+        }
+    }
+    /// The WAL directory inside [`StoreConfig::dir`].
+    pub fn wal_dir(&self) -> PathBuf {
+        self.dir.join("wal")
+    }
+    /// The snapshot directory inside [`StoreConfig::dir`].
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.dir.join("snapshots")
+    }
+}
+
+/// What opening the store found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreRecovery {
+    /// The snapshot recovery started from, if any.
+    pub snapshot: Option<Seq>,
+    /// Snapshots found unusable, newest first, with the reason.
+    pub snapshot_fallbacks: Vec<String>,
+    /// What the WAL found and repaired.
+    pub wal: RecoveryReport,
+}
+
+/// A snapshot that was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// Last sequence covered.
+    pub seq: Seq,
+    /// Entries written (tombstones included).
+    pub entries: u64,
+    /// File size.
+    pub bytes: u64,
+    /// WAL segments removed by compaction.
+    pub compacted_segments: usize,
+}
+
+type Map = BTreeMap<String, BTreeMap<String, Entry>>;
+
+/// The key/value store. See the [module documentation](self).
+pub struct Store {
+    wal: Wal,
+    data: Map,
+    storage: Arc<dyn Storage>,
+    clock: Arc<dyn Clock>,
+    config: StoreConfig,
+    snapshot_seq: Seq,
+    /// Held while open (see [`Store::open_dir`]).
+    lock: Option<std::fs::File>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.config.dir)
+            .field("wal", &self.wal)
+            .field("snapshot_seq", &self.snapshot_seq)
+            .finish()
+    }
+}
+
+fn snapshot_name(seq: Seq) -> String {
+    format!("snap-{:020}.snap", seq.0)
+}
+
+fn parse_snapshot_name(name: &str) -> Option<Seq> {
+    name.strip_prefix("snap-")?
+        .strip_suffix(".snap")?
+        .parse()
+        .ok()
+        .map(Seq)
+}
+
+fn apply_op(data: &mut Map, seq: Seq, op: Op) {
+    match op {
+        Op::Put {
+            ns,
+            key,
+            value,
+            origin,
+            timestamp,
+        } => {
+            data.entry(ns).or_default().insert(
+                key,
+                Entry {
+                    value: Some(value),
+                    version: seq,
+                    timestamp,
+                    origin,
+                },
+            );
+        }
+        Op::Remove {
+            ns,
+            key,
+            origin,
+            timestamp,
+        } => {
+            data.entry(ns).or_default().insert(
+                key,
+                Entry {
+                    value: None,
+                    version: seq,
+                    timestamp,
+                    origin,
+                },
+            );
+        }
+        Op::PurgeTombstones { ns, before } => {
+            if let Some(map) = data.get_mut(&ns) {
+                map.retain(|_, e| !(e.is_tombstone() && e.timestamp < before));
+            }
+        }
+    }
+}
+
+fn validate(op: &Op) -> Result<(), StoreError> {
+    let bad = |reason| StoreError::InvalidKey {
+        ns: op.ns().to_string(),
+        key: op.key().unwrap_or("").to_string(),
+        reason,
+    };
+    if op.ns().is_empty() {
+        return Err(bad("namespace is empty"));
+    }
+    match op.key() {
+        Some("") => Err(bad("key is empty")),
+        Some(k) if k.len() > 4096 => Err(bad("key is longer than 4096 bytes")),
+        _ => Ok(()),
+    }
+}
+
+impl Store {
+    /// Open the store in `config.dir` on the real file system, with the
+    /// system clock, holding an exclusive lock on `config.dir/LOCK` for as
+    /// long as the store is open: a second process gets
+    /// [`StoreError::Locked`] instead of a second writer on the same log.
+    pub fn open_dir(config: StoreConfig) -> Result<(Store, StoreRecovery), StoreError> {
+        let dir = config.dir.clone();
+        let io = |op, source| StoreError::Io {
+            op,
+            path: dir.join("LOCK"),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| io("create directory", e))?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("LOCK"))
+            .map_err(|e| io("open", e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(StoreError::Locked { dir }),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io("lock", e)),
+        }
+        let (mut store, recovery) =
+            Store::open(config, Arc::new(StdStorage), Arc::new(SystemClock))?;
+        store.lock = Some(lock);
+        Ok((store, recovery))
+    }
+
+    /// Open (or create) the store: load the newest valid snapshot, replay the WAL after it.
+    pub fn open(
+        config: StoreConfig,
+        storage: Arc<dyn Storage>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(Store, StoreRecovery), StoreError> {
+        let snap_dir = config.snapshot_dir();
+        let io = |op, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Io { op, path, source }
+        };
+        storage
+            .create_dir_all(&snap_dir)
+            .map_err(io("create directory", &snap_dir))?;
+        let mut recovery = StoreRecovery::default();
+        let mut snapshots = Vec::new();
+        for name in storage.list(&snap_dir).map_err(io("list", &snap_dir))? {
+            if name.ends_with(".tmp") {
+                // An interrupted snapshot write: never renamed, never relied on.
+                let path = snap_dir.join(&name);
+                storage.remove(&path).map_err(io("remove", &path))?;
+            } else if let Some(seq) = parse_snapshot_name(&name) {
+                snapshots.push(seq);
+            }
+        }
+        snapshots.sort_unstable_by(|a, b| b.cmp(a));
+
+        let mut data = Map::new();
+        let mut base = Seq::ZERO;
+        for seq in &snapshots {
+            let path = snap_dir.join(snapshot_name(*seq));
+            let decoded = storage
+                .read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| snapshot::decode(&bytes));
+            match decoded {
+                Ok(d) if d.seq == *seq => {
+                    // Rows are stored sorted: group them by namespace and
+                    // bulk-build each map instead of inserting one by one.
+                    let mut rows = d.rows.into_iter().peekable();
+                    while let Some((n, k, e)) = rows.next() {
+                        let mut keys = vec![(k, e)];
+                        while let Some((_, k, e)) = rows.next_if(|(next, _, _)| *next == n) {
+                            keys.push((k, e));
+                        }
+                        match data.entry(n) {
+                            std::collections::btree_map::Entry::Vacant(v) => {
+                                v.insert(keys.into_iter().collect());
+                            }
+                            std::collections::btree_map::Entry::Occupied(mut o) => {
+                                o.get_mut().extend(keys)
+                            }
+                        }
+                    }
+                    base = *seq;
+                    recovery.snapshot = Some(*seq);
+                    break;
+                }
+                Ok(d) => recovery.snapshot_fallbacks.push(format!(
+                    "{}: covers sequence {} but is named for {seq}",
+                    path.display(),
+                    d.seq
+                )),
+                Err(reason) => recovery
+                    .snapshot_fallbacks
+                    .push(format!("{}: {reason}", path.display())),
+            }
+        }
+        for fallback in &recovery.snapshot_fallbacks {
+            tracing::warn!(%fallback, "snapshot unusable, falling back");
+        }
+
+        let mut applied = base;
+        let wal_config = WalConfig {
+            dir: config.wal_dir(),
+            durability: config.durability,
+            segment_bytes: config.segment_bytes,
+        };
+        let (wal, wal_report) = Wal::open(
+            storage.clone(),
+            wal_config,
+            clock.clone(),
+            base.next(),
+            |rec| {
+                if rec.seq != applied.next() {
+                    return Err(format!(
+                        "records {} to {} are in neither a usable snapshot nor the WAL",
+                        applied.next(),
+                        Seq(rec.seq.0 - 1)
+                    ));
+                }
+                if rec.kind != OP_RECORD_KIND {
+                    return Err(format!("unknown record kind {}", rec.kind));
+                }
+                let op: Op = postcard::from_bytes(rec.payload)
+                    .map_err(|e| format!("operation does not decode: {e}"))?;
+                apply_op(&mut data, rec.seq, op);
+                applied = rec.seq;
+                Ok(())
+            },
+        )?;
+        if wal.next_seq() != applied.next() {
+            return Err(StoreError::Corruption(format!(
+                "records {} to {} are in neither a usable snapshot nor the WAL ({})",
+                applied.next(),
+                Seq(wal.next_seq().0 - 1),
+                recovery.snapshot_fallbacks.join("; ")
+            )));
+        }
+        if let Some(t) = &wal_report.truncated {
+            tracing::warn!(segment = %t.segment.display(), offset = t.offset, discarded = t.discarded, "WAL torn tail cut at recovery");
+        }
+        recovery.wal = wal_report;
+        Ok((
+            Store {
+                wal,
+                data,
+                storage,
+                clock,
+                config,
+                snapshot_seq: base,
+                lock: None,
+            },
+            recovery,
+        ))
+    }
+
+    /// Set `key` in `ns`. Returns the operation's sequence.
+    pub fn put(&mut self, ns: &str, key: &str, value: Vec<u8>) -> Result<Seq, StoreError> {
+        let op = Op::Put {
+            ns: ns.to_string(),
+            key: key.to_string(),
+            value,
+            origin: self.config.node,
+            timestamp: self.clock.wall(),
+        };
+        self.apply(op)
+    }
+
+    /// Remove `key` from `ns`, leaving a tombstone. Returns `None` (and logs
+    /// nothing) when the key has no live value.
+    pub fn remove(&mut self, ns: &str, key: &str) -> Result<Option<Seq>, StoreError> {
+        if !self.contains(ns, key) {
+            return Ok(None);
+        }
+        let op = Op::Remove {
+            ns: ns.to_string(),
+            key: key.to_string(),
+            origin: self.config.node,
+            timestamp: self.clock.wall(),
+        };
+        self.apply(op).map(Some)
+    }
+
+    /// Forget tombstones in `ns` older than `before` (logged, so replay agrees).
+    pub fn purge_tombstones(&mut self, ns: &str, before: Timestamp) -> Result<Seq, StoreError> {
+        self.apply(Op::PurgeTombstones {
+            ns: ns.to_string(),
+            before,
+        })
+    }
+
+    /// Log and apply one operation.
+    pub fn apply(&mut self, op: Op) -> Result<Seq, StoreError> {
+        validate(&op)?;
+        let payload =
+            postcard::to_allocvec(&op).map_err(|e| StoreError::Corruption(e.to_string()))?;
+        let seq = self.wal.append(OP_RECORD_KIND, &payload)?;
+        apply_op(&mut self.data, seq, op);
+        Ok(seq)
+    }
+
+    /// Log several operations durably together (one fsync), then apply them.
+    /// Either all are accepted or none is.
+    pub fn apply_batch(&mut self, ops: Vec<Op>) -> Result<Vec<Seq>, StoreError> {
+        for op in &ops {
+            validate(op)?;
+        }
+        let payloads = ops
+            .iter()
+            .map(postcard::to_allocvec)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Corruption(e.to_string()))?;
+        let records: Vec<(u8, &[u8])> = payloads
+            .iter()
+            .map(|p| (OP_RECORD_KIND, p.as_slice()))
+            .collect();
+        let range = self.wal.append_batch(&records)?;
+        let mut seqs = Vec::with_capacity(ops.len());
+        for (op, seq) in ops.into_iter().zip(range.start().0..=range.end().0) {
+            apply_op(&mut self.data, Seq(seq), op);
+            seqs.push(Seq(seq));
+        }
+        Ok(seqs)
+    }
+
+    /// The live entry for `key` (not a tombstone).
+    pub fn get(&self, ns: &str, key: &str) -> Option<&Entry> {
+        self.entry(ns, key).filter(|e| !e.is_tombstone())
+    }
+
+    /// The entry for `key`, tombstones included.
+    pub fn entry(&self, ns: &str, key: &str) -> Option<&Entry> {
+        self.data.get(ns)?.get(key)
+    }
+
+    /// Whether `key` has a live value.
+    pub fn contains(&self, ns: &str, key: &str) -> bool {
+        self.get(ns, key).is_some()
+    }
+
+    /// Entries of `ns` whose key starts with `prefix`, in key order,
+    /// tombstones included.
+    pub fn scan_prefix<'a>(
+        &'a self,
+        ns: &str,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a Entry)> + 'a {
+        self.data
+            .get(ns)
+            .into_iter()
+            .flat_map(move |m| m.range::<str, _>((Bound::Included(prefix), Bound::Unbounded)))
+            .take_while(move |(k, _)| k.starts_with(prefix))
+            .map(|(k, e)| (k.as_str(), e))
+    }
+
+    /// Live entries of `ns` whose key starts with `prefix`, in key order.
+    pub fn list<'a>(
+        &'a self,
+        ns: &str,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a Entry)> + 'a {
+        self.scan_prefix(ns, prefix)
+            .filter(|(_, e)| !e.is_tombstone())
+    }
+
+    /// Number of live entries in `ns`.
+    pub fn len(&self, ns: &str) -> usize {
+        self.data
+            .get(ns)
+            .map_or(0, |m| m.values().filter(|e| !e.is_tombstone()).count())
+    }
+
+    /// Whether `ns` has no live entries.
+    pub fn is_empty(&self, ns: &str) -> bool {
+        self.len(ns) == 0
+    }
+
+    /// Namespaces that hold entries.
+    pub fn namespaces(&self) -> impl Iterator<Item = &str> {
+        self.data.keys().map(String::as_str)
+    }
+
+    /// Make every logged operation durable now.
+    pub fn flush(&mut self) -> Result<Seq, StoreError> {
+        Ok(self.wal.flush()?)
+    }
+
+    /// Group-commit timer: flush if the deadline passed at `now`.
+    pub fn poll_flush(&mut self, now: Instant) -> Result<Seq, StoreError> {
+        Ok(self.wal.poll_flush(now)?)
+    }
+
+    /// When [`Store::poll_flush`] must next be called, if anything is pending.
+    pub fn flush_deadline(&self) -> Option<Instant> {
+        self.wal.flush_deadline()
+    }
+
+    /// The last logged sequence.
+    pub fn last_seq(&self) -> Seq {
+        self.wal.last_seq()
+    }
+
+    /// Operations up to here are durable.
+    pub fn durable_seq(&self) -> Seq {
+        self.wal.durable_seq()
+    }
+
+    /// The sequence the newest snapshot covers.
+    pub fn snapshot_seq(&self) -> Seq {
+        self.snapshot_seq
+    }
+
+    /// The underlying log (read-only).
+    pub fn wal(&self) -> &Wal {
+        &self.wal
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// Snapshot if [`StoreConfig::snapshot_after_ops`] operations were logged
+    /// since the last one.
+    pub fn maybe_snapshot(&mut self) -> Result<Option<SnapshotInfo>, StoreError> {
+        if self.wal.last_seq().0 - self.snapshot_seq.0 >= self.config.snapshot_after_ops {
+            self.snapshot().map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Write a snapshot of the current state atomically, drop old snapshots
+    /// and compact the WAL (see the module docs for the retention rule).
+    pub fn snapshot(&mut self) -> Result<SnapshotInfo, StoreError> {
+        let seq = self.wal.flush()?;
+        let dir = self.config.snapshot_dir();
+        let count: u64 = self.data.values().map(|m| m.len() as u64).sum();
+        let rows = self
+            .data
+            .iter()
+            .flat_map(|(n, m)| m.iter().map(move |(k, e)| (n.as_str(), k.as_str(), e)));
+        let bytes = snapshot::encode(seq, count, rows);
+        let path = dir.join(snapshot_name(seq));
+        let tmp = dir.join(format!("{}.tmp", snapshot_name(seq)));
+        let io = |op, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Io { op, path, source }
+        };
+        let written = self
+            .storage
+            .create(&tmp)
+            .map_err(io("create", &tmp))
+            .and_then(|mut file| {
+                file.write_all(&bytes).map_err(io("write", &tmp))?;
+                file.sync().map_err(io("fsync", &tmp))
+            })
+            .and_then(|()| self.storage.rename(&tmp, &path).map_err(io("rename", &tmp)));
+        if let Err(e) = written {
+            // The log still holds everything; only this snapshot is lost.
+            let _ = self.storage.remove(&tmp);
+            return Err(e);
+        }
+        self.storage
+            .sync_dir(&dir)
+            .map_err(io("sync directory", &dir))?;
+        self.snapshot_seq = seq;
+
+        let mut kept: Vec<Seq> = self
+            .storage
+            .list(&dir)
+            .map_err(io("list", &dir))?
+            .iter()
+            .filter_map(|n| parse_snapshot_name(n))
+            .collect();
+        kept.sort_unstable_by(|a, b| b.cmp(a));
+        let keep = self.config.snapshots_kept.max(1);
+        for old in kept.iter().skip(keep) {
+            let p = dir.join(snapshot_name(*old));
+            self.storage.remove(&p).map_err(io("remove", &p))?;
+        }
+        kept.truncate(keep);
+        // Start a fresh segment so everything the snapshot covers can later be
+        // dropped, and drop what the oldest kept snapshot covers.
+        self.wal.rotate()?;
+        let compacted = if kept.len() >= keep {
+            match kept.last() {
+                Some(oldest) => self.wal.compact(*oldest)?,
+                None => 0,
+            }
+        } else {
+            0
+        };
+        Ok(SnapshotInfo {
+            seq,
+            entries: count,
+            bytes: bytes.len() as u64,
+            compacted_segments: compacted,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,202 @@
+//! Unit tests for the store: values, tombstones, snapshots and recovery.
+
+use super::*;
+use crate::core::ManualClock;
+use crate::wal::MemStorage;
+
+fn config() -> StoreConfig {
+    StoreConfig::new("/node")
+}
+
+fn open(storage: &MemStorage, config: StoreConfig) -> Result<(Store, StoreRecovery), StoreError> {
+    Store::open(
+        config,
+        Arc::new(storage.clone()),
+        Arc::new(ManualClock::new()),
+    )
+}
+
+#[test]
+fn put_get_remove_list_and_versions() {
+    let s = MemStorage::new();
+    let (mut store, _) = open(&s, config()).unwrap();
+    let v1 = store.put(ns::APP, "user:1", b"Gaspard".to_vec()).unwrap();
+    let v2 = store
+        .put(ns::APP, "user:1", b"Softadastra".to_vec())
+        .unwrap();
+    store.put(ns::APP, "user:2", b"B".to_vec()).unwrap();
+    store.put(ns::APP, "zzz", b"Z".to_vec()).unwrap();
+    assert!(v2 > v1);
+    assert_eq!(store.get(ns::APP, "user:1").unwrap().version, v2);
+    let keys: Vec<_> = store.list(ns::APP, "user:").map(|(k, _)| k).collect();
+    assert_eq!(keys, vec!["user:1", "user:2"]);
+    assert_eq!(store.len(ns::APP), 3);
+    assert!(store.remove(ns::APP, "user:1").unwrap().is_some());
+    assert!(
+        store.remove(ns::APP, "user:1").unwrap().is_none(),
+        "second remove logs nothing"
+    );
+    assert!(store.entry(ns::APP, "user:1").unwrap().is_tombstone());
+    assert!(!store.contains(ns::APP, "user:1"));
+    assert_eq!(store.len(ns::APP), 2);
+    assert!(store.is_empty(ns::FILES));
+}
+
+#[test]
+fn invalid_keys_are_refused_and_log_nothing() {
+    let s = MemStorage::new();
+    let (mut store, _) = open(&s, config()).unwrap();
+    assert!(matches!(
+        store.put(ns::APP, "", vec![]),
+        Err(StoreError::InvalidKey { .. })
+    ));
+    assert!(matches!(
+        store.put("", "k", vec![]),
+        Err(StoreError::InvalidKey { .. })
+    ));
+    assert_eq!(store.last_seq(), Seq(0));
+}
+
+#[test]
+fn tombstones_are_purged_by_a_logged_operation() {
+    let s = MemStorage::new();
+    let clock = ManualClock::new();
+    let (mut store, _) =
+        Store::open(config(), Arc::new(s.clone()), Arc::new(clock.clone())).unwrap();
+    store.put(ns::APP, "a", b"1".to_vec()).unwrap();
+    store.remove(ns::APP, "a").unwrap();
+    clock.advance(std::time::Duration::from_secs(10));
+    store.put(ns::APP, "b", b"1".to_vec()).unwrap();
+    store.remove(ns::APP, "b").unwrap();
+    store
+        .purge_tombstones(ns::APP, Timestamp(clock.wall().0 - 1))
+        .unwrap();
+    assert!(store.entry(ns::APP, "a").is_none());
+    assert!(store.entry(ns::APP, "b").is_some());
+    drop(store);
+    let (store, _) = open(&s, config()).unwrap();
+    assert!(store.entry(ns::APP, "a").is_none());
+    assert!(store.entry(ns::APP, "b").is_some());
+}
+
+#[test]
+fn recovery_uses_snapshot_plus_wal_tail() {
+    let s = MemStorage::new();
+    let (mut store, _) = open(&s, config()).unwrap();
+    for i in 0..50 {
+        store.put(ns::APP, &format!("k{i}"), vec![i as u8]).unwrap();
+    }
+    let info = store.snapshot().unwrap();
+    assert_eq!(info.seq, Seq(50));
+    for i in 50..60 {
+        store.put(ns::APP, &format!("k{i}"), vec![i as u8]).unwrap();
+    }
+    store.remove(ns::APP, "k3").unwrap();
+    drop(store);
+    let (store, rec) = open(&s, config()).unwrap();
+    assert_eq!(rec.snapshot, Some(Seq(50)));
+    assert_eq!(rec.wal.replayed, 11);
+    assert_eq!(store.len(ns::APP), 59);
+    assert_eq!(store.last_seq(), Seq(61));
+}
+
+#[test]
+fn corrupt_newest_snapshot_falls_back_and_says_so() {
+    let s = MemStorage::new();
+    let (mut store, _) = open(&s, config()).unwrap();
+    store.put(ns::APP, "a", b"1".to_vec()).unwrap();
+    store.snapshot().unwrap();
+    store.put(ns::APP, "b", b"2".to_vec()).unwrap();
+    store.snapshot().unwrap();
+    store.put(ns::APP, "c", b"3".to_vec()).unwrap();
+    store.snapshot().unwrap();
+    drop(store);
+    let newest = PathBuf::from("/node/snapshots").join(snapshot_name(Seq(3)));
+    let mut bytes = s.read(&newest).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    s.set_contents(&newest, bytes);
+    let (store, rec) = open(&s, config()).unwrap();
+    assert_eq!(rec.snapshot, Some(Seq(2)));
+    assert_eq!(rec.snapshot_fallbacks.len(), 1);
+    assert!(rec.snapshot_fallbacks[0].contains("checksum"));
+    assert_eq!(
+        store.len(ns::APP),
+        3,
+        "WAL still holds what the older snapshot lacks"
+    );
+}
+
+#[test]
+fn unrecoverable_gap_is_corruption_not_silence() {
+    let s = MemStorage::new();
+    let (mut store, _) = open(&s, config()).unwrap();
+    for i in 0..3 {
+        store.put(ns::APP, &format!("k{i}"), vec![]).unwrap();
+        store.snapshot().unwrap();
+    }
+    drop(store);
+    // Damage both kept snapshots: the WAL was compacted past the start.
+    for name in s.list(Path::new("/node/snapshots")).unwrap() {
+        s.set_contents(
+            &Path::new("/node/snapshots").join(name),
+            b"garbage".to_vec(),
+        );
+    }
+    match open(&s, config()) {
+        Err(e) if e.is_corruption() => assert!(
+            e.to_string()
+                .contains("neither a usable snapshot nor the WAL"),
+            "{e}"
+        ),
+        other => panic!("expected corruption, got {other:?}"),
+    }
+}
+
+#[test]
+fn interrupted_snapshot_temp_file_is_ignored() {
+    let s = MemStorage::new();
+    let (mut store, _) = open(&s, config()).unwrap();
+    store.put(ns::APP, "a", b"1".to_vec()).unwrap();
+    drop(store);
+    let tmp = PathBuf::from("/node/snapshots/snap-00000000000000000001.snap.tmp");
+    s.set_contents(&tmp, b"half a snap".to_vec());
+    let (store, rec) = open(&s, config()).unwrap();
+    assert_eq!(rec.snapshot, None);
+    assert!(store.contains(ns::APP, "a"));
+    assert!(s.read(&tmp).is_err(), "temp file removed");
+}
+
+#[test]
+fn batch_is_one_durable_unit() {
+    let s = MemStorage::new();
+    let (mut store, _) = open(&s, config()).unwrap();
+    let ops = (0..10)
+        .map(|i| Op::Put {
+            ns: ns::FILES.into(),
+            key: format!("dir/f{i}"),
+            value: vec![i],
+            origin: NodeId::LOCAL,
+            timestamp: Timestamp(1),
+        })
+        .collect();
+    let seqs = store.apply_batch(ops).unwrap();
+    assert_eq!(seqs.len(), 10);
+    assert_eq!(store.durable_seq(), Seq(10));
+    s.crash(9);
+    drop(store);
+    let (store, _) = open(&s, config()).unwrap();
+    assert_eq!(store.len(ns::FILES), 10);
+}
+
+#[test]
+fn second_open_of_a_directory_is_refused_while_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open_dir(StoreConfig::new(dir.path())).unwrap();
+    assert!(matches!(
+        Store::open_dir(StoreConfig::new(dir.path())),
+        Err(StoreError::Locked { .. })
+    ));
+    drop(store);
+    assert!(Store::open_dir(StoreConfig::new(dir.path())).is_ok());
+}
