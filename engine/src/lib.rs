@@ -12,14 +12,18 @@
 //!
 //! | module  | question it answers                              |
 //! |---------|--------------------------------------------------|
-//! | [`core`]  | which primitives are shared everywhere?        |
-//! | [`wal`]   | which operations were durably recorded?        |
-//! | [`store`] | what is the current local state?               |
+//! | [`core`]   | which primitives are shared everywhere?       |
+//! | [`fs`]     | what changed on the file system?              |
+//! | [`wal`]    | which operations were durably recorded?       |
+//! | [`store`]  | what is the current local state?              |
+//! | [`folder`] | what does a change on disk mean for the index?|
 //!
 //! See `ARCHITECTURE.md` at the repository root for the codemap and the
 //! invariants that hold between modules.
 #![warn(missing_docs)]
 
 pub mod core;
+pub mod folder;
+pub mod fs;
 pub mod store;
 pub mod wal;

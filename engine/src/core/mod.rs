@@ -8,6 +8,8 @@
 //!   and never repeat, across restarts and log compaction.
 //! * [`ContentHash`] — a blake3 digest with a stable text form, used for file
 //!   contents and chunks.
+//! * [`VersionVector`] — per-item change counts per node; comparing two
+//!   tells newer, older, equal or concurrent (a conflict).
 //! * [`Clock`] — the only way logic above `core` learns the time, so tests can
 //!   drive it with [`ManualClock`] (virtual time) while the runtime uses
 //!   [`SystemClock`].
@@ -28,8 +30,10 @@ mod clock;
 mod error;
 mod hash;
 mod id;
+mod version;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::{ErrorContext, Retry};
 pub use hash::{ContentHash, ParseHashError};
 pub use id::{NodeId, ParseNodeIdError, Seq};
+pub use version::{Causality, VersionVector};

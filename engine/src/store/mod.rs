@@ -115,17 +115,38 @@ pub enum Op {
         /// Cut-off time.
         before: Timestamp,
     },
+    /// Forget `key` entirely, leaving no tombstone: for local bookkeeping
+    /// that must not look like a deletion to peers (a path that became ignored).
+    Forget {
+        /// Namespace.
+        ns: String,
+        /// Key.
+        key: String,
+    },
+    /// Forget every key starting with `prefix`, leaving no tombstones (a
+    /// folder removed from this node; its files stay on disk and on peers).
+    DropPrefix {
+        /// Namespace.
+        ns: String,
+        /// Key prefix (non-empty).
+        prefix: String,
+    },
 }
 
 impl Op {
     fn ns(&self) -> &str {
         match self {
-            Op::Put { ns, .. } | Op::Remove { ns, .. } | Op::PurgeTombstones { ns, .. } => ns,
+            Op::Put { ns, .. }
+            | Op::Remove { ns, .. }
+            | Op::PurgeTombstones { ns, .. }
+            | Op::Forget { ns, .. }
+            | Op::DropPrefix { ns, .. } => ns,
         }
     }
     fn key(&self) -> Option<&str> {
         match self {
-            Op::Put { key, .. } | Op::Remove { key, .. } => Some(key),
+            Op::Put { key, .. } | Op::Remove { key, .. } | Op::Forget { key, .. } => Some(key),
+            Op::DropPrefix { prefix, .. } => Some(prefix),
             Op::PurgeTombstones { .. } => None,
         }
     }
@@ -326,6 +347,23 @@ fn apply_op(data: &mut Map, seq: Seq, op: Op) {
         Op::PurgeTombstones { ns, before } => {
             if let Some(map) = data.get_mut(&ns) {
                 map.retain(|_, e| !(e.is_tombstone() && e.timestamp < before));
+            }
+        }
+        Op::Forget { ns, key } => {
+            if let Some(map) = data.get_mut(&ns) {
+                map.remove(&key);
+            }
+        }
+        Op::DropPrefix { ns, prefix } => {
+            if let Some(map) = data.get_mut(&ns) {
+                let doomed: Vec<String> = map
+                    .range::<str, _>((Bound::Included(prefix.as_str()), Bound::Unbounded))
+                    .take_while(|(k, _)| k.starts_with(&prefix))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in doomed {
+                    map.remove(&k);
+                }
             }
         }
     }
@@ -593,13 +631,15 @@ impl Store {
     pub fn scan_prefix<'a>(
         &'a self,
         ns: &str,
-        prefix: &'a str,
-    ) -> impl Iterator<Item = (&'a str, &'a Entry)> + 'a {
+        prefix: &str,
+    ) -> impl Iterator<Item = (&'a str, &'a Entry)> + use<'a> {
+        let owned = prefix.to_string();
         self.data
             .get(ns)
+            .map(|m| m.range::<str, _>((Bound::Included(prefix), Bound::Unbounded)))
             .into_iter()
-            .flat_map(move |m| m.range::<str, _>((Bound::Included(prefix), Bound::Unbounded)))
-            .take_while(move |(k, _)| k.starts_with(prefix))
+            .flatten()
+            .take_while(move |(k, _)| k.starts_with(&owned))
             .map(|(k, e)| (k.as_str(), e))
     }
 
@@ -663,6 +703,11 @@ impl Store {
     /// The underlying log (read-only).
     pub fn wal(&self) -> &Wal {
         &self.wal
+    }
+
+    /// The store clock's wall time, for stamping operations.
+    pub fn wall_time(&self) -> Timestamp {
+        self.clock.wall()
     }
 
     /// The configuration in use.

@@ -1,0 +1,647 @@
+//! # folder — shared folders: turning what `fs` sees into store operations
+//!
+//! This is the glue the architecture puts *above* `fs` and `store`: `fs`
+//! observes, `store` records, and this layer decides what an observation
+//! means. A shared folder has an id and a root path (kept in the `folders`
+//! namespace). Each path under it is a [`FileRecord`] in the `files`
+//! namespace, keyed `<folder id>/<relative path>`, holding the kind, size,
+//! mtime, permissions, content hash and chunk list, a version vector, the
+//! node that last changed it, and a `deleted` flag (a deletion is a record
+//! too, so it keeps its version vector and can be synced).
+//!
+//! [`Indexer::scan`] reconciles the whole folder; [`Indexer::apply`]
+//! reconciles the paths a watcher batch names (a directory is looked at
+//! with everything under it, so files that raced a new directory's watch
+//! are still found). Changes are written with group commit: one fsync per
+//! batch of up to 2,048 operations, not per file.
+//!
+//! Writes the agent itself makes (when sync places a file) go through
+//! [`Indexer::record_local_write`]: the record then already matches the
+//! disk, so the watcher's event for that write finds nothing new and no
+//! echo goes back to peers.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::{ContentHash, ErrorContext, NodeId, Retry, Seq, VersionVector};
+use crate::fs::chunk::{Chunk, ChunkerConfig};
+use crate::fs::ignore::{IGNORE_FILE, IgnoreRules};
+use crate::fs::scan::{
+    self, EntryKind, FileStat, Observation, Observed, ScanIssue, ScanProgress, Scope,
+};
+use crate::fs::watch::Batch;
+use crate::store::{Op, Store, StoreError, ns};
+
+/// Namespace of folder configurations.
+pub const FOLDERS_NS: &str = "folders";
+
+/// Operations per WAL batch (one fsync each).
+const OPS_PER_COMMIT: usize = 2048;
+
+/// A shared folder on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FolderConfig {
+    /// Id shared by every node that syncs this folder.
+    pub id: String,
+    /// Absolute root path on this node.
+    pub path: PathBuf,
+    /// Paused folders are neither watched nor synced.
+    pub paused: bool,
+}
+
+/// One path's state in the index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    /// File, directory or symlink.
+    pub kind: EntryKind,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, ns since the Unix epoch.
+    pub mtime_ns: i64,
+    /// Permission bits.
+    pub mode: u32,
+    /// Local inode (not meaningful on other nodes).
+    pub inode: u64,
+    /// blake3 of the content (files only).
+    pub hash: Option<ContentHash>,
+    /// Content-defined chunks (files only).
+    pub chunks: Vec<Chunk>,
+    /// Symlink target, recorded, never followed.
+    pub link_target: Option<String>,
+    /// Change history across nodes.
+    pub version: VersionVector,
+    /// Node that made the last change.
+    pub modified_by: NodeId,
+    /// The path was deleted.
+    pub deleted: bool,
+}
+
+impl FileRecord {
+    fn stat(&self) -> FileStat {
+        FileStat {
+            kind: self.kind,
+            size: self.size,
+            mtime_ns: self.mtime_ns,
+            mode: self.mode,
+            inode: self.inode,
+        }
+    }
+
+    /// Whether the content or type differs (what peers must learn about),
+    /// as opposed to local-only metadata like mtime or inode.
+    fn differs_in_substance(&self, other: &FileRecord) -> bool {
+        self.deleted != other.deleted
+            || self.kind != other.kind
+            || self.size != other.size
+            || self.hash != other.hash
+            || self.mode != other.mode
+            || self.link_target != other.link_target
+    }
+}
+
+/// Errors of the folder layer.
+#[derive(Debug, thiserror::Error)]
+pub enum FolderError {
+    /// The store failed; nothing of the failed batch was recorded.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A folder id that is not allowed.
+    #[error("invalid folder id {id:?}: use 1-64 characters from a-z, A-Z, 0-9, '.', '_' and '-'")]
+    InvalidId {
+        /// The id given.
+        id: String,
+    },
+    /// The folder path is unusable.
+    #[error("cannot share {path}: {reason}")]
+    BadPath {
+        /// The path given.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The id is taken.
+    #[error("a folder with id {id:?} already exists (at {path})")]
+    Exists {
+        /// The id.
+        id: String,
+        /// Where the existing folder is.
+        path: PathBuf,
+    },
+    /// No folder with that id.
+    #[error("no folder with id {0:?} (see `softadastra folder list`)")]
+    NotFound(String),
+    /// A stored record cannot be decoded.
+    #[error("corrupt index entry {key}: {reason}")]
+    Corruption {
+        /// Store key.
+        key: String,
+        /// Decoder message.
+        reason: String,
+    },
+}
+
+impl ErrorContext for FolderError {
+    fn retry(&self) -> Retry {
+        match self {
+            FolderError::Store(e) => e.retry(),
+            _ => Retry::Never,
+        }
+    }
+    fn is_corruption(&self) -> bool {
+        match self {
+            FolderError::Store(e) => e.is_corruption(),
+            FolderError::Corruption { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// Check a folder id.
+pub fn validate_id(id: &str) -> Result<(), FolderError> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && id != "."
+        && id != "..";
+    if ok {
+        Ok(())
+    } else {
+        Err(FolderError::InvalidId { id: id.to_string() })
+    }
+}
+
+/// A folder id derived from a directory name: `My Photos` → `my-photos`.
+pub fn derive_id(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("folder");
+    let mut id: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    id.truncate(64);
+    let id = id.trim_matches('-').to_string();
+    if validate_id(&id).is_ok() {
+        id
+    } else {
+        "folder".into()
+    }
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(key: &str, bytes: &[u8]) -> Result<T, FolderError> {
+    postcard::from_bytes(bytes).map_err(|e| FolderError::Corruption {
+        key: key.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Encoding plain data into memory cannot fail.
+    postcard::to_allocvec(value).unwrap_or_default()
+}
+
+/// Every shared folder, by id.
+pub fn list(store: &Store) -> Result<Vec<FolderConfig>, FolderError> {
+    store
+        .list(FOLDERS_NS, "")
+        .map(|(k, e)| decode(k, e.value.as_deref().unwrap_or_default()))
+        .collect()
+}
+
+/// The folder with this id.
+pub fn get(store: &Store, id: &str) -> Result<FolderConfig, FolderError> {
+    match store.get(FOLDERS_NS, id) {
+        Some(e) => decode(id, e.value.as_deref().unwrap_or_default()),
+        None => Err(FolderError::NotFound(id.to_string())),
+    }
+}
+
+/// Share the directory at `path` under `id`.
+pub fn add(store: &mut Store, id: &str, path: &Path) -> Result<FolderConfig, FolderError> {
+    validate_id(id)?;
+    let bad = |reason: String| FolderError::BadPath {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let root = std::fs::canonicalize(path).map_err(|e| bad(e.to_string()))?;
+    if !root.is_dir() {
+        return Err(bad("not a directory".into()));
+    }
+    for other in list(store)? {
+        if other.id == id {
+            return Err(FolderError::Exists {
+                id: id.to_string(),
+                path: other.path,
+            });
+        }
+        if root.starts_with(&other.path) || other.path.starts_with(&root) {
+            return Err(bad(format!(
+                "it overlaps folder {:?} at {}",
+                other.id,
+                other.path.display()
+            )));
+        }
+    }
+    let config = FolderConfig {
+        id: id.to_string(),
+        path: root,
+        paused: false,
+    };
+    store.put(FOLDERS_NS, id, encode(&config))?;
+    Ok(config)
+}
+
+/// Stop sharing folder `id` on this node: its configuration and index are
+/// forgotten (no deletion reaches peers); the files on disk stay.
+pub fn remove(store: &mut Store, id: &str) -> Result<FolderConfig, FolderError> {
+    let config = get(store, id)?;
+    store.apply_batch(vec![
+        Op::DropPrefix {
+            ns: ns::FILES.into(),
+            prefix: format!("{id}/"),
+        },
+        Op::Forget {
+            ns: FOLDERS_NS.into(),
+            key: id.to_string(),
+        },
+    ])?;
+    Ok(config)
+}
+
+/// Set a folder's paused flag.
+pub fn set_paused(store: &mut Store, id: &str, paused: bool) -> Result<FolderConfig, FolderError> {
+    let mut config = get(store, id)?;
+    config.paused = paused;
+    store.put(FOLDERS_NS, id, encode(&config))?;
+    Ok(config)
+}
+
+/// The index key of `rel` in folder `id`.
+pub fn file_key(id: &str, rel: &str) -> String {
+    format!("{id}/{rel}")
+}
+
+/// Every record of folder `id` (deleted ones included), in path order.
+pub fn records<'a>(
+    store: &'a Store,
+    id: &str,
+) -> impl Iterator<Item = Result<(&'a str, FileRecord), FolderError>> + use<'a> {
+    let prefix_len = id.len() + 1;
+    store
+        .scan_prefix(ns::FILES, &format!("{id}/"))
+        .filter_map(move |(key, e)| {
+            e.value
+                .as_deref()
+                .map(|v| decode::<FileRecord>(key, v).map(|r| (&key[prefix_len..], r)))
+        })
+}
+
+/// What one reconciliation changed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ChangeReport {
+    /// Entries found on disk in the scope looked at.
+    pub entries: u64,
+    /// New paths.
+    pub added: u64,
+    /// Paths whose content, type or permissions changed.
+    pub modified: u64,
+    /// Paths gone from disk.
+    pub deleted: u64,
+    /// Of the added paths, those whose content matches a path deleted in
+    /// the same reconciliation (a rename or move: no content to transfer).
+    pub renamed: u64,
+    /// Paths that became ignored and were dropped from the index.
+    pub forgotten: u64,
+    /// Files read and hashed.
+    pub hashed_files: u64,
+    /// Bytes read and hashed.
+    pub hashed_bytes: u64,
+    /// Store operations written.
+    pub ops: u64,
+    /// Last store sequence after writing.
+    pub last_seq: u64,
+    /// Per-path trouble.
+    pub issues: Vec<ScanIssue>,
+    /// Time taken, ms.
+    pub elapsed_ms: u64,
+}
+
+/// Reconciles one folder's disk state into the store.
+#[derive(Debug)]
+pub struct Indexer {
+    config: FolderConfig,
+    node: NodeId,
+    ignore: IgnoreRules,
+    /// Warnings from reading the ignore file.
+    pub ignore_warnings: Vec<String>,
+    chunker: ChunkerConfig,
+}
+
+impl Indexer {
+    /// An indexer for `config`, recording changes as made by `node`.
+    pub fn new(config: FolderConfig, node: NodeId) -> Indexer {
+        let (ignore, ignore_warnings) = IgnoreRules::load(&config.path);
+        Indexer {
+            config,
+            node,
+            ignore,
+            ignore_warnings,
+            chunker: ChunkerConfig::default(),
+        }
+    }
+
+    /// The folder.
+    pub fn config(&self) -> &FolderConfig {
+        &self.config
+    }
+
+    /// The ignore rules in force.
+    pub fn ignore(&self) -> &IgnoreRules {
+        &self.ignore
+    }
+
+    fn check_root(&self) -> Result<(), FolderError> {
+        match std::fs::metadata(&self.config.path) {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err(FolderError::BadPath {
+                path: self.config.path.clone(),
+                reason: "no longer a directory".into(),
+            }),
+            // A vanished root must not be read as "everything was deleted".
+            Err(e) => Err(FolderError::BadPath {
+                path: self.config.path.clone(),
+                reason: format!("{e} (nothing recorded)"),
+            }),
+        }
+    }
+
+    /// Reconcile the whole folder.
+    pub fn scan(
+        &mut self,
+        store: &mut Store,
+        progress: &ScanProgress,
+    ) -> Result<ChangeReport, FolderError> {
+        self.reconcile(store, &[Scope::All], progress)
+    }
+
+    /// Reconcile the paths of a watcher batch.
+    pub fn apply(&mut self, store: &mut Store, batch: &Batch) -> Result<ChangeReport, FolderError> {
+        let ignore_changed = batch.paths.iter().any(|p| p == IGNORE_FILE);
+        if ignore_changed {
+            self.reload_ignore();
+        }
+        let scopes: Vec<Scope> = if batch.rescan_all || ignore_changed {
+            vec![Scope::All]
+        } else {
+            // A path inside another path of the batch is covered by it.
+            let mut sorted: Vec<&String> = batch.paths.iter().collect();
+            sorted.sort();
+            let mut scopes: Vec<Scope> = Vec::new();
+            let mut last: Option<&str> = None;
+            for p in sorted {
+                if let Some(l) = last
+                    && p.starts_with(l)
+                    && p.as_bytes().get(l.len()) == Some(&b'/')
+                {
+                    continue;
+                }
+                scopes.push(Scope::Tree(p.clone()));
+                last = Some(p);
+            }
+            scopes
+        };
+        self.reconcile(store, &scopes, &ScanProgress::default())
+    }
+
+    /// Reload `.softadastraignore`.
+    pub fn reload_ignore(&mut self) {
+        let (ignore, warnings) = IgnoreRules::load(&self.config.path);
+        self.ignore = ignore;
+        self.ignore_warnings = warnings;
+    }
+
+    /// Record a file the agent itself wrote (e.g. sync placing a download):
+    /// `record` is stored as given, with the local stat of the file, so the
+    /// watcher's event for this write finds nothing new.
+    pub fn record_local_write(
+        &self,
+        store: &mut Store,
+        rel: &str,
+        mut record: FileRecord,
+    ) -> Result<Seq, FolderError> {
+        let abs = crate::fs::path::absolute(&self.config.path, rel).map_err(|e| {
+            FolderError::BadPath {
+                path: self.config.path.join(rel),
+                reason: e.to_string(),
+            }
+        })?;
+        if let Ok(meta) = std::fs::symlink_metadata(&abs) {
+            let stat = FileStat::from_metadata(&meta);
+            record.mtime_ns = stat.mtime_ns;
+            record.inode = stat.inode;
+        }
+        let op = self.put_op(rel, &record, store);
+        Ok(store.apply(op)?)
+    }
+
+    fn put_op(&self, rel: &str, record: &FileRecord, store: &Store) -> Op {
+        Op::Put {
+            ns: ns::FILES.into(),
+            key: file_key(&self.config.id, rel),
+            value: encode(record),
+            origin: self.node,
+            timestamp: store.wall_time(),
+        }
+    }
+
+    fn reconcile(
+        &mut self,
+        store: &mut Store,
+        scopes: &[Scope],
+        progress: &ScanProgress,
+    ) -> Result<ChangeReport, FolderError> {
+        let started = Instant::now();
+        self.check_root()?;
+        // What the index knows about the scopes.
+        let mut known: HashMap<String, FileRecord> = HashMap::new();
+        for scope in scopes {
+            match scope {
+                Scope::All => {
+                    for r in records(store, &self.config.id) {
+                        let (rel, rec) = r?;
+                        known.insert(rel.to_string(), rec);
+                    }
+                }
+                Scope::Tree(p) => {
+                    let key = file_key(&self.config.id, p);
+                    if let Some(e) = store.entry(ns::FILES, &key)
+                        && let Some(v) = e.value.as_deref()
+                    {
+                        known.insert(p.clone(), decode(&key, v)?);
+                    }
+                    let prefix = format!("{key}/");
+                    let strip = self.config.id.len() + 1;
+                    for (k, e) in store.scan_prefix(ns::FILES, &prefix) {
+                        if let Some(v) = e.value.as_deref() {
+                            known.insert(k[strip..].to_string(), decode(k, v)?);
+                        }
+                    }
+                }
+            }
+        }
+        let stats: HashMap<&str, FileStat> = known
+            .iter()
+            .filter(|(_, r)| !r.deleted)
+            .map(|(k, r)| (k.as_str(), r.stat()))
+            .collect();
+        let lookup = |rel: &str| stats.get(rel).copied();
+        let obs: Observation = scan::observe(
+            &self.config.path,
+            scopes,
+            &self.ignore,
+            &lookup,
+            self.chunker,
+            progress,
+        );
+
+        let mut report = ChangeReport {
+            entries: obs.entries.len() as u64,
+            hashed_files: obs.hashed_files,
+            hashed_bytes: obs.hashed_bytes,
+            ..ChangeReport::default()
+        };
+        let mut puts: Vec<(String, FileRecord)> = Vec::new();
+        let mut added_hashes: Vec<ContentHash> = Vec::new();
+        let seen: HashSet<&str> = obs.entries.iter().map(|o| o.path.as_str()).collect();
+        for o in &obs.entries {
+            let prev = known.get(&o.path);
+            match self.observed_record(o, prev) {
+                Change::None => {}
+                Change::LocalOnly(rec) => puts.push((o.path.clone(), rec)),
+                Change::Substance(rec) => {
+                    if prev.is_none_or(|p| p.deleted) {
+                        report.added += 1;
+                        if let Some(h) = rec.hash {
+                            added_hashes.push(h);
+                        }
+                    } else {
+                        report.modified += 1;
+                    }
+                    puts.push((o.path.clone(), rec));
+                }
+            }
+        }
+        // Known, live, in scope, not on disk and not in doubt: deleted.
+        let mut deletions: Vec<(String, FileRecord)> = Vec::new();
+        let mut forgets: Vec<String> = Vec::new();
+        let mut deleted_hashes: HashSet<ContentHash> = HashSet::new();
+        for (rel, rec) in &known {
+            if rec.deleted || seen.contains(rel.as_str()) || obs.is_unsure(rel) {
+                continue;
+            }
+            if self.ignore.is_ignored(rel, rec.kind == EntryKind::Dir) {
+                forgets.push(rel.clone());
+                continue;
+            }
+            let mut gone = rec.clone();
+            gone.deleted = true;
+            gone.version.bump(self.node);
+            gone.modified_by = self.node;
+            if let Some(h) = rec.hash {
+                deleted_hashes.insert(h);
+            }
+            deletions.push((rel.clone(), gone));
+        }
+        report.deleted = deletions.len() as u64;
+        report.forgotten = forgets.len() as u64;
+        report.renamed = added_hashes
+            .iter()
+            .filter(|h| deleted_hashes.contains(h))
+            .count() as u64;
+        // Parents before children for additions; children before parents for deletions.
+        deletions.sort_by(|a, b| b.0.cmp(&a.0));
+        let mut ops: Vec<Op> = Vec::with_capacity(puts.len() + deletions.len() + forgets.len());
+        for (rel, rec) in puts.iter().chain(deletions.iter()) {
+            ops.push(self.put_op(rel, rec, store));
+        }
+        for rel in forgets {
+            ops.push(Op::Forget {
+                ns: ns::FILES.into(),
+                key: file_key(&self.config.id, &rel),
+            });
+        }
+        report.ops = ops.len() as u64;
+        let mut ops = ops.into_iter().peekable();
+        while ops.peek().is_some() {
+            let batch: Vec<Op> = ops.by_ref().take(OPS_PER_COMMIT).collect();
+            store.apply_batch(batch)?;
+        }
+        for issue in &obs.issues {
+            tracing::warn!(path = %issue.path.display(), kind = ?issue.kind, detail = %issue.detail, "scan issue");
+        }
+        report.issues = obs.issues;
+        report.last_seq = store.last_seq().0;
+        report.elapsed_ms = started.elapsed().as_millis() as u64;
+        if report.renamed > 0 {
+            tracing::info!(folder = %self.config.id, renamed = report.renamed, "renames detected by content hash");
+        }
+        Ok(report)
+    }
+
+    fn observed_record(&self, o: &Observed, prev: Option<&FileRecord>) -> Change {
+        let live_prev = prev.filter(|p| !p.deleted);
+        let (hash, chunks) = match (&o.content, live_prev) {
+            (Some(c), _) => (Some(c.hash), c.chunks.clone()),
+            // Metadata matched: the content is what we recorded.
+            (None, Some(p)) if o.stat.kind == EntryKind::File => (p.hash, p.chunks.clone()),
+            _ => (None, Vec::new()),
+        };
+        let mut rec = FileRecord {
+            kind: o.stat.kind,
+            size: o.stat.size,
+            mtime_ns: o.stat.mtime_ns,
+            mode: o.stat.mode,
+            inode: o.stat.inode,
+            hash,
+            chunks,
+            link_target: o.link_target.clone(),
+            version: prev.map(|p| p.version.clone()).unwrap_or_default(),
+            modified_by: self.node,
+            deleted: false,
+        };
+        match prev {
+            Some(p) if !rec.differs_in_substance(p) => {
+                if rec.stat() == p.stat() {
+                    Change::None
+                } else {
+                    rec.modified_by = p.modified_by;
+                    Change::LocalOnly(rec)
+                }
+            }
+            _ => {
+                rec.version.bump(self.node);
+                Change::Substance(rec)
+            }
+        }
+    }
+}
+
+enum Change {
+    None,
+    /// mtime or inode moved, content did not: update locally, no new version.
+    LocalOnly(FileRecord),
+    /// Something peers must learn about: new version.
+    Substance(FileRecord),
+}

@@ -1,0 +1,114 @@
+//! Which paths of a folder never enter the store.
+//!
+//! Two sources: built-in rules for the agent's own files (the per-folder
+//! `.softadastra/` directory with trash and transfer state, and temporary
+//! files named `.softadastra-tmp-*` used while assembling downloads), and
+//! the folder's `.softadastraignore` file in gitignore syntax. The ignore
+//! file itself is synced like any other file, so every node applies the same
+//! rules.
+
+use std::path::{Path, PathBuf};
+
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+
+/// Per-folder directory the agent owns (trash, transfer state).
+pub const META_DIR: &str = ".softadastra";
+/// Prefix of temporary files the agent writes while assembling a download.
+pub const TEMP_PREFIX: &str = ".softadastra-tmp-";
+/// Name of the per-folder ignore file.
+pub const IGNORE_FILE: &str = ".softadastraignore";
+
+/// The ignore rules of one folder.
+#[derive(Debug, Clone)]
+pub struct IgnoreRules {
+    matcher: Gitignore,
+    file: PathBuf,
+}
+
+impl IgnoreRules {
+    /// Built-in rules only.
+    pub fn builtin() -> Self {
+        IgnoreRules {
+            matcher: Gitignore::empty(),
+            file: PathBuf::new(),
+        }
+    }
+
+    /// Built-in rules plus `root/.softadastraignore` if present. Lines that
+    /// do not parse are returned as warnings and skipped; the rest apply.
+    pub fn load(root: &Path) -> (Self, Vec<String>) {
+        let file = root.join(IGNORE_FILE);
+        let mut warnings = Vec::new();
+        if !file.is_file() {
+            return (
+                IgnoreRules {
+                    file,
+                    ..Self::builtin()
+                },
+                warnings,
+            );
+        }
+        let mut builder = GitignoreBuilder::new(root);
+        if let Some(err) = builder.add(&file) {
+            warnings.push(format!("{}: {err}", file.display()));
+        }
+        let matcher = builder.build().unwrap_or_else(|e| {
+            warnings.push(format!(
+                "{}: {e}; using built-in rules only",
+                file.display()
+            ));
+            Gitignore::empty()
+        });
+        (IgnoreRules { matcher, file }, warnings)
+    }
+
+    /// Whether the folder-relative path `rel` is ignored (by itself or
+    /// because a parent directory is).
+    pub fn is_ignored(&self, rel: &str, is_dir: bool) -> bool {
+        if is_builtin_ignored(rel) {
+            return true;
+        }
+        !self.matcher.is_empty()
+            && self
+                .matcher
+                .matched_path_or_any_parents(rel, is_dir)
+                .is_ignore()
+    }
+
+    /// The ignore file these rules were read from.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+}
+
+/// The agent's own files, whatever the ignore file says.
+pub fn is_builtin_ignored(rel: &str) -> bool {
+    rel == META_DIR
+        || rel.starts_with(".softadastra/")
+        || rel.split('/').any(|part| part.starts_with(TEMP_PREFIX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_and_file_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(IGNORE_FILE), "*.log\nbuild/\n!keep.log\n").unwrap();
+        let (rules, warnings) = IgnoreRules::load(dir.path());
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(rules.is_ignored("a.log", false));
+        assert!(rules.is_ignored("deep/x/a.log", false));
+        assert!(!rules.is_ignored("keep.log", false));
+        assert!(rules.is_ignored("build", true));
+        assert!(rules.is_ignored("build/out.o", false));
+        assert!(!rules.is_ignored("src/main.rs", false));
+        assert!(rules.is_ignored(".softadastra/trash/x", false));
+        assert!(rules.is_ignored("docs/.softadastra-tmp-123-report.txt", false));
+        assert!(
+            !rules.is_ignored(IGNORE_FILE, false),
+            "the ignore file itself syncs"
+        );
+    }
+}

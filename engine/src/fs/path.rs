@@ -1,0 +1,134 @@
+//! Folder-relative paths: the one place that says what a valid path is.
+//!
+//! Inside the engine a path in a shared folder is a `/`-separated, UTF-8,
+//! normalized relative path (`docs/report.txt`). Paths from the local disk
+//! are converted with [`relative`]; paths from anywhere else — a peer above
+//! all — are checked with [`validate`] before they touch the disk.
+
+use std::path::{Component, Path, PathBuf};
+
+/// Why a path is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// Empty path.
+    #[error("empty path")]
+    Empty,
+    /// Starts with `/`, a drive letter or a UNC prefix.
+    #[error("absolute path {0:?}")]
+    Absolute(String),
+    /// Contains a `..` component.
+    #[error("path {0:?} climbs out with '..'")]
+    ParentDir(String),
+    /// Contains `.`, an empty component, a backslash or a NUL.
+    #[error("path {0:?} is not normalized (empty or '.' component, backslash or NUL)")]
+    NotNormalized(String),
+    /// Not valid UTF-8 (cannot be synced).
+    #[error("path {0:?} is not valid UTF-8")]
+    NotUtf8(String),
+    /// Not inside the folder root.
+    #[error("path {0:?} is outside the folder")]
+    Outside(String),
+}
+
+/// Check a folder-relative path received from elsewhere.
+pub fn validate(rel: &str) -> Result<(), PathError> {
+    if rel.is_empty() {
+        return Err(PathError::Empty);
+    }
+    let bytes = rel.as_bytes();
+    let drive = bytes.len() >= 2 && bytes[1] == b':' && bytes[0].is_ascii_alphabetic();
+    if rel.starts_with('/') || rel.starts_with("\\\\") || drive {
+        return Err(PathError::Absolute(rel.to_string()));
+    }
+    if rel.contains('\0') || rel.contains('\\') {
+        return Err(PathError::NotNormalized(rel.to_string()));
+    }
+    for part in rel.split('/') {
+        match part {
+            ".." => return Err(PathError::ParentDir(rel.to_string())),
+            "" | "." => return Err(PathError::NotNormalized(rel.to_string())),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The folder-relative form of `abs`, which must be inside `root`.
+pub fn relative(root: &Path, abs: &Path) -> Result<String, PathError> {
+    let rest = abs
+        .strip_prefix(root)
+        .map_err(|_| PathError::Outside(abs.display().to_string()))?;
+    let mut parts = Vec::new();
+    for c in rest.components() {
+        match c {
+            Component::Normal(p) => parts.push(
+                p.to_str()
+                    .ok_or_else(|| PathError::NotUtf8(abs.display().to_string()))?,
+            ),
+            _ => return Err(PathError::NotNormalized(abs.display().to_string())),
+        }
+    }
+    if parts.is_empty() {
+        return Err(PathError::Empty);
+    }
+    let rel = parts.join("/");
+    validate(&rel)?;
+    Ok(rel)
+}
+
+/// The absolute path of a validated relative path under `root`.
+pub fn absolute(root: &Path, rel: &str) -> Result<PathBuf, PathError> {
+    validate(rel)?;
+    Ok(rel
+        .split('/')
+        .fold(root.to_path_buf(), |p, part| p.join(part)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_paths_are_refused() {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../../etc/passwd",
+            "a/../../b",
+            "a//b",
+            "./a",
+            "a/./b",
+            "a\\b",
+            "C:/x",
+            "c:evil",
+            "\\\\server\\share",
+            "a\0b",
+            "a/",
+            "..",
+        ] {
+            assert!(validate(bad).is_err(), "{bad:?} accepted");
+        }
+        for good in [
+            "a",
+            "docs/report.txt",
+            "a/b/c d/é.txt",
+            "..hidden",
+            "a..b/c",
+        ] {
+            assert_eq!(validate(good), Ok(()), "{good:?} refused");
+        }
+    }
+
+    #[test]
+    fn relative_and_absolute_round_trip() {
+        let root = Path::new("/data/folder");
+        let rel = relative(root, Path::new("/data/folder/x/y.txt")).unwrap();
+        assert_eq!(rel, "x/y.txt");
+        assert_eq!(
+            absolute(root, &rel).unwrap(),
+            Path::new("/data/folder/x/y.txt")
+        );
+        assert!(relative(root, Path::new("/data/other")).is_err());
+        assert!(relative(root, root).is_err());
+    }
+}

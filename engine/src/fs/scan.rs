@@ -1,0 +1,436 @@
+//! Walking a folder and summarising what is on disk.
+//!
+//! [`observe`] walks the requested scopes (the whole folder, a subtree, or
+//! single paths), reports each entry's metadata and, for regular files whose
+//! metadata differs from what the caller already knows, hashes and chunks
+//! the content on all cores. Trouble with one path (unreadable, vanished,
+//! changing while read, not UTF-8) is reported for that path and never stops
+//! the walk. Symlinks are recorded with their target and never followed, so
+//! a link cannot lead the walk outside the folder or into a loop.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::chunk::{ChunkerConfig, Content, chunk_reader};
+use super::ignore::IgnoreRules;
+use super::path;
+
+/// What kind of entry a path is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    /// Regular file.
+    File,
+    /// Directory.
+    Dir,
+    /// Symbolic link (recorded, never followed).
+    Symlink,
+}
+
+/// The metadata that decides whether a file must be re-read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStat {
+    /// Kind of entry.
+    pub kind: EntryKind,
+    /// Size in bytes (0 for directories).
+    pub size: u64,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+    /// Permission bits (`mode & 0o7777` on Unix).
+    pub mode: u32,
+    /// Inode (or file id): a changed inode at the same path means a new file.
+    pub inode: u64,
+}
+
+impl FileStat {
+    /// Read the metadata of `meta` (from `symlink_metadata`).
+    pub fn from_metadata(meta: &std::fs::Metadata) -> FileStat {
+        let kind = if meta.file_type().is_symlink() {
+            EntryKind::Symlink
+        } else if meta.is_dir() {
+            EntryKind::Dir
+        } else {
+            EntryKind::File
+        };
+        #[cfg(unix)]
+        let (mtime_ns, mode, inode) = {
+            use std::os::unix::fs::MetadataExt;
+            (
+                meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+                meta.mode() & 0o7777,
+                meta.ino(),
+            )
+        };
+        #[cfg(not(unix))]
+        let (mtime_ns, mode, inode) = {
+            let mtime = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos() as i64);
+            (
+                mtime,
+                if meta.permissions().readonly() {
+                    0o444
+                } else {
+                    0o644
+                },
+                0,
+            )
+        };
+        FileStat {
+            kind,
+            size: if kind == EntryKind::Dir {
+                0
+            } else {
+                meta.len()
+            },
+            mtime_ns,
+            mode,
+            inode,
+        }
+    }
+}
+
+/// One path as found on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    /// Folder-relative path.
+    pub path: String,
+    /// Its metadata.
+    pub stat: FileStat,
+    /// Content summary, for files that were (re-)read. `None` for files whose
+    /// metadata matched what the caller knew, and for non-files.
+    pub content: Option<Content>,
+    /// A symlink's target, as stored in the link.
+    pub link_target: Option<String>,
+}
+
+/// What went wrong with one path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum IssueKind {
+    /// Permission denied or another read error.
+    Unreadable,
+    /// Disappeared between listing and reading.
+    Vanished,
+    /// Kept changing while being read; picked up once it settles.
+    Changing,
+    /// A name that is not valid UTF-8 (cannot be synced).
+    BadName,
+    /// Two names that differ only in case (they collide on case-insensitive disks).
+    CaseCollision,
+}
+
+/// A problem with one path; the rest of the scan goes on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScanIssue {
+    /// The path (absolute).
+    pub path: PathBuf,
+    /// Folder-relative path, when it has one.
+    pub rel: Option<String>,
+    /// What kind of trouble.
+    pub kind: IssueKind,
+    /// The underlying error.
+    pub detail: String,
+}
+
+/// Which part of a folder to look at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// The whole folder.
+    All,
+    /// A path and, if it is a directory, everything under it.
+    Tree(String),
+}
+
+/// Live counters, for progress display from another thread.
+#[derive(Debug, Default)]
+pub struct ScanProgress {
+    /// Entries found by the walk.
+    pub entries: AtomicU64,
+    /// Files found that need reading.
+    pub files_to_hash: AtomicU64,
+    /// Bytes those files hold.
+    pub bytes_to_hash: AtomicU64,
+    /// Files read so far.
+    pub files_hashed: AtomicU64,
+    /// Bytes read so far.
+    pub bytes_hashed: AtomicU64,
+}
+
+/// The result of [`observe`].
+#[derive(Debug, Default)]
+pub struct Observation {
+    /// Everything found, in walk order.
+    pub entries: Vec<Observed>,
+    /// Per-path trouble.
+    pub issues: Vec<ScanIssue>,
+    /// Files re-read.
+    pub hashed_files: u64,
+    /// Bytes re-read.
+    pub hashed_bytes: u64,
+}
+
+impl Observation {
+    /// Whether `rel` (or a parent of it) could not be read: such paths must
+    /// not be taken as deleted.
+    pub fn is_unsure(&self, rel: &str) -> bool {
+        self.issues.iter().any(|i| {
+            i.kind != IssueKind::CaseCollision
+                && i.rel.as_deref().is_some_and(|p| {
+                    rel == p || (rel.starts_with(p) && rel.as_bytes().get(p.len()) == Some(&b'/'))
+                })
+        })
+    }
+}
+
+fn issue(path: &Path, rel: Option<&str>, kind: IssueKind, detail: impl ToString) -> ScanIssue {
+    ScanIssue {
+        path: path.to_path_buf(),
+        rel: rel.map(str::to_string),
+        kind,
+        detail: detail.to_string(),
+    }
+}
+
+fn io_issue(path: &Path, rel: Option<&str>, e: &io::Error) -> ScanIssue {
+    let kind = if e.kind() == io::ErrorKind::NotFound {
+        IssueKind::Vanished
+    } else {
+        IssueKind::Unreadable
+    };
+    issue(path, rel, kind, e)
+}
+
+/// Observe `scopes` of the folder at `root`. `known(rel)` returns the
+/// metadata the caller has on record; a file whose kind, size, mtime and
+/// inode all match is not read again.
+pub fn observe(
+    root: &Path,
+    scopes: &[Scope],
+    ignore: &IgnoreRules,
+    known: &(dyn Fn(&str) -> Option<FileStat> + Sync),
+    chunker: ChunkerConfig,
+    progress: &ScanProgress,
+) -> Observation {
+    let mut out = Observation::default();
+    let mut to_hash: Vec<(usize, PathBuf)> = Vec::new();
+    for scope in scopes {
+        let start = match scope {
+            Scope::All => root.to_path_buf(),
+            Scope::Tree(rel) => match path::absolute(root, rel) {
+                Ok(p) => p,
+                Err(e) => {
+                    out.issues
+                        .push(issue(root, Some(rel), IssueKind::BadName, e));
+                    continue;
+                }
+            },
+        };
+        let walker = walkdir::WalkDir::new(&start)
+            .follow_links(false)
+            .follow_root_links(false)
+            .min_depth(if *scope == Scope::All { 1 } else { 0 });
+        let mut it = walker.into_iter();
+        while let Some(item) = it.next() {
+            let entry = match item {
+                Ok(e) => e,
+                Err(e) => {
+                    let p = e.path().unwrap_or(&start).to_path_buf();
+                    let rel = path::relative(root, &p).ok();
+                    // A missing start path is not trouble: the caller learns it is gone.
+                    if e.io_error()
+                        .is_some_and(|io| io.kind() == io::ErrorKind::NotFound)
+                        && p == start
+                    {
+                        continue;
+                    }
+                    let detail = e.to_string();
+                    out.issues.push(match e.io_error() {
+                        Some(io) => io_issue(&p, rel.as_deref(), io),
+                        None => issue(&p, rel.as_deref(), IssueKind::Unreadable, detail),
+                    });
+                    continue;
+                }
+            };
+            let abs = entry.path();
+            let rel = match path::relative(root, abs) {
+                Ok(r) => r,
+                Err(e) => {
+                    out.issues.push(issue(abs, None, IssueKind::BadName, e));
+                    if entry.file_type().is_dir() {
+                        it.skip_current_dir();
+                    }
+                    continue;
+                }
+            };
+            let is_dir = entry.file_type().is_dir();
+            if ignore.is_ignored(&rel, is_dir) {
+                if is_dir {
+                    it.skip_current_dir();
+                }
+                continue;
+            }
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                Err(e) => {
+                    let detail = e.to_string();
+                    out.issues.push(match e.io_error() {
+                        Some(io) => io_issue(abs, Some(&rel), io),
+                        None => issue(abs, Some(&rel), IssueKind::Unreadable, detail),
+                    });
+                    continue;
+                }
+            };
+            progress.entries.fetch_add(1, Ordering::Relaxed);
+            let stat = FileStat::from_metadata(&meta);
+            let link_target = if stat.kind == EntryKind::Symlink {
+                match std::fs::read_link(abs) {
+                    Ok(t) => match t.to_str() {
+                        Some(s) => Some(s.to_string()),
+                        None => {
+                            out.issues.push(issue(
+                                abs,
+                                Some(&rel),
+                                IssueKind::BadName,
+                                "symlink target is not UTF-8",
+                            ));
+                            continue;
+                        }
+                    },
+                    Err(e) => {
+                        out.issues.push(io_issue(abs, Some(&rel), &e));
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            if stat.kind == EntryKind::File && known(&rel) != Some(stat) {
+                progress.files_to_hash.fetch_add(1, Ordering::Relaxed);
+                progress
+                    .bytes_to_hash
+                    .fetch_add(stat.size, Ordering::Relaxed);
+                to_hash.push((out.entries.len(), abs.to_path_buf()));
+            }
+            out.entries.push(Observed {
+                path: rel,
+                stat,
+                content: None,
+                link_target,
+            });
+        }
+    }
+
+    // Read and chunk changed files on all cores.
+    let results: Vec<(usize, ReadResult)> = to_hash
+        .par_iter()
+        .map(|(idx, abs)| {
+            let rel = out.entries[*idx].path.as_str();
+            (*idx, read_settled(abs, rel, chunker, progress))
+        })
+        .collect();
+    let mut dropped = Vec::new();
+    for (idx, result) in results {
+        match result {
+            Ok((content, stat)) => {
+                out.hashed_files += 1;
+                out.hashed_bytes += content.size;
+                out.entries[idx].stat = stat;
+                out.entries[idx].content = Some(content);
+            }
+            Err(issue) => {
+                out.issues.push(issue);
+                dropped.push(idx);
+            }
+        }
+    }
+    if !dropped.is_empty() {
+        dropped.sort_unstable();
+        let mut i = 0;
+        out.entries.retain(|_| {
+            let keep = dropped.binary_search(&i).is_err();
+            i += 1;
+            keep
+        });
+    }
+    report_case_collisions(root, &mut out);
+    out
+}
+
+/// A file read in full, with the metadata it had, or why it could not be.
+type ReadResult = Result<(Content, FileStat), ScanIssue>;
+
+/// Read a file whose metadata stays the same while it is read. A file that
+/// keeps changing is reported as [`IssueKind::Changing`] and picked up later.
+fn read_settled(
+    abs: &Path,
+    rel: &str,
+    chunker: ChunkerConfig,
+    progress: &ScanProgress,
+) -> Result<(Content, FileStat), ScanIssue> {
+    for _attempt in 0..3 {
+        let before = std::fs::symlink_metadata(abs).map_err(|e| io_issue(abs, Some(rel), &e))?;
+        let file = std::fs::File::open(abs).map_err(|e| io_issue(abs, Some(rel), &e))?;
+        let content = chunk_reader(
+            CountingReader {
+                inner: file,
+                progress,
+            },
+            chunker,
+        )
+        .map_err(|e| io_issue(abs, Some(rel), &e))?;
+        let after = std::fs::symlink_metadata(abs).map_err(|e| io_issue(abs, Some(rel), &e))?;
+        let (b, a) = (
+            FileStat::from_metadata(&before),
+            FileStat::from_metadata(&after),
+        );
+        progress.files_hashed.fetch_add(1, Ordering::Relaxed);
+        if a == b && content.size == a.size {
+            return Ok((content, a));
+        }
+    }
+    Err(issue(
+        abs,
+        Some(rel),
+        IssueKind::Changing,
+        "file kept changing while being read; it will be recorded once it settles",
+    ))
+}
+
+struct CountingReader<'a, R> {
+    inner: R,
+    progress: &'a ScanProgress,
+}
+
+impl<R: io::Read> io::Read for CountingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress
+            .bytes_hashed
+            .fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+fn report_case_collisions(root: &Path, out: &mut Observation) {
+    let mut seen: HashMap<String, &str> = HashMap::with_capacity(out.entries.len());
+    let mut found = Vec::new();
+    for e in &out.entries {
+        if let Some(other) = seen.insert(e.path.to_lowercase(), &e.path)
+            && other != e.path
+        {
+            found.push(issue(
+                &root.join(&e.path),
+                Some(&e.path),
+                IssueKind::CaseCollision,
+                format!("{:?} and {:?} differ only in case and collide on case-insensitive file systems", other, e.path),
+            ));
+        }
+    }
+    out.issues.extend(found);
+}
