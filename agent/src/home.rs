@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use softadastra::core::NodeId;
 
 /// Layout of a node's home directory.
 #[derive(Debug, Clone)]
@@ -20,6 +21,13 @@ impl Home {
                 .context("cannot determine a home directory for softadastra; pass --home DIR")?,
         };
         Ok(Home { root })
+    }
+
+    /// The id local changes are recorded under. Until the node has an
+    /// identity (created by `softadastra init`, the transport issue), that
+    /// is [`NodeId::LOCAL`].
+    pub fn node_id(&self) -> NodeId {
+        NodeId::LOCAL
     }
 
     /// Directory of the store (WAL and snapshots).

@@ -3,6 +3,7 @@
 //! Errors are reported with their full cause chain on stderr and a non-zero
 //! exit status; `--json` output is for scripts and never mixes in prose.
 
+mod folder_cmd;
 mod home;
 mod store_cmd;
 
@@ -32,6 +33,27 @@ enum Command {
     /// Inspect the write-ahead log.
     #[command(subcommand)]
     Wal(store_cmd::WalCommand),
+    /// Manage shared folders.
+    #[command(subcommand)]
+    Folder(folder_cmd::FolderCommand),
+    /// Show the index: every path of a folder (or all folders) with size, hash and version.
+    Ls {
+        /// Folder id (default: all folders).
+        folder: Option<String>,
+        /// Include deleted paths.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Scan a directory once: index it if it is shared, otherwise just report.
+    Scan {
+        /// The directory.
+        path: PathBuf,
+        /// Print the report as JSON (no progress bar).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -39,16 +61,21 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SOFTADASTRA_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                // One-shot commands print their own warnings; logs add only errors.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
         )
         .with_writer(std::io::stderr)
         .init();
     let result = home::Home::resolve(cli.home).and_then(|home| match cli.command {
         Command::Store(cmd) => store_cmd::run_store(&home, cmd),
         Command::Wal(cmd) => store_cmd::run_wal(&home, cmd),
+        Command::Folder(cmd) => folder_cmd::run_folder(&home, cmd),
+        Command::Ls { folder, all, json } => folder_cmd::run_ls(&home, folder, json, all),
+        Command::Scan { path, json } => folder_cmd::run_scan(&home, &path, json),
     });
     match result {
         Ok(code) => code,
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");
             for cause in err.chain().skip(1) {
@@ -57,4 +84,12 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Output piped into `head` and closed early is not an error.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

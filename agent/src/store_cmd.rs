@@ -59,7 +59,7 @@ pub enum WalCommand {
     },
 }
 
-fn open_store(home: &Home) -> Result<Store> {
+pub fn open_store(home: &Home) -> Result<Store> {
     let config = StoreConfig::new(home.store_dir());
     let (store, recovery) = Store::open_dir(config)
         .with_context(|| format!("cannot open the store in {}", home.store_dir().display()))?;
@@ -236,21 +236,26 @@ pub fn run_wal(home: &Home, cmd: WalCommand) -> Result<ExitCode> {
             corruption: report.corruption.clone(),
             ok,
         };
-        println!("{}", serde_json::to_string_pretty(&j)?);
+        writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&j)?)?;
     } else {
-        println!("WAL        {}", dir.display());
-        println!("segments   {}", report.segments);
-        println!("records    {}", report.records);
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "WAL        {}", dir.display())?;
+        writeln!(out, "segments   {}", report.segments)?;
+        writeln!(out, "records    {}", report.records)?;
         match report.first_seq {
-            Some(first) => println!("sequences  {first} to {}", report.last_seq),
-            None => println!("sequences  none held (last sequence {})", report.last_seq),
+            Some(first) => writeln!(out, "sequences  {first} to {}", report.last_seq)?,
+            None => writeln!(
+                out,
+                "sequences  none held (last sequence {})",
+                report.last_seq
+            )?,
         }
         if let Some(t) = torn {
-            println!("torn tail  {t}");
+            writeln!(out, "torn tail  {t}")?;
         }
         match &report.corruption {
-            Some(c) => println!("CORRUPTION {c}"),
-            None => println!("status     ok"),
+            Some(c) => writeln!(out, "CORRUPTION {c}")?,
+            None => writeln!(out, "status     ok")?,
         }
     }
     Ok(if ok {

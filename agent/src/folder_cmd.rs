@@ -1,0 +1,386 @@
+//! `softadastra folder …`, `softadastra ls` and `softadastra scan`.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use serde::Serialize;
+use softadastra::core::ManualClock;
+use softadastra::folder::{self, ChangeReport, FolderConfig, Indexer};
+use softadastra::fs::scan::{EntryKind, ScanProgress};
+use softadastra::store::{Store, StoreConfig};
+use softadastra::wal::{Durability, MemStorage};
+
+use crate::home::Home;
+use crate::store_cmd::open_store;
+
+#[derive(Debug, Subcommand)]
+pub enum FolderCommand {
+    /// Share a directory: register it and index its contents.
+    Add {
+        /// The directory.
+        path: PathBuf,
+        /// Folder id, the same on every node (default: derived from the directory name).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// List shared folders.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop sharing a folder on this node (files on disk are left alone).
+    Remove {
+        /// Folder id.
+        id: String,
+    },
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// Run `indexer.scan` with a progress bar on a terminal.
+fn scan_with_progress(
+    indexer: &mut Indexer,
+    store: &mut Store,
+    quiet: bool,
+) -> Result<ChangeReport> {
+    let progress = Arc::new(ScanProgress::default());
+    let show = !quiet && std::io::stderr().is_terminal();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let painter = show.then(|| {
+        let (progress, done) = (progress.clone(), done.clone());
+        std::thread::spawn(move || {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} scanning {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            while !done.load(Ordering::Relaxed) {
+                bar.set_length(progress.bytes_to_hash.load(Ordering::Relaxed));
+                bar.set_position(progress.bytes_hashed.load(Ordering::Relaxed));
+                bar.set_message(format!(
+                    "{} entries, {}/{} files read",
+                    progress.entries.load(Ordering::Relaxed),
+                    progress.files_hashed.load(Ordering::Relaxed),
+                    progress.files_to_hash.load(Ordering::Relaxed)
+                ));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            bar.finish_and_clear();
+        })
+    });
+    let result = indexer.scan(store, &progress);
+    done.store(true, Ordering::Relaxed);
+    if let Some(p) = painter {
+        let _ = p.join();
+    }
+    Ok(result?)
+}
+
+fn print_report(report: &ChangeReport, recorded: bool) {
+    let secs = (report.elapsed_ms as f64 / 1000.0).max(1e-3);
+    eprintln!(
+        "{} entries; {} added, {} modified, {} deleted ({} renamed){}",
+        report.entries,
+        report.added,
+        report.modified,
+        report.deleted,
+        report.renamed,
+        if report.forgotten > 0 {
+            format!(", {} newly ignored", report.forgotten)
+        } else {
+            String::new()
+        }
+    );
+    eprintln!(
+        "read {} files ({}) in {:.2} s: {:.0} files/s, {}/s{}",
+        report.hashed_files,
+        human_bytes(report.hashed_bytes),
+        secs,
+        report.entries as f64 / secs,
+        human_bytes((report.hashed_bytes as f64 / secs) as u64),
+        if recorded {
+            format!(
+                "; {} store operations, last sequence {}",
+                report.ops, report.last_seq
+            )
+        } else {
+            String::new()
+        }
+    );
+    for issue in &report.issues {
+        eprintln!(
+            "warning: {}: {:?}: {}",
+            issue.path.display(),
+            issue.kind,
+            issue.detail
+        );
+    }
+}
+
+pub fn run_folder(home: &Home, cmd: FolderCommand) -> Result<ExitCode> {
+    let mut store = open_store(home)?;
+    match cmd {
+        FolderCommand::Add { path, id } => {
+            let id = id.unwrap_or_else(|| {
+                folder::derive_id(&std::fs::canonicalize(&path).unwrap_or(path.clone()))
+            });
+            let config = folder::add(&mut store, &id, &path)?;
+            eprintln!(
+                "sharing {} as folder {:?}",
+                config.path.display(),
+                config.id
+            );
+            let mut indexer = Indexer::new(config, home.node_id());
+            for w in &indexer.ignore_warnings {
+                eprintln!("warning: {w}");
+            }
+            let report = scan_with_progress(&mut indexer, &mut store, false)?;
+            print_report(&report, true);
+        }
+        FolderCommand::List { json } => {
+            #[derive(Serialize)]
+            struct Row {
+                id: String,
+                path: PathBuf,
+                paused: bool,
+                files: u64,
+                dirs: u64,
+                bytes: u64,
+            }
+            let mut rows = Vec::new();
+            for f in folder::list(&store)? {
+                let (mut files, mut dirs, mut bytes) = (0, 0, 0);
+                for r in folder::records(&store, &f.id) {
+                    let (_, rec) = r?;
+                    if rec.deleted {
+                        continue;
+                    }
+                    match rec.kind {
+                        EntryKind::Dir => dirs += 1,
+                        _ => {
+                            files += 1;
+                            bytes += rec.size;
+                        }
+                    }
+                }
+                rows.push(Row {
+                    id: f.id,
+                    path: f.path,
+                    paused: f.paused,
+                    files,
+                    dirs,
+                    bytes,
+                });
+            }
+            if json {
+                writeln!(
+                    std::io::stdout(),
+                    "{}",
+                    serde_json::to_string_pretty(&rows)?
+                )?;
+            } else if rows.is_empty() {
+                eprintln!("no shared folders; add one with `softadastra folder add PATH`");
+            } else {
+                let w = rows.iter().map(|r| r.id.len()).max().unwrap_or(2).max(2);
+                let mut out = std::io::stdout().lock();
+                writeln!(
+                    out,
+                    "{:<w$}  {:>8}  {:>6}  {:>10}  {:<7}  PATH",
+                    "ID", "FILES", "DIRS", "SIZE", "STATE"
+                )?;
+                for r in rows {
+                    let state = if r.paused { "paused" } else { "active" };
+                    writeln!(
+                        out,
+                        "{:<w$}  {:>8}  {:>6}  {:>10}  {:<7}  {}",
+                        r.id,
+                        r.files,
+                        r.dirs,
+                        human_bytes(r.bytes),
+                        state,
+                        r.path.display()
+                    )?;
+                }
+            }
+        }
+        FolderCommand::Remove { id } => {
+            let config = folder::remove(&mut store, &id)?;
+            eprintln!(
+                "stopped sharing {:?}; files in {} are untouched",
+                config.id,
+                config.path.display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Serialize)]
+struct LsRow<'a> {
+    folder: &'a str,
+    path: &'a str,
+    kind: EntryKind,
+    size: u64,
+    hash: Option<String>,
+    chunks: usize,
+    mode: String,
+    version: u64,
+    deleted: bool,
+    link_target: Option<String>,
+}
+
+pub fn run_ls(home: &Home, folder_id: Option<String>, json: bool, all: bool) -> Result<ExitCode> {
+    let store = open_store(home)?;
+    let folders = match folder_id {
+        Some(id) => vec![folder::get(&store, &id)?],
+        None => folder::list(&store)?,
+    };
+    let mut rows = Vec::new();
+    for f in &folders {
+        for r in folder::records(&store, &f.id) {
+            let (path, rec) = r?;
+            if rec.deleted && !all {
+                continue;
+            }
+            rows.push(LsRow {
+                folder: &f.id,
+                path,
+                kind: rec.kind,
+                size: rec.size,
+                hash: rec.hash.map(|h| h.to_string()),
+                chunks: rec.chunks.len(),
+                mode: format!("{:o}", rec.mode),
+                version: rec.version.entries().iter().map(|(_, c)| c).sum(),
+                deleted: rec.deleted,
+                link_target: rec.link_target.clone(),
+            });
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+    } else if rows.is_empty() {
+        eprintln!(
+            "nothing indexed{}",
+            if folders.is_empty() {
+                "; add a folder with `softadastra folder add PATH`"
+            } else {
+                ""
+            }
+        );
+    } else {
+        writeln!(
+            out,
+            "{:<10}  {:>10}  {:<8}  {:>4}  PATH",
+            "FOLDER", "SIZE", "HASH", "VER"
+        )?;
+        for r in rows {
+            let hash = r.hash.as_deref().map_or("-", |h| &h[..8]);
+            let mut path = match r.kind {
+                EntryKind::Dir => format!("{}/", r.path),
+                EntryKind::Symlink => {
+                    format!("{} -> {}", r.path, r.link_target.as_deref().unwrap_or("?"))
+                }
+                EntryKind::File => r.path.to_string(),
+            };
+            if r.deleted {
+                path.push_str("  (deleted)");
+            }
+            writeln!(
+                out,
+                "{:<10}  {:>10}  {:<8}  {:>4}  {}",
+                r.folder,
+                human_bytes(r.size),
+                hash,
+                r.version,
+                path
+            )?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_scan(home: &Home, path: &Path, json: bool) -> Result<ExitCode> {
+    let canonical =
+        std::fs::canonicalize(path).with_context(|| format!("cannot scan {}", path.display()))?;
+    if !canonical.is_dir() {
+        bail!("cannot scan {}: not a directory", path.display());
+    }
+    let mut store = open_store(home)?;
+    let shared = folder::list(&store)?
+        .into_iter()
+        .find(|f| f.path == canonical);
+    let (report, recorded) = match shared {
+        Some(config) => {
+            let mut indexer = Indexer::new(config, home.node_id());
+            (scan_with_progress(&mut indexer, &mut store, json)?, true)
+        }
+        None => {
+            // Not shared: index into a scratch in-memory store, record nothing.
+            drop(store);
+            let mut c = StoreConfig::new("/scratch");
+            c.durability = Durability::None;
+            let (mut scratch, _) =
+                Store::open(c, Arc::new(MemStorage::new()), Arc::new(ManualClock::new()))?;
+            let config = FolderConfig {
+                id: "scan".into(),
+                path: canonical.clone(),
+                paused: false,
+            };
+            let mut indexer = Indexer::new(config, home.node_id());
+            let started = Instant::now();
+            let mut report = scan_with_progress(&mut indexer, &mut scratch, json)?;
+            report.elapsed_ms = started.elapsed().as_millis() as u64;
+            (report, false)
+        }
+    };
+    if json {
+        #[derive(Serialize)]
+        struct ScanJson<'a> {
+            path: &'a Path,
+            recorded: bool,
+            #[serde(flatten)]
+            report: &'a ChangeReport,
+        }
+        writeln!(
+            std::io::stdout(),
+            "{}",
+            serde_json::to_string_pretty(&ScanJson {
+                path: &canonical,
+                recorded,
+                report: &report
+            })?
+        )?;
+    } else {
+        print_report(&report, recorded);
+        if !recorded {
+            eprintln!(
+                "(not a shared folder: nothing recorded; share it with `softadastra folder add {}`)",
+                path.display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,239 @@
+//! `softadastra folder …`, `ls` and `scan`, driven through the real binary.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_softadastra")
+}
+
+fn run(home: &Path, args: &[&str]) -> Output {
+    Command::new(bin())
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .env_remove("SOFTADASTRA_HOME")
+        .output()
+        .unwrap()
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    assert!(
+        o.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
+}
+
+fn write(p: &Path, data: &[u8]) {
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, data).unwrap();
+}
+
+#[test]
+fn add_list_ls_rescan_and_remove() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("My Photos");
+    write(&root.join("a.txt"), b"alpha");
+    write(&root.join("sub/b.txt"), b"beta");
+    let h = home.path();
+    let add = run(h, &["folder", "add", root.to_str().unwrap()]);
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&add.stderr).contains("\"my-photos\""),
+        "id derived from the name"
+    );
+
+    let list = json(&run(h, &["folder", "list", "--json"]));
+    assert_eq!(list[0]["id"], "my-photos");
+    assert_eq!(list[0]["files"], 2);
+    assert_eq!(list[0]["dirs"], 1);
+
+    let ls = json(&run(h, &["ls", "my-photos", "--json"]));
+    let paths: Vec<_> = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, vec!["a.txt", "sub", "sub/b.txt"]);
+    assert_eq!(ls[0]["hash"].as_str().unwrap().len(), 64);
+
+    // Rescan sees a modification and a deletion; unchanged files are not re-read.
+    write(&root.join("a.txt"), b"alpha, edited");
+    std::fs::remove_file(root.join("sub/b.txt")).unwrap();
+    let scan = json(&run(h, &["scan", root.to_str().unwrap(), "--json"]));
+    assert_eq!(scan["recorded"], true);
+    assert_eq!(scan["modified"], 1);
+    assert_eq!(scan["deleted"], 1);
+    assert_eq!(scan["hashed_files"], 1);
+    let all = json(&run(h, &["ls", "--all", "--json"]));
+    assert!(
+        all.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["path"] == "sub/b.txt" && r["deleted"] == true)
+    );
+
+    // Overlapping or duplicate folders, bad ids and missing paths are refused.
+    let again = run(h, &["folder", "add", root.join("sub").to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("overlaps"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let bad_id = run(
+        h,
+        &[
+            "folder",
+            "add",
+            dir.path().to_str().unwrap(),
+            "--id",
+            "../x",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&bad_id.stderr).contains("invalid folder id"));
+    let missing = run(h, &["folder", "add", "/definitely/not/here"]);
+    assert!(!missing.status.success());
+    assert!(!run(h, &["ls", "nope"]).status.success());
+
+    assert!(run(h, &["folder", "remove", "my-photos"]).status.success());
+    assert_eq!(
+        json(&run(h, &["folder", "list", "--json"]))
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    assert!(
+        root.join("a.txt").exists(),
+        "removing a folder leaves its files alone"
+    );
+}
+
+#[test]
+fn scan_of_an_unshared_directory_records_nothing() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("x/y.bin"), &[1u8; 100_000]);
+    let scan = json(&run(
+        home.path(),
+        &["scan", dir.path().to_str().unwrap(), "--json"],
+    ));
+    assert_eq!(scan["recorded"], false);
+    assert_eq!(scan["entries"], 2);
+    assert_eq!(scan["hashed_bytes"], 100_000);
+    assert_eq!(
+        json(&run(home.path(), &["ls", "--json"]))
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    assert!(!run(home.path(), &["scan", "/no/such/dir"]).status.success());
+}
+
+/// Unreadable paths are reported per path; the scan goes on, and what
+/// cannot be read is never taken as deleted.
+#[cfg(unix)]
+#[test]
+fn permission_denied_paths_are_reported_not_deleted() {
+    use std::os::unix::fs::PermissionsExt;
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false);
+    // Root reads everything; drop to `nobody` to meet a real EACCES.
+    let prefix: Vec<&str> = if is_root {
+        vec![
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ]
+    } else {
+        vec![]
+    };
+    let base = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let home = base.path().join("home");
+    let root = base.path().join("shared");
+    write(&root.join("open.txt"), b"readable");
+    write(&root.join("locked/inside.txt"), b"hidden");
+    write(&root.join("secret.txt"), b"secret");
+    for p in [&root, &root.join("locked")] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    for p in [
+        root.join("open.txt"),
+        root.join("locked/inside.txt"),
+        root.join("secret.txt"),
+    ] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o666)).unwrap();
+    }
+    let sa = |args: &[&str]| -> Output {
+        let mut cmd = Command::new(prefix.first().copied().unwrap_or(bin()));
+        if !prefix.is_empty() {
+            cmd.args(&prefix[1..]).arg(bin());
+        }
+        cmd.arg("--home")
+            .arg(&home)
+            .args(args)
+            .env_remove("SOFTADASTRA_HOME")
+            .output()
+            .unwrap()
+    };
+    let add = sa(&["folder", "add", root.to_str().unwrap(), "--id", "p"]);
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
+
+    // secret.txt changes size (so it must be re-read), then becomes unreadable.
+    std::fs::write(root.join("secret.txt"), b"secret, longer now").unwrap();
+    std::fs::set_permissions(
+        root.join("secret.txt"),
+        std::fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
+    std::fs::set_permissions(root.join("locked"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    write(&root.join("new.txt"), b"new");
+    std::fs::set_permissions(root.join("new.txt"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = sa(&["scan", root.to_str().unwrap(), "--json"]);
+    let report = json(&out);
+    let issues = report["issues"].as_array().unwrap();
+    assert!(
+        issues
+            .iter()
+            .any(|i| i["rel"] == "locked" && i["kind"] == "Unreadable"),
+        "{issues:?}"
+    );
+    assert!(
+        issues
+            .iter()
+            .any(|i| i["rel"] == "secret.txt" && i["kind"] == "Unreadable"),
+        "{issues:?}"
+    );
+    assert_eq!(
+        report["deleted"], 0,
+        "unreadable paths must not become deletions: {report}"
+    );
+    assert_eq!(report["added"], 1, "the rest of the folder was scanned");
+    std::fs::set_permissions(root.join("locked"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let ls = json(&sa(&["ls", "p", "--json"]));
+    let ls = ls.as_array().unwrap();
+    assert!(ls.iter().any(|r| r["path"] == "locked/inside.txt"));
+    assert!(
+        ls.iter().any(|r| r["path"] == "secret.txt"),
+        "still indexed with its last known content"
+    );
+}
