@@ -37,6 +37,14 @@ fn ops() -> Vec<Op> {
             ns: ns::FILES.into(),
             before: Timestamp(5),
         },
+        Op::Forget {
+            ns: ns::FILES.into(),
+            key: "docs/ignored.log".into(),
+        },
+        Op::DropPrefix {
+            ns: ns::FILES.into(),
+            prefix: "old-folder/".into(),
+        },
     ]
 }
 
@@ -136,7 +144,51 @@ fn store_opens_golden_files() {
         Arc::new(softadastra::core::ManualClock::new()),
     )
     .unwrap();
-    assert_eq!(rec.wal.records, 3);
+    assert_eq!(rec.wal.records, 5);
     assert!(store.entry(ns::APP, "user:1").unwrap().is_tombstone());
-    assert_eq!(store.last_seq(), Seq(3));
+    assert_eq!(store.last_seq(), Seq(5));
+}
+
+fn expected_file_record() -> Vec<u8> {
+    use softadastra::core::{ContentHash, VersionVector};
+    use softadastra::folder::FileRecord;
+    use softadastra::fs::chunk::Chunk;
+    use softadastra::fs::scan::EntryKind;
+    let mut version = VersionVector::default();
+    version.bump(NodeId([1; 32]));
+    version.bump(NodeId([2; 32]));
+    let record = FileRecord {
+        kind: EntryKind::File,
+        size: 70_000,
+        mtime_ns: 1_700_000_000_123_456_789,
+        mode: 0o644,
+        inode: 42,
+        hash: Some(ContentHash([5; 32])),
+        chunks: vec![
+            Chunk {
+                offset: 0,
+                len: 65_536,
+                hash: ContentHash([6; 32]),
+            },
+            Chunk {
+                offset: 65_536,
+                len: 4_464,
+                hash: ContentHash([7; 32]),
+            },
+        ],
+        link_target: None,
+        version,
+        modified_by: NodeId([2; 32]),
+        deleted: false,
+    };
+    postcard::to_allocvec(&record).unwrap()
+}
+
+#[test]
+fn file_record_v1_golden() {
+    let bytes = check("file-record-v1.bin", expected_file_record());
+    let record: softadastra::folder::FileRecord = postcard::from_bytes(&bytes).unwrap();
+    assert_eq!(record.size, 70_000);
+    assert_eq!(record.chunks.len(), 2);
+    assert_eq!(record.version.entries().len(), 2);
 }

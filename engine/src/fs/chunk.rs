@@ -106,14 +106,25 @@ pub fn chunk_reader(mut reader: impl Read, config: ChunkerConfig) -> io::Result<
     })
 }
 
-/// Chunk and hash an in-memory buffer.
+/// Chunk and hash an in-memory buffer (no copy, no extra buffer).
 pub fn chunk_bytes(data: &[u8], config: ChunkerConfig) -> Content {
-    // Reading from a slice cannot fail.
-    chunk_reader(data, config).unwrap_or_else(|_| Content {
-        hash: ContentHash::of(data),
+    let chunks = fastcdc::v2020::FastCDC::new(data, config.min, config.avg, config.max)
+        .map(|c| Chunk {
+            offset: c.offset as u64,
+            len: c.length as u32,
+            hash: ContentHash::of(&data[c.offset..c.offset + c.length]),
+        })
+        .collect::<Vec<_>>();
+    // A single chunk's hash is the whole content's hash: don't hash twice.
+    let hash = match chunks.as_slice() {
+        [only] => only.hash,
+        _ => ContentHash::of(data),
+    };
+    Content {
+        hash,
         size: data.len() as u64,
-        chunks: Vec::new(),
-    })
+        chunks,
+    }
 }
 
 #[cfg(test)]
@@ -182,6 +193,21 @@ mod tests {
             "only {:.1} % of {} chunks unchanged",
             ratio * 100.0,
             a.chunks.len()
+        );
+    }
+
+    #[test]
+    fn in_memory_and_streaming_agree() {
+        let data = random(5 << 20, 4);
+        let config = ChunkerConfig::default();
+        assert_eq!(
+            chunk_bytes(&data, config),
+            chunk_reader(&data[..], config).unwrap()
+        );
+        let small = random(5000, 5);
+        assert_eq!(
+            chunk_bytes(&small, config),
+            chunk_reader(&small[..], config).unwrap()
         );
     }
 

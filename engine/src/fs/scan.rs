@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::chunk::{ChunkerConfig, Content, chunk_reader};
+use super::chunk::{ChunkerConfig, Content, chunk_bytes, chunk_reader};
 use super::ignore::IgnoreRules;
 use super::path;
 
@@ -331,7 +331,10 @@ pub fn observe(
         .par_iter()
         .map(|(idx, abs)| {
             let rel = out.entries[*idx].path.as_str();
-            (*idx, read_settled(abs, rel, chunker, progress))
+            (
+                *idx,
+                read_settled(abs, rel, out.entries[*idx].stat, chunker, progress),
+            )
         })
         .collect();
     let mut dropped = Vec::new();
@@ -365,33 +368,48 @@ pub fn observe(
 /// A file read in full, with the metadata it had, or why it could not be.
 type ReadResult = Result<(Content, FileStat), ScanIssue>;
 
-/// Read a file whose metadata stays the same while it is read. A file that
-/// keeps changing is reported as [`IssueKind::Changing`] and picked up later.
+/// Files up to this size are read whole into one exact-size buffer.
+const SMALL_FILE: u64 = 1 << 20;
+
+/// Read a file whose metadata stays the same while it is read (checked on
+/// the open handle before and after). A file that keeps changing is
+/// reported as [`IssueKind::Changing`] and picked up once it settles.
 fn read_settled(
     abs: &Path,
     rel: &str,
+    walked: FileStat,
     chunker: ChunkerConfig,
     progress: &ScanProgress,
-) -> Result<(Content, FileStat), ScanIssue> {
-    for _attempt in 0..3 {
-        let before = std::fs::symlink_metadata(abs).map_err(|e| io_issue(abs, Some(rel), &e))?;
-        let file = std::fs::File::open(abs).map_err(|e| io_issue(abs, Some(rel), &e))?;
-        let content = chunk_reader(
-            CountingReader {
-                inner: file,
-                progress,
-            },
-            chunker,
-        )
-        .map_err(|e| io_issue(abs, Some(rel), &e))?;
-        let after = std::fs::symlink_metadata(abs).map_err(|e| io_issue(abs, Some(rel), &e))?;
-        let (b, a) = (
-            FileStat::from_metadata(&before),
-            FileStat::from_metadata(&after),
-        );
+) -> ReadResult {
+    let fail = |e: io::Error| io_issue(abs, Some(rel), &e);
+    for attempt in 0..3 {
+        let mut file = std::fs::File::open(abs).map_err(fail)?;
+        let before = if attempt == 0 {
+            walked
+        } else {
+            FileStat::from_metadata(&file.metadata().map_err(fail)?)
+        };
+        let content = if before.size <= SMALL_FILE {
+            let mut buf = Vec::with_capacity(before.size as usize + 1);
+            io::Read::read_to_end(&mut file, &mut buf).map_err(fail)?;
+            progress
+                .bytes_hashed
+                .fetch_add(buf.len() as u64, Ordering::Relaxed);
+            chunk_bytes(&buf, chunker)
+        } else {
+            chunk_reader(
+                CountingReader {
+                    inner: &mut file,
+                    progress,
+                },
+                chunker,
+            )
+            .map_err(fail)?
+        };
+        let after = FileStat::from_metadata(&file.metadata().map_err(fail)?);
         progress.files_hashed.fetch_add(1, Ordering::Relaxed);
-        if a == b && content.size == a.size {
-            return Ok((content, a));
+        if after == before && content.size == after.size {
+            return Ok((content, after));
         }
     }
     Err(issue(
