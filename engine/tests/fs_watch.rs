@@ -359,3 +359,51 @@ fn case_only_collisions_are_reported() {
     );
     assert_eq!(report.added, 2, "both files are still indexed");
 }
+
+/// The hook for sync: a file the agent writes and records itself must not
+/// come back from the watcher as a new local change (no echo to peers).
+#[test]
+fn agent_writes_recorded_through_the_hook_do_not_echo() {
+    let mut rig = Rig::new(|_| {});
+    let path = rig.root.join("from-peer.txt");
+    write(&path, b"content that arrived from a peer");
+    let peer = NodeId([3; 32]);
+    let mut version = softadastra::core::VersionVector::default();
+    version.bump(peer);
+    let content = softadastra::fs::chunk::chunk_bytes(
+        b"content that arrived from a peer",
+        Default::default(),
+    );
+    let meta = fs::symlink_metadata(&path).unwrap();
+    let stat = softadastra::fs::scan::FileStat::from_metadata(&meta);
+    let record = FileRecord {
+        kind: EntryKind::File,
+        size: content.size,
+        mtime_ns: 0,
+        mode: stat.mode,
+        inode: 0,
+        hash: Some(content.hash),
+        chunks: content.chunks,
+        link_target: None,
+        version: version.clone(),
+        modified_by: peer,
+        deleted: false,
+    };
+    rig.indexer
+        .record_local_write(&mut rig.store, "from-peer.txt", record)
+        .unwrap();
+    let before = rig.store.last_seq();
+    rig.settle();
+    assert_eq!(
+        rig.store.last_seq(),
+        before,
+        "the watcher recorded the agent's own write as a change"
+    );
+    let (_, stored) = folder::records(&rig.store, "f")
+        .map(Result::unwrap)
+        .find(|(p, _)| *p == "from-peer.txt")
+        .unwrap();
+    assert_eq!(stored.version, version, "the peer's version stands");
+    assert_eq!(stored.modified_by, peer);
+    rig.assert_matches_disk();
+}
