@@ -177,9 +177,16 @@ impl std::fmt::Debug for Watcher {
 fn watch_error(root: &Path, err: notify::Error) -> FsError {
     match err.kind {
         notify::ErrorKind::MaxFilesWatch => {
-            let limit = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
-                .map(|s| s.trim().to_string())
-                .unwrap_or_else(|_| "unknown".into());
+            // The per-user-namespace count is the effective limit on current
+            // kernels; the fs.inotify sysctl mirrors it in the initial namespace.
+            let limit = [
+                "/proc/sys/user/max_inotify_watches",
+                "/proc/sys/fs/inotify/max_user_watches",
+            ]
+            .iter()
+            .find_map(|p| std::fs::read_to_string(p).ok())
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|| "unknown".into());
             FsError::WatchLimit {
                 root: root.to_path_buf(),
                 limit,
