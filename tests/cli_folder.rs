@@ -237,3 +237,77 @@ fn permission_denied_paths_are_reported_not_deleted() {
         "still indexed with its last known content"
     );
 }
+
+/// `softadastra watch` records changes as they happen and prints each batch.
+#[test]
+fn watch_records_changes_as_they_happen() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let home = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("before.txt"), b"1");
+    assert!(
+        run(
+            home.path(),
+            &["folder", "add", dir.path().to_str().unwrap(), "--id", "w"]
+        )
+        .status
+        .success()
+    );
+    write(&dir.path().join("while-away.txt"), b"2");
+    let mut child = Command::new(bin())
+        .arg("--home")
+        .arg(home.path())
+        .args(["watch", "w"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let tx2 = tx.clone();
+    std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .for_each(|l| drop(tx2.send(l)))
+    });
+    std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .for_each(|l| drop(tx.send(l)))
+    });
+    let wait_for = |needle: &str| -> String {
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("no line containing {needle:?}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    };
+    let caught_up = wait_for("caught up");
+    assert!(caught_up.contains("1 added"), "{caught_up}");
+    wait_for("watching 1 folder");
+    write(&dir.path().join("new.txt"), b"fresh");
+    let line = wait_for("new.txt");
+    assert!(line.contains("1 added"), "{line}");
+    std::fs::remove_file(dir.path().join("before.txt")).unwrap();
+    let line = wait_for("before.txt");
+    assert!(line.contains("1 deleted"), "{line}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Killed at any moment, the recorded changes are durable.
+    let ls = json(&run(home.path(), &["ls", "w", "--json"]));
+    let paths: Vec<_> = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(paths, vec!["new.txt", "while-away.txt"]);
+}

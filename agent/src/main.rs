@@ -46,6 +46,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Keep the index of shared folders up to date in the foreground (Ctrl-C stops).
+    Watch {
+        /// Folder id (default: every active folder).
+        folder: Option<String>,
+    },
     /// Scan a directory once: index it if it is shared, otherwise just report.
     Scan {
         /// The directory.
@@ -72,6 +77,7 @@ fn main() -> ExitCode {
         Command::Folder(cmd) => folder_cmd::run_folder(&home, cmd),
         Command::Ls { folder, all, json } => folder_cmd::run_ls(&home, folder, json, all),
         Command::Scan { path, json } => folder_cmd::run_scan(&home, &path, json),
+        Command::Watch { folder } => folder_cmd::run_watch(&home, folder),
     });
     match result {
         Ok(code) => code,
