@@ -98,21 +98,35 @@ fn scan_with_progress(
     Ok(result?)
 }
 
+/// "2 added, 1 modified, 0 deleted, 1 renamed": what a reconciliation changed.
+fn change_summary(report: &ChangeReport) -> String {
+    let mut s = format!(
+        "{} added, {} modified, {} deleted",
+        report.added, report.modified, report.deleted
+    );
+    if report.renamed > 0 {
+        s.push_str(&format!(", {} renamed", report.renamed));
+    }
+    if report.forgotten > 0 {
+        s.push_str(&format!(", {} newly ignored", report.forgotten));
+    }
+    s
+}
+
+fn print_issues(report: &ChangeReport) {
+    for issue in &report.issues {
+        eprintln!(
+            "warning: {}: {:?}: {}",
+            issue.path.display(),
+            issue.kind,
+            issue.detail
+        );
+    }
+}
+
 fn print_report(report: &ChangeReport, recorded: bool) {
     let secs = (report.elapsed_ms as f64 / 1000.0).max(1e-3);
-    eprintln!(
-        "{} entries; {} added, {} modified, {} deleted ({} renamed){}",
-        report.entries,
-        report.added,
-        report.modified,
-        report.deleted,
-        report.renamed,
-        if report.forgotten > 0 {
-            format!(", {} newly ignored", report.forgotten)
-        } else {
-            String::new()
-        }
-    );
+    eprintln!("{} entries; {}", report.entries, change_summary(report));
     eprintln!(
         "read {} files ({}) in {:.2} s: {:.0} files/s, {}/s{}",
         report.hashed_files,
@@ -129,14 +143,7 @@ fn print_report(report: &ChangeReport, recorded: bool) {
             String::new()
         }
     );
-    for issue in &report.issues {
-        eprintln!(
-            "warning: {}: {:?}: {}",
-            issue.path.display(),
-            issue.kind,
-            issue.detail
-        );
-    }
+    print_issues(report);
 }
 
 pub fn run_folder(home: &Home, cmd: FolderCommand) -> Result<ExitCode> {
@@ -414,9 +421,11 @@ pub fn run_watch(home: &Home, folder_id: Option<String>) -> Result<ExitCode> {
         .with_context(|| format!("cannot watch folder {:?}", config.id))?;
         let report = scan_with_progress(&mut indexer, &mut store, false)?;
         eprintln!(
-            "{}: caught up ({} added, {} modified, {} deleted while not watching)",
-            config.id, report.added, report.modified, report.deleted
+            "{}: caught up ({} while not watching)",
+            config.id,
+            change_summary(&report)
         );
+        print_issues(&report);
         watched.push((indexer, watcher));
     }
     eprintln!(
@@ -446,28 +455,14 @@ pub fn run_watch(home: &Home, folder_id: Option<String>) -> Result<ExitCode> {
             let mut out = std::io::stdout().lock();
             writeln!(
                 out,
-                "{}: {} added, {} modified, {} deleted{} (sequence {}) {}",
+                "{}: {} (sequence {}) {}",
                 indexer.config().id,
-                report.added,
-                report.modified,
-                report.deleted,
-                if report.renamed > 0 {
-                    format!(", {} renamed", report.renamed)
-                } else {
-                    String::new()
-                },
+                change_summary(&report),
                 report.last_seq,
                 names.join(" ")
             )?;
             out.flush()?;
-            for issue in &report.issues {
-                eprintln!(
-                    "warning: {}: {:?}: {}",
-                    issue.path.display(),
-                    issue.kind,
-                    issue.detail
-                );
-            }
+            print_issues(&report);
         }
     }
 }
