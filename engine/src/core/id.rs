@@ -5,12 +5,54 @@ use serde::{Deserialize, Serialize};
 
 use super::hash::parse_hex32;
 
-/// The identity of a node: 32 bytes.
+/// The identity of a node: 32 bytes (the blake3 of its certificate).
 ///
-/// Text form: 64 lowercase hex characters. (The human-friendly, check-summed
-/// form used when pairing lives in the identity layer.)
+/// Text form, for people: the 32 bytes in base32 (52 characters, `A`–`Z`
+/// and `2`–`7`), one Luhn mod-32 check character, grouped by seven with
+/// dashes — `MFRGGZD-…-Q`. Parsing ignores case, dashes and spaces, reads
+/// the look-alikes `0`, `1` and `8` as `O`, `I` and `B`, and through the
+/// check character refuses every single mistyped character and every swap
+/// of two neighbours except `A`↔`7` (the one pair Luhn mod 32 cannot see).
+/// The 64-hex-character form is accepted too.
+///
+/// ```
+/// use softadastra::core::NodeId;
+/// let id = NodeId::derive(b"certificate bytes");
+/// let text = id.to_string();
+/// assert_eq!(text.parse::<NodeId>().unwrap(), id);
+/// assert_eq!(text.to_lowercase().replace('-', "").parse::<NodeId>().unwrap(), id);
+/// let mut typo: Vec<char> = text.chars().collect();
+/// typo[3] = if typo[3] == 'A' { 'B' } else { 'A' };
+/// assert!(typo.iter().collect::<String>().parse::<NodeId>().is_err());
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct NodeId(pub [u8; 32]);
+
+const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+
+fn base32_value(c: u8) -> Option<u32> {
+    match c.to_ascii_uppercase() {
+        c @ b'A'..=b'Z' => Some(u32::from(c - b'A')),
+        c @ b'2'..=b'7' => Some(u32::from(c - b'2') + 26),
+        b'0' => Some(u32::from(b'O' - b'A')),
+        b'1' => Some(u32::from(b'I' - b'A')),
+        b'8' => Some(u32::from(b'B' - b'A')),
+        _ => None,
+    }
+}
+
+/// Luhn mod N (N = 32) over base32 digit values: catches every single
+/// substitution and every transposition of neighbours but values 0 and 31.
+fn luhn32(values: &[u32]) -> u32 {
+    let mut factor = 2;
+    let mut sum = 0;
+    for v in values.iter().rev() {
+        let addend = factor * v;
+        factor = if factor == 2 { 1 } else { 2 };
+        sum += addend / 32 + addend % 32;
+    }
+    (32 - sum % 32) % 32
+}
 
 impl NodeId {
     /// The all-zero id, used for operations made before a node has an identity
@@ -21,16 +63,45 @@ impl NodeId {
     pub fn derive(bytes: &[u8]) -> Self {
         NodeId(*blake3::hash(bytes).as_bytes())
     }
-    /// The first 7 hex characters, used in conflict file names and logs.
+
+    /// The first 7 characters of the text form, for conflict file names and logs.
     pub fn short(&self) -> String {
         self.to_string()[..7].to_string()
+    }
+
+    /// The 64-hex-character form.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn digits(&self) -> Vec<u32> {
+        let mut out = Vec::with_capacity(53);
+        let (mut acc, mut bits) = (0u32, 0u32);
+        for b in self.0 {
+            acc = (acc << 8) | u32::from(b);
+            bits += 8;
+            while bits >= 5 {
+                bits -= 5;
+                out.push((acc >> bits) & 31);
+            }
+            acc &= (1 << bits) - 1;
+        }
+        if bits > 0 {
+            out.push((acc << (5 - bits)) & 31);
+        }
+        out
     }
 }
 
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
+        let mut digits = self.digits();
+        digits.push(luhn32(&digits));
+        for (i, d) in digits.iter().enumerate() {
+            if i > 0 && i % 7 == 0 {
+                f.write_str("-")?;
+            }
+            write!(f, "{}", BASE32[*d as usize] as char)?;
         }
         Ok(())
     }
@@ -42,20 +113,62 @@ impl fmt::Debug for NodeId {
     }
 }
 
-/// A node id's text form was not 64 hex characters.
+/// A node id's text form could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid node id {input:?}: expected 64 hex characters")]
+#[error("invalid node id {input:?}: {reason}")]
 pub struct ParseNodeIdError {
     /// What was given.
     pub input: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
 }
 
 impl FromStr for NodeId {
     type Err = ParseNodeIdError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        parse_hex32(s).map(NodeId).ok_or_else(|| ParseNodeIdError {
+        let err = |reason| ParseNodeIdError {
             input: s.to_string(),
-        })
+            reason,
+        };
+        if let Some(bytes) = parse_hex32(s) {
+            return Ok(NodeId(bytes));
+        }
+        let cleaned: Vec<u8> = s.bytes().filter(|c| !matches!(c, b'-' | b' ')).collect();
+        if cleaned.len() != 53 {
+            return Err(err(
+                "expected 53 characters (52 base32 + 1 check), dashes and spaces aside",
+            ));
+        }
+        let values = cleaned
+            .iter()
+            .map(|c| base32_value(*c))
+            .collect::<Option<Vec<u32>>>()
+            .ok_or_else(|| err("only letters A-Z and digits 2-7 are used"))?;
+        if luhn32(&values[..52]) != values[52] {
+            return Err(err(
+                "check character does not match: a character is mistyped or two are swapped",
+            ));
+        }
+        let mut bytes = [0u8; 32];
+        let (mut acc, mut bits, mut n) = (0u32, 0u32, 0usize);
+        for v in &values[..52] {
+            acc = (acc << 5) | v;
+            bits += 5;
+            if bits >= 8 {
+                bits -= 8;
+                if n == 32 {
+                    break;
+                }
+                bytes[n] = (acc >> bits) as u8;
+                n += 1;
+            }
+            acc &= (1 << bits) - 1;
+        }
+        // 52 digits carry 260 bits; the last 4 must be zero in a canonical id.
+        if acc != 0 {
+            return Err(err("not a canonical id (trailing bits set)"));
+        }
+        Ok(NodeId(bytes))
     }
 }
 
@@ -89,9 +202,58 @@ mod tests {
 
     #[test]
     fn node_id_text_round_trip() {
-        let id = NodeId::derive(b"cert");
-        assert_eq!(id.to_string().parse::<NodeId>(), Ok(id));
+        for seed in 0..200u32 {
+            let id = NodeId::derive(&seed.to_le_bytes());
+            let text = id.to_string();
+            assert_eq!(text.len(), 53 + 7, "{text}");
+            assert_eq!(text.parse::<NodeId>(), Ok(id));
+            assert_eq!(id.to_hex().parse::<NodeId>(), Ok(id));
+            assert_eq!(
+                text.to_lowercase().replace('-', " ").parse::<NodeId>(),
+                Ok(id)
+            );
+        }
         assert!("abc".parse::<NodeId>().is_err());
-        assert_eq!(id.short().len(), 7);
+        assert_eq!(
+            NodeId::LOCAL.to_string().parse::<NodeId>(),
+            Ok(NodeId::LOCAL)
+        );
+    }
+
+    #[test]
+    fn every_single_typo_and_neighbour_swap_is_caught() {
+        let id = NodeId::derive(b"typo check");
+        let clean: Vec<u8> = id.to_string().bytes().filter(|c| *c != b'-').collect();
+        for i in 0..clean.len() {
+            for c in BASE32 {
+                if *c == clean[i] {
+                    continue;
+                }
+                let mut t = clean.clone();
+                t[i] = *c;
+                assert!(
+                    String::from_utf8(t).unwrap().parse::<NodeId>().is_err(),
+                    "typo at {i} accepted"
+                );
+            }
+            let pair = [clean[i], *clean.get(i + 1).unwrap_or(&clean[i])];
+            let undetectable = pair == *b"A7" || pair == *b"7A";
+            if i + 1 < clean.len() && clean[i] != clean[i + 1] && !undetectable {
+                let mut t = clean.clone();
+                t.swap(i, i + 1);
+                assert!(
+                    String::from_utf8(t).unwrap().parse::<NodeId>().is_err(),
+                    "swap at {i} accepted"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn look_alike_digits_are_read_as_letters() {
+        let id = NodeId::derive(b"look-alikes");
+        let text = id.to_string();
+        let relaxed = text.replace('O', "0").replace('I', "1").replace('B', "8");
+        assert_eq!(relaxed.parse::<NodeId>(), Ok(id));
     }
 }
