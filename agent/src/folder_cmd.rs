@@ -159,7 +159,7 @@ pub fn run_folder(home: &Home, cmd: FolderCommand) -> Result<ExitCode> {
                 config.path.display(),
                 config.id
             );
-            let mut indexer = Indexer::new(config, home.node_id());
+            let mut indexer = Indexer::new(config, home.node_id()?);
             for w in &indexer.ignore_warnings {
                 eprintln!("warning: {w}");
             }
@@ -341,7 +341,7 @@ pub fn run_scan(home: &Home, path: &Path, json: bool) -> Result<ExitCode> {
         .find(|f| f.path == canonical);
     let (report, recorded) = match shared {
         Some(config) => {
-            let mut indexer = Indexer::new(config, home.node_id());
+            let mut indexer = Indexer::new(config, home.node_id()?);
             (scan_with_progress(&mut indexer, &mut store, json)?, true)
         }
         None => {
@@ -356,7 +356,7 @@ pub fn run_scan(home: &Home, path: &Path, json: bool) -> Result<ExitCode> {
                 path: canonical.clone(),
                 paused: false,
             };
-            let mut indexer = Indexer::new(config, home.node_id());
+            let mut indexer = Indexer::new(config, home.node_id()?);
             let started = Instant::now();
             let mut report = scan_with_progress(&mut indexer, &mut scratch, json)?;
             report.elapsed_ms = started.elapsed().as_millis() as u64;
@@ -411,7 +411,7 @@ pub fn run_watch(home: &Home, folder_id: Option<String>) -> Result<ExitCode> {
     }
     let mut watched = Vec::new();
     for config in folders {
-        let mut indexer = Indexer::new(config.clone(), home.node_id());
+        let mut indexer = Indexer::new(config.clone(), home.node_id()?);
         // Watch first, then catch up: a change made during the scan is seen twice, never missed.
         let watcher = Watcher::new(
             &config.path,

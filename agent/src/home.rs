@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use softadastra::core::NodeId;
+use softadastra::transport::identity::Identity;
 
 /// Layout of a node's home directory.
 #[derive(Debug, Clone)]
@@ -23,15 +24,45 @@ impl Home {
         Ok(Home { root })
     }
 
-    /// The id local changes are recorded under. Until the node has an
-    /// identity (created by `softadastra init`, the transport issue), that
-    /// is [`NodeId::LOCAL`].
-    pub fn node_id(&self) -> NodeId {
-        NodeId::LOCAL
+    /// This node's identity, created (named after the host) the first time
+    /// a command needs it.
+    pub fn identity(&self) -> Result<Identity> {
+        if let Some(identity) = Identity::load(&self.root)? {
+            return Ok(identity);
+        }
+        let identity = Identity::create(&self.root, &hostname()).with_context(|| {
+            format!(
+                "cannot create this node's identity in {}",
+                self.root.display()
+            )
+        })?;
+        eprintln!(
+            "initialised this node: {} (node id {})",
+            identity.name(),
+            identity.node_id()
+        );
+        Ok(identity)
+    }
+
+    /// The id local changes are recorded under.
+    pub fn node_id(&self) -> Result<NodeId> {
+        Ok(self.identity()?.node_id())
     }
 
     /// Directory of the store (WAL and snapshots).
     pub fn store_dir(&self) -> PathBuf {
         self.root.join("store")
     }
+}
+
+/// The machine's host name, for a node's default display name.
+pub fn hostname() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "softadastra-node".into())
 }

@@ -5,6 +5,7 @@
 
 mod folder_cmd;
 mod home;
+mod node_cmd;
 mod store_cmd;
 
 use std::path::PathBuf;
@@ -27,6 +28,17 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create this node's identity (certificate and key) and print its id.
+    Init {
+        /// Display name (default: the host name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Print this node's id, to give to the peers that should trust it.
+    Id,
+    /// Manage the nodes this node trusts.
+    #[command(subcommand)]
+    Peer(node_cmd::PeerCommand),
     /// Read and write the node's key/value store.
     #[command(subcommand)]
     Store(store_cmd::StoreCommand),
@@ -72,6 +84,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = home::Home::resolve(cli.home).and_then(|home| match cli.command {
+        Command::Init { name } => node_cmd::run_init(&home, name),
+        Command::Id => node_cmd::run_id(&home),
+        Command::Peer(cmd) => node_cmd::run_peer(&home, cmd),
         Command::Store(cmd) => store_cmd::run_store(&home, cmd),
         Command::Wal(cmd) => store_cmd::run_wal(&home, cmd),
         Command::Folder(cmd) => folder_cmd::run_folder(&home, cmd),

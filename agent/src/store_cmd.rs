@@ -60,7 +60,8 @@ pub enum WalCommand {
 }
 
 pub fn open_store(home: &Home) -> Result<Store> {
-    let config = StoreConfig::new(home.store_dir());
+    let mut config = StoreConfig::new(home.store_dir());
+    config.node = home.node_id()?;
     let (store, recovery) = Store::open_dir(config)
         .with_context(|| format!("cannot open the store in {}", home.store_dir().display()))?;
     for fallback in &recovery.snapshot_fallbacks {

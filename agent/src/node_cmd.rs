@@ -1,0 +1,119 @@
+//! `softadastra init`, `id` and `peer …`.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use clap::Subcommand;
+use serde::Serialize;
+use softadastra::core::NodeId;
+use softadastra::transport::identity::Identity;
+use softadastra::transport::trust;
+
+use crate::home::{Home, hostname};
+use crate::store_cmd::open_store;
+
+#[derive(Debug, Subcommand)]
+pub enum PeerCommand {
+    /// Trust a node by its id (as `softadastra id` prints it on that node).
+    Add {
+        /// The node id.
+        node_id: String,
+        /// Where to reach it.
+        #[arg(long, value_name = "HOST:PORT")]
+        addr: Option<String>,
+    },
+    /// Stop trusting a node.
+    Remove {
+        /// The node id.
+        node_id: String,
+    },
+    /// List trusted peers.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_id(text: &str) -> Result<NodeId> {
+    Ok(text.parse::<NodeId>()?)
+}
+
+pub fn run_init(home: &Home, name: Option<String>) -> Result<ExitCode> {
+    let name = name.unwrap_or_else(hostname);
+    if name.trim().is_empty() || name.len() > 64 {
+        bail!("invalid node name {name:?}: use 1-64 characters");
+    }
+    let identity = Identity::create(&home.root, &name)?;
+    eprintln!(
+        "initialised node {:?} in {}",
+        identity.name(),
+        home.root.display()
+    );
+    writeln!(std::io::stdout(), "{}", identity.node_id())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_id(home: &Home) -> Result<ExitCode> {
+    match Identity::load(&home.root)? {
+        Some(identity) => writeln!(std::io::stdout(), "{}", identity.node_id())?,
+        None => bail!(
+            "this node has no identity yet in {}; create one with `softadastra init`",
+            home.root.display()
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_peer(home: &Home, cmd: PeerCommand) -> Result<ExitCode> {
+    let mut store = open_store(home)?;
+    let own = home.node_id()?;
+    match cmd {
+        PeerCommand::Add { node_id, addr } => {
+            let peer = trust::add(&mut store, own, parse_id(&node_id)?, addr)?;
+            eprintln!(
+                "trusting {}{}",
+                peer.id,
+                peer.addr.map(|a| format!(" at {a}")).unwrap_or_default()
+            );
+        }
+        PeerCommand::Remove { node_id } => {
+            let id = parse_id(&node_id)?;
+            trust::remove(&mut store, id)?;
+            eprintln!("no longer trusting {id}");
+        }
+        PeerCommand::List { json } => {
+            #[derive(Serialize)]
+            struct Row {
+                id: String,
+                addr: Option<String>,
+            }
+            let rows: Vec<Row> = trust::list(&store)?
+                .into_iter()
+                .map(|p| Row {
+                    id: p.id.to_string(),
+                    addr: p.addr,
+                })
+                .collect();
+            let mut out = std::io::stdout().lock();
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+            } else if rows.is_empty() {
+                eprintln!(
+                    "no trusted peers; add one with `softadastra peer add NODE_ID --addr HOST:PORT`"
+                );
+            } else {
+                writeln!(out, "{:<60}  ADDRESS", "NODE ID")?;
+                for r in rows {
+                    writeln!(
+                        out,
+                        "{:<60}  {}",
+                        r.id,
+                        r.addr.as_deref().unwrap_or("(not known yet)")
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,65 @@
+//! # transport — who may talk to this node, and how it proves who it is
+//!
+//! Transport moves messages between peers; it never decides application
+//! state. What exists so far is the trust side of it:
+//!
+//! * [`identity`] — the node's self-signed certificate and private key. The
+//!   node id is the blake3 of the certificate's DER, so a peer that pins an
+//!   id pins exactly one key: a node presenting another certificate under a
+//!   trusted name is a stranger.
+//! * [`trust`] — the explicit list of peers this node trusts, by node id,
+//!   with an optional address.
+//!
+//! The QUIC connection layer (quinn + rustls with mutual TLS, checking the
+//! peer's certificate against [`trust`]) is the next part of this module.
+
+pub mod identity;
+pub mod trust;
+
+use std::path::PathBuf;
+
+use crate::core::{ErrorContext, Retry};
+
+/// Errors of the transport layer.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// Reading or writing identity files failed.
+    #[error("identity {op} failed on {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The stored identity is damaged.
+    #[error("identity in {path} is unusable: {reason}")]
+    Corruption {
+        /// The identity directory.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An identity already exists where a new one was to be created.
+    #[error(
+        "this node already has an identity (node id {0}); remove the home's identity/ directory to start over as a new node"
+    )]
+    AlreadyInitialised(crate::core::NodeId),
+    /// Generating the certificate failed.
+    #[error("cannot generate the node certificate: {0}")]
+    Certificate(String),
+}
+
+impl ErrorContext for TransportError {
+    fn retry(&self) -> Retry {
+        match self {
+            TransportError::Io { .. } => Retry::Later,
+            _ => Retry::Never,
+        }
+    }
+    fn is_corruption(&self) -> bool {
+        matches!(self, TransportError::Corruption { .. })
+    }
+}

@@ -1,0 +1,105 @@
+//! `softadastra init`, `id` and `peer …` through the real binary.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn run(home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_softadastra"))
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .env_remove("SOFTADASTRA_HOME")
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).trim().to_string()
+}
+
+#[test]
+fn init_prints_a_stable_checked_id() {
+    let home = tempfile::tempdir().unwrap();
+    let none = run(home.path(), &["id"]);
+    assert!(!none.status.success());
+    assert!(
+        text(&none.stderr).contains("softadastra init"),
+        "says what to do"
+    );
+    let init = run(home.path(), &["init", "--name", "laptop"]);
+    assert!(init.status.success(), "{}", text(&init.stderr));
+    let id = text(&init.stdout);
+    assert_eq!(id.len(), 60, "{id}");
+    assert_eq!(text(&run(home.path(), &["id"]).stdout), id);
+    let again = run(home.path(), &["init"]);
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains(&id),
+        "names the existing identity"
+    );
+}
+
+#[test]
+fn peers_are_added_listed_and_removed_and_typos_refused() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let own = text(&run(a.path(), &["init"]).stdout);
+    let other = text(&run(b.path(), &["init"]).stdout);
+    assert!(
+        run(
+            a.path(),
+            &["peer", "add", &other, "--addr", "127.0.0.1:7420"]
+        )
+        .status
+        .success()
+    );
+    // Re-adding without an address keeps the known one.
+    assert!(
+        run(a.path(), &["peer", "add", &other.to_lowercase()])
+            .status
+            .success()
+    );
+    let list: serde_json::Value =
+        serde_json::from_slice(&run(a.path(), &["peer", "list", "--json"]).stdout).unwrap();
+    assert_eq!(list[0]["id"], other.as_str());
+    assert_eq!(list[0]["addr"], "127.0.0.1:7420");
+
+    // A one-character typo is caught by the check character.
+    let mut typo: Vec<char> = other.chars().collect();
+    typo[1] = if typo[1] == 'Q' { 'R' } else { 'Q' };
+    let typo: String = typo.into_iter().collect();
+    let refused = run(a.path(), &["peer", "add", &typo]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("check character"),
+        "{}",
+        text(&refused.stderr)
+    );
+    for (bad, says) in [(own.as_str(), "own id"), ("not-an-id", "invalid node id")] {
+        let o = run(a.path(), &["peer", "add", bad]);
+        assert!(!o.status.success());
+        assert!(text(&o.stderr).contains(says), "{}", text(&o.stderr));
+    }
+    let o = run(a.path(), &["peer", "add", &other, "--addr", "no port"]);
+    assert!(text(&o.stderr).contains("HOST:PORT"));
+
+    assert!(run(a.path(), &["peer", "remove", &other]).status.success());
+    assert!(!run(a.path(), &["peer", "remove", &other]).status.success());
+    let list: serde_json::Value =
+        serde_json::from_slice(&run(a.path(), &["peer", "list", "--json"]).stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn the_first_recording_command_creates_the_identity_and_uses_it() {
+    let home = tempfile::tempdir().unwrap();
+    let put = run(home.path(), &["store", "put", "k", "v"]);
+    assert!(text(&put.stderr).contains("initialised this node"));
+    let id = text(&run(home.path(), &["id"]).stdout);
+    let get: serde_json::Value =
+        serde_json::from_slice(&run(home.path(), &["store", "get", "k", "--json"]).stdout).unwrap();
+    assert_eq!(
+        get["origin"],
+        id.as_str(),
+        "changes are recorded under the node's id"
+    );
+}
