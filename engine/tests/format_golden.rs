@@ -192,3 +192,46 @@ fn file_record_v1_golden() {
     assert_eq!(record.chunks.len(), 2);
     assert_eq!(record.version.entries().len(), 2);
 }
+
+fn expected_wire() -> Vec<u8> {
+    use softadastra::transport::wire::{
+        Hello, MAX_CONTROL_FRAME, Message, PROTOCOL_VERSION, encode,
+    };
+    let mut out = Vec::new();
+    let hello = Message::Hello(Hello {
+        protocol: PROTOCOL_VERSION,
+        node: NodeId([4; 32]),
+        name: "laptop".into(),
+        hostname: "laptop.local".into(),
+        os: "linux".into(),
+        version: "0.1.0".into(),
+    });
+    for m in [
+        hello,
+        Message::Ping { nonce: 42 },
+        Message::Pong { nonce: 42 },
+        Message::Goodbye {
+            code: 0,
+            reason: "bye".into(),
+        },
+    ] {
+        encode(&m, MAX_CONTROL_FRAME, &mut out).unwrap();
+    }
+    out
+}
+
+#[test]
+fn wire_frames_v1_golden() {
+    use softadastra::transport::wire::{FrameDecoder, MAX_CONTROL_FRAME, Message};
+    let bytes = check("wire-v1.bin", expected_wire());
+    let mut d = FrameDecoder::new(MAX_CONTROL_FRAME);
+    d.push(&bytes);
+    let mut n = 0;
+    while let Some(m) = d.poll().unwrap() {
+        if n == 0 {
+            assert!(matches!(m, Message::Hello(ref h) if h.name == "laptop"));
+        }
+        n += 1;
+    }
+    assert_eq!(n, 4);
+}

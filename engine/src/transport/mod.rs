@@ -9,12 +9,15 @@
 //!   trusted name is a stranger.
 //! * [`trust`] — the explicit list of peers this node trusts, by node id,
 //!   with an optional address.
+//! * [`wire`] — the message types and the one frame encoder/decoder
+//!   (length-prefixed postcard, size-limited, sans-IO).
 //!
 //! The QUIC connection layer (quinn + rustls with mutual TLS, checking the
 //! peer's certificate against [`trust`]) is the next part of this module.
 
 pub mod identity;
 pub mod trust;
+pub mod wire;
 
 use std::path::PathBuf;
 
