@@ -281,12 +281,7 @@ mod tests {
             for p in points {
                 d.push(&data[at..p]);
                 at = p;
-                loop {
-                    match d.poll() {
-                        Ok(Some(_)) => continue,
-                        Ok(None) | Err(_) => break,
-                    }
-                }
+                while let Ok(Some(_)) = d.poll() {}
                 prop_assert!(d.buffered() <= 4 + max, "{} bytes buffered", d.buffered());
             }
         }
