@@ -9,13 +9,17 @@
 //!   trusted name is a stranger.
 //! * [`trust`] — the explicit list of peers this node trusts, by node id,
 //!   with an optional address.
+//! * [`tls`] — rustls configurations (TLS 1.3, ring) whose verifiers accept
+//!   only certificates whose node id is trusted — and, when dialling, only
+//!   the expected peer.
 //! * [`wire`] — the message types and the one frame encoder/decoder
 //!   (length-prefixed postcard, size-limited, sans-IO).
 //!
-//! The QUIC connection layer (quinn + rustls with mutual TLS, checking the
-//! peer's certificate against [`trust`]) is the next part of this module.
+//! The QUIC connection layer (quinn, using the [`tls`] configurations) is
+//! the next part of this module.
 
 pub mod identity;
+pub mod tls;
 pub mod trust;
 pub mod wire;
 
