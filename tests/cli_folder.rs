@@ -1,31 +1,11 @@
 //! `softadastra folder …`, `ls` and `scan`, driven through the real binary.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_softadastra")
-}
-
-fn run(home: &Path, args: &[&str]) -> Output {
-    Command::new(bin())
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .env_remove("SOFTADASTRA_HOME")
-        .output()
-        .unwrap()
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    assert!(
-        o.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
-}
+use common::{bin, json, run};
 
 fn write(p: &Path, data: &[u8]) {
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();

@@ -1,17 +1,8 @@
 //! `softadastra init`, `id` and `peer …` through the real binary.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn run(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_softadastra"))
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .env_remove("SOFTADASTRA_HOME")
-        .output()
-        .unwrap()
-}
+use common::run;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).trim().to_string()

@@ -1,26 +1,12 @@
 //! `softadastra store …` and `softadastra wal verify`, driven through the
 //! real binary in temporary home directories.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn run(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_softadastra"))
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .env_remove("SOFTADASTRA_HOME")
-        .output()
-        .expect("run softadastra")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::{run, stderr, stdout};
 
 fn segment(home: &Path) -> std::path::PathBuf {
     let dir = home.join("store/wal");

@@ -1,0 +1,38 @@
+//! Helpers shared by the end-to-end tests that drive the real binary.
+// Each test file uses a different subset.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// The `softadastra` binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_softadastra")
+}
+
+/// Run `softadastra --home HOME ARGS…` (ignoring any SOFTADASTRA_HOME of the caller).
+pub fn run(home: &Path, args: &[&str]) -> Output {
+    Command::new(bin())
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .env_remove("SOFTADASTRA_HOME")
+        .output()
+        .expect("run softadastra")
+}
+
+/// Standard output as text, untouched.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Standard error as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Standard output parsed as JSON; the command must have succeeded.
+pub fn json(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "stderr: {}", stderr(o));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(o)))
+}
