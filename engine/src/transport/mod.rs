@@ -15,10 +15,14 @@
 //! * [`wire`] — the message types and the one frame encoder/decoder
 //!   (length-prefixed postcard, size-limited, sans-IO).
 //!
-//! The QUIC connection layer (quinn, using the [`tls`] configurations) is
-//! the next part of this module.
+//! * [`quic`] — quinn endpoints using those configurations: dial a trusted
+//!   peer, accept one, exchange hellos on the control stream.
+//!
+//! Still to come in this module: bulk streams, the peer registry with
+//! reconnect and backoff, and resolving simultaneous dials.
 
 pub mod identity;
+pub mod quic;
 pub mod tls;
 pub mod trust;
 pub mod wire;
@@ -57,12 +61,49 @@ pub enum TransportError {
     /// Generating the certificate failed.
     #[error("cannot generate the node certificate: {0}")]
     Certificate(String),
+    /// The listening socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TLS configuration or handshake failed.
+    #[error("TLS handshake failed: {0}")]
+    Handshake(String),
+    /// A connection could not be established (unreachable, refused, or the
+    /// peer does not trust this node).
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect {
+        /// The address dialled.
+        addr: std::net::SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// The peer broke the protocol; the connection was closed with `code`.
+    #[error("protocol error{}: {reason} (close code {code})", peer.map(|p| format!(" from {p}")).unwrap_or_default())]
+    Protocol {
+        /// The peer, when known.
+        peer: Option<crate::core::NodeId>,
+        /// What it did.
+        reason: String,
+        /// The close code sent.
+        code: u32,
+    },
+    /// The connection or stream is closed.
+    #[error("connection closed: {0}")]
+    Closed(String),
 }
 
 impl ErrorContext for TransportError {
     fn retry(&self) -> Retry {
         match self {
-            TransportError::Io { .. } => Retry::Later,
+            TransportError::Io { .. }
+            | TransportError::Connect { .. }
+            | TransportError::Closed(_)
+            | TransportError::Bind { .. } => Retry::Later,
             _ => Retry::Never,
         }
     }
