@@ -6,6 +6,7 @@
 mod folder_cmd;
 mod home;
 mod node_cmd;
+mod run_cmd;
 mod store_cmd;
 
 use std::path::PathBuf;
@@ -36,6 +37,12 @@ enum Command {
     },
     /// Print this node's id, to give to the peers that should trust it.
     Id,
+    /// Run the node in the foreground: listen, connect to trusted peers.
+    Run {
+        /// Address to listen on for peers (default 0.0.0.0:7420).
+        #[arg(long, value_name = "IP:PORT")]
+        listen: Option<String>,
+    },
     /// Manage the nodes this node trusts.
     #[command(subcommand)]
     Peer(node_cmd::PeerCommand),
@@ -75,17 +82,25 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One-shot commands print their own warnings, so their logs add only
+    // errors; the long-running node logs its state changes.
+    let default_level = if matches!(cli.command, Command::Run { .. }) {
+        "info"
+    } else {
+        "error"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SOFTADASTRA_LOG")
-                // One-shot commands print their own warnings; logs add only errors.
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = home::Home::resolve(cli.home).and_then(|home| match cli.command {
         Command::Init { name } => node_cmd::run_init(&home, name),
         Command::Id => node_cmd::run_id(&home),
+        Command::Run { listen } => run_cmd::run(&home, listen),
         Command::Peer(cmd) => node_cmd::run_peer(&home, cmd),
         Command::Store(cmd) => store_cmd::run_store(&home, cmd),
         Command::Wal(cmd) => store_cmd::run_wal(&home, cmd),

@@ -189,6 +189,13 @@ impl Endpoint {
             b"shutting down",
         );
     }
+
+    /// Close every connection and wait (up to `limit`) until the peers have
+    /// been told, so they see a clean close rather than a timeout.
+    pub async fn shutdown(&self, limit: Duration) {
+        self.close();
+        let _ = tokio::time::timeout(limit, self.inner.wait_idle()).await;
+    }
 }
 
 /// The control stream of a connection.

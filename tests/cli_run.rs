@@ -1,0 +1,187 @@
+//! `softadastra run`: real processes on 127.0.0.1 connect, survive a peer
+//! restart (clean or kill -9), stop cleanly, and refuse a second `run` on
+//! the same home.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{bin, run};
+
+struct Node {
+    home: tempfile::TempDir,
+    id: String,
+    port: u16,
+    child: Option<Child>,
+    lines: Option<mpsc::Receiver<String>>,
+    /// Log lines received and not yet matched by a `wait_for`.
+    unmatched: std::cell::RefCell<Vec<String>>,
+}
+
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Node {
+    fn new(name: &str) -> Node {
+        let home = tempfile::tempdir().unwrap();
+        let out = run(home.path(), &["init", "--name", name]);
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Node {
+            home,
+            id,
+            port: free_port(),
+            child: None,
+            lines: None,
+            unmatched: Default::default(),
+        }
+    }
+    fn trust(&self, other: &Node) {
+        let addr = format!("127.0.0.1:{}", other.port);
+        assert!(
+            run(
+                self.home.path(),
+                &["peer", "add", &other.id, "--addr", &addr]
+            )
+            .status
+            .success()
+        );
+    }
+    fn start(&mut self) {
+        let mut child = Command::new(bin())
+            .arg("--home")
+            .arg(self.home.path())
+            .args(["run", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .env("SOFTADASTRA_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+                .for_each(|l| drop(tx.send(l)))
+        });
+        self.child = Some(child);
+        self.lines = Some(rx);
+    }
+    /// Wait until a log line contains every needle. Each match consumes
+    /// that one line; lines that match nothing are kept for later waits.
+    fn wait_for(&self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let rx = self.lines.as_ref().unwrap();
+        loop {
+            let mut unmatched = self.unmatched.borrow_mut();
+            if let Some(pos) = unmatched
+                .iter()
+                .position(|l| needles.iter().all(|n| l.contains(n)))
+            {
+                return unmatched.remove(pos);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => unmatched.push(line),
+                Err(_) => panic!(
+                    "{}: no line with {needles:?} within 20 s; unmatched: {unmatched:#?}",
+                    self.id
+                ),
+            }
+        }
+    }
+    fn signal(&mut self, sig: &str) -> std::process::ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = child.wait().unwrap();
+        self.child = None;
+        status
+    }
+    fn connected_to(&self, other: &Node) -> String {
+        self.wait_for(&[": connected", &format!("peer={}", other.id)])
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn two_nodes_connect_survive_restarts_and_stop_cleanly() {
+    let (mut a, mut b) = (Node::new("alpha"), Node::new("beta"));
+    a.trust(&b);
+    b.trust(&a);
+    a.start();
+    b.start();
+    assert!(a.connected_to(&b).contains("name=beta"));
+    assert!(b.connected_to(&a).contains("name=alpha"));
+
+    // A second `run` on the same home is refused.
+    let second = run(a.home.path(), &["run", "--listen", "127.0.0.1:0"]);
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("in use by another process"));
+
+    // Clean restart of b: a sees the disconnect at once and reconnects.
+    assert!(b.signal("-TERM").success(), "clean stop exits 0");
+    a.wait_for(&[": disconnected", &format!("peer={}", b.id)]);
+    b.start();
+    a.connected_to(&b);
+    b.connected_to(&a);
+
+    // kill -9 of b: the restarted b's connection replaces the dead one.
+    b.signal("-KILL");
+    b.start();
+    b.connected_to(&a);
+    a.connected_to(&b);
+
+    assert!(a.signal("-INT").success());
+    assert!(b.signal("-TERM").success());
+}
+
+#[test]
+fn three_nodes_form_a_full_mesh_and_strangers_are_refused() {
+    let mut nodes = [Node::new("n1"), Node::new("n2"), Node::new("n3")];
+    for i in 0..3 {
+        for j in 0..3 {
+            if i != j {
+                nodes[i].trust(&nodes[j]);
+            }
+        }
+    }
+    for n in nodes.iter_mut() {
+        n.start();
+    }
+    for i in 0..3 {
+        for j in 0..3 {
+            if i != j {
+                nodes[i].connected_to(&nodes[j]);
+            }
+        }
+    }
+    // A node n1 does not trust dials it: refused in the handshake.
+    let mut stranger = Node::new("stranger");
+    stranger.trust(&nodes[0]);
+    stranger.start();
+    stranger.wait_for(&["backing off", &format!("peer={}", nodes[0].id)]);
+    nodes[0].wait_for(&["incoming connection refused"]);
+    drop(stranger);
+    for n in nodes.iter_mut() {
+        assert!(n.signal("-TERM").success());
+    }
+}
