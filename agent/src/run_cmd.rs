@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use softadastra::core::NodeId;
-use softadastra::transport::quic::{Endpoint, Peer, QuicConfig};
+use softadastra::transport::quic::{Endpoint, Peer, PeerHandle, QuicConfig};
 use softadastra::transport::tls::TrustedIds;
 use softadastra::transport::trust;
 use softadastra::transport::wire::{Hello, close_code};
@@ -37,7 +37,7 @@ struct Registry {
 struct Held {
     dialled_by_us: bool,
     since: Instant,
-    peer: Arc<Peer>,
+    peer: PeerHandle,
 }
 
 /// Connections older than this are replaced by a new one from the same peer.
@@ -45,7 +45,7 @@ const REPLACE_AFTER: Duration = Duration::from_secs(3);
 
 impl Registry {
     /// Register `peer`; returns false (and closes it) if it loses to an existing connection.
-    fn admit(&mut self, own: NodeId, peer: Arc<Peer>, dialled_by_us: bool) -> bool {
+    fn admit(&mut self, own: NodeId, peer: PeerHandle, dialled_by_us: bool) -> bool {
         if let Some(existing) = self.connected.get(&peer.id) {
             let simultaneous = existing.since.elapsed() < REPLACE_AFTER;
             let winner_dialled_by_us = own < peer.id;
@@ -70,11 +70,11 @@ impl Registry {
         );
         true
     }
-    fn remove(&mut self, peer: &Arc<Peer>) {
+    fn remove(&mut self, peer: &PeerHandle) {
         if self
             .connected
             .get(&peer.id)
-            .is_some_and(|h| Arc::ptr_eq(&h.peer, peer))
+            .is_some_and(|h| h.peer.same_connection(peer))
         {
             self.connected.remove(&peer.id);
         }
@@ -90,14 +90,15 @@ fn lock(r: &Shared) -> std::sync::MutexGuard<'_, Registry> {
     r.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn hold(registry: Shared, peer: Arc<Peer>, own: NodeId, dialled_by_us: bool) {
-    if !lock(&registry).admit(own, peer.clone(), dialled_by_us) {
+async fn hold(registry: Shared, peer: Peer, own: NodeId, dialled_by_us: bool) {
+    let handle = peer.handle();
+    if !lock(&registry).admit(own, handle.clone(), dialled_by_us) {
         return;
     }
-    info!(peer = %peer.id, name = %peer.hello.name, addr = %peer.remote_addr(), version = %peer.hello.version, "connected");
-    let why = peer.closed().await;
-    lock(&registry).remove(&peer);
-    info!(peer = %peer.id, name = %peer.hello.name, reason = %why, "disconnected");
+    info!(peer = %handle.id, name = %handle.name, addr = %handle.remote_addr(), version = %peer.hello.version, "connected");
+    let why = peer.serve().await;
+    lock(&registry).remove(&handle);
+    info!(peer = %handle.id, name = %handle.name, reason = %why, "disconnected");
 }
 
 async fn dial_loop(endpoint: Endpoint, registry: Shared, id: NodeId, addr: SocketAddr) {
@@ -112,7 +113,7 @@ async fn dial_loop(endpoint: Endpoint, registry: Shared, id: NodeId, addr: Socke
         match endpoint.connect(addr, id).await {
             Ok(peer) => {
                 backoff = Duration::from_millis(500);
-                hold(registry.clone(), Arc::new(peer), own, true).await;
+                hold(registry.clone(), peer, own, true).await;
             }
             Err(e) => {
                 let jitter =
@@ -181,7 +182,7 @@ pub fn run(home: &Home, listen: Option<String>) -> Result<ExitCode> {
             tokio::spawn(async move {
                 while let Some(result) = endpoint.accept().await {
                     match result {
-                        Ok(peer) => drop(tokio::spawn(hold(registry.clone(), Arc::new(peer), own, false))),
+                        Ok(peer) => drop(tokio::spawn(hold(registry.clone(), peer, own, false))),
                         Err(e) => warn!(error = %e, "incoming connection refused"),
                     }
                 }

@@ -10,7 +10,7 @@ use softadastra::transport::TransportError;
 use softadastra::transport::identity::Identity;
 use softadastra::transport::quic::{Endpoint, QuicConfig};
 use softadastra::transport::tls::TrustedIds;
-use softadastra::transport::wire::{Hello, Message, close_code};
+use softadastra::transport::wire::{Hello, Message};
 
 struct Node {
     _dir: tempfile::TempDir,
@@ -54,7 +54,8 @@ fn bind(n: &Node) -> Endpoint {
     .unwrap()
 }
 
-/// Serve: accept connections forever, answer pings; report what happened.
+/// Serve: accept connections forever, each served by `Peer::serve`;
+/// report hellos and why connections ended.
 fn serve(ep: Endpoint) -> tokio::sync::mpsc::UnboundedReceiver<Result<String, String>> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -62,28 +63,12 @@ fn serve(ep: Endpoint) -> tokio::sync::mpsc::UnboundedReceiver<Result<String, St
             let tx = tx.clone();
             match result {
                 Err(e) => drop(tx.send(Err(e.to_string()))),
-                Ok(mut peer) => {
-                    drop(tx.send(Ok(format!("hello from {}", peer.hello.name))));
+                Ok(peer) => {
+                    let name = peer.hello.name.clone();
+                    drop(tx.send(Ok(format!("hello from {name}"))));
                     tokio::spawn(async move {
-                        loop {
-                            match peer.control.recv().await {
-                                Ok(Message::Ping { nonce }) => {
-                                    if peer.control.send(&Message::Pong { nonce }).await.is_err() {
-                                        break;
-                                    }
-                                }
-                                Ok(_) => {}
-                                Err(TransportError::Protocol { code, reason, .. }) => {
-                                    peer.close(code, &reason);
-                                    drop(tx.send(Err(format!(
-                                        "closed {}: {reason}",
-                                        peer.hello.name
-                                    ))));
-                                    break;
-                                }
-                                Err(_) => break,
-                            }
-                        }
+                        let why = peer.serve().await;
+                        drop(tx.send(Err(format!("closed {name}: {why}"))));
                     });
                 }
             }
@@ -150,25 +135,52 @@ async fn strangers_and_impostors_are_refused() {
     );
 }
 
+/// A trusted peer that misbehaves is disconnected with the right close
+/// code, and the node keeps serving a well-behaved peer throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hostile_trusted_peer_is_disconnected_and_others_are_still_served() {
-    let (a, b, good) = (node("hostile"), node("server"), node("good"));
-    b.trusted
-        .replace([a.identity.node_id(), good.identity.node_id()]);
-    a.trusted.replace([b.identity.node_id()]);
-    good.trusted.replace([b.identity.node_id()]);
-    let (ea, eb, eg) = (bind(&a), bind(&b), bind(&good));
-    let mut events = serve(eb.clone());
-    let mut hostile = ea
-        .connect(eb.local_addr().unwrap(), b.identity.node_id())
-        .await
-        .unwrap();
-    assert_eq!(
-        events.recv().await.unwrap(),
-        Ok("hello from hostile".to_string())
+async fn hostile_trusted_peers_are_disconnected_and_others_are_still_served() {
+    let server = node("server");
+    let good = node("good");
+    good.trusted.replace([server.identity.node_id()]);
+    let eb = bind(&server);
+    let eg = bind(&good);
+    let hostiles: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("oversized", u32::MAX.to_le_bytes().to_vec(), "exceeds"),
+        (
+            "garbage",
+            vec![5, 0, 0, 0, 0xff, 0xfe, 0xfd, 0xfc, 0xfb],
+            "malformed",
+        ),
+        (
+            "second-hello",
+            {
+                let mut b = Vec::new();
+                softadastra::transport::wire::encode(
+                    &Message::Hello(hello("again")),
+                    1 << 20,
+                    &mut b,
+                )
+                .unwrap();
+                b
+            },
+            "second hello",
+        ),
+        (
+            "truncated",
+            vec![100, 0, 0, 0, 1, 2, 3],
+            "control stream ended",
+        ),
+    ];
+    let nodes: Vec<Node> = hostiles.iter().map(|(name, _, _)| node(name)).collect();
+    server.trusted.replace(
+        nodes
+            .iter()
+            .map(|n| n.identity.node_id())
+            .chain([good.identity.node_id()]),
     );
+    let mut events = serve(eb.clone());
     let mut good_peer = eg
-        .connect(eb.local_addr().unwrap(), b.identity.node_id())
+        .connect(eb.local_addr().unwrap(), server.identity.node_id())
         .await
         .unwrap();
     assert_eq!(
@@ -176,33 +188,46 @@ async fn a_hostile_trusted_peer_is_disconnected_and_others_are_still_served() {
         Ok("hello from good".to_string())
     );
 
-    // An oversized frame header: the server closes that connection.
-    hostile
-        .control
-        .send_raw(&u32::MAX.to_le_bytes())
-        .await
-        .unwrap();
-    let closed = events.recv().await.unwrap().unwrap_err();
-    assert!(
-        closed.contains("closed hostile") && closed.contains("exceeds"),
-        "{closed}"
-    );
-    let why = tokio::time::timeout(Duration::from_secs(5), hostile.closed())
-        .await
-        .unwrap();
-    assert!(
-        why.contains(&close_code::OVERSIZED.to_string()) || why.contains("exceeds"),
-        "{why}"
-    );
-
-    // The good peer is served throughout.
-    good_peer
-        .control
-        .send(&Message::Ping { nonce: 1 })
-        .await
-        .unwrap();
-    assert_eq!(
-        good_peer.control.recv().await.unwrap(),
-        Message::Pong { nonce: 1 }
-    );
+    for ((name, bytes, expect), n) in hostiles.iter().zip(&nodes) {
+        n.trusted.replace([server.identity.node_id()]);
+        let ea = bind(n);
+        let mut hostile = ea
+            .connect(eb.local_addr().unwrap(), server.identity.node_id())
+            .await
+            .unwrap();
+        assert_eq!(
+            events.recv().await.unwrap(),
+            Ok(format!("hello from {name}"))
+        );
+        hostile.control.send_raw(bytes).await.unwrap();
+        if *name == "truncated" {
+            hostile.control.finish();
+        }
+        let closed = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            closed.starts_with(&format!("closed {name}")) && closed.contains(expect),
+            "{name}: {closed}"
+        );
+        let why = tokio::time::timeout(Duration::from_secs(5), hostile.closed())
+            .await
+            .unwrap();
+        assert!(
+            why.contains(expect) || why.contains("closed"),
+            "{name}: the peer is told why: {why}"
+        );
+        // The good peer is served throughout.
+        good_peer
+            .control
+            .send(&Message::Ping { nonce: 7 })
+            .await
+            .unwrap();
+        assert_eq!(
+            good_peer.control.recv().await.unwrap(),
+            Message::Pong { nonce: 7 }
+        );
+    }
 }

@@ -233,6 +233,12 @@ impl ControlStream {
             .map_err(|e| TransportError::Closed(e.to_string()))
     }
 
+    /// Finish the sending side of the stream (no more messages).
+    #[doc(hidden)]
+    pub fn finish(&mut self) {
+        let _ = self.send.finish();
+    }
+
     /// Write raw bytes, bypassing the encoder: for tests of how peers
     /// handle malformed input.
     #[doc(hidden)]
@@ -350,6 +356,55 @@ impl Peer {
         Ok((id, hello, conn))
     }
 
+    /// A cheap handle to this connection (for a registry): id, close, closed.
+    pub fn handle(&self) -> PeerHandle {
+        PeerHandle {
+            id: self.id,
+            name: self.hello.name.clone(),
+            conn: self.conn.clone(),
+        }
+    }
+
+    /// Serve the control stream until the connection ends: answer pings,
+    /// stop on a goodbye, and close the connection with the matching
+    /// [`close_code`] (and a log line) on a malformed, oversized or
+    /// unexpected message. Returns why the connection ended.
+    pub async fn serve(mut self) -> String {
+        loop {
+            let fail = |code: u32, reason: String| {
+                tracing::warn!(peer = %self.id, code, %reason, "closing connection: protocol violation");
+                self.conn
+                    .close(quinn::VarInt::from_u32(code), reason.as_bytes());
+                format!("closed by us: {reason}")
+            };
+            match self.control.recv().await {
+                Ok(Message::Ping { nonce }) => {
+                    if let Err(e) = self.control.send(&Message::Pong { nonce }).await {
+                        return e.to_string();
+                    }
+                }
+                Ok(Message::Pong { .. }) => {}
+                Ok(Message::Goodbye { code, reason }) => {
+                    self.conn
+                        .close(quinn::VarInt::from_u32(close_code::NORMAL), b"goodbye");
+                    return format!("peer said goodbye ({code}: {reason})");
+                }
+                Ok(Message::Hello(_)) => {
+                    return fail(close_code::UNEXPECTED, "a second hello".into());
+                }
+                Err(TransportError::Protocol { code, reason, .. }) => return fail(code, reason),
+                Err(e) => {
+                    if let Some(r) = self.conn.close_reason() {
+                        return r.to_string();
+                    }
+                    // The peer ended its control stream (perhaps mid-frame)
+                    // without closing: nothing more can be said on it.
+                    return fail(close_code::UNEXPECTED, format!("control stream ended: {e}"));
+                }
+            }
+        }
+    }
+
     /// Close the connection with `code` and a reason.
     pub fn close(&self, code: u32, reason: &str) {
         self.conn
@@ -361,6 +416,32 @@ impl Peer {
         self.conn.closed().await.to_string()
     }
 
+    /// Remote address.
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.conn.remote_address()
+    }
+}
+
+/// A handle to a live connection, kept by a registry while [`Peer::serve`] runs.
+#[derive(Debug, Clone)]
+pub struct PeerHandle {
+    /// The peer's node id.
+    pub id: NodeId,
+    /// The peer's display name.
+    pub name: String,
+    conn: quinn::Connection,
+}
+
+impl PeerHandle {
+    /// Close the connection.
+    pub fn close(&self, code: u32, reason: &str) {
+        self.conn
+            .close(quinn::VarInt::from_u32(code), reason.as_bytes());
+    }
+    /// Whether two handles are the same connection.
+    pub fn same_connection(&self, other: &PeerHandle) -> bool {
+        self.conn.stable_id() == other.conn.stable_id()
+    }
     /// Remote address.
     pub fn remote_addr(&self) -> SocketAddr {
         self.conn.remote_address()
