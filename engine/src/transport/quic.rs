@@ -432,7 +432,61 @@ pub struct PeerHandle {
     conn: quinn::Connection,
 }
 
+/// A bulk-data stream: raw bytes, separate from the control stream, so a
+/// large transfer never blocks small messages. Any number may be open at once.
+#[derive(Debug)]
+pub struct BulkStream {
+    /// Sending half.
+    pub send: quinn::SendStream,
+    /// Receiving half.
+    pub recv: quinn::RecvStream,
+}
+
+impl BulkStream {
+    /// Write all of `bytes`.
+    pub async fn write_all(&mut self, bytes: &[u8]) -> Result<(), TransportError> {
+        self.send
+            .write_all(bytes)
+            .await
+            .map_err(|e| TransportError::Closed(e.to_string()))
+    }
+    /// Read into `buf`; `Ok(0)` once the peer finished the stream.
+    pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize, TransportError> {
+        match self.recv.read(buf).await {
+            Ok(Some(n)) => Ok(n),
+            Ok(None) => Ok(0),
+            Err(e) => Err(TransportError::Closed(e.to_string())),
+        }
+    }
+    /// No more bytes will be written.
+    pub fn finish(&mut self) -> Result<(), TransportError> {
+        self.send
+            .finish()
+            .map_err(|e| TransportError::Closed(e.to_string()))
+    }
+}
+
 impl PeerHandle {
+    /// Open a new bulk-data stream to the peer.
+    pub async fn open_bulk(&self) -> Result<BulkStream, TransportError> {
+        let (send, recv) = self
+            .conn
+            .open_bi()
+            .await
+            .map_err(|e| TransportError::Closed(e.to_string()))?;
+        Ok(BulkStream { send, recv })
+    }
+
+    /// Wait for the peer to open a bulk-data stream.
+    pub async fn accept_bulk(&self) -> Result<BulkStream, TransportError> {
+        let (send, recv) = self
+            .conn
+            .accept_bi()
+            .await
+            .map_err(|e| TransportError::Closed(e.to_string()))?;
+        Ok(BulkStream { send, recv })
+    }
+
     /// Close the connection.
     pub fn close(&self, code: u32, reason: &str) {
         self.conn
