@@ -117,21 +117,13 @@ async fn dial_loop(endpoint: Endpoint, registry: Shared, id: NodeId, addr: Socke
             }
             Err(e) => {
                 let jitter =
-                    Duration::from_millis(fastrand_u64(backoff.as_millis() as u64 / 2 + 1));
+                    Duration::from_millis(fastrand::u64(..=backoff.as_millis() as u64 / 2));
                 warn!(peer = %id, %addr, error = %e, retry_in_ms = (backoff + jitter).as_millis() as u64, "backing off");
                 tokio::time::sleep(backoff + jitter).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }
     }
-}
-
-fn fastrand_u64(bound: u64) -> u64 {
-    // Jitter only needs to differ between nodes and attempts.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos() as u64);
-    nanos % bound.max(1)
 }
 
 async fn resolve(addr: &str) -> Option<SocketAddr> {
