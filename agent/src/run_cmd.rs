@@ -101,7 +101,7 @@ async fn hold(registry: Shared, peer: Peer, own: NodeId, dialled_by_us: bool) {
     info!(peer = %handle.id, name = %handle.name, reason = %why, "disconnected");
 }
 
-async fn dial_loop(endpoint: Endpoint, registry: Shared, id: NodeId, addr: SocketAddr) {
+async fn dial_loop(endpoint: Endpoint, registry: Shared, id: NodeId, addr_text: String) {
     let own = endpoint.node_id();
     let mut backoff = Duration::from_millis(500);
     loop {
@@ -109,8 +109,18 @@ async fn dial_loop(endpoint: Endpoint, registry: Shared, id: NodeId, addr: Socke
             tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
         }
-        info!(peer = %id, %addr, "connecting");
-        match endpoint.connect(addr, id).await {
+        // Resolved on every attempt: a name that fails now may resolve later.
+        let attempt = match resolve(&addr_text).await {
+            Some(addr) => {
+                info!(peer = %id, %addr, "connecting");
+                endpoint.connect(addr, id).await
+            }
+            None => Err(softadastra::transport::TransportError::Connect {
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                reason: format!("cannot resolve {addr_text}"),
+            }),
+        };
+        match attempt {
             Ok(peer) => {
                 backoff = Duration::from_millis(500);
                 hold(registry.clone(), peer, own, true).await;
@@ -118,7 +128,7 @@ async fn dial_loop(endpoint: Endpoint, registry: Shared, id: NodeId, addr: Socke
             Err(e) => {
                 let jitter =
                     Duration::from_millis(fastrand::u64(..=backoff.as_millis() as u64 / 2));
-                warn!(peer = %id, %addr, error = %e, retry_in_ms = (backoff + jitter).as_millis() as u64, "backing off");
+                warn!(peer = %id, addr = %addr_text, error = %e, retry_in_ms = (backoff + jitter).as_millis() as u64, "backing off");
                 tokio::time::sleep(backoff + jitter).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
@@ -162,21 +172,22 @@ pub fn run(home: &Home, listen: Option<String>) -> Result<ExitCode> {
         let own = identity.node_id();
         for p in &peers {
             match &p.addr {
-                Some(a) => match resolve(a).await {
-                    Some(addr) => drop(tokio::spawn(dial_loop(endpoint.clone(), registry.clone(), p.id, addr))),
-                    None => warn!(peer = %p.id, addr = %a, "cannot resolve the peer's address; waiting for it to connect"),
-                },
+                Some(a) => drop(tokio::spawn(dial_loop(endpoint.clone(), registry.clone(), p.id, a.clone()))),
                 None => info!(peer = %p.id, "no address known; waiting for it to connect"),
             }
         }
         let acceptor = {
             let (endpoint, registry) = (endpoint.clone(), registry.clone());
             tokio::spawn(async move {
-                while let Some(result) = endpoint.accept().await {
-                    match result {
-                        Ok(peer) => drop(tokio::spawn(hold(registry.clone(), peer, own, false))),
-                        Err(e) => warn!(error = %e, "incoming connection refused"),
-                    }
+                while let Some(accepting) = endpoint.accept().await {
+                    let registry = registry.clone();
+                    tokio::spawn(async move {
+                        let from = accepting.remote_addr();
+                        match accepting.establish().await {
+                            Ok(peer) => hold(registry, peer, own, false).await,
+                            Err(e) => warn!(%from, error = %e, "incoming connection refused"),
+                        }
+                    });
                 }
             })
         };

@@ -56,7 +56,10 @@ async fn main() {
     let b_addr = b.local_addr().unwrap();
     let b_id = ib.node_id();
     let server = tokio::spawn(async move {
-        while let Some(Ok(peer)) = b.accept().await {
+        while let Some(accepting) = b.accept().await {
+            let Ok(peer) = accepting.establish().await else {
+                continue;
+            };
             let handle = peer.handle();
             tokio::spawn(peer.serve());
             tokio::spawn(async move {

@@ -59,19 +59,19 @@ fn bind(n: &Node) -> Endpoint {
 fn serve(ep: Endpoint) -> tokio::sync::mpsc::UnboundedReceiver<Result<String, String>> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
-        while let Some(result) = ep.accept().await {
+        while let Some(accepting) = ep.accept().await {
             let tx = tx.clone();
-            match result {
-                Err(e) => drop(tx.send(Err(e.to_string()))),
-                Ok(peer) => {
-                    let name = peer.hello.name.clone();
-                    drop(tx.send(Ok(format!("hello from {name}"))));
-                    tokio::spawn(async move {
+            tokio::spawn(async move {
+                match accepting.establish().await {
+                    Err(e) => drop(tx.send(Err(e.to_string()))),
+                    Ok(peer) => {
+                        let name = peer.hello.name.clone();
+                        drop(tx.send(Ok(format!("hello from {name}"))));
                         let why = peer.serve().await;
                         drop(tx.send(Err(format!("closed {name}: {why}"))));
-                    });
+                    }
                 }
-            }
+            });
         }
     });
     rx
@@ -230,4 +230,37 @@ async fn hostile_trusted_peers_are_disconnected_and_others_are_still_served() {
             Message::Pong { nonce: 7 }
         );
     }
+}
+
+/// A peer that connects and never says hello does not hold up others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_does_not_block_other_peers() {
+    let (server, silent, good) = (node("server"), node("silent"), node("good"));
+    server
+        .trusted
+        .replace([silent.identity.node_id(), good.identity.node_id()]);
+    silent.trusted.replace([server.identity.node_id()]);
+    good.trusted.replace([server.identity.node_id()]);
+    let eb = bind(&server);
+    let mut events = serve(eb.clone());
+    // A raw quinn client that completes TLS and then stays silent.
+    let es = bind(&silent);
+    let raw = es
+        .connect_without_hello(eb.local_addr().unwrap(), server.identity.node_id())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let eg = bind(&good);
+    eg.connect(eb.local_addr().unwrap(), server.identity.node_id())
+        .await
+        .unwrap();
+    assert_eq!(
+        events.recv().await.unwrap(),
+        Ok("hello from good".to_string())
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the good peer waited behind the silent one"
+    );
+    drop(raw);
 }

@@ -145,41 +145,45 @@ impl Endpoint {
             })
     }
 
-    /// Wait for the next incoming connection and complete its hello.
-    /// `None` once the endpoint is closed.
-    pub async fn accept(&self) -> Option<Result<Peer, TransportError>> {
+    /// Complete TLS with `addr` but send nothing: for tests of how a node
+    /// treats a silent peer.
+    #[doc(hidden)]
+    pub async fn connect_without_hello(
+        &self,
+        addr: SocketAddr,
+        expected: NodeId,
+    ) -> Result<quinn::Connection, TransportError> {
+        let client_tls =
+            tls::client_config(&self.identity, &self.trusted, Some(expected)).map_err(tls_err)?;
+        let crypto =
+            quinn::crypto::rustls::QuicClientConfig::try_from(client_tls).map_err(tls_err)?;
+        let connecting = self
+            .inner
+            .connect_with(
+                quinn::ClientConfig::new(Arc::new(crypto)),
+                addr,
+                "softadastra",
+            )
+            .map_err(|e| TransportError::Connect {
+                addr,
+                reason: e.to_string(),
+            })?;
+        connecting.await.map_err(|e| TransportError::Connect {
+            addr,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Wait for the next incoming connection. `None` once the endpoint is
+    /// closed. The handshake and hello happen in [`Accepting::establish`],
+    /// so a slow or silent peer never holds up the next one.
+    pub async fn accept(&self) -> Option<Accepting> {
         let incoming = self.inner.accept().await?;
-        Some(
-            async {
-                let addr = incoming.remote_address();
-                let conn = incoming.await.map_err(|e| TransportError::Connect {
-                    addr,
-                    reason: e.to_string(),
-                })?;
-                let (send, recv) =
-                    tokio::time::timeout(self.config.hello_timeout, conn.accept_bi())
-                        .await
-                        .map_err(|_| TransportError::Protocol {
-                            peer: None,
-                            reason: "no control stream opened".into(),
-                            code: close_code::UNEXPECTED,
-                        })?
-                        .map_err(|e| TransportError::Connect {
-                            addr,
-                            reason: e.to_string(),
-                        })?;
-                let mut control = ControlStream::new(send, recv);
-                let (id, hello, conn) =
-                    Peer::greet(conn, &mut control, &self.hello, self.config.hello_timeout).await?;
-                Ok(Peer {
-                    id,
-                    hello,
-                    conn,
-                    control,
-                })
-            }
-            .await,
-        )
+        Some(Accepting {
+            incoming,
+            hello: self.hello.clone(),
+            config: self.config,
+        })
     }
 
     /// Stop listening and close every connection.
@@ -195,6 +199,51 @@ impl Endpoint {
     pub async fn shutdown(&self, limit: Duration) {
         self.close();
         let _ = tokio::time::timeout(limit, self.inner.wait_idle()).await;
+    }
+}
+
+/// An incoming connection not yet established.
+#[derive(Debug)]
+pub struct Accepting {
+    incoming: quinn::Incoming,
+    hello: Hello,
+    config: QuicConfig,
+}
+
+impl Accepting {
+    /// Where it comes from.
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.incoming.remote_address()
+    }
+
+    /// Complete the handshake (refusing untrusted certificates) and the
+    /// hello exchange.
+    pub async fn establish(self) -> Result<Peer, TransportError> {
+        let addr = self.incoming.remote_address();
+        let conn = self.incoming.await.map_err(|e| TransportError::Connect {
+            addr,
+            reason: e.to_string(),
+        })?;
+        let (send, recv) = tokio::time::timeout(self.config.hello_timeout, conn.accept_bi())
+            .await
+            .map_err(|_| TransportError::Protocol {
+                peer: None,
+                reason: "no control stream opened".into(),
+                code: close_code::UNEXPECTED,
+            })?
+            .map_err(|e| TransportError::Connect {
+                addr,
+                reason: e.to_string(),
+            })?;
+        let mut control = ControlStream::new(send, recv);
+        let (id, hello, conn) =
+            Peer::greet(conn, &mut control, &self.hello, self.config.hello_timeout).await?;
+        Ok(Peer {
+            id,
+            hello,
+            conn,
+            control,
+        })
     }
 }
 
