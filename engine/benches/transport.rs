@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use softadastra::core::NodeId;
 use softadastra::transport::identity::Identity;
-use softadastra::transport::quic::{Endpoint, QuicConfig};
+use softadastra::transport::quic::{Endpoint, Incoming, QuicConfig};
 use softadastra::transport::tls::TrustedIds;
 use softadastra::transport::wire::{Hello, Message};
 
@@ -57,7 +57,7 @@ async fn main() {
     let b_id = ib.node_id();
     let server = tokio::spawn(async move {
         while let Some(accepting) = b.accept().await {
-            let Ok(peer) = accepting.establish().await else {
+            let Ok(Incoming::Peer(peer)) = accepting.establish().await else {
                 continue;
             };
             let handle = peer.handle();

@@ -206,6 +206,9 @@ fn expected_wire() -> Vec<u8> {
         os: "linux".into(),
         version: "0.1.0".into(),
     });
+    let Message::Hello(h) = hello.clone() else {
+        unreachable!()
+    };
     for m in [
         hello,
         Message::Ping { nonce: 42 },
@@ -213,6 +216,18 @@ fn expected_wire() -> Vec<u8> {
         Message::Goodbye {
             code: 0,
             reason: "bye".into(),
+        },
+        Message::Join {
+            secret: [7; 16],
+            hello: h.clone(),
+            port: 7420,
+        },
+        Message::Welcome {
+            hello: h,
+            folder: Some("photos".into()),
+        },
+        Message::JoinRefused {
+            reason: "this invite was already used".into(),
         },
     ] {
         encode(&m, MAX_CONTROL_FRAME, &mut out).unwrap();
@@ -233,5 +248,5 @@ fn wire_frames_v1_golden() {
         }
         n += 1;
     }
-    assert_eq!(n, 4);
+    assert_eq!(n, 7);
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use softadastra::core::NodeId;
 use softadastra::transport::TransportError;
 use softadastra::transport::identity::Identity;
-use softadastra::transport::quic::{Endpoint, QuicConfig};
+use softadastra::transport::quic::{Endpoint, Incoming, QuicConfig};
 use softadastra::transport::tls::TrustedIds;
 use softadastra::transport::wire::{Hello, Message};
 
@@ -64,7 +64,11 @@ fn serve(ep: Endpoint) -> tokio::sync::mpsc::UnboundedReceiver<Result<String, St
             tokio::spawn(async move {
                 match accepting.establish().await {
                     Err(e) => drop(tx.send(Err(e.to_string()))),
-                    Ok(peer) => {
+                    Ok(Incoming::Join(j)) => {
+                        drop(tx.send(Err(format!("unexpected join from {}", j.id))));
+                        j.refuse("this test issues no invites").await;
+                    }
+                    Ok(Incoming::Peer(peer)) => {
                         let name = peer.hello.name.clone();
                         drop(tx.send(Ok(format!("hello from {name}"))));
                         let why = peer.serve().await;
@@ -116,10 +120,7 @@ async fn strangers_and_impostors_are_refused() {
         .connect(eb.local_addr().unwrap(), b.identity.node_id())
         .await;
     assert!(
-        matches!(
-            refused,
-            Err(TransportError::Connect { .. }) | Err(TransportError::Closed(_))
-        ),
+        matches!(refused, Err(TransportError::Refused { .. })),
         "{refused:?}"
     );
     // alpha dials b's address expecting another id: refused by alpha itself.
@@ -263,4 +264,183 @@ async fn a_silent_connection_does_not_block_other_peers() {
         "the good peer waited behind the silent one"
     );
     drop(raw);
+}
+
+/// Nodes of different protocol versions both say so, rather than "connection lost".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protocol_version_mismatch_is_reported_on_both_sides() {
+    let (a, b) = (node("alpha"), node("beta"));
+    a.trusted.replace([b.identity.node_id()]);
+    b.trusted.replace([a.identity.node_id()]);
+    let (ea, eb) = (bind(&a), bind(&b));
+    let mut events = serve(eb.clone());
+    let newer = ea
+        .connect_speaking(
+            eb.local_addr().unwrap(),
+            b.identity.node_id(),
+            b"softadastra/2",
+        )
+        .await;
+    let err = newer.expect_err("a node speaking softadastra/2 must not get in");
+    assert!(
+        matches!(err, TransportError::VersionMismatch { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("another version"), "{err}");
+    let seen = events.recv().await.unwrap().unwrap_err();
+    assert!(
+        seen.contains("another version"),
+        "the listener reports it too: {seen}"
+    );
+}
+
+mod pairing {
+    use super::*;
+    use softadastra::core::{Clock, SystemClock, Timestamp};
+    use softadastra::transport::pairing::{Invitations, Invite, PairingError};
+
+    /// The inviter's side: redeem join requests against `invitations`,
+    /// trusting the joiner on success; report each outcome.
+    fn serve_invites(
+        ep: Endpoint,
+        invitations: std::sync::Arc<Invitations>,
+        trusted: TrustedIds,
+    ) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(accepting) = ep.accept().await {
+                let (tx, invitations, trusted) = (tx.clone(), invitations.clone(), trusted.clone());
+                tokio::spawn(async move {
+                    match accepting.establish().await {
+                        Ok(Incoming::Join(j)) => {
+                            match invitations.redeem(&j.secret, SystemClock.wall()) {
+                                Ok(folder) => {
+                                    trusted.insert(j.id);
+                                    let id = j.id;
+                                    j.welcome(folder).await.unwrap();
+                                    drop(tx.send(format!("joined {id}")));
+                                }
+                                Err(e) => {
+                                    j.refuse(&e.to_string()).await;
+                                    drop(tx.send(format!("refused: {e}")));
+                                }
+                            }
+                        }
+                        Ok(Incoming::Peer(p)) => {
+                            drop(tx.send(format!("peer {}", p.hello.name)));
+                            p.serve().await;
+                        }
+                        Err(e) => drop(tx.send(format!("error: {e}"))),
+                    }
+                });
+            }
+        });
+        rx
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_invite_pairs_once_then_is_refused_and_an_expired_one_is_refused() {
+        let (a, b, c) = (node("inviter"), node("joiner"), node("late"));
+        let (ea, eb, ec) = (bind(&a), bind(&b), bind(&c));
+        let invitations = std::sync::Arc::new(Invitations::new(a.trusted.clone()));
+        let mut events = serve_invites(ea.clone(), invitations.clone(), a.trusted.clone());
+        let now = SystemClock.wall();
+        let invite = invitations
+            .issue(
+                a.identity.node_id(),
+                vec![ea.local_addr().unwrap()],
+                Some("photos".into()),
+                Duration::from_secs(60),
+                now,
+            )
+            .unwrap();
+        // The code is what travels between the machines.
+        let parsed = Invite::parse(&invite.to_code()).unwrap();
+
+        let (welcome, folder, at) = eb.join(&parsed, 7420).await.unwrap();
+        assert_eq!(welcome.node, a.identity.node_id());
+        assert_eq!(folder.as_deref(), Some("photos"));
+        assert_eq!(at, ea.local_addr().unwrap());
+        assert_eq!(
+            events.recv().await.unwrap(),
+            format!("joined {}", b.identity.node_id())
+        );
+
+        // Now they trust each other: a normal connection works both ways.
+        b.trusted.insert(a.identity.node_id());
+        let peer = eb
+            .connect(ea.local_addr().unwrap(), a.identity.node_id())
+            .await
+            .unwrap();
+        assert_eq!(peer.hello.name, "inviter");
+        assert_eq!(events.recv().await.unwrap(), "peer joiner");
+
+        // The same code again, from another node: with no other invite
+        // outstanding the inviter does not even complete TLS with it, and
+        // the joiner is told the code is spent.
+        assert!(!a.trusted.pairing_open());
+        let again = ec.join(&parsed, 0).await.unwrap_err();
+        assert!(matches!(again, TransportError::JoinRefused(_)), "{again:?}");
+        assert!(
+            again.to_string().contains("already used or has expired"),
+            "{again}"
+        );
+        // The inviter saw (and logged) a refused handshake.
+        assert!(events.recv().await.unwrap().starts_with("error:"));
+
+        // With another invite outstanding (the window open), each bad
+        // secret reaches the invitation check and is refused for its reason.
+        let _open = invitations
+            .issue(
+                a.identity.node_id(),
+                vec![],
+                None,
+                Duration::from_secs(60),
+                now,
+            )
+            .unwrap();
+        let reused = ec.join(&parsed, 0).await.unwrap_err();
+        assert!(
+            reused
+                .to_string()
+                .contains(&PairingError::AlreadyUsed.to_string()),
+            "{reused}"
+        );
+        assert!(events.recv().await.unwrap().starts_with("refused"));
+        let old = invitations
+            .issue(
+                a.identity.node_id(),
+                vec![ea.local_addr().unwrap()],
+                None,
+                Duration::from_secs(60),
+                Timestamp(now.as_nanos() - 120_000_000_000),
+            )
+            .unwrap();
+        let expired = ec.join(&old, 0).await.unwrap_err();
+        assert!(
+            expired
+                .to_string()
+                .contains(&PairingError::Expired.to_string()),
+            "{expired}"
+        );
+        // A made-up secret is refused as unknown; the stranger learned nothing
+        // and still cannot connect as a peer.
+        let mut forged = old.clone();
+        forged.secret = [0x55; 16];
+        let unknown = ec.join(&forged, 0).await.unwrap_err();
+        assert!(
+            unknown
+                .to_string()
+                .contains(&PairingError::Unknown.to_string()),
+            "{unknown}"
+        );
+        c.trusted.insert(a.identity.node_id());
+        let sneaky = ec
+            .connect(ea.local_addr().unwrap(), a.identity.node_id())
+            .await;
+        assert!(
+            matches!(sneaky, Err(TransportError::Refused { .. })),
+            "an unknown node under the normal protocol is refused even while pairing is open: {sneaky:?}"
+        );
+    }
 }

@@ -75,22 +75,64 @@ impl NodeId {
     }
 
     fn digits(&self) -> Vec<u32> {
-        let mut out = Vec::with_capacity(53);
-        let (mut acc, mut bits) = (0u32, 0u32);
-        for b in self.0 {
-            acc = (acc << 8) | u32::from(b);
-            bits += 8;
-            while bits >= 5 {
-                bits -= 5;
-                out.push((acc >> bits) & 31);
-            }
-            acc &= (1 << bits) - 1;
-        }
-        if bits > 0 {
-            out.push((acc << (5 - bits)) & 31);
-        }
-        out
+        to_digits(&self.0)
     }
+}
+
+/// Bytes as base32 digit values (5 bits each, the last zero-padded).
+fn to_digits(bytes: &[u8]) -> Vec<u32> {
+    let mut out = Vec::with_capacity(bytes.len() * 8 / 5 + 1);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for b in bytes {
+        acc = (acc << 8) | u32::from(*b);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push((acc >> bits) & 31);
+        }
+        acc &= (1 << bits) - 1;
+    }
+    if bits > 0 {
+        out.push((acc << (5 - bits)) & 31);
+    }
+    out
+}
+
+/// Digit values back to bytes; `None` if the padding bits are not zero
+/// (not a canonical encoding).
+fn from_digits(values: &[u32]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(values.len() * 5 / 8);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for v in values {
+        acc = (acc << 5) | v;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+        acc &= (1 << bits) - 1;
+    }
+    (acc == 0).then_some(out)
+}
+
+/// Base32 (`A`–`Z`, `2`–`7`, no padding): the text form of node ids and
+/// invite codes, chosen because it survives being read aloud or retyped.
+pub fn base32_encode(bytes: &[u8]) -> String {
+    to_digits(bytes)
+        .iter()
+        .map(|d| BASE32[*d as usize] as char)
+        .collect()
+}
+
+/// Read [`base32_encode`]'s output, forgivingly: case, dashes and spaces are
+/// ignored and `0`, `1`, `8` read as `O`, `I`, `B`.
+pub fn base32_decode(text: &str) -> Option<Vec<u8>> {
+    let values = text
+        .bytes()
+        .filter(|c| !matches!(c, b'-' | b' '))
+        .map(base32_value)
+        .collect::<Option<Vec<u32>>>()?;
+    from_digits(&values)
 }
 
 impl fmt::Display for NodeId {
@@ -149,25 +191,10 @@ impl FromStr for NodeId {
                 "check character does not match: a character is mistyped or two are swapped",
             ));
         }
-        let mut bytes = [0u8; 32];
-        let (mut acc, mut bits, mut n) = (0u32, 0u32, 0usize);
-        for v in &values[..52] {
-            acc = (acc << 5) | v;
-            bits += 5;
-            if bits >= 8 {
-                bits -= 8;
-                if n == 32 {
-                    break;
-                }
-                bytes[n] = (acc >> bits) as u8;
-                n += 1;
-            }
-            acc &= (1 << bits) - 1;
-        }
         // 52 digits carry 260 bits; the last 4 must be zero in a canonical id.
-        if acc != 0 {
-            return Err(err("not a canonical id (trailing bits set)"));
-        }
+        let bytes = from_digits(&values[..52])
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| err("not a canonical id (trailing bits set)"))?;
         Ok(NodeId(bytes))
     }
 }
@@ -247,6 +274,17 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn base32_round_trips_any_length() {
+        for len in 0..40u8 {
+            let bytes: Vec<u8> = (0..len).map(|i| i.wrapping_mul(37) ^ len).collect();
+            let text = base32_encode(&bytes);
+            assert_eq!(base32_decode(&text), Some(bytes.clone()));
+            assert_eq!(base32_decode(&text.to_lowercase()), Some(bytes));
+        }
+        assert_eq!(base32_decode("AB!"), None);
     }
 
     #[test]

@@ -35,5 +35,5 @@ mod version;
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::{ErrorContext, Retry};
 pub use hash::{ContentHash, ParseHashError};
-pub use id::{NodeId, ParseNodeIdError, Seq};
+pub use id::{NodeId, ParseNodeIdError, Seq, base32_decode, base32_encode};
 pub use version::{Causality, VersionVector};

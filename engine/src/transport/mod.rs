@@ -22,6 +22,7 @@
 //! reconnect and backoff, and resolving simultaneous dials.
 
 pub mod identity;
+pub mod pairing;
 pub mod quic;
 pub mod tls;
 pub mod trust;
@@ -95,6 +96,29 @@ pub enum TransportError {
     /// The connection or stream is closed.
     #[error("connection closed: {0}")]
     Closed(String),
+    /// The two nodes speak different versions of the protocol.
+    #[error(
+        "{addr} speaks another version of the softadastra protocol than this node ({}): {detail}; run the same softadastra release on both machines",
+        String::from_utf8_lossy(wire::ALPN)
+    )]
+    VersionMismatch {
+        /// The other node's address.
+        addr: std::net::SocketAddr,
+        /// What was seen.
+        detail: String,
+    },
+    /// The other node refused this one (it does not trust this node's id),
+    /// or this node refused it (not trusted, or not the node expected).
+    #[error("{addr} refused: {reason}")]
+    Refused {
+        /// The other node's address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// The inviter refused a join.
+    #[error("the inviter refused to pair: {0}")]
+    JoinRefused(String),
 }
 
 impl ErrorContext for TransportError {
@@ -103,6 +127,7 @@ impl ErrorContext for TransportError {
             TransportError::Io { .. }
             | TransportError::Connect { .. }
             | TransportError::Closed(_)
+            | TransportError::Refused { .. }
             | TransportError::Bind { .. } => Retry::Later,
             _ => Retry::Never,
         }

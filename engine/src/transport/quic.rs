@@ -13,9 +13,11 @@ use std::time::Duration;
 
 use super::TransportError;
 use super::identity::Identity;
+use super::pairing::Invite;
 use super::tls::{self, TrustedIds};
 use super::wire::{
-    self, FrameDecoder, Hello, MAX_CONTROL_FRAME, Message, PROTOCOL_VERSION, WireError, close_code,
+    self, ALPN, FrameDecoder, Hello, JOIN_ALPN, MAX_CONTROL_FRAME, Message, PROTOCOL_VERSION,
+    WireError, close_code,
 };
 use crate::core::NodeId;
 
@@ -107,14 +109,17 @@ impl Endpoint {
         self.identity.node_id()
     }
 
-    /// Dial `addr`, accepting only the node `expected`.
-    pub async fn connect(
+    /// Complete the TLS handshake with `addr` offering `alpn`, accepting
+    /// only the node `expected` (which must be in `trusted`).
+    async fn dial(
         &self,
         addr: SocketAddr,
         expected: NodeId,
-    ) -> Result<Peer, TransportError> {
-        let client_tls =
-            tls::client_config(&self.identity, &self.trusted, Some(expected)).map_err(tls_err)?;
+        trusted: &TrustedIds,
+        alpn: &[u8],
+    ) -> Result<quinn::Connection, TransportError> {
+        let client_tls = tls::client_config_for(&self.identity, trusted, Some(expected), alpn)
+            .map_err(tls_err)?;
         let crypto =
             quinn::crypto::rustls::QuicClientConfig::try_from(client_tls).map_err(tls_err)?;
         let mut client = quinn::ClientConfig::new(Arc::new(crypto));
@@ -126,14 +131,32 @@ impl Endpoint {
                 addr,
                 reason: e.to_string(),
             })?;
-        let conn = connecting.await.map_err(|e| TransportError::Connect {
-            addr,
-            reason: e.to_string(),
-        })?;
-        let (send, recv) = conn.open_bi().await.map_err(|e| TransportError::Connect {
-            addr,
-            reason: format!("refused by the peer ({e})"),
-        })?;
+        connecting.await.map_err(|e| connection_error(addr, &e))
+    }
+
+    /// Dial `addr`, accepting only the node `expected`.
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        expected: NodeId,
+    ) -> Result<Peer, TransportError> {
+        self.connect_speaking(addr, expected, ALPN).await
+    }
+
+    /// [`Endpoint::connect`] offering another protocol name: for tests of
+    /// how nodes of different versions report each other.
+    #[doc(hidden)]
+    pub async fn connect_speaking(
+        &self,
+        addr: SocketAddr,
+        expected: NodeId,
+        alpn: &[u8],
+    ) -> Result<Peer, TransportError> {
+        let conn = self.dial(addr, expected, &self.trusted, alpn).await?;
+        let (send, recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| connection_error(addr, &e))?;
         let mut control = ControlStream::new(send, recv);
         Peer::greet(conn, &mut control, &self.hello, self.config.hello_timeout)
             .await
@@ -153,25 +176,92 @@ impl Endpoint {
         addr: SocketAddr,
         expected: NodeId,
     ) -> Result<quinn::Connection, TransportError> {
-        let client_tls =
-            tls::client_config(&self.identity, &self.trusted, Some(expected)).map_err(tls_err)?;
-        let crypto =
-            quinn::crypto::rustls::QuicClientConfig::try_from(client_tls).map_err(tls_err)?;
-        let connecting = self
-            .inner
-            .connect_with(
-                quinn::ClientConfig::new(Arc::new(crypto)),
+        self.dial(addr, expected, &self.trusted, ALPN).await
+    }
+
+    /// Redeem `invite`: dial its addresses in turn (pinning the inviter, so
+    /// the secret is shown to no one else) and prove the secret. `port` is
+    /// where this node listens, for the inviter to dial back. On success
+    /// returns the inviter's hello, the folder the invite shares and the
+    /// address that answered; the caller then trusts the inviter.
+    pub async fn join(
+        &self,
+        invite: &Invite,
+        port: u16,
+    ) -> Result<(Hello, Option<String>, SocketAddr), TransportError> {
+        let pinned = TrustedIds::new([invite.inviter]);
+        let mut last = TransportError::Handshake("the invite lists no address".into());
+        for &addr in &invite.addrs {
+            match self.join_at(addr, invite, &pinned, port).await {
+                Ok((hello, folder)) => return Ok((hello, folder, addr)),
+                // A refusal is the inviter's answer: trying elsewhere cannot help.
+                Err(e @ TransportError::JoinRefused(_)) => return Err(e),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    async fn join_at(
+        &self,
+        addr: SocketAddr,
+        invite: &Invite,
+        pinned: &TrustedIds,
+        port: u16,
+    ) -> Result<(Hello, Option<String>), TransportError> {
+        // With no invite outstanding the inviter refuses unknown nodes in
+        // the TLS handshake itself (and with TLS 1.3 the joiner learns it
+        // only on its first stream), which means this code is spent.
+        let spent = |e: TransportError| {
+            match e {
+            TransportError::Refused { .. } => TransportError::JoinRefused(
+                "the inviter has no open invite: this code was already used or has expired, or the inviter restarted since; ask for a new code".into(),
+            ),
+            e => e,
+        }
+        };
+        let conn = self
+            .dial(addr, invite.inviter, pinned, JOIN_ALPN)
+            .await
+            .map_err(spent)?;
+        let (send, recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| spent(connection_error(addr, &e)))?;
+        let mut control = ControlStream::new(send, recv);
+        let join = Message::Join {
+            secret: invite.secret,
+            hello: self.hello.clone(),
+            port,
+        };
+        if let Err(e) = control.send(&join).await {
+            return Err(spent(
+                conn.close_reason()
+                    .map_or(e, |reason| connection_error(addr, &reason)),
+            ));
+        }
+        let answer = tokio::time::timeout(self.config.hello_timeout * 2, control.recv()).await;
+        let result = match answer {
+            Err(_) => Err(TransportError::Connect {
                 addr,
-                "softadastra",
-            )
-            .map_err(|e| TransportError::Connect {
-                addr,
-                reason: e.to_string(),
-            })?;
-        connecting.await.map_err(|e| TransportError::Connect {
-            addr,
-            reason: e.to_string(),
-        })
+                reason: "the inviter did not answer the join in time".into(),
+            }),
+            Ok(Ok(Message::Welcome { hello, folder })) if hello.node == invite.inviter => {
+                Ok((hello, folder))
+            }
+            Ok(Ok(Message::JoinRefused { reason })) => Err(TransportError::JoinRefused(reason)),
+            Ok(Ok(other)) => Err(TransportError::Protocol {
+                peer: Some(invite.inviter),
+                reason: format!("expected an answer to the join, got {other:?}"),
+                code: close_code::UNEXPECTED,
+            }),
+            Ok(Err(e)) => Err(spent(
+                conn.close_reason()
+                    .map_or(e, |reason| connection_error(addr, &reason)),
+            )),
+        };
+        conn.close(quinn::VarInt::from_u32(close_code::NORMAL), b"join done");
+        result
     }
 
     /// Wait for the next incoming connection. `None` once the endpoint is
@@ -182,6 +272,7 @@ impl Endpoint {
         Some(Accepting {
             incoming,
             hello: self.hello.clone(),
+            trusted: self.trusted.clone(),
             config: self.config,
         })
     }
@@ -207,7 +298,75 @@ impl Endpoint {
 pub struct Accepting {
     incoming: quinn::Incoming,
     hello: Hello,
+    trusted: TrustedIds,
     config: QuicConfig,
+}
+
+/// An established incoming connection: a trusted peer, or a node asking to
+/// pair (which has been told nothing yet).
+#[derive(Debug)]
+pub enum Incoming {
+    /// A trusted peer, hellos exchanged.
+    Peer(Peer),
+    /// An unknown node presenting an invite secret.
+    Join(JoinRequest),
+}
+
+/// A node that wants to pair, with the secret it presents. Answer with
+/// [`JoinRequest::welcome`] or [`JoinRequest::refuse`].
+#[derive(Debug)]
+pub struct JoinRequest {
+    /// The joiner's node id (from its certificate).
+    pub id: NodeId,
+    /// What the joiner says about itself.
+    pub hello: Hello,
+    /// The invite secret it presents.
+    pub secret: [u8; 16],
+    /// The QUIC port it listens on (0: none).
+    pub port: u16,
+    own: Hello,
+    conn: quinn::Connection,
+    control: ControlStream,
+}
+
+impl JoinRequest {
+    /// Where the joiner connected from.
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.conn.remote_address()
+    }
+
+    /// Where the joiner can be dialled back: its source address with the port it announced.
+    pub fn dial_back_addr(&self) -> Option<SocketAddr> {
+        (self.port != 0).then(|| SocketAddr::new(self.conn.remote_address().ip(), self.port))
+    }
+
+    /// Accept: tell the joiner who this node is and which folder it shares.
+    pub async fn welcome(mut self, folder: Option<String>) -> Result<(), TransportError> {
+        let hello = self.own.clone();
+        self.control
+            .send(&Message::Welcome { hello, folder })
+            .await?;
+        self.control.finish();
+        // The joiner closes once it has read the answer.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.conn.closed()).await;
+        Ok(())
+    }
+
+    /// Refuse, telling the joiner why.
+    pub async fn refuse(mut self, reason: &str) {
+        let _ = self
+            .control
+            .send(&Message::JoinRefused {
+                reason: reason.to_string(),
+            })
+            .await;
+        self.control.finish();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.conn.closed()).await;
+        self.conn.close(
+            quinn::VarInt::from_u32(close_code::JOIN_REFUSED),
+            reason.as_bytes(),
+        );
+    }
 }
 
 impl Accepting {
@@ -217,33 +376,162 @@ impl Accepting {
     }
 
     /// Complete the handshake (refusing untrusted certificates) and the
-    /// hello exchange.
-    pub async fn establish(self) -> Result<Peer, TransportError> {
+    /// hello exchange — or, on a pairing connection, read the join request.
+    pub async fn establish(self) -> Result<Incoming, TransportError> {
         let addr = self.incoming.remote_address();
-        let conn = self.incoming.await.map_err(|e| TransportError::Connect {
-            addr,
-            reason: e.to_string(),
-        })?;
+        let conn = self
+            .incoming
+            .await
+            .map_err(|e| connection_error(addr, &e))?;
+        let id = peer_id(&conn)
+            .ok_or_else(|| TransportError::Handshake("the peer presented no certificate".into()))?;
         let (send, recv) = tokio::time::timeout(self.config.hello_timeout, conn.accept_bi())
             .await
             .map_err(|_| TransportError::Protocol {
-                peer: None,
+                peer: Some(id),
                 reason: "no control stream opened".into(),
                 code: close_code::UNEXPECTED,
             })?
-            .map_err(|e| TransportError::Connect {
-                addr,
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| connection_error(addr, &e))?;
         let mut control = ControlStream::new(send, recv);
+        if negotiated_alpn(&conn).as_deref() == Some(JOIN_ALPN) {
+            return read_join(id, conn, control, self.hello, self.config.hello_timeout).await;
+        }
+        if !self.trusted.contains(&id) {
+            // Let in by the pairing window, but not pairing: nothing to say to it.
+            conn.close(
+                quinn::VarInt::from_u32(close_code::NOT_TRUSTED),
+                b"not trusted",
+            );
+            return Err(TransportError::Refused {
+                addr,
+                reason: format!("{id} is not trusted here"),
+            });
+        }
         let (id, hello, conn) =
             Peer::greet(conn, &mut control, &self.hello, self.config.hello_timeout).await?;
-        Ok(Peer {
+        Ok(Incoming::Peer(Peer {
             id,
             hello,
             conn,
             control,
-        })
+        }))
+    }
+}
+
+async fn read_join(
+    id: NodeId,
+    conn: quinn::Connection,
+    mut control: ControlStream,
+    own: Hello,
+    timeout: Duration,
+) -> Result<Incoming, TransportError> {
+    let refuse = |reason: String, code: u32| {
+        conn.close(quinn::VarInt::from_u32(code), reason.as_bytes());
+        TransportError::Protocol {
+            peer: Some(id),
+            reason,
+            code,
+        }
+    };
+    match tokio::time::timeout(timeout, control.recv()).await {
+        Err(_) => Err(refuse(
+            "no join request in time".into(),
+            close_code::UNEXPECTED,
+        )),
+        Ok(Err(TransportError::Protocol { reason, code, .. })) => Err(refuse(reason, code)),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(Message::Join {
+            secret,
+            hello,
+            port,
+        })) => {
+            if hello.node != id {
+                return Err(refuse(
+                    "join hello names another node than the certificate".into(),
+                    close_code::UNEXPECTED,
+                ));
+            }
+            if hello.protocol != PROTOCOL_VERSION {
+                return Err(refuse(
+                    format!(
+                        "joiner speaks protocol {}, this node {PROTOCOL_VERSION}",
+                        hello.protocol
+                    ),
+                    close_code::VERSION,
+                ));
+            }
+            Ok(Incoming::Join(JoinRequest {
+                id,
+                hello,
+                secret,
+                port,
+                own,
+                conn,
+                control,
+            }))
+        }
+        Ok(Ok(_)) => Err(refuse(
+            "a pairing connection must start with a join request".into(),
+            close_code::UNEXPECTED,
+        )),
+    }
+}
+
+/// The protocol the TLS handshake settled on.
+fn negotiated_alpn(conn: &quinn::Connection) -> Option<Vec<u8>> {
+    conn.handshake_data()?
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()?
+        .protocol
+}
+
+/// TLS alert `no_application_protocol`: the peers share no protocol version.
+const ALERT_NO_APPLICATION_PROTOCOL: u8 = 120;
+
+/// Turn a quinn connection error into what it means for the user: another
+/// protocol version, a refusal (certificate not trusted, or not the node
+/// expected), or a plain connection failure.
+fn connection_error(addr: SocketAddr, e: &quinn::ConnectionError) -> TransportError {
+    use quinn::ConnectionError as C;
+    let code = match e {
+        C::ConnectionClosed(c) => Some(c.error_code),
+        C::TransportError(t) => Some(t.code),
+        _ => None,
+    };
+    let tls_alert = code.and_then(|c| {
+        let v = u64::from(c);
+        (0x100..0x200).contains(&v).then_some((v - 0x100) as u8)
+    });
+    match (tls_alert, e) {
+        (Some(ALERT_NO_APPLICATION_PROTOCOL), _) => TransportError::VersionMismatch {
+            addr,
+            detail: "no protocol version in common (TLS ALPN)".into(),
+        },
+        (Some(_), _) => TransportError::Refused {
+            addr,
+            reason: format!("the TLS handshake failed: {e}"),
+        },
+        (None, C::ApplicationClosed(c))
+            if c.error_code == quinn::VarInt::from_u32(close_code::VERSION) =>
+        {
+            TransportError::VersionMismatch {
+                addr,
+                detail: String::from_utf8_lossy(&c.reason).into_owned(),
+            }
+        }
+        (None, C::ApplicationClosed(c))
+            if c.error_code == quinn::VarInt::from_u32(close_code::NOT_TRUSTED) =>
+        {
+            TransportError::Refused {
+                addr,
+                reason: "it does not trust this node".into(),
+            }
+        }
+        _ => TransportError::Connect {
+            addr,
+            reason: e.to_string(),
+        },
     }
 }
 
@@ -357,7 +645,11 @@ impl Peer {
                 code,
             }
         };
-        control.send(&Message::Hello(own.clone())).await?;
+        if let Err(e) = control.send(&Message::Hello(own.clone())).await {
+            return Err(conn
+                .close_reason()
+                .map_or(e, |r| connection_error(conn.remote_address(), &r)));
+        }
         let first = match tokio::time::timeout(timeout, control.recv()).await {
             Err(_) => {
                 return Err(fail(
@@ -369,7 +661,13 @@ impl Peer {
             Ok(Err(TransportError::Protocol { reason, code, .. })) => {
                 return Err(fail(&conn, code, reason));
             }
-            Ok(Err(e)) => return Err(e),
+            Ok(Err(e)) => {
+                // A refusal by the peer (with TLS 1.3, a client certificate
+                // it does not trust) shows up here, as the connection's end.
+                return Err(conn
+                    .close_reason()
+                    .map_or(e, |r| connection_error(conn.remote_address(), &r)));
+            }
             Ok(Ok(m)) => m,
         };
         let hello = match first {
@@ -440,6 +738,14 @@ impl Peer {
                 }
                 Ok(Message::Hello(_)) => {
                     return fail(close_code::UNEXPECTED, "a second hello".into());
+                }
+                Ok(
+                    Message::Join { .. } | Message::Welcome { .. } | Message::JoinRefused { .. },
+                ) => {
+                    return fail(
+                        close_code::UNEXPECTED,
+                        "a pairing message on a peer connection".into(),
+                    );
                 }
                 Err(TransportError::Protocol { code, reason, .. }) => return fail(code, reason),
                 Err(e) => {

@@ -12,6 +12,7 @@
 //! Only the `ring` provider is compiled in, and only TLS 1.3 is offered.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -21,29 +22,61 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use super::identity::Identity;
-use super::wire::ALPN;
-use crate::core::NodeId;
+use super::wire::{ALPN, JOIN_ALPN};
+use crate::core::{Clock, NodeId, SystemClock, Timestamp};
 
 /// The set of node ids this node accepts connections with; shared and
 /// updatable while connections run (a peer added or removed takes effect on
 /// the next handshake).
+///
+/// It also carries the *pairing window*: while an invite is outstanding, a
+/// client certificate under an unknown id passes the TLS handshake — and
+/// the connection may then do nothing but prove an invite secret (see
+/// [`super::pairing`]); a connection under the normal ALPN from an unknown
+/// id is closed at once with [`close_code::NOT_TRUSTED`](super::wire::close_code::NOT_TRUSTED).
 #[derive(Debug, Clone, Default)]
-pub struct TrustedIds(Arc<RwLock<HashSet<NodeId>>>);
+pub struct TrustedIds(Arc<TrustInner>);
+
+#[derive(Debug, Default)]
+struct TrustInner {
+    ids: RwLock<HashSet<NodeId>>,
+    /// Wall time (ns since the epoch) until which unknown clients may pair.
+    pairing_until: AtomicU64,
+}
 
 impl TrustedIds {
     /// A set holding `ids`.
     pub fn new(ids: impl IntoIterator<Item = NodeId>) -> Self {
-        TrustedIds(Arc::new(RwLock::new(ids.into_iter().collect())))
+        TrustedIds(Arc::new(TrustInner {
+            ids: RwLock::new(ids.into_iter().collect()),
+            pairing_until: AtomicU64::new(0),
+        }))
     }
     /// Whether `id` is trusted.
     pub fn contains(&self, id: &NodeId) -> bool {
-        self.0.read().map(|s| s.contains(id)).unwrap_or(false)
+        self.0.ids.read().map(|s| s.contains(id)).unwrap_or(false)
     }
     /// Replace the whole set.
     pub fn replace(&self, ids: impl IntoIterator<Item = NodeId>) {
-        if let Ok(mut s) = self.0.write() {
+        if let Ok(mut s) = self.0.ids.write() {
             *s = ids.into_iter().collect();
         }
+    }
+    /// Trust one more id.
+    pub fn insert(&self, id: NodeId) {
+        if let Ok(mut s) = self.0.ids.write() {
+            s.insert(id);
+        }
+    }
+    /// Let unknown clients complete TLS (to pair) until `until`; `None` closes the window.
+    pub fn set_pairing_window(&self, until: Option<Timestamp>) {
+        self.0
+            .pairing_until
+            .store(until.map_or(0, Timestamp::as_nanos), Ordering::SeqCst);
+    }
+    /// Whether unknown clients may complete TLS now.
+    pub fn pairing_open(&self) -> bool {
+        SystemClock.wall().as_nanos() < self.0.pairing_until.load(Ordering::SeqCst)
     }
 }
 
@@ -69,14 +102,18 @@ struct PinnedVerifier {
 }
 
 impl PinnedVerifier {
+    /// `pairing`: checking a client, which may be unknown while the pairing
+    /// window is open.
     fn check(
         &self,
         cert: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
+        pairing: bool,
     ) -> Result<(), rustls::Error> {
         let id = node_id_of(cert);
         let wanted = self.expected.is_none_or(|e| e == id);
-        if intermediates.is_empty() && wanted && self.trusted.contains(&id) {
+        let known = self.trusted.contains(&id) || (pairing && self.trusted.pairing_open());
+        if intermediates.is_empty() && wanted && known {
             Ok(())
         } else {
             tracing::info!(peer = %id, "refused a certificate whose node id is not trusted here");
@@ -102,7 +139,7 @@ impl ServerCertVerifier for PinnedVerifier {
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.check(end_entity, intermediates)
+        self.check(end_entity, intermediates, false)
             .map(|()| ServerCertVerified::assertion())
     }
     fn verify_tls12_signature(
@@ -138,7 +175,7 @@ impl ClientCertVerifier for PinnedVerifier {
         intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.check(end_entity, intermediates)
+        self.check(end_entity, intermediates, true)
             .map(|()| ClientCertVerified::assertion())
     }
     fn verify_tls12_signature(
@@ -190,7 +227,7 @@ pub fn server_config(
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier(trusted, None))
         .with_single_cert(certs, key)?;
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.alpn_protocols = vec![ALPN.to_vec(), JOIN_ALPN.to_vec()];
     Ok(config)
 }
 
@@ -201,13 +238,23 @@ pub fn client_config(
     trusted: &TrustedIds,
     expected: Option<NodeId>,
 ) -> Result<rustls::ClientConfig, rustls::Error> {
+    client_config_for(identity, trusted, expected, ALPN)
+}
+
+/// [`client_config`] offering the protocol `alpn` (e.g. [`JOIN_ALPN`]).
+pub fn client_config_for(
+    identity: &Identity,
+    trusted: &TrustedIds,
+    expected: Option<NodeId>,
+    alpn: &[u8],
+) -> Result<rustls::ClientConfig, rustls::Error> {
     let (certs, key) = chain(identity);
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(verifier(trusted, expected))
         .with_client_auth_cert(certs, key)?;
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     Ok(config)
 }
 
@@ -321,6 +368,28 @@ mod tests {
                 assert!(err.starts_with("client:"), "{err}");
             }
         }
+    }
+
+    #[test]
+    fn the_pairing_window_admits_unknown_clients_only_while_open() {
+        let ((_a, a), (_b, b)) = (identity("a"), identity("b"));
+        let server_trust = TrustedIds::default();
+        let client = || client_config(&a, &TrustedIds::new([b.node_id()]), None).unwrap();
+        let server = || server_config(&b, &server_trust).unwrap();
+        assert!(handshake(client(), server()).is_err());
+        let now = SystemClock.wall().as_nanos();
+        server_trust.set_pairing_window(Some(Timestamp(now + 60_000_000_000)));
+        assert!(server_trust.pairing_open());
+        assert!(handshake(client(), server()).is_ok());
+        server_trust.set_pairing_window(Some(Timestamp(now.saturating_sub(1))));
+        assert!(!server_trust.pairing_open(), "an expired window is closed");
+        assert!(handshake(client(), server()).is_err());
+        // The window never lets a client accept an unknown *server*.
+        server_trust.set_pairing_window(Some(Timestamp(now + 60_000_000_000)));
+        let lenient = TrustedIds::default();
+        lenient.set_pairing_window(Some(Timestamp(now + 60_000_000_000)));
+        let client = client_config(&a, &lenient, None).unwrap();
+        assert!(handshake(client, server()).is_err());
     }
 
     #[test]

@@ -27,6 +27,10 @@ use crate::core::NodeId;
 
 /// TLS ALPN protocol name: protocol and wire version.
 pub const ALPN: &[u8] = b"softadastra/1";
+/// TLS ALPN of pairing connections: a node that does not trust the dialler
+/// yet accepts its certificate only for this, only while an invite is
+/// outstanding, and tells it nothing before the invite secret is proved.
+pub const JOIN_ALPN: &[u8] = b"softadastra-join/1";
 /// Wire protocol version carried in [`Hello`].
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Largest frame accepted on the control stream (1 MiB).
@@ -73,6 +77,28 @@ pub enum Message {
         /// Human-readable reason.
         reason: String,
     },
+    /// First message of a pairing connection (ALPN [`JOIN_ALPN`]): the
+    /// joiner proves it holds an invite's one-time secret.
+    Join {
+        /// The invite's secret.
+        secret: [u8; 16],
+        /// Who the joiner is.
+        hello: Hello,
+        /// The QUIC port the joiner listens on (0: not listening).
+        port: u16,
+    },
+    /// The inviter accepted a [`Message::Join`]: both sides now trust each other.
+    Welcome {
+        /// Who the inviter is.
+        hello: Hello,
+        /// The folder the invite shares, if any.
+        folder: Option<String>,
+    },
+    /// The inviter refused a [`Message::Join`].
+    JoinRefused {
+        /// Why (expired, already used, unknown).
+        reason: String,
+    },
 }
 
 /// Connection close codes.
@@ -87,6 +113,10 @@ pub mod close_code {
     pub const UNEXPECTED: u32 = 3;
     /// Incompatible protocol versions.
     pub const VERSION: u32 = 4;
+    /// The peer's certificate is not trusted here (it got in only to pair).
+    pub const NOT_TRUSTED: u32 = 5;
+    /// A join was refused (expired, reused or unknown invite).
+    pub const JOIN_REFUSED: u32 = 6;
 }
 
 /// A frame could not be encoded or decoded.
@@ -214,6 +244,24 @@ mod tests {
             Message::Goodbye {
                 code: close_code::NORMAL,
                 reason: "bye".into(),
+            },
+            Message::Join {
+                secret: [9; 16],
+                hello: match hello() {
+                    Message::Hello(h) => h,
+                    _ => unreachable!(),
+                },
+                port: 7420,
+            },
+            Message::Welcome {
+                hello: match hello() {
+                    Message::Hello(h) => h,
+                    _ => unreachable!(),
+                },
+                folder: Some("photos".into()),
+            },
+            Message::JoinRefused {
+                reason: "expired".into(),
             },
         ]
     }
