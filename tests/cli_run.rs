@@ -1,6 +1,7 @@
 //! `softadastra run`: real processes on 127.0.0.1 connect, survive a peer
 //! restart (clean or kill -9), stop cleanly, and refuse a second `run` on
-//! the same home.
+//! the same home; `invite`/`join` pair running nodes; `peers` shows each
+//! peer's state and `shutdown` stops the agent, through the control socket.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{bin, run};
+use common::{bin, json, run, stderr};
 
 struct Node {
     home: tempfile::TempDir,
@@ -178,10 +179,138 @@ fn three_nodes_form_a_full_mesh_and_strangers_are_refused() {
     let mut stranger = Node::new("stranger");
     stranger.trust(&nodes[0]);
     stranger.start();
-    stranger.wait_for(&["backing off", &format!("peer={}", nodes[0].id)]);
+    stranger.wait_for(&["refused", &format!("peer={}", nodes[0].id)]);
     nodes[0].wait_for(&["incoming connection refused"]);
     drop(stranger);
     for n in nodes.iter_mut() {
         assert!(n.signal("-TERM").success());
     }
+}
+
+/// Poll `peers --json` on `node` until the peer `id` is in `state`.
+fn wait_peer_state(node: &Node, id: &str, state: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows = json(&run(node.home.path(), &["peers", "--json"]));
+        if let Some(row) = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id && r["state"] == state)
+        {
+            return row.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: peer {id} never reached {state:?}: {rows:#}",
+            node.id
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn invite_and_join_pair_running_nodes_and_peers_shows_every_state() {
+    let (mut a, mut b, mut c) = (Node::new("alpha"), Node::new("beta"), Node::new("gamma"));
+    let shared = a.home.path().join("docs");
+    std::fs::create_dir(&shared).unwrap();
+    assert!(
+        run(
+            a.home.path(),
+            &["folder", "add", shared.to_str().unwrap(), "--id", "docs"]
+        )
+        .status
+        .success()
+    );
+
+    // The inviter must be running.
+    let early = run(a.home.path(), &["invite"]);
+    assert!(!early.status.success());
+    assert!(stderr(&early).contains("not running"), "{}", stderr(&early));
+
+    a.start();
+    b.start();
+    a.wait_for(&["running"]);
+    b.wait_for(&["running"]);
+    let status = json(&run(a.home.path(), &["status", "--json"]));
+    assert_eq!(status["node"], a.id.as_str());
+    assert_eq!(status["peers_trusted"], 0);
+
+    // An unknown folder is refused; a good invite prints a code on stdout.
+    let bad = run(a.home.path(), &["invite", "--folder", "nope"]);
+    assert!(
+        stderr(&bad).contains("no folder with id"),
+        "{}",
+        stderr(&bad)
+    );
+    let out = run(a.home.path(), &["invite", "--folder", "docs"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let code = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(code.starts_with("SA1-"), "{code}");
+
+    // b's running agent redeems it; both sides end up connected.
+    let keep = b.home.path().join("docs-here");
+    let joined = run(b.home.path(), &["join", &code, keep.to_str().unwrap()]);
+    assert!(joined.status.success(), "{}", stderr(&joined));
+    assert!(
+        stderr(&joined).contains("paired with alpha"),
+        "{}",
+        stderr(&joined)
+    );
+    let row = wait_peer_state(&b, &a.id, "connected");
+    assert_eq!(row["name"], "alpha");
+    let row = wait_peer_state(&a, &b.id, "connected");
+    assert_eq!(row["name"], "beta");
+    let b_status = json(&run(b.home.path(), &["status", "--json"]));
+    assert_eq!(b_status["folders"][0]["id"], "docs");
+    assert!(keep.is_dir());
+
+    // The code is spent: a third node (no agent running) is refused, clearly.
+    let again = run(c.home.path(), &["join", &code]);
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("already used or has expired"),
+        "{}",
+        stderr(&again)
+    );
+    // A damaged code never leaves the machine.
+    let damaged = run(c.home.path(), &["join", &code[..code.len() - 2]]);
+    assert!(
+        stderr(&damaged).contains("damaged") || stderr(&damaged).contains("not an invite"),
+        "{}",
+        stderr(&damaged)
+    );
+
+    // c trusts a, but a does not trust c: c sees it refused, with the reason.
+    c.trust(&a);
+    c.start();
+    c.wait_for(&["running"]);
+    let row = wait_peer_state(&c, &a.id, "refused");
+    assert!(
+        row["last_error"].as_str().unwrap().contains("refused"),
+        "{row:#}"
+    );
+
+    // `peer add` while the agent runs goes through it and takes effect at once.
+    let added = run(
+        a.home.path(),
+        &[
+            "peer",
+            "add",
+            &c.id,
+            "--addr",
+            &format!("127.0.0.1:{}", c.port),
+        ],
+    );
+    assert!(added.status.success(), "{}", stderr(&added));
+    wait_peer_state(&a, &c.id, "connected");
+
+    // `shutdown` stops b cleanly; a notices and keeps trying.
+    assert!(run(b.home.path(), &["shutdown"]).status.success());
+    assert!(b.child.as_mut().unwrap().wait().unwrap().success());
+    b.child = None;
+    let row = wait_peer_state(&a, &b.id, "backing off");
+    assert!(row["retry_in_ms"].as_u64().is_some(), "{row:#}");
+    let down = run(b.home.path(), &["peers", "--json"]);
+    assert_eq!(json(&down)[0]["state"], "agent not running");
 }

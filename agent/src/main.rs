@@ -3,6 +3,7 @@
 //! Errors are reported with their full cause chain on stderr and a non-zero
 //! exit status; `--json` output is for scripts and never mixes in prose.
 
+mod control;
 mod folder_cmd;
 mod home;
 mod node_cmd;
@@ -46,6 +47,41 @@ enum Command {
     /// Manage the nodes this node trusts.
     #[command(subcommand)]
     Peer(node_cmd::PeerCommand),
+    /// Print a one-time code that pairs another machine with this one (the agent must be running).
+    Invite {
+        /// Share this folder with the joiner.
+        #[arg(long, value_name = "FOLDER_ID")]
+        folder: Option<String>,
+        /// Minutes the code stays valid.
+        #[arg(long, value_name = "MINUTES", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=10080))]
+        valid: u64,
+        /// An address the joiner can reach this node at, ahead of the ones found locally (repeatable).
+        #[arg(long, value_name = "IP:PORT")]
+        addr: Vec<String>,
+    },
+    /// Pair with the machine that printed CODE (`softadastra invite` there).
+    Join {
+        /// The invite code.
+        code: String,
+        /// Where to keep the folder the invite shares.
+        path: Option<PathBuf>,
+        /// Port this node's agent listens on, for the inviter to dial back
+        /// (only used when the agent is not running; default 7420).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Trusted peers and their connection state.
+    Peers {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The node at a glance: agent, peers, folders, store.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the running agent.
+    Shutdown,
     /// Read and write the node's key/value store.
     #[command(subcommand)]
     Store(store_cmd::StoreCommand),
@@ -102,6 +138,15 @@ fn main() -> ExitCode {
         Command::Id => node_cmd::run_id(&home),
         Command::Run { listen } => run_cmd::run(&home, listen),
         Command::Peer(cmd) => node_cmd::run_peer(&home, cmd),
+        Command::Invite {
+            folder,
+            valid,
+            addr,
+        } => run_cmd::run_invite(&home, folder, Some(valid), addr),
+        Command::Join { code, path, port } => run_cmd::run_join(&home, code, path, port),
+        Command::Peers { json } => run_cmd::run_peers(&home, json),
+        Command::Status { json } => run_cmd::run_status(&home, json),
+        Command::Shutdown => run_cmd::run_shutdown(&home),
         Command::Store(cmd) => store_cmd::run_store(&home, cmd),
         Command::Wal(cmd) => store_cmd::run_wal(&home, cmd),
         Command::Folder(cmd) => folder_cmd::run_folder(&home, cmd),

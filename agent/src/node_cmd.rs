@@ -10,6 +10,7 @@ use softadastra::core::NodeId;
 use softadastra::transport::identity::Identity;
 use softadastra::transport::trust;
 
+use crate::control::{self, Request};
 use crate::home::{Home, hostname};
 use crate::store_cmd::open_store;
 
@@ -66,6 +67,42 @@ pub fn run_id(home: &Home) -> Result<ExitCode> {
 }
 
 pub fn run_peer(home: &Home, cmd: PeerCommand) -> Result<ExitCode> {
+    // With the agent running (it holds the store), changes go through it
+    // and take effect on its connections at once.
+    let request = match &cmd {
+        PeerCommand::Add { node_id, addr } => Some(Request::PeerAdd {
+            id: parse_id(node_id)?.to_string(),
+            addr: addr.clone(),
+        }),
+        PeerCommand::Remove { node_id } => Some(Request::PeerRemove {
+            id: parse_id(node_id)?.to_string(),
+        }),
+        PeerCommand::List { json } => {
+            if control::call(home, &Request::Peers)?.is_some() {
+                return crate::run_cmd::run_peers(home, *json);
+            }
+            None
+        }
+    };
+    if let Some(request) = request
+        && let Some(answer) = control::call(home, &request)?
+    {
+        match cmd {
+            PeerCommand::Add { .. } => eprintln!(
+                "trusting {}{}",
+                answer["id"].as_str().unwrap_or_default(),
+                answer["addr"]
+                    .as_str()
+                    .map(|a| format!(" at {a}"))
+                    .unwrap_or_default()
+            ),
+            _ => eprintln!(
+                "no longer trusting {}",
+                answer["id"].as_str().unwrap_or_default()
+            ),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut store = open_store(home)?;
     let own = home.node_id()?;
     match cmd {

@@ -1,143 +1,267 @@
-//! `softadastra run`: the node in the foreground.
+//! `softadastra run`: the node in the foreground, and the commands that
+//! talk to it (`invite`, `join`, `peers`, `status`, `shutdown`).
 //!
-//! Opens the store (holding its lock, so a second `run` on the same home is
-//! refused), listens for QUIC, keeps a connection to every trusted peer
-//! with a known address (reconnecting with exponential backoff and jitter),
-//! logs each state change, and stops cleanly on SIGINT or SIGTERM.
+//! `run` opens the store (holding its lock, so a second `run` on the same
+//! home is refused), listens for QUIC, keeps a connection to every trusted
+//! peer through the engine's [`Mesh`], serves the control socket, logs each
+//! state change, and stops cleanly on SIGINT, SIGTERM or `shutdown`.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use softadastra::core::NodeId;
-use softadastra::transport::quic::{Endpoint, Peer, PeerHandle, QuicConfig};
+use anyhow::{Context, Result, anyhow, bail};
+use serde::Serialize;
+use serde_json::json;
+use softadastra::core::{Clock, NodeId, SystemClock};
+use softadastra::folder;
+use softadastra::store::Store;
+use softadastra::transport::identity::Identity;
+use softadastra::transport::mesh::{JoinHandler, Mesh, PeerStatus};
+use softadastra::transport::pairing::{DEFAULT_INVITE_TTL, Invitations, Invite};
+use softadastra::transport::quic::{Endpoint, QuicConfig};
 use softadastra::transport::tls::TrustedIds;
 use softadastra::transport::trust;
-use softadastra::transport::wire::{Hello, close_code};
-use tracing::{info, warn};
+use softadastra::transport::wire::Hello;
+use tracing::info;
 
+use crate::control::{self, Request};
 use crate::home::{Home, hostname};
 use crate::store_cmd::open_store;
 
 /// The default QUIC port.
 pub const DEFAULT_PORT: u16 = 7420;
 
-/// One connection per peer pair. When both nodes dial each other at once,
-/// both keep the connection dialled by the lower node id. A connection that
-/// arrives while an older one (over [`REPLACE_AFTER`]) exists replaces it:
-/// the peer evidently restarted and the old connection is dead.
-#[derive(Default)]
-struct Registry {
-    connected: HashMap<NodeId, Held>,
+fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
+    store.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-struct Held {
-    dialled_by_us: bool,
-    since: Instant,
-    peer: PeerHandle,
-}
-
-/// Connections older than this are replaced by a new one from the same peer.
-const REPLACE_AFTER: Duration = Duration::from_secs(3);
-
-impl Registry {
-    /// Register `peer`; returns false (and closes it) if it loses to an existing connection.
-    fn admit(&mut self, own: NodeId, peer: PeerHandle, dialled_by_us: bool) -> bool {
-        if let Some(existing) = self.connected.get(&peer.id) {
-            let simultaneous = existing.since.elapsed() < REPLACE_AFTER;
-            let winner_dialled_by_us = own < peer.id;
-            if simultaneous
-                && (existing.dialled_by_us == winner_dialled_by_us
-                    || dialled_by_us != winner_dialled_by_us)
-            {
-                peer.close(close_code::NORMAL, "duplicate connection");
-                return false;
-            }
-            existing
-                .peer
-                .close(close_code::NORMAL, "replaced by a newer connection");
-        }
-        self.connected.insert(
-            peer.id,
-            Held {
-                dialled_by_us,
-                since: Instant::now(),
-                peer,
-            },
-        );
-        true
-    }
-    fn remove(&mut self, peer: &PeerHandle) {
-        if self
-            .connected
-            .get(&peer.id)
-            .is_some_and(|h| h.peer.same_connection(peer))
-        {
-            self.connected.remove(&peer.id);
-        }
-    }
-    fn is_connected(&self, id: &NodeId) -> bool {
-        self.connected.contains_key(id)
+fn hello_of(identity: &Identity) -> Hello {
+    Hello {
+        protocol: 0,
+        node: identity.node_id(),
+        name: identity.name().to_string(),
+        hostname: hostname(),
+        os: std::env::consts::OS.to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
     }
 }
 
-type Shared = Arc<Mutex<Registry>>;
-
-fn lock(r: &Shared) -> std::sync::MutexGuard<'_, Registry> {
-    r.lock().unwrap_or_else(|e| e.into_inner())
+/// The running agent, as the control socket sees it.
+struct Daemon {
+    identity: Identity,
+    store: Arc<Mutex<Store>>,
+    mesh: Mesh,
+    trusted: TrustedIds,
+    invitations: Arc<Invitations>,
+    listen: SocketAddr,
+    started: Instant,
+    stop: tokio::sync::Notify,
 }
 
-async fn hold(registry: Shared, peer: Peer, own: NodeId, dialled_by_us: bool) {
-    let handle = peer.handle();
-    if !lock(&registry).admit(own, handle.clone(), dialled_by_us) {
-        return;
-    }
-    info!(peer = %handle.id, name = %handle.name, addr = %handle.remote_addr(), version = %peer.hello.version, "connected");
-    let why = peer.serve().await;
-    lock(&registry).remove(&handle);
-    info!(peer = %handle.id, name = %handle.name, reason = %why, "disconnected");
+/// What a successful join did.
+#[derive(Debug, Serialize)]
+struct Joined {
+    inviter: String,
+    name: String,
+    addr: String,
+    folder: Option<String>,
+    path: Option<PathBuf>,
 }
 
-async fn dial_loop(endpoint: Endpoint, registry: Shared, id: NodeId, addr_text: String) {
+/// Redeem `code` from `endpoint`, then trust the inviter (and share its
+/// folder at `path`) in `store`.
+async fn join(
+    endpoint: &Endpoint,
+    port: u16,
+    store: &Mutex<Store>,
+    code: &str,
+    path: Option<PathBuf>,
+) -> Result<(Joined, NodeId, String)> {
+    let invite = Invite::parse(code)?;
     let own = endpoint.node_id();
-    let mut backoff = Duration::from_millis(500);
-    loop {
-        if lock(&registry).is_connected(&id) {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            continue;
+    if invite.inviter == own {
+        bail!(
+            "this invite was issued by this very node; run `softadastra join` on the other machine"
+        );
+    }
+    if path.is_some() && invite.folder.is_none() {
+        bail!(
+            "this invite shares no folder, so there is nowhere to put {}: join without a path, or ask for `softadastra invite --folder ID`",
+            path.as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        );
+    }
+    let (hello, folder, addr) = endpoint.join(&invite, port).await?;
+    let addr_text = addr.to_string();
+    {
+        let mut store = lock(store);
+        trust::add(&mut store, own, invite.inviter, Some(addr_text.clone()))?;
+        if let (Some(id), Some(p)) = (&folder, &path) {
+            std::fs::create_dir_all(p).with_context(|| format!("cannot create {}", p.display()))?;
+            folder::add(&mut store, id, p)?;
         }
-        // Resolved on every attempt: a name that fails now may resolve later.
-        let attempt = match resolve(&addr_text).await {
-            Some(addr) => {
-                info!(peer = %id, %addr, "connecting");
-                endpoint.connect(addr, id).await
+    }
+    Ok((
+        Joined {
+            inviter: invite.inviter.to_string(),
+            name: hello.name,
+            addr: addr_text.clone(),
+            folder,
+            path,
+        },
+        invite.inviter,
+        addr_text,
+    ))
+}
+
+/// Addresses to put in an invite: the listening address, or when it is a
+/// wildcard, every non-loopback address of the machine (loopback if there
+/// is nothing else), each with the listening port.
+fn invite_addrs(listen: SocketAddr, extra: &[String]) -> Result<Vec<SocketAddr>> {
+    let mut addrs = Vec::new();
+    for a in extra {
+        addrs.push(
+            a.parse::<SocketAddr>()
+                .with_context(|| format!("invalid --addr {a:?}: expected IP:PORT"))?,
+        );
+    }
+    if !listen.ip().is_unspecified() {
+        addrs.push(listen);
+        return Ok(addrs);
+    }
+    let v4_only = listen.is_ipv4();
+    let mut found: Vec<SocketAddr> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| i.ip())
+        .filter(|ip| !(ip.is_loopback() || v4_only && ip.is_ipv6()))
+        // Link-local IPv6 needs a scope id the code cannot carry.
+        .filter(|ip| !matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80))
+        .map(|ip| SocketAddr::new(ip, listen.port()))
+        .collect();
+    if found.is_empty() {
+        found.push(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), listen.port()));
+    }
+    addrs.extend(found);
+    Ok(addrs)
+}
+
+impl control::Handler for Daemon {
+    async fn handle(&self, request: Request) -> Result<serde_json::Value> {
+        let own = self.identity.node_id();
+        Ok(match request {
+            Request::Status => {
+                let peers = self.mesh.statuses();
+                let store = lock(&self.store);
+                let folders = folder::list(&store)?;
+                json!({
+                    "node": own.to_string(),
+                    "name": self.identity.name(),
+                    "listen": self.listen.to_string(),
+                    "uptime_secs": self.started.elapsed().as_secs(),
+                    "peers_trusted": peers.len(),
+                    "peers_connected": peers.iter().filter(|p| p.state == softadastra::transport::mesh::PeerState::Connected).count(),
+                    "folders": folders.iter().map(|f| json!({"id": f.id, "path": f.path, "paused": f.paused})).collect::<Vec<_>>(),
+                    "wal_last_seq": store.last_seq().0,
+                    "invites_outstanding": self.invitations.outstanding(SystemClock.wall()),
+                })
             }
-            None => Err(softadastra::transport::TransportError::Connect {
-                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-                reason: format!("cannot resolve {addr_text}"),
-            }),
-        };
-        match attempt {
-            Ok(peer) => {
-                backoff = Duration::from_millis(500);
-                hold(registry.clone(), peer, own, true).await;
+            Request::Peers => serde_json::to_value(peer_rows(self.mesh.statuses()))?,
+            Request::Invite {
+                folder: shared,
+                ttl_secs,
+                addrs,
+            } => {
+                if let Some(id) = &shared {
+                    folder::get(&lock(&self.store), id)?;
+                }
+                let ttl = Duration::from_secs(ttl_secs.clamp(10, 7 * 24 * 3600));
+                let invite = self.invitations.issue(
+                    own,
+                    invite_addrs(self.listen, &addrs)?,
+                    shared,
+                    ttl,
+                    SystemClock.wall(),
+                )?;
+                info!(folder = ?invite.folder, ttl_secs = ttl.as_secs(), "invite issued");
+                json!({
+                    "code": invite.to_code(),
+                    "expires_in_secs": ttl.as_secs(),
+                    "addrs": invite.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                    "folder": invite.folder,
+                })
             }
-            Err(e) => {
-                let jitter =
-                    Duration::from_millis(fastrand::u64(..=backoff.as_millis() as u64 / 2));
-                warn!(peer = %id, addr = %addr_text, error = %e, retry_in_ms = (backoff + jitter).as_millis() as u64, "backing off");
-                tokio::time::sleep(backoff + jitter).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+            Request::Join { code, path } => {
+                let (joined, id, addr) = join(
+                    self.mesh.endpoint(),
+                    self.listen.port(),
+                    &self.store,
+                    &code,
+                    path,
+                )
+                .await?;
+                self.trusted.insert(id);
+                self.mesh.add_peer(id, Some(addr));
+                serde_json::to_value(joined)?
             }
-        }
+            Request::PeerAdd { id, addr } => {
+                let id: NodeId = id.parse()?;
+                let peer = trust::add(&mut lock(&self.store), own, id, addr)?;
+                self.trusted.insert(id);
+                self.mesh.add_peer(id, peer.addr.clone());
+                json!({"id": id.to_string(), "addr": peer.addr})
+            }
+            Request::PeerRemove { id } => {
+                let id: NodeId = id.parse()?;
+                trust::remove(&mut lock(&self.store), id)?;
+                let remaining = trust::list(&lock(&self.store))?;
+                self.trusted.replace(remaining.iter().map(|p| p.id));
+                self.mesh.remove_peer(id);
+                json!({"id": id.to_string()})
+            }
+            Request::Shutdown => {
+                self.stop.notify_one();
+                json!({"stopping": true})
+            }
+        })
     }
 }
 
-async fn resolve(addr: &str) -> Option<SocketAddr> {
-    tokio::net::lookup_host(addr).await.ok()?.next()
+/// A peer as `peers` shows it.
+#[derive(Debug, Serialize)]
+struct PeerRow {
+    id: String,
+    name: Option<String>,
+    state: String,
+    addr: Option<String>,
+    remote: Option<String>,
+    since_unix_ms: u64,
+    version: Option<String>,
+    os: Option<String>,
+    last_error: Option<String>,
+    retry_in_ms: Option<u64>,
+}
+
+fn peer_rows(statuses: Vec<PeerStatus>) -> Vec<PeerRow> {
+    statuses
+        .into_iter()
+        .map(|s| PeerRow {
+            id: s.id.to_string(),
+            name: s.hello.as_ref().map(|h| h.name.clone()),
+            state: s.state.as_str().to_string(),
+            addr: s.addr,
+            remote: s.remote.map(|r| r.to_string()),
+            since_unix_ms: s.since.as_nanos() / 1_000_000,
+            version: s.hello.as_ref().map(|h| h.version.clone()),
+            os: s.hello.as_ref().map(|h| h.os.clone()),
+            last_error: s.last_error,
+            retry_in_ms: s.retry_in_ms,
+        })
+        .collect()
 }
 
 pub fn run(home: &Home, listen: Option<String>) -> Result<ExitCode> {
@@ -155,50 +279,307 @@ pub fn run(home: &Home, listen: Option<String>) -> Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
-        let hello = Hello {
-            protocol: 0,
-            node: identity.node_id(),
-            name: identity.name().to_string(),
-            hostname: hostname(),
-            os: std::env::consts::OS.to_string(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-        };
-        let endpoint = Endpoint::bind(listen, identity.clone(), trusted, hello, QuicConfig::default())?;
+    let store = Arc::new(Mutex::new(store));
+    let result = runtime.block_on(async {
+        let endpoint = Endpoint::bind(
+            listen,
+            identity.clone(),
+            trusted.clone(),
+            hello_of(&identity),
+            QuicConfig::default(),
+        )?;
         let bound = endpoint.local_addr()?;
-        info!(node = %identity.node_id(), name = %identity.name(), listen = %bound, trusted = peers.len(), "running");
-        eprintln!("softadastra running as {} ({}) on {bound}; Ctrl-C stops", identity.name(), identity.node_id());
-        let registry: Shared = Arc::default();
         let own = identity.node_id();
-        for p in &peers {
-            match &p.addr {
-                Some(a) => drop(tokio::spawn(dial_loop(endpoint.clone(), registry.clone(), p.id, a.clone()))),
-                None => info!(peer = %p.id, "no address known; waiting for it to connect"),
-            }
-        }
-        let acceptor = {
-            let (endpoint, registry) = (endpoint.clone(), registry.clone());
-            tokio::spawn(async move {
-                while let Some(accepting) = endpoint.accept().await {
-                    let registry = registry.clone();
-                    tokio::spawn(async move {
-                        let from = accepting.remote_addr();
-                        match accepting.establish().await {
-                            Ok(peer) => hold(registry, peer, own, false).await,
-                            Err(e) => warn!(%from, error = %e, "incoming connection refused"),
-                        }
-                    });
-                }
+        let invitations = Arc::new(Invitations::new(trusted.clone()));
+        let on_join: JoinHandler = {
+            let (invitations, store, trusted) =
+                (invitations.clone(), store.clone(), trusted.clone());
+            Arc::new(move |j| {
+                let folder = invitations
+                    .redeem(&j.secret, SystemClock.wall())
+                    .map_err(|e| e.to_string())?;
+                let back = j.dial_back_addr().map(|a| a.to_string());
+                trust::add(&mut lock(&store), own, j.id, back)
+                    .map_err(|e| format!("cannot record the new peer: {e}"))?;
+                trusted.insert(j.id);
+                Ok(folder)
             })
         };
-        shutdown_signal().await;
+        let mesh = Mesh::start(
+            endpoint,
+            peers.iter().map(|p| (p.id, p.addr.clone())),
+            on_join,
+        );
+        for p in peers.iter().filter(|p| p.addr.is_none()) {
+            info!(peer = %p.id, "no address known; waiting for it to connect");
+        }
+        let daemon = Arc::new(Daemon {
+            identity: identity.clone(),
+            store: store.clone(),
+            mesh: mesh.clone(),
+            trusted,
+            invitations,
+            listen: bound,
+            started: Instant::now(),
+            stop: tokio::sync::Notify::new(),
+        });
+        #[cfg(unix)]
+        let control_task = control::serve(&control::socket_path(home), daemon.clone())?;
+        info!(node = %own, name = %identity.name(), listen = %bound, trusted = peers.len(), "running");
+        eprintln!(
+            "softadastra running as {} ({own}) on {bound}; Ctrl-C stops",
+            identity.name()
+        );
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = daemon.stop.notified() => {}
+        }
         info!("stopping");
-        acceptor.abort();
-        endpoint.shutdown(Duration::from_secs(2)).await;
-        drop(store);
-        eprintln!("stopped");
-        Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
-    })
+        #[cfg(unix)]
+        {
+            control_task.abort();
+            let _ = std::fs::remove_file(control::socket_path(home));
+        }
+        mesh.shutdown(Duration::from_secs(2)).await;
+        Ok::<_, anyhow::Error>(())
+    });
+    drop(runtime);
+    result?;
+    eprintln!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// No agent on this home: say so, and how to start one.
+fn not_running(home: &Home, what: &str) -> anyhow::Error {
+    anyhow!(
+        "the agent is not running on {}: {what}; start it with `softadastra run`",
+        home.root.display()
+    )
+}
+
+pub fn run_invite(
+    home: &Home,
+    folder: Option<String>,
+    minutes: Option<u64>,
+    addrs: Vec<String>,
+) -> Result<ExitCode> {
+    let ttl_secs = minutes.map_or(DEFAULT_INVITE_TTL.as_secs(), |m| m * 60);
+    let request = Request::Invite {
+        folder,
+        ttl_secs,
+        addrs,
+    };
+    let answer = control::call(home, &request)?
+        .ok_or_else(|| not_running(home, "the joining machine connects to the running agent"))?;
+    let code = answer["code"].as_str().unwrap_or_default();
+    let mins = answer["expires_in_secs"].as_u64().unwrap_or(0) / 60;
+    eprintln!(
+        "On the other machine run (valid {mins} min, once{}):",
+        answer["folder"]
+            .as_str()
+            .map(|f| format!(", shares folder {f:?}"))
+            .unwrap_or_default()
+    );
+    eprintln!();
+    let path = if answer["folder"].is_string() {
+        " PATH"
+    } else {
+        ""
+    };
+    eprintln!("  softadastra join {code}{path}");
+    eprintln!();
+    println!("{code}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_join(
+    home: &Home,
+    code: String,
+    path: Option<PathBuf>,
+    port: Option<u16>,
+) -> Result<ExitCode> {
+    let request = Request::Join {
+        code: code.clone(),
+        path: path.clone(),
+    };
+    let joined: Joined = match control::call(home, &request)? {
+        Some(answer) => Joined {
+            inviter: answer["inviter"].as_str().unwrap_or_default().into(),
+            name: answer["name"].as_str().unwrap_or_default().into(),
+            addr: answer["addr"].as_str().unwrap_or_default().into(),
+            folder: answer["folder"].as_str().map(String::from),
+            path: answer["path"].as_str().map(PathBuf::from),
+        },
+        None => {
+            // No agent here: pair from a temporary endpoint and record the
+            // trust in the store directly.
+            let store = Mutex::new(open_store(home)?);
+            let identity = home.identity()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let endpoint = Endpoint::bind(
+                    SocketAddr::from(([0, 0, 0, 0], 0)),
+                    identity.clone(),
+                    TrustedIds::default(),
+                    hello_of(&identity),
+                    QuicConfig::default(),
+                )?;
+                let result =
+                    join(&endpoint, port.unwrap_or(DEFAULT_PORT), &store, &code, path).await;
+                endpoint.shutdown(Duration::from_millis(500)).await;
+                result.map(|(j, _, _)| j)
+            })?
+        }
+    };
+    eprintln!(
+        "paired with {} ({}) at {}",
+        joined.name, joined.inviter, joined.addr
+    );
+    match (&joined.folder, &joined.path) {
+        (Some(f), Some(p)) => eprintln!("sharing folder {f:?} at {}", p.display()),
+        (Some(f), None) => eprintln!(
+            "the inviter shares folder {f:?}; keep it here with `softadastra folder add PATH --id {f}`"
+        ),
+        _ => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_peers(home: &Home, json: bool) -> Result<ExitCode> {
+    use std::io::Write;
+    let rows: Vec<serde_json::Value> = match control::call(home, &Request::Peers)? {
+        Some(serde_json::Value::Array(rows)) => rows,
+        Some(other) => bail!("unexpected answer from the agent: {other}"),
+        None => {
+            let store = open_store(home)?;
+            trust::list(&store)?
+                .into_iter()
+                .map(|p| json!({"id": p.id.to_string(), "addr": p.addr, "state": "agent not running"}))
+                .collect()
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        eprintln!(
+            "no trusted peers; pair with `softadastra invite` here and `softadastra join CODE` there"
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(
+        out,
+        "{:<16} {:<12} {:<24} DETAIL",
+        "PEER", "STATE", "ADDRESS"
+    )?;
+    for r in rows {
+        let id = r["id"].as_str().unwrap_or_default();
+        let name = r["name"]
+            .as_str()
+            .map_or_else(|| id[..7.min(id.len())].to_string(), String::from);
+        let addr = r["remote"]
+            .as_str()
+            .or(r["addr"].as_str())
+            .unwrap_or("(waiting for it)");
+        let detail = match (r["last_error"].as_str(), r["retry_in_ms"].as_u64()) {
+            (Some(e), Some(ms)) if r["state"] != "connected" => {
+                format!("{e} (retry in {:.1} s)", ms as f64 / 1000.0)
+            }
+            (Some(e), _) if r["state"] != "connected" => e.to_string(),
+            _ => r["version"]
+                .as_str()
+                .map(|v| format!("softadastra {v}"))
+                .unwrap_or_default(),
+        };
+        writeln!(
+            out,
+            "{name:<16} {:<12} {addr:<24} {detail}",
+            r["state"].as_str().unwrap_or("?")
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_status(home: &Home, json: bool) -> Result<ExitCode> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match control::call(home, &Request::Status)? {
+        Some(s) => {
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&s)?)?;
+            } else {
+                writeln!(
+                    out,
+                    "node     {} ({})",
+                    s["name"].as_str().unwrap_or(""),
+                    s["node"].as_str().unwrap_or("")
+                )?;
+                writeln!(
+                    out,
+                    "agent    running {} s, listening on {}",
+                    s["uptime_secs"],
+                    s["listen"].as_str().unwrap_or("")
+                )?;
+                writeln!(
+                    out,
+                    "peers    {} connected of {} trusted",
+                    s["peers_connected"], s["peers_trusted"]
+                )?;
+                writeln!(out, "store    WAL at sequence {}", s["wal_last_seq"])?;
+                for f in s["folders"].as_array().into_iter().flatten() {
+                    writeln!(
+                        out,
+                        "folder   {} at {}{}",
+                        f["id"].as_str().unwrap_or(""),
+                        f["path"].as_str().unwrap_or(""),
+                        if f["paused"] == true { " (paused)" } else { "" }
+                    )?;
+                }
+            }
+        }
+        None => {
+            let store = open_store(home)?;
+            let node = Identity::load(&home.root)?;
+            let folders = folder::list(&store)?;
+            let peers = trust::list(&store)?;
+            if json {
+                let s = json!({
+                    "running": false,
+                    "node": node.as_ref().map(|i| i.node_id().to_string()),
+                    "name": node.as_ref().map(|i| i.name().to_string()),
+                    "peers_trusted": peers.len(),
+                    "folders": folders.iter().map(|f| json!({"id": f.id, "path": f.path, "paused": f.paused})).collect::<Vec<_>>(),
+                    "wal_last_seq": store.last_seq().0,
+                });
+                writeln!(out, "{}", serde_json::to_string_pretty(&s)?)?;
+            } else {
+                match &node {
+                    Some(i) => writeln!(out, "node     {} ({})", i.name(), i.node_id())?,
+                    None => writeln!(out, "node     not initialised (`softadastra init`)")?,
+                }
+                writeln!(
+                    out,
+                    "agent    not running (start it with `softadastra run`)"
+                )?;
+                writeln!(out, "peers    {} trusted", peers.len())?;
+                writeln!(out, "store    WAL at sequence {}", store.last_seq().0)?;
+                for f in &folders {
+                    writeln!(out, "folder   {} at {}", f.id, f.path.display())?;
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_shutdown(home: &Home) -> Result<ExitCode> {
+    control::call(home, &Request::Shutdown)?.ok_or_else(|| not_running(home, "nothing to stop"))?;
+    eprintln!("the agent is stopping");
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn shutdown_signal() {

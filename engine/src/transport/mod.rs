@@ -16,12 +16,16 @@
 //!   (length-prefixed postcard, size-limited, sans-IO).
 //!
 //! * [`quic`] — quinn endpoints using those configurations: dial a trusted
-//!   peer, accept one, exchange hellos on the control stream.
-//!
-//! Still to come in this module: bulk streams, the peer registry with
-//! reconnect and backoff, and resolving simultaneous dials.
+//!   peer, accept one, exchange hellos on the control stream, open bulk
+//!   streams; version mismatches and refusals are reported as such.
+//! * [`pairing`] — invite codes with one-time secrets, redeemed over a
+//!   separate ALPN while an invite is outstanding.
+//! * [`mesh`] — the peer registry: one connection per trusted peer,
+//!   reconnect with backoff and jitter, explicit states users can query,
+//!   simultaneous dials resolved to one connection.
 
 pub mod identity;
+pub mod mesh;
 pub mod pairing;
 pub mod quic;
 pub mod tls;

@@ -30,15 +30,20 @@ pub struct QuicConfig {
     pub idle_timeout: Duration,
     /// Longest wait for the peer's hello.
     pub hello_timeout: Duration,
+    /// Longest wait for a dialled handshake: a peer that is down answers
+    /// nothing at all over UDP, so without this a dial would wait out the
+    /// whole idle timeout.
+    pub connect_timeout: Duration,
 }
 
 impl Default for QuicConfig {
-    /// 5 s keepalive, 20 s idle timeout, 5 s for the hello.
+    /// 5 s keepalive, 20 s idle timeout, 5 s for the hello, 5 s to connect.
     fn default() -> Self {
         QuicConfig {
             keepalive: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(20),
             hello_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -131,7 +136,16 @@ impl Endpoint {
                 addr,
                 reason: e.to_string(),
             })?;
-        connecting.await.map_err(|e| connection_error(addr, &e))
+        match tokio::time::timeout(self.config.connect_timeout, connecting).await {
+            Ok(done) => done.map_err(|e| connection_error(addr, &e)),
+            Err(_) => Err(TransportError::Connect {
+                addr,
+                reason: format!(
+                    "no answer within {} s (is the node running and reachable?)",
+                    self.config.connect_timeout.as_secs()
+                ),
+            }),
+        }
     }
 
     /// Dial `addr`, accepting only the node `expected`.
@@ -501,7 +515,7 @@ fn connection_error(addr: SocketAddr, e: &quinn::ConnectionError) -> TransportEr
     };
     let tls_alert = code.and_then(|c| {
         let v = u64::from(c);
-        (0x100..0x200).contains(&v).then_some((v - 0x100) as u8)
+        (0x100..0x200).contains(&v).then(|| (v - 0x100) as u8)
     });
     match (tls_alert, e) {
         (Some(ALERT_NO_APPLICATION_PROTOCOL), _) => TransportError::VersionMismatch {

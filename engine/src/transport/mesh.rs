@@ -1,0 +1,406 @@
+//! The peer registry: one connection per trusted peer, kept up.
+//!
+//! [`Mesh`] owns the accept loop and one dial loop per trusted peer with an
+//! address. Every peer has an explicit [`PeerState`] — connecting,
+//! connected, backing off (with the error and the next attempt), refused
+//! (the other side does not trust us, or speaks another protocol version),
+//! or waiting (no address: it has to dial us) — that users can query.
+//!
+//! Simultaneous dials between two nodes end with exactly one connection:
+//! both keep the one dialled by the lower node id. A new connection from a
+//! peer whose existing connection is older than [`REPLACE_AFTER`] replaces
+//! it (the peer restarted; the old connection is dead but not yet timed
+//! out). Pairing requests are answered through a [`JoinHandler`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tracing::{info, warn};
+
+use super::TransportError;
+use super::quic::{Endpoint, Incoming, JoinRequest, Peer, PeerHandle};
+use super::wire::{Hello, close_code};
+use crate::core::{Clock, NodeId, SystemClock, Timestamp};
+
+/// Connections older than this are replaced by a new one from the same peer.
+pub const REPLACE_AFTER: Duration = Duration::from_secs(3);
+/// First retry delay after a failed dial.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(500);
+/// Longest retry delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Where a peer stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerState {
+    /// No address known: waiting for it to connect to us.
+    Waiting,
+    /// A dial is under way.
+    Connecting,
+    /// Connected, hellos exchanged.
+    Connected,
+    /// The last dial failed; another follows after a delay.
+    BackingOff,
+    /// The peer refused us (it does not trust this node) or speaks another
+    /// protocol version; retried, but slowly and needing a human.
+    Refused,
+}
+
+impl PeerState {
+    /// Lower-case name, as shown to users.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerState::Waiting => "waiting",
+            PeerState::Connecting => "connecting",
+            PeerState::Connected => "connected",
+            PeerState::BackingOff => "backing off",
+            PeerState::Refused => "refused",
+        }
+    }
+}
+
+/// A peer as the registry sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerStatus {
+    /// Its node id.
+    pub id: NodeId,
+    /// The configured address, if any.
+    pub addr: Option<String>,
+    /// Its state.
+    pub state: PeerState,
+    /// When the state last changed (wall time).
+    pub since: Timestamp,
+    /// What it said about itself on the last connection.
+    pub hello: Option<Hello>,
+    /// The address of the live connection.
+    pub remote: Option<SocketAddr>,
+    /// Whether we dialled the live connection.
+    pub outbound: bool,
+    /// Why the last attempt or connection failed.
+    pub last_error: Option<String>,
+    /// When backing off: milliseconds until the next attempt.
+    pub retry_in_ms: Option<u64>,
+}
+
+/// Decides on pairing requests: redeem the secret and record the new
+/// peer's trust, returning the folder the invite shares — or why not.
+pub type JoinHandler = Arc<dyn Fn(&JoinRequest) -> Result<Option<String>, String> + Send + Sync>;
+
+struct Slot {
+    status: PeerStatus,
+    retry_at: Option<Instant>,
+    live: Option<(PeerHandle, Instant)>,
+    dialer: Option<tokio::task::JoinHandle<()>>,
+}
+
+struct Inner {
+    endpoint: Endpoint,
+    slots: Mutex<HashMap<NodeId, Slot>>,
+    on_join: JoinHandler,
+}
+
+/// The registry and its loops. Cheap to clone.
+#[derive(Clone)]
+pub struct Mesh {
+    inner: Arc<Inner>,
+    acceptor: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+fn now() -> Timestamp {
+    SystemClock.wall()
+}
+
+impl Mesh {
+    /// Start accepting on `endpoint` and keep connections to `peers`
+    /// (id, address). Must be called within a tokio runtime.
+    pub fn start(
+        endpoint: Endpoint,
+        peers: impl IntoIterator<Item = (NodeId, Option<String>)>,
+        on_join: JoinHandler,
+    ) -> Mesh {
+        let mesh = Mesh {
+            inner: Arc::new(Inner {
+                endpoint,
+                slots: Mutex::default(),
+                on_join,
+            }),
+            acceptor: Arc::default(),
+        };
+        for (id, addr) in peers {
+            mesh.add_peer(id, addr);
+        }
+        let accepting = mesh.clone();
+        let task = tokio::spawn(async move { accepting.accept_loop().await });
+        *mesh.acceptor.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+        mesh
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Slot>> {
+        self.inner.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The endpoint the mesh runs on.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.inner.endpoint
+    }
+
+    /// Keep a connection to `id` (dialling `addr` when given). Re-adding
+    /// with a new address restarts its dial loop.
+    pub fn add_peer(&self, id: NodeId, addr: Option<String>) {
+        let mut slots = self.slots();
+        let slot = slots.entry(id).or_insert_with(|| Slot {
+            status: PeerStatus {
+                id,
+                addr: None,
+                state: PeerState::Waiting,
+                since: now(),
+                hello: None,
+                remote: None,
+                outbound: false,
+                last_error: None,
+                retry_in_ms: None,
+            },
+            retry_at: None,
+            live: None,
+            dialer: None,
+        });
+        if addr.is_none() || slot.status.addr == addr && slot.dialer.is_some() {
+            return;
+        }
+        if let Some(d) = slot.dialer.take() {
+            d.abort();
+        }
+        slot.status.addr = addr.clone();
+        if let Some(addr) = addr {
+            let mesh = self.clone();
+            slot.dialer = Some(tokio::spawn(async move { mesh.dial_loop(id, addr).await }));
+        }
+    }
+
+    /// Stop keeping a connection to `id` and close any live one.
+    pub fn remove_peer(&self, id: NodeId) {
+        if let Some(slot) = self.slots().remove(&id) {
+            if let Some(d) = slot.dialer {
+                d.abort();
+            }
+            if let Some((peer, _)) = slot.live {
+                peer.close(close_code::NORMAL, "no longer trusted");
+            }
+        }
+    }
+
+    /// Every known peer's status, in id order.
+    pub fn statuses(&self) -> Vec<PeerStatus> {
+        let at = Instant::now();
+        let mut out: Vec<PeerStatus> = self
+            .slots()
+            .values()
+            .map(|s| {
+                let mut st = s.status.clone();
+                st.retry_in_ms = s
+                    .retry_at
+                    .filter(|_| matches!(st.state, PeerState::BackingOff | PeerState::Refused))
+                    .map(|t| t.saturating_duration_since(at).as_millis() as u64);
+                st
+            })
+            .collect();
+        out.sort_by_key(|s| s.id);
+        out
+    }
+
+    /// Live connections, for the layers above.
+    pub fn connected(&self) -> Vec<PeerHandle> {
+        self.slots()
+            .values()
+            .filter_map(|s| s.live.as_ref().map(|(p, _)| p.clone()))
+            .collect()
+    }
+
+    fn set_state(
+        &self,
+        id: NodeId,
+        state: PeerState,
+        error: Option<String>,
+        retry: Option<Duration>,
+    ) {
+        if let Some(slot) = self.slots().get_mut(&id) {
+            if slot.status.state != state {
+                slot.status.since = now();
+            }
+            slot.status.state = state;
+            if error.is_some() {
+                slot.status.last_error = error;
+            }
+            slot.retry_at = retry.map(|d| Instant::now() + d);
+        }
+    }
+
+    /// Register a new connection; false (and it is closed) if it loses to
+    /// an existing one or the peer is no longer trusted.
+    fn admit(&self, peer: &PeerHandle, hello: &Hello, outbound: bool) -> bool {
+        let own = self.inner.endpoint.node_id();
+        let mut slots = self.slots();
+        let Some(slot) = slots.get_mut(&peer.id) else {
+            peer.close(close_code::NORMAL, "not a peer of this node any more");
+            return false;
+        };
+        if let Some((existing, since)) = &slot.live {
+            let simultaneous = since.elapsed() < REPLACE_AFTER;
+            let winner_outbound = own < peer.id;
+            if simultaneous
+                && (slot.status.outbound == winner_outbound || outbound != winner_outbound)
+            {
+                peer.close(close_code::NORMAL, "duplicate connection");
+                return false;
+            }
+            existing.close(close_code::NORMAL, "replaced by a newer connection");
+        }
+        slot.live = Some((peer.clone(), Instant::now()));
+        slot.status.state = PeerState::Connected;
+        slot.status.since = now();
+        slot.status.hello = Some(hello.clone());
+        slot.status.remote = Some(peer.remote_addr());
+        slot.status.outbound = outbound;
+        slot.retry_at = None;
+        true
+    }
+
+    fn release(&self, peer: &PeerHandle, why: &str) {
+        let mut slots = self.slots();
+        if let Some(slot) = slots.get_mut(&peer.id)
+            && slot
+                .live
+                .as_ref()
+                .is_some_and(|(p, _)| p.same_connection(peer))
+        {
+            slot.live = None;
+            slot.status.remote = None;
+            slot.status.last_error = Some(why.to_string());
+            slot.status.since = now();
+            slot.status.state = if slot.dialer.is_some() {
+                PeerState::Connecting
+            } else {
+                PeerState::Waiting
+            };
+        }
+    }
+
+    fn is_connected(&self, id: &NodeId) -> bool {
+        self.slots().get(id).is_some_and(|s| s.live.is_some())
+    }
+
+    async fn hold(&self, peer: Peer, outbound: bool) {
+        let handle = peer.handle();
+        if !self.admit(&handle, &peer.hello, outbound) {
+            return;
+        }
+        info!(peer = %handle.id, name = %handle.name, addr = %handle.remote_addr(), version = %peer.hello.version, "connected");
+        let why = peer.serve().await;
+        self.release(&handle, &why);
+        info!(peer = %handle.id, name = %handle.name, reason = %why, "disconnected");
+    }
+
+    async fn dial_loop(&self, id: NodeId, addr_text: String) {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            if self.is_connected(&id) {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
+            }
+            self.set_state(id, PeerState::Connecting, None, None);
+            // Resolved on every attempt: a name that fails now may resolve later.
+            let attempt = match resolve(&addr_text).await {
+                Some(addr) => {
+                    info!(peer = %id, %addr, "connecting");
+                    self.inner.endpoint.connect(addr, id).await
+                }
+                None => Err(TransportError::Handshake(format!(
+                    "cannot resolve {addr_text}"
+                ))),
+            };
+            match attempt {
+                Ok(peer) => {
+                    backoff = BACKOFF_MIN;
+                    self.hold(peer, true).await;
+                }
+                Err(e) => {
+                    let refused = matches!(
+                        e,
+                        TransportError::Refused { .. } | TransportError::VersionMismatch { .. }
+                    );
+                    // A refusal needs a person to fix it: try again slowly.
+                    let base = if refused { BACKOFF_MAX } else { backoff };
+                    let delay =
+                        base + Duration::from_millis(fastrand::u64(..=base.as_millis() as u64 / 2));
+                    let state = if refused {
+                        PeerState::Refused
+                    } else {
+                        PeerState::BackingOff
+                    };
+                    warn!(peer = %id, addr = %addr_text, error = %e, retry_in_ms = delay.as_millis() as u64, "{}", state.as_str());
+                    self.set_state(id, state, Some(e.to_string()), Some(delay));
+                    tokio::time::sleep(delay).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    async fn accept_loop(&self) {
+        while let Some(accepting) = self.inner.endpoint.accept().await {
+            let mesh = self.clone();
+            tokio::spawn(async move {
+                let from = accepting.remote_addr();
+                match accepting.establish().await {
+                    Ok(Incoming::Peer(peer)) => mesh.hold(peer, false).await,
+                    Ok(Incoming::Join(join)) => mesh.answer_join(join).await,
+                    Err(e) => warn!(%from, error = %e, "incoming connection refused"),
+                }
+            });
+        }
+    }
+
+    async fn answer_join(&self, join: JoinRequest) {
+        let (id, name, from) = (join.id, join.hello.name.clone(), join.remote_addr());
+        match (self.inner.on_join)(&join) {
+            Ok(folder) => {
+                let back = join.dial_back_addr().map(|a| a.to_string());
+                info!(peer = %id, %name, %from, "paired through an invite");
+                if let Err(e) = join.welcome(folder).await {
+                    warn!(peer = %id, error = %e, "the joiner left before the welcome");
+                }
+                self.add_peer(id, back);
+            }
+            Err(reason) => {
+                warn!(peer = %id, %name, %from, %reason, "join refused");
+                join.refuse(&reason).await;
+            }
+        }
+    }
+
+    /// Stop accepting and dialling, close every connection, and wait (up
+    /// to `limit`) until peers have been told.
+    pub async fn shutdown(&self, limit: Duration) {
+        if let Some(a) = self
+            .acceptor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            a.abort();
+        }
+        for slot in self.slots().values_mut() {
+            if let Some(d) = slot.dialer.take() {
+                d.abort();
+            }
+        }
+        self.inner.endpoint.shutdown(limit).await;
+    }
+}
+
+async fn resolve(addr: &str) -> Option<SocketAddr> {
+    tokio::net::lookup_host(addr).await.ok()?.next()
+}
