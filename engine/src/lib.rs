@@ -17,6 +17,7 @@
 //! | [`wal`]    | which operations were durably recorded?       |
 //! | [`store`]  | what is the current local state?              |
 //! | [`folder`] | what does a change on disk mean for the index?|
+//! | [`sync`]   | what should be sent, fetched, kept or removed? |
 //! | [`transport`] | who is this node, and whom does it trust?  |
 //!
 //! See `ARCHITECTURE.md` at the repository root for the codemap and the
@@ -27,5 +28,6 @@ pub mod core;
 pub mod folder;
 pub mod fs;
 pub mod store;
+pub mod sync;
 pub mod transport;
 pub mod wal;

@@ -623,6 +623,11 @@ impl Indexer {
         };
         match prev {
             Some(p) if !rec.differs_in_substance(p) => {
+                // The recorded mtime belongs to the version (sync settles
+                // conflicts by it, identically on every node), so a touch
+                // that changed no content does not move it; only the
+                // local-only inode is updated.
+                rec.mtime_ns = p.mtime_ns;
                 if rec.stat() == p.stat() {
                     Change::None
                 } else {

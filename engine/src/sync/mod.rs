@@ -1,0 +1,1111 @@
+//! # sync — deciding what should be sent and what should change
+//!
+//! "Sync decides what should be sent. Transport sends it." The
+//! [`SyncEngine`] is sans-IO: connection events, peer messages and clock
+//! ticks go in; messages to send and file work to do come out. Its durable
+//! state lives in the [`Store`] it is handed, next to the file index, so it
+//! recovers like everything else:
+//!
+//! * **Index exchange by sequence.** Every index entry carries the local
+//!   WAL sequence of its last change. A peer asks "folder F, everything
+//!   after your sequence N" and gets pages of records with the sequence the
+//!   page reaches; it stores that cursor *in the same WAL batch* as what it
+//!   did with the records, so after a crash or a long absence it asks for
+//!   exactly the delta — never the whole index, never a gap. Requests are
+//!   idempotent, so lost, duplicated and reordered messages are harmless: a
+//!   request with no answer is retried with exponential backoff and jitter,
+//!   and every folder is re-polled now and then as a safety net.
+//! * **Decisions** come from [`resolve::decide`] (version vectors; a
+//!   deterministic winner for conflicts; a kept conflict copy).
+//! * **Needs.** A record that requires file work (fetch content, remove a
+//!   file, keep a conflict copy) is stored in the `sync.need` namespace
+//!   before the cursor moves past it, and handed to the executor as an
+//!   [`Action::Place`] or [`Action::Remove`]. The executor reports back
+//!   through [`SyncEngine::completed`] (which records the new index entry
+//!   and drops the need in one batch) or [`SyncEngine::failed`] (retried
+//!   with backoff). After a restart every stored need is handed out again.
+//! * **Paths from peers** pass [`crate::fs::path::validate`]; a hostile one
+//!   (absolute, `..`, NUL, …) is refused, logged and counted, and the rest
+//!   of the page is still used.
+
+pub mod resolve;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::{Causality, NodeId, VersionVector};
+use crate::folder::{self, FileRecord};
+use crate::store::{Op, Store, StoreError, ns};
+use resolve::Decision;
+
+/// Namespace of index cursors: key `<peer hex>/<folder>`, value: the
+/// peer's sequence (u64 LE) up to which its records have been taken in.
+pub const CURSOR_NS: &str = "sync.cursor";
+/// Namespace of pending file work: key `<folder>/<path>`, value: [`Need`].
+pub const NEED_NS: &str = "sync.need";
+/// Namespace of conflicting records this node's version beat: key
+/// `<folder>/<path>` NUL `<peer hex>`, value: (the peer, its [`FileRecord`]). The nodes holding
+/// the losing content settle such a conflict; but if the local version
+/// changes before they do, the held record is decided again, so a conflict
+/// never waits on a decision nobody will make.
+pub const HELD_NS: &str = "sync.held";
+
+/// Messages of the sync protocol (carried on a connection's control stream).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SyncMessage {
+    /// The folders the sender shares (sent on connect and when they change).
+    Folders {
+        /// Folder ids.
+        ids: Vec<String>,
+        /// The sender has not heard the receiver's list yet: answer with yours.
+        reply: bool,
+    },
+    /// "Send me folder `folder`'s records changed after your sequence `since`."
+    IndexRequest {
+        /// Folder id.
+        folder: String,
+        /// The sender's cursor for the receiver.
+        since: u64,
+    },
+    /// Records of `folder` whose sequence is in `(since, upto]`.
+    IndexPage {
+        /// Folder id.
+        folder: String,
+        /// The request's `since`.
+        since: u64,
+        /// Highest sequence covered (the next request starts here).
+        upto: u64,
+        /// (path, record) pairs.
+        records: Vec<(String, FileRecord)>,
+        /// More pages follow.
+        more: bool,
+    },
+    /// "My index of `folder` changed (it reached `seq`)": ask me.
+    IndexHint {
+        /// Folder id.
+        folder: String,
+        /// The sender's latest sequence.
+        seq: u64,
+    },
+}
+
+/// Pending file work for one path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Need {
+    /// The record to reach.
+    pub record: FileRecord,
+    /// Keep the local content under this name first.
+    pub conflict_copy: Option<String>,
+    /// Peers known to have the content.
+    pub sources: Vec<NodeId>,
+    /// Set when taking `record` settles a conflict with the local version
+    /// given here: on completion the path gets `record`'s content under
+    /// the merge of both versions plus one event of this node. `record`
+    /// itself stays exactly as the peer announced it, so later records are
+    /// compared with what the network knows, not with a private intention.
+    pub resolves: Option<VersionVector>,
+}
+
+/// File work for the executor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send a message to a peer.
+    Send {
+        /// The peer.
+        peer: NodeId,
+        /// The message.
+        message: SyncMessage,
+    },
+    /// Make `path` hold `need.record` (a live entry): keep a conflict copy
+    /// of the local content first if asked; fetch what is missing from the
+    /// sources; replace the local file only if it still matches `expect`
+    /// (the index entry now) — otherwise it changed meanwhile: report
+    /// failure and let the scan record it, which makes it a conflict.
+    Place {
+        /// Folder id.
+        folder: String,
+        /// Path in the folder.
+        path: String,
+        /// What to reach.
+        need: Need,
+        /// The local index entry the disk must still match.
+        expect: Option<FileRecord>,
+    },
+    /// Remove `path` (into the trash) if it still matches `expect`, then
+    /// record the deletion `need.record`.
+    Remove {
+        /// Folder id.
+        folder: String,
+        /// Path in the folder.
+        path: String,
+        /// The deletion to reach.
+        need: Need,
+        /// The local index entry the disk must still match.
+        expect: Option<FileRecord>,
+    },
+}
+
+/// What a [`SyncEngine::tick`] did.
+#[derive(Debug, Default)]
+pub struct TickReport {
+    /// What to do now.
+    pub actions: Vec<Action>,
+    /// Requests and file work handed out again after a timeout or failure.
+    pub retried: usize,
+    /// File work dropped because its need was settled meanwhile (a newer
+    /// local edit, or the same state reached another way).
+    pub pruned: usize,
+    /// `actions.len()`.
+    pub batch_size: usize,
+}
+
+/// Tunables (all durations on the engine's clock).
+#[derive(Debug, Clone, Copy)]
+pub struct SyncConfig {
+    /// Records per index page.
+    pub page_records: usize,
+    /// First retry delay of an unanswered request or failed file work.
+    pub retry_min: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// Every shared folder is re-polled this often even with no hint.
+    pub poll_every: Duration,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            page_records: 1000,
+            retry_min: Duration::from_millis(500),
+            retry_max: Duration::from_secs(30),
+            poll_every: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Errors of the sync layer.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The store failed; nothing of the failed step was recorded.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The folder layer failed.
+    #[error(transparent)]
+    Folder(#[from] folder::FolderError),
+}
+
+#[derive(Debug)]
+struct Inflight {
+    since: u64,
+    due: Instant,
+    attempts: u32,
+}
+
+#[derive(Debug, Default)]
+struct PeerSync {
+    /// Folders the peer shares (that we share too).
+    folders: BTreeSet<String>,
+    /// Whether its folder list has arrived (else ours is re-sent).
+    heard: bool,
+    /// When ours was last sent.
+    told: Option<Instant>,
+    /// Outstanding index requests per folder.
+    requests: BTreeMap<String, Inflight>,
+    /// Last time each folder was asked for.
+    polled: BTreeMap<String, Instant>,
+}
+
+#[derive(Debug)]
+struct Work {
+    /// When it may be handed out (again).
+    due: Instant,
+    attempts: u32,
+    /// Handed out and not yet reported.
+    out: bool,
+}
+
+/// The sync state machine of one node.
+#[derive(Debug)]
+pub struct SyncEngine {
+    node: NodeId,
+    config: SyncConfig,
+    rng: fastrand::Rng,
+    /// Iterated in id order, so a seeded run is replayable.
+    peers: BTreeMap<NodeId, PeerSync>,
+    /// File work by (folder, path).
+    work: BTreeMap<(String, String), Work>,
+    /// Paths refused from peers (hostile or invalid), counted for status.
+    pub refused_paths: u64,
+}
+
+fn held_key(file_key: &str, peer: NodeId) -> String {
+    format!("{file_key}\0{}", peer.to_hex())
+}
+
+fn cursor_key(peer: NodeId, folder: &str) -> String {
+    format!("{}/{folder}", peer.to_hex())
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    postcard::to_allocvec(v).unwrap_or_default()
+}
+
+impl SyncEngine {
+    /// An engine for `node`; `seed` drives retry jitter (fixed in tests).
+    pub fn new(node: NodeId, config: SyncConfig, seed: u64) -> SyncEngine {
+        SyncEngine {
+            node,
+            config,
+            rng: fastrand::Rng::with_seed(seed),
+            peers: BTreeMap::new(),
+            work: BTreeMap::new(),
+            refused_paths: 0,
+        }
+    }
+
+    /// Load the stored needs, so unfinished file work resumes after a restart.
+    pub fn resume(&mut self, store: &Store, now: Instant) {
+        for (key, entry) in store.list(NEED_NS, "") {
+            if entry.value.is_some()
+                && let Some((f, p)) = key.split_once('/')
+            {
+                self.work.insert(
+                    (f.to_string(), p.to_string()),
+                    Work {
+                        due: now,
+                        attempts: 0,
+                        out: false,
+                    },
+                );
+            }
+        }
+    }
+
+    /// The folders this node shares (not paused).
+    fn local_folders(store: &Store) -> Result<HashSet<String>, SyncError> {
+        Ok(folder::list(store)?
+            .into_iter()
+            .filter(|f| !f.paused)
+            .map(|f| f.id)
+            .collect())
+    }
+
+    /// A peer connected: tell it our folders.
+    pub fn connected(
+        &mut self,
+        store: &Store,
+        peer: NodeId,
+        now: Instant,
+    ) -> Result<Vec<Action>, SyncError> {
+        self.peers.insert(peer, PeerSync::default());
+        Ok(vec![self.folders_message(store, peer, true, now)?])
+    }
+
+    fn folders_message(
+        &mut self,
+        store: &Store,
+        peer: NodeId,
+        reply: bool,
+        now: Instant,
+    ) -> Result<Action, SyncError> {
+        let mut ids: Vec<String> = Self::local_folders(store)?.into_iter().collect();
+        ids.sort();
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.told = Some(now);
+        }
+        Ok(Action::Send {
+            peer,
+            message: SyncMessage::Folders { ids, reply },
+        })
+    }
+
+    /// This node's folders changed (added, removed, paused): tell every peer.
+    pub fn folders_changed(
+        &mut self,
+        store: &Store,
+        now: Instant,
+    ) -> Result<Vec<Action>, SyncError> {
+        let peers: Vec<NodeId> = self.peers.keys().copied().collect();
+        peers
+            .into_iter()
+            .map(|p| self.folders_message(store, p, true, now))
+            .collect()
+    }
+
+    /// A peer went away: its outstanding requests are void.
+    pub fn disconnected(&mut self, peer: NodeId) {
+        self.peers.remove(&peer);
+    }
+
+    /// Whether `peer` is connected.
+    pub fn is_connected(&self, peer: &NodeId) -> bool {
+        self.peers.contains_key(peer)
+    }
+
+    fn cursor(store: &Store, peer: NodeId, folder: &str) -> u64 {
+        store
+            .get(CURSOR_NS, &cursor_key(peer, folder))
+            .and_then(|e| e.value.as_deref())
+            .and_then(|v| <[u8; 8]>::try_from(v).ok())
+            .map_or(0, u64::from_le_bytes)
+    }
+
+    fn request(
+        &mut self,
+        store: &Store,
+        peer: NodeId,
+        folder: &str,
+        now: Instant,
+    ) -> Option<Action> {
+        let since = Self::cursor(store, peer, folder);
+        let retry_min = self.config.retry_min;
+        let p = self.peers.get_mut(&peer)?;
+        p.polled.insert(folder.to_string(), now);
+        let attempts = p.requests.get(folder).map_or(0, |r| r.attempts);
+        p.requests.insert(
+            folder.to_string(),
+            Inflight {
+                since,
+                due: now + retry_min * 4,
+                attempts,
+            },
+        );
+        Some(Action::Send {
+            peer,
+            message: SyncMessage::IndexRequest {
+                folder: folder.to_string(),
+                since,
+            },
+        })
+    }
+
+    /// The local index of `folder` changed: hint every peer sharing it.
+    pub fn local_changed(&mut self, store: &Store, folder: &str) -> Vec<Action> {
+        let seq = store.last_seq().0;
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.folders.contains(folder))
+            .map(|(peer, _)| Action::Send {
+                peer: *peer,
+                message: SyncMessage::IndexHint {
+                    folder: folder.to_string(),
+                    seq,
+                },
+            })
+            .collect()
+    }
+
+    /// Handle a message from `peer`.
+    pub fn received(
+        &mut self,
+        store: &mut Store,
+        peer: NodeId,
+        message: SyncMessage,
+        now: Instant,
+    ) -> Result<Vec<Action>, SyncError> {
+        if !self.peers.contains_key(&peer) {
+            // From a connection already gone: ignore (it will be asked again).
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        match message {
+            SyncMessage::Folders { ids, reply } => {
+                if reply {
+                    out.push(self.folders_message(store, peer, false, now)?);
+                }
+                let ours = Self::local_folders(store)?;
+                let shared: BTreeSet<String> =
+                    ids.into_iter().filter(|f| ours.contains(f)).collect();
+                let sorted: Vec<String> = shared.iter().cloned().collect();
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.folders = shared;
+                    p.heard = true;
+                }
+                for f in sorted {
+                    out.extend(self.request(store, peer, &f, now));
+                }
+            }
+            SyncMessage::IndexHint { folder, seq } => {
+                let shares = self
+                    .peers
+                    .get(&peer)
+                    .is_some_and(|p| p.folders.contains(&folder));
+                let behind = Self::cursor(store, peer, &folder) < seq;
+                let asking = self
+                    .peers
+                    .get(&peer)
+                    .is_some_and(|p| p.requests.contains_key(&folder));
+                if shares && behind && !asking {
+                    out.extend(self.request(store, peer, &folder, now));
+                }
+            }
+            SyncMessage::IndexRequest { folder, since } => {
+                if Self::local_folders(store)?.contains(&folder) {
+                    out.push(Action::Send {
+                        peer,
+                        message: self.page(store, &folder, since),
+                    });
+                }
+            }
+            SyncMessage::IndexPage {
+                folder,
+                since,
+                upto,
+                records,
+                more,
+            } => {
+                let expected = self
+                    .peers
+                    .get(&peer)
+                    .and_then(|p| p.requests.get(&folder))
+                    .map(|r| r.since);
+                let cursor = Self::cursor(store, peer, &folder);
+                // Only the answer to the outstanding request, from where we
+                // stand: a late duplicate or a reordered page is dropped
+                // (what it holds is asked for again).
+                if expected == Some(since) && since == cursor && upto >= since {
+                    self.take_page(store, peer, &folder, upto, records, now, &mut out)?;
+                    if let Some(p) = self.peers.get_mut(&peer) {
+                        p.requests.remove(&folder);
+                    }
+                    if more {
+                        out.extend(self.request(store, peer, &folder, now));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One page of `folder`'s records changed after `since`.
+    fn page(&self, store: &Store, folder: &str, since: u64) -> SyncMessage {
+        let prefix = format!("{folder}/");
+        let mut changed: Vec<(u64, String, FileRecord)> = store
+            .scan_prefix(ns::FILES, &prefix)
+            .filter(|(_, e)| e.version.0 > since)
+            .filter_map(|(k, e)| {
+                let rec = postcard::from_bytes::<FileRecord>(e.value.as_deref()?).ok()?;
+                Some((e.version.0, k[prefix.len()..].to_string(), rec))
+            })
+            .collect();
+        changed.sort_by_key(|(seq, _, _)| *seq);
+        let more = changed.len() > self.config.page_records;
+        changed.truncate(self.config.page_records);
+        // Nothing changed: the cursor may still move to where the index is,
+        // so the next request does not look at the same range again.
+        let upto = if more {
+            changed.last().map_or(since, |c| c.0)
+        } else {
+            store.last_seq().0.max(since)
+        };
+        SyncMessage::IndexPage {
+            folder: folder.to_string(),
+            since,
+            upto,
+            records: changed.into_iter().map(|(_, p, r)| (p, r)).collect(),
+            more,
+        }
+    }
+
+    /// The local state of a path: the need being worked on, else the index entry.
+    fn local_state(store: &Store, folder: &str, path: &str) -> (Option<Need>, Option<FileRecord>) {
+        let key = folder::file_key(folder, path);
+        let need = store
+            .get(NEED_NS, &key)
+            .and_then(|e| e.value.as_deref())
+            .and_then(|v| postcard::from_bytes::<Need>(v).ok());
+        let rec = store
+            .get(ns::FILES, &key)
+            .and_then(|e| e.value.as_deref())
+            .and_then(|v| postcard::from_bytes::<FileRecord>(v).ok());
+        (need, rec)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn take_page(
+        &mut self,
+        store: &mut Store,
+        peer: NodeId,
+        folder: &str,
+        upto: u64,
+        records: Vec<(String, FileRecord)>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> Result<(), SyncError> {
+        let mut ops = Vec::new();
+        let mut touched = Vec::new();
+        let origin = self.node;
+        let ts = store.wall_time();
+        let put = |ns: &str, key: String, value: Vec<u8>| Op::Put {
+            ns: ns.into(),
+            key,
+            value,
+            origin,
+            timestamp: ts,
+        };
+        for (path, remote) in records {
+            if let Err(e) = crate::fs::path::validate(&path) {
+                self.refused_paths += 1;
+                tracing::warn!(%peer, %folder, path = ?path, error = %e, "refused a path from a peer");
+                continue;
+            }
+            let key = folder::file_key(folder, &path);
+            let (need, local) = Self::local_state(store, folder, &path);
+            if let Some(mut n) = need {
+                // Work in progress: its content is not on this disk.
+                match n.record.version.compare(&remote.version) {
+                    Causality::Before => {
+                        // Newer: aim for that instead. Whatever was settled
+                        // against the disk is settled again when the work
+                        // is handed out (the disk may not be older than it).
+                        n.record = remote;
+                        n.sources = vec![peer];
+                        n.resolves = None;
+                        n.conflict_copy = None;
+                        ops.push(put(NEED_NS, key, encode(&n)));
+                        touched.push(path);
+                        continue;
+                    }
+                    Causality::Equal => {
+                        // Someone else has the content: one more source.
+                        if !n.sources.contains(&peer) {
+                            n.sources.push(peer);
+                            ops.push(put(NEED_NS, key, encode(&n)));
+                        }
+                        continue;
+                    }
+                    Causality::After => continue,
+                    Causality::Concurrent if resolve::same_substance(&n.record, &remote) => {
+                        n.record.version.merge(&remote.version);
+                        if !n.sources.contains(&peer) {
+                            n.sources.push(peer);
+                        }
+                        ops.push(put(NEED_NS, key, encode(&n)));
+                        continue;
+                    }
+                    Causality::Concurrent => {
+                        // A conflict with an intention, not with content we
+                        // hold: drop the intention and decide against the
+                        // disk; the record it aimed for is held, to be
+                        // decided again against whatever the disk becomes.
+                        ops.push(Op::Remove {
+                            ns: NEED_NS.into(),
+                            key: key.clone(),
+                            origin,
+                            timestamp: ts,
+                        });
+                        let from = n.sources.first().copied().unwrap_or(peer);
+                        ops.push(put(
+                            HELD_NS,
+                            held_key(&key, from),
+                            encode(&(from, &n.record)),
+                        ));
+                    }
+                }
+            }
+            match resolve::decide(self.node, &path, local.as_ref(), &remote) {
+                Decision::Ignore => {
+                    if local.as_ref().is_some_and(|l| {
+                        l.version.compare(&remote.version) == Causality::Concurrent
+                    }) {
+                        ops.push(put(HELD_NS, held_key(&key, peer), encode(&(peer, &remote))));
+                    }
+                }
+                Decision::Keep { record } => {
+                    let mut rec = record;
+                    if let Some(l) = &local {
+                        rec.inode = l.inode;
+                    }
+                    ops.push(put(ns::FILES, key, encode(&rec)));
+                }
+                Decision::Take {
+                    record,
+                    conflict_copy,
+                } => {
+                    let on_disk = local.as_ref().filter(|l| !l.deleted);
+                    let no_file_work = match (&record.deleted, on_disk) {
+                        // A deletion of something we do not have.
+                        (true, None) => true,
+                        // The same bytes, kind and permissions already here.
+                        (false, Some(l)) => {
+                            resolve::same_substance(l, &record)
+                                && l.mode == record.mode
+                                && conflict_copy.is_none()
+                        }
+                        _ => false,
+                    };
+                    if no_file_work {
+                        let mut rec = record;
+                        if let Some(l) = on_disk {
+                            rec.inode = l.inode;
+                        }
+                        ops.push(put(ns::FILES, key, encode(&rec)));
+                    } else {
+                        let resolves = (record.version != remote.version)
+                            .then(|| local.as_ref().map(|l| l.version.clone()))
+                            .flatten();
+                        let n = Need {
+                            record: remote,
+                            conflict_copy,
+                            sources: vec![peer],
+                            resolves,
+                        };
+                        ops.push(put(NEED_NS, key, encode(&n)));
+                        touched.push(path);
+                    }
+                }
+            }
+        }
+        ops.push(put(
+            CURSOR_NS,
+            cursor_key(peer, folder),
+            upto.to_le_bytes().to_vec(),
+        ));
+        store.apply_batch(ops)?;
+        for path in touched {
+            let w = self.work.entry((folder.to_string(), path)).or_insert(Work {
+                due: now,
+                attempts: 0,
+                out: false,
+            });
+            // New information: hand it out again even if work was under way.
+            w.due = now;
+            w.out = false;
+        }
+        out.extend(self.due_work(store, now)?.0);
+        Ok(())
+    }
+
+    /// File work whose time has come. A need whose path changed locally
+    /// since it was decided (the scan recorded an edit) is decided again
+    /// first: the edit is never overwritten, it becomes a conflict.
+    fn due_work(
+        &mut self,
+        store: &mut Store,
+        now: Instant,
+    ) -> Result<(Vec<Action>, usize, usize), SyncError> {
+        let mut out = Vec::new();
+        let mut retried = 0;
+        let mut done = Vec::new();
+        let mut changed_folders = HashSet::new();
+        let due: Vec<(String, String)> = self
+            .work
+            .iter()
+            .filter(|(_, w)| !w.out && w.due <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (folder, path) in due {
+            let (need, local) = Self::local_state(store, &folder, &path);
+            let Some(mut need) = need else {
+                done.push((folder, path));
+                continue;
+            };
+            // Changed since decided: for a plain update the local version
+            // is no longer older; for a conflict it is no longer the one the
+            // conflict was with.
+            let changed = |l: &FileRecord| match &need.resolves {
+                Some(against) => l.version != *against,
+                None => l.version.compare(&need.record.version) != Causality::Before,
+            };
+            if let Some(l) = local.as_ref().filter(|l| changed(l)) {
+                let key = folder::file_key(&folder, &path);
+                let (origin, ts) = (self.node, store.wall_time());
+                let drop_need = Op::Remove {
+                    ns: NEED_NS.into(),
+                    key: key.clone(),
+                    origin,
+                    timestamp: ts,
+                };
+                match resolve::decide(self.node, &path, Some(l), &need.record) {
+                    Decision::Ignore => {
+                        store.apply(drop_need)?;
+                        done.push((folder, path));
+                        continue;
+                    }
+                    Decision::Keep { mut record } => {
+                        record.inode = l.inode;
+                        let put = Op::Put {
+                            ns: ns::FILES.into(),
+                            key,
+                            value: encode(&record),
+                            origin,
+                            timestamp: ts,
+                        };
+                        store.apply_batch(vec![put, drop_need])?;
+                        changed_folders.insert(folder.clone());
+                        done.push((folder, path));
+                        continue;
+                    }
+                    Decision::Take {
+                        record,
+                        conflict_copy,
+                    } => {
+                        let resolves =
+                            (record.version != need.record.version).then(|| l.version.clone());
+                        need = Need {
+                            record: need.record,
+                            conflict_copy: conflict_copy.or(need.conflict_copy),
+                            sources: need.sources,
+                            resolves,
+                        };
+                        store.apply(Op::Put {
+                            ns: NEED_NS.into(),
+                            key,
+                            value: encode(&need),
+                            origin,
+                            timestamp: ts,
+                        })?;
+                    }
+                }
+            }
+            let Some(w) = self.work.get_mut(&(folder.clone(), path.clone())) else {
+                continue;
+            };
+            if w.attempts > 0 {
+                retried += 1;
+            }
+            w.out = true;
+            out.push(if need.record.deleted {
+                Action::Remove {
+                    folder,
+                    path,
+                    need,
+                    expect: local,
+                }
+            } else {
+                Action::Place {
+                    folder,
+                    path,
+                    need,
+                    expect: local,
+                }
+            });
+        }
+        let pruned = done.len();
+        for k in done {
+            self.work.remove(&k);
+        }
+        for f in changed_folders {
+            out.extend(self.local_changed(store, &f));
+        }
+        Ok((out, retried, pruned))
+    }
+
+    /// The executor finished a [`Action::Place`] or [`Action::Remove`] for
+    /// `done`: `record` (the need's record with this node's local metadata)
+    /// is now what is on disk. Records it (settling a conflict if `done`
+    /// resolves one) and drops the need, in one batch — unless the need
+    /// changed meanwhile, which is then handed out again.
+    #[allow(clippy::too_many_arguments)]
+    pub fn completed(
+        &mut self,
+        store: &mut Store,
+        folder: &str,
+        path: &str,
+        done: &Need,
+        mut record: FileRecord,
+        conflict_copy: Option<(String, FileRecord)>,
+        now: Instant,
+    ) -> Result<Vec<Action>, SyncError> {
+        let key = folder::file_key(folder, path);
+        let (need, local) = Self::local_state(store, folder, path);
+        record.version = done.record.version.clone();
+        if let Some(against) = &done.resolves {
+            // The conflict is settled now, on disk: merged versions plus
+            // one event of this node.
+            record.version.merge(against);
+            if let Some(l) = &local {
+                record.version.merge(&l.version);
+            }
+            record.version.bump(self.node);
+        }
+        let origin = self.node;
+        let ts = store.wall_time();
+        let mut ops = Vec::new();
+        let copied = conflict_copy.is_some();
+        if let Some((copy_path, copy)) = conflict_copy {
+            ops.push(Op::Put {
+                ns: ns::FILES.into(),
+                key: folder::file_key(folder, &copy_path),
+                value: encode(&copy),
+                origin,
+                timestamp: ts,
+            });
+        }
+        ops.push(Op::Put {
+            ns: ns::FILES.into(),
+            key: key.clone(),
+            value: encode(&record),
+            origin,
+            timestamp: ts,
+        });
+        let superseded = need
+            .as_ref()
+            .is_some_and(|n| n.record != done.record || n.resolves != done.resolves);
+        if superseded {
+            // The work done is still true of the disk; the newer need stays
+            // — without the conflict copy, which is made: doing it again
+            // would copy the bytes just placed over the kept ones.
+            if let Some(mut n) = need.filter(|_| copied) {
+                n.conflict_copy = None;
+                ops.push(Op::Put {
+                    ns: NEED_NS.into(),
+                    key: key.clone(),
+                    value: encode(&n),
+                    origin,
+                    timestamp: ts,
+                });
+            }
+            if let Some(w) = self.work.get_mut(&(folder.to_string(), path.to_string())) {
+                w.out = false;
+                w.due = now;
+            }
+        } else {
+            ops.push(Op::Remove {
+                ns: NEED_NS.into(),
+                key,
+                origin,
+                timestamp: ts,
+            });
+            self.work.remove(&(folder.to_string(), path.to_string()));
+        }
+        store.apply_batch(ops)?;
+        let mut out = self.local_changed(store, folder);
+        out.extend(self.due_work(store, now)?.0);
+        Ok(out)
+    }
+
+    /// Whether `need` is still the work wanted for `path`. The executor
+    /// asks right before it changes the disk: work overtaken by newer
+    /// information (a later record, a settled conflict) is discarded, never
+    /// written over the newer state.
+    /// The index entry must also still be `expect`: a local edit recorded
+    /// meanwhile (even one that left the disk as it was, like a file
+    /// created and deleted again) is decided about first.
+    pub fn is_current(
+        store: &Store,
+        folder: &str,
+        path: &str,
+        need: &Need,
+        expect: Option<&FileRecord>,
+    ) -> bool {
+        let (n, local) = Self::local_state(store, folder, path);
+        n.is_some_and(|n| n.record == need.record && n.resolves == need.resolves)
+            && local.map(|l| l.version) == expect.map(|e| e.version.clone())
+    }
+
+    /// The executor could not finish the work on `path` (content not
+    /// available, disk changed meanwhile, I/O error): retry later with
+    /// exponential backoff and jitter.
+    pub fn failed(&mut self, folder: &str, path: &str, now: Instant) {
+        let (min, max) = (self.config.retry_min, self.config.retry_max);
+        if let Some(w) = self.work.get_mut(&(folder.to_string(), path.to_string())) {
+            w.attempts += 1;
+            let base = min.saturating_mul(1 << w.attempts.min(16)).min(max);
+            let jitter = Duration::from_millis(self.rng.u64(..=base.as_millis() as u64 / 2));
+            w.due = now + base + jitter;
+            w.out = false;
+        }
+    }
+
+    /// Drop a need whose file work cannot ever be done here (for example
+    /// the path is taken by a directory the user made): the path keeps its
+    /// local state, and the next change on either side decides again.
+    pub fn abandon(
+        &mut self,
+        store: &mut Store,
+        folder: &str,
+        path: &str,
+    ) -> Result<(), SyncError> {
+        self.work.remove(&(folder.to_string(), path.to_string()));
+        store.apply(Op::Remove {
+            ns: NEED_NS.into(),
+            key: folder::file_key(folder, path),
+            origin: self.node,
+            timestamp: store.wall_time(),
+        })?;
+        Ok(())
+    }
+
+    /// Advance time: re-send unanswered requests (backoff with jitter),
+    /// poll folders not asked for a while, hand out due file work.
+    pub fn tick(&mut self, store: &mut Store, now: Instant) -> Result<TickReport, SyncError> {
+        let mut report = TickReport::default();
+        let mut asks: Vec<(NodeId, String, bool)> = Vec::new();
+        let (min, max, poll) = (
+            self.config.retry_min,
+            self.config.retry_max,
+            self.config.poll_every,
+        );
+        let mut tell = Vec::new();
+        for (peer, p) in self.peers.iter_mut() {
+            // Our folder list (or its answer) was lost: say it again.
+            if !p.heard && p.told.is_none_or(|t| now.duration_since(t) >= min * 4) {
+                tell.push(*peer);
+            }
+            for (folder, r) in p.requests.iter_mut() {
+                if r.due <= now {
+                    r.attempts += 1;
+                    asks.push((*peer, folder.clone(), true));
+                }
+            }
+            for folder in &p.folders {
+                let last = p.polled.get(folder).copied();
+                if !p.requests.contains_key(folder)
+                    && last.is_none_or(|t| now.duration_since(t) >= poll)
+                {
+                    asks.push((*peer, folder.clone(), false));
+                }
+            }
+        }
+        for peer in tell {
+            if let Ok(a) = self.folders_message(store, peer, true, now) {
+                report.retried += 1;
+                report.actions.push(a);
+            }
+        }
+        for (peer, folder, retry) in asks {
+            if let Some(Action::Send { peer, message }) = self.request(store, peer, &folder, now) {
+                if retry {
+                    report.retried += 1;
+                    // Back off: the next timeout doubles with each attempt.
+                    if let Some(r) = self
+                        .peers
+                        .get_mut(&peer)
+                        .and_then(|p| p.requests.get_mut(&folder))
+                    {
+                        let base = (min * 4).saturating_mul(1 << r.attempts.min(16)).min(max);
+                        let jitter =
+                            Duration::from_millis(self.rng.u64(..=base.as_millis() as u64 / 2));
+                        r.due = now + base + jitter;
+                    }
+                }
+                report.actions.push(Action::Send { peer, message });
+            }
+        }
+        report.actions.extend(self.revisit_held(store, now)?);
+        let (work, retried, pruned) = self.due_work(store, now)?;
+        report.retried += retried;
+        report.pruned = pruned;
+        report.actions.extend(work);
+        report.batch_size = report.actions.len();
+        Ok(report)
+    }
+
+    /// Decide again about held conflicting records whose path changed
+    /// locally: drop those now superseded, turn into work those that win
+    /// against the new local version.
+    fn revisit_held(&mut self, store: &mut Store, now: Instant) -> Result<Vec<Action>, SyncError> {
+        let held: Vec<(String, (NodeId, FileRecord))> = store
+            .list(HELD_NS, "")
+            .filter_map(|(k, e)| {
+                Some((
+                    k.to_string(),
+                    postcard::from_bytes(e.value.as_deref()?).ok()?,
+                ))
+            })
+            .collect();
+        let (origin, ts) = (self.node, store.wall_time());
+        let mut ops = Vec::new();
+        let mut changed = BTreeSet::new();
+        for (key, (peer, remote)) in held {
+            let Some((folder, path)) = key.split_once('\0').and_then(|(fk, _)| fk.split_once('/'))
+            else {
+                continue;
+            };
+            let (need, local) = Self::local_state(store, folder, path);
+            if need.is_some() {
+                continue; // settled when that work is done
+            }
+            let drop = Op::Remove {
+                ns: HELD_NS.into(),
+                key: key.clone(),
+                origin,
+                timestamp: ts,
+            };
+            let Some(l) = local else {
+                ops.push(drop);
+                continue;
+            };
+            match l.version.compare(&remote.version) {
+                Causality::Concurrent => {}
+                // Superseded (or newer, which the index exchange brings).
+                _ => {
+                    ops.push(drop);
+                    continue;
+                }
+            }
+            match resolve::decide(self.node, path, Some(&l), &remote) {
+                Decision::Ignore => {}
+                Decision::Keep { mut record } => {
+                    record.inode = l.inode;
+                    ops.push(Op::Put {
+                        ns: ns::FILES.into(),
+                        key: folder::file_key(folder, path),
+                        value: encode(&record),
+                        origin,
+                        timestamp: ts,
+                    });
+                    ops.push(drop);
+                    changed.insert(folder.to_string());
+                }
+                Decision::Take { conflict_copy, .. } => {
+                    let n = Need {
+                        record: remote,
+                        conflict_copy,
+                        sources: vec![peer],
+                        resolves: Some(l.version.clone()),
+                    };
+                    ops.push(Op::Put {
+                        ns: NEED_NS.into(),
+                        key: folder::file_key(folder, path),
+                        value: encode(&n),
+                        origin,
+                        timestamp: ts,
+                    });
+                    ops.push(drop);
+                    self.work.insert(
+                        (folder.to_string(), path.to_string()),
+                        Work {
+                            due: now,
+                            attempts: 0,
+                            out: false,
+                        },
+                    );
+                }
+            }
+        }
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        store.apply_batch(ops)?;
+        Ok(changed
+            .iter()
+            .flat_map(|f| self.local_changed(store, f))
+            .collect())
+    }
+
+    /// Pending file work: (folder, path, need).
+    pub fn needs(store: &Store) -> Vec<(String, String, Need)> {
+        store
+            .list(NEED_NS, "")
+            .filter_map(|(k, e)| {
+                let (f, p) = k.split_once('/')?;
+                let n = postcard::from_bytes::<Need>(e.value.as_deref()?).ok()?;
+                Some((f.to_string(), p.to_string(), n))
+            })
+            .collect()
+    }
+
+    /// Connected peers.
+    pub fn peers(&self) -> impl Iterator<Item = &NodeId> {
+        self.peers.keys()
+    }
+
+    /// The node this engine runs for.
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+}
