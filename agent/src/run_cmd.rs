@@ -17,7 +17,9 @@ use serde::Serialize;
 use serde_json::json;
 use softadastra::core::{Clock, NodeId, SystemClock};
 use softadastra::folder;
+use softadastra::runtime::SyncRuntime;
 use softadastra::store::Store;
+use softadastra::sync::SyncEngine;
 use softadastra::transport::identity::Identity;
 use softadastra::transport::mesh::{JoinHandler, Mesh, PeerStatus};
 use softadastra::transport::pairing::{DEFAULT_INVITE_TTL, Invitations, Invite};
@@ -52,6 +54,7 @@ fn hello_of(identity: &Identity) -> Hello {
 /// The running agent, as the control socket sees it.
 struct Daemon {
     identity: Identity,
+    sync: Arc<softadastra::runtime::Shared>,
     store: Arc<Mutex<Store>>,
     mesh: Mesh,
     trusted: TrustedIds,
@@ -167,6 +170,10 @@ impl control::Handler for Daemon {
                     "peers_connected": peers.iter().filter(|p| p.state == softadastra::transport::mesh::PeerState::Connected).count(),
                     "folders": folders.iter().map(|f| json!({"id": f.id, "path": f.path, "paused": f.paused})).collect::<Vec<_>>(),
                     "wal_last_seq": store.last_seq().0,
+                    "sync_pending": SyncEngine::needs(&store).len(),
+                    "sync_files_done": self.sync.files_done.load(std::sync::atomic::Ordering::Relaxed),
+                    "sync_bytes_fetched": self.sync.bytes_fetched.load(std::sync::atomic::Ordering::Relaxed),
+                    "sync_bytes_reused": self.sync.bytes_reused.load(std::sync::atomic::Ordering::Relaxed),
                     "invites_outstanding": self.invitations.outstanding(SystemClock.wall()),
                 })
             }
@@ -305,16 +312,20 @@ pub fn run(home: &Home, listen: Option<String>) -> Result<ExitCode> {
                 Ok(folder)
             })
         };
+        let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let mesh = Mesh::start(
             endpoint,
             peers.iter().map(|p| (p.id, p.addr.clone())),
             on_join,
+            Some(events_tx),
         );
+        let sync = SyncRuntime::start(own, store.clone(), events_rx);
         for p in peers.iter().filter(|p| p.addr.is_none()) {
             info!(peer = %p.id, "no address known; waiting for it to connect");
         }
         let daemon = Arc::new(Daemon {
             identity: identity.clone(),
+            sync: sync.shared().clone(),
             store: store.clone(),
             mesh: mesh.clone(),
             trusted,
@@ -340,6 +351,7 @@ pub fn run(home: &Home, listen: Option<String>) -> Result<ExitCode> {
             control_task.abort();
             let _ = std::fs::remove_file(control::socket_path(home));
         }
+        sync.stop();
         mesh.shutdown(Duration::from_secs(2)).await;
         Ok::<_, anyhow::Error>(())
     });

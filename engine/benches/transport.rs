@@ -61,7 +61,7 @@ async fn main() {
                 continue;
             };
             let handle = peer.handle();
-            tokio::spawn(peer.serve());
+            tokio::spawn(peer.serve(|_| {}));
             tokio::spawn(async move {
                 while let Ok(mut bulk) = handle.accept_bulk().await {
                     tokio::spawn(async move {

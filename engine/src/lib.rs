@@ -18,6 +18,7 @@
 //! | [`store`]  | what is the current local state?              |
 //! | [`folder`] | what does a change on disk mean for the index?|
 //! | [`sync`]   | what should be sent, fetched, kept or removed? |
+//! | [`runtime`] | the composed node: watch, sync, transfer       |
 //! | [`transport`] | who is this node, and whom does it trust?  |
 //!
 //! See `ARCHITECTURE.md` at the repository root for the codemap and the
@@ -27,6 +28,7 @@
 pub mod core;
 pub mod folder;
 pub mod fs;
+pub mod runtime;
 pub mod store;
 pub mod sync;
 pub mod transport;

@@ -71,7 +71,7 @@ fn serve(ep: Endpoint) -> tokio::sync::mpsc::UnboundedReceiver<Result<String, St
                     Ok(Incoming::Peer(peer)) => {
                         let name = peer.hello.name.clone();
                         drop(tx.send(Ok(format!("hello from {name}"))));
-                        let why = peer.serve().await;
+                        let why = peer.serve(|_| {}).await;
                         drop(tx.send(Err(format!("closed {name}: {why}"))));
                     }
                 }
@@ -328,7 +328,7 @@ mod pairing {
                         }
                         Ok(Incoming::Peer(p)) => {
                             drop(tx.send(format!("peer {}", p.hello.name)));
-                            p.serve().await;
+                            p.serve(|_| {}).await;
                         }
                         Err(e) => drop(tx.send(format!("error: {e}"))),
                     }

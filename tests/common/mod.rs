@@ -2,6 +2,8 @@
 // Each test file uses a different subset.
 #![allow(dead_code)]
 
+pub mod node;
+
 use std::path::Path;
 use std::process::{Command, Output};
 

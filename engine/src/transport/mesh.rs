@@ -21,7 +21,7 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use super::TransportError;
-use super::quic::{Endpoint, Incoming, JoinRequest, Peer, PeerHandle};
+use super::quic::{BulkStream, Endpoint, Incoming, JoinRequest, Peer, PeerHandle};
 use super::wire::{Hello, close_code};
 use crate::core::{Clock, NodeId, SystemClock, Timestamp};
 
@@ -85,6 +85,19 @@ pub struct PeerStatus {
     pub retry_in_ms: Option<u64>,
 }
 
+/// What happens on the mesh, for the layers above.
+#[derive(Debug)]
+pub enum MeshEvent {
+    /// A peer is connected (hellos exchanged); send to it through the handle.
+    Connected(PeerHandle),
+    /// The peer's connection ended (and no newer one replaced it).
+    Disconnected(NodeId),
+    /// An application message from a peer.
+    Message(NodeId, Vec<u8>),
+    /// A peer opened a bulk-data stream.
+    Bulk(NodeId, BulkStream),
+}
+
 /// Decides on pairing requests: redeem the secret and record the new
 /// peer's trust, returning the folder the invite shares — or why not.
 pub type JoinHandler = Arc<dyn Fn(&JoinRequest) -> Result<Option<String>, String> + Send + Sync>;
@@ -100,6 +113,7 @@ struct Inner {
     endpoint: Endpoint,
     slots: Mutex<HashMap<NodeId, Slot>>,
     on_join: JoinHandler,
+    events: Option<tokio::sync::mpsc::UnboundedSender<MeshEvent>>,
 }
 
 /// The registry and its loops. Cheap to clone.
@@ -115,17 +129,20 @@ fn now() -> Timestamp {
 
 impl Mesh {
     /// Start accepting on `endpoint` and keep connections to `peers`
-    /// (id, address). Must be called within a tokio runtime.
+    /// (id, address), reporting connections, messages and bulk streams on
+    /// `events`. Must be called within a tokio runtime.
     pub fn start(
         endpoint: Endpoint,
         peers: impl IntoIterator<Item = (NodeId, Option<String>)>,
         on_join: JoinHandler,
+        events: Option<tokio::sync::mpsc::UnboundedSender<MeshEvent>>,
     ) -> Mesh {
         let mesh = Mesh {
             inner: Arc::new(Inner {
                 endpoint,
                 slots: Mutex::default(),
                 on_join,
+                events,
             }),
             acceptor: Arc::default(),
         };
@@ -227,6 +244,11 @@ impl Mesh {
         retry: Option<Duration>,
     ) {
         if let Some(slot) = self.slots().get_mut(&id) {
+            // A connection made the other way is up: this dial's fate
+            // (typically "duplicate connection") changes nothing.
+            if slot.live.is_some() && state != PeerState::Connected {
+                return;
+            }
             if slot.status.state != state {
                 slot.status.since = now();
             }
@@ -268,7 +290,13 @@ impl Mesh {
         true
     }
 
-    fn release(&self, peer: &PeerHandle, why: &str) {
+    fn emit(&self, event: MeshEvent) {
+        if let Some(tx) = &self.inner.events {
+            let _ = tx.send(event);
+        }
+    }
+
+    fn release(&self, peer: &PeerHandle, why: &str) -> bool {
         let mut slots = self.slots();
         if let Some(slot) = slots.get_mut(&peer.id)
             && slot
@@ -285,7 +313,9 @@ impl Mesh {
             } else {
                 PeerState::Waiting
             };
+            return true;
         }
+        false
     }
 
     fn is_connected(&self, id: &NodeId) -> bool {
@@ -298,8 +328,31 @@ impl Mesh {
             return;
         }
         info!(peer = %handle.id, name = %handle.name, addr = %handle.remote_addr(), version = %peer.hello.version, "connected");
-        let why = peer.serve().await;
-        self.release(&handle, &why);
+        self.emit(MeshEvent::Connected(handle.clone()));
+        let bulk = self.inner.events.clone().map(|tx| {
+            let h = handle.clone();
+            tokio::spawn(async move {
+                while let Ok(stream) = h.accept_bulk().await {
+                    if tx.send(MeshEvent::Bulk(h.id, stream)).is_err() {
+                        break;
+                    }
+                }
+            })
+        });
+        let (tx, id) = (self.inner.events.clone(), handle.id);
+        let why = peer
+            .serve(move |payload| {
+                if let Some(tx) = &tx {
+                    let _ = tx.send(MeshEvent::Message(id, payload));
+                }
+            })
+            .await;
+        if let Some(b) = bulk {
+            b.abort();
+        }
+        if self.release(&handle, &why) {
+            self.emit(MeshEvent::Disconnected(handle.id));
+        }
         info!(peer = %handle.id, name = %handle.name, reason = %why, "disconnected");
     }
 
@@ -326,6 +379,7 @@ impl Mesh {
                     backoff = BACKOFF_MIN;
                     self.hold(peer, true).await;
                 }
+                Err(_) if self.is_connected(&id) => {}
                 Err(e) => {
                     let refused = matches!(
                         e,

@@ -174,12 +174,7 @@ impl Endpoint {
         let mut control = ControlStream::new(send, recv);
         Peer::greet(conn, &mut control, &self.hello, self.config.hello_timeout)
             .await
-            .map(|(id, hello, conn)| Peer {
-                id,
-                hello,
-                conn,
-                control,
-            })
+            .map(|(id, hello, conn)| Peer::new(id, hello, conn, control))
     }
 
     /// Complete TLS with `addr` but send nothing: for tests of how a node
@@ -424,12 +419,7 @@ impl Accepting {
         }
         let (id, hello, conn) =
             Peer::greet(conn, &mut control, &self.hello, self.config.hello_timeout).await?;
-        Ok(Incoming::Peer(Peer {
-            id,
-            hello,
-            conn,
-            control,
-        }))
+        Ok(Incoming::Peer(Peer::new(id, hello, conn, control)))
     }
 }
 
@@ -639,9 +629,23 @@ pub struct Peer {
     conn: quinn::Connection,
     /// The control stream.
     pub control: ControlStream,
+    outbox_tx: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+    outbox: tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
 }
 
 impl Peer {
+    fn new(id: NodeId, hello: Hello, conn: quinn::Connection, control: ControlStream) -> Peer {
+        let (outbox_tx, outbox) = tokio::sync::mpsc::unbounded_channel();
+        Peer {
+            id,
+            hello,
+            conn,
+            control,
+            outbox_tx,
+            outbox,
+        }
+    }
+
     async fn greet(
         conn: quinn::Connection,
         control: &mut ControlStream,
@@ -723,52 +727,71 @@ impl Peer {
             id: self.id,
             name: self.hello.name.clone(),
             conn: self.conn.clone(),
+            outbox: self.outbox_tx.clone(),
         }
     }
 
     /// Serve the control stream until the connection ends: answer pings,
-    /// stop on a goodbye, and close the connection with the matching
-    /// [`close_code`] (and a log line) on a malformed, oversized or
-    /// unexpected message. Returns why the connection ended.
-    pub async fn serve(mut self) -> String {
+    /// hand application messages to `inbound`,
+    /// send those queued through [`PeerHandle::send`], stop on a goodbye,
+    /// and close the connection with the matching [`close_code`] (and a log
+    /// line) on a malformed, oversized or unexpected message. Returns why
+    /// the connection ended.
+    pub async fn serve(mut self, mut inbound: impl FnMut(Vec<u8>) + Send) -> String {
         loop {
-            let fail = |code: u32, reason: String| {
+            let fail = |conn: &quinn::Connection, code: u32, reason: String| {
                 tracing::warn!(peer = %self.id, code, %reason, "closing connection: protocol violation");
-                self.conn
-                    .close(quinn::VarInt::from_u32(code), reason.as_bytes());
+                conn.close(quinn::VarInt::from_u32(code), reason.as_bytes());
                 format!("closed by us: {reason}")
             };
-            match self.control.recv().await {
+            let received = tokio::select! {
+                r = self.control.recv() => r,
+                Some(payload) = self.outbox.recv() => {
+                    if let Err(e) = self.control.send(&Message::App(payload)).await {
+                        return e.to_string();
+                    }
+                    continue;
+                }
+            };
+            match received {
                 Ok(Message::Ping { nonce }) => {
                     if let Err(e) = self.control.send(&Message::Pong { nonce }).await {
                         return e.to_string();
                     }
                 }
                 Ok(Message::Pong { .. }) => {}
+                Ok(Message::App(payload)) => inbound(payload),
                 Ok(Message::Goodbye { code, reason }) => {
                     self.conn
                         .close(quinn::VarInt::from_u32(close_code::NORMAL), b"goodbye");
                     return format!("peer said goodbye ({code}: {reason})");
                 }
                 Ok(Message::Hello(_)) => {
-                    return fail(close_code::UNEXPECTED, "a second hello".into());
+                    return fail(&self.conn, close_code::UNEXPECTED, "a second hello".into());
                 }
                 Ok(
                     Message::Join { .. } | Message::Welcome { .. } | Message::JoinRefused { .. },
                 ) => {
                     return fail(
+                        &self.conn,
                         close_code::UNEXPECTED,
                         "a pairing message on a peer connection".into(),
                     );
                 }
-                Err(TransportError::Protocol { code, reason, .. }) => return fail(code, reason),
+                Err(TransportError::Protocol { code, reason, .. }) => {
+                    return fail(&self.conn, code, reason);
+                }
                 Err(e) => {
                     if let Some(r) = self.conn.close_reason() {
                         return r.to_string();
                     }
                     // The peer ended its control stream (perhaps mid-frame)
                     // without closing: nothing more can be said on it.
-                    return fail(close_code::UNEXPECTED, format!("control stream ended: {e}"));
+                    return fail(
+                        &self.conn,
+                        close_code::UNEXPECTED,
+                        format!("control stream ended: {e}"),
+                    );
                 }
             }
         }
@@ -799,6 +822,7 @@ pub struct PeerHandle {
     /// The peer's display name.
     pub name: String,
     conn: quinn::Connection,
+    outbox: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
 }
 
 /// A bulk-data stream: raw bytes, separate from the control stream, so a
@@ -836,6 +860,12 @@ impl BulkStream {
 }
 
 impl PeerHandle {
+    /// Queue an application message (sent as [`Message::App`] on the
+    /// control stream, in order). False once the connection is gone.
+    pub fn send(&self, payload: Vec<u8>) -> bool {
+        self.outbox.send(payload).is_ok()
+    }
+
     /// Open a new bulk-data stream to the peer.
     pub async fn open_bulk(&self) -> Result<BulkStream, TransportError> {
         let (send, recv) = self

@@ -99,6 +99,8 @@ pub enum Message {
         /// Why (expired, already used, unknown).
         reason: String,
     },
+    /// A message of the layer above (sync), opaque to transport.
+    App(Vec<u8>),
 }
 
 /// Connection close codes.
@@ -263,6 +265,7 @@ mod tests {
             Message::JoinRefused {
                 reason: "expired".into(),
             },
+            Message::App(vec![1, 2, 3]),
         ]
     }
 

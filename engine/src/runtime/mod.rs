@@ -1,0 +1,315 @@
+//! # runtime — the composed node: folders, sync and transport together
+//!
+//! [`SyncRuntime`] wires the layers into a running node. It owns no policy
+//! of its own: the [`SyncEngine`](crate::sync::SyncEngine) decides, this
+//! module carries out.
+//!
+//! * Mesh events in: a connection, a message, a bulk stream → engine.
+//! * Engine actions out: messages go to peers; file work goes to the
+//!   executor ([`exec`]).
+//! * Each shared folder is watched (watcher first, then a catch-up scan);
+//!   every settled change is indexed and hinted to peers at once.
+//! * Peers' chunk requests are answered from local files, each chunk
+//!   checked against its hash before it leaves.
+
+pub mod exec;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::core::NodeId;
+use crate::folder::{self, Indexer};
+use crate::fs::watch::{WatchConfig, Watcher};
+use crate::store::Store;
+use crate::sync::{Action, SyncConfig, SyncEngine, SyncMessage};
+use crate::transport::mesh::MeshEvent;
+use crate::transport::quic::PeerHandle;
+
+/// Shared state of a running node.
+pub struct Shared {
+    /// This node.
+    pub node: NodeId,
+    /// The store (index, needs, cursors).
+    pub store: Arc<Mutex<Store>>,
+    /// The sync state machine.
+    pub engine: Mutex<SyncEngine>,
+    /// Connected peers.
+    pub peers: Mutex<HashMap<NodeId, PeerHandle>>,
+    /// Where local chunks are.
+    pub chunks: Mutex<exec::ChunkIndex>,
+    /// Local changes and finished work to report to the engine.
+    local: mpsc::UnboundedSender<Local>,
+    /// Limits concurrent file transfers.
+    pub transfers: tokio::sync::Semaphore,
+    /// Content bytes received from peers since start.
+    pub bytes_fetched: std::sync::atomic::AtomicU64,
+    /// Bytes taken from local files instead (renames, copies, reused chunks).
+    pub bytes_reused: std::sync::atomic::AtomicU64,
+    /// Files placed and removed since start.
+    pub files_done: std::sync::atomic::AtomicU64,
+}
+
+enum Local {
+    Changed(String),
+    Actions(Vec<Action>),
+}
+
+/// Lock a mutex, surviving a panicked holder (the data stays consistent:
+/// every change goes through the store's WAL first).
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A running sync runtime.
+pub struct SyncRuntime {
+    shared: Arc<Shared>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    watchers: Vec<std::thread::JoinHandle<()>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SyncRuntime {
+    /// Start syncing every shared folder in `store` over the mesh whose
+    /// events arrive on `events`. Must be called within a tokio runtime.
+    pub fn start(
+        node: NodeId,
+        store: Arc<Mutex<Store>>,
+        mut events: mpsc::UnboundedReceiver<MeshEvent>,
+    ) -> SyncRuntime {
+        let (local_tx, mut local_rx) = mpsc::unbounded_channel();
+        let mut engine = SyncEngine::new(node, SyncConfig::default(), u64::from(node.0[0]));
+        engine.resume(&lock(&store), Instant::now());
+        let shared = Arc::new(Shared {
+            node,
+            store: store.clone(),
+            engine: Mutex::new(engine),
+            peers: Mutex::default(),
+            chunks: Mutex::new(exec::ChunkIndex::default()),
+            local: local_tx,
+            transfers: tokio::sync::Semaphore::new(16),
+            bytes_fetched: Default::default(),
+            bytes_reused: Default::default(),
+            files_done: Default::default(),
+        });
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watchers = start_watchers(&shared, &stop);
+        let mut tasks = Vec::new();
+        let s = shared.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    ev = events.recv() => match ev {
+                        Some(ev) => on_mesh_event(&s, ev),
+                        None => break,
+                    },
+                    Some(l) = local_rx.recv() => match l {
+                        Local::Changed(folder) => {
+                            let actions = {
+                                let store = lock(&s.store);
+                                lock(&s.engine).local_changed(&store, &folder)
+                            };
+                            dispatch(&s, actions);
+                        }
+                        Local::Actions(actions) => dispatch(&s, actions),
+                    },
+                    _ = tick.tick() => {
+                        let report = {
+                            let mut store = lock(&s.store);
+                            lock(&s.engine).tick(&mut store, Instant::now())
+                        };
+                        match report {
+                            Ok(r) => {
+                                if r.retried > 0 {
+                                    debug!(retried = r.retried, pruned = r.pruned, batch = r.batch_size, "sync tick");
+                                }
+                                dispatch(&s, r.actions);
+                            }
+                            Err(e) => warn!(error = %e, "sync tick failed"),
+                        }
+                    }
+                }
+            }
+        }));
+        SyncRuntime {
+            shared,
+            tasks,
+            watchers,
+            stop,
+        }
+    }
+
+    /// The shared state (for status).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Stop watching and syncing.
+    pub fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        for t in self.tasks {
+            t.abort();
+        }
+        for w in self.watchers {
+            let _ = w.join();
+        }
+    }
+}
+
+fn on_mesh_event(s: &Arc<Shared>, ev: MeshEvent) {
+    let now = Instant::now();
+    let actions = match ev {
+        MeshEvent::Connected(handle) => {
+            let id = handle.id;
+            lock(&s.peers).insert(id, handle);
+            let store = lock(&s.store);
+            lock(&s.engine).connected(&store, id, now)
+        }
+        MeshEvent::Disconnected(id) => {
+            lock(&s.peers).remove(&id);
+            lock(&s.engine).disconnected(id);
+            Ok(Vec::new())
+        }
+        MeshEvent::Message(id, bytes) => match postcard::from_bytes::<SyncMessage>(&bytes) {
+            Ok(m) => {
+                let mut store = lock(&s.store);
+                lock(&s.engine).received(&mut store, id, m, now)
+            }
+            Err(e) => {
+                warn!(peer = %id, error = %e, "ignored an undecodable sync message");
+                Ok(Vec::new())
+            }
+        },
+        MeshEvent::Bulk(id, stream) => {
+            let s = s.clone();
+            tokio::spawn(async move { exec::serve_chunks(s, id, stream).await });
+            Ok(Vec::new())
+        }
+    };
+    match actions {
+        Ok(a) => dispatch(s, a),
+        Err(e) => warn!(error = %e, "sync step failed"),
+    }
+}
+
+/// Carry out engine actions.
+pub fn dispatch(s: &Arc<Shared>, actions: Vec<Action>) {
+    for a in actions {
+        match a {
+            Action::Send { peer, message } => {
+                let Ok(bytes) = postcard::to_allocvec(&message) else {
+                    continue;
+                };
+                if let Some(h) = lock(&s.peers).get(&peer) {
+                    h.send(bytes);
+                }
+            }
+            work => {
+                let s = s.clone();
+                tokio::spawn(async move { exec::run(s, work).await });
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Report actions produced outside the event loop (by the executor).
+    pub fn report(&self, actions: Vec<Action>) {
+        let _ = self.local.send(Local::Actions(actions));
+    }
+}
+
+/// One watcher thread per shared folder: catch-up scan, then one indexed
+/// batch per settled change, each followed by a hint to peers.
+fn start_watchers(
+    s: &Arc<Shared>,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let folders = match folder::list(&lock(&s.store)) {
+        Ok(f) => f,
+        Err(e) => {
+            warn!(error = %e, "cannot list folders; nothing is synced");
+            return Vec::new();
+        }
+    };
+    let mut threads = Vec::new();
+    for config in folders.into_iter().filter(|f| !f.paused) {
+        let (s, stop) = (s.clone(), stop.clone());
+        threads.push(std::thread::spawn(move || {
+            let id = config.id.clone();
+            remove_stale_temp_files(&config.path);
+            let mut indexer = Indexer::new(config.clone(), s.node);
+            let mut watcher = match Watcher::new(
+                &config.path,
+                indexer.ignore().clone(),
+                WatchConfig::default(),
+            ) {
+                Ok(w) => w,
+                Err(e) => {
+                    warn!(folder = %id, error = %e, "cannot watch; the folder is not synced");
+                    return;
+                }
+            };
+            let scanned = indexer.scan(&mut lock(&s.store), &Default::default());
+            match scanned {
+                Ok(r) => info!(folder = %id, added = r.added, modified = r.modified, deleted = r.deleted, "caught up"),
+                Err(e) => warn!(folder = %id, error = %e, "catch-up scan failed"),
+            }
+            let _ = s.local.send(Local::Changed(id.clone()));
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let Some(batch) = watcher.next_batch(Duration::from_millis(200)) else {
+                    continue;
+                };
+                for e in watcher.take_errors() {
+                    warn!(folder = %id, error = %e, "watch error");
+                }
+                let report = indexer.apply(&mut lock(&s.store), &batch);
+                if batch
+                    .paths
+                    .iter()
+                    .any(|p| p == crate::fs::ignore::IGNORE_FILE)
+                {
+                    watcher.set_ignore(indexer.ignore().clone());
+                }
+                match report {
+                    Ok(r) if r.ops > 0 => {
+                        debug!(folder = %id, added = r.added, modified = r.modified, deleted = r.deleted, "indexed");
+                        let _ = s.local.send(Local::Changed(id.clone()));
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!(folder = %id, error = %e, "indexing failed"),
+                }
+            }
+        }));
+    }
+    threads
+}
+
+/// Temporary files of transfers cut short by a crash are never used again
+/// (the work restarts from the stored need): delete them.
+fn remove_stale_temp_files(root: &std::path::Path) {
+    let walker = walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .into_iter()
+        .filter_entry(|e| e.file_name() != crate::fs::ignore::META_DIR);
+    for entry in walker.flatten() {
+        if entry.file_type().is_file()
+            && entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(crate::fs::ignore::TEMP_PREFIX)
+        {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => info!(path = %entry.path().display(), "removed an unfinished download"),
+                Err(e) => {
+                    warn!(path = %entry.path().display(), error = %e, "cannot remove an unfinished download")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! Folder sync end to end: real `softadastra run` processes on 127.0.0.1
+//! keep a shared folder identical — initial sync both ways, edits, deletes
+//! (kept in the trash), renames (no content bytes moved), offline edits
+//! caught up on reconnect, a simultaneous edit (one winner, one conflict
+//! copy, the same on both nodes), modify-versus-delete (the modification
+//! survives), and kill -9 of the receiver in the middle of a large file.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::node::Node;
+use common::{json, run};
+
+/// A node sharing folder `docs` at `<home>/docs`.
+fn node(name: &str) -> (Node, PathBuf) {
+    let n = Node::new(name);
+    let dir = n.home.path().join("docs");
+    std::fs::create_dir(&dir).unwrap();
+    let out = run(
+        n.home.path(),
+        &["folder", "add", dir.to_str().unwrap(), "--id", "docs"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (n, dir)
+}
+
+fn pair() -> ((Node, PathBuf), (Node, PathBuf)) {
+    let (a, b) = (node("alpha"), node("beta"));
+    a.0.trust(&b.0);
+    b.0.trust(&a.0);
+    (a, b)
+}
+
+/// Every file under `dir` (relative path → bytes), the agent's own
+/// `.softadastra/` directory aside.
+fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let rel = p
+                .strip_prefix(dir)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
+            if rel == ".softadastra" {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                out.insert(rel, bytes);
+            }
+        }
+    }
+    out
+}
+
+fn names(t: &BTreeMap<String, Vec<u8>>) -> Vec<&str> {
+    t.keys().map(String::as_str).collect()
+}
+
+/// Wait (up to 30 s) until both folders hold the same files and `check`
+/// holds for them.
+fn converge(
+    a: &Path,
+    b: &Path,
+    check: impl Fn(&BTreeMap<String, Vec<u8>>) -> bool,
+) -> BTreeMap<String, Vec<u8>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (ta, tb) = (tree(a), tree(b));
+        if ta == tb && check(&ta) {
+            return ta;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "folders did not converge:\n  a: {:?}\n  b: {:?}",
+            names(&ta),
+            names(&tb)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn status(n: &Node) -> serde_json::Value {
+    json(&run(n.home.path(), &["status", "--json"]))
+}
+
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    (0..len).map(|_| rng.u8(..)).collect()
+}
+
+fn stop(n: &mut Node) {
+    assert!(n.signal("-TERM").success());
+}
+
+#[test]
+fn edits_deletes_and_renames_propagate_and_renames_move_no_bytes() {
+    let ((mut a, da), (mut b, db)) = pair();
+    // Initial content on both sides.
+    std::fs::write(da.join("hello.txt"), b"hello from alpha\n").unwrap();
+    std::fs::create_dir_all(da.join("photos/2026")).unwrap();
+    std::fs::write(da.join("photos/2026/big.bin"), random_bytes(3 << 20, 1)).unwrap();
+    std::fs::write(db.join("notes.md"), b"# from beta\n").unwrap();
+    a.start();
+    b.start();
+    let t = converge(&da, &db, |t| t.len() == 3);
+    assert_eq!(t["notes.md"], b"# from beta\n");
+
+    // An edit on b reaches a.
+    std::fs::write(db.join("hello.txt"), b"edited on beta\n").unwrap();
+    converge(&da, &db, |t| t["hello.txt"] == b"edited on beta\n");
+
+    // A delete on a reaches b, where the file goes to the trash.
+    std::fs::remove_file(da.join("notes.md")).unwrap();
+    converge(&da, &db, |t| !t.contains_key("notes.md"));
+    let trash = db.join(".softadastra/trash");
+    assert!(
+        tree(&trash).keys().any(|k| k.ends_with("notes.md")),
+        "deleted file kept in b's trash"
+    );
+
+    // A rename on a moves no content bytes to b.
+    let before = status(&b)["sync_bytes_fetched"].as_u64().unwrap();
+    std::fs::rename(
+        da.join("photos/2026/big.bin"),
+        da.join("photos/big-renamed.bin"),
+    )
+    .unwrap();
+    converge(&da, &db, |t| {
+        t.contains_key("photos/big-renamed.bin") && !t.contains_key("photos/2026/big.bin")
+    });
+    let after = status(&b)["sync_bytes_fetched"].as_u64().unwrap();
+    assert_eq!(after, before, "a rename fetched {} bytes", after - before);
+
+    // Nothing is left pending, and nothing echoes back.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(status(&a)["sync_pending"], 0);
+    assert_eq!(status(&b)["sync_pending"], 0);
+    stop(&mut a);
+    stop(&mut b);
+}
+
+#[test]
+fn offline_edits_conflicts_and_modify_versus_delete() {
+    let ((mut a, da), (mut b, db)) = pair();
+    std::fs::write(da.join("shared.txt"), b"version 0\n").unwrap();
+    std::fs::write(da.join("doomed.txt"), b"original\n").unwrap();
+    a.start();
+    b.start();
+    converge(&da, &db, |t| t.len() == 2);
+    stop(&mut b);
+
+    // Apart: both edit shared.txt differently (a later), a edits doomed.txt
+    // while b deletes it, and each makes a new file.
+    std::fs::write(db.join("shared.txt"), b"beta's edit\n").unwrap();
+    std::fs::remove_file(db.join("doomed.txt")).unwrap();
+    std::fs::write(db.join("from-beta.txt"), b"offline on beta\n").unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(da.join("shared.txt"), b"alpha's edit\n").unwrap();
+    std::fs::write(da.join("doomed.txt"), b"modified while b deleted it\n").unwrap();
+    std::fs::write(da.join("from-alpha.txt"), b"offline on alpha\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    b.start();
+    let t = converge(&da, &db, |t| {
+        t.contains_key("from-beta.txt")
+            && t.contains_key("from-alpha.txt")
+            && t.keys().any(|k| k.contains(".sync-conflict-"))
+            && t.get("doomed.txt")
+                .is_some_and(|v| v == b"modified while b deleted it\n")
+    });
+    // The later edit (alpha's) wins the path; beta's is kept beside it.
+    assert_eq!(t["shared.txt"], b"alpha's edit\n");
+    let copies: Vec<(&String, &Vec<u8>)> = t
+        .iter()
+        .filter(|(k, _)| k.contains(".sync-conflict-"))
+        .collect();
+    assert_eq!(copies.len(), 1, "{:?}", names(&t));
+    assert!(copies[0].0.starts_with("shared.sync-conflict-") && copies[0].0.ends_with(".txt"));
+    assert_eq!(copies[0].1, b"beta's edit\n");
+    stop(&mut a);
+    stop(&mut b);
+}
+
+#[test]
+fn a_receiver_killed_mid_transfer_converges_with_no_temp_files() {
+    let ((mut a, da), (mut b, db)) = pair();
+    let big = random_bytes(96 << 20, 7);
+    std::fs::write(da.join("large.bin"), &big).unwrap();
+    a.start();
+    b.start();
+    // Kill b as soon as the transfer has begun.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let started = std::fs::read_dir(&db).unwrap().flatten().any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".softadastra-tmp-")
+        });
+        if started {
+            break;
+        }
+        assert!(Instant::now() < deadline, "transfer never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    b.signal("-KILL");
+    // Never a half file at the real path.
+    if let Ok(bytes) = std::fs::read(db.join("large.bin")) {
+        assert_eq!(
+            bytes.len(),
+            big.len(),
+            "a partial file appeared at the final path"
+        );
+    }
+    b.start();
+    let t = converge(&da, &db, |t| {
+        t.get("large.bin").is_some_and(|v| v.len() == big.len())
+    });
+    assert!(t["large.bin"] == big);
+    assert!(
+        !t.keys().any(|k| k.contains(".softadastra-tmp-")),
+        "temporary files left: {:?}",
+        names(&t)
+    );
+    stop(&mut a);
+    stop(&mut b);
+}

@@ -1,0 +1,119 @@
+//! A real `softadastra run` process on 127.0.0.1, with its log lines.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use super::{bin, run};
+
+pub struct Node {
+    pub home: tempfile::TempDir,
+    pub id: String,
+    pub port: u16,
+    pub child: Option<Child>,
+    lines: Option<mpsc::Receiver<String>>,
+    /// Log lines received and not yet matched by a `wait_for`.
+    unmatched: std::cell::RefCell<Vec<String>>,
+}
+
+pub fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Node {
+    pub fn new(name: &str) -> Node {
+        let home = tempfile::tempdir().unwrap();
+        let out = run(home.path(), &["init", "--name", name]);
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Node {
+            home,
+            id,
+            port: free_port(),
+            child: None,
+            lines: None,
+            unmatched: Default::default(),
+        }
+    }
+    pub fn trust(&self, other: &Node) {
+        let addr = format!("127.0.0.1:{}", other.port);
+        assert!(
+            run(
+                self.home.path(),
+                &["peer", "add", &other.id, "--addr", &addr]
+            )
+            .status
+            .success()
+        );
+    }
+    pub fn start(&mut self) {
+        let mut child = Command::new(bin())
+            .arg("--home")
+            .arg(self.home.path())
+            .args(["run", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .env("SOFTADASTRA_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+                .for_each(|l| drop(tx.send(l)))
+        });
+        self.child = Some(child);
+        self.lines = Some(rx);
+    }
+    /// Wait until a log line contains every needle. Each match consumes
+    /// that one line; lines that match nothing are kept for later waits.
+    pub fn wait_for(&self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let rx = self.lines.as_ref().unwrap();
+        loop {
+            let mut unmatched = self.unmatched.borrow_mut();
+            if let Some(pos) = unmatched
+                .iter()
+                .position(|l| needles.iter().all(|n| l.contains(n)))
+            {
+                return unmatched.remove(pos);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => unmatched.push(line),
+                Err(_) => panic!(
+                    "{}: no line with {needles:?} within 20 s; unmatched: {unmatched:#?}",
+                    self.id
+                ),
+            }
+        }
+    }
+    pub fn signal(&mut self, sig: &str) -> std::process::ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = child.wait().unwrap();
+        self.child = None;
+        status
+    }
+    pub fn connected_to(&self, other: &Node) -> String {
+        self.wait_for(&[": connected", &format!("peer={}", other.id)])
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
