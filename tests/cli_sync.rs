@@ -239,3 +239,25 @@ fn a_receiver_killed_mid_transfer_converges_with_no_temp_files() {
     stop(&mut a);
     stop(&mut b);
 }
+
+#[test]
+fn three_nodes_in_a_chain_relay_changes_both_ways() {
+    // a and c do not know each other: b carries everything between them.
+    let ((mut a, da), (mut b, db), (mut c, dc)) = (node("alpha"), node("beta"), node("gamma"));
+    a.trust(&b);
+    b.trust(&a);
+    b.trust(&c);
+    c.trust(&b);
+    std::fs::write(da.join("from-a.txt"), b"a\n").unwrap();
+    std::fs::write(dc.join("from-c.txt"), b"c\n").unwrap();
+    for n in [&mut a, &mut b, &mut c] {
+        n.start();
+    }
+    converge(&da, &dc, |t| t.len() == 2);
+    converge(&da, &db, |t| t.len() == 2);
+    std::fs::write(dc.join("from-a.txt"), b"changed on c\n").unwrap();
+    converge(&da, &dc, |t| t["from-a.txt"] == b"changed on c\n");
+    for n in [&mut a, &mut b, &mut c] {
+        stop(n);
+    }
+}

@@ -21,6 +21,7 @@ use softadastra::core::{Causality, Clock, ContentHash, ManualClock, NodeId, Vers
 use softadastra::folder::{FOLDERS_NS, FileRecord, FolderConfig, file_key};
 use softadastra::fs::scan::EntryKind;
 use softadastra::store::{Op, Store, StoreConfig, ns};
+use softadastra::sync::resolve::{Probe, copy_target};
 use softadastra::sync::{Action, SyncConfig, SyncEngine, SyncMessage};
 use softadastra::wal::{Durability, MemStorage};
 
@@ -411,10 +412,18 @@ impl Sim {
             return;
         }
         let mut copy = None;
-        if let Some(copy_path) = &need.conflict_copy
+        if let Some(name) = &need.conflict_copy
             && let Some(old) = node.disk.get(&path).cloned()
+            && let Some(copy_path) = copy_target(name, |p| match node.disk.get(p) {
+                None => Probe::Free,
+                Some(b) if *b == old => Probe::Same,
+                Some(_) => Probe::Different,
+            })
         {
-            let mut v = VersionVector::default();
+            let mut v = records(node.store.as_ref().unwrap())
+                .remove(&copy_path)
+                .map(|r| r.version)
+                .unwrap_or_default();
             v.bump(node.id);
             let rec = record_for(&old, v.clone(), node.id, wall);
             self.edits.push((
@@ -641,6 +650,35 @@ impl Sim {
         self.run_actions(i, report.actions);
     }
 
+    /// Invariant: a node's index entry only ever moves forward (to a version
+    /// that dominates or equals the one it replaces), so nothing a cursor
+    /// has moved past is forgotten.
+    fn check_monotone(
+        &self,
+        last: &mut BTreeMap<(usize, String), VersionVector>,
+    ) -> Result<(), String> {
+        for (k, n) in self.nodes.iter().enumerate() {
+            let Some(store) = n.store.as_ref() else {
+                continue;
+            };
+            for (p, r) in records(store) {
+                if let Some(prev) = last.get(&(k, p.clone()))
+                    && !matches!(
+                        prev.compare(&r.version),
+                        Causality::Before | Causality::Equal
+                    )
+                {
+                    return Err(format!(
+                        "node {k}'s entry for {p} went from {prev:?} to {:?}",
+                        r.version
+                    ));
+                }
+                last.insert((k, p), r.version);
+            }
+        }
+        Ok(())
+    }
+
     /// Debug aid: no version vector may stand for two different contents.
     fn check_versions(
         &mut self,
@@ -852,7 +890,13 @@ impl Sim {
                 ));
             }
             if versions(n) != versions(first) {
-                return Err(format!("node {i} index versions differ"));
+                let (vn, v0) = (versions(n), versions(first));
+                let diff: Vec<String> = vn
+                    .iter()
+                    .filter(|(p, v)| v0.get(*p) != Some(v))
+                    .map(|(p, v)| format!("{p}: {v:?} vs node 0 {:?}", v0.get(p)))
+                    .collect();
+                return Err(format!("node {i} index versions differ: {diff:?}"));
             }
             // The index matches the disk.
             let live: BTreeSet<String> = records(n.store.as_ref().unwrap())
@@ -911,13 +955,18 @@ fn run_seed(seed: u64) -> Result<(usize, usize), String> {
     let steps = 150 + sim.rng.u64(0..150);
     let debug = std::env::var_os("SOFTADASTRA_SIM_VERBOSE").is_some();
     let mut seen = HashMap::new();
+    let mut last = BTreeMap::new();
     for s in 0..steps {
         sim.step(s);
+        sim.check_monotone(&mut last)
+            .map_err(|e| format!("step {s}: {e}\n  events: {:?}", sim.log))?;
         if debug {
             sim.check_versions(&mut seen, &format!("step {s}"));
         }
     }
     sim.heal();
+    sim.check_monotone(&mut last)
+        .map_err(|e| format!("after healing: {e}"))?;
     sim.check()
         .map_err(|e| format!("{e}\n  events: {:?}", sim.log))?;
     let conflicts = sim.nodes[0]

@@ -31,6 +31,7 @@ use crate::folder::{self, FileRecord};
 use crate::fs::ignore::{META_DIR, TEMP_PREFIX};
 use crate::fs::scan::{EntryKind, FileStat};
 use crate::store::Store;
+use crate::sync::resolve::{Probe, copy_target};
 use crate::sync::{Action, Need, SyncEngine};
 use crate::transport::quic::BulkStream;
 
@@ -485,7 +486,25 @@ fn commit(
         return Err("the file changed on disk since it was indexed; the scan decides first".into());
     }
     let mut copy = None;
-    if let (Some(copy_path), Some(e)) = (&need.conflict_copy, expect.filter(|e| !e.deleted)) {
+    let target = match (&need.conflict_copy, expect.filter(|e| !e.deleted)) {
+        (Some(name), Some(e)) => copy_target(name, |p| {
+            let Ok(candidate) = crate::fs::path::absolute(root, p) else {
+                return Probe::Different;
+            };
+            match std::fs::symlink_metadata(&candidate) {
+                Err(_) => Probe::Free,
+                Ok(m) if m.is_file() && m.len() == e.size => match std::fs::read(&candidate) {
+                    Ok(b) if Some(ContentHash::of(&b)) == e.hash => Probe::Same,
+                    _ => Probe::Different,
+                },
+                Ok(_) => Probe::Different,
+            }
+        })
+        .map(|p| (p, e)),
+        _ => None,
+    };
+    if let Some((copy_path, e)) = target {
+        let copy_path = &copy_path;
         let copy_abs = crate::fs::path::absolute(root, copy_path).map_err(|e| e.to_string())?;
         if copy_abs.exists() {
             return Err(format!("{} already exists", copy_abs.display()));

@@ -144,6 +144,38 @@ pub fn conflict_name(path: &str, record: &FileRecord) -> String {
     }
 }
 
+/// What is at a candidate conflict-copy path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// Nothing.
+    Free,
+    /// A file with the very bytes to keep (another node's copy got here first).
+    Same,
+    /// Something else.
+    Different,
+}
+
+/// Where to keep a conflict copy meant for `name`: `Some(path)` to write,
+/// or `None` when the bytes are already kept there. A taken name gets
+/// ` (2)`, ` (3)`… before the extension; after 99 tries, `None` is never
+/// returned for a taken name — the last candidate is returned and the
+/// caller's no-overwrite rename fails, to be retried.
+pub fn copy_target(name: &str, probe: impl Fn(&str) -> Probe) -> Option<String> {
+    let (stem, ext) = match name.rfind('.') {
+        Some(i) if i > name.rfind('/').map_or(0, |s| s + 1) => (&name[..i], &name[i..]),
+        _ => (name, ""),
+    };
+    let mut candidate = name.to_string();
+    for n in 2..=100 {
+        match probe(&candidate) {
+            Probe::Free => return Some(candidate),
+            Probe::Same => return None,
+            Probe::Different => candidate = format!("{stem} ({n}){ext}"),
+        }
+    }
+    Some(candidate)
+}
+
 /// Whether `path` is a conflict copy (such files never get copies of their own).
 pub fn is_conflict_copy(path: &str) -> bool {
     path.rsplit('/')
@@ -296,6 +328,40 @@ mod tests {
         };
         assert!(!record.deleted);
         assert_eq!(conflict_copy, None, "a deletion leaves nothing to keep");
+    }
+
+    #[test]
+    fn copy_targets_avoid_taken_names_and_repeat_no_copy() {
+        let taken = ["a/x.sync-conflict-1.txt", "a/x.sync-conflict-1 (2).txt"];
+        let probe = |p: &str| {
+            if p == "a/x.sync-conflict-1 (3).txt" {
+                Probe::Free
+            } else if taken.contains(&p) {
+                Probe::Different
+            } else {
+                Probe::Free
+            }
+        };
+        assert_eq!(
+            copy_target("a/x.sync-conflict-1.txt", probe).as_deref(),
+            Some("a/x.sync-conflict-1 (3).txt")
+        );
+        assert_eq!(copy_target("a/x.txt", |_| Probe::Same), None);
+        assert_eq!(
+            copy_target("Makefile", |_| Probe::Free).as_deref(),
+            Some("Makefile")
+        );
+        let only_first = |p: &str| {
+            if p == "Makefile" {
+                Probe::Different
+            } else {
+                Probe::Free
+            }
+        };
+        assert_eq!(
+            copy_target("Makefile", only_first).as_deref(),
+            Some("Makefile (2)")
+        );
     }
 
     #[test]

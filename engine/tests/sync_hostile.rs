@@ -1,0 +1,116 @@
+//! A peer announcing hostile paths: each is refused and counted, nothing is
+//! recorded or planned for it, and the good records of the same page are
+//! still taken.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use softadastra::core::{ContentHash, ManualClock, NodeId, VersionVector};
+use softadastra::folder::{FOLDERS_NS, FileRecord, FolderConfig};
+use softadastra::fs::scan::EntryKind;
+use softadastra::store::{Store, StoreConfig, ns};
+use softadastra::sync::{Action, SyncConfig, SyncEngine, SyncMessage};
+use softadastra::wal::MemStorage;
+
+fn record(by: NodeId) -> FileRecord {
+    let mut version = VersionVector::default();
+    version.bump(by);
+    FileRecord {
+        kind: EntryKind::File,
+        size: 3,
+        mtime_ns: 1,
+        mode: 0o644,
+        inode: 0,
+        hash: Some(ContentHash::of(b"abc")),
+        chunks: Vec::new(),
+        link_target: None,
+        version,
+        modified_by: by,
+        deleted: false,
+    }
+}
+
+#[test]
+fn hostile_paths_are_refused_and_the_rest_is_taken() {
+    let me = NodeId::derive(b"me");
+    let mallory = NodeId::derive(b"mallory");
+    let mut config = StoreConfig::new("/hostile");
+    config.node = me;
+    let (mut store, _) = Store::open(
+        config,
+        Arc::new(MemStorage::new()),
+        Arc::new(ManualClock::new()),
+    )
+    .unwrap();
+    let folder = FolderConfig {
+        id: "docs".into(),
+        path: "/hostile/docs".into(),
+        paused: false,
+    };
+    store
+        .put(FOLDERS_NS, "docs", postcard::to_allocvec(&folder).unwrap())
+        .unwrap();
+    let mut engine = SyncEngine::new(me, SyncConfig::default(), 1);
+    let now = Instant::now();
+    engine.connected(&store, mallory, now).unwrap();
+    let asked = engine
+        .received(
+            &mut store,
+            mallory,
+            SyncMessage::Folders {
+                ids: vec!["docs".into()],
+                reply: false,
+            },
+            now,
+        )
+        .unwrap();
+    assert!(asked.iter().any(|a| matches!(
+        a,
+        Action::Send {
+            message: SyncMessage::IndexRequest { since: 0, .. },
+            ..
+        }
+    )));
+    let hostile = [
+        "../../etc/passwd",
+        "/etc/passwd",
+        "a/../../b",
+        "C:/Windows/evil",
+        "nul\0byte",
+        "",
+    ];
+    let mut records: Vec<(String, FileRecord)> = hostile
+        .iter()
+        .map(|p| (p.to_string(), record(mallory)))
+        .collect();
+    records.push(("fine/ok.txt".into(), record(mallory)));
+    let actions = engine
+        .received(
+            &mut store,
+            mallory,
+            SyncMessage::IndexPage {
+                folder: "docs".into(),
+                since: 0,
+                upto: 10,
+                records,
+                more: false,
+            },
+            now,
+        )
+        .unwrap();
+    assert!(
+        engine.refused_paths >= 5,
+        "refused {} hostile paths",
+        engine.refused_paths
+    );
+    let needs = SyncEngine::needs(&store);
+    assert_eq!(needs.len(), 1, "{needs:?}");
+    assert_eq!(needs[0].1, "fine/ok.txt");
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::Place { path, .. } if path == "fine/ok.txt"
+    )));
+    for (key, _) in store.list(ns::FILES, "") {
+        assert!(!key.contains(".."), "recorded {key}");
+    }
+}
