@@ -151,6 +151,15 @@ fn invite_and_join_pair_running_nodes_and_peers_shows_every_state() {
     let b_status = json(&run(b.home.path(), &["status", "--json"]));
     assert_eq!(b_status["folders"][0]["id"], "docs");
     assert!(keep.is_dir());
+    // The shared folder syncs at once, no restart needed.
+    std::fs::write(shared.join("welcome.txt"), b"shared through the invite\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read(keep.join("welcome.txt")).ok().as_deref()
+        != Some(b"shared through the invite\n".as_slice())
+    {
+        assert!(Instant::now() < deadline, "the invited folder did not sync");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // The code is spent: a third node (no agent running) is refused, clearly.
     let again = run(c.home.path(), &["join", &code]);

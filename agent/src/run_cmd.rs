@@ -55,6 +55,7 @@ fn hello_of(identity: &Identity) -> Hello {
 struct Daemon {
     identity: Identity,
     sync: Arc<softadastra::runtime::Shared>,
+    runtime: Mutex<Option<SyncRuntime>>,
     store: Arc<Mutex<Store>>,
     mesh: Mesh,
     trusted: TrustedIds,
@@ -213,6 +214,19 @@ impl control::Handler for Daemon {
                 .await?;
                 self.trusted.insert(id);
                 self.mesh.add_peer(id, Some(addr));
+                if let Some(f) = &joined.folder
+                    && joined.path.is_some()
+                {
+                    let config = folder::get(&lock(&self.store), f)?;
+                    if let Some(rt) = self
+                        .runtime
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .as_mut()
+                    {
+                        rt.add_folder(config);
+                    }
+                }
                 serde_json::to_value(joined)?
             }
             Request::PeerAdd { id, addr } => {
@@ -326,6 +340,7 @@ pub fn run(home: &Home, listen: Option<String>) -> Result<ExitCode> {
         let daemon = Arc::new(Daemon {
             identity: identity.clone(),
             sync: sync.shared().clone(),
+            runtime: Mutex::new(None),
             store: store.clone(),
             mesh: mesh.clone(),
             trusted,
@@ -336,6 +351,7 @@ pub fn run(home: &Home, listen: Option<String>) -> Result<ExitCode> {
         });
         #[cfg(unix)]
         let control_task = control::serve(&control::socket_path(home), daemon.clone())?;
+        *daemon.runtime.lock().unwrap_or_else(|e| e.into_inner()) = Some(sync);
         info!(node = %own, name = %identity.name(), listen = %bound, trusted = peers.len(), "running");
         eprintln!(
             "softadastra running as {} ({own}) on {bound}; Ctrl-C stops",
@@ -351,7 +367,9 @@ pub fn run(home: &Home, listen: Option<String>) -> Result<ExitCode> {
             control_task.abort();
             let _ = std::fs::remove_file(control::socket_path(home));
         }
-        sync.stop();
+        if let Some(sync) = daemon.runtime.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            sync.stop();
+        }
         mesh.shutdown(Duration::from_secs(2)).await;
         Ok::<_, anyhow::Error>(())
     });

@@ -149,6 +149,21 @@ impl SyncRuntime {
         &self.shared
     }
 
+    /// Start syncing a folder added while running (already in the store):
+    /// watch it and tell every peer.
+    pub fn add_folder(&mut self, config: folder::FolderConfig) {
+        let handle = watch_folder(&self.shared, &self.stop, config);
+        self.watchers.push(handle);
+        let actions = {
+            let store = lock(&self.shared.store);
+            lock(&self.shared.engine).folders_changed(&store, Instant::now())
+        };
+        match actions {
+            Ok(a) => dispatch(&self.shared, a),
+            Err(e) => warn!(error = %e, "cannot announce the new folder"),
+        }
+    }
+
     /// Stop watching and syncing.
     pub fn stop(self) {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -237,10 +252,22 @@ fn start_watchers(
             return Vec::new();
         }
     };
-    let mut threads = Vec::new();
-    for config in folders.into_iter().filter(|f| !f.paused) {
+    folders
+        .into_iter()
+        .filter(|f| !f.paused)
+        .map(|config| watch_folder(s, stop, config))
+        .collect()
+}
+
+/// Watch and sync one folder in a thread of its own.
+fn watch_folder(
+    s: &Arc<Shared>,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+    config: folder::FolderConfig,
+) -> std::thread::JoinHandle<()> {
+    {
         let (s, stop) = (s.clone(), stop.clone());
-        threads.push(std::thread::spawn(move || {
+        std::thread::spawn(move || {
             let id = config.id.clone();
             remove_stale_temp_files(&config.path);
             let mut indexer = Indexer::new(config.clone(), s.node);
@@ -257,7 +284,9 @@ fn start_watchers(
             };
             let scanned = indexer.scan(&mut lock(&s.store), &Default::default());
             match scanned {
-                Ok(r) => info!(folder = %id, added = r.added, modified = r.modified, deleted = r.deleted, "caught up"),
+                Ok(r) => {
+                    info!(folder = %id, added = r.added, modified = r.modified, deleted = r.deleted, "caught up")
+                }
                 Err(e) => warn!(folder = %id, error = %e, "catch-up scan failed"),
             }
             let _ = s.local.send(Local::Changed(id.clone()));
@@ -285,9 +314,8 @@ fn start_watchers(
                     Err(e) => warn!(folder = %id, error = %e, "indexing failed"),
                 }
             }
-        }));
+        })
     }
-    threads
 }
 
 /// Temporary files of transfers cut short by a crash are never used again
