@@ -116,6 +116,7 @@ fn sync_config() -> SyncConfig {
         retry_min: Duration::from_millis(200),
         retry_max: Duration::from_secs(5),
         poll_every: Duration::from_secs(10),
+        max_out: 3,
     }
 }
 

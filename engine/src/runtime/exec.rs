@@ -39,6 +39,7 @@ use crate::transport::quic::BulkStream;
 #[derive(Debug, Default)]
 pub struct ChunkIndex {
     at_seq: u64,
+    built: Option<Instant>,
     map: HashMap<ContentHash, (PathBuf, u64, u32)>,
     /// Chunks of files moved to the trash by sync: a rename arrives as a
     /// deletion and an addition, and the deletion may be carried out first.
@@ -46,10 +47,18 @@ pub struct ChunkIndex {
 }
 
 impl ChunkIndex {
-    /// Rebuild from the store's index if it changed since the last look.
-    fn refresh(&mut self, store: &Store) {
+    /// Rebuild from the store's index if it changed since the last build
+    /// and that was a while ago: a full rebuild per lookup would make a
+    /// bulk sync quadratic. Files placed by sync are added as they land
+    /// ([`ChunkIndex::insert`]); a chunk found stale is re-hashed on read
+    /// and simply fetched instead.
+    fn refresh(&mut self, store: &Store, force: bool) {
         let seq = store.last_seq().0;
-        if seq == self.at_seq && !self.map.is_empty() {
+        let fresh = !force
+            && self
+                .built
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(10));
+        if seq == self.at_seq || fresh {
             return;
         }
         self.map.clear();
@@ -69,11 +78,30 @@ impl ChunkIndex {
             }
         }
         self.at_seq = seq;
+        self.built = Some(Instant::now());
     }
 
-    /// Where `hash` is, if any local file has it.
-    pub fn find(&mut self, store: &Store, hash: &ContentHash) -> Option<(PathBuf, u64, u32)> {
-        self.refresh(store);
+    /// Record the chunks of a file just placed at `path`.
+    fn insert(&mut self, path: &Path, record: &FileRecord) {
+        for c in &record.chunks {
+            self.map
+                .insert(c.hash, (path.to_path_buf(), c.offset, c.len));
+        }
+    }
+
+    /// Where `hash` is, if any local file has it. `serving`: a peer asks
+    /// for it because this node announced it, so a miss is worth a rebuild
+    /// (the file may have been indexed a moment ago).
+    pub fn find(
+        &mut self,
+        store: &Store,
+        hash: &ContentHash,
+        serving: bool,
+    ) -> Option<(PathBuf, u64, u32)> {
+        self.refresh(store, false);
+        if serving && !self.map.contains_key(hash) {
+            self.refresh(store, true);
+        }
         self.map
             .get(hash)
             .or_else(|| self.trashed.get(hash))
@@ -102,10 +130,10 @@ fn read_chunk(path: &Path, offset: u64, len: u32, hash: &ContentHash) -> Option<
     (ContentHash::of(&buf) == *hash).then_some(buf)
 }
 
-fn local_chunk(s: &Shared, hash: &ContentHash) -> Option<Vec<u8>> {
+fn local_chunk(s: &Shared, hash: &ContentHash, serving: bool) -> Option<Vec<u8>> {
     let at = {
         let store = lock(&s.store);
-        lock(&s.chunks).find(&store, hash)
+        lock(&s.chunks).find(&store, hash, serving)
     };
     let (path, offset, len) = at?;
     read_chunk(&path, offset, len, hash)
@@ -123,7 +151,7 @@ pub async fn serve_chunks(s: Arc<Shared>, peer: NodeId, mut stream: BulkStream) 
     let len = u32::from_le_bytes([req[32], req[33], req[34], req[35]]);
     let data = {
         let s = s.clone();
-        tokio::task::spawn_blocking(move || local_chunk(&s, &hash))
+        tokio::task::spawn_blocking(move || local_chunk(&s, &hash, true))
             .await
             .ok()
             .flatten()
@@ -361,7 +389,7 @@ async fn assemble(s: &Arc<Shared>, need: &Need, tmp: &Path) -> Result<(), String
         set.spawn(async move {
             let local = {
                 let s = s.clone();
-                tokio::task::spawn_blocking(move || local_chunk(&s, &c.hash))
+                tokio::task::spawn_blocking(move || local_chunk(&s, &c.hash, false))
                     .await
                     .ok()
                     .flatten()
@@ -540,6 +568,7 @@ fn commit(
         let st = FileStat::from_metadata(&m);
         record.inode = st.inode;
     }
+    lock(&s.chunks).insert(abs, &record);
     let mut engine = lock(&s.engine);
     engine
         .completed(

@@ -172,6 +172,9 @@ pub struct SyncConfig {
     pub retry_max: Duration,
     /// Every shared folder is re-polled this often even with no hint.
     pub poll_every: Duration,
+    /// File work handed out at once (the rest waits its turn, so a bulk
+    /// sync of many files neither floods the executor nor memory).
+    pub max_out: usize,
 }
 
 impl Default for SyncConfig {
@@ -181,6 +184,7 @@ impl Default for SyncConfig {
             retry_min: Duration::from_millis(500),
             retry_max: Duration::from_secs(30),
             poll_every: Duration::from_secs(60),
+            max_out: 64,
         }
     }
 }
@@ -236,6 +240,11 @@ pub struct SyncEngine {
     peers: BTreeMap<NodeId, PeerSync>,
     /// File work by (folder, path).
     work: BTreeMap<(String, String), Work>,
+    /// How many of `work` are handed out.
+    out_count: usize,
+    /// Folders whose index changed through completed work: peers are
+    /// hinted at the next tick (one hint for a burst of files, not one each).
+    dirty: BTreeSet<String>,
     /// Paths refused from peers (hostile or invalid), counted for status.
     pub refused_paths: u64,
 }
@@ -261,6 +270,8 @@ impl SyncEngine {
             rng: fastrand::Rng::with_seed(seed),
             peers: BTreeMap::new(),
             work: BTreeMap::new(),
+            out_count: 0,
+            dirty: BTreeSet::new(),
             refused_paths: 0,
         }
     }
@@ -665,14 +676,9 @@ impl SyncEngine {
         ));
         store.apply_batch(ops)?;
         for path in touched {
-            let w = self.work.entry((folder.to_string(), path)).or_insert(Work {
-                due: now,
-                attempts: 0,
-                out: false,
-            });
-            // New information: hand it out again even if work was under way.
-            w.due = now;
-            w.out = false;
+            // New information: hand it out again even if work was under way
+            // (the older run finds itself overtaken before it writes).
+            self.work_due((folder.to_string(), path), now);
         }
         out.extend(self.due_work(store, now)?.0);
         Ok(())
@@ -690,11 +696,13 @@ impl SyncEngine {
         let mut retried = 0;
         let mut done = Vec::new();
         let mut changed_folders = HashSet::new();
+        let slots = self.config.max_out.saturating_sub(self.out_count);
         let due: Vec<(String, String)> = self
             .work
             .iter()
             .filter(|(_, w)| !w.out && w.due <= now)
             .map(|(k, _)| k.clone())
+            .take(slots)
             .collect();
         for (folder, path) in due {
             let (need, local) = Self::local_state(store, &folder, &path);
@@ -760,13 +768,14 @@ impl SyncEngine {
                     }
                 }
             }
-            let Some(w) = self.work.get_mut(&(folder.clone(), path.clone())) else {
+            let key = (folder.clone(), path.clone());
+            let Some(w) = self.work.get(&key) else {
                 continue;
             };
             if w.attempts > 0 {
                 retried += 1;
             }
-            w.out = true;
+            self.set_out(&key, true);
             out.push(if need.record.deleted {
                 Action::Remove {
                     folder,
@@ -785,7 +794,7 @@ impl SyncEngine {
         }
         let pruned = done.len();
         for k in done {
-            self.work.remove(&k);
+            self.remove_work(&k);
         }
         for f in changed_folders {
             out.extend(self.local_changed(store, &f));
@@ -858,10 +867,7 @@ impl SyncEngine {
                     timestamp: ts,
                 });
             }
-            if let Some(w) = self.work.get_mut(&(folder.to_string(), path.to_string())) {
-                w.out = false;
-                w.due = now;
-            }
+            self.work_due((folder.to_string(), path.to_string()), now);
         } else {
             ops.push(Op::Remove {
                 ns: NEED_NS.into(),
@@ -869,12 +875,11 @@ impl SyncEngine {
                 origin,
                 timestamp: ts,
             });
-            self.work.remove(&(folder.to_string(), path.to_string()));
+            self.remove_work(&(folder.to_string(), path.to_string()));
         }
         store.apply_batch(ops)?;
-        let mut out = self.local_changed(store, folder);
-        out.extend(self.due_work(store, now)?.0);
-        Ok(out)
+        self.dirty.insert(folder.to_string());
+        Ok(self.due_work(store, now)?.0)
     }
 
     /// Whether `need` is still the work wanted for `path`. The executor
@@ -901,12 +906,13 @@ impl SyncEngine {
     /// exponential backoff and jitter.
     pub fn failed(&mut self, folder: &str, path: &str, now: Instant) {
         let (min, max) = (self.config.retry_min, self.config.retry_max);
-        if let Some(w) = self.work.get_mut(&(folder.to_string(), path.to_string())) {
+        let key = (folder.to_string(), path.to_string());
+        self.set_out(&key, false);
+        if let Some(w) = self.work.get_mut(&key) {
             w.attempts += 1;
             let base = min.saturating_mul(1 << w.attempts.min(16)).min(max);
             let jitter = Duration::from_millis(self.rng.u64(..=base.as_millis() as u64 / 2));
             w.due = now + base + jitter;
-            w.out = false;
         }
     }
 
@@ -919,7 +925,7 @@ impl SyncEngine {
         folder: &str,
         path: &str,
     ) -> Result<(), SyncError> {
-        self.work.remove(&(folder.to_string(), path.to_string()));
+        self.remove_work(&(folder.to_string(), path.to_string()));
         store.apply(Op::Remove {
             ns: NEED_NS.into(),
             key: folder::file_key(folder, path),
@@ -984,6 +990,9 @@ impl SyncEngine {
                 }
                 report.actions.push(Action::Send { peer, message });
             }
+        }
+        for folder in std::mem::take(&mut self.dirty) {
+            report.actions.extend(self.local_changed(store, &folder));
         }
         report.actions.extend(self.revisit_held(store, now)?);
         let (work, retried, pruned) = self.due_work(store, now)?;
@@ -1066,14 +1075,7 @@ impl SyncEngine {
                         timestamp: ts,
                     });
                     ops.push(drop);
-                    self.work.insert(
-                        (folder.to_string(), path.to_string()),
-                        Work {
-                            due: now,
-                            attempts: 0,
-                            out: false,
-                        },
-                    );
+                    self.work_due((folder.to_string(), path.to_string()), now);
                 }
             }
         }
@@ -1107,5 +1109,43 @@ impl SyncEngine {
     /// The node this engine runs for.
     pub fn node(&self) -> NodeId {
         self.node
+    }
+
+    fn set_out(&mut self, key: &(String, String), out: bool) {
+        if let Some(w) = self.work.get_mut(key)
+            && w.out != out
+        {
+            w.out = out;
+            if out {
+                self.out_count += 1;
+            } else {
+                self.out_count = self.out_count.saturating_sub(1);
+            }
+        }
+    }
+
+    fn remove_work(&mut self, key: &(String, String)) {
+        if self.work.remove(key).is_some_and(|w| w.out) {
+            self.out_count = self.out_count.saturating_sub(1);
+        }
+    }
+
+    /// Work for `key` is due now (new, or new information about it).
+    fn work_due(&mut self, key: (String, String), now: Instant) {
+        if self.work.contains_key(&key) {
+            self.set_out(&key, false);
+            if let Some(w) = self.work.get_mut(&key) {
+                w.due = now;
+            }
+        } else {
+            self.work.insert(
+                key,
+                Work {
+                    due: now,
+                    attempts: 0,
+                    out: false,
+                },
+            );
+        }
     }
 }
