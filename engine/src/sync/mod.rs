@@ -1132,20 +1132,23 @@ impl SyncEngine {
 
     /// Work for `key` is due now (new, or new information about it).
     fn work_due(&mut self, key: (String, String), now: Instant) {
-        if self.work.contains_key(&key) {
-            self.set_out(&key, false);
-            if let Some(w) = self.work.get_mut(&key) {
+        let was_out = match self.work.entry(key) {
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                let w = e.get_mut();
                 w.due = now;
+                std::mem::replace(&mut w.out, false)
             }
-        } else {
-            self.work.insert(
-                key,
-                Work {
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(Work {
                     due: now,
                     attempts: 0,
                     out: false,
-                },
-            );
+                });
+                false
+            }
+        };
+        if was_out {
+            self.out_count = self.out_count.saturating_sub(1);
         }
     }
 }
