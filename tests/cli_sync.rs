@@ -261,3 +261,31 @@ fn three_nodes_in_a_chain_relay_changes_both_ways() {
         stop(n);
     }
 }
+
+#[test]
+fn a_folder_shared_while_running_syncs_at_once() {
+    let ((mut a, _), (mut b, _)) = pair();
+    a.start();
+    b.start();
+    a.connected_to(&b);
+    let (ma, mb) = (a.home.path().join("music"), b.home.path().join("music"));
+    for (n, dir) in [(&a, &ma), (&b, &mb)] {
+        std::fs::create_dir(dir).unwrap();
+        let out = run(
+            n.home.path(),
+            &["folder", "add", dir.to_str().unwrap(), "--id", "music"],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains("running agent"));
+    }
+    std::fs::write(ma.join("song.txt"), b"la la\n").unwrap();
+    converge(&ma, &mb, |t| {
+        t.get("song.txt").is_some_and(|v| v == b"la la\n")
+    });
+    stop(&mut a);
+    stop(&mut b);
+}

@@ -51,6 +51,13 @@ pub enum Request {
         /// Its id.
         id: String,
     },
+    /// Share a folder.
+    FolderAdd {
+        /// Its absolute path.
+        path: PathBuf,
+        /// Its id (default: derived from the directory name).
+        id: Option<String>,
+    },
     /// Stop the agent.
     Shutdown,
 }

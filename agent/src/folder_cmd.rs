@@ -147,6 +147,24 @@ fn print_report(report: &ChangeReport, recorded: bool) {
 }
 
 pub fn run_folder(home: &Home, cmd: FolderCommand) -> Result<ExitCode> {
+    // With the agent running (it holds the store), sharing goes through
+    // it: it indexes the folder, watches it and tells its peers at once.
+    if let FolderCommand::Add { path, id } = &cmd {
+        let abs = std::fs::canonicalize(path)
+            .with_context(|| format!("cannot share {}", path.display()))?;
+        let request = crate::control::Request::FolderAdd {
+            path: abs.clone(),
+            id: id.clone(),
+        };
+        if let Some(answer) = crate::control::call(home, &request)? {
+            eprintln!(
+                "sharing {} as folder {:?} (the running agent indexes and syncs it)",
+                abs.display(),
+                answer["id"].as_str().unwrap_or_default()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
     let mut store = open_store(home)?;
     match cmd {
         FolderCommand::Add { path, id } => {

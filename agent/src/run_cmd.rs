@@ -244,6 +244,20 @@ impl control::Handler for Daemon {
                 self.mesh.remove_peer(id);
                 json!({"id": id.to_string()})
             }
+            Request::FolderAdd { path, id } => {
+                let id = id.unwrap_or_else(|| folder::derive_id(&path));
+                let config = folder::add(&mut lock(&self.store), &id, &path)?;
+                if let Some(rt) = self
+                    .runtime
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_mut()
+                {
+                    rt.add_folder(config.clone());
+                }
+                info!(folder = %config.id, path = %config.path.display(), "sharing a new folder");
+                json!({"id": config.id, "path": config.path})
+            }
             Request::Shutdown => {
                 self.stop.notify_one();
                 json!({"stopping": true})
