@@ -219,6 +219,8 @@ struct PeerSync {
     requests: BTreeMap<String, Inflight>,
     /// Last time each folder was asked for.
     polled: BTreeMap<String, Instant>,
+    /// Folders hinted while a request was out: ask again once it is answered.
+    rehint: BTreeSet<String>,
 }
 
 #[derive(Debug)]
@@ -430,12 +432,23 @@ impl SyncEngine {
                 let shared: BTreeSet<String> =
                     ids.into_iter().filter(|f| ours.contains(f)).collect();
                 let sorted: Vec<String> = shared.iter().cloned().collect();
+                let mut new = Vec::new();
                 if let Some(p) = self.peers.get_mut(&peer) {
+                    new = shared.difference(&p.folders).cloned().collect();
                     p.folders = shared;
                     p.heard = true;
                 }
                 for f in sorted {
                     out.extend(self.request(store, peer, &f, now));
+                }
+                // Changes indexed before we knew the peer shares these were
+                // hinted to no one: hint them now.
+                let seq = store.last_seq().0;
+                for folder in new {
+                    out.push(Action::Send {
+                        peer,
+                        message: SyncMessage::IndexHint { folder, seq },
+                    });
                 }
             }
             SyncMessage::IndexHint { folder, seq } => {
@@ -450,6 +463,12 @@ impl SyncEngine {
                     .is_some_and(|p| p.requests.contains_key(&folder));
                 if shares && behind && !asking {
                     out.extend(self.request(store, peer, &folder, now));
+                } else if shares
+                    && behind
+                    && let Some(p) = self.peers.get_mut(&peer)
+                {
+                    // The answer under way may predate this change.
+                    p.rehint.insert(folder);
                 }
             }
             SyncMessage::IndexRequest { folder, since } => {
@@ -478,10 +497,12 @@ impl SyncEngine {
                 // (what it holds is asked for again).
                 if expected == Some(since) && since == cursor && upto >= since {
                     self.take_page(store, peer, &folder, upto, records, now, &mut out)?;
+                    let mut again = more;
                     if let Some(p) = self.peers.get_mut(&peer) {
                         p.requests.remove(&folder);
+                        again |= p.rehint.remove(&folder);
                     }
-                    if more {
+                    if again {
                         out.extend(self.request(store, peer, &folder, now));
                     }
                 }
