@@ -1,7 +1,7 @@
 //! # transport — who may talk to this node, and how it proves who it is
 //!
 //! Transport moves messages between peers; it never decides application
-//! state. What exists so far is the trust side of it:
+//! state (sync's messages travel as opaque `Message::App` bytes).
 //!
 //! * [`identity`] — the node's self-signed certificate and private key. The
 //!   node id is the blake3 of the certificate's DER, so a peer that pins an
@@ -14,7 +14,6 @@
 //!   the expected peer.
 //! * [`wire`] — the message types and the one frame encoder/decoder
 //!   (length-prefixed postcard, size-limited, sans-IO).
-//!
 //! * [`quic`] — quinn endpoints using those configurations: dial a trusted
 //!   peer, accept one, exchange hellos on the control stream, open bulk
 //!   streams; version mismatches and refusals are reported as such.
