@@ -115,5 +115,16 @@ impl Drop for Node {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // A failing test shows what each node said.
+        if std::thread::panicking() {
+            let mut lines = std::mem::take(&mut *self.unmatched.borrow_mut());
+            if let Some(rx) = &self.lines {
+                lines.extend(rx.try_iter());
+            }
+            eprintln!("---- log of node {} ----", self.id);
+            for l in lines {
+                eprintln!("{l}");
+            }
+        }
     }
 }

@@ -65,13 +65,19 @@ impl IgnoreRules {
     /// Whether the folder-relative path `rel` is ignored (by itself or
     /// because a parent directory is).
     pub fn is_ignored(&self, rel: &str, is_dir: bool) -> bool {
+        self.is_ignored_with(rel, || is_dir)
+    }
+
+    /// [`IgnoreRules::is_ignored`], asking whether `rel` is a directory only when
+    /// a rule needs to know (the watcher would otherwise stat every event).
+    pub fn is_ignored_with(&self, rel: &str, is_dir: impl FnOnce() -> bool) -> bool {
         if is_builtin_ignored(rel) {
             return true;
         }
         !self.matcher.is_empty()
             && self
                 .matcher
-                .matched_path_or_any_parents(rel, is_dir)
+                .matched_path_or_any_parents(rel, is_dir())
                 .is_ignore()
     }
 

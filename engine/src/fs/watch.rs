@@ -241,7 +241,7 @@ impl Watcher {
                 for p in &event.paths {
                     match path::relative(&self.root, p) {
                         Ok(rel) => {
-                            if !self.ignore.is_ignored(&rel, p.is_dir()) {
+                            if !self.ignore.is_ignored_with(&rel, || p.is_dir()) {
                                 self.coalescer.handle_path(rel, now);
                             }
                         }

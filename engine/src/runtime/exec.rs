@@ -131,12 +131,13 @@ fn read_chunk(path: &Path, offset: u64, len: u32, hash: &ContentHash) -> Option<
 }
 
 fn local_chunk(s: &Shared, hash: &ContentHash, serving: bool) -> Option<Vec<u8>> {
-    let at = {
-        let store = lock(&s.store);
-        lock(&s.chunks).find(&store, hash, serving)
-    };
-    let (path, offset, len) = at?;
+    let (path, offset, len) = locate_chunk(s, hash, serving)?;
     read_chunk(&path, offset, len, hash)
+}
+
+fn locate_chunk(s: &Shared, hash: &ContentHash, serving: bool) -> Option<(PathBuf, u64, u32)> {
+    let store = lock(&s.store);
+    lock(&s.chunks).find(&store, hash, serving)
 }
 
 /// Answer chunk requests on a bulk stream a peer opened.
@@ -264,7 +265,6 @@ pub async fn run(s: Arc<Shared>, work: Action) {
         }
         Action::Send { .. } => return,
     };
-    let _permit = s.transfers.acquire().await;
     let result = match work {
         Action::Place {
             folder,
@@ -277,7 +277,19 @@ pub async fn run(s: Arc<Shared>, work: Action) {
             path,
             need,
             expect,
-        } => remove(&s, &folder, &path, need, expect),
+        } => {
+            submit(
+                &s,
+                Commit {
+                    folder,
+                    path,
+                    need,
+                    expect,
+                    step: Step::Remove,
+                },
+            )
+            .await
+        }
         Action::Send { .. } => Ok(Vec::new()),
     };
     match result {
@@ -313,19 +325,15 @@ async fn place(
         return Err("a parent directory is a symlink".into());
     }
     let record = need.record.clone();
+    let commit = |tmp| Commit {
+        folder: folder_id.to_string(),
+        path: path.to_string(),
+        need: need.clone(),
+        expect: expect.clone(),
+        step: Step::Place { tmp },
+    };
     match record.kind {
-        EntryKind::Dir => {
-            return commit(
-                s,
-                folder_id,
-                &root,
-                path,
-                &abs,
-                &need,
-                expect.as_ref(),
-                None,
-            );
-        }
+        EntryKind::Dir => return submit(s, commit(None)).await,
         EntryKind::Symlink => {
             // Symlinks are recorded, never created from a peer's say-so.
             let mut store = lock(&s.store);
@@ -341,21 +349,15 @@ async fn place(
         std::fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
     }
     let tmp = temp_path(&abs);
-    let assembled = assemble(s, &need, &tmp).await;
+    let assembled = {
+        let _permit = s.transfers.acquire().await;
+        assemble(s, &need, &tmp).await
+    };
     if let Err(e) = assembled {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    let result = commit(
-        s,
-        folder_id,
-        &root,
-        path,
-        &abs,
-        &need,
-        expect.as_ref(),
-        Some(&tmp),
-    );
+    let result = submit(s, commit(Some(tmp.clone()))).await;
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -387,12 +389,17 @@ async fn assemble(s: &Arc<Shared>, need: &Need, tmp: &Path) -> Result<(), String
     for (i, c) in record.chunks.iter().cloned().enumerate() {
         let (s, file, sources) = (s.clone(), file.clone(), sources.clone());
         set.spawn(async move {
-            let local = {
-                let s = s.clone();
-                tokio::task::spawn_blocking(move || local_chunk(&s, &c.hash, false))
-                    .await
-                    .ok()
-                    .flatten()
+            let _slot = s.chunk_slots.acquire().await;
+            // Most chunks of a new file are nowhere here: look first, and
+            // only go to a blocking thread to read one that is.
+            let local = match locate_chunk(&s, &c.hash, false) {
+                Some((path, offset, len)) => {
+                    tokio::task::spawn_blocking(move || read_chunk(&path, offset, len, &c.hash))
+                        .await
+                        .ok()
+                        .flatten()
+                }
+                None => None,
             };
             let (data, remote) = match local {
                 Some(d) => (d, false),
@@ -437,13 +444,14 @@ async fn assemble(s: &Arc<Shared>, need: &Need, tmp: &Path) -> Result<(), String
     }
     let tmp_owned = tmp.to_path_buf();
     let want = record.hash;
+    let (mtime_ns, mode, size) = (record.mtime_ns, record.mode, record.size);
     tokio::task::spawn_blocking(move || -> Result<(), String> {
-        let f = file.lock();
-        f.sync_all().map_err(|e| e.to_string())?;
-        drop(f);
+        // Made durable with the rest of its commit batch (see `Committer`).
+        set_times_and_mode(&file.lock(), mtime_ns, mode);
+        drop(file);
         let mut hasher = blake3::Hasher::new();
         let mut rd = std::fs::File::open(&tmp_owned).map_err(|e| e.to_string())?;
-        let mut buf = vec![0u8; 1 << 20];
+        let mut buf = vec![0u8; (size as usize).clamp(1, 1 << 20)];
         loop {
             let n = rd.read(&mut buf).map_err(|e| e.to_string())?;
             if n == 0 {
@@ -476,38 +484,215 @@ impl<T> Mutex2<T> {
     }
 }
 
-fn set_times_and_mode(path: &Path, record: &FileRecord) {
-    if let Ok(f) = std::fs::OpenOptions::new().write(true).open(path) {
-        let t = std::time::UNIX_EPOCH + Duration::from_nanos(record.mtime_ns.max(0) as u64);
-        let _ = f.set_modified(t);
-    }
+fn set_times_and_mode(f: &std::fs::File, mtime_ns: i64, mode: u32) {
+    let t = std::time::UNIX_EPOCH + Duration::from_nanos(mtime_ns.max(0) as u64);
+    let _ = f.set_modified(t);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let _ =
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(record.mode & 0o7777));
+        let _ = f.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777));
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+}
+
+/// File work whose bytes are ready, waiting to change the disk and the
+/// index (see [`committer`]).
+pub struct Commit {
+    folder: String,
+    path: String,
+    need: Need,
+    expect: Option<FileRecord>,
+    step: Step,
+}
+
+enum Step {
+    /// Move `tmp` (assembled, verified) into place; `None` for a directory.
+    Place { tmp: Option<PathBuf> },
+    /// Move the file to the trash (an empty directory is removed).
+    Remove,
+}
+
+type Reply = tokio::sync::oneshot::Sender<Result<Vec<Action>, String>>;
+
+/// The committer's inbox.
+pub type CommitQueue = std::sync::mpsc::Sender<(Commit, Reply)>;
+
+async fn submit(s: &Shared, commit: Commit) -> Result<Vec<Action>, String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    s.commits
+        .send((commit, tx))
+        .map_err(|_| "the node is stopping".to_string())?;
+    rx.await.map_err(|_| "the node is stopping".to_string())?
+}
+
+/// The committer: one thread that changes the disk and the index for all
+/// file work, in batches — group commit. Whatever is waiting when it wakes
+/// is one batch:
+///
+/// 1. the assembled temporary files are made durable with one `syncfs`
+///    (an fsync of each elsewhere) instead of one fsync per file;
+/// 2. under the store lock, with the log's fsyncs held, each piece of work
+///    is checked and carried out (conflict copy, rename or trash) and
+///    recorded;
+/// 3. the renames are made durable (`syncfs` again, or an fsync of each
+///    directory), and only then the log, with one fsync for the batch.
+///
+/// So an index entry is never durable before the bytes it describes, and
+/// nothing is told to a peer before the entry is durable (the actions come
+/// back after step 3). Twenty thousand small files cost a few hundred
+/// flushes instead of forty thousand.
+///
+/// It holds the node weakly and ends when the node is gone.
+pub fn committer(s: std::sync::Weak<Shared>, inbox: std::sync::mpsc::Receiver<(Commit, Reply)>) {
+    while let Ok(first) = inbox.recv() {
+        let Some(s) = s.upgrade() else { break };
+        let mut batch = vec![first];
+        while batch.len() < 512 {
+            match inbox.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let results = commit_batch(&s, batch.iter().map(|(c, _)| c).collect());
+        for ((_, reply), result) in batch.into_iter().zip(results) {
+            let _ = reply.send(result);
+        }
     }
 }
 
-/// Under the store lock: check the work is still wanted and the disk is
-/// what the index says, keep a conflict copy if asked, move the new file
-/// into place, and record it.
-#[allow(clippy::too_many_arguments)]
-fn commit(
-    s: &Arc<Shared>,
-    folder_id: &str,
-    root: &Path,
-    path: &str,
-    abs: &Path,
-    need: &Need,
-    expect: Option<&FileRecord>,
-    tmp: Option<&Path>,
-) -> Result<Vec<Action>, String> {
-    if let Some(t) = tmp {
-        set_times_and_mode(t, &need.record);
+fn commit_batch(s: &Arc<Shared>, batch: Vec<&Commit>) -> Vec<Result<Vec<Action>, String>> {
+    let roots: HashMap<&str, Result<PathBuf, String>> = batch
+        .iter()
+        .map(|c| (c.folder.as_str(), root_of(s, &c.folder)))
+        .collect();
+    let root = |c: &Commit| roots[c.folder.as_str()].clone();
+    let temps: Vec<&Path> = batch
+        .iter()
+        .filter_map(|c| match &c.step {
+            Step::Place { tmp: Some(t) } => Some(t.as_path()),
+            _ => None,
+        })
+        .collect();
+    let ok_roots: Vec<&Path> = roots
+        .values()
+        .filter_map(|r| r.as_ref().ok().map(PathBuf::as_path))
+        .collect();
+    if let Err(e) = make_durable(&ok_roots, &temps) {
+        let e = format!("cannot make the received files durable: {e}");
+        return batch.iter().map(|_| Err(e.clone())).collect();
     }
     let mut store = lock(&s.store);
-    if !SyncEngine::is_current(&store, folder_id, path, need, expect) {
+    let held = store.hold(|store| {
+        let results: Vec<_> = batch
+            .iter()
+            .map(|c| {
+                let root = root(c)?;
+                let abs = crate::fs::path::absolute(&root, &c.path).map_err(|e| e.to_string())?;
+                if !parents_are_real(&root, &abs) {
+                    warn!(folder = %c.folder, path = %c.path, "refused: a parent directory is a symlink");
+                    return Err("a parent directory is a symlink".to_string());
+                }
+                match &c.step {
+                    Step::Place { tmp } => place_one(s, store, c, &root, &abs, tmp.as_deref()),
+                    Step::Remove => remove_one(s, store, c, &root, &abs),
+                }
+            })
+            .collect();
+        let dirs: Vec<PathBuf> = batch
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .filter_map(|(c, _)| {
+                let root = root(c).ok()?;
+                crate::fs::path::absolute(&root, &c.path)
+                    .ok()?
+                    .parent()
+                    .map(Path::to_path_buf)
+            })
+            .collect();
+        (results, make_durable(&ok_roots, &dirs))
+    });
+    drop(store);
+    match held {
+        Ok((results, Ok(()))) => results,
+        Ok((_, Err(e))) => {
+            // The renames may not survive a power cut; the log was synced
+            // anyway (the store cannot take records back). Say so loudly:
+            // the next scan reconciles whatever a crash leaves.
+            warn!(error = %e, "cannot make the renames durable");
+            batch.iter().map(|_| Err(e.to_string())).collect()
+        }
+        Err(e) => batch.iter().map(|_| Err(e.to_string())).collect(),
+    }
+}
+
+/// Make `files` (or directories) durable: on Linux one `syncfs` per file
+/// system the `roots` are on, elsewhere an fsync of each.
+fn make_durable(roots: &[&Path], files: &[impl AsRef<Path>]) -> std::io::Result<()> {
+    if files.is_empty() {
+        return Ok(());
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let _ = files;
+        let mut seen = std::collections::HashSet::new();
+        for root in roots {
+            use std::os::unix::fs::MetadataExt;
+            let dev = std::fs::metadata(root)?.dev();
+            if seen.insert(dev) {
+                syncfs(root)?;
+            }
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = roots;
+        let mut seen = std::collections::HashSet::new();
+        for f in files {
+            if seen.insert(f.as_ref().to_path_buf()) {
+                match std::fs::File::open(f.as_ref()) {
+                    Ok(h) => h.sync_all()?,
+                    // A directory cannot be opened for syncing on Windows.
+                    Err(_) if f.as_ref().is_dir() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Flush every dirty page of the file system holding `dir`: one device
+/// flush for a whole batch of files.
+#[cfg(target_os = "linux")]
+fn syncfs(dir: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(dir)?;
+    // SAFETY: syncfs reads nothing from our memory; the descriptor is open
+    // for the duration of the call.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Check the work is still wanted and the disk is what the index says,
+/// keep a conflict copy if asked, move the new file into place, and record
+/// it. Runs under the store lock, so the watcher cannot mistake the new
+/// file for a local edit.
+fn place_one(
+    s: &Arc<Shared>,
+    store: &mut Store,
+    c: &Commit,
+    root: &Path,
+    abs: &Path,
+    tmp: Option<&Path>,
+) -> Result<Vec<Action>, String> {
+    let (folder_id, path, need, expect) = (&c.folder, &c.path, &c.need, c.expect.as_ref());
+    if !SyncEngine::is_current(store, folder_id, path, need, expect) {
         return Err("overtaken by newer information".into());
     }
     if !disk_matches(abs, expect) {
@@ -571,41 +756,29 @@ fn commit(
     lock(&s.chunks).insert(abs, &record);
     let mut engine = lock(&s.engine);
     engine
-        .completed(
-            &mut store,
-            folder_id,
-            path,
-            need,
-            record,
-            copy,
-            Instant::now(),
-        )
+        .completed(store, folder_id, path, need, record, copy, Instant::now())
         .map_err(|e| e.to_string())
 }
 
-fn remove(
+/// Move a deleted file into the folder's trash (an empty directory is
+/// simply removed; one still holding files stays) and record it.
+fn remove_one(
     s: &Arc<Shared>,
-    folder_id: &str,
-    path: &str,
-    need: Need,
-    expect: Option<FileRecord>,
+    store: &mut Store,
+    c: &Commit,
+    root: &Path,
+    abs: &Path,
 ) -> Result<Vec<Action>, String> {
-    let root = root_of(s, folder_id)?;
-    let abs = crate::fs::path::absolute(&root, path).map_err(|e| e.to_string())?;
-    if !parents_are_real(&root, &abs) {
-        return Err("a parent directory is a symlink".into());
-    }
-    let mut store = lock(&s.store);
-    if !SyncEngine::is_current(&store, folder_id, path, &need, expect.as_ref()) {
+    let (folder_id, path, need, expect) = (&c.folder, &c.path, &c.need, c.expect.as_ref());
+    if !SyncEngine::is_current(store, folder_id, path, need, expect) {
         return Err("overtaken by newer information".into());
     }
-    if !disk_matches(&abs, expect.as_ref()) {
+    if !disk_matches(abs, expect) {
         return Err("the file changed on disk since it was indexed".into());
     }
-    if let Ok(m) = std::fs::symlink_metadata(&abs) {
+    if let Ok(m) = std::fs::symlink_metadata(abs) {
         if m.is_dir() {
-            // Only an empty directory goes; what is left in it keeps it.
-            let _ = std::fs::remove_dir(&abs);
+            let _ = std::fs::remove_dir(abs);
         } else {
             let stamp = crate::core::SystemClock.wall().as_nanos() / 1_000_000_000;
             let trash = root
@@ -616,8 +789,8 @@ fn remove(
             if let Some(p) = trash.parent() {
                 std::fs::create_dir_all(p).map_err(|e| e.to_string())?;
             }
-            std::fs::rename(&abs, &trash).map_err(|e| format!("move to trash: {e}"))?;
-            if let Some(e) = &expect {
+            std::fs::rename(abs, &trash).map_err(|e| format!("move to trash: {e}"))?;
+            if let Some(e) = expect {
                 lock(&s.chunks).trashed(&trash, e);
             }
         }
@@ -625,10 +798,10 @@ fn remove(
     let mut engine = lock(&s.engine);
     engine
         .completed(
-            &mut store,
+            store,
             folder_id,
             path,
-            &need,
+            need,
             need.record.clone(),
             None,
             Instant::now(),

@@ -43,8 +43,13 @@ pub struct Shared {
     pub chunks: Mutex<exec::ChunkIndex>,
     /// Local changes and finished work to report to the engine.
     local: mpsc::UnboundedSender<Local>,
-    /// Limits concurrent file transfers.
+    /// File work ready to be committed (see [`exec::committer`]).
+    commits: exec::CommitQueue,
+    /// Limits files being assembled at once.
     pub transfers: tokio::sync::Semaphore,
+    /// Limits chunks being read or fetched at once, over all files (each
+    /// is at most 256 KiB in memory).
+    pub chunk_slots: tokio::sync::Semaphore,
     /// Content bytes received from peers since start.
     pub bytes_fetched: std::sync::atomic::AtomicU64,
     /// Bytes taken from local files instead (renames, copies, reused chunks).
@@ -81,6 +86,7 @@ impl SyncRuntime {
         mut events: mpsc::UnboundedReceiver<MeshEvent>,
     ) -> SyncRuntime {
         let (local_tx, mut local_rx) = mpsc::unbounded_channel();
+        let (commits, inbox) = std::sync::mpsc::channel();
         let mut engine = SyncEngine::new(node, SyncConfig::default(), u64::from(node.0[0]));
         engine.resume(&lock(&store), Instant::now());
         let shared = Arc::new(Shared {
@@ -90,13 +96,18 @@ impl SyncRuntime {
             peers: Mutex::default(),
             chunks: Mutex::new(exec::ChunkIndex::default()),
             local: local_tx,
-            transfers: tokio::sync::Semaphore::new(16),
+            commits,
+            transfers: tokio::sync::Semaphore::new(64),
+            chunk_slots: tokio::sync::Semaphore::new(48),
             bytes_fetched: Default::default(),
             bytes_reused: Default::default(),
             files_done: Default::default(),
         });
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let watchers = start_watchers(&shared, &stop);
+        // Detached: it ends when the node is dropped (its inbox closes).
+        let weak = Arc::downgrade(&shared);
+        std::thread::spawn(move || exec::committer(weak, inbox));
         let mut tasks = Vec::new();
         let s = shared.clone();
         tasks.push(tokio::spawn(async move {

@@ -670,6 +670,17 @@ impl Store {
         self.data.keys().map(String::as_str)
     }
 
+    /// Run `work` with the log's fsyncs held: everything it applies is
+    /// logged and applied at once, and made durable together by one fsync
+    /// when it returns (group commit). The caller must not reveal those
+    /// changes before this returns `Ok`. See [`Wal::hold`].
+    pub fn hold<R>(&mut self, work: impl FnOnce(&mut Store) -> R) -> Result<R, StoreError> {
+        let was = self.wal.hold_begin();
+        let out = work(self);
+        self.wal.hold_end(was)?;
+        Ok(out)
+    }
+
     /// Make every logged operation durable now.
     pub fn flush(&mut self) -> Result<Seq, StoreError> {
         Ok(self.wal.flush()?)

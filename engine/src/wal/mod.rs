@@ -257,6 +257,9 @@ pub struct Wal {
     pending_since: Option<Instant>,
     poisoned: Option<String>,
     buf: Vec<u8>,
+    /// Inside [`Wal::hold`]: appends are written but their fsync waits for
+    /// the end of the held span.
+    held: bool,
 }
 
 impl std::fmt::Debug for Wal {
@@ -458,6 +461,7 @@ impl Wal {
                 pending_since: None,
                 poisoned: None,
                 buf: Vec::with_capacity(64 << 10),
+                held: false,
             },
             report,
         ))
@@ -621,12 +625,13 @@ impl Wal {
     pub fn append(&mut self, kind: u8, payload: &[u8]) -> Result<Seq, WalError> {
         let range = self.write_records(&[(kind, payload)])?;
         match self.config.durability {
+            Durability::None => self.durable_seq = *range.end(),
+            _ if self.held => {}
             Durability::EveryAppend => self.sync_pending()?,
             Durability::Group { max_batch, .. } if self.pending >= max_batch => {
                 self.sync_pending()?
             }
             Durability::Group { .. } => {}
-            Durability::None => self.durable_seq = *range.end(),
         }
         Ok(*range.end())
     }
@@ -640,9 +645,39 @@ impl Wal {
         let range = self.write_records(records)?;
         match self.config.durability {
             Durability::None => self.durable_seq = *range.end(),
+            _ if self.held => {}
             _ => self.sync_pending()?,
         }
         Ok(range)
+    }
+
+    /// Run `work` with fsyncs held: every record it appends is written at
+    /// once and all of them are made durable together by one fsync when it
+    /// returns — group commit for a caller that applies many small batches
+    /// in a row. Until then [`Wal::durable_seq`] lags behind; the caller
+    /// must not reveal what it appended (answer a client, tell a peer)
+    /// before this returns `Ok`.
+    pub fn hold<R>(&mut self, work: impl FnOnce(&mut Wal) -> R) -> Result<R, WalError> {
+        let was = self.hold_begin();
+        let out = work(self);
+        self.hold_end(was)?;
+        Ok(out)
+    }
+
+    /// Start holding fsyncs (see [`Wal::hold`]); returns whether they were
+    /// held already, for [`Wal::hold_end`].
+    pub fn hold_begin(&mut self) -> bool {
+        std::mem::replace(&mut self.held, true)
+    }
+
+    /// End a span begun by [`Wal::hold_begin`]: the outermost end makes
+    /// everything appended durable with one fsync.
+    pub fn hold_end(&mut self, was: bool) -> Result<Seq, WalError> {
+        self.held = was;
+        if was {
+            return Ok(self.durable_seq);
+        }
+        self.flush()
     }
 
     fn write_records(&mut self, records: &[(u8, &[u8])]) -> Result<RangeInclusive<Seq>, WalError> {

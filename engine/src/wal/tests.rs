@@ -234,6 +234,59 @@ fn group_commit_flushes_on_batch_size_and_deadline() {
     assert!(seen.len() >= 4);
 }
 
+/// Group commit by the caller: inside a held span appends are written but
+/// not synced; the span's end makes all of them durable with one fsync.
+#[test]
+fn held_span_syncs_once_at_its_end() {
+    let base = MemStorage::new();
+    let counting = FaultyStorage::new(
+        base.clone(),
+        Fault::Sync {
+            nth: u64::MAX,
+            errno: 5,
+        },
+    );
+    let (mut wal, _) = Wal::open(
+        Arc::new(counting.clone()),
+        cfg(Durability::EveryAppend),
+        Arc::new(ManualClock::new()),
+        Seq(1),
+        |_| Ok(()),
+    )
+    .unwrap();
+    wal.append(1, b"before").unwrap();
+    let syncs = counting.syncs();
+    let durable = wal
+        .hold(|wal| {
+            for i in 1..=20 {
+                wal.append(1, &payload(i)).unwrap();
+                wal.append_batch(&[(1, b"x"), (1, b"y")]).unwrap();
+            }
+            // Nested spans end with the outermost.
+            wal.hold(|wal| wal.append(1, b"inner").unwrap()).unwrap();
+            assert_eq!(wal.durable_seq(), Seq(1), "nothing held is durable yet");
+            wal.durable_seq()
+        })
+        .unwrap();
+    assert_eq!(durable, Seq(1));
+    assert_eq!(counting.syncs(), syncs + 1, "one fsync for the whole span");
+    assert_eq!(wal.durable_seq(), Seq(62));
+    // Outside a span, every append syncs again.
+    wal.append(1, b"after").unwrap();
+    assert_eq!(counting.syncs(), syncs + 2);
+    // A crash inside a span loses only what the span had not yet synced.
+    let _ = wal.hold(|wal| {
+        wal.append(1, b"lost").unwrap();
+        base.crash(7);
+    });
+    drop(wal);
+    let (_, _, seen) = open(&base, cfg(Durability::EveryAppend)).unwrap();
+    assert!(
+        seen.len() >= 63,
+        "every record synced by a span's end survives"
+    );
+}
+
 #[test]
 fn failed_fsync_poisons_and_loses_nothing_acknowledged() {
     for nth in 1..=6 {

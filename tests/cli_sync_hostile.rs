@@ -1,0 +1,251 @@
+//! A hostile peer against a real `softadastra run` node, end to end.
+//!
+//! Mallory is an in-process harness that the victim trusts: it completes
+//! TLS, says hello and speaks the sync protocol, but it announces paths
+//! that climb out of the folder (`../`, absolute, drive paths) and answers
+//! every chunk request with garbage of the right length. A good node shares
+//! the same folder and has the real file. The victim must refuse the
+//! hostile paths (nothing written outside the folder), discard every
+//! garbage chunk (its hash does not match), fetch those chunks again from
+//! the good peer — it asks both, chunk by chunk — and keep syncing with
+//! the good peer throughout.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::node::Node;
+use common::run;
+use softadastra::core::NodeId;
+use softadastra::folder::{self, FileRecord};
+use softadastra::store::{Store, StoreConfig};
+use softadastra::sync::SyncMessage;
+use softadastra::transport::identity::Identity;
+use softadastra::transport::quic::{BulkStream, Endpoint, QuicConfig};
+use softadastra::transport::tls::TrustedIds;
+use softadastra::transport::wire::Hello;
+
+/// A node sharing folder `docs` at `<home>/docs`, with `files` in it.
+fn node(name: &str, files: &[(&str, &[u8])]) -> (Node, PathBuf) {
+    let n = Node::new(name);
+    let dir = n.home.path().join("docs");
+    std::fs::create_dir(&dir).unwrap();
+    for (rel, bytes) in files {
+        std::fs::write(dir.join(rel), bytes).unwrap();
+    }
+    let out = run(
+        n.home.path(),
+        &["folder", "add", dir.to_str().unwrap(), "--id", "docs"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (n, dir)
+}
+
+/// The index entry the (stopped) node in `home` has for `docs/<rel>`.
+fn record_of(home: &Path, rel: &str) -> FileRecord {
+    let (store, _) = Store::open_dir(StoreConfig::new(home.join("store"))).unwrap();
+    folder::records(&store, "docs")
+        .flatten()
+        .find(|(p, _)| *p == rel)
+        .map(|(_, r)| r.clone())
+        .unwrap_or_else(|| panic!("{rel} is not indexed"))
+}
+
+fn wait(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !done() {
+        assert!(t0.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Answer one chunk request with bytes of the right length and the wrong
+/// content.
+async fn serve_garbage(mut stream: BulkStream, served: Arc<AtomicU64>) {
+    let mut req = [0u8; 36];
+    let mut at = 0;
+    while at < req.len() {
+        match stream.read(&mut req[at..]).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => at += n,
+        }
+    }
+    let len = u32::from_le_bytes([req[32], req[33], req[34], req[35]]) as usize;
+    let _ = stream.write_all(&[0]).await;
+    let _ = stream.write_all(&vec![0x5a; len]).await;
+    let _ = stream.finish();
+    served.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Mallory: connect to the victim and lie to it until the test ends.
+fn mallory(
+    home: &Path,
+    victim: (NodeId, u16),
+    port: u16,
+    big: FileRecord,
+    served: Arc<AtomicU64>,
+) -> tokio::runtime::Runtime {
+    let identity = Identity::load(home).unwrap().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.spawn(async move {
+        let endpoint = Endpoint::bind(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            identity.clone(),
+            TrustedIds::new([victim.0]),
+            Hello {
+                protocol: 0,
+                node: identity.node_id(),
+                name: "mallory".into(),
+                hostname: "localhost".into(),
+                os: std::env::consts::OS.into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+            },
+            QuicConfig::default(),
+        )
+        .unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], victim.1));
+        let peer = loop {
+            match endpoint.connect(addr, victim.0).await {
+                Ok(p) => break p,
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        let handle = peer.handle();
+        let send = |m: &SyncMessage| handle.send(postcard::to_allocvec(m).unwrap());
+        send(&SyncMessage::Folders {
+            ids: vec!["docs".into()],
+            reply: true,
+        });
+        {
+            let (handle, served) = (handle.clone(), served.clone());
+            tokio::spawn(async move {
+                while let Ok(stream) = handle.accept_bulk().await {
+                    tokio::spawn(serve_garbage(stream, served.clone()));
+                }
+            });
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(peer.serve(move |bytes| drop(tx.send(bytes))));
+        let mut hostile: Vec<(String, FileRecord)> = [
+            "../escaped.txt",
+            "a/../../climbed.txt",
+            "/tmp/softadastra-absolute-evil.txt",
+            "C:/Windows/evil.txt",
+        ]
+        .iter()
+        .map(|p| (p.to_string(), big.clone()))
+        .collect();
+        hostile.push(("big.bin".into(), big.clone()));
+        while let Some(bytes) = rx.recv().await {
+            if let Ok(SyncMessage::IndexRequest { folder, since }) =
+                postcard::from_bytes::<SyncMessage>(&bytes)
+            {
+                let records = if since < 10 { hostile.clone() } else { vec![] };
+                send(&SyncMessage::IndexPage {
+                    folder,
+                    since,
+                    upto: 10,
+                    records,
+                    more: false,
+                });
+            }
+        }
+    });
+    rt
+}
+
+#[test]
+fn hostile_paths_are_refused_and_garbage_chunks_are_refetched_from_a_good_peer() {
+    let mut rng = fastrand::Rng::with_seed(7);
+    let big: Vec<u8> = (0..3 << 20).map(|_| rng.u8(..)).collect();
+    let (mut good, good_dir) = node("good", &[("big.bin", &big)]);
+    let (mut victim, victim_dir) = node("victim", &[]);
+    let evil = Node::new("mallory");
+    let evil_port = common::node::free_port();
+    let record = record_of(good.home.path(), "big.bin");
+    assert!(
+        record.chunks.len() > 4,
+        "several chunks to spread over peers"
+    );
+    good.trust(&victim);
+    victim.trust(&good);
+    assert!(
+        run(
+            victim.home.path(),
+            &[
+                "peer",
+                "add",
+                &evil.id,
+                "--addr",
+                &format!("127.0.0.1:{evil_port}")
+            ],
+        )
+        .status
+        .success()
+    );
+
+    // Mallory alone first: the only source of big.bin serves garbage.
+    victim.start();
+    let served = Arc::new(AtomicU64::new(0));
+    let victim_id: NodeId = victim.id.parse().unwrap();
+    let _mallory = mallory(
+        evil.home.path(),
+        (victim_id, victim.port),
+        evil_port,
+        record,
+        served.clone(),
+    );
+    wait("garbage served", Duration::from_secs(30), || {
+        served.load(Ordering::SeqCst) >= 4
+    });
+    assert!(
+        !victim_dir.join("big.bin").exists(),
+        "a file assembled from garbage reached its path"
+    );
+
+    // The good peer arrives: the victim asks both, chunk by chunk; what
+    // Mallory sends is discarded and fetched again from the good peer.
+    let before = served.load(Ordering::SeqCst);
+    good.start();
+    wait("big.bin synced", Duration::from_secs(60), || {
+        std::fs::read(victim_dir.join("big.bin")).is_ok_and(|b| b == big)
+    });
+    assert!(
+        served.load(Ordering::SeqCst) > before,
+        "the victim asked Mallory again once there were two sources"
+    );
+
+    // Nothing escaped the folder.
+    let home = victim.home.path();
+    for p in [
+        home.join("escaped.txt"),
+        home.join("climbed.txt"),
+        PathBuf::from("/tmp/softadastra-absolute-evil.txt"),
+    ] {
+        assert!(!p.exists(), "{} was written", p.display());
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&victim_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".softadastra")
+        .collect();
+    names.sort();
+    assert_eq!(names, ["big.bin"], "no temporary or hostile file is left");
+
+    // And syncing with the good peer goes on.
+    std::fs::write(good_dir.join("after.txt"), b"still syncing").unwrap();
+    wait("a later edit synced", Duration::from_secs(30), || {
+        std::fs::read(victim_dir.join("after.txt")).is_ok_and(|b| b == b"still syncing")
+    });
+    victim.signal("-TERM");
+    good.signal("-TERM");
+}
