@@ -1,6 +1,6 @@
 //! Folder sync end to end: real `softadastra run` processes on 127.0.0.1
 //! keep a shared folder identical — initial sync both ways, edits, deletes
-//! (kept in the trash), renames (no content bytes moved), offline edits
+//! and replaced content (kept in the trash), renames (no content bytes moved), offline edits
 //! caught up on reconnect, a simultaneous edit (one winner, one conflict
 //! copy, the same on both nodes), modify-versus-delete (the modification
 //! survives), and kill -9 of the receiver in the middle of a large file.
@@ -120,9 +120,17 @@ fn edits_deletes_and_renames_propagate_and_renames_move_no_bytes() {
     let t = converge(&da, &db, |t| t.len() == 3);
     assert_eq!(t["notes.md"], b"# from beta\n");
 
-    // An edit on b reaches a.
+    // An edit on b reaches a, where the replaced content goes to the trash.
     std::fs::write(db.join("hello.txt"), b"edited on beta\n").unwrap();
     converge(&da, &db, |t| t["hello.txt"] == b"edited on beta\n");
+    let replaced = tree(&da.join(".softadastra/trash"));
+    assert!(
+        replaced
+            .iter()
+            .any(|(k, v)| k.ends_with("hello.txt") && v == b"hello from alpha\n"),
+        "replaced content kept in a's trash: {:?}",
+        names(&replaced)
+    );
 
     // A delete on a reaches b, where the file goes to the trash.
     std::fs::remove_file(da.join("notes.md")).unwrap();

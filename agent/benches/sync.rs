@@ -1,12 +1,18 @@
 //! Folder sync benchmark: two real `softadastra run` nodes on 127.0.0.1.
 //!
 //! `cargo bench -p softadastra-agent --bench sync` prints: initial sync of
-//! 20,000 small files (1–8 KiB in 200 directories) and of 8 × 128 MiB random
-//! files (wall time, files/s, MB/s, with `cp -a` and `rsync -a` of the same
-//! data as floors), propagation latency of one 4 KiB file (p50/p99 over 20
+//! 20,000 small files (1–8 KiB in 200 directories), of a ~300 MiB
+//! source-tree-like mix and of 8 × 128 MiB random files (wall time,
+//! files/s, MB/s, with `cp -a` and `rsync -a` of the same data as
+//! floors), propagation latency of one 4 KiB file (p50/p99 over 20
 //! writes), bytes fetched after a 1-byte insert at offset 0 of a 128 MiB
 //! synced file, after appending 1 MiB, and after a rename, and each node's
 //! peak RSS. `SOFTADASTRA_BENCH_SKIP_LARGE=1` skips the 1 GiB dataset.
+//!
+//! On ext4 without a journal (as on the CI machines), creating files soon
+//! after tens of thousands were deleted is several times slower (the
+//! allocator skips recently freed inodes for a minute or more), so run it
+//! on a quiet file system, not right after a previous run.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -87,6 +93,8 @@ impl Node {
             .arg(&self.home)
             .args(["run", "--listen", &format!("127.0.0.1:{}", self.port)])
             .env("SOFTADASTRA_LOG", "warn")
+            // Network safety: no LAN multicast from a benchmark.
+            .env("SOFTADASTRA_NO_DISCOVERY", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -218,6 +226,9 @@ fn initial_sync(root: &Path, label: &str, fill: impl FnOnce(&Path)) -> (Node, No
     let (mut a, mut b) = pair(root);
     fill(&a.dir);
     let (files, bytes) = count(&a.dir);
+    // Start from a quiet disk: the generated data and the previous
+    // dataset's writes are flushed first, not during the measurement.
+    let _ = Command::new("sync").status();
     a.share();
     b.share();
     a.start();
@@ -285,6 +296,32 @@ fn main() {
         lat[lat.len() - 1].as_secs_f64() * 1e3,
         lat.len()
     );
+    a.stop();
+    b.stop();
+    drop((a, b));
+
+    // A source-tree-like mix, ~300 MiB: many small files, some medium,
+    // a few large, three directory levels.
+    let root = scratch.path().join("mix");
+    let (mut a, mut b) = initial_sync(&root, "~300 MiB source-tree mix", |dir| {
+        let mut rng = fastrand::Rng::with_seed(4);
+        for i in 0..6000u32 {
+            let d = dir.join(format!(
+                "src/m{:02}/s{:02}/{}",
+                i % 40,
+                (i / 40) % 8,
+                if i % 3 == 0 { "gen" } else { "lib" }
+            ));
+            std::fs::create_dir_all(&d).expect("mkdir");
+            let len = match i % 100 {
+                0 => rng.usize(1 << 20..=6 << 20),
+                1..=14 => rng.usize(40 << 10..=160 << 10),
+                _ => rng.usize(1 << 10..=16 << 10),
+            };
+            std::fs::write(d.join(format!("f{i:04}.rs")), random_bytes(&mut rng, len))
+                .expect("write");
+        }
+    });
     a.stop();
     b.stop();
     drop((a, b));

@@ -43,6 +43,17 @@ enum Command {
         /// Address to listen on for peers (default 0.0.0.0:7420).
         #[arg(long, value_name = "IP:PORT")]
         listen: Option<String>,
+        /// Days replaced and deleted files stay in each folder's
+        /// `.softadastra/trash` before they are deleted for good.
+        #[arg(
+            long,
+            value_name = "DAYS",
+            default_value_t = 30,
+            env = "SOFTADASTRA_TRASH_DAYS"
+        )]
+        trash_days: u32,
+        #[command(flatten)]
+        discovery: run_cmd::DiscoveryArgs,
     },
     /// Manage the nodes this node trusts.
     #[command(subcommand)]
@@ -136,7 +147,11 @@ fn main() -> ExitCode {
     let result = home::Home::resolve(cli.home).and_then(|home| match cli.command {
         Command::Init { name } => node_cmd::run_init(&home, name),
         Command::Id => node_cmd::run_id(&home),
-        Command::Run { listen } => run_cmd::run(&home, listen),
+        Command::Run {
+            listen,
+            trash_days,
+            discovery,
+        } => run_cmd::run(&home, listen, trash_days, discovery),
         Command::Peer(cmd) => node_cmd::run_peer(&home, cmd),
         Command::Invite {
             folder,

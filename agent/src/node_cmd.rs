@@ -91,10 +91,14 @@ pub fn run_peer(home: &Home, cmd: PeerCommand) -> Result<ExitCode> {
             PeerCommand::Add { .. } => eprintln!(
                 "trusting {}{}",
                 answer["id"].as_str().unwrap_or_default(),
-                answer["addr"]
-                    .as_str()
-                    .map(|a| format!(" at {a}"))
-                    .unwrap_or_default()
+                match (answer["addr"].as_str(), answer["discovered"].as_str()) {
+                    (Some(a), _) => format!(" at {a}"),
+                    (None, Some(d)) => format!(", found on the LAN at {d}; connecting"),
+                    (None, None) => {
+                        "; not seen on the LAN yet: it connects when discovered or when it dials this node"
+                            .to_string()
+                    }
+                }
             ),
             _ => eprintln!(
                 "no longer trusting {}",

@@ -6,6 +6,7 @@
 //! peer through the engine's [`Mesh`], serves the control socket, logs each
 //! state change, and stops cleanly on SIGINT, SIGTERM or `shutdown`.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,8 +17,10 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 use serde_json::json;
 use softadastra::core::{Clock, NodeId, SystemClock};
+use softadastra::discovery::service::{Discovery, DiscoveryConfig};
+use softadastra::discovery::{self, Change, Nearby, Timing};
 use softadastra::folder;
-use softadastra::runtime::SyncRuntime;
+use softadastra::runtime::{RuntimeOptions, SyncRuntime};
 use softadastra::store::Store;
 use softadastra::sync::SyncEngine;
 use softadastra::transport::identity::Identity;
@@ -27,7 +30,7 @@ use softadastra::transport::quic::{Endpoint, QuicConfig};
 use softadastra::transport::tls::TrustedIds;
 use softadastra::transport::trust;
 use softadastra::transport::wire::Hello;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::control::{self, Request};
 use crate::home::{Home, hostname};
@@ -51,6 +54,34 @@ fn hello_of(identity: &Identity) -> Hello {
     }
 }
 
+/// LAN discovery options of `run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DiscoveryArgs {
+    /// Do not announce this node on the LAN nor listen for others
+    /// (configured peers are still dialled).
+    #[arg(long, env = "SOFTADASTRA_NO_DISCOVERY")]
+    no_discovery: bool,
+    /// UDP port of LAN discovery.
+    #[arg(long, value_name = "PORT", default_value_t = discovery::service::DEFAULT_PORT)]
+    discovery_port: u16,
+    /// Seconds between announcements (a node is stale after 3 missed, and
+    /// forgotten after 8).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0, value_parser = parse_interval)]
+    discovery_interval: f64,
+    /// Announce only on this interface (repeatable; default: every
+    /// interface that is up, loopback aside).
+    #[arg(long, value_name = "NAME")]
+    discovery_interface: Vec<String>,
+}
+
+fn parse_interval(text: &str) -> std::result::Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if (0.05..=3600.0).contains(&s) => Ok(s),
+        Ok(s) => Err(format!("{s} s is out of range: 0.05 to 3600 seconds")),
+        Err(_) => Err(format!("{text:?} is not a number of seconds")),
+    }
+}
+
 /// The running agent, as the control socket sees it.
 struct Daemon {
     identity: Identity,
@@ -63,6 +94,7 @@ struct Daemon {
     listen: SocketAddr,
     started: Instant,
     stop: tokio::sync::Notify,
+    discovery: Option<Discovery>,
 }
 
 /// What a successful join did.
@@ -176,9 +208,21 @@ impl control::Handler for Daemon {
                     "sync_bytes_fetched": self.sync.bytes_fetched.load(std::sync::atomic::Ordering::Relaxed),
                     "sync_bytes_reused": self.sync.bytes_reused.load(std::sync::atomic::Ordering::Relaxed),
                     "invites_outstanding": self.invitations.outstanding(SystemClock.wall()),
+                    "discovery": self.discovery.as_ref().map(|d| json!({
+                        "port": d.config().port,
+                        "interval_s": d.config().timing.interval.as_secs_f64(),
+                        "nearby": d.nearby().len(),
+                        "stats": d.stats(),
+                    })),
                 })
             }
-            Request::Peers => serde_json::to_value(peer_rows(self.mesh.statuses()))?,
+            Request::Peers => serde_json::to_value(peer_rows(
+                self.mesh.statuses(),
+                self.discovery
+                    .as_ref()
+                    .map(Discovery::nearby)
+                    .unwrap_or_default(),
+            ))?,
             Request::Invite {
                 folder: shared,
                 ttl_secs,
@@ -234,7 +278,12 @@ impl control::Handler for Daemon {
                 let peer = trust::add(&mut lock(&self.store), own, id, addr)?;
                 self.trusted.insert(id);
                 self.mesh.add_peer(id, peer.addr.clone());
-                json!({"id": id.to_string(), "addr": peer.addr})
+                // Heard on the LAN already: no address needed.
+                let seen = self.discovery.as_ref().and_then(|d| d.get(&id));
+                if let Some(n) = &seen {
+                    self.mesh.discovered(id, n.addr);
+                }
+                json!({"id": id.to_string(), "addr": peer.addr, "discovered": seen.map(|n| n.addr.to_string())})
             }
             Request::PeerRemove { id } => {
                 let id: NodeId = id.parse()?;
@@ -279,27 +328,79 @@ struct PeerRow {
     os: Option<String>,
     last_error: Option<String>,
     retry_in_ms: Option<u64>,
+    /// Trusted peers first; nearby untrusted nodes (heard on the LAN,
+    /// listed for pairing, never synced with) after.
+    trusted: bool,
+    /// How the live connection came about (configured, discovered, incoming).
+    found_by: Option<&'static str>,
+    /// LAN discovery's view: discovered, alive or stale (none: not heard).
+    lan: Option<&'static str>,
+    /// Where discovery heard it.
+    lan_addr: Option<String>,
+    /// When discovery last heard it.
+    last_seen_unix_ms: Option<u64>,
 }
 
-fn peer_rows(statuses: Vec<PeerStatus>) -> Vec<PeerRow> {
-    statuses
-        .into_iter()
-        .map(|s| PeerRow {
-            id: s.id.to_string(),
-            name: s.hello.as_ref().map(|h| h.name.clone()),
-            state: s.state.as_str().to_string(),
-            addr: s.addr,
-            remote: s.remote.map(|r| r.to_string()),
-            since_unix_ms: s.since.as_nanos() / 1_000_000,
-            version: s.hello.as_ref().map(|h| h.version.clone()),
-            os: s.hello.as_ref().map(|h| h.os.clone()),
-            last_error: s.last_error,
-            retry_in_ms: s.retry_in_ms,
+fn peer_rows(statuses: Vec<PeerStatus>, nearby: Vec<Nearby>) -> Vec<PeerRow> {
+    let heard: HashMap<NodeId, &Nearby> = nearby.iter().map(|n| (n.id, n)).collect();
+    let mut rows: Vec<PeerRow> = statuses
+        .iter()
+        .map(|s| {
+            let lan = heard.get(&s.id);
+            PeerRow {
+                id: s.id.to_string(),
+                name: s.hello.as_ref().map(|h| h.name.clone()),
+                state: s.state.as_str().to_string(),
+                addr: s.addr.clone(),
+                remote: s.remote.map(|r| r.to_string()),
+                since_unix_ms: s.since.as_nanos() / 1_000_000,
+                version: s.hello.as_ref().map(|h| h.version.clone()),
+                os: s.hello.as_ref().map(|h| h.os.clone()),
+                last_error: s.last_error.clone(),
+                retry_in_ms: s.retry_in_ms,
+                trusted: true,
+                found_by: s.found_by,
+                lan: lan.map(|n| n.presence.as_str()),
+                lan_addr: lan.map(|n| n.addr.to_string()),
+                last_seen_unix_ms: lan.map(|n| n.last_seen.as_nanos() / 1_000_000),
+            }
         })
-        .collect()
+        .collect();
+    let known: std::collections::HashSet<NodeId> = statuses.iter().map(|s| s.id).collect();
+    rows.extend(
+        nearby
+            .iter()
+            .filter(|n| !known.contains(&n.id))
+            .map(|n| PeerRow {
+                id: n.id.to_string(),
+                name: None,
+                state: "nearby".into(),
+                addr: None,
+                remote: None,
+                since_unix_ms: n.last_seen.as_nanos() / 1_000_000,
+                version: None,
+                os: None,
+                last_error: None,
+                retry_in_ms: None,
+                trusted: false,
+                found_by: None,
+                lan: Some(n.presence.as_str()),
+                lan_addr: Some(n.addr.to_string()),
+                last_seen_unix_ms: Some(n.last_seen.as_nanos() / 1_000_000),
+            }),
+    );
+    rows
 }
 
-pub fn run(home: &Home, listen: Option<String>) -> Result<ExitCode> {
+pub fn run(
+    home: &Home,
+    listen: Option<String>,
+    trash_days: u32,
+    lan: DiscoveryArgs,
+) -> Result<ExitCode> {
+    let options = RuntimeOptions {
+        trash_keep: Duration::from_secs(u64::from(trash_days) * 24 * 3600),
+    };
     let store = open_store(home)?;
     let identity = home.identity()?;
     let peers = trust::list(&store)?;
@@ -347,7 +448,8 @@ pub fn run(home: &Home, listen: Option<String>) -> Result<ExitCode> {
             on_join,
             Some(events_tx),
         );
-        let sync = SyncRuntime::start(own, store.clone(), events_rx);
+        let sync = SyncRuntime::start(own, store.clone(), events_rx, options);
+        let discovery = start_discovery(own, bound.port(), &lan, &mesh);
         for p in peers.iter().filter(|p| p.addr.is_none()) {
             info!(peer = %p.id, "no address known; waiting for it to connect");
         }
@@ -362,6 +464,7 @@ pub fn run(home: &Home, listen: Option<String>) -> Result<ExitCode> {
             listen: bound,
             started: Instant::now(),
             stop: tokio::sync::Notify::new(),
+            discovery,
         });
         #[cfg(unix)]
         let control_task = control::serve(&control::socket_path(home), daemon.clone())?;
@@ -391,6 +494,54 @@ pub fn run(home: &Home, listen: Option<String>) -> Result<ExitCode> {
     result?;
     eprintln!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Start LAN discovery (unless disabled) and act on what it hears:
+/// trusted peers are dialled at the address they were heard from. A
+/// failure is logged and changes nothing else.
+fn start_discovery(own: NodeId, port: u16, args: &DiscoveryArgs, mesh: &Mesh) -> Option<Discovery> {
+    if args.no_discovery {
+        info!("LAN discovery is off (--no-discovery)");
+        return None;
+    }
+    let config = DiscoveryConfig {
+        port: args.discovery_port,
+        interfaces: args.discovery_interface.clone(),
+        timing: Timing::every(Duration::from_secs_f64(args.discovery_interval)),
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let started = match Discovery::start(own, port, config, tx) {
+        Ok(d) => d,
+        Err(e) => {
+            warn!(port = args.discovery_port, error = %e, "LAN discovery is off: cannot open its socket");
+            return None;
+        }
+    };
+    info!(
+        port = args.discovery_port,
+        interval_s = args.discovery_interval,
+        "LAN discovery on"
+    );
+    let mesh = mesh.clone();
+    tokio::spawn(async move {
+        while let Some(change) = rx.recv().await {
+            match change {
+                Change::Found(id, addr)
+                | Change::Moved(id, addr)
+                | Change::Restarted(id, addr)
+                | Change::Returned(id, addr) => {
+                    let trusted = mesh.discovered(id, addr);
+                    info!(peer = %id, %addr, trusted, "discovered on the LAN");
+                }
+                Change::Stale(id) => info!(peer = %id, "stale on the LAN: not heard for a while"),
+                Change::Expired(id) => {
+                    mesh.undiscovered(id);
+                    info!(peer = %id, "expired on the LAN: forgotten");
+                }
+            }
+        }
+    });
+    Some(started)
 }
 
 /// No agent on this home: say so, and how to start one.
@@ -574,6 +725,14 @@ pub fn run_status(home: &Home, json: bool) -> Result<ExitCode> {
                     s["peers_connected"], s["peers_trusted"]
                 )?;
                 writeln!(out, "store    WAL at sequence {}", s["wal_last_seq"])?;
+                match s["discovery"].as_object() {
+                    Some(d) => writeln!(
+                        out,
+                        "lan      discovery on UDP {}, every {} s, {} node(s) heard",
+                        d["port"], d["interval_s"], d["nearby"]
+                    )?,
+                    None => writeln!(out, "lan      discovery off")?,
+                }
                 for f in s["folders"].as_array().into_iter().flatten() {
                     writeln!(
                         out,

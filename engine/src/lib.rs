@@ -20,12 +20,14 @@
 //! | [`sync`]   | what should be sent, fetched, kept or removed? |
 //! | [`runtime`] | the composed node: watch, sync, transfer       |
 //! | [`transport`] | who is this node, and whom does it trust?  |
+//! | [`discovery`] | which nodes are on this LAN?              |
 //!
 //! See `ARCHITECTURE.md` at the repository root for the codemap and the
 //! invariants that hold between modules.
 #![warn(missing_docs)]
 
 pub mod core;
+pub mod discovery;
 pub mod folder;
 pub mod fs;
 pub mod runtime;

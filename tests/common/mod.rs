@@ -19,6 +19,8 @@ pub fn run(home: &Path, args: &[&str]) -> Output {
         .arg(home)
         .args(args)
         .env_remove("SOFTADASTRA_HOME")
+        // Network safety: no LAN multicast outside a test's namespaces.
+        .env("SOFTADASTRA_NO_DISCOVERY", "1")
         .output()
         .expect("run softadastra")
 }

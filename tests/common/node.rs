@@ -51,11 +51,28 @@ impl Node {
         );
     }
     pub fn start(&mut self) {
-        let mut child = Command::new(bin())
-            .arg("--home")
+        let mut cmd = Command::new(bin());
+        cmd.arg("--home")
             .arg(self.home.path())
             .args(["run", "--listen", &format!("127.0.0.1:{}", self.port)])
+            // Network safety: no LAN multicast outside a test's namespaces.
+            .env("SOFTADASTRA_NO_DISCOVERY", "1");
+        self.spawn(cmd);
+    }
+    /// Run the node inside network namespace `netns` (which the test
+    /// created), listening on every address, with `extra` arguments.
+    pub fn start_in_netns(&mut self, netns: &str, extra: &[&str]) {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", netns, bin(), "--home"])
+            .arg(self.home.path())
+            .args(["run", "--listen", &format!("0.0.0.0:{}", self.port)])
+            .args(extra);
+        self.spawn(cmd);
+    }
+    fn spawn(&mut self, mut cmd: Command) {
+        let mut child = cmd
             .env("SOFTADASTRA_LOG", "info")
+            .env_remove("SOFTADASTRA_HOME")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -92,6 +109,13 @@ impl Node {
                     self.id
                 ),
             }
+        }
+    }
+    /// Forget every log line so far: later waits see only newer lines.
+    pub fn clear_log(&self) {
+        self.unmatched.borrow_mut().clear();
+        if let Some(rx) = &self.lines {
+            while rx.try_recv().is_ok() {}
         }
     }
     pub fn signal(&mut self, sig: &str) -> std::process::ExitStatus {

@@ -325,12 +325,15 @@ async fn place(
         return Err("a parent directory is a symlink".into());
     }
     let record = need.record.clone();
-    let commit = |tmp| Commit {
+    let commit = |tmp: Option<PathBuf>| Commit {
         folder: folder_id.to_string(),
         path: path.to_string(),
         need: need.clone(),
         expect: expect.clone(),
-        step: Step::Place { tmp },
+        step: Step::Place {
+            synced: tmp.is_some() && record.size >= SYNC_ALONE,
+            tmp,
+        },
     };
     match record.kind {
         EntryKind::Dir => return submit(s, commit(None)).await,
@@ -446,8 +449,14 @@ async fn assemble(s: &Arc<Shared>, need: &Need, tmp: &Path) -> Result<(), String
     let want = record.hash;
     let (mtime_ns, mode, size) = (record.mtime_ns, record.mode, record.size);
     tokio::task::spawn_blocking(move || -> Result<(), String> {
-        // Made durable with the rest of its commit batch (see `Committer`).
-        set_times_and_mode(&file.lock(), mtime_ns, mode);
+        let f = file.lock();
+        set_times_and_mode(&f, mtime_ns, mode);
+        // A large file is synced here, in parallel with other transfers;
+        // small ones together with their commit batch (see `committer`).
+        if size >= SYNC_ALONE {
+            f.sync_all().map_err(|e| e.to_string())?;
+        }
+        drop(f);
         drop(file);
         let mut hasher = blake3::Hasher::new();
         let mut rd = std::fs::File::open(&tmp_owned).map_err(|e| e.to_string())?;
@@ -472,6 +481,10 @@ async fn assemble(s: &Arc<Shared>, need: &Need, tmp: &Path) -> Result<(), String
     debug!(bytes_fetched = fetched, size = record.size, "assembled");
     Ok(())
 }
+
+/// Files at least this large are fsynced on their own as soon as they are
+/// assembled; smaller ones are made durable per commit batch.
+const SYNC_ALONE: u64 = 4 << 20;
 
 /// A tiny mutex wrapper so the file can be shared by chunk tasks.
 struct Mutex2<T>(std::sync::Mutex<T>);
@@ -508,7 +521,11 @@ pub struct Commit {
 
 enum Step {
     /// Move `tmp` (assembled, verified) into place; `None` for a directory.
-    Place { tmp: Option<PathBuf> },
+    Place {
+        tmp: Option<PathBuf>,
+        /// Already made durable by its transfer (a large file).
+        synced: bool,
+    },
     /// Move the file to the trash (an empty directory is removed).
     Remove,
 }
@@ -570,7 +587,10 @@ fn commit_batch(s: &Arc<Shared>, batch: Vec<&Commit>) -> Vec<Result<Vec<Action>,
     let temps: Vec<&Path> = batch
         .iter()
         .filter_map(|c| match &c.step {
-            Step::Place { tmp: Some(t) } => Some(t.as_path()),
+            Step::Place {
+                tmp: Some(t),
+                synced: false,
+            } => Some(t.as_path()),
             _ => None,
         })
         .collect();
@@ -594,7 +614,9 @@ fn commit_batch(s: &Arc<Shared>, batch: Vec<&Commit>) -> Vec<Result<Vec<Action>,
                     return Err("a parent directory is a symlink".to_string());
                 }
                 match &c.step {
-                    Step::Place { tmp } => place_one(s, store, c, &root, &abs, tmp.as_deref()),
+                    Step::Place { tmp, .. } => {
+                        place_one(s, store, c, &root, &abs, tmp.as_deref())
+                    }
                     Step::Remove => remove_one(s, store, c, &root, &abs),
                 }
             })
@@ -627,41 +649,48 @@ fn commit_batch(s: &Arc<Shared>, batch: Vec<&Commit>) -> Vec<Result<Vec<Action>,
     }
 }
 
-/// Make `files` (or directories) durable: on Linux one `syncfs` per file
-/// system the `roots` are on, elsewhere an fsync of each.
+/// Make `files` (or directories) durable. One `syncfs` per file system
+/// the `roots` are on when that is cheaper (Linux, many small files: one
+/// device flush instead of one per file); an fsync of each otherwise — a
+/// few files, or much data, where `syncfs` would also flush the other
+/// transfers still being written.
 fn make_durable(roots: &[&Path], files: &[impl AsRef<Path>]) -> std::io::Result<()> {
-    if files.is_empty() {
+    let mut unique: Vec<&Path> = files.iter().map(AsRef::as_ref).collect();
+    unique.sort();
+    unique.dedup();
+    if unique.is_empty() {
         return Ok(());
     }
     #[cfg(target_os = "linux")]
     {
-        let _ = files;
-        let mut seen = std::collections::HashSet::new();
-        for root in roots {
-            use std::os::unix::fs::MetadataExt;
-            let dev = std::fs::metadata(root)?.dev();
-            if seen.insert(dev) {
-                syncfs(root)?;
-            }
-        }
-        Ok(())
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = roots;
-        let mut seen = std::collections::HashSet::new();
-        for f in files {
-            if seen.insert(f.as_ref().to_path_buf()) {
-                match std::fs::File::open(f.as_ref()) {
-                    Ok(h) => h.sync_all()?,
-                    // A directory cannot be opened for syncing on Windows.
-                    Err(_) if f.as_ref().is_dir() => {}
-                    Err(e) => return Err(e),
+        let bytes: u64 = unique
+            .iter()
+            .filter_map(|f| std::fs::symlink_metadata(f).ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum();
+        if unique.len() > 2 && bytes < 16 << 20 {
+            let mut seen = std::collections::HashSet::new();
+            for root in roots {
+                use std::os::unix::fs::MetadataExt;
+                let dev = std::fs::metadata(root)?.dev();
+                if seen.insert(dev) {
+                    syncfs(root)?;
                 }
             }
+            return Ok(());
         }
-        Ok(())
     }
+    let _ = roots;
+    for f in unique {
+        match std::fs::File::open(f) {
+            Ok(h) => h.sync_all()?,
+            // A directory cannot be opened for syncing on Windows.
+            Err(_) if f.is_dir() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Flush every dirty page of the file system holding `dir`: one device
@@ -677,6 +706,62 @@ fn syncfs(dir: &Path) -> std::io::Result<()> {
     } else {
         Err(std::io::Error::last_os_error())
     }
+}
+
+/// Move the file at `abs` (folder path `path`) into the folder's trash,
+/// `.softadastra/trash/<unix seconds>/<path>`, and remember its chunks for
+/// reuse. Returns where it went.
+fn to_trash(
+    s: &Shared,
+    root: &Path,
+    path: &str,
+    abs: &Path,
+    record: Option<&FileRecord>,
+) -> Result<PathBuf, String> {
+    let stamp = crate::core::SystemClock.wall().as_nanos() / 1_000_000_000;
+    let trash = root
+        .join(META_DIR)
+        .join(TRASH_DIR)
+        .join(stamp.to_string())
+        .join(path);
+    if let Some(p) = trash.parent() {
+        std::fs::create_dir_all(p).map_err(|e| format!("create {}: {e}", p.display()))?;
+    }
+    std::fs::rename(abs, &trash).map_err(|e| format!("move to trash: {e}"))?;
+    if let Some(r) = record {
+        lock(&s.chunks).trashed(&trash, r);
+    }
+    Ok(trash)
+}
+
+/// The trash of each folder, under its `.softadastra/` directory.
+pub const TRASH_DIR: &str = "trash";
+
+/// Delete trash batches (`.softadastra/trash/<unix seconds>/`) of the folder
+/// at `root` older than `keep` at `now_unix`. Returns how many went. A
+/// directory whose name is not a time is left alone.
+pub fn prune_trash(root: &Path, keep: Duration, now_unix: u64) -> std::io::Result<usize> {
+    let dir = root.join(META_DIR).join(TRASH_DIR);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut pruned = 0;
+    for entry in entries.flatten() {
+        let Some(stamp) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if stamp.saturating_add(keep.as_secs()) < now_unix {
+            std::fs::remove_dir_all(entry.path())?;
+            pruned += 1;
+        }
+    }
+    Ok(pruned)
 }
 
 /// Check the work is still wanted and the disk is what the index says,
@@ -740,8 +825,24 @@ fn place_one(
         info!(folder = %folder_id, %path, copy = %copy_path, "conflict: kept the other version beside the file");
         copy = Some((copy_path.clone(), rec));
     }
+    let mut trashed = None;
+    if copy.is_none()
+        && tmp.is_some()
+        && let Some(old) = expect.filter(|e| !e.deleted && e.kind == EntryKind::File)
+    {
+        // A replaced file's previous content goes to the trash, so a bad
+        // remote edit can be undone.
+        trashed = Some(to_trash(s, root, path, abs, Some(old))?);
+    }
     match tmp {
-        Some(t) => std::fs::rename(t, abs).map_err(|e| format!("move into place: {e}"))?,
+        Some(t) => {
+            if let Err(e) = std::fs::rename(t, abs) {
+                if let Some(back) = &trashed {
+                    let _ = std::fs::rename(back, abs);
+                }
+                return Err(format!("move into place: {e}"));
+            }
+        }
         None => {
             if need.record.kind == EntryKind::Dir {
                 std::fs::create_dir_all(abs).map_err(|e| e.to_string())?;
@@ -780,19 +881,7 @@ fn remove_one(
         if m.is_dir() {
             let _ = std::fs::remove_dir(abs);
         } else {
-            let stamp = crate::core::SystemClock.wall().as_nanos() / 1_000_000_000;
-            let trash = root
-                .join(META_DIR)
-                .join("trash")
-                .join(stamp.to_string())
-                .join(path);
-            if let Some(p) = trash.parent() {
-                std::fs::create_dir_all(p).map_err(|e| e.to_string())?;
-            }
-            std::fs::rename(abs, &trash).map_err(|e| format!("move to trash: {e}"))?;
-            if let Some(e) = expect {
-                lock(&s.chunks).trashed(&trash, e);
-            }
+            to_trash(s, root, path, abs, expect)?;
         }
     }
     let mut engine = lock(&s.engine);
@@ -807,4 +896,40 @@ fn remove_one(
             Instant::now(),
         )
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_trash_batches_go_and_recent_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let trash = dir.path().join(META_DIR).join(TRASH_DIR);
+        for (name, file) in [
+            ("1000", "a.txt"),
+            ("5000", "sub/b.txt"),
+            ("notes", "keep.txt"),
+        ] {
+            let p = trash.join(name).join(file);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, b"x").unwrap();
+        }
+        let keep = Duration::from_secs(2000);
+        assert_eq!(prune_trash(dir.path(), keep, 4000).unwrap(), 1);
+        assert!(!trash.join("1000").exists());
+        assert!(trash.join("5000/sub/b.txt").exists());
+        assert!(
+            trash.join("notes/keep.txt").exists(),
+            "not a time: left alone"
+        );
+        assert_eq!(prune_trash(dir.path(), keep, 4000).unwrap(), 0);
+        assert_eq!(prune_trash(dir.path(), keep, 1_000_000).unwrap(), 1);
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(
+            prune_trash(empty.path(), keep, 1).unwrap(),
+            0,
+            "no trash yet"
+        );
+    }
 }

@@ -69,6 +69,22 @@ pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// How a node behaves, beyond what the store holds.
+#[derive(Debug, Clone, Copy)]
+pub struct RuntimeOptions {
+    /// Replaced and deleted files stay in each folder's trash this long.
+    pub trash_keep: Duration,
+}
+
+impl Default for RuntimeOptions {
+    /// Trash kept 30 days.
+    fn default() -> Self {
+        RuntimeOptions {
+            trash_keep: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
 /// A running sync runtime.
 pub struct SyncRuntime {
     shared: Arc<Shared>,
@@ -84,6 +100,7 @@ impl SyncRuntime {
         node: NodeId,
         store: Arc<Mutex<Store>>,
         mut events: mpsc::UnboundedReceiver<MeshEvent>,
+        options: RuntimeOptions,
     ) -> SyncRuntime {
         let (local_tx, mut local_rx) = mpsc::unbounded_channel();
         let (commits, inbox) = std::sync::mpsc::channel();
@@ -109,6 +126,10 @@ impl SyncRuntime {
         let weak = Arc::downgrade(&shared);
         std::thread::spawn(move || exec::committer(weak, inbox));
         let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(prune_trash_hourly(
+            shared.clone(),
+            options.trash_keep,
+        )));
         let s = shared.clone();
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -326,6 +347,28 @@ fn watch_folder(
                 }
             }
         })
+    }
+}
+
+/// Empty every folder's trash of what is older than `keep`: at start, then
+/// hourly.
+async fn prune_trash_hourly(s: Arc<Shared>, keep: Duration) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        let folders = folder::list(&lock(&s.store)).unwrap_or_default();
+        let _ = tokio::task::spawn_blocking(move || {
+            let now =
+                crate::core::Clock::wall(&crate::core::SystemClock).as_nanos() / 1_000_000_000;
+            for f in folders {
+                match exec::prune_trash(&f.path, keep, now) {
+                    Ok(0) => {}
+                    Ok(n) => info!(folder = %f.id, batches = n, "emptied old trash"),
+                    Err(e) => warn!(folder = %f.id, error = %e, "cannot empty old trash"),
+                }
+            }
+        })
+        .await;
     }
 }
 

@@ -83,6 +83,12 @@ pub struct PeerStatus {
     pub last_error: Option<String>,
     /// When backing off: milliseconds until the next attempt.
     pub retry_in_ms: Option<u64>,
+    /// Where LAN discovery last heard it (dialled when no address is
+    /// configured, or in turn with a configured one that fails).
+    pub discovered: Option<SocketAddr>,
+    /// How the live connection came about: `configured` or `discovered`
+    /// (we dialled that address) or `incoming` (it dialled us).
+    pub found_by: Option<&'static str>,
 }
 
 /// What happens on the mesh, for the layers above.
@@ -179,6 +185,8 @@ impl Mesh {
                 outbound: false,
                 last_error: None,
                 retry_in_ms: None,
+                discovered: None,
+                found_by: None,
             },
             retry_at: None,
             live: None,
@@ -190,11 +198,60 @@ impl Mesh {
         if let Some(d) = slot.dialer.take() {
             d.abort();
         }
-        slot.status.addr = addr.clone();
-        if let Some(addr) = addr {
+        slot.status.addr = addr;
+        let mesh = self.clone();
+        slot.dialer = Some(tokio::spawn(async move { mesh.dial_loop(id).await }));
+    }
+
+    /// LAN discovery heard `id` at `addr`. For a trusted peer, the address
+    /// is dialled (in turn with a configured one); the TLS pin still
+    /// decides, so a forged announcement only costs a refused handshake.
+    /// Returns whether `id` is a peer of this node.
+    pub fn discovered(&self, id: NodeId, addr: SocketAddr) -> bool {
+        let mut slots = self.slots();
+        let Some(slot) = slots.get_mut(&id) else {
+            return false;
+        };
+        slot.status.discovered = Some(addr);
+        if slot.dialer.is_none() {
             let mesh = self.clone();
-            slot.dialer = Some(tokio::spawn(async move { mesh.dial_loop(id, addr).await }));
+            slot.dialer = Some(tokio::spawn(async move { mesh.dial_loop(id).await }));
+        } else if slot.live.is_none() && slot.status.state != PeerState::Connecting {
+            // Heard again while backing off: try now rather than later.
+            if let Some(d) = slot.dialer.take() {
+                d.abort();
+            }
+            let mesh = self.clone();
+            slot.dialer = Some(tokio::spawn(async move { mesh.dial_loop(id).await }));
         }
+        true
+    }
+
+    /// Discovery lost `id` (expired): forget the address it heard.
+    pub fn undiscovered(&self, id: NodeId) {
+        if let Some(slot) = self.slots().get_mut(&id) {
+            slot.status.discovered = None;
+        }
+    }
+
+    /// The addresses to dial `id` at, in the order to try them: the
+    /// configured one, then the discovered one.
+    fn candidates(&self, id: &NodeId) -> Vec<(String, &'static str)> {
+        let slots = self.slots();
+        let Some(slot) = slots.get(id) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        if let Some(a) = &slot.status.addr {
+            out.push((a.clone(), "configured"));
+        }
+        if let Some(d) = slot.status.discovered {
+            let d = d.to_string();
+            if !out.iter().any(|(a, _)| *a == d) {
+                out.push((d, "discovered"));
+            }
+        }
+        out
     }
 
     /// Stop keeping a connection to `id` and close any live one.
@@ -262,7 +319,13 @@ impl Mesh {
 
     /// Register a new connection; false (and it is closed) if it loses to
     /// an existing one or the peer is no longer trusted.
-    fn admit(&self, peer: &PeerHandle, hello: &Hello, outbound: bool) -> bool {
+    fn admit(
+        &self,
+        peer: &PeerHandle,
+        hello: &Hello,
+        outbound: bool,
+        found_by: &'static str,
+    ) -> bool {
         let own = self.inner.endpoint.node_id();
         let mut slots = self.slots();
         let Some(slot) = slots.get_mut(&peer.id) else {
@@ -286,6 +349,7 @@ impl Mesh {
         slot.status.hello = Some(hello.clone());
         slot.status.remote = Some(peer.remote_addr());
         slot.status.outbound = outbound;
+        slot.status.found_by = Some(found_by);
         slot.retry_at = None;
         true
     }
@@ -322,9 +386,9 @@ impl Mesh {
         self.slots().get(id).is_some_and(|s| s.live.is_some())
     }
 
-    async fn hold(&self, peer: Peer, outbound: bool) {
+    async fn hold(&self, peer: Peer, outbound: bool, found_by: &'static str) {
         let handle = peer.handle();
-        if !self.admit(&handle, &peer.hello, outbound) {
+        if !self.admit(&handle, &peer.hello, outbound, found_by) {
             return;
         }
         info!(peer = %handle.id, name = %handle.name, addr = %handle.remote_addr(), version = %peer.hello.version, "connected");
@@ -356,13 +420,23 @@ impl Mesh {
         info!(peer = %handle.id, name = %handle.name, reason = %why, "disconnected");
     }
 
-    async fn dial_loop(&self, id: NodeId, addr_text: String) {
+    async fn dial_loop(&self, id: NodeId) {
         let mut backoff = BACKOFF_MIN;
+        let mut turn = 0usize;
         loop {
             if self.is_connected(&id) {
                 tokio::time::sleep(Duration::from_millis(250)).await;
                 continue;
             }
+            let candidates = self.candidates(&id);
+            if candidates.is_empty() {
+                self.set_state(id, PeerState::Waiting, None, None);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
+            }
+            // Each attempt takes the next address in turn.
+            let (addr_text, found_by) = candidates[turn % candidates.len()].clone();
+            turn += 1;
             self.set_state(id, PeerState::Connecting, None, None);
             // Resolved on every attempt: a name that fails now may resolve later.
             let attempt = match resolve(&addr_text).await {
@@ -377,7 +451,7 @@ impl Mesh {
             match attempt {
                 Ok(peer) => {
                     backoff = BACKOFF_MIN;
-                    self.hold(peer, true).await;
+                    self.hold(peer, true, found_by).await;
                 }
                 Err(_) if self.is_connected(&id) => {}
                 Err(e) => {
@@ -409,7 +483,7 @@ impl Mesh {
             tokio::spawn(async move {
                 let from = accepting.remote_addr();
                 match accepting.establish().await {
-                    Ok(Incoming::Peer(peer)) => mesh.hold(peer, false).await,
+                    Ok(Incoming::Peer(peer)) => mesh.hold(peer, false, "incoming").await,
                     Ok(Incoming::Join(join)) => mesh.answer_join(join).await,
                     Err(e) => warn!(%from, error = %e, "incoming connection refused"),
                 }
