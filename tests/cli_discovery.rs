@@ -204,7 +204,15 @@ fn nodes_in_namespaces_discover_each_other_sync_and_come_back() {
             has(&nodes[k].1, "hello.txt", b"found you")
         });
     }
-    let rows = json(&run(nodes[0].0.home.path(), &["peers", "--json"]));
+    // Both heard on the LAN (a node that dialled us first may be heard a
+    // moment later).
+    let mut rows = serde_json::Value::Null;
+    wait("both heard on the LAN", Duration::from_secs(10), || {
+        rows = json(&run(nodes[0].0.home.path(), &["peers", "--json"]));
+        [1, 2]
+            .iter()
+            .all(|&k| row(&rows, &nodes[k].0.id).is_some_and(|r| r["lan"].is_string()))
+    });
     for k in [1, 2] {
         let r = row(&rows, &nodes[k].0.id).expect("peer listed");
         assert_eq!(r["state"], "connected", "{r}");
@@ -241,6 +249,36 @@ fn nodes_in_namespaces_discover_each_other_sync_and_come_back() {
     nodes[0]
         .0
         .wait_for(&["discovered on the LAN", &nodes[2].0.id, "10.77.0.2:9"]);
+    // A stranger announcing itself is listed as nearby, never connected.
+    let stranger = NodeId::derive(b"a node nobody here trusts");
+    let hello = Packet {
+        kind: Kind::Announce,
+        node: stranger,
+        port: 7420,
+        instance: 7,
+    }
+    .encode();
+    let file = nodes[1].0.home.path().join("stranger.bin");
+    std::fs::write(&file, hello).unwrap();
+    let sent = Command::new("ip")
+        .args(["netns", "exec", &lab.nodes[1], "bash", "-c"])
+        .arg(format!("cat {} > /dev/udp/10.77.0.1/7421", file.display()))
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    nodes[0].0.wait_for(&[
+        "discovered on the LAN",
+        &format!("peer={stranger}"),
+        "trusted=false",
+    ]);
+    let rows = json(&run(nodes[0].0.home.path(), &["peers", "--json"]));
+    let r = row(&rows, &stranger.to_string()).expect("stranger listed");
+    assert_eq!(r["trusted"], false, "{r}");
+    assert_eq!(r["state"], "nearby", "{r}");
+    let human = common::stdout(&run(nodes[0].0.home.path(), &["peers"]));
+    assert!(human.contains("Nearby on the LAN, not trusted"), "{human}");
+    assert!(human.contains(&stranger.to_string()), "{human}");
+
     std::fs::write(nodes[2].1.join("after-forgery.txt"), b"still me").unwrap();
     wait("sync past a forgery", Duration::from_secs(20), || {
         has(&nodes[0].1, "after-forgery.txt", b"still me")
@@ -284,6 +322,23 @@ fn nodes_in_namespaces_discover_each_other_sync_and_come_back() {
         has(&nodes[2].1, "offline.txt", b"written while three was away")
     });
     let caught_up = back.elapsed();
+
+    // `peer add ID` with no address: the agent dials where it heard it.
+    let two = nodes[1].0.id.clone();
+    assert!(
+        run(nodes[0].0.home.path(), &["peer", "remove", &two])
+            .status
+            .success()
+    );
+    nodes[0].0.clear_log();
+    let added = run(nodes[0].0.home.path(), &["peer", "add", &two]);
+    assert!(added.status.success());
+    let said = common::stderr(&added);
+    assert!(
+        said.contains("found on the LAN at 10.77.0.2:7420"),
+        "{said}"
+    );
+    nodes[0].0.connected_to(&nodes[1].0);
 
     // Announce traffic of one node.
     let status = json(&run(nodes[0].0.home.path(), &["status", "--json"]));

@@ -81,6 +81,35 @@ fn peers_are_added_listed_and_removed_and_typos_refused() {
 }
 
 #[test]
+fn node_describes_this_node_without_an_agent() {
+    let home = tempfile::tempdir().unwrap();
+    let none = run(home.path(), &["node"]);
+    assert!(!none.status.success());
+    assert!(
+        text(&none.stderr).contains("softadastra init"),
+        "{}",
+        text(&none.stderr)
+    );
+    let id = text(&run(home.path(), &["init", "--name", "desk"]).stdout);
+    let info: serde_json::Value =
+        serde_json::from_slice(&run(home.path(), &["node", "--json"]).stdout).unwrap();
+    assert_eq!(info["id"], id.trim());
+    assert_eq!(info["name"], "desk");
+    assert_eq!(info["running"], false);
+    assert!(info["uptime_secs"].is_null());
+    assert!(
+        info["capabilities"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty())
+    );
+    let human = text(&run(home.path(), &["node"]).stdout);
+    assert!(
+        human.contains("not running") && human.contains("desk"),
+        "{human}"
+    );
+}
+
+#[test]
 fn the_first_recording_command_creates_the_identity_and_uses_it() {
     let home = tempfile::tempdir().unwrap();
     let put = run(home.path(), &["store", "put", "k", "v"]);

@@ -20,6 +20,34 @@ fn two_nodes_connect_survive_restarts_and_stop_cleanly() {
     assert!(a.connected_to(&b).contains("name=beta"));
     assert!(b.connected_to(&a).contains("name=alpha"));
 
+    // Metadata: the local description, and the peer's as its hello said.
+    let me = json(&run(a.home.path(), &["node", "--json"]));
+    assert_eq!(me["id"], a.id.as_str());
+    assert_eq!(me["name"], "alpha");
+    assert_eq!(me["running"], true);
+    assert_eq!(me["os"], std::env::consts::OS);
+    assert!(me["uptime_secs"].is_u64(), "{me}");
+    assert!(
+        me["capabilities"].as_array().is_some_and(|c| !c.is_empty()),
+        "{me}"
+    );
+    let row = wait_peer_state(&a, &b.id, "connected");
+    let info = &row["info"];
+    assert_eq!(info["name"], "beta", "{row}");
+    assert_eq!(info["meta_version"], 1, "{row}");
+    assert!(
+        info["started_at_ms"].as_u64().is_some_and(|t| t > 0),
+        "{row}"
+    );
+    assert!(info["uptime_secs"].is_u64(), "{row}");
+    assert!(!info["hostname"].as_str().unwrap_or("").is_empty(), "{row}");
+    assert!(
+        info["capabilities"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c == "sync/1")),
+        "{row}"
+    );
+
     // A second `run` on the same home is refused.
     let second = run(a.home.path(), &["run", "--listen", "127.0.0.1:0"]);
     assert!(!second.status.success());

@@ -107,6 +107,7 @@ fn mallory(
                 hostname: "localhost".into(),
                 os: std::env::consts::OS.into(),
                 version: env!("CARGO_PKG_VERSION").into(),
+                meta: Vec::new(),
             },
             QuicConfig::default(),
         )

@@ -23,6 +23,8 @@ pub enum Request {
     Status,
     /// Every trusted peer with its connection state.
     Peers,
+    /// This node's description.
+    Node,
     /// Issue an invite code.
     Invite {
         /// Folder the invite shares.

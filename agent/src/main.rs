@@ -81,8 +81,13 @@ enum Command {
         #[arg(long)]
         port: Option<u16>,
     },
-    /// Trusted peers and their connection state.
+    /// Trusted peers and their connection state, and nodes nearby on the LAN.
     Peers {
+        #[arg(long)]
+        json: bool,
+    },
+    /// This node's description: id, name, host, OS, version, capabilities, uptime.
+    Node {
         #[arg(long)]
         json: bool,
     },
@@ -160,6 +165,7 @@ fn main() -> ExitCode {
         } => run_cmd::run_invite(&home, folder, Some(valid), addr),
         Command::Join { code, path, port } => run_cmd::run_join(&home, code, path, port),
         Command::Peers { json } => run_cmd::run_peers(&home, json),
+        Command::Node { json } => run_cmd::run_node(&home, json),
         Command::Status { json } => run_cmd::run_status(&home, json),
         Command::Shutdown => run_cmd::run_shutdown(&home),
         Command::Store(cmd) => store_cmd::run_store(&home, cmd),

@@ -20,6 +20,7 @@ use softadastra::core::{Clock, NodeId, SystemClock};
 use softadastra::discovery::service::{Discovery, DiscoveryConfig};
 use softadastra::discovery::{self, Change, Nearby, Timing};
 use softadastra::folder;
+use softadastra::metadata::{NodeInfo, NodeMeta};
 use softadastra::runtime::{RuntimeOptions, SyncRuntime};
 use softadastra::store::Store;
 use softadastra::sync::SyncEngine;
@@ -51,7 +52,14 @@ fn hello_of(identity: &Identity) -> Hello {
         hostname: hostname(),
         os: std::env::consts::OS.to_string(),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        meta: NodeMeta::local(started_at_ms()).encode(),
     }
+}
+
+/// When this process started (Unix milliseconds).
+fn started_at_ms() -> u64 {
+    static AT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *AT.get_or_init(|| SystemClock.wall().as_nanos() / 1_000_000)
 }
 
 /// LAN discovery options of `run`.
@@ -59,7 +67,11 @@ fn hello_of(identity: &Identity) -> Hello {
 pub struct DiscoveryArgs {
     /// Do not announce this node on the LAN nor listen for others
     /// (configured peers are still dialled).
-    #[arg(long, env = "SOFTADASTRA_NO_DISCOVERY")]
+    #[arg(
+        long,
+        env = "SOFTADASTRA_NO_DISCOVERY",
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
     no_discovery: bool,
     /// UDP port of LAN discovery.
     #[arg(long, value_name = "PORT", default_value_t = discovery::service::DEFAULT_PORT)]
@@ -216,6 +228,14 @@ impl control::Handler for Daemon {
                     })),
                 })
             }
+            Request::Node => {
+                let now_ms = SystemClock.wall().as_nanos() / 1_000_000;
+                let mut info =
+                    serde_json::to_value(NodeInfo::from_hello(&hello_of(&self.identity), now_ms))?;
+                info["running"] = json!(true);
+                info["listen"] = json!(self.listen.to_string());
+                info
+            }
             Request::Peers => serde_json::to_value(peer_rows(
                 self.mesh.statuses(),
                 self.discovery
@@ -339,10 +359,13 @@ struct PeerRow {
     lan_addr: Option<String>,
     /// When discovery last heard it.
     last_seen_unix_ms: Option<u64>,
+    /// What it said about itself on the last connection.
+    info: Option<NodeInfo>,
 }
 
 fn peer_rows(statuses: Vec<PeerStatus>, nearby: Vec<Nearby>) -> Vec<PeerRow> {
     let heard: HashMap<NodeId, &Nearby> = nearby.iter().map(|n| (n.id, n)).collect();
+    let now_ms = SystemClock.wall().as_nanos() / 1_000_000;
     let mut rows: Vec<PeerRow> = statuses
         .iter()
         .map(|s| {
@@ -363,6 +386,7 @@ fn peer_rows(statuses: Vec<PeerStatus>, nearby: Vec<Nearby>) -> Vec<PeerRow> {
                 lan: lan.map(|n| n.presence.as_str()),
                 lan_addr: lan.map(|n| n.addr.to_string()),
                 last_seen_unix_ms: lan.map(|n| n.last_seen.as_nanos() / 1_000_000),
+                info: s.hello.as_ref().map(|h| NodeInfo::from_hello(h, now_ms)),
             }
         })
         .collect();
@@ -387,6 +411,7 @@ fn peer_rows(statuses: Vec<PeerStatus>, nearby: Vec<Nearby>) -> Vec<PeerRow> {
                 lan: Some(n.presence.as_str()),
                 lan_addr: Some(n.addr.to_string()),
                 last_seen_unix_ms: Some(n.last_seen.as_nanos() / 1_000_000),
+                info: None,
             }),
     );
     rows
@@ -666,12 +691,13 @@ pub fn run_peers(home: &Home, json: bool) -> Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
+    let (trusted, nearby): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r["trusted"] != false);
     writeln!(
         out,
-        "{:<16} {:<12} {:<24} DETAIL",
-        "PEER", "STATE", "ADDRESS"
+        "{:<16} {:<12} {:<24} {:<11} DETAIL",
+        "PEER", "STATE", "ADDRESS", "LAN"
     )?;
-    for r in rows {
+    for r in trusted {
         let id = r["id"].as_str().unwrap_or_default();
         let name = r["name"]
             .as_str()
@@ -692,9 +718,80 @@ pub fn run_peers(home: &Home, json: bool) -> Result<ExitCode> {
         };
         writeln!(
             out,
-            "{name:<16} {:<12} {addr:<24} {detail}",
-            r["state"].as_str().unwrap_or("?")
+            "{name:<16} {:<12} {addr:<24} {:<11} {detail}",
+            r["state"].as_str().unwrap_or("?"),
+            r["lan"].as_str().unwrap_or("-"),
         )?;
+    }
+    if !nearby.is_empty() {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "Nearby on the LAN, not trusted (pair with `softadastra invite`, or `softadastra peer add ID`):"
+        )?;
+        for r in nearby {
+            writeln!(
+                out,
+                "  {}  at {} ({})",
+                r["id"].as_str().unwrap_or_default(),
+                r["lan_addr"].as_str().unwrap_or("?"),
+                r["lan"].as_str().unwrap_or("?")
+            )?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_node(home: &Home, json: bool) -> Result<ExitCode> {
+    use std::io::Write;
+    let info = match control::call(home, &Request::Node)? {
+        Some(info) => info,
+        None => {
+            let identity = Identity::load(&home.root)?.ok_or_else(|| {
+                anyhow!(
+                    "no node in {} yet: create one with `softadastra init`",
+                    home.root.display()
+                )
+            })?;
+            let hello = Hello {
+                meta: NodeMeta::local(0).encode(),
+                ..hello_of(&identity)
+            };
+            let mut info = serde_json::to_value(NodeInfo::from_hello(&hello, 0))?;
+            info["running"] = json!(false);
+            info
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&info)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let text = |k: &str| info[k].as_str().unwrap_or("").to_string();
+    writeln!(out, "id            {}", text("id"))?;
+    writeln!(out, "name          {}", text("name"))?;
+    writeln!(out, "host          {} ({})", text("hostname"), text("os"))?;
+    writeln!(
+        out,
+        "version       softadastra {} (wire protocol {}, metadata {})",
+        text("version"),
+        info["protocol"],
+        info["meta_version"]
+    )?;
+    let caps: Vec<&str> = info["capabilities"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.as_str())
+        .collect();
+    writeln!(out, "capabilities  {}", caps.join(", "))?;
+    match info["uptime_secs"].as_u64() {
+        Some(up) if info["running"] == true => writeln!(
+            out,
+            "agent         running for {up} s, listening on {}",
+            text("listen")
+        )?,
+        _ => writeln!(out, "agent         not running")?,
     }
     Ok(ExitCode::SUCCESS)
 }

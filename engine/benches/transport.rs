@@ -35,6 +35,7 @@ fn hello() -> Hello {
         hostname: "localhost".into(),
         os: "linux".into(),
         version: "bench".into(),
+        meta: Vec::new(),
     }
 }
 

@@ -21,6 +21,7 @@
 //! | [`runtime`] | the composed node: watch, sync, transfer       |
 //! | [`transport`] | who is this node, and whom does it trust?  |
 //! | [`discovery`] | which nodes are on this LAN?              |
+//! | [`metadata`] | what does a node say about itself?          |
 //!
 //! See `ARCHITECTURE.md` at the repository root for the codemap and the
 //! invariants that hold between modules.
@@ -30,6 +31,7 @@ pub mod core;
 pub mod discovery;
 pub mod folder;
 pub mod fs;
+pub mod metadata;
 pub mod runtime;
 pub mod store;
 pub mod sync;

@@ -205,6 +205,7 @@ fn expected_wire() -> Vec<u8> {
         hostname: "laptop.local".into(),
         os: "linux".into(),
         version: "0.1.0".into(),
+        meta: vec![1, 1, 6, b's', b'y', b'n', b'c', b'/', b'1', 0x80, 0x01],
     });
     let Message::Hello(h) = hello.clone() else {
         unreachable!()

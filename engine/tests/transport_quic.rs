@@ -36,6 +36,7 @@ fn hello(name: &str) -> Hello {
         hostname: "localhost".into(),
         os: std::env::consts::OS.into(),
         version: env!("CARGO_PKG_VERSION").into(),
+        meta: Vec::new(),
     }
 }
 

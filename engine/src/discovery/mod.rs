@@ -196,7 +196,8 @@ impl Presence {
 /// A node the registry knows.
 #[derive(Debug, Clone, Serialize)]
 pub struct Nearby {
-    /// Its claimed id.
+    /// Its claimed id (shown in its text form).
+    #[serde(serialize_with = "id_text")]
     pub id: NodeId,
     /// Source address of its last packet, with the announced port.
     pub addr: SocketAddr,
@@ -215,6 +216,10 @@ pub struct Nearby {
     /// with every packet).
     #[serde(skip)]
     heard_v4: Option<Instant>,
+}
+
+fn id_text<S: serde::Serializer>(id: &NodeId, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(id)
 }
 
 /// What the registry learnt.

@@ -53,6 +53,10 @@ pub struct Hello {
     pub os: String,
     /// Softadastra version.
     pub version: String,
+    /// Everything else the node says about itself (capabilities, start
+    /// time…): an opaque, versioned, append-only byte string that the
+    /// transport carries and `metadata::NodeMeta` reads.
+    pub meta: Vec<u8>,
 }
 
 /// A message between peers. New variants are only ever added at the end.
@@ -235,6 +239,7 @@ mod tests {
             hostname: "laptop.local".into(),
             os: "linux".into(),
             version: "0.1.0".into(),
+            meta: vec![1, 0, 0],
         })
     }
 
