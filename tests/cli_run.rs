@@ -238,3 +238,76 @@ fn invite_and_join_pair_running_nodes_and_peers_shows_every_state() {
     let down = run(b.home.path(), &["peers", "--json"]);
     assert_eq!(json(&down)[0]["state"], "agent not running");
 }
+
+/// `run PATH` on a fresh machine: identity created, PATH shared under an id
+/// derived from its name, node running — one command. A missing PATH is
+/// refused with the reason.
+#[test]
+fn run_path_initialises_shares_and_runs_in_one_command() {
+    let home = tempfile::tempdir().unwrap();
+    let docs = home.path().join("My Docs");
+    std::fs::create_dir(&docs).unwrap();
+    std::fs::write(docs.join("a.txt"), b"hello").unwrap();
+
+    let missing = run(
+        home.path(),
+        &[
+            "run",
+            "/nonexistent/softadastra-test",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    assert!(!missing.status.success());
+    let err = common::stderr(&missing);
+    assert!(
+        err.contains("cannot share /nonexistent/softadastra-test"),
+        "{err}"
+    );
+
+    let child = std::process::Command::new(common::bin())
+        .arg("--home")
+        .arg(home.path())
+        .arg("run")
+        .arg(&docs)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("SOFTADASTRA_NO_DISCOVERY", "1")
+        .env_remove("SOFTADASTRA_HOME")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let out = run(home.path(), &["status", "--json"]);
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if s["running"] != false && s["folders"].as_array().is_some_and(|f| !f.is_empty()) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "agent never came up: {s}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status["folders"][0]["id"], "my-docs", "{status}");
+    assert!(status["node"].as_str().is_some_and(|n| n.len() > 50));
+    // Running it again on the same path (agent stopped) is fine: already shared.
+    assert!(run(home.path(), &["shutdown"]).status.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(
+        common::stderr(&out).contains("now sharing"),
+        "{}",
+        common::stderr(&out)
+    );
+    let again = run(
+        home.path(),
+        &[
+            "run",
+            docs.to_str().unwrap(),
+            "--id",
+            "other",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    assert!(!again.status.success());
+    assert!(common::stderr(&again).contains("already shared as folder \"my-docs\""));
+}

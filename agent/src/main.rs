@@ -6,6 +6,7 @@
 mod control;
 mod folder_cmd;
 mod home;
+mod install_cmd;
 mod node_cmd;
 mod run_cmd;
 mod store_cmd;
@@ -38,8 +39,17 @@ enum Command {
     },
     /// Print this node's id, to give to the peers that should trust it.
     Id,
-    /// Run the node in the foreground: listen, connect to trusted peers.
+    /// Run the node in the foreground: listen, find and connect to trusted
+    /// peers, sync every shared folder. `run PATH` first shares PATH (and
+    /// creates the node's identity if there is none): one command to start.
     Run {
+        /// Share this directory before running (if it is not shared yet).
+        #[arg(value_name = "PATH")]
+        path: Option<std::path::PathBuf>,
+        /// Folder id for PATH (default: derived from its name; the same id
+        /// on every machine syncs the folder).
+        #[arg(long, value_name = "ID", requires = "path")]
+        id: Option<String>,
         /// Address to listen on for peers (default 0.0.0.0:7420).
         #[arg(long, value_name = "IP:PORT")]
         listen: Option<String>,
@@ -85,6 +95,25 @@ enum Command {
     Peers {
         #[arg(long)]
         json: bool,
+    },
+    /// Start the agent at every login of this user (systemd user unit,
+    /// LaunchAgent or Run entry), and now.
+    Install {
+        /// Also start the tray icon at login.
+        #[arg(long)]
+        tray: bool,
+        /// Print what would be written and run; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Register, but do not start it now.
+        #[arg(long)]
+        no_start: bool,
+    },
+    /// Stop starting the agent at login (synced data is left alone).
+    Uninstall {
+        /// Print what would be removed and run; change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// This node's description: id, name, host, OS, version, capabilities, uptime.
     Node {
@@ -153,10 +182,21 @@ fn main() -> ExitCode {
         Command::Init { name } => node_cmd::run_init(&home, name),
         Command::Id => node_cmd::run_id(&home),
         Command::Run {
+            path,
+            id,
             listen,
             trash_days,
             discovery,
-        } => run_cmd::run(&home, listen, trash_days, discovery),
+        } => run_cmd::run(
+            &home,
+            run_cmd::RunOptions {
+                share: path,
+                id,
+                listen,
+                trash_days,
+                lan: discovery,
+            },
+        ),
         Command::Peer(cmd) => node_cmd::run_peer(&home, cmd),
         Command::Invite {
             folder,
@@ -166,6 +206,12 @@ fn main() -> ExitCode {
         Command::Join { code, path, port } => run_cmd::run_join(&home, code, path, port),
         Command::Peers { json } => run_cmd::run_peers(&home, json),
         Command::Node { json } => run_cmd::run_node(&home, json),
+        Command::Install {
+            tray,
+            dry_run,
+            no_start,
+        } => install_cmd::run_install(&home, tray, dry_run, no_start),
+        Command::Uninstall { dry_run } => install_cmd::run_uninstall(&home, dry_run),
         Command::Status { json } => run_cmd::run_status(&home, json),
         Command::Shutdown => run_cmd::run_shutdown(&home),
         Command::Store(cmd) => store_cmd::run_store(&home, cmd),

@@ -417,17 +417,66 @@ fn peer_rows(statuses: Vec<PeerStatus>, nearby: Vec<Nearby>) -> Vec<PeerRow> {
     rows
 }
 
-pub fn run(
-    home: &Home,
-    listen: Option<String>,
-    trash_days: u32,
-    lan: DiscoveryArgs,
-) -> Result<ExitCode> {
+/// What `run` was asked to do.
+pub struct RunOptions {
+    /// Share this directory first.
+    pub share: Option<PathBuf>,
+    /// Its folder id.
+    pub id: Option<String>,
+    /// Listening address.
+    pub listen: Option<String>,
+    /// Trash retention.
+    pub trash_days: u32,
+    /// LAN discovery.
+    pub lan: DiscoveryArgs,
+}
+
+/// `run PATH`: share PATH unless it is already shared (under `id`, if
+/// given).
+fn share_first(store: &mut Store, path: &std::path::Path, id: Option<String>) -> Result<()> {
+    let root = std::fs::canonicalize(path).with_context(|| {
+        format!(
+            "cannot share {}: it does not exist or cannot be read",
+            path.display()
+        )
+    })?;
+    if let Some(f) = folder::list(store)?.into_iter().find(|f| f.path == root) {
+        if let Some(want) = id.filter(|want| *want != f.id) {
+            bail!(
+                "{} is already shared as folder {:?}, not {want:?}; remove it first with `softadastra folder remove {}`",
+                root.display(),
+                f.id,
+                f.id
+            );
+        }
+        eprintln!("sharing {} as folder {:?}", root.display(), f.id);
+        return Ok(());
+    }
+    let id = id.unwrap_or_else(|| folder::derive_id(&root));
+    folder::add(store, &id, &root)?;
+    eprintln!(
+        "now sharing {} as folder {id:?} (share it under the same id on your other machines)",
+        root.display()
+    );
+    Ok(())
+}
+
+pub fn run(home: &Home, opts: RunOptions) -> Result<ExitCode> {
+    let RunOptions {
+        share,
+        id,
+        listen,
+        trash_days,
+        lan,
+    } = opts;
     let options = RuntimeOptions {
         trash_keep: Duration::from_secs(u64::from(trash_days) * 24 * 3600),
     };
-    let store = open_store(home)?;
     let identity = home.identity()?;
+    let mut store = open_store(home)?;
+    if let Some(path) = &share {
+        share_first(&mut store, path, id)?;
+    }
     let peers = trust::list(&store)?;
     let trusted = TrustedIds::new(peers.iter().map(|p| p.id));
     let listen: SocketAddr = match listen {
