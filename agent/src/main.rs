@@ -4,6 +4,7 @@
 //! exit status; `--json` output is for scripts and never mixes in prose.
 
 mod control;
+mod demo_cmd;
 mod folder_cmd;
 mod home;
 mod install_cmd;
@@ -95,6 +96,17 @@ enum Command {
     Peers {
         #[arg(long)]
         json: bool,
+    },
+    /// See it work on one machine: two nodes sync two folders while the
+    /// demo narrates (loopback only; nothing leaves this machine).
+    Demo {
+        /// Where the two nodes and their folders go (empty or new; default:
+        /// a new directory under the system temp dir).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Stop after the narrated steps instead of running on.
+        #[arg(long)]
+        once: bool,
     },
     /// Start the agent at every login of this user (systemd user unit,
     /// LaunchAgent or Run entry), and now.
@@ -212,6 +224,7 @@ fn main() -> ExitCode {
             no_start,
         } => install_cmd::run_install(&home, tray, dry_run, no_start),
         Command::Uninstall { dry_run } => install_cmd::run_uninstall(&home, dry_run),
+        Command::Demo { dir, once } => demo_cmd::run_demo(dir, once),
         Command::Status { json } => run_cmd::run_status(&home, json),
         Command::Shutdown => run_cmd::run_shutdown(&home),
         Command::Store(cmd) => store_cmd::run_store(&home, cmd),

@@ -54,10 +54,11 @@ impl ChunkIndex {
     /// and simply fetched instead.
     fn refresh(&mut self, store: &Store, force: bool) {
         let seq = store.last_seq().0;
-        let fresh = !force
-            && self
-                .built
-                .is_some_and(|t| t.elapsed() < Duration::from_secs(10));
+        // Forced rebuilds (a chunk was not where the index said) are
+        // limited too, so a burst of moved files costs a few rebuilds,
+        // not one each.
+        let limit = Duration::from_millis(if force { 250 } else { 10_000 });
+        let fresh = self.built.is_some_and(|t| t.elapsed() < limit);
         if seq == self.at_seq || fresh {
             return;
         }
@@ -89,33 +90,42 @@ impl ChunkIndex {
         }
     }
 
-    /// Where `hash` is, if any local file has it. `serving`: a peer asks
-    /// for it because this node announced it, so a miss is worth a rebuild
-    /// (the file may have been indexed a moment ago).
+    /// Where `hash` may be read locally: a shared file, then the trash.
+    /// `serving`: a peer asks for it because this node announced it, so a
+    /// miss is worth a rebuild (the file may have been indexed a moment
+    /// ago); `stale`: the places given before did not hold it (the file
+    /// moved or changed), so the index is rebuilt first.
     pub fn find(
         &mut self,
         store: &Store,
         hash: &ContentHash,
         serving: bool,
-    ) -> Option<(PathBuf, u64, u32)> {
-        self.refresh(store, false);
+        stale: bool,
+    ) -> Vec<(PathBuf, u64, u32)> {
+        self.refresh(store, stale);
         if serving && !self.map.contains_key(hash) {
             self.refresh(store, true);
         }
         self.map
             .get(hash)
-            .or_else(|| self.trashed.get(hash))
+            .into_iter()
+            .chain(self.trashed.get(hash))
             .cloned()
+            .collect()
     }
 
-    /// Remember the chunks of `record`, now at `path` in the trash.
-    fn trashed(&mut self, path: &Path, record: &FileRecord) {
+    /// Remember the chunks of `record`, moved from `from` to `to` in the
+    /// trash (and forget them at `from`).
+    fn trashed(&mut self, from: &Path, to: &Path, record: &FileRecord) {
         if self.trashed.len() > 1_000_000 {
             self.trashed.clear();
         }
         for c in &record.chunks {
+            if self.map.get(&c.hash).is_some_and(|(p, _, _)| p == from) {
+                self.map.remove(&c.hash);
+            }
             self.trashed
-                .insert(c.hash, (path.to_path_buf(), c.offset, c.len));
+                .insert(c.hash, (to.to_path_buf(), c.offset, c.len));
         }
     }
 }
@@ -130,14 +140,32 @@ fn read_chunk(path: &Path, offset: u64, len: u32, hash: &ContentHash) -> Option<
     (ContentHash::of(&buf) == *hash).then_some(buf)
 }
 
+/// The bytes of chunk `hash` from a local file, checked. A place the index
+/// gives that no longer holds the chunk (the file moved or changed since)
+/// makes it look again with a fresh index.
 fn local_chunk(s: &Shared, hash: &ContentHash, serving: bool) -> Option<Vec<u8>> {
-    let (path, offset, len) = locate_chunk(s, hash, serving)?;
-    read_chunk(&path, offset, len, hash)
+    for stale in [false, true] {
+        let places = locate_chunk(s, hash, serving, stale);
+        if places.is_empty() {
+            return None;
+        }
+        for (path, offset, len) in places {
+            if let Some(d) = read_chunk(&path, offset, len, hash) {
+                return Some(d);
+            }
+        }
+    }
+    None
 }
 
-fn locate_chunk(s: &Shared, hash: &ContentHash, serving: bool) -> Option<(PathBuf, u64, u32)> {
+fn locate_chunk(
+    s: &Shared,
+    hash: &ContentHash,
+    serving: bool,
+    stale: bool,
+) -> Vec<(PathBuf, u64, u32)> {
     let store = lock(&s.store);
-    lock(&s.chunks).find(&store, hash, serving)
+    lock(&s.chunks).find(&store, hash, serving, stale)
 }
 
 /// Answer chunk requests on a bulk stream a peer opened.
@@ -395,14 +423,14 @@ async fn assemble(s: &Arc<Shared>, need: &Need, tmp: &Path) -> Result<(), String
             let _slot = s.chunk_slots.acquire().await;
             // Most chunks of a new file are nowhere here: look first, and
             // only go to a blocking thread to read one that is.
-            let local = match locate_chunk(&s, &c.hash, false) {
-                Some((path, offset, len)) => {
-                    tokio::task::spawn_blocking(move || read_chunk(&path, offset, len, &c.hash))
-                        .await
-                        .ok()
-                        .flatten()
-                }
-                None => None,
+            let local = if locate_chunk(&s, &c.hash, false, false).is_empty() {
+                None
+            } else {
+                let s = s.clone();
+                tokio::task::spawn_blocking(move || local_chunk(&s, &c.hash, false))
+                    .await
+                    .ok()
+                    .flatten()
             };
             let (data, remote) = match local {
                 Some(d) => (d, false),
@@ -729,7 +757,7 @@ fn to_trash(
     }
     std::fs::rename(abs, &trash).map_err(|e| format!("move to trash: {e}"))?;
     if let Some(r) = record {
-        lock(&s.chunks).trashed(&trash, r);
+        lock(&s.chunks).trashed(abs, &trash, r);
     }
     Ok(trash)
 }
