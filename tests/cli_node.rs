@@ -123,3 +123,31 @@ fn the_first_recording_command_creates_the_identity_and_uses_it() {
         "changes are recorded under the node's id"
     );
 }
+
+#[test]
+fn shell_completions_are_valid_scripts() {
+    let home = tempfile::tempdir().unwrap();
+    let bash = run(home.path(), &["completions", "bash"]);
+    assert!(bash.status.success());
+    let script = home.path().join("softadastra.bash");
+    std::fs::write(&script, &bash.stdout).unwrap();
+    let parsed = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert!(parsed.success(), "bash cannot parse the completion script");
+    let text = String::from_utf8_lossy(&bash.stdout);
+    for sub in ["run", "peers", "status", "demo", "install", "completions"] {
+        assert!(text.contains(sub), "no {sub} in the bash completions");
+    }
+    let zsh = run(home.path(), &["completions", "zsh"]);
+    assert!(String::from_utf8_lossy(&zsh.stdout).starts_with("#compdef softadastra"));
+    let bad = run(home.path(), &["completions", "tcsh"]);
+    assert!(!bad.status.success());
+    assert!(text_of(&bad.stderr).contains("invalid value"));
+}
+
+fn text_of(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}

@@ -158,6 +158,15 @@ fn edits_deletes_and_renames_propagate_and_renames_move_no_bytes() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(status(&a)["sync_pending"], 0);
     assert_eq!(status(&b)["sync_pending"], 0);
+    let folder = &status(&b)["folders"][0];
+    assert_eq!(folder["state"], "up to date", "{folder}");
+    assert_eq!(folder["files"], 2, "{folder}");
+    assert_eq!(folder["progress"]["needed_files"], 0, "{folder}");
+    let human = common::stdout(&run(b.home.path(), &["sync", "status"]));
+    assert!(
+        human.contains("docs at") && human.contains("up to date · 2 files"),
+        "{human}"
+    );
     stop(&mut a);
     stop(&mut b);
 }

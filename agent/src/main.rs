@@ -31,6 +31,16 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+enum SyncCommand {
+    /// Per folder: what is still needed (files, bytes), queued, in flight,
+    /// and failing (with the paths), from the running agent.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Create this node's identity (certificate and key) and print its id.
     Init {
@@ -127,6 +137,15 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Sync progress.
+    #[command(subcommand)]
+    Sync(SyncCommand),
+    /// Print a shell completion script, e.g.
+    /// `softadastra completions bash > ~/.local/share/bash-completion/completions/softadastra`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// This node's description: id, name, host, OS, version, capabilities, uptime.
     Node {
         #[arg(long)]
@@ -218,6 +237,17 @@ fn main() -> ExitCode {
         Command::Join { code, path, port } => run_cmd::run_join(&home, code, path, port),
         Command::Peers { json } => run_cmd::run_peers(&home, json),
         Command::Node { json } => run_cmd::run_node(&home, json),
+        Command::Sync(SyncCommand::Status { json }) => run_cmd::run_sync_status(&home, json),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "softadastra",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Install {
             tray,
             dry_run,

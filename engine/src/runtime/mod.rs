@@ -56,6 +56,10 @@ pub struct Shared {
     pub bytes_reused: std::sync::atomic::AtomicU64,
     /// Files placed and removed since start.
     pub files_done: std::sync::atomic::AtomicU64,
+    /// Folders whose catch-up scan is running.
+    pub scanning: Mutex<std::collections::HashSet<String>>,
+    /// Folders that cannot be watched, and why.
+    pub folder_errors: Mutex<HashMap<String, String>>,
 }
 
 enum Local {
@@ -119,6 +123,8 @@ impl SyncRuntime {
             bytes_fetched: Default::default(),
             bytes_reused: Default::default(),
             files_done: Default::default(),
+            scanning: Mutex::default(),
+            folder_errors: Mutex::default(),
         });
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let watchers = start_watchers(&shared, &stop);
@@ -311,10 +317,14 @@ fn watch_folder(
                 Ok(w) => w,
                 Err(e) => {
                     warn!(folder = %id, error = %e, "cannot watch; the folder is not synced");
+                    lock(&s.folder_errors).insert(id.clone(), format!("cannot watch: {e}"));
                     return;
                 }
             };
+            lock(&s.folder_errors).remove(&id);
+            lock(&s.scanning).insert(id.clone());
             let scanned = indexer.scan(&mut lock(&s.store), &Default::default());
+            lock(&s.scanning).remove(&id);
             match scanned {
                 Ok(r) => {
                     info!(folder = %id, added = r.added, modified = r.modified, deleted = r.deleted, "caught up")

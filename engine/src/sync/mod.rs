@@ -91,6 +91,23 @@ pub enum SyncMessage {
     },
 }
 
+/// What is still to do for one folder (see [`SyncEngine::progress`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FolderProgress {
+    /// Files still to fetch, place or remove.
+    pub needed_files: u64,
+    /// Their bytes (content still to be placed).
+    pub needed_bytes: u64,
+    /// Waiting their turn.
+    pub queued: u64,
+    /// Being transferred or committed now.
+    pub in_flight: u64,
+    /// Failed at least once, waiting for a retry.
+    pub failing: u64,
+    /// Some of the failing paths.
+    pub failing_paths: Vec<String>,
+}
+
 /// Pending file work for one path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Need {
@@ -1120,6 +1137,33 @@ impl SyncEngine {
                 Some((f.to_string(), p.to_string(), n))
             })
             .collect()
+    }
+
+    /// What is still to do for `folder`, for people: files and bytes still
+    /// needed, how many are queued, in flight, or failing (waiting for a
+    /// retry), with the last paths that fail.
+    pub fn progress(&self, store: &Store, folder: &str) -> FolderProgress {
+        let mut p = FolderProgress::default();
+        for (f, path, need) in Self::needs(store) {
+            if f != folder {
+                continue;
+            }
+            p.needed_files += 1;
+            if !need.record.deleted {
+                p.needed_bytes += need.record.size;
+            }
+            match self.work.get(&(f, path.clone())) {
+                Some(w) if w.out => p.in_flight += 1,
+                Some(w) if w.attempts > 0 => {
+                    p.failing += 1;
+                    if p.failing_paths.len() < 5 {
+                        p.failing_paths.push(path);
+                    }
+                }
+                _ => p.queued += 1,
+            }
+        }
+        p
     }
 
     /// Connected peers.
