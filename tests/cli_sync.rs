@@ -306,3 +306,55 @@ fn a_folder_shared_while_running_syncs_at_once() {
     stop(&mut a);
     stop(&mut b);
 }
+
+#[test]
+fn pause_resume_rescan_and_remove_a_folder_while_running() {
+    let ((mut a, da), (mut b, db)) = pair();
+    a.start();
+    b.start();
+    a.connected_to(&b);
+    std::fs::write(da.join("one.txt"), b"1").unwrap();
+    converge(&da, &db, |t| t.len() == 1);
+
+    // Paused on b: a's edits wait.
+    let out = run(b.home.path(), &["folder", "pause", "docs"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(common::stderr(&out).contains("paused"));
+    assert_eq!(status(&b)["folders"][0]["state"], "paused");
+    std::fs::write(da.join("two.txt"), b"2").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !db.join("two.txt").exists(),
+        "a paused folder is not synced"
+    );
+
+    // Resumed: it catches up.
+    assert!(
+        run(b.home.path(), &["folder", "resume", "docs"])
+            .status
+            .success()
+    );
+    converge(&da, &db, |t| t.len() == 2);
+    let out = run(b.home.path(), &["folder", "rescan", "docs"]);
+    assert!(
+        common::stderr(&out).contains("rescanning"),
+        "{}",
+        common::stderr(&out)
+    );
+    let bad = run(b.home.path(), &["folder", "rescan", "nope"]);
+    assert!(!bad.status.success());
+
+    // Removed on b: files stay, nothing more arrives.
+    assert!(
+        run(b.home.path(), &["folder", "remove", "docs"])
+            .status
+            .success()
+    );
+    assert_eq!(status(&b)["folders"].as_array().map(Vec::len), Some(0));
+    std::fs::write(da.join("three.txt"), b"3").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!db.join("three.txt").exists());
+    assert_eq!(std::fs::read(db.join("one.txt")).unwrap(), b"1");
+    stop(&mut a);
+    stop(&mut b);
+}

@@ -60,8 +60,29 @@ pub enum Request {
         /// Its id (default: derived from the directory name).
         id: Option<String>,
     },
+    /// Pause, resume, remove or rescan a folder.
+    FolderSet {
+        /// Folder id.
+        id: String,
+        /// What to do.
+        change: FolderChange,
+    },
     /// Stop the agent.
     Shutdown,
+}
+
+/// What `FolderSet` does to a folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FolderChange {
+    /// Stop syncing it for now.
+    Pause,
+    /// Sync it again.
+    Resume,
+    /// Stop sharing it (files stay).
+    Remove,
+    /// Scan it again now.
+    Rescan,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -16,6 +16,7 @@ use softadastra::fs::scan::{EntryKind, ScanProgress};
 use softadastra::store::{Store, StoreConfig};
 use softadastra::wal::{Durability, MemStorage};
 
+use crate::control::{FolderChange, Request};
 use crate::home::Home;
 use crate::store_cmd::open_store;
 
@@ -36,6 +37,21 @@ pub enum FolderCommand {
     },
     /// Stop sharing a folder on this node (files on disk are left alone).
     Remove {
+        /// Folder id.
+        id: String,
+    },
+    /// Stop syncing a folder for now (its index is kept; peers are told).
+    Pause {
+        /// Folder id.
+        id: String,
+    },
+    /// Sync a paused folder again (it is scanned first).
+    Resume {
+        /// Folder id.
+        id: String,
+    },
+    /// Scan a folder again now, whatever the watcher saw.
+    Rescan {
         /// Folder id.
         id: String,
     },
@@ -165,6 +181,33 @@ pub fn run_folder(home: &Home, cmd: FolderCommand) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     }
+    // Pause, resume, remove and rescan too: the agent stops or starts the
+    // folder's watcher and tells its peers.
+    let request = match &cmd {
+        FolderCommand::Remove { id } => Some(Request::FolderSet {
+            id: id.clone(),
+            change: FolderChange::Remove,
+        }),
+        FolderCommand::Pause { id } => Some(Request::FolderSet {
+            id: id.clone(),
+            change: FolderChange::Pause,
+        }),
+        FolderCommand::Resume { id } => Some(Request::FolderSet {
+            id: id.clone(),
+            change: FolderChange::Resume,
+        }),
+        FolderCommand::Rescan { id } => Some(Request::FolderSet {
+            id: id.clone(),
+            change: FolderChange::Rescan,
+        }),
+        _ => None,
+    };
+    if let Some(request) = request
+        && let Some(answer) = crate::control::call(home, &request)?
+    {
+        eprintln!("{}", answer["said"].as_str().unwrap_or("done"));
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut store = open_store(home)?;
     match cmd {
         FolderCommand::Add { path, id } => {
@@ -257,6 +300,22 @@ pub fn run_folder(home: &Home, cmd: FolderCommand) -> Result<ExitCode> {
                 config.id,
                 config.path.display()
             );
+        }
+        FolderCommand::Pause { id } => {
+            folder::set_paused(&mut store, &id, true)?;
+            eprintln!(
+                "paused {id:?}; the agent will not sync it until `softadastra folder resume {id}`"
+            );
+        }
+        FolderCommand::Resume { id } => {
+            folder::set_paused(&mut store, &id, false)?;
+            eprintln!("resumed {id:?}; it syncs when the agent runs");
+        }
+        FolderCommand::Rescan { id } => {
+            let config = folder::get(&store, &id)?;
+            let mut indexer = Indexer::new(config, home.node_id()?);
+            let report = scan_with_progress(&mut indexer, &mut store, false)?;
+            print_report(&report, true);
         }
     }
     Ok(ExitCode::SUCCESS)

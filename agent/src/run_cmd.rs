@@ -33,7 +33,7 @@ use softadastra::transport::trust;
 use softadastra::transport::wire::Hello;
 use tracing::{info, warn};
 
-use crate::control::{self, Request};
+use crate::control::{self, FolderChange, Request};
 use crate::home::{Home, hostname};
 use crate::store_cmd::open_store;
 
@@ -366,6 +366,51 @@ impl control::Handler for Daemon {
                 }
                 info!(folder = %config.id, path = %config.path.display(), "sharing a new folder");
                 json!({"id": config.id, "path": config.path})
+            }
+            Request::FolderSet { id, change } => {
+                let mut rt = self.runtime.lock().unwrap_or_else(|e| e.into_inner());
+                let said = match change {
+                    FolderChange::Pause => {
+                        folder::set_paused(&mut lock(&self.store), &id, true)?;
+                        if let Some(rt) = rt.as_mut() {
+                            rt.drop_folder(&id);
+                        }
+                        format!(
+                            "paused {id:?}: not synced until `softadastra folder resume {id}`; peers are told"
+                        )
+                    }
+                    FolderChange::Resume => {
+                        let config = folder::set_paused(&mut lock(&self.store), &id, false)?;
+                        if let Some(rt) = rt.as_mut() {
+                            rt.add_folder(config);
+                        }
+                        format!("resumed {id:?}: scanning, then syncing")
+                    }
+                    FolderChange::Remove => {
+                        let config = folder::remove(&mut lock(&self.store), &id)?;
+                        if let Some(rt) = rt.as_mut() {
+                            rt.drop_folder(&id);
+                        }
+                        format!(
+                            "stopped sharing {id:?}; files in {} are untouched",
+                            config.path.display()
+                        )
+                    }
+                    FolderChange::Rescan => {
+                        let config = folder::get(&lock(&self.store), &id)?;
+                        if config.paused {
+                            bail!(
+                                "{id:?} is paused; `softadastra folder resume {id}` scans and syncs it"
+                            );
+                        }
+                        if !rt.as_ref().is_some_and(|rt| rt.rescan_folder(&id)) {
+                            bail!("{id:?} is not being watched (see `softadastra status`)");
+                        }
+                        format!("rescanning {id:?}; `softadastra status` shows when it is done")
+                    }
+                };
+                info!(folder = %id, change = ?change, "folder changed");
+                json!({"id": id, "said": said})
             }
             Request::Shutdown => {
                 self.stop.notify_one();

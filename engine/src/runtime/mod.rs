@@ -73,6 +73,20 @@ pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// One folder's watcher thread and its switches.
+struct FolderWatch {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    rescan: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl FolderWatch {
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = self.thread.join();
+    }
+}
+
 /// How a node behaves, beyond what the store holds.
 #[derive(Debug, Clone, Copy)]
 pub struct RuntimeOptions {
@@ -93,7 +107,7 @@ impl Default for RuntimeOptions {
 pub struct SyncRuntime {
     shared: Arc<Shared>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    watchers: Vec<std::thread::JoinHandle<()>>,
+    watchers: HashMap<String, FolderWatch>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -190,8 +204,37 @@ impl SyncRuntime {
     /// Start syncing a folder added while running (already in the store):
     /// watch it and tell every peer.
     pub fn add_folder(&mut self, config: folder::FolderConfig) {
-        let handle = watch_folder(&self.shared, &self.stop, config);
-        self.watchers.push(handle);
+        let id = config.id.clone();
+        if let Some(old) = self.watchers.remove(&id) {
+            old.stop();
+        }
+        let watch = watch_folder(&self.shared, &self.stop, config);
+        self.watchers.insert(id, watch);
+        self.announce_folders();
+    }
+
+    /// Stop watching and syncing a folder (paused or removed in the store
+    /// already): its watcher ends, peers are told.
+    pub fn drop_folder(&mut self, id: &str) {
+        if let Some(w) = self.watchers.remove(id) {
+            w.stop();
+        }
+        self.announce_folders();
+    }
+
+    /// Scan a folder again now (whatever the watcher saw). False if it is
+    /// not being watched (paused or unknown).
+    pub fn rescan_folder(&self, id: &str) -> bool {
+        match self.watchers.get(id) {
+            Some(w) => {
+                w.rescan.store(true, std::sync::atomic::Ordering::SeqCst);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn announce_folders(&self) {
         let actions = {
             let store = lock(&self.shared.store);
             lock(&self.shared.engine).folders_changed(&store, Instant::now())
@@ -208,8 +251,8 @@ impl SyncRuntime {
         for t in self.tasks {
             t.abort();
         }
-        for w in self.watchers {
-            let _ = w.join();
+        for (_, w) in self.watchers {
+            let _ = w.thread.join();
         }
     }
 }
@@ -282,29 +325,35 @@ impl Shared {
 fn start_watchers(
     s: &Arc<Shared>,
     stop: &Arc<std::sync::atomic::AtomicBool>,
-) -> Vec<std::thread::JoinHandle<()>> {
+) -> HashMap<String, FolderWatch> {
     let folders = match folder::list(&lock(&s.store)) {
         Ok(f) => f,
         Err(e) => {
             warn!(error = %e, "cannot list folders; nothing is synced");
-            return Vec::new();
+            return HashMap::new();
         }
     };
     folders
         .into_iter()
         .filter(|f| !f.paused)
-        .map(|config| watch_folder(s, stop, config))
+        .map(|config| (config.id.clone(), watch_folder(s, stop, config)))
         .collect()
 }
 
-/// Watch and sync one folder in a thread of its own.
+/// Watch and sync one folder in a thread of its own: catch-up scan, then
+/// one indexed batch per settled change; a full scan again when asked
+/// (`rescan`); ends when the node or this folder is stopped.
 fn watch_folder(
     s: &Arc<Shared>,
-    stop: &Arc<std::sync::atomic::AtomicBool>,
+    all_stop: &Arc<std::sync::atomic::AtomicBool>,
     config: folder::FolderConfig,
-) -> std::thread::JoinHandle<()> {
-    {
-        let (s, stop) = (s.clone(), stop.clone());
+) -> FolderWatch {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let rescan = Arc::new(AtomicBool::new(true));
+    let thread = {
+        let (s, all_stop, stop, rescan) =
+            (s.clone(), all_stop.clone(), stop.clone(), rescan.clone());
         std::thread::spawn(move || {
             let id = config.id.clone();
             remove_stale_temp_files(&config.path);
@@ -322,17 +371,20 @@ fn watch_folder(
                 }
             };
             lock(&s.folder_errors).remove(&id);
-            lock(&s.scanning).insert(id.clone());
-            let scanned = indexer.scan(&mut lock(&s.store), &Default::default());
-            lock(&s.scanning).remove(&id);
-            match scanned {
-                Ok(r) => {
-                    info!(folder = %id, added = r.added, modified = r.modified, deleted = r.deleted, "caught up")
+            let stopped = || all_stop.load(Ordering::SeqCst) || stop.load(Ordering::SeqCst);
+            while !stopped() {
+                if rescan.swap(false, Ordering::SeqCst) {
+                    lock(&s.scanning).insert(id.clone());
+                    let scanned = indexer.scan(&mut lock(&s.store), &Default::default());
+                    lock(&s.scanning).remove(&id);
+                    match scanned {
+                        Ok(r) => {
+                            info!(folder = %id, added = r.added, modified = r.modified, deleted = r.deleted, "scanned")
+                        }
+                        Err(e) => warn!(folder = %id, error = %e, "scan failed"),
+                    }
+                    let _ = s.local.send(Local::Changed(id.clone()));
                 }
-                Err(e) => warn!(folder = %id, error = %e, "catch-up scan failed"),
-            }
-            let _ = s.local.send(Local::Changed(id.clone()));
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 let Some(batch) = watcher.next_batch(Duration::from_millis(200)) else {
                     continue;
                 };
@@ -357,6 +409,11 @@ fn watch_folder(
                 }
             }
         })
+    };
+    FolderWatch {
+        stop,
+        rescan,
+        thread,
     }
 }
 

@@ -735,10 +735,33 @@ impl SyncEngine {
         let mut done = Vec::new();
         let mut changed_folders = HashSet::new();
         let slots = self.config.max_out.saturating_sub(self.out_count);
+        // Work of a paused folder waits; work of a folder no longer shared
+        // here is dropped (with its need).
+        let folders = folder::list(store)?;
+        let active: HashSet<&str> = folders
+            .iter()
+            .filter(|f| !f.paused)
+            .map(|f| f.id.as_str())
+            .collect();
+        let gone: Vec<(String, String)> = self
+            .work
+            .keys()
+            .filter(|(f, _)| !folders.iter().any(|c| c.id == *f))
+            .cloned()
+            .collect();
+        for (f, p) in gone {
+            store.apply(Op::Remove {
+                ns: NEED_NS.into(),
+                key: folder::file_key(&f, &p),
+                origin: self.node,
+                timestamp: store.wall_time(),
+            })?;
+            self.remove_work(&(f, p));
+        }
         let due: Vec<(String, String)> = self
             .work
             .iter()
-            .filter(|(_, w)| !w.out && w.due <= now)
+            .filter(|((f, _), w)| !w.out && w.due <= now && active.contains(f.as_str()))
             .map(|(k, _)| k.clone())
             .take(slots)
             .collect();
