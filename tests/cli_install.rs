@@ -50,7 +50,7 @@ fn install_writes_a_user_unit_once_and_uninstall_removes_only_it() {
     let exe = std::fs::canonicalize(bin()).unwrap();
     assert!(
         text.contains(&format!(
-            "ExecStart={} --home {} run",
+            "ExecStart={} --home {} run --log-file",
             exe.display(),
             home.display()
         )),

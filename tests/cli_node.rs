@@ -151,3 +151,47 @@ fn shell_completions_are_valid_scripts() {
 fn text_of(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
+
+#[test]
+fn config_show_lists_every_option_and_bad_files_are_refused() {
+    let home = tempfile::tempdir().unwrap();
+    let path = run(home.path(), &["config", "path"]);
+    assert_eq!(
+        text(&path.stdout),
+        home.path().join("config.toml").display().to_string()
+    );
+    let shown = text(&run(home.path(), &["config", "show"]).stdout);
+    for key in [
+        "listen",
+        "trash_days",
+        "enabled",
+        "interval_secs",
+        "interfaces",
+        "level",
+        "keep_files",
+    ] {
+        assert!(shown.contains(key), "{key} missing from:\n{shown}");
+    }
+    assert!(shown.contains("all defaults"));
+    std::fs::write(home.path().join("config.toml"), "[sync]\ntrash_days = 9\n").unwrap();
+    let j: serde_json::Value =
+        serde_json::from_slice(&run(home.path(), &["config", "show", "--json"]).stdout).unwrap();
+    assert_eq!(j["sync"]["trash_days"], 9);
+    assert_eq!(j["discovery"]["port"], 7421);
+    std::fs::write(home.path().join("config.toml"), "[sync]\nbogus = 1\n").unwrap();
+    let bad = run(home.path(), &["config", "show"]);
+    assert!(!bad.status.success());
+    assert!(text(&bad.stderr).contains("bogus"), "{}", text(&bad.stderr));
+    // `run` refuses it too, before doing anything.
+    let r = run(home.path(), &["run", "--listen", "127.0.0.1:0"]);
+    assert!(!r.status.success());
+    assert!(
+        text(&r.stderr).contains("invalid config file"),
+        "{}",
+        text(&r.stderr)
+    );
+    // No log file yet: `log` says how to get one.
+    let log = run(home.path(), &["log"]);
+    assert!(!log.status.success());
+    assert!(text(&log.stderr).contains("--log-file"));
+}

@@ -270,7 +270,7 @@ fn run_path_initialises_shares_and_runs_in_one_command() {
         .arg(home.path())
         .arg("run")
         .arg(&docs)
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--log-file"])
         .env("SOFTADASTRA_NO_DISCOVERY", "1")
         .env_remove("SOFTADASTRA_HOME")
         .stderr(std::process::Stdio::piped())
@@ -296,6 +296,14 @@ fn run_path_initialises_shares_and_runs_in_one_command() {
         common::stderr(&out).contains("now sharing"),
         "{}",
         common::stderr(&out)
+    );
+    // `--log-file`: the same log lines in <home>/logs, shown by `log`.
+    let log = run(home.path(), &["log", "-n", "200"]);
+    assert!(log.status.success(), "{}", common::stderr(&log));
+    let text = common::stdout(&log);
+    assert!(
+        text.contains("running") && text.contains("stopping"),
+        "{text}"
     );
     let again = run(
         home.path(),

@@ -68,9 +68,7 @@ fn free_port() -> Result<u16> {
 }
 
 fn setup(dir: &Path, name: &'static str) -> Result<DemoNode> {
-    let home = Home {
-        root: dir.join(name).join("home"),
-    };
+    let home = Home::at(dir.join(name).join("home"));
     let docs = dir.join(name).join("Documents");
     std::fs::create_dir_all(&docs).with_context(|| format!("cannot create {}", docs.display()))?;
     cli(&home, &["init", "--name", name])?;

@@ -10,18 +10,29 @@ use softadastra::transport::identity::Identity;
 #[derive(Debug, Clone)]
 pub struct Home {
     pub root: PathBuf,
+    /// The configuration file: `<root>/config.toml` for an explicit home,
+    /// else in the OS config directory.
+    pub config: PathBuf,
 }
 
 impl Home {
     /// `--home`/`SOFTADASTRA_HOME`, else the OS data directory.
     pub fn resolve(explicit: Option<PathBuf>) -> Result<Home> {
-        let root = match explicit {
-            Some(dir) => dir,
-            None => directories::ProjectDirs::from("", "", "softadastra")
-                .map(|d| d.data_dir().to_path_buf())
-                .context("cannot determine a home directory for softadastra; pass --home DIR")?,
-        };
-        Ok(Home { root })
+        Ok(match explicit {
+            Some(root) => Home {
+                config: root.join("config.toml"),
+                root,
+            },
+            None => {
+                let dirs = directories::ProjectDirs::from("", "", "softadastra").context(
+                    "cannot determine a home directory for softadastra; pass --home DIR",
+                )?;
+                Home {
+                    root: dirs.data_dir().to_path_buf(),
+                    config: dirs.config_dir().join("config.toml"),
+                }
+            }
+        })
     }
 
     /// This node's identity, created (named after the host) the first time
@@ -47,6 +58,19 @@ impl Home {
     /// The id local changes are recorded under.
     pub fn node_id(&self) -> Result<NodeId> {
         Ok(self.identity()?.node_id())
+    }
+
+    /// A home at `root` (its config file inside it).
+    pub fn at(root: PathBuf) -> Home {
+        Home {
+            config: root.join("config.toml"),
+            root,
+        }
+    }
+
+    /// Directory of the daily-rotated log files.
+    pub fn log_dir(&self) -> PathBuf {
+        self.root.join("logs")
     }
 
     /// Directory of the store (WAL and snapshots).

@@ -3,6 +3,7 @@
 //! Errors are reported with their full cause chain on stderr and a non-zero
 //! exit status; `--json` output is for scripts and never mixes in prose.
 
+mod config;
 mod control;
 mod demo_cmd;
 mod folder_cmd;
@@ -28,6 +29,33 @@ struct Cli {
 
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Every option with the value in force (the file's, or the default).
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Where the configuration file is (it need not exist).
+    Path,
+}
+
+fn config_show(home: &home::Home, json: bool) -> anyhow::Result<ExitCode> {
+    let c = config::Config::load(&home.config)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&c)?);
+    } else {
+        let exists = if home.config.exists() {
+            ""
+        } else {
+            " (does not exist: all defaults)"
+        };
+        println!("# {}{exists}", home.config.display());
+        print!("{}", c.to_toml());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,14 +93,13 @@ enum Command {
         #[arg(long, value_name = "IP:PORT")]
         listen: Option<String>,
         /// Days replaced and deleted files stay in each folder's
-        /// `.softadastra/trash` before they are deleted for good.
-        #[arg(
-            long,
-            value_name = "DAYS",
-            default_value_t = 30,
-            env = "SOFTADASTRA_TRASH_DAYS"
-        )]
-        trash_days: u32,
+        /// `.softadastra/trash` before they are deleted for good (default 30).
+        #[arg(long, value_name = "DAYS", env = "SOFTADASTRA_TRASH_DAYS")]
+        trash_days: Option<u32>,
+        /// Also log to a daily-rotated file in `<home>/logs/` (what the
+        /// installed service does; `softadastra log` shows it).
+        #[arg(long)]
+        log_file: bool,
         #[command(flatten)]
         discovery: run_cmd::DiscoveryArgs,
     },
@@ -140,6 +167,19 @@ enum Command {
     /// Sync progress.
     #[command(subcommand)]
     Sync(SyncCommand),
+    /// The configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Show the agent's log file (written by `run --log-file`, as the
+    /// installed service runs).
+    Log {
+        /// Lines from the end.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: usize,
+        /// Keep printing new lines.
+        #[arg(short, long)]
+        follow: bool,
+    },
     /// Print a shell completion script, e.g.
     /// `softadastra completions bash > ~/.local/share/bash-completion/completions/softadastra`.
     Completions {
@@ -192,32 +232,78 @@ enum Command {
     },
 }
 
+/// Logs: to stderr always; for `run`, at the config's level and — with
+/// `--log-file` or `log.file = true` — also to a daily-rotated file in the
+/// home. One-shot commands print their own warnings, so their logs add
+/// only errors.
+fn init_logs(cli: &Cli) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let run = match &cli.command {
+        Command::Run { log_file, .. } => Some(*log_file),
+        _ => None,
+    };
+    let home = home::Home::resolve(cli.home.clone()).ok();
+    let config = match (&run, &home) {
+        (Some(_), Some(h)) => config::Config::load(&h.config).ok(),
+        _ => None,
+    };
+    let level = match (&run, &config) {
+        (Some(_), Some(c)) => c.log.level.clone(),
+        (Some(_), None) => "info".into(),
+        (None, _) => "error".into(),
+    };
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("SOFTADASTRA_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&level))
+    };
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let to_file = run.unwrap_or(false) || config.as_ref().is_some_and(|c| c.log.file);
+    let file = match (to_file, &home) {
+        (true, Some(h)) => tracing_appender::rolling::Builder::new()
+            .rotation(tracing_appender::rolling::Rotation::DAILY)
+            .filename_prefix("softadastra")
+            .filename_suffix("log")
+            .max_log_files(config.as_ref().map_or(7, |c| c.log.keep_files).max(1))
+            .build(h.log_dir())
+            .map_err(|e| eprintln!("warning: no log file in {}: {e}", h.log_dir().display()))
+            .ok(),
+        _ => None,
+    };
+    let file_layer = file.map(|w| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(w)
+            .with_ansi(false)
+            .with_filter(filter())
+    });
+    use tracing_subscriber::Layer;
+    tracing_subscriber::registry()
+        .with(stderr.with_filter(filter()))
+        .with(file_layer)
+        .init();
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // One-shot commands print their own warnings, so their logs add only
-    // errors; the long-running node logs its state changes.
-    let default_level = if matches!(cli.command, Command::Run { .. }) {
-        "info"
-    } else {
-        "error"
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SOFTADASTRA_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logs(&cli);
     let result = home::Home::resolve(cli.home).and_then(|home| match cli.command {
         Command::Init { name } => node_cmd::run_init(&home, name),
         Command::Id => node_cmd::run_id(&home),
+        Command::Config(ConfigCommand::Show { json }) => config_show(&home, json),
+        Command::Config(ConfigCommand::Path) => {
+            println!("{}", home.config.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Log { lines, follow } => run_cmd::run_log(&home, lines, follow),
         Command::Run {
             path,
             id,
             listen,
             trash_days,
             discovery,
+            log_file: _,
         } => run_cmd::run(
             &home,
             run_cmd::RunOptions {

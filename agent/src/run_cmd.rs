@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde_json::json;
 use softadastra::core::{Clock, NodeId, SystemClock};
 use softadastra::discovery::service::{Discovery, DiscoveryConfig};
-use softadastra::discovery::{self, Change, Nearby, Timing};
+use softadastra::discovery::{Change, Nearby, Timing};
 use softadastra::folder;
 use softadastra::metadata::{NodeInfo, NodeMeta};
 use softadastra::runtime::{RuntimeOptions, SyncRuntime};
@@ -73,13 +73,13 @@ pub struct DiscoveryArgs {
         value_parser = clap::builder::FalseyValueParser::new()
     )]
     no_discovery: bool,
-    /// UDP port of LAN discovery.
-    #[arg(long, value_name = "PORT", default_value_t = discovery::service::DEFAULT_PORT)]
-    discovery_port: u16,
-    /// Seconds between announcements (a node is stale after 3 missed, and
-    /// forgotten after 8).
-    #[arg(long, value_name = "SECONDS", default_value_t = 5.0, value_parser = parse_interval)]
-    discovery_interval: f64,
+    /// UDP port of LAN discovery (default 7421).
+    #[arg(long, value_name = "PORT")]
+    discovery_port: Option<u16>,
+    /// Seconds between announcements (default 5; a node is stale after 3
+    /// missed, and forgotten after 8).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_interval)]
+    discovery_interval: Option<f64>,
     /// Announce only on this interface (repeatable; default: every
     /// interface that is up, loopback aside).
     #[arg(long, value_name = "NAME")]
@@ -511,7 +511,7 @@ pub struct RunOptions {
     /// Listening address.
     pub listen: Option<String>,
     /// Trash retention.
-    pub trash_days: u32,
+    pub trash_days: Option<u32>,
     /// LAN discovery.
     pub lan: DiscoveryArgs,
 }
@@ -554,6 +554,22 @@ pub fn run(home: &Home, opts: RunOptions) -> Result<ExitCode> {
         trash_days,
         lan,
     } = opts;
+    // Flags and environment first, then the config file, then defaults.
+    let config = crate::config::Config::load(&home.config)?;
+    let listen = Some(listen.unwrap_or(config.node.listen.clone()));
+    let trash_days = trash_days.unwrap_or(config.sync.trash_days);
+    let lan = LanSettings {
+        enabled: !lan.no_discovery && config.discovery.enabled,
+        port: lan.discovery_port.unwrap_or(config.discovery.port),
+        interval: lan
+            .discovery_interval
+            .unwrap_or(config.discovery.interval_secs),
+        interfaces: if lan.discovery_interface.is_empty() {
+            config.discovery.interfaces.clone()
+        } else {
+            lan.discovery_interface
+        },
+    };
     let options = RuntimeOptions {
         trash_keep: Duration::from_secs(u64::from(trash_days) * 24 * 3600),
     };
@@ -658,27 +674,35 @@ pub fn run(home: &Home, opts: RunOptions) -> Result<ExitCode> {
 /// Start LAN discovery (unless disabled) and act on what it hears:
 /// trusted peers are dialled at the address they were heard from. A
 /// failure is logged and changes nothing else.
-fn start_discovery(own: NodeId, port: u16, args: &DiscoveryArgs, mesh: &Mesh) -> Option<Discovery> {
-    if args.no_discovery {
-        info!("LAN discovery is off (--no-discovery)");
+/// LAN discovery settings in force (flags over config file over defaults).
+struct LanSettings {
+    enabled: bool,
+    port: u16,
+    interval: f64,
+    interfaces: Vec<String>,
+}
+
+fn start_discovery(own: NodeId, port: u16, args: &LanSettings, mesh: &Mesh) -> Option<Discovery> {
+    if !args.enabled {
+        info!("LAN discovery is off (--no-discovery or discovery.enabled = false)");
         return None;
     }
     let config = DiscoveryConfig {
-        port: args.discovery_port,
-        interfaces: args.discovery_interface.clone(),
-        timing: Timing::every(Duration::from_secs_f64(args.discovery_interval)),
+        port: args.port,
+        interfaces: args.interfaces.clone(),
+        timing: Timing::every(Duration::from_secs_f64(args.interval)),
     };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let started = match Discovery::start(own, port, config, tx) {
         Ok(d) => d,
         Err(e) => {
-            warn!(port = args.discovery_port, error = %e, "LAN discovery is off: cannot open its socket");
+            warn!(port = args.port, error = %e, "LAN discovery is off: cannot open its socket");
             return None;
         }
     };
     info!(
-        port = args.discovery_port,
-        interval_s = args.discovery_interval,
+        port = args.port,
+        interval_s = args.interval,
         "LAN discovery on"
     );
     let mesh = mesh.clone();
@@ -1080,6 +1104,68 @@ pub fn run_sync_status(home: &Home, json_out: bool) -> Result<ExitCode> {
         crate::folder_cmd::human_bytes(s["sync_bytes_reused"].as_u64().unwrap_or(0))
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `log`: the newest log file's last `lines` lines, then (with `follow`)
+/// whatever is appended, across the daily rotation.
+pub fn run_log(home: &Home, lines: usize, follow: bool) -> Result<ExitCode> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let dir = home.log_dir();
+    let newest = || -> Option<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("softadastra") && n.ends_with(".log"))
+            })
+            .collect();
+        files.sort();
+        files.pop()
+    };
+    let Some(mut path) = newest() else {
+        bail!(
+            "no log file in {}: the agent writes one when run with `--log-file` (as `softadastra install` sets up) or with `log.file = true` in {}",
+            dir.display(),
+            home.config.display()
+        );
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let all: Vec<&str> = text.lines().collect();
+    let mut out = std::io::stdout().lock();
+    for l in &all[all.len().saturating_sub(lines)..] {
+        writeln!(out, "{l}")?;
+    }
+    out.flush()?;
+    if !follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut at = text.len() as u64;
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        if let Some(n) = newest().filter(|n| *n != path) {
+            path = n;
+            at = 0;
+        }
+        let Ok(mut f) = std::fs::File::open(&path) else {
+            continue;
+        };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        if len < at {
+            at = 0;
+        }
+        if len > at {
+            f.seek(SeekFrom::Start(at))?;
+            let mut buf = Vec::new();
+            f.read_to_end(&mut buf)?;
+            at += buf.len() as u64;
+            out.write_all(&buf)?;
+            out.flush()?;
+        }
+    }
 }
 
 pub fn run_shutdown(home: &Home) -> Result<ExitCode> {

@@ -133,6 +133,10 @@ fn args(t: &Target, sub: &str) -> Vec<String> {
         v.push(h.display().to_string());
     }
     v.push(sub.into());
+    if sub == "run" {
+        // The service logs to a rotated file too (`softadastra log`).
+        v.push("--log-file".into());
+    }
     v
 }
 

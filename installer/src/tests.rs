@@ -27,7 +27,7 @@ fn linux_unit_and_autostart_entry() {
     assert!(c.contains("WantedBy=default.target"), "{c}");
     assert!(
         c.contains(
-            r#"ExecStart="/opt/soft adastra/bin/softadastra" --home "/home/ann/node \"one\"" run"#
+            r#"ExecStart="/opt/soft adastra/bin/softadastra" --home "/home/ann/node \"one\"" run --log-file"#
         ),
         "{c}"
     );
@@ -102,7 +102,7 @@ fn windows_run_entries() {
         r"reg add HKCU\Software\Microsoft\Windows\CurrentVersion\Run /v Softadastra /t REG_SZ /d "
     ));
     assert!(lines[0].contains(r#""/opt/soft adastra/bin/softadastra" "--home""#));
-    assert!(lines[0].ends_with(r#" "run" /f"#));
+    assert!(lines[0].ends_with(r#" "run" "--log-file" /f"#));
     assert!(lines[1].contains("/v SoftadastraTray"));
     let un = uninstall_plan(Os::Windows, &t);
     assert_eq!(un.commands.len(), 2);

@@ -1,0 +1,172 @@
+//! The agent's configuration file (TOML).
+//!
+//! Where: `<home>/config.toml` when `--home`/`SOFTADASTRA_HOME` names the
+//! node's home (so several nodes on one machine stay apart), else the OS
+//! config directory (`~/.config/softadastra/config.toml` on Linux). A
+//! missing file means every default; an unknown key or a bad value is an
+//! error naming the line. Command-line flags and environment variables win
+//! over the file. `softadastra config show` prints every option with the
+//! value in force.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// Every option.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The node.
+    pub node: NodeSection,
+    /// Syncing.
+    pub sync: SyncSection,
+    /// LAN discovery.
+    pub discovery: DiscoverySection,
+    /// Logging.
+    pub log: LogSection,
+}
+
+/// `[node]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSection {
+    /// QUIC listening address (`run --listen`).
+    pub listen: String,
+}
+
+/// `[sync]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncSection {
+    /// Days replaced and deleted files stay in the trash (`run --trash-days`).
+    pub trash_days: u32,
+}
+
+/// `[discovery]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiscoverySection {
+    /// Announce and listen on the LAN (`run --no-discovery` turns it off).
+    pub enabled: bool,
+    /// UDP port (`run --discovery-port`).
+    pub port: u16,
+    /// Seconds between announcements (`run --discovery-interval`).
+    pub interval_secs: f64,
+    /// Interfaces to announce on; empty: all that are up (`run --discovery-interface`).
+    pub interfaces: Vec<String>,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSection {
+    /// Level filter of `run` (`SOFTADASTRA_LOG` wins), e.g. "info" or "softadastra=debug".
+    pub level: String,
+    /// Also write a daily-rotated log file under `<home>/logs/` (`run --log-file`;
+    /// `softadastra install` turns it on for the service).
+    pub file: bool,
+    /// Log files kept.
+    pub keep_files: usize,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection {
+            listen: format!("0.0.0.0:{}", crate::run_cmd::DEFAULT_PORT),
+        }
+    }
+}
+
+impl Default for SyncSection {
+    fn default() -> Self {
+        SyncSection { trash_days: 30 }
+    }
+}
+
+impl Default for DiscoverySection {
+    fn default() -> Self {
+        DiscoverySection {
+            enabled: true,
+            port: softadastra::discovery::service::DEFAULT_PORT,
+            interval_secs: 5.0,
+            interfaces: Vec::new(),
+        }
+    }
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            level: "info".into(),
+            file: false,
+            keep_files: 7,
+        }
+    }
+}
+
+impl Config {
+    /// Read `path`; every default if it does not exist.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read {}", path.display()));
+            }
+        };
+        let config: Config = toml::from_str(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        config
+            .check()
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<()> {
+        self.node
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .with_context(|| format!("node.listen = {:?} is not IP:PORT", self.node.listen))?;
+        if !(0.05..=3600.0).contains(&self.discovery.interval_secs) {
+            anyhow::bail!(
+                "discovery.interval_secs = {} is out of range (0.05 to 3600)",
+                self.discovery.interval_secs
+            );
+        }
+        Ok(())
+    }
+
+    /// The whole configuration as TOML (every option, defaults included).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_and_bad_files_say_where() {
+        let d = Config::default();
+        assert_eq!(toml::from_str::<Config>(&d.to_toml()).unwrap(), d);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        assert_eq!(Config::load(&p).unwrap(), d, "missing file: defaults");
+        std::fs::write(&p, "[sync]\ntrash_days = 3\n").unwrap();
+        let c = Config::load(&p).unwrap();
+        assert_eq!(c.sync.trash_days, 3);
+        assert_eq!(
+            c.discovery,
+            DiscoverySection::default(),
+            "the rest defaults"
+        );
+        std::fs::write(&p, "[sync]\ntrash_dayz = 3\n").unwrap();
+        let e = format!("{:#}", Config::load(&p).unwrap_err());
+        assert!(e.contains("trash_dayz") && e.contains("line 2"), "{e}");
+        std::fs::write(&p, "[node]\nlisten = \"nowhere\"\n").unwrap();
+        let e = format!("{:#}", Config::load(&p).unwrap_err());
+        assert!(e.contains("node.listen"), "{e}");
+    }
+}
