@@ -52,9 +52,9 @@ fn show(p: &Plan, remove: bool) {
 }
 
 pub fn run_install(home: &Home, tray: bool, dry_run: bool, no_start: bool) -> Result<ExitCode> {
-    if tray {
+    if tray && !cfg!(feature = "tray") {
         bail!(
-            "this build has no tray icon yet, so there is nothing to start at login for it; install without --tray"
+            "this softadastra was built without the tray icon, so there is nothing to start at login for it; install without --tray, or build with `--features tray`"
         );
     }
     let os = Os::current();

@@ -12,6 +12,7 @@ mod install_cmd;
 mod node_cmd;
 mod run_cmd;
 mod store_cmd;
+mod tray_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -100,6 +101,9 @@ enum Command {
         /// installed service does; `softadastra log` shows it).
         #[arg(long)]
         log_file: bool,
+        /// Also show the tray icon (built with the `tray` feature).
+        #[arg(long)]
+        tray: bool,
         #[command(flatten)]
         discovery: run_cmd::DiscoveryArgs,
     },
@@ -144,6 +148,13 @@ enum Command {
         /// Stop after the narrated steps instead of running on.
         #[arg(long)]
         once: bool,
+    },
+    /// Show the sync state in the system tray, following the running agent
+    /// (built with the `tray` feature).
+    Tray {
+        /// Quit after this many seconds (for tests and screenshots).
+        #[arg(long, value_name = "SECONDS", hide = true)]
+        exit_after: Option<f64>,
     },
     /// Start the agent at every login of this user (systemd user unit,
     /// LaunchAgent or Run entry), and now.
@@ -304,6 +315,7 @@ fn main() -> ExitCode {
             trash_days,
             discovery,
             log_file: _,
+            tray,
         } => run_cmd::run(
             &home,
             run_cmd::RunOptions {
@@ -312,6 +324,7 @@ fn main() -> ExitCode {
                 listen,
                 trash_days,
                 lan: discovery,
+                tray,
             },
         ),
         Command::Peer(cmd) => node_cmd::run_peer(&home, cmd),
@@ -341,6 +354,9 @@ fn main() -> ExitCode {
         } => install_cmd::run_install(&home, tray, dry_run, no_start),
         Command::Uninstall { dry_run } => install_cmd::run_uninstall(&home, dry_run),
         Command::Demo { dir, once } => demo_cmd::run_demo(dir, once),
+        Command::Tray { exit_after } => {
+            tray_cmd::run_tray(&home, exit_after.map(std::time::Duration::from_secs_f64))
+        }
         Command::Status { json } => run_cmd::run_status(&home, json),
         Command::Shutdown => run_cmd::run_shutdown(&home),
         Command::Store(cmd) => store_cmd::run_store(&home, cmd),

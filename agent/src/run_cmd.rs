@@ -514,6 +514,8 @@ pub struct RunOptions {
     pub trash_days: Option<u32>,
     /// LAN discovery.
     pub lan: DiscoveryArgs,
+    /// Show the tray icon too.
+    pub tray: bool,
 }
 
 /// `run PATH`: share PATH unless it is already shared (under `id`, if
@@ -553,7 +555,11 @@ pub fn run(home: &Home, opts: RunOptions) -> Result<ExitCode> {
         listen,
         trash_days,
         lan,
+        tray,
     } = opts;
+    if tray && !cfg!(feature = "tray") {
+        bail!("this softadastra was built without the tray icon; run without --tray, or build with `--features tray`");
+    }
     // Flags and environment first, then the config file, then defaults.
     let config = crate::config::Config::load(&home.config)?;
     let listen = Some(listen.unwrap_or(config.node.listen.clone()));
@@ -645,6 +651,25 @@ pub fn run(home: &Home, opts: RunOptions) -> Result<ExitCode> {
         let control_task = control::serve(&control::socket_path(home), daemon.clone())?;
         *daemon.runtime.lock().unwrap_or_else(|e| e.into_inner()) = Some(sync);
         info!(node = %own, name = %identity.name(), listen = %bound, trusted = peers.len(), "running");
+        // The tray is a process of its own (GTK wants its own main loop);
+        // it follows this agent over the control socket.
+        let mut tray_child = if tray {
+            match std::env::current_exe().and_then(|exe| {
+                std::process::Command::new(exe)
+                    .arg("--home")
+                    .arg(&home.root)
+                    .arg("tray")
+                    .spawn()
+            }) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    warn!(error = %e, "cannot start the tray icon");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         eprintln!(
             "softadastra running as {} ({own}) on {bound}; Ctrl-C stops",
             identity.name()
@@ -654,6 +679,10 @@ pub fn run(home: &Home, opts: RunOptions) -> Result<ExitCode> {
             _ = daemon.stop.notified() => {}
         }
         info!("stopping");
+        if let Some(c) = tray_child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         #[cfg(unix)]
         {
             control_task.abort();
