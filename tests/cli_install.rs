@@ -70,7 +70,10 @@ fn install_writes_a_user_unit_once_and_uninstall_removes_only_it() {
     if cfg!(feature = "tray") {
         assert!(tray.status.success(), "{}", stderr(&tray));
         let shown = stdout(&tray);
-        assert!(shown.contains(".config/autostart/softadastra-tray.desktop"), "{shown}");
+        assert!(
+            shown.contains(".config/autostart/softadastra-tray.desktop"),
+            "{shown}"
+        );
         assert!(shown.contains("tray"), "{shown}");
     } else {
         assert!(!tray.status.success());

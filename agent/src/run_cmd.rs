@@ -558,7 +558,9 @@ pub fn run(home: &Home, opts: RunOptions) -> Result<ExitCode> {
         tray,
     } = opts;
     if tray && !cfg!(feature = "tray") {
-        bail!("this softadastra was built without the tray icon; run without --tray, or build with `--features tray`");
+        bail!(
+            "this softadastra was built without the tray icon; run without --tray, or build with `--features tray`"
+        );
     }
     // Flags and environment first, then the config file, then defaults.
     let config = crate::config::Config::load(&home.config)?;

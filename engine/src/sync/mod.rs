@@ -735,29 +735,14 @@ impl SyncEngine {
         let mut done = Vec::new();
         let mut changed_folders = HashSet::new();
         let slots = self.config.max_out.saturating_sub(self.out_count);
-        // Work of a paused folder waits; work of a folder no longer shared
-        // here is dropped (with its need).
+        // Work of a paused folder waits (work of a removed one is dropped
+        // by `tick`).
         let folders = folder::list(store)?;
         let active: HashSet<&str> = folders
             .iter()
             .filter(|f| !f.paused)
             .map(|f| f.id.as_str())
             .collect();
-        let gone: Vec<(String, String)> = self
-            .work
-            .keys()
-            .filter(|(f, _)| !folders.iter().any(|c| c.id == *f))
-            .cloned()
-            .collect();
-        for (f, p) in gone {
-            store.apply(Op::Remove {
-                ns: NEED_NS.into(),
-                key: folder::file_key(&f, &p),
-                origin: self.node,
-                timestamp: store.wall_time(),
-            })?;
-            self.remove_work(&(f, p));
-        }
         let due: Vec<(String, String)> = self
             .work
             .iter()
@@ -1000,6 +985,24 @@ impl SyncEngine {
     /// poll folders not asked for a while, hand out due file work.
     pub fn tick(&mut self, store: &mut Store, now: Instant) -> Result<TickReport, SyncError> {
         let mut report = TickReport::default();
+        // Work of a folder no longer shared here is dropped with its need.
+        let known: HashSet<String> = folder::list(store)?.into_iter().map(|f| f.id).collect();
+        let gone: Vec<(String, String)> = self
+            .work
+            .keys()
+            .filter(|(f, _)| !known.contains(f))
+            .cloned()
+            .collect();
+        for (f, p) in gone {
+            store.apply(Op::Remove {
+                ns: NEED_NS.into(),
+                key: folder::file_key(&f, &p),
+                origin: self.node,
+                timestamp: store.wall_time(),
+            })?;
+            self.remove_work(&(f, p));
+            report.pruned += 1;
+        }
         let mut asks: Vec<(NodeId, String, bool)> = Vec::new();
         let (min, max, poll) = (
             self.config.retry_min,
@@ -1058,7 +1061,7 @@ impl SyncEngine {
         report.actions.extend(self.revisit_held(store, now)?);
         let (work, retried, pruned) = self.due_work(store, now)?;
         report.retried += retried;
-        report.pruned = pruned;
+        report.pruned += pruned;
         report.actions.extend(work);
         report.batch_size = report.actions.len();
         Ok(report)
