@@ -113,6 +113,29 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// From inside namespace `i`, send one announcement claiming to be
+    /// `node` (QUIC port `port`) by unicast to `to`'s discovery port —
+    /// a forgery, as any host on a LAN could send.
+    fn announce_as(&self, i: usize, node: NodeId, port: u16, to: &str, scratch: &Path) {
+        let packet = Packet {
+            kind: Kind::Announce,
+            node,
+            port,
+            instance: u64::from(port) ^ 0x5a5a,
+        }
+        .encode();
+        let file = scratch.join(format!("announce-{port}.bin"));
+        std::fs::write(&file, packet).unwrap();
+        let sent = Command::new("ip")
+            .args(["netns", "exec", &self.nodes[i], "bash", "-c"])
+            .arg(format!("cat {} > /dev/udp/{to}/7421", file.display()))
+            .status()
+            .unwrap();
+        assert!(sent.success(), "could not send the announcement");
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         for ns in self.nodes.iter().chain([&self.bridge]) {
@@ -128,16 +151,10 @@ fn is_root() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
+/// A node sharing `docs`, on the default port (each has its namespace).
 fn node(name: &str) -> (Node, PathBuf) {
-    let mut n = Node::new(name);
+    let (mut n, dir) = common::node::sharing(name, &[]);
     n.port = 7420;
-    let dir = n.home.path().join("docs");
-    std::fs::create_dir(&dir).unwrap();
-    let out = run(
-        n.home.path(),
-        &["folder", "add", dir.to_str().unwrap(), "--id", "docs"],
-    );
-    assert!(out.status.success());
     (n, dir)
 }
 
@@ -231,41 +248,13 @@ fn nodes_in_namespaces_discover_each_other_sync_and_come_back() {
     // pointing at a port where nothing listens. Sent by unicast to node
     // one (inside the lab). The pin decides: nothing changes.
     let three: NodeId = nodes[2].0.id.parse().unwrap();
-    let forged = Packet {
-        kind: Kind::Announce,
-        node: three,
-        port: 9,
-        instance: 42,
-    }
-    .encode();
-    let file = nodes[1].0.home.path().join("forged.bin");
-    std::fs::write(&file, forged).unwrap();
-    let sent = Command::new("ip")
-        .args(["netns", "exec", &lab.nodes[1], "bash", "-c"])
-        .arg(format!("cat {} > /dev/udp/10.77.0.1/7421", file.display()))
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    lab.announce_as(1, three, 9, "10.77.0.1", nodes[1].0.home.path());
     nodes[0]
         .0
         .wait_for(&["discovered on the LAN", &nodes[2].0.id, "10.77.0.2:9"]);
     // A stranger announcing itself is listed as nearby, never connected.
     let stranger = NodeId::derive(b"a node nobody here trusts");
-    let hello = Packet {
-        kind: Kind::Announce,
-        node: stranger,
-        port: 7420,
-        instance: 7,
-    }
-    .encode();
-    let file = nodes[1].0.home.path().join("stranger.bin");
-    std::fs::write(&file, hello).unwrap();
-    let sent = Command::new("ip")
-        .args(["netns", "exec", &lab.nodes[1], "bash", "-c"])
-        .arg(format!("cat {} > /dev/udp/10.77.0.1/7421", file.display()))
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    lab.announce_as(1, stranger, 7420, "10.77.0.1", nodes[1].0.home.path());
     nodes[0].0.wait_for(&[
         "discovered on the LAN",
         &format!("peer={stranger}"),

@@ -16,19 +16,7 @@ use common::{json, run};
 
 /// A node sharing folder `docs` at `<home>/docs`.
 fn node(name: &str) -> (Node, PathBuf) {
-    let n = Node::new(name);
-    let dir = n.home.path().join("docs");
-    std::fs::create_dir(&dir).unwrap();
-    let out = run(
-        n.home.path(),
-        &["folder", "add", dir.to_str().unwrap(), "--id", "docs"],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (n, dir)
+    common::node::sharing(name, &[])
 }
 
 fn pair() -> ((Node, PathBuf), (Node, PathBuf)) {

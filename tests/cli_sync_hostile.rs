@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::node::Node;
+use common::node::{Node, sharing as node};
 use common::run;
 use softadastra::core::NodeId;
 use softadastra::folder::{self, FileRecord};
@@ -28,26 +28,6 @@ use softadastra::transport::identity::Identity;
 use softadastra::transport::quic::{BulkStream, Endpoint, QuicConfig};
 use softadastra::transport::tls::TrustedIds;
 use softadastra::transport::wire::Hello;
-
-/// A node sharing folder `docs` at `<home>/docs`, with `files` in it.
-fn node(name: &str, files: &[(&str, &[u8])]) -> (Node, PathBuf) {
-    let n = Node::new(name);
-    let dir = n.home.path().join("docs");
-    std::fs::create_dir(&dir).unwrap();
-    for (rel, bytes) in files {
-        std::fs::write(dir.join(rel), bytes).unwrap();
-    }
-    let out = run(
-        n.home.path(),
-        &["folder", "add", dir.to_str().unwrap(), "--id", "docs"],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (n, dir)
-}
 
 /// The index entry the (stopped) node in `home` has for `docs/<rel>`.
 fn record_of(home: &Path, rel: &str) -> FileRecord {

@@ -133,6 +133,26 @@ impl Node {
     }
 }
 
+/// A node sharing folder `docs` at `<home>/docs`, with `files` in it.
+pub fn sharing(name: &str, files: &[(&str, &[u8])]) -> (Node, std::path::PathBuf) {
+    let n = Node::new(name);
+    let dir = n.home.path().join("docs");
+    std::fs::create_dir(&dir).unwrap();
+    for (rel, bytes) in files {
+        std::fs::write(dir.join(rel), bytes).unwrap();
+    }
+    let out = run(
+        n.home.path(),
+        &["folder", "add", dir.to_str().unwrap(), "--id", "docs"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (n, dir)
+}
+
 impl Drop for Node {
     fn drop(&mut self) {
         if let Some(c) = self.child.as_mut() {
