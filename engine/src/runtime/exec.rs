@@ -35,6 +35,17 @@ use crate::sync::resolve::{Probe, copy_target};
 use crate::sync::{Action, Need, SyncEngine};
 use crate::transport::quic::BulkStream;
 
+/// Why the chunk index is asked to rebuild.
+#[derive(Debug, Clone, Copy)]
+enum Rebuild {
+    /// Routine: when the store changed and 10 s have passed.
+    Lazy,
+    /// A place it gave no longer held the chunk.
+    Stale,
+    /// A peer asked for a chunk it does not know.
+    Missing,
+}
+
 /// Where each chunk hash can be read locally: (file, offset, length).
 #[derive(Debug, Default)]
 pub struct ChunkIndex {
@@ -52,12 +63,17 @@ impl ChunkIndex {
     /// bulk sync quadratic. Files placed by sync are added as they land
     /// ([`ChunkIndex::insert`]); a chunk found stale is re-hashed on read
     /// and simply fetched instead.
-    fn refresh(&mut self, store: &Store, force: bool) {
+    fn refresh(&mut self, store: &Store, why: Rebuild) {
         let seq = store.last_seq().0;
-        // Forced rebuilds (a chunk was not where the index said) are
-        // limited too, so a burst of moved files costs a few rebuilds,
-        // not one each.
-        let limit = Duration::from_millis(if force { 250 } else { 10_000 });
+        // A chunk a peer asks for and the index lacks: rebuild whenever the
+        // store changed (the file was indexed a moment ago). A chunk not
+        // where the index said: at most every 250 ms, so a burst of moved
+        // files costs a few rebuilds, not one each. Otherwise every 10 s.
+        let limit = match why {
+            Rebuild::Missing => Duration::ZERO,
+            Rebuild::Stale => Duration::from_millis(250),
+            Rebuild::Lazy => Duration::from_secs(10),
+        };
         let fresh = self.built.is_some_and(|t| t.elapsed() < limit);
         if seq == self.at_seq || fresh {
             return;
@@ -102,9 +118,9 @@ impl ChunkIndex {
         serving: bool,
         stale: bool,
     ) -> Vec<(PathBuf, u64, u32)> {
-        self.refresh(store, stale);
+        self.refresh(store, if stale { Rebuild::Stale } else { Rebuild::Lazy });
         if serving && !self.map.contains_key(hash) {
-            self.refresh(store, true);
+            self.refresh(store, Rebuild::Missing);
         }
         self.map
             .get(hash)
