@@ -277,6 +277,10 @@ fn run_path_initialises_shares_and_runs_in_one_command() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
+    while !home.path().join("control.sock").exists() {
+        assert!(Instant::now() < deadline, "the agent never came up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let status = loop {
         let out = run(home.path(), &["status", "--json"]);
         let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();

@@ -518,6 +518,28 @@ pub struct RunOptions {
     pub tray: bool,
 }
 
+/// Open the store for the agent. A one-shot command (`status`, `ls`…)
+/// holds the store lock for a moment when no agent runs; starting the
+/// agent at that moment waits for it (up to 3 s) instead of failing. A
+/// store held longer — another agent — is refused as before.
+fn open_store_waiting(home: &Home) -> Result<Store> {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        match open_store(home) {
+            Err(e)
+                if Instant::now() < deadline
+                    && matches!(
+                        e.downcast_ref::<softadastra::store::StoreError>(),
+                        Some(softadastra::store::StoreError::Locked { .. })
+                    ) =>
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// `run PATH`: share PATH unless it is already shared (under `id`, if
 /// given).
 fn share_first(store: &mut Store, path: &std::path::Path, id: Option<String>) -> Result<()> {
@@ -582,7 +604,7 @@ pub fn run(home: &Home, opts: RunOptions) -> Result<ExitCode> {
         trash_keep: Duration::from_secs(u64::from(trash_days) * 24 * 3600),
     };
     let identity = home.identity()?;
-    let mut store = open_store(home)?;
+    let mut store = open_store_waiting(home)?;
     if let Some(path) = &share {
         share_first(&mut store, path, id)?;
     }

@@ -682,12 +682,13 @@ fn commit_batch(s: &Arc<Shared>, batch: Vec<&Commit>) -> Vec<Result<Vec<Action>,
     drop(store);
     match held {
         Ok((results, Ok(()))) => results,
-        Ok((_, Err(e))) => {
+        Ok((results, Err(e))) => {
             // The renames may not survive a power cut; the log was synced
-            // anyway (the store cannot take records back). Say so loudly:
-            // the next scan reconciles whatever a crash leaves.
+            // anyway (the store cannot take records back), so the results
+            // stand — and the work they hand out next must go out. Say so
+            // loudly: the next scan reconciles whatever a crash leaves.
             warn!(error = %e, "cannot make the renames durable");
-            batch.iter().map(|_| Err(e.to_string())).collect()
+            results
         }
         Err(e) => batch.iter().map(|_| Err(e.to_string())).collect(),
     }
