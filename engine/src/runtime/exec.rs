@@ -431,10 +431,42 @@ async fn assemble(s: &Arc<Shared>, need: &Need, tmp: &Path) -> Result<(), String
         }
         v
     };
+    // Chunks are fetched several at a time and arrive in any order; they
+    // are written and hashed in order, so the whole-file hash needs no
+    // second read when the chunks tile the file (as an honest peer's do).
+    let tiled = record.chunks.iter().try_fold(0u64, |at, c| {
+        (c.offset == at).then_some(at + u64::from(c.len))
+    }) == Some(record.size);
+    let mut hasher = blake3::Hasher::new();
+    let mut pending: std::collections::BTreeMap<usize, (u64, Vec<u8>)> = Default::default();
+    let mut next = 0usize;
     let mut set = tokio::task::JoinSet::new();
     let mut fetched = 0u64;
+    let mut take = |done: Result<(usize, u64, Vec<u8>, bool), String>,
+                    pending: &mut std::collections::BTreeMap<usize, (u64, Vec<u8>)>,
+                    next: &mut usize|
+     -> Result<(), String> {
+        let (i, offset, data, remote) = done?;
+        let n = data.len() as u64;
+        let counter = if remote {
+            fetched += n;
+            &s.bytes_fetched
+        } else {
+            &s.bytes_reused
+        };
+        counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        pending.insert(i, (offset, data));
+        while let Some((offset, data)) = pending.remove(next) {
+            let mut f = file.lock();
+            f.seek(SeekFrom::Start(offset)).map_err(|e| e.to_string())?;
+            f.write_all(&data).map_err(|e| e.to_string())?;
+            hasher.update(&data);
+            *next += 1;
+        }
+        Ok(())
+    };
     for (i, c) in record.chunks.iter().cloned().enumerate() {
-        let (s, file, sources) = (s.clone(), file.clone(), sources.clone());
+        let (s, sources) = (s.clone(), sources.clone());
         set.spawn(async move {
             let _slot = s.chunk_slots.acquire().await;
             // Most chunks of a new file are nowhere here: look first, and
@@ -466,29 +498,20 @@ async fn assemble(s: &Arc<Shared>, need: &Need, tmp: &Path) -> Result<(), String
                     (got.ok_or(last)?, true)
                 }
             };
-            let mut f = file.lock();
-            f.seek(SeekFrom::Start(c.offset))
-                .map_err(|e| e.to_string())?;
-            f.write_all(&data).map_err(|e| e.to_string())?;
-            let n = data.len() as u64;
-            let counter = if remote {
-                &s.bytes_fetched
-            } else {
-                &s.bytes_reused
-            };
-            counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-            Ok::<u64, String>(if remote { n } else { 0 })
+            Ok::<_, String>((i, c.offset, data, remote))
         });
-        // Bounded parallelism per file.
-        while set.len() >= 8 {
-            if let Some(r) = set.join_next().await {
-                fetched += r.map_err(|e| e.to_string())??;
+        // Bounded parallelism per file, and bounded out-of-order waiting.
+        while set.len() >= 8 || set.len() + pending.len() >= 16 {
+            match set.join_next().await {
+                Some(r) => take(r.map_err(|e| e.to_string())?, &mut pending, &mut next)?,
+                None => break,
             }
         }
     }
     while let Some(r) = set.join_next().await {
-        fetched += r.map_err(|e| e.to_string())??;
+        take(r.map_err(|e| e.to_string())?, &mut pending, &mut next)?;
     }
+    let streamed = tiled.then(|| ContentHash(*hasher.finalize().as_bytes()));
     let tmp_owned = tmp.to_path_buf();
     let want = record.hash;
     let (mtime_ns, mode, size) = (record.mtime_ns, record.mode, record.size);
@@ -502,17 +525,23 @@ async fn assemble(s: &Arc<Shared>, need: &Need, tmp: &Path) -> Result<(), String
         }
         drop(f);
         drop(file);
-        let mut hasher = blake3::Hasher::new();
-        let mut rd = std::fs::File::open(&tmp_owned).map_err(|e| e.to_string())?;
-        let mut buf = vec![0u8; (size as usize).clamp(1, 1 << 20)];
-        loop {
-            let n = rd.read(&mut buf).map_err(|e| e.to_string())?;
-            if n == 0 {
-                break;
+        let got = match streamed {
+            Some(h) => h,
+            // Chunks that do not tile the file: hash what is on disk.
+            None => {
+                let mut hasher = blake3::Hasher::new();
+                let mut rd = std::fs::File::open(&tmp_owned).map_err(|e| e.to_string())?;
+                let mut buf = vec![0u8; (size as usize).clamp(1, 1 << 20)];
+                loop {
+                    let n = rd.read(&mut buf).map_err(|e| e.to_string())?;
+                    if n == 0 {
+                        break;
+                    }
+                    hasher.update(&buf[..n]);
+                }
+                ContentHash(*hasher.finalize().as_bytes())
             }
-            hasher.update(&buf[..n]);
-        }
-        let got = ContentHash(*hasher.finalize().as_bytes());
+        };
         if Some(got) != want {
             return Err(format!(
                 "assembled file hashes to {got}, not the announced hash; discarded"
