@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 use serde_json::json;
-use softadastra::core::{Clock, NodeId, SystemClock};
+use softadastra::core::{Clock, NodeId, SystemClock, lock};
 use softadastra::discovery::service::{Discovery, DiscoveryConfig};
 use softadastra::discovery::{Change, Nearby, Timing};
 use softadastra::folder;
@@ -39,10 +39,6 @@ use crate::store_cmd::open_store;
 
 /// The default QUIC port.
 pub const DEFAULT_PORT: u16 = 7420;
-
-fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
-    store.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn hello_of(identity: &Identity) -> Hello {
     Hello {
@@ -209,15 +205,13 @@ impl Daemon {
                 bytes += r.size;
             }
         }
-        let progress = softadastra::runtime::lock(&self.sync.engine).progress(store, &f.id);
-        let error = softadastra::runtime::lock(&self.sync.folder_errors)
-            .get(&f.id)
-            .cloned();
+        let progress = lock(&self.sync.engine).progress(store, &f.id);
+        let error = lock(&self.sync.folder_errors).get(&f.id).cloned();
         let state = if f.paused {
             "paused"
         } else if error.is_some() {
             "error"
-        } else if softadastra::runtime::lock(&self.sync.scanning).contains(&f.id) {
+        } else if lock(&self.sync.scanning).contains(&f.id) {
             "scanning"
         } else if progress.needed_files > 0 {
             "syncing"
@@ -322,12 +316,7 @@ impl control::Handler for Daemon {
                     && joined.path.is_some()
                 {
                     let config = folder::get(&lock(&self.store), f)?;
-                    if let Some(rt) = self
-                        .runtime
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .as_mut()
-                    {
+                    if let Some(rt) = lock(&self.runtime).as_mut() {
                         rt.add_folder(config);
                     }
                 }
@@ -356,19 +345,14 @@ impl control::Handler for Daemon {
             Request::FolderAdd { path, id } => {
                 let id = id.unwrap_or_else(|| folder::derive_id(&path));
                 let config = folder::add(&mut lock(&self.store), &id, &path)?;
-                if let Some(rt) = self
-                    .runtime
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .as_mut()
-                {
+                if let Some(rt) = lock(&self.runtime).as_mut() {
                     rt.add_folder(config.clone());
                 }
                 info!(folder = %config.id, path = %config.path.display(), "sharing a new folder");
                 json!({"id": config.id, "path": config.path})
             }
             Request::FolderSet { id, change } => {
-                let mut rt = self.runtime.lock().unwrap_or_else(|e| e.into_inner());
+                let mut rt = lock(&self.runtime);
                 let said = match change {
                     FolderChange::Pause => {
                         folder::set_paused(&mut lock(&self.store), &id, true)?;
@@ -673,7 +657,7 @@ pub fn run(home: &Home, opts: RunOptions) -> Result<ExitCode> {
         });
         #[cfg(unix)]
         let control_task = control::serve(&control::socket_path(home), daemon.clone())?;
-        *daemon.runtime.lock().unwrap_or_else(|e| e.into_inner()) = Some(sync);
+        *lock(&daemon.runtime) = Some(sync);
         info!(node = %own, name = %identity.name(), listen = %bound, trusted = peers.len(), "running");
         // The tray is a process of its own (GTK wants its own main loop);
         // it follows this agent over the control socket.
@@ -712,7 +696,7 @@ pub fn run(home: &Home, opts: RunOptions) -> Result<ExitCode> {
             control_task.abort();
             let _ = std::fs::remove_file(control::socket_path(home));
         }
-        if let Some(sync) = daemon.runtime.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(sync) = lock(&daemon.runtime).take() {
             sync.stop();
         }
         mesh.shutdown(Duration::from_secs(2)).await;

@@ -55,6 +55,12 @@ fn luhn32(values: &[u32]) -> u32 {
 }
 
 impl NodeId {
+    /// Serialise in the text form (for JSON shown to people; `serialize_with`).
+    /// The derived `Serialize` stays the 32 bytes, for the wire and the store.
+    pub fn serialize_text<S: serde::Serializer>(id: &NodeId, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(id)
+    }
+
     /// The all-zero id, used for operations made before a node has an identity
     /// (local tools working on a fresh home directory).
     pub const LOCAL: NodeId = NodeId([0; 32]);

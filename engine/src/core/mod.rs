@@ -37,3 +37,10 @@ pub use error::{ErrorContext, Retry};
 pub use hash::{ContentHash, ParseHashError};
 pub use id::{NodeId, ParseNodeIdError, Seq, base32_decode, base32_encode};
 pub use version::{Causality, VersionVector};
+
+/// Lock a mutex, surviving a panicked holder: every holder in this project
+/// leaves the data consistent (changes go through the store's WAL first, or
+/// are plain registries), so a panic elsewhere must not stop the node.
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

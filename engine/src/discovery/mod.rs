@@ -197,7 +197,7 @@ impl Presence {
 #[derive(Debug, Clone, Serialize)]
 pub struct Nearby {
     /// Its claimed id (shown in its text form).
-    #[serde(serialize_with = "id_text")]
+    #[serde(serialize_with = "NodeId::serialize_text")]
     pub id: NodeId,
     /// Source address of its last packet, with the announced port.
     pub addr: SocketAddr,
@@ -216,10 +216,6 @@ pub struct Nearby {
     /// with every packet).
     #[serde(skip)]
     heard_v4: Option<Instant>,
-}
-
-fn id_text<S: serde::Serializer>(id: &NodeId, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(id)
 }
 
 /// What the registry learnt.

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::{Change, Kind, MAX_PACKET, Nearby, Packet, Registry, Timing};
-use crate::core::{Clock, NodeId, SystemClock};
+use crate::core::{Clock, NodeId, SystemClock, lock};
 
 /// The default discovery port.
 pub const DEFAULT_PORT: u16 = 7421;
@@ -96,10 +96,6 @@ impl Drop for Discovery {
             t.abort();
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn bind(domain: Domain, addr: SocketAddr) -> std::io::Result<Socket> {

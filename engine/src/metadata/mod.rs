@@ -83,7 +83,7 @@ impl NodeMeta {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NodeInfo {
     /// Node id (shown in its text form).
-    #[serde(serialize_with = "id_text")]
+    #[serde(serialize_with = "NodeId::serialize_text")]
     pub id: NodeId,
     /// Display name.
     pub name: String,
@@ -103,10 +103,6 @@ pub struct NodeInfo {
     pub started_at_ms: u64,
     /// Seconds up, as of `now_ms` given to [`NodeInfo::from_hello`].
     pub uptime_secs: Option<u64>,
-}
-
-fn id_text<S: serde::Serializer>(id: &NodeId, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(id)
 }
 
 impl NodeInfo {

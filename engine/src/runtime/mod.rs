@@ -67,11 +67,7 @@ enum Local {
     Actions(Vec<Action>),
 }
 
-/// Lock a mutex, surviving a panicked holder (the data stays consistent:
-/// every change goes through the store's WAL first).
-pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+pub use crate::core::lock;
 
 /// One folder's watcher thread and its switches.
 struct FolderWatch {

@@ -23,7 +23,7 @@ use tracing::{info, warn};
 use super::TransportError;
 use super::quic::{BulkStream, Endpoint, Incoming, JoinRequest, Peer, PeerHandle};
 use super::wire::{Hello, close_code};
-use crate::core::{Clock, NodeId, SystemClock, Timestamp};
+use crate::core::{Clock, NodeId, SystemClock, Timestamp, lock};
 
 /// Connections older than this are replaced by a new one from the same peer.
 pub const REPLACE_AFTER: Duration = Duration::from_secs(3);
@@ -157,12 +157,12 @@ impl Mesh {
         }
         let accepting = mesh.clone();
         let task = tokio::spawn(async move { accepting.accept_loop().await });
-        *mesh.acceptor.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+        *lock(&mesh.acceptor) = Some(task);
         mesh
     }
 
     fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Slot>> {
-        self.inner.slots.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.inner.slots)
     }
 
     /// The endpoint the mesh runs on.
@@ -512,12 +512,7 @@ impl Mesh {
     /// Stop accepting and dialling, close every connection, and wait (up
     /// to `limit`) until peers have been told.
     pub async fn shutdown(&self, limit: Duration) {
-        if let Some(a) = self
-            .acceptor
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
+        if let Some(a) = lock(&self.acceptor).take() {
             a.abort();
         }
         for slot in self.slots().values_mut() {

@@ -147,7 +147,7 @@ impl Invitations {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 16], Pending>> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+        crate::core::lock(&self.pending)
     }
 
     /// Keep the TLS pairing window open exactly as long as the latest

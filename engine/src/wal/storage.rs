@@ -150,7 +150,7 @@ impl MemStorage {
     fn lock(&self) -> MutexGuard<'_, BTreeMap<PathBuf, MemFile>> {
         // A panic while holding this lock can only come from a test's own
         // assertion; the map itself is always consistent.
-        self.files.lock().unwrap_or_else(|e| e.into_inner())
+        crate::core::lock(&self.files)
     }
 
     /// Simulate power loss: each file keeps its durable image plus a
