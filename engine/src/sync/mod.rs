@@ -737,16 +737,11 @@ impl SyncEngine {
         let slots = self.config.max_out.saturating_sub(self.out_count);
         // Work of a paused folder waits (work of a removed one is dropped
         // by `tick`).
-        let folders = folder::list(store)?;
-        let active: HashSet<&str> = folders
-            .iter()
-            .filter(|f| !f.paused)
-            .map(|f| f.id.as_str())
-            .collect();
+        let active = Self::local_folders(store)?;
         let due: Vec<(String, String)> = self
             .work
             .iter()
-            .filter(|((f, _), w)| !w.out && w.due <= now && active.contains(f.as_str()))
+            .filter(|((f, _), w)| !w.out && w.due <= now && active.contains(f))
             .map(|(k, _)| k.clone())
             .take(slots)
             .collect();
