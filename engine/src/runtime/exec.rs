@@ -160,12 +160,26 @@ fn read_chunk(path: &Path, offset: u64, len: u32, hash: &ContentHash) -> Option<
 /// gives that no longer holds the chunk (the file moved or changed since)
 /// makes it look again with a fresh index.
 fn local_chunk(s: &Shared, hash: &ContentHash, serving: bool) -> Option<Vec<u8>> {
+    let places = locate_chunk(s, hash, serving, false);
+    local_chunk_from(s, hash, serving, places)
+}
+
+/// [`local_chunk`] starting from `places` the index already gave.
+fn local_chunk_from(
+    s: &Shared,
+    hash: &ContentHash,
+    serving: bool,
+    places: Vec<(PathBuf, u64, u32)>,
+) -> Option<Vec<u8>> {
+    let mut places = places;
     for stale in [false, true] {
-        let places = locate_chunk(s, hash, serving, stale);
+        if stale {
+            places = locate_chunk(s, hash, serving, true);
+        }
         if places.is_empty() {
             return None;
         }
-        for (path, offset, len) in places {
+        for (path, offset, len) in places.drain(..) {
             if let Some(d) = read_chunk(&path, offset, len, hash) {
                 return Some(d);
             }
@@ -471,11 +485,12 @@ async fn assemble(s: &Arc<Shared>, need: &Need, tmp: &Path) -> Result<(), String
             let _slot = s.chunk_slots.acquire().await;
             // Most chunks of a new file are nowhere here: look first, and
             // only go to a blocking thread to read one that is.
-            let local = if locate_chunk(&s, &c.hash, false, false).is_empty() {
+            let places = locate_chunk(&s, &c.hash, false, false);
+            let local = if places.is_empty() {
                 None
             } else {
                 let s = s.clone();
-                tokio::task::spawn_blocking(move || local_chunk(&s, &c.hash, false))
+                tokio::task::spawn_blocking(move || local_chunk_from(&s, &c.hash, false, places))
                     .await
                     .ok()
                     .flatten()
@@ -656,22 +671,34 @@ fn commit_batch(s: &Arc<Shared>, batch: Vec<&Commit>) -> Vec<Result<Vec<Action>,
         .iter()
         .map(|c| (c.folder.as_str(), root_of(s, &c.folder)))
         .collect();
-    let root = |c: &Commit| roots[c.folder.as_str()].clone();
-    let temps: Vec<&Path> = batch
+    // Each item's folder root and absolute destination, worked out once.
+    let places: Vec<Result<(PathBuf, PathBuf), String>> = batch
+        .iter()
+        .map(|c| {
+            let root = roots[c.folder.as_str()].clone()?;
+            let abs = crate::fs::path::absolute(&root, &c.path).map_err(|e| e.to_string())?;
+            Ok((root, abs))
+        })
+        .collect();
+    // Small files' data is made durable here, by the batch; large ones
+    // were synced by their own transfer.
+    let unsynced: Vec<(&Path, u64)> = batch
         .iter()
         .filter_map(|c| match &c.step {
             Step::Place {
                 tmp: Some(t),
                 synced: false,
-            } => Some(t.as_path()),
+            } => Some((t.as_path(), c.need.record.size)),
             _ => None,
         })
         .collect();
+    let temps: Vec<&Path> = unsynced.iter().map(|u| u.0).collect();
+    let bytes = unsynced.iter().map(|u| u.1).sum();
     let ok_roots: Vec<&Path> = roots
         .values()
         .filter_map(|r| r.as_ref().ok().map(PathBuf::as_path))
         .collect();
-    if let Err(e) = make_durable(&ok_roots, &temps) {
+    if let Err(e) = make_durable(&ok_roots, &temps, bytes) {
         let e = format!("cannot make the received files durable: {e}");
         return batch.iter().map(|_| Err(e.clone())).collect();
     }
@@ -679,34 +706,26 @@ fn commit_batch(s: &Arc<Shared>, batch: Vec<&Commit>) -> Vec<Result<Vec<Action>,
     let held = store.hold(|store| {
         let results: Vec<_> = batch
             .iter()
-            .map(|c| {
-                let root = root(c)?;
-                let abs = crate::fs::path::absolute(&root, &c.path).map_err(|e| e.to_string())?;
-                if !parents_are_real(&root, &abs) {
+            .zip(&places)
+            .map(|(c, place)| {
+                let (root, abs) = place.as_ref().map_err(Clone::clone)?;
+                if !parents_are_real(root, abs) {
                     warn!(folder = %c.folder, path = %c.path, "refused: a parent directory is a symlink");
                     return Err("a parent directory is a symlink".to_string());
                 }
                 match &c.step {
-                    Step::Place { tmp, .. } => {
-                        place_one(s, store, c, &root, &abs, tmp.as_deref())
-                    }
-                    Step::Remove => remove_one(s, store, c, &root, &abs),
+                    Step::Place { tmp, .. } => place_one(s, store, c, root, abs, tmp.as_deref()),
+                    Step::Remove => remove_one(s, store, c, root, abs),
                 }
             })
             .collect();
-        let dirs: Vec<PathBuf> = batch
+        let dirs: Vec<&Path> = places
             .iter()
             .zip(&results)
             .filter(|(_, r)| r.is_ok())
-            .filter_map(|(c, _)| {
-                let root = root(c).ok()?;
-                crate::fs::path::absolute(&root, &c.path)
-                    .ok()?
-                    .parent()
-                    .map(Path::to_path_buf)
-            })
+            .filter_map(|(p, _)| p.as_ref().ok()?.1.parent())
             .collect();
-        (results, make_durable(&ok_roots, &dirs))
+        (results, make_durable(&ok_roots, &dirs, 0))
     });
     drop(store);
     match held {
@@ -728,7 +747,8 @@ fn commit_batch(s: &Arc<Shared>, batch: Vec<&Commit>) -> Vec<Result<Vec<Action>,
 /// device flush instead of one per file); an fsync of each otherwise — a
 /// few files, or much data, where `syncfs` would also flush the other
 /// transfers still being written.
-fn make_durable(roots: &[&Path], files: &[impl AsRef<Path>]) -> std::io::Result<()> {
+/// `bytes`: how much file data `files` hold (0 for directories).
+fn make_durable(roots: &[&Path], files: &[impl AsRef<Path>], bytes: u64) -> std::io::Result<()> {
     let mut unique: Vec<&Path> = files.iter().map(AsRef::as_ref).collect();
     unique.sort();
     unique.dedup();
@@ -737,12 +757,6 @@ fn make_durable(roots: &[&Path], files: &[impl AsRef<Path>]) -> std::io::Result<
     }
     #[cfg(target_os = "linux")]
     {
-        let bytes: u64 = unique
-            .iter()
-            .filter_map(|f| std::fs::symlink_metadata(f).ok())
-            .filter(|m| m.is_file())
-            .map(|m| m.len())
-            .sum();
         if unique.len() > 2 && bytes < 16 << 20 {
             let mut seen = std::collections::HashSet::new();
             for root in roots {
@@ -755,7 +769,7 @@ fn make_durable(roots: &[&Path], files: &[impl AsRef<Path>]) -> std::io::Result<
             return Ok(());
         }
     }
-    let _ = roots;
+    let _ = (roots, bytes);
     for f in unique {
         match std::fs::File::open(f) {
             Ok(h) => h.sync_all()?,
