@@ -21,7 +21,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::node::Node;
-use common::{json, run};
+use common::{json, run, wait};
 use softadastra::core::NodeId;
 use softadastra::discovery::{Kind, Packet};
 
@@ -156,15 +156,6 @@ fn node(name: &str) -> (Node, PathBuf) {
     let (mut n, dir) = common::node::sharing(name, &[]);
     n.port = 7420;
     (n, dir)
-}
-
-fn wait(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    while !done() {
-        assert!(t0.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    t0.elapsed()
 }
 
 fn has(dir: &Path, name: &str, body: &[u8]) -> bool {

@@ -16,10 +16,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::node::{Node, sharing as node};
-use common::run;
+use common::{run, wait};
 use softadastra::core::NodeId;
 use softadastra::folder::{self, FileRecord};
 use softadastra::store::{Store, StoreConfig};
@@ -37,14 +37,6 @@ fn record_of(home: &Path, rel: &str) -> FileRecord {
         .find(|(p, _)| *p == rel)
         .map(|(_, r)| r.clone())
         .unwrap_or_else(|| panic!("{rel} is not indexed"))
-}
-
-fn wait(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !done() {
-        assert!(t0.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Answer one chunk request with bytes of the right length and the wrong

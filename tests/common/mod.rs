@@ -25,6 +25,21 @@ pub fn run(home: &Path, args: &[&str]) -> Output {
         .expect("run softadastra")
 }
 
+/// Poll `done` (every 20 ms) until it holds, failing the test after
+/// `limit`; returns how long it took.
+pub fn wait(
+    what: &str,
+    limit: std::time::Duration,
+    mut done: impl FnMut() -> bool,
+) -> std::time::Duration {
+    let t0 = std::time::Instant::now();
+    while !done() {
+        assert!(t0.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    t0.elapsed()
+}
+
 /// Standard output as text, untouched.
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
