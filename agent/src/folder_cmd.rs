@@ -183,27 +183,21 @@ pub fn run_folder(home: &Home, cmd: FolderCommand) -> Result<ExitCode> {
     }
     // Pause, resume, remove and rescan too: the agent stops or starts the
     // folder's watcher and tells its peers.
-    let request = match &cmd {
-        FolderCommand::Remove { id } => Some(Request::FolderSet {
-            id: id.clone(),
-            change: FolderChange::Remove,
-        }),
-        FolderCommand::Pause { id } => Some(Request::FolderSet {
-            id: id.clone(),
-            change: FolderChange::Pause,
-        }),
-        FolderCommand::Resume { id } => Some(Request::FolderSet {
-            id: id.clone(),
-            change: FolderChange::Resume,
-        }),
-        FolderCommand::Rescan { id } => Some(Request::FolderSet {
-            id: id.clone(),
-            change: FolderChange::Rescan,
-        }),
+    let change = match &cmd {
+        FolderCommand::Remove { id } => Some((id, FolderChange::Remove)),
+        FolderCommand::Pause { id } => Some((id, FolderChange::Pause)),
+        FolderCommand::Resume { id } => Some((id, FolderChange::Resume)),
+        FolderCommand::Rescan { id } => Some((id, FolderChange::Rescan)),
         _ => None,
     };
-    if let Some(request) = request
-        && let Some(answer) = crate::control::call(home, &request)?
+    if let Some((id, change)) = change
+        && let Some(answer) = crate::control::call(
+            home,
+            &Request::FolderSet {
+                id: id.clone(),
+                change,
+            },
+        )?
     {
         eprintln!("{}", answer["said"].as_str().unwrap_or("done"));
         return Ok(ExitCode::SUCCESS);

@@ -973,13 +973,11 @@ pub fn run_node(home: &Home, json: bool) -> Result<ExitCode> {
         info["protocol"],
         info["meta_version"]
     )?;
-    let caps: Vec<&str> = info["capabilities"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c.as_str())
-        .collect();
-    writeln!(out, "capabilities  {}", caps.join(", "))?;
+    writeln!(
+        out,
+        "capabilities  {}",
+        strings(&info["capabilities"]).join(", ")
+    )?;
     match info["uptime_secs"].as_u64() {
         Some(up) if info["running"] == true => writeln!(
             out,
@@ -1070,6 +1068,15 @@ pub fn run_status(home: &Home, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The strings of a JSON array (nothing for anything else).
+fn strings(v: &serde_json::Value) -> Vec<&str> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str())
+        .collect()
+}
+
 /// One folder of `status`, for people: "folder docs at PATH — up to date ·
 /// 1204 files, 3.2 GB" or "… — syncing 14 files (3.2 MB left) · 2 failing".
 fn folder_line(f: &serde_json::Value) -> String {
@@ -1095,16 +1102,10 @@ fn folder_line(f: &serde_json::Value) -> String {
         human_bytes(n(&f["bytes"]))
     );
     if n(&p["failing"]) > 0 {
-        let paths: Vec<&str> = p["failing_paths"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str())
-            .collect();
         line.push_str(&format!(
             "\n         {} failing, retried with backoff: {}",
             n(&p["failing"]),
-            paths.join(", ")
+            strings(&p["failing_paths"]).join(", ")
         ));
     }
     line
