@@ -128,6 +128,7 @@ fn mallory(
                     upto: 10,
                     records,
                     more: false,
+                    values: vec![],
                 });
             }
         }

@@ -381,7 +381,7 @@ pub fn run_ls(home: &Home, folder_id: Option<String>, json: bool, all: bool) -> 
                 EntryKind::Symlink => {
                     format!("{} -> {}", r.path, r.link_target.as_deref().unwrap_or("?"))
                 }
-                EntryKind::File => r.path.to_string(),
+                EntryKind::File | EntryKind::Value => r.path.to_string(),
             };
             if r.deleted {
                 path.push_str("  (deleted)");

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use softadastra::core::{ContentHash, ManualClock, NodeId, VersionVector};
+use softadastra::folder::values::{self, APP_SPACE};
 use softadastra::folder::{FOLDERS_NS, FileRecord, FolderConfig};
 use softadastra::fs::scan::EntryKind;
 use softadastra::store::{Store, StoreConfig, ns};
@@ -30,18 +31,23 @@ fn record(by: NodeId) -> FileRecord {
     }
 }
 
-#[test]
-fn hostile_paths_are_refused_and_the_rest_is_taken() {
-    let me = NodeId::derive(b"me");
-    let mallory = NodeId::derive(b"mallory");
+fn open(me: NodeId) -> Store {
     let mut config = StoreConfig::new("/hostile");
     config.node = me;
-    let (mut store, _) = Store::open(
+    let (store, _) = Store::open(
         config,
         Arc::new(MemStorage::new()),
         Arc::new(ManualClock::new()),
     )
     .unwrap();
+    store
+}
+
+#[test]
+fn hostile_paths_are_refused_and_the_rest_is_taken() {
+    let me = NodeId::derive(b"me");
+    let mallory = NodeId::derive(b"mallory");
+    let mut store = open(me);
     let folder = FolderConfig {
         id: "docs".into(),
         path: "/hostile/docs".into(),
@@ -94,6 +100,7 @@ fn hostile_paths_are_refused_and_the_rest_is_taken() {
                 upto: 10,
                 records,
                 more: false,
+                values: vec![],
             },
             now,
         )
@@ -113,4 +120,107 @@ fn hostile_paths_are_refused_and_the_rest_is_taken() {
     for (key, _) in store.list(ns::FILES, "") {
         assert!(!key.contains(".."), "recorded {key}");
     }
+}
+
+#[test]
+fn hostile_app_values_are_refused_and_the_rest_is_taken() {
+    let me = NodeId::derive(b"me");
+    let mallory = NodeId::derive(b"mallory");
+    let mut store = open(me);
+    let mut engine = SyncEngine::new(me, SyncConfig::default(), 1);
+    let now = Instant::now();
+    engine.connected(&store, mallory, now).unwrap();
+    engine
+        .received(
+            &mut store,
+            mallory,
+            SyncMessage::Folders {
+                ids: vec![APP_SPACE.into()],
+                reply: false,
+            },
+            now,
+        )
+        .unwrap();
+    let value = |bytes: &[u8]| {
+        let mut version = VersionVector::default();
+        version.bump(mallory);
+        values::value_record(bytes, version, mallory, 1)
+    };
+    let records = vec![
+        ("good".to_string(), value(b"v1")),
+        // Bytes that are not what the record says.
+        ("bad-hash".to_string(), value(b"x")),
+        // A live value without its bytes.
+        ("no-bytes".to_string(), value(b"z")),
+        // A file record inside the app space.
+        ("file-kind".to_string(), record(mallory)),
+        // A key no node may write.
+        ("ctl\u{1}key".to_string(), value(b"c")),
+        ("".to_string(), value(b"e")),
+    ];
+    let inline = vec![
+        ("good".to_string(), b"v1".to_vec()),
+        ("bad-hash".to_string(), b"y".to_vec()),
+        ("ctl\u{1}key".to_string(), b"c".to_vec()),
+        ("".to_string(), b"e".to_vec()),
+    ];
+    engine
+        .received(
+            &mut store,
+            mallory,
+            SyncMessage::IndexPage {
+                folder: APP_SPACE.into(),
+                since: 0,
+                upto: 10,
+                records,
+                more: false,
+                values: inline,
+            },
+            now,
+        )
+        .unwrap();
+    assert_eq!(engine.refused_paths, 5);
+    assert_eq!(values::get(&store, "good"), Some(&b"v1"[..]));
+    let keys: Vec<&str> = values::list(&store, "").map(|(k, _)| k).collect();
+    assert_eq!(keys, ["good"]);
+    assert!(SyncEngine::needs(&store).is_empty());
+
+    // A value record announced for a folder of files is refused too.
+    let folder = FolderConfig {
+        id: "docs".into(),
+        path: "/hostile/docs".into(),
+        paused: false,
+    };
+    store
+        .put(FOLDERS_NS, "docs", postcard::to_allocvec(&folder).unwrap())
+        .unwrap();
+    engine
+        .received(
+            &mut store,
+            mallory,
+            SyncMessage::Folders {
+                ids: vec!["docs".into(), APP_SPACE.into()],
+                reply: false,
+            },
+            now,
+        )
+        .unwrap();
+    engine
+        .received(
+            &mut store,
+            mallory,
+            SyncMessage::IndexPage {
+                folder: "docs".into(),
+                since: 0,
+                upto: 10,
+                records: vec![("v.txt".into(), value(b"v"))],
+                more: false,
+                values: vec![("v.txt".into(), b"v".to_vec())],
+            },
+            now,
+        )
+        .unwrap();
+    assert_eq!(engine.refused_paths, 6);
+    assert!(SyncEngine::needs(&store).is_empty());
+    assert!(store.get(ns::FILES, "docs/v.txt").is_none());
 }

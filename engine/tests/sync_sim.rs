@@ -2,13 +2,16 @@
 //! real `Store` on crash-simulating in-memory storage and an in-memory
 //! "disk", joined by a simulated network that drops, duplicates, reorders
 //! and partitions messages, with nodes crashing (losing everything not
-//! durable) and restarting. Users edit, delete and rename files throughout.
+//! durable) and restarting. Users edit, delete and rename files, and apps
+//! put and remove values (synced inline in the app space), throughout.
 //! After the chaos the network heals and every run must end with
 //!
-//! * identical trees (path → bytes) and identical index versions on all nodes,
+//! * identical trees (path → bytes), identical app values (key → bytes) and
+//!   identical index versions on all nodes,
 //! * no pending file work anywhere,
 //! * no lost edit: every edit no later edit or deletion saw still exists,
-//!   at its path or in a conflict copy.
+//!   at its path or in a conflict copy (for values: at its key or under a
+//!   conflict key).
 //!
 //! `SOFTADASTRA_SIM_SEEDS` sets how many seeds run (default 1000);
 //! `SOFTADASTRA_SIM_SEED` replays one. A failure prints its seed.
@@ -18,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use softadastra::core::{Causality, Clock, ContentHash, ManualClock, NodeId, VersionVector};
+use softadastra::folder::values::{self, APP_SPACE};
 use softadastra::folder::{FOLDERS_NS, FileRecord, FolderConfig, file_key};
 use softadastra::fs::scan::EntryKind;
 use softadastra::store::{Op, Store, StoreConfig, ns};
@@ -34,6 +38,8 @@ const PATHS: &[&str] = &[
     "e/f/g.bin",
     ".hidden",
 ];
+/// App keys users write.
+const KEYS: &[&str] = &["k1", "k2", "sub/k3"];
 
 #[derive(Debug, Clone)]
 enum Msg {
@@ -140,6 +146,23 @@ fn records(store: &Store) -> BTreeMap<String, FileRecord> {
     softadastra::folder::records(store, FOLDER)
         .map(|r| r.unwrap())
         .map(|(p, r)| (p.to_string(), r))
+        .collect()
+}
+
+/// The folder's records and the app space's (keys `@app/<key>`).
+fn all_records(store: &Store) -> BTreeMap<String, FileRecord> {
+    let mut all = records(store);
+    all.extend(
+        softadastra::folder::records(store, APP_SPACE)
+            .map(|r| r.unwrap())
+            .map(|(k, r)| (format!("{APP_SPACE}/{k}"), r)),
+    );
+    all
+}
+
+fn app_values(n: &Node) -> BTreeMap<String, Vec<u8>> {
+    values::list(n.store.as_ref().unwrap(), "")
+        .map(|(k, v)| (k.to_string(), v.to_vec()))
         .collect()
 }
 
@@ -510,8 +533,41 @@ impl Sim {
         }
     }
 
+    /// An app on node i puts or removes a value.
+    fn value_edit(&mut self, i: usize) {
+        self.counter += 1;
+        let key = KEYS[self.rng.usize(0..KEYS.len())];
+        let content = format!("v{i}-e{}", self.counter).into_bytes();
+        let remove = self.rng.u8(0..4) == 0;
+        let node = &mut self.nodes[i];
+        let store = node.store.as_mut().unwrap();
+        let changed = if remove {
+            values::remove(store, node.id, key).unwrap().is_some()
+        } else {
+            values::put(store, node.id, key, &content).unwrap();
+            true
+        };
+        if !changed {
+            return;
+        }
+        let rec = values::record(store, key).unwrap().unwrap();
+        self.edits.push((
+            format!("{APP_SPACE}/{key}"),
+            Edit {
+                content: (!rec.deleted).then_some(hash(&content)),
+                version: rec.version,
+            },
+        ));
+        let acts = node.engine.local_changed(store, APP_SPACE);
+        self.run_actions(i, acts);
+    }
+
     /// A user edits node i's folder; the watcher's scan records it.
     fn user_edit(&mut self, i: usize) {
+        if self.rng.u8(0..4) == 0 {
+            self.value_edit(i);
+            return;
+        }
         let node = &self.nodes[i];
         let live: Vec<String> = node
             .disk
@@ -662,7 +718,7 @@ impl Sim {
             let Some(store) = n.store.as_ref() else {
                 continue;
             };
-            for (p, r) in records(store) {
+            for (p, r) in all_records(store) {
                 if let Some(prev) = last.get(&(k, p.clone()))
                     && !matches!(
                         prev.compare(&r.version),
@@ -810,6 +866,7 @@ impl Sim {
             n.fetches.is_empty()
                 && SyncEngine::needs(n.store.as_ref().unwrap()).is_empty()
                 && n.disk == first.disk
+                && app_values(n) == app_values(first)
                 && versions(n) == versions(first)
         })
     }
@@ -890,6 +947,13 @@ impl Sim {
                     tree(first)
                 ));
             }
+            if app_values(n) != app_values(first) {
+                return Err(format!(
+                    "node {i} app values differ:\n  {:?}\n  node 0: {:?}",
+                    app_values(n),
+                    app_values(first)
+                ));
+            }
             if versions(n) != versions(first) {
                 let (vn, v0) = (versions(n), versions(first));
                 let diff: Vec<String> = vn
@@ -911,7 +975,12 @@ impl Sim {
             }
         }
         // No lost edit.
-        let present: BTreeSet<ContentHash> = first.disk.values().map(|b| hash(b)).collect();
+        let present: BTreeSet<ContentHash> = first
+            .disk
+            .values()
+            .chain(app_values(first).values())
+            .map(|b| hash(b))
+            .collect();
         for (path, e) in &self.edits {
             let Some(content) = e.content else { continue };
             let superseded = self.edits.iter().any(|(p, other)| {
@@ -936,7 +1005,7 @@ fn tree(n: &Node) -> Vec<(String, String)> {
 }
 
 fn versions(n: &Node) -> BTreeMap<String, VersionVector> {
-    records(n.store.as_ref().unwrap())
+    all_records(n.store.as_ref().unwrap())
         .into_iter()
         .map(|(p, r)| (p, r.version))
         .collect()
@@ -973,6 +1042,7 @@ fn run_seed(seed: u64) -> Result<(usize, usize), String> {
     let conflicts = sim.nodes[0]
         .disk
         .keys()
+        .chain(app_values(&sim.nodes[0]).keys())
         .filter(|p| p.contains(".sync-conflict-"))
         .count();
     Ok((sim.edits.len(), conflicts))

@@ -26,6 +26,8 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+pub mod values;
+
 use crate::core::{ContentHash, ErrorContext, NodeId, Retry, Seq, VersionVector};
 use crate::fs::chunk::{Chunk, ChunkerConfig};
 use crate::fs::ignore::{IGNORE_FILE, IgnoreRules};
@@ -133,6 +135,26 @@ pub enum FolderError {
     /// No folder with that id.
     #[error("no folder with id {0:?} (see `softadastra folder list`)")]
     NotFound(String),
+    /// An application key that is not allowed.
+    #[error("invalid key {key:?}: {reason}")]
+    InvalidKey {
+        /// The key given.
+        key: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// An application value over the size limit.
+    #[error(
+        "value of {len} bytes for key {key:?} exceeds the {max}-byte limit; store large data as files in a shared folder"
+    )]
+    ValueTooLarge {
+        /// The key.
+        key: String,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A stored record cannot be decoded.
     #[error("corrupt index entry {key}: {reason}")]
     Corruption {

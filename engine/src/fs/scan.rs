@@ -29,6 +29,9 @@ pub enum EntryKind {
     Dir,
     /// Symbolic link (recorded, never followed).
     Symlink,
+    /// An application value (SDK key/value data, synced in the app space;
+    /// never on disk in a folder).
+    Value,
 }
 
 /// The metadata that decides whether a file must be re-read.

@@ -404,6 +404,14 @@ async fn place(
             info!(folder = %folder_id, %path, "a peer's symlink is not recreated here");
             return Ok(Vec::new());
         }
+        EntryKind::Value => {
+            // The sync engine refuses such records for folders; never a file.
+            let mut store = lock(&s.store);
+            lock(&s.engine)
+                .abandon(&mut store, folder_id, path)
+                .map_err(|e| e.to_string())?;
+            return Err("an application value is not a file".into());
+        }
         EntryKind::File => {}
     }
     if let Some(parent) = abs.parent() {

@@ -314,6 +314,12 @@ impl Shared {
     pub fn report(&self, actions: Vec<Action>) {
         let _ = self.local.send(Local::Actions(actions));
     }
+
+    /// The local index of `folder` (or the app space) changed outside the
+    /// watchers — an app wrote a value: peers are hinted at once.
+    pub fn changed(&self, folder: &str) {
+        let _ = self.local.send(Local::Changed(folder.to_string()));
+    }
 }
 
 /// One watcher thread per shared folder: catch-up scan, then one indexed

@@ -35,10 +35,12 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::{Causality, NodeId, VersionVector};
+use crate::core::{Causality, ContentHash, NodeId, VersionVector};
+use crate::folder::values::{self, APP_SPACE};
 use crate::folder::{self, FileRecord};
+use crate::fs::scan::EntryKind;
 use crate::store::{Op, Store, StoreError, ns};
-use resolve::Decision;
+use resolve::{Decision, Probe, copy_target};
 
 /// Namespace of index cursors: key `<peer hex>/<folder>`, value: the
 /// peer's sequence (u64 LE) up to which its records have been taken in.
@@ -51,6 +53,13 @@ pub const NEED_NS: &str = "sync.need";
 /// changes before they do, the held record is decided again, so a conflict
 /// never waits on a decision nobody will make.
 pub const HELD_NS: &str = "sync.held";
+/// The bytes of held app-space values (same keys as [`HELD_NS`]): a held
+/// value may win later, and its bytes are not sent again.
+pub const HELD_VALUE_NS: &str = "sync.held.value";
+
+/// Inline value bytes per index page of the app space (so a page stays
+/// well under the 1 MiB control frame; one value is at most 256 KiB).
+const PAGE_VALUE_BYTES: usize = 512 * 1024;
 
 /// Messages of the sync protocol (carried on a connection's control stream).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +90,9 @@ pub enum SyncMessage {
         records: Vec<(String, FileRecord)>,
         /// More pages follow.
         more: bool,
+        /// (path, bytes) of each live record of the app space
+        /// ([`APP_SPACE`]), whose values travel inline; empty for folders.
+        values: Vec<(String, Vec<u8>)>,
     },
     /// "My index of `folder` changed (it reached `seq`)": ask me.
     IndexHint {
@@ -313,12 +325,14 @@ impl SyncEngine {
         }
     }
 
-    /// The folders this node shares (not paused).
+    /// The folders this node shares (not paused), and the app space,
+    /// which every node shares.
     fn local_folders(store: &Store) -> Result<HashSet<String>, SyncError> {
         Ok(folder::list(store)?
             .into_iter()
             .filter(|f| !f.paused)
             .map(|f| f.id)
+            .chain([APP_SPACE.to_string()])
             .collect())
     }
 
@@ -502,6 +516,7 @@ impl SyncEngine {
                 upto,
                 records,
                 more,
+                values,
             } => {
                 let expected = self
                     .peers
@@ -513,7 +528,7 @@ impl SyncEngine {
                 // stand: a late duplicate or a reordered page is dropped
                 // (what it holds is asked for again).
                 if expected == Some(since) && since == cursor && upto >= since {
-                    self.take_page(store, peer, &folder, upto, records, now, &mut out)?;
+                    self.take_page(store, peer, &folder, upto, records, values, now, &mut out)?;
                     let mut again = more;
                     if let Some(p) = self.peers.get_mut(&peer) {
                         p.requests.remove(&folder);
@@ -540,8 +555,27 @@ impl SyncEngine {
             })
             .collect();
         changed.sort_by_key(|(seq, _, _)| *seq);
-        let more = changed.len() > self.config.page_records;
-        changed.truncate(self.config.page_records);
+        // App values travel inline: a page also ends at a byte budget
+        // (always holding at least one record).
+        let mut values = Vec::new();
+        let mut take = changed.len().min(self.config.page_records);
+        if folder == APP_SPACE {
+            let mut bytes = 0;
+            for (i, (_, path, rec)) in changed.iter().take(take).enumerate() {
+                if rec.deleted {
+                    continue;
+                }
+                let value = values::get(store, path).unwrap_or_default();
+                if i > 0 && bytes + value.len() > PAGE_VALUE_BYTES {
+                    take = i;
+                    break;
+                }
+                bytes += value.len();
+                values.push((path.clone(), value.to_vec()));
+            }
+        }
+        let more = changed.len() > take;
+        changed.truncate(take);
         // Nothing changed: the cursor may still move to where the index is,
         // so the next request does not look at the same range again.
         let upto = if more {
@@ -555,6 +589,7 @@ impl SyncEngine {
             upto,
             records: changed.into_iter().map(|(_, p, r)| (p, r)).collect(),
             more,
+            values,
         }
     }
 
@@ -580,9 +615,13 @@ impl SyncEngine {
         folder: &str,
         upto: u64,
         records: Vec<(String, FileRecord)>,
+        values: Vec<(String, Vec<u8>)>,
         now: Instant,
         out: &mut Vec<Action>,
     ) -> Result<(), SyncError> {
+        let app = folder == APP_SPACE;
+        let mut inline: std::collections::HashMap<String, Vec<u8>> = values.into_iter().collect();
+        let mut app_changed = false;
         let mut ops = Vec::new();
         let mut touched = Vec::new();
         let origin = self.node;
@@ -595,9 +634,33 @@ impl SyncEngine {
             timestamp: ts,
         };
         for (path, remote) in records {
-            if let Err(e) = crate::fs::path::validate(&path) {
+            let valid = if app {
+                values::validate_key(&path).map_err(|e| e.to_string())
+            } else {
+                crate::fs::path::validate(&path).map_err(|e| e.to_string())
+            };
+            let value = if app && !remote.deleted {
+                inline.remove(&path)
+            } else {
+                None
+            };
+            let problem = match valid {
+                Err(e) => Some(e),
+                Ok(()) if (remote.kind == EntryKind::Value) != app => {
+                    Some("an application value outside the app space, or a file inside it".into())
+                }
+                Ok(()) if app && !remote.deleted => match &value {
+                    None => Some("a value record without its bytes".into()),
+                    Some(v) if Some(ContentHash::of(v)) != remote.hash => {
+                        Some("value bytes that do not match the record's hash".into())
+                    }
+                    Some(_) => None,
+                },
+                Ok(()) => None,
+            };
+            if let Some(e) = problem {
                 self.refused_paths += 1;
-                tracing::warn!(%peer, %folder, path = ?path, error = %e, "refused a path from a peer");
+                tracing::warn!(%peer, %folder, path = ?path, error = %e, "refused a record from a peer");
                 continue;
             }
             let key = folder::file_key(folder, &path);
@@ -660,7 +723,24 @@ impl SyncEngine {
                         l.version.compare(&remote.version) == Causality::Concurrent
                     }) {
                         ops.push(put(HELD_NS, held_key(&key, peer), encode(&(peer, &remote))));
+                        if let Some(v) = value {
+                            ops.push(put(HELD_VALUE_NS, held_key(&key, peer), v));
+                        }
                     }
+                }
+                Decision::Take {
+                    record,
+                    conflict_copy,
+                } if app => {
+                    ops.extend(self.value_ops(
+                        store,
+                        &path,
+                        record,
+                        conflict_copy,
+                        local.as_ref(),
+                        value,
+                    ));
+                    app_changed = true;
                 }
                 Decision::Keep { record } => {
                     let mut rec = record;
@@ -713,6 +793,10 @@ impl SyncEngine {
             upto.to_le_bytes().to_vec(),
         ));
         store.apply_batch(ops)?;
+        if app_changed {
+            // A settled conflict is a change of ours peers must learn.
+            self.dirty.insert(APP_SPACE.to_string());
+        }
         for path in touched {
             // New information: hand it out again even if work was under way
             // (the older run finds itself overtaken before it writes).
@@ -1087,6 +1171,13 @@ impl SyncEngine {
             if need.is_some() {
                 continue; // settled when that work is done
             }
+            let app = folder == APP_SPACE;
+            let drop_value = app.then(|| Op::Remove {
+                ns: HELD_VALUE_NS.into(),
+                key: key.clone(),
+                origin,
+                timestamp: ts,
+            });
             let drop = Op::Remove {
                 ns: HELD_NS.into(),
                 key: key.clone(),
@@ -1095,6 +1186,7 @@ impl SyncEngine {
             };
             let Some(l) = local else {
                 ops.push(drop);
+                ops.extend(drop_value);
                 continue;
             };
             match l.version.compare(&remote.version) {
@@ -1102,11 +1194,31 @@ impl SyncEngine {
                 // Superseded (or newer, which the index exchange brings).
                 _ => {
                     ops.push(drop);
+                    ops.extend(drop_value);
                     continue;
                 }
             }
             match resolve::decide(self.node, path, Some(&l), &remote) {
                 Decision::Ignore => {}
+                Decision::Take {
+                    record,
+                    conflict_copy,
+                } if app => {
+                    let value = store.get(HELD_VALUE_NS, &key).and_then(|e| e.value.clone());
+                    if record.deleted || value.is_some() {
+                        ops.extend(self.value_ops(
+                            store,
+                            path,
+                            record,
+                            conflict_copy,
+                            Some(&l),
+                            value,
+                        ));
+                        changed.insert(folder.to_string());
+                    }
+                    ops.push(drop);
+                    ops.extend(drop_value);
+                }
                 Decision::Keep { mut record } => {
                     record.inode = l.inode;
                     ops.push(Op::Put {
@@ -1117,6 +1229,7 @@ impl SyncEngine {
                         timestamp: ts,
                     });
                     ops.push(drop);
+                    ops.extend(drop_value);
                     changed.insert(folder.to_string());
                 }
                 Decision::Take { conflict_copy, .. } => {
@@ -1146,6 +1259,75 @@ impl SyncEngine {
             .iter()
             .flat_map(|f| self.local_changed(store, f))
             .collect())
+    }
+
+    /// Make app key `key` hold `record` (a value taken from a peer, whose
+    /// bytes are `value`, or a deletion): no file work, so it is done at
+    /// once, in the caller's batch. The losing local value of a conflict
+    /// is kept under `conflict_copy` first (unless that key already holds
+    /// the same bytes).
+    fn value_ops(
+        &self,
+        store: &Store,
+        key: &str,
+        record: FileRecord,
+        conflict_copy: Option<String>,
+        local: Option<&FileRecord>,
+        value: Option<Vec<u8>>,
+    ) -> Vec<Op> {
+        let (origin, timestamp) = (self.node, store.wall_time());
+        let put = |ns: &str, key: String, value: Vec<u8>| Op::Put {
+            ns: ns.into(),
+            key,
+            value,
+            origin,
+            timestamp,
+        };
+        let mut ops = Vec::new();
+        let losing = local
+            .filter(|l| !l.deleted)
+            .zip(values::get(store, key))
+            .zip(conflict_copy);
+        if let Some(((l, bytes), name)) = losing {
+            let target = copy_target(&name, |p| match values::get(store, p) {
+                None => Probe::Free,
+                Some(b) if Some(ContentHash::of(b)) == l.hash => Probe::Same,
+                Some(_) => Probe::Different,
+            });
+            if let Some(copy_key) = target {
+                let mut copy = l.clone();
+                let mut version = values::record(store, &copy_key)
+                    .ok()
+                    .flatten()
+                    .map(|r| r.version)
+                    .unwrap_or_default();
+                version.bump(self.node);
+                copy.version = version;
+                copy.modified_by = self.node;
+                tracing::info!(key = %key, copy = %copy_key, "conflict: kept the other value under a new key");
+                ops.push(put(
+                    ns::FILES,
+                    folder::file_key(APP_SPACE, &copy_key),
+                    encode(&copy),
+                ));
+                ops.push(put(ns::APP, copy_key, bytes.to_vec()));
+            }
+        }
+        match value.filter(|_| !record.deleted) {
+            Some(v) => ops.push(put(ns::APP, key.to_string(), v)),
+            None => ops.push(Op::Remove {
+                ns: ns::APP.into(),
+                key: key.to_string(),
+                origin,
+                timestamp,
+            }),
+        }
+        ops.push(put(
+            ns::FILES,
+            folder::file_key(APP_SPACE, key),
+            encode(&record),
+        ));
+        ops
     }
 
     /// Pending file work: (folder, path, need).

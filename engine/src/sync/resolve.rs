@@ -110,7 +110,8 @@ pub fn decide(
                 // keep it as a conflict copy and publish the merge.
                 Decision::Ignore
             } else {
-                let keep_loser = !local.deleted && local.kind == EntryKind::File;
+                let keep_loser =
+                    !local.deleted && matches!(local.kind, EntryKind::File | EntryKind::Value);
                 Decision::Take {
                     record: winner,
                     conflict_copy: keep_loser.then(|| conflict_name(path, local)),

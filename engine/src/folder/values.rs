@@ -1,0 +1,176 @@
+//! Application key/values (the SDK's `put`/`get`/`remove`) as synced data.
+//!
+//! App data lives in one *space* shared by every node, [`APP_SPACE`], which
+//! the sync engine treats like a folder whose entries carry their bytes
+//! inline instead of on disk. A key has two entries, written in one WAL
+//! batch so they never disagree:
+//!
+//! * the index record, namespace `files`, key `@app/<key>`: a
+//!   [`FileRecord`] of kind [`EntryKind::Value`] with the value's size,
+//!   blake3 hash and version vector — what index exchange, conflict
+//!   resolution and tombstones work on, exactly as for files;
+//! * the value itself, namespace [`ns::APP`], key `<key>` (what `get` reads).
+//!
+//! A concurrent write on two nodes is a conflict like any other: one value
+//! wins the key on every node, the other is kept under
+//! `KEY.sync-conflict-YYYYMMDD-HHMMSS-<node>` (itself a synced key).
+
+use crate::core::{ContentHash, NodeId, Seq, VersionVector};
+use crate::fs::scan::EntryKind;
+use crate::store::{Op, Store, ns};
+
+use super::{FileRecord, FolderError, decode, encode, file_key};
+
+/// The id of the app-data space. The `@` keeps it apart from folder ids,
+/// which cannot contain it.
+pub const APP_SPACE: &str = "@app";
+
+/// Largest value accepted (it travels inline in an index page, whose frame
+/// is at most 1 MiB).
+pub const MAX_VALUE: usize = 256 * 1024;
+
+/// Longest key, in bytes.
+pub const MAX_KEY: usize = 1024;
+
+/// Check an application key: 1–1024 bytes, no control characters (NUL
+/// included), no leading or trailing whitespace.
+pub fn validate_key(key: &str) -> Result<(), FolderError> {
+    let bad = |reason| {
+        Err(FolderError::InvalidKey {
+            key: key.chars().take(80).collect(),
+            reason,
+        })
+    };
+    if key.is_empty() {
+        return bad("a key cannot be empty");
+    }
+    if key.len() > MAX_KEY {
+        return bad("a key is at most 1024 bytes");
+    }
+    if key.chars().any(char::is_control) {
+        return bad("a key cannot contain control characters");
+    }
+    if key.trim() != key {
+        return bad("a key cannot start or end with whitespace");
+    }
+    Ok(())
+}
+
+/// The index record of `key`, if any (live or a deletion).
+pub fn record(store: &Store, key: &str) -> Result<Option<FileRecord>, FolderError> {
+    let k = file_key(APP_SPACE, key);
+    store
+        .get(ns::FILES, &k)
+        .and_then(|e| e.value.as_deref())
+        .map(|v| decode::<FileRecord>(&k, v))
+        .transpose()
+}
+
+/// The record of a value written on `node` at `mtime_ns`.
+pub fn value_record(
+    value: &[u8],
+    version: VersionVector,
+    node: NodeId,
+    mtime_ns: i64,
+) -> FileRecord {
+    FileRecord {
+        kind: EntryKind::Value,
+        size: value.len() as u64,
+        mtime_ns,
+        mode: 0,
+        inode: 0,
+        hash: Some(ContentHash::of(value)),
+        chunks: Vec::new(),
+        link_target: None,
+        version,
+        modified_by: node,
+        deleted: false,
+    }
+}
+
+/// Set `key` to `value` on `node`: one durable WAL batch holding the value
+/// and its index record (version bumped for `node`). Writing the bytes a
+/// key already holds changes nothing and returns the current sequence.
+pub fn put(store: &mut Store, node: NodeId, key: &str, value: &[u8]) -> Result<Seq, FolderError> {
+    validate_key(key)?;
+    if value.len() > MAX_VALUE {
+        return Err(FolderError::ValueTooLarge {
+            key: key.to_string(),
+            len: value.len(),
+            max: MAX_VALUE,
+        });
+    }
+    let local = record(store, key)?;
+    if let Some(l) = local.as_ref().filter(|l| !l.deleted)
+        && l.hash == Some(ContentHash::of(value))
+        && store.get(ns::APP, key).is_some_and(|e| e.value.is_some())
+    {
+        return Ok(store.last_seq());
+    }
+    let mut version = local.map(|l| l.version).unwrap_or_default();
+    version.bump(node);
+    let ts = store.wall_time();
+    let mtime = i64::try_from(ts.as_nanos()).unwrap_or(i64::MAX);
+    let rec = value_record(value, version, node, mtime);
+    let seqs = store.apply_batch(vec![
+        Op::Put {
+            ns: ns::FILES.into(),
+            key: file_key(APP_SPACE, key),
+            value: encode(&rec),
+            origin: node,
+            timestamp: ts,
+        },
+        Op::Put {
+            ns: ns::APP.into(),
+            key: key.to_string(),
+            value: value.to_vec(),
+            origin: node,
+            timestamp: ts,
+        },
+    ])?;
+    Ok(seqs.last().copied().unwrap_or_else(|| store.last_seq()))
+}
+
+/// Remove `key` on `node`: a deletion record (which syncs as a tombstone)
+/// and the value gone, in one batch. `None` if there was no live value.
+pub fn remove(store: &mut Store, node: NodeId, key: &str) -> Result<Option<Seq>, FolderError> {
+    validate_key(key)?;
+    let Some(mut rec) = record(store, key)?.filter(|r| !r.deleted) else {
+        return Ok(None);
+    };
+    rec.version.bump(node);
+    rec.deleted = true;
+    rec.size = 0;
+    rec.hash = None;
+    rec.modified_by = node;
+    let ts = store.wall_time();
+    rec.mtime_ns = i64::try_from(ts.as_nanos()).unwrap_or(i64::MAX);
+    let seqs = store.apply_batch(vec![
+        Op::Put {
+            ns: ns::FILES.into(),
+            key: file_key(APP_SPACE, key),
+            value: encode(&rec),
+            origin: node,
+            timestamp: ts,
+        },
+        Op::Remove {
+            ns: ns::APP.into(),
+            key: key.to_string(),
+            origin: node,
+            timestamp: ts,
+        },
+    ])?;
+    Ok(seqs.last().copied())
+}
+
+/// The value of `key`, if it has one.
+pub fn get<'a>(store: &'a Store, key: &str) -> Option<&'a [u8]> {
+    store.get(ns::APP, key).and_then(|e| e.value.as_deref())
+}
+
+/// Live keys starting with `prefix`, in order, with their values.
+pub fn list<'a>(store: &'a Store, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a [u8])> {
+    store
+        .list(ns::APP, prefix)
+        .filter_map(|(k, e)| Some((k, e.value.as_deref()?)))
+}
