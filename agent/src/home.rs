@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use softadastra::core::NodeId;
+use softadastra::metadata::hostname;
 use softadastra::transport::identity::Identity;
 
 /// Layout of a node's home directory.
@@ -77,16 +78,4 @@ impl Home {
     pub fn store_dir(&self) -> PathBuf {
         self.root.join("store")
     }
-}
-
-/// The machine's host name, for a node's default display name.
-pub fn hostname() -> String {
-    ["/proc/sys/kernel/hostname", "/etc/hostname"]
-        .iter()
-        .find_map(|p| std::fs::read_to_string(p).ok())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .or_else(|| std::env::var("COMPUTERNAME").ok())
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "softadastra-node".into())
 }

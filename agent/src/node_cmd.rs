@@ -11,8 +11,9 @@ use softadastra::transport::identity::Identity;
 use softadastra::transport::trust;
 
 use crate::control::{self, Request};
-use crate::home::{Home, hostname};
+use crate::home::Home;
 use crate::store_cmd::open_store;
+use softadastra::metadata::hostname;
 
 #[derive(Debug, Subcommand)]
 pub enum PeerCommand {

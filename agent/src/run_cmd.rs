@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde_json::json;
 use softadastra::core::{Clock, NodeId, SystemClock, lock};
 use softadastra::discovery::service::{Discovery, DiscoveryConfig};
-use softadastra::discovery::{Change, Nearby, Timing};
+use softadastra::discovery::{Nearby, Timing};
 use softadastra::folder;
 use softadastra::metadata::{NodeInfo, NodeMeta};
 use softadastra::runtime::{RuntimeOptions, SyncRuntime};
@@ -34,22 +34,14 @@ use softadastra::transport::wire::Hello;
 use tracing::{info, warn};
 
 use crate::control::{self, FolderChange, Request};
-use crate::home::{Home, hostname};
+use crate::home::Home;
 use crate::store_cmd::open_store;
 
 /// The default QUIC port.
 pub const DEFAULT_PORT: u16 = 7420;
 
 fn hello_of(identity: &Identity) -> Hello {
-    Hello {
-        protocol: 0,
-        node: identity.node_id(),
-        name: identity.name().to_string(),
-        hostname: hostname(),
-        os: std::env::consts::OS.to_string(),
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        meta: NodeMeta::local(started_at_ms()).encode(),
-    }
+    softadastra::metadata::local_hello(identity, started_at_ms())
 }
 
 /// When this process started (Unix milliseconds).
@@ -729,7 +721,7 @@ fn start_discovery(own: NodeId, port: u16, args: &LanSettings, mesh: &Mesh) -> O
         interfaces: args.interfaces.clone(),
         timing: Timing::every(Duration::from_secs_f64(args.interval)),
     };
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let started = match Discovery::start(own, port, config, tx) {
         Ok(d) => d,
         Err(e) => {
@@ -742,25 +734,7 @@ fn start_discovery(own: NodeId, port: u16, args: &LanSettings, mesh: &Mesh) -> O
         interval_s = args.interval,
         "LAN discovery on"
     );
-    let mesh = mesh.clone();
-    tokio::spawn(async move {
-        while let Some(change) = rx.recv().await {
-            match change {
-                Change::Found(id, addr)
-                | Change::Moved(id, addr)
-                | Change::Restarted(id, addr)
-                | Change::Returned(id, addr) => {
-                    let trusted = mesh.discovered(id, addr);
-                    info!(peer = %id, %addr, trusted, "discovered on the LAN");
-                }
-                Change::Stale(id) => info!(peer = %id, "stale on the LAN: not heard for a while"),
-                Change::Expired(id) => {
-                    mesh.undiscovered(id);
-                    info!(peer = %id, "expired on the LAN: forgotten");
-                }
-            }
-        }
-    });
+    tokio::spawn(softadastra::runtime::follow_discovery(mesh.clone(), rx));
     Some(started)
 }
 

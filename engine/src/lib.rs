@@ -22,11 +22,13 @@
 //! | [`transport`] | who is this node, and whom does it trust?  |
 //! | [`discovery`] | which nodes are on this LAN?              |
 //! | [`metadata`] | what does a node say about itself?          |
+//! | [`client`] | the SDK: one node behind a small API         |
 //!
 //! See `ARCHITECTURE.md` at the repository root for the codemap and the
 //! invariants that hold between modules.
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod core;
 pub mod discovery;
 pub mod folder;

@@ -17,13 +17,47 @@
 use serde::Serialize;
 
 use crate::core::NodeId;
+use crate::transport::identity::Identity;
 use crate::transport::wire::Hello;
 
 /// The metadata version this node writes.
 pub const META_VERSION: u8 = 1;
 
 /// What this version of the agent can do, as told to peers.
-pub const CAPABILITIES: &[&str] = &["sync/1", "chunks/blake3-fastcdc", "discovery/1", "invite/1"];
+pub const CAPABILITIES: &[&str] = &[
+    "sync/1",
+    "chunks/blake3-fastcdc",
+    "discovery/1",
+    "invite/1",
+    "values/1",
+];
+
+/// The machine's host name, for a node's default display name and its hello.
+pub fn hostname() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "softadastra-node".into())
+}
+
+/// The hello this node sends on every connection: who it is, where it
+/// runs, and its metadata (`started_at_ms`: when it started, Unix ms). The
+/// endpoint fills in the protocol version.
+pub fn local_hello(identity: &Identity, started_at_ms: u64) -> Hello {
+    Hello {
+        protocol: 0,
+        node: identity.node_id(),
+        name: identity.name().to_string(),
+        hostname: hostname(),
+        os: std::env::consts::OS.to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        meta: NodeMeta::local(started_at_ms).encode(),
+    }
+}
 
 /// The growing part of a node's description.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

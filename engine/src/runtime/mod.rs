@@ -289,6 +289,32 @@ fn on_mesh_event(s: &Arc<Shared>, ev: MeshEvent) {
     }
 }
 
+/// Act on what LAN discovery hears until it stops: a trusted peer heard
+/// at an address is dialled there (the mesh's TLS pin decides, not the
+/// announcement); an expired one is forgotten.
+pub async fn follow_discovery(
+    mesh: crate::transport::mesh::Mesh,
+    mut changes: mpsc::UnboundedReceiver<crate::discovery::Change>,
+) {
+    use crate::discovery::Change;
+    while let Some(change) = changes.recv().await {
+        match change {
+            Change::Found(id, addr)
+            | Change::Moved(id, addr)
+            | Change::Restarted(id, addr)
+            | Change::Returned(id, addr) => {
+                let trusted = mesh.discovered(id, addr);
+                info!(peer = %id, %addr, trusted, "discovered on the LAN");
+            }
+            Change::Stale(id) => info!(peer = %id, "stale on the LAN: not heard for a while"),
+            Change::Expired(id) => {
+                mesh.undiscovered(id);
+                info!(peer = %id, "expired on the LAN: forgotten");
+            }
+        }
+    }
+}
+
 /// Carry out engine actions.
 pub fn dispatch(s: &Arc<Shared>, actions: Vec<Action>) {
     for a in actions {

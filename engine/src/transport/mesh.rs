@@ -47,6 +47,9 @@ pub enum PeerState {
     /// The peer refused us (it does not trust this node) or speaks another
     /// protocol version; retried, but slowly and needing a human.
     Refused,
+    /// This node's transport is not running (an SDK client before
+    /// `start_transport`): trusted, not tried.
+    Stopped,
 }
 
 impl PeerState {
@@ -58,6 +61,7 @@ impl PeerState {
             PeerState::Connected => "connected",
             PeerState::BackingOff => "backing off",
             PeerState::Refused => "refused",
+            PeerState::Stopped => "stopped",
         }
     }
 }

@@ -1,0 +1,507 @@
+//! # client — the developer-facing SDK
+//!
+//! [`Client`] is a whole node in one value: it hides the wiring of
+//! identity, store, sync, transport and discovery behind a small API, as
+//! the original design's SDK does (`open`, `put`, `get`, `tick`,
+//! `start_transport`, `start_discovery`, `refresh_node_info`):
+//!
+//! ```no_run
+//! use softadastra::client::{Client, ClientOptions};
+//!
+//! let mut client = Client::open(ClientOptions::new("/tmp/my-node"))?;
+//! client.put("user:1", "Gaspard")?;            // durable before it returns
+//! assert_eq!(client.get("user:1").as_deref(), Some(&b"Gaspard"[..]));
+//! let addr = client.start_transport()?;        // now peers can sync
+//! println!("{} listening on {addr}", client.node_id());
+//! # Ok::<(), softadastra::client::ClientError>(())
+//! ```
+//!
+//! Local first: `put` and `remove` are accepted once they are in the WAL,
+//! with or without a network. Key/values go through the same WAL, store
+//! and sync engine as files (see [`crate::folder::values`]): peers that
+//! trust each other exchange them over QUIC with mutual TLS, concurrent
+//! writes keep one winner everywhere and the other value under a conflict
+//! key. [`Client::add_folder`] shares a directory as the agent does.
+//!
+//! The home directory has the agent's layout (identity files at its root,
+//! the store in `store/`), so a client can open an agent's home while no
+//! agent runs on it — the store lock keeps two writers apart.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::core::{Clock, ErrorContext, NodeId, Retry, Seq, SystemClock, lock};
+use crate::discovery::service::{Discovery, DiscoveryConfig};
+use crate::folder::values::{self, APP_SPACE};
+use crate::folder::{self, FolderConfig, FolderError};
+use crate::metadata::{self, NodeInfo};
+use crate::runtime::{RuntimeOptions, SyncRuntime};
+use crate::store::{Store, StoreConfig, StoreError};
+use crate::sync::SyncEngine;
+use crate::transport::TransportError;
+use crate::transport::identity::Identity;
+use crate::transport::mesh::{JoinHandler, Mesh, PeerState, PeerStatus};
+use crate::transport::quic::{Endpoint, QuicConfig};
+use crate::transport::tls::TrustedIds;
+use crate::transport::trust::{self, TrustError};
+
+/// How to open a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// The node's home: identity files and `store/`. Created if missing.
+    pub home: PathBuf,
+    /// Display name given to a node created now (default: the host name).
+    pub name: Option<String>,
+    /// Where [`Client::start_transport`] listens (default `0.0.0.0:7420`;
+    /// port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// LAN discovery settings for [`Client::start_discovery`].
+    pub discovery: DiscoveryConfig,
+    /// How the sync runtime behaves (trash retention).
+    pub runtime: RuntimeOptions,
+}
+
+impl ClientOptions {
+    /// Defaults for a node whose home is `home`.
+    pub fn new(home: impl Into<PathBuf>) -> ClientOptions {
+        ClientOptions {
+            home: home.into(),
+            name: None,
+            listen: SocketAddr::from(([0, 0, 0, 0], 7420)),
+            discovery: DiscoveryConfig::default(),
+            runtime: RuntimeOptions::default(),
+        }
+    }
+
+    /// The same with a display name for a node created now.
+    pub fn name(mut self, name: impl Into<String>) -> ClientOptions {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The same listening on `addr`.
+    pub fn listen(mut self, addr: SocketAddr) -> ClientOptions {
+        self.listen = addr;
+        self
+    }
+}
+
+/// What went wrong in a [`Client`] call. Each variant keeps the lower
+/// layer's error as its source.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The identity could not be created or loaded, or the endpoint could
+    /// not start.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The store failed; the call changed nothing.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A folder or key/value operation was refused or failed.
+    #[error(transparent)]
+    Folder(#[from] FolderError),
+    /// The trust list refused the change.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    /// A system resource (async runtime, discovery socket) is unavailable.
+    #[error("cannot {what}: {source}")]
+    Io {
+        /// What was being started.
+        what: &'static str,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A call that needs the transport came before [`Client::start_transport`].
+    #[error("the transport is not started: call start_transport() first")]
+    TransportNotStarted,
+}
+
+impl ErrorContext for ClientError {
+    fn retry(&self) -> Retry {
+        match self {
+            ClientError::Store(e) => e.retry(),
+            ClientError::Folder(e) => e.retry(),
+            ClientError::Io { .. } => Retry::Later,
+            _ => Retry::Never,
+        }
+    }
+    fn is_corruption(&self) -> bool {
+        match self {
+            ClientError::Store(e) => e.is_corruption(),
+            ClientError::Folder(e) => e.is_corruption(),
+            _ => false,
+        }
+    }
+}
+
+/// A peer as the client sees it.
+pub type Peer = PeerStatus;
+
+/// What a [`Client::tick`] did and where things stand.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TickResult {
+    /// Sync messages and file work handed out by this step.
+    pub batch_size: usize,
+    /// Requests and work handed out again after a timeout or failure.
+    pub retried: usize,
+    /// Work dropped because it was settled meanwhile.
+    pub pruned: usize,
+    /// Peers connected now.
+    pub peers_connected: usize,
+    /// Files still to fetch, place or remove, over all folders.
+    pub pending_files: usize,
+    /// The store's last WAL sequence.
+    pub last_seq: u64,
+    /// Whether a snapshot was written (the WAL was compacted).
+    pub snapshotted: bool,
+}
+
+struct Net {
+    mesh: Mesh,
+    sync: SyncRuntime,
+    addr: SocketAddr,
+    trusted: TrustedIds,
+}
+
+/// A Softadastra node embedded in an application.
+pub struct Client {
+    options: ClientOptions,
+    identity: Identity,
+    store: Arc<Mutex<Store>>,
+    started_at_ms: u64,
+    info: NodeInfo,
+    // Declared before the runtime, so they are dropped inside it.
+    discovery: Option<Discovery>,
+    net: Option<Net>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Client {
+    /// Open (creating if needed) the node whose home is `options.home`:
+    /// identity, then the store, recovered from its WAL and snapshots.
+    /// Fails if another process holds the store.
+    pub fn open(options: ClientOptions) -> Result<Client, ClientError> {
+        let home = &options.home;
+        let identity = match Identity::load(home)? {
+            Some(i) => i,
+            None => {
+                let name = options.name.clone().unwrap_or_else(metadata::hostname);
+                Identity::create(home, &name)?
+            }
+        };
+        let mut config = StoreConfig::new(home.join("store"));
+        config.node = identity.node_id();
+        let (store, _recovery) = Store::open_dir(config)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("softadastra-client")
+            .enable_all()
+            .build()
+            .map_err(|source| ClientError::Io {
+                what: "start the async runtime",
+                source,
+            })?;
+        let started_at_ms = SystemClock.wall().as_nanos() / 1_000_000;
+        let info = NodeInfo::from_hello(
+            &metadata::local_hello(&identity, started_at_ms),
+            started_at_ms,
+        );
+        Ok(Client {
+            options,
+            identity,
+            store: Arc::new(Mutex::new(store)),
+            started_at_ms,
+            info,
+            discovery: None,
+            net: None,
+            rt,
+        })
+    }
+
+    /// This node's id (what peers trust).
+    pub fn node_id(&self) -> NodeId {
+        self.identity.node_id()
+    }
+
+    /// The home directory.
+    pub fn home(&self) -> &Path {
+        &self.options.home
+    }
+
+    /// Set `key` to `value`. Durable in the WAL when this returns; sent to
+    /// connected peers at once, to others when they connect. Keys are 1–1024
+    /// bytes without control characters; values at most 256 KiB.
+    pub fn put(&self, key: &str, value: impl AsRef<[u8]>) -> Result<Seq, ClientError> {
+        let seq = values::put(&mut lock(&self.store), self.node_id(), key, value.as_ref())?;
+        self.changed();
+        Ok(seq)
+    }
+
+    /// The value of `key`, if it has one.
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        values::get(&lock(&self.store), key).map(<[u8]>::to_vec)
+    }
+
+    /// Remove `key` (the removal syncs as a tombstone). False if it had no
+    /// value.
+    pub fn remove(&self, key: &str) -> Result<bool, ClientError> {
+        let removed = values::remove(&mut lock(&self.store), self.node_id(), key)?.is_some();
+        if removed {
+            self.changed();
+        }
+        Ok(removed)
+    }
+
+    /// Keys starting with `prefix`, in order, with their values.
+    pub fn list(&self, prefix: &str) -> Vec<(String, Vec<u8>)> {
+        values::list(&lock(&self.store), prefix)
+            .map(|(k, v)| (k.to_string(), v.to_vec()))
+            .collect()
+    }
+
+    fn changed(&self) {
+        if let Some(net) = &self.net {
+            net.sync.shared().changed(APP_SPACE);
+        }
+    }
+
+    /// One step, now: the sync engine retries what timed out, polls peers
+    /// and hands out due work (the transport also does this by itself every
+    /// 200 ms); the store compacts its WAL into a snapshot when due. Reports
+    /// what was done and what is pending.
+    pub fn tick(&self) -> Result<TickResult, ClientError> {
+        let mut result = TickResult::default();
+        if let Some(net) = &self.net {
+            let shared = net.sync.shared();
+            let report = {
+                let mut store = lock(&shared.store);
+                lock(&shared.engine).tick(&mut store, Instant::now())
+            };
+            match report {
+                Ok(r) => {
+                    result.batch_size = r.batch_size;
+                    result.retried = r.retried;
+                    result.pruned = r.pruned;
+                    let _guard = self.rt.enter();
+                    crate::runtime::dispatch(shared, r.actions);
+                }
+                Err(e) => tracing::warn!(error = %e, "sync tick failed"),
+            }
+            result.peers_connected = lock(&shared.peers).len();
+        }
+        let mut store = lock(&self.store);
+        result.snapshotted = store.maybe_snapshot()?.is_some();
+        result.pending_files = SyncEngine::needs(&store).len();
+        result.last_seq = store.last_seq().0;
+        Ok(result)
+    }
+
+    /// Listen for and connect to trusted peers over QUIC (mutual TLS, each
+    /// side pinned to the other's node id) and sync with them: the app's
+    /// key/values and every shared folder. Returns the address bound.
+    /// Calling it again returns the same address.
+    pub fn start_transport(&mut self) -> Result<SocketAddr, ClientError> {
+        if let Some(net) = &self.net {
+            return Ok(net.addr);
+        }
+        let peers = trust::list(&lock(&self.store))?;
+        let trusted = TrustedIds::new(peers.iter().map(|p| p.id));
+        let hello = metadata::local_hello(&self.identity, self.started_at_ms);
+        let (identity, listen, store) = (
+            self.identity.clone(),
+            self.options.listen,
+            self.store.clone(),
+        );
+        let node = self.node_id();
+        let runtime_options = self.options.runtime;
+        let net = self.rt.block_on(async {
+            let endpoint = Endpoint::bind(
+                listen,
+                identity,
+                trusted.clone(),
+                hello,
+                QuicConfig::default(),
+            )?;
+            let addr = endpoint.local_addr()?;
+            // An embedded node pairs through `trust`, not invitations.
+            let on_join: JoinHandler =
+                Arc::new(|_| Err("this node does not take invitations".to_string()));
+            let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+            let mesh = Mesh::start(
+                endpoint,
+                peers.iter().map(|p| (p.id, p.addr.clone())),
+                on_join,
+                Some(events_tx),
+            );
+            let sync = SyncRuntime::start(node, store, events_rx, runtime_options);
+            Ok::<_, ClientError>(Net {
+                mesh,
+                sync,
+                addr,
+                trusted,
+            })
+        })?;
+        let addr = net.addr;
+        self.net = Some(net);
+        Ok(addr)
+    }
+
+    /// Announce this node on the LAN and listen for others (UDP multicast
+    /// and broadcast, [`ClientOptions::discovery`]); trusted peers heard
+    /// are dialled where they were heard. Needs the transport (it announces
+    /// its port). Calling it again changes nothing.
+    pub fn start_discovery(&mut self) -> Result<(), ClientError> {
+        let Some(net) = &self.net else {
+            return Err(ClientError::TransportNotStarted);
+        };
+        if self.discovery.is_some() {
+            return Ok(());
+        }
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (own, port, config, mesh) = (
+            self.node_id(),
+            net.addr.port(),
+            self.options.discovery.clone(),
+            net.mesh.clone(),
+        );
+        let discovery = self.rt.block_on(async move {
+            let d = Discovery::start(own, port, config, tx)?;
+            tokio::spawn(crate::runtime::follow_discovery(mesh, rx));
+            Ok::<_, std::io::Error>(d)
+        });
+        self.discovery = Some(discovery.map_err(|source| ClientError::Io {
+            what: "start LAN discovery",
+            source,
+        })?);
+        Ok(())
+    }
+
+    /// Trust `peer` (its node id, as its owner reads it from
+    /// [`Client::node_id`]), optionally at `addr` (dialled; without one it
+    /// must dial us or be discovered). Takes effect at once if the
+    /// transport runs.
+    pub fn trust(&self, peer: NodeId, addr: Option<SocketAddr>) -> Result<(), ClientError> {
+        let added = trust::add(
+            &mut lock(&self.store),
+            self.node_id(),
+            peer,
+            addr.map(|a| a.to_string()),
+        )?;
+        if let Some(net) = &self.net {
+            net.trusted.insert(peer);
+            let _guard = self.rt.enter();
+            net.mesh.add_peer(peer, added.addr);
+        }
+        Ok(())
+    }
+
+    /// Stop trusting `peer` (its connection, if any, is closed).
+    pub fn untrust(&self, peer: NodeId) -> Result<(), ClientError> {
+        let mut store = lock(&self.store);
+        trust::remove(&mut store, peer)?;
+        if let Some(net) = &self.net {
+            net.trusted
+                .replace(trust::list(&store)?.into_iter().map(|p| p.id));
+            let _guard = self.rt.enter();
+            net.mesh.remove_peer(peer);
+        }
+        Ok(())
+    }
+
+    /// Every trusted peer and its state. Before the transport starts they
+    /// are all `stopped`.
+    pub fn peers(&self) -> Result<Vec<Peer>, ClientError> {
+        if let Some(net) = &self.net {
+            return Ok(net.mesh.statuses());
+        }
+        Ok(trust::list(&lock(&self.store))?
+            .into_iter()
+            .map(|p| PeerStatus {
+                id: p.id,
+                addr: p.addr,
+                state: PeerState::Stopped,
+                since: SystemClock.wall(),
+                hello: None,
+                remote: None,
+                outbound: false,
+                last_error: None,
+                retry_in_ms: None,
+                discovered: None,
+                found_by: None,
+            })
+            .collect())
+    }
+
+    /// Peers connected now.
+    pub fn connected_peers(&self) -> Vec<NodeId> {
+        self.net.as_ref().map_or_else(Vec::new, |n| {
+            lock(&n.sync.shared().peers).keys().copied().collect()
+        })
+    }
+
+    /// What this node says about itself, as of the last
+    /// [`Client::refresh_node_info`] (or `open`).
+    pub fn node_info(&self) -> &NodeInfo {
+        &self.info
+    }
+
+    /// Describe this node again now (host name, uptime).
+    pub fn refresh_node_info(&mut self) -> &NodeInfo {
+        let now_ms = SystemClock.wall().as_nanos() / 1_000_000;
+        self.info = NodeInfo::from_hello(
+            &metadata::local_hello(&self.identity, self.started_at_ms),
+            now_ms,
+        );
+        &self.info
+    }
+
+    /// Share the directory `path` as folder `id` (derived from its name if
+    /// `None`), as `softadastra folder add` does; synced at once if the
+    /// transport runs. Peers sync it if they share a folder with that id.
+    pub fn add_folder(
+        &mut self,
+        path: &Path,
+        id: Option<&str>,
+    ) -> Result<FolderConfig, ClientError> {
+        let root = std::fs::canonicalize(path).map_err(|e| FolderError::BadPath {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let id = id.map_or_else(|| folder::derive_id(&root), str::to_string);
+        let config = folder::add(&mut lock(&self.store), &id, &root)?;
+        if let Some(net) = &mut self.net {
+            let _guard = self.rt.enter();
+            net.sync.add_folder(config.clone());
+        }
+        Ok(config)
+    }
+
+    /// The folders this node shares.
+    pub fn folders(&self) -> Result<Vec<FolderConfig>, ClientError> {
+        Ok(folder::list(&lock(&self.store))?)
+    }
+
+    /// Stop discovery, sync and transport (peers are told goodbye), then
+    /// release the store. Dropping a client does the same, less politely.
+    pub fn close(mut self) {
+        self.stop_network();
+    }
+
+    fn stop_network(&mut self) {
+        self.discovery = None;
+        if let Some(net) = self.net.take() {
+            net.sync.stop();
+            self.rt
+                .block_on(net.mesh.shutdown(Duration::from_millis(500)));
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.stop_network();
+    }
+}
