@@ -45,7 +45,9 @@ fn put_get_list_rm_round_trip() {
         .map(|r| r["key"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(keys, vec!["user:1", "user:2"]);
-    assert_eq!(rows[0]["version"], 2);
+    // Each put is one WAL batch of two records (the value and its index
+    // record): user:1's second put is sequence 4.
+    assert_eq!(rows[0]["version"], 4);
 
     let table = stdout(&run(h, &["store", "list"]));
     assert!(table.starts_with("KEY"), "{table}");
@@ -57,17 +59,64 @@ fn put_get_list_rm_round_trip() {
     assert!(stderr(&missing).contains("not found"));
     assert_eq!(run(h, &["store", "rm", "user:1"]).status.code(), Some(2));
 
-    // Namespaces are separate.
+    // The engine's own namespaces can be read, not written: a put is an
+    // app key/value, indexed in the app space so it syncs.
     assert!(
         run(h, &["store", "put", "--ns", "files", "user:2", "F"])
             .status
+            .code()
+            == Some(2),
+        "--ns is not a flag of put"
+    );
+    let index = run(h, &["store", "list", "--ns", "files", "--prefix", "@app/"]);
+    assert!(stdout(&index).contains("@app/user:2"), "{}", stdout(&index));
+}
+
+#[test]
+fn app_values_sync_between_running_agents() {
+    use common::node::Node;
+    let (mut a, mut b) = (Node::new("alpha"), Node::new("beta"));
+    a.trust(&b);
+    b.trust(&a);
+    // Written before the agent runs: on disk, synced once it does.
+    assert!(
+        run(a.home.path(), &["store", "put", "before", "1"])
+            .status
             .success()
     );
-    assert_eq!(stdout(&run(h, &["store", "get", "user:2"])), "B");
-    assert_eq!(
-        stdout(&run(h, &["store", "get", "--ns", "files", "user:2"])),
-        "F"
+    a.start();
+    b.start();
+    a.connected_to(&b);
+    // Written through the running agent's control socket.
+    let put = run(a.home.path(), &["store", "put", "user:1", "Gaspard"]);
+    assert!(put.status.success(), "{}", stderr(&put));
+    let get = |home: &Path, key: &str| stdout(&run(home, &["store", "get", key]));
+    common::wait("values on beta", std::time::Duration::from_secs(20), || {
+        get(b.home.path(), "user:1") == "Gaspard" && get(b.home.path(), "before") == "1"
+    });
+    assert!(
+        run(b.home.path(), &["store", "rm", "before"])
+            .status
+            .success()
     );
+    common::wait(
+        "the removal on alpha",
+        std::time::Duration::from_secs(20),
+        || {
+            run(a.home.path(), &["store", "get", "before"])
+                .status
+                .code()
+                == Some(2)
+        },
+    );
+    let list = common::json(&run(a.home.path(), &["store", "list", "--json"]));
+    let keys: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["user:1"]);
 }
 
 #[test]
@@ -96,12 +145,14 @@ fn wal_verify_reports_clean_torn_and_corrupt_logs() {
     let ok = run(h, &["wal", "verify", "--json"]);
     assert!(ok.status.success());
     let report: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
-    assert_eq!(report["records"], 5);
-    assert_eq!(report["last_seq"], 5);
+    // Two records per put: the value and its index record.
+    assert_eq!(report["records"], 10);
+    assert_eq!(report["last_seq"], 10);
     assert_eq!(report["ok"], true);
 
     // Torn tail: cut the last record short. Verify says so but succeeds;
-    // the store opens, warns, and keeps the first four records.
+    // the store opens, warns, and keeps what came before the cut (k4's
+    // index record, not its value: k4 has no value).
     let seg = segment(h);
     let bytes = std::fs::read(&seg).unwrap();
     std::fs::write(&seg, &bytes[..bytes.len() - 3]).unwrap();
@@ -140,7 +191,7 @@ fn bad_input_gets_a_clear_error() {
     let empty_key = run(h, &["store", "put", "", "v"]);
     assert!(!empty_key.status.success());
     assert!(
-        stderr(&empty_key).contains("key is empty"),
+        stderr(&empty_key).contains("key cannot be empty"),
         "{}",
         stderr(&empty_key)
     );

@@ -67,6 +67,22 @@ pub enum Request {
         /// What to do.
         change: FolderChange,
     },
+    /// Read store entries: `key` alone, or every key under `prefix`.
+    StoreRead {
+        /// Namespace.
+        ns: String,
+        /// One key.
+        key: Option<String>,
+        /// Key prefix (when no key is given).
+        prefix: String,
+    },
+    /// Set (`value`) or remove (`None`) an app key; it syncs to peers.
+    StoreWrite {
+        /// The key.
+        key: String,
+        /// Its new value, or `None` to remove it.
+        value: Option<String>,
+    },
     /// Stop the agent.
     Shutdown,
 }

@@ -388,6 +388,27 @@ impl control::Handler for Daemon {
                 info!(folder = %id, change = ?change, "folder changed");
                 json!({"id": id, "said": said})
             }
+            Request::StoreRead { ns, key, prefix } => {
+                let store = lock(&self.store);
+                json!(crate::store_cmd::read_rows(
+                    &store,
+                    &ns,
+                    key.as_deref(),
+                    &prefix
+                ))
+            }
+            Request::StoreWrite { key, value } => {
+                let seq = crate::store_cmd::write_value(
+                    &mut lock(&self.store),
+                    self.identity.node_id(),
+                    &key,
+                    value.as_deref(),
+                )?;
+                if seq.is_some() {
+                    self.sync.changed(softadastra::folder::values::APP_SPACE);
+                }
+                json!(seq)
+            }
             Request::Shutdown => {
                 self.stop.notify_one();
                 json!({"stopping": true})

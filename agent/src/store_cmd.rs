@@ -5,37 +5,32 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use softadastra::core::NodeId;
+use softadastra::folder::values;
 use softadastra::store::{Entry, Store, StoreConfig, ns};
 use softadastra::wal::{StdStorage, Wal};
 
+use crate::control::{self, Request};
 use crate::home::Home;
 
 #[derive(Debug, Subcommand)]
 pub enum StoreCommand {
-    /// Set KEY to VALUE.
-    Put {
-        key: String,
-        value: String,
-        /// Namespace.
-        #[arg(long, default_value = ns::APP)]
-        ns: String,
-    },
+    /// Set KEY to VALUE in the app's key/values (synced to peers).
+    Put { key: String, value: String },
     /// Print the value of KEY.
     Get {
         key: String,
+        /// Namespace (read-only look at the engine's own: files, folders,
+        /// peers, sync.*).
         #[arg(long, default_value = ns::APP)]
         ns: String,
         /// Print the entry (value, version, timestamp, origin) as JSON.
         #[arg(long)]
         json: bool,
     },
-    /// Remove KEY (a tombstone is kept so the removal can sync).
-    Rm {
-        key: String,
-        #[arg(long, default_value = ns::APP)]
-        ns: String,
-    },
+    /// Remove KEY from the app's key/values (the removal syncs).
+    Rm { key: String },
     /// List keys, in order.
     List {
         /// Only keys starting with this prefix.
@@ -78,10 +73,11 @@ pub fn open_store(home: &Home) -> Result<Store> {
     Ok(store)
 }
 
-#[derive(Serialize)]
-struct EntryJson<'a> {
-    ns: &'a str,
-    key: &'a str,
+/// One store entry, as shown (and as the running agent sends it).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EntryRow {
+    ns: String,
+    key: String,
     value: String,
     value_bytes: usize,
     version: u64,
@@ -89,12 +85,12 @@ struct EntryJson<'a> {
     origin: String,
 }
 
-impl<'a> EntryJson<'a> {
-    fn new(ns: &'a str, key: &'a str, e: &Entry) -> Self {
+impl EntryRow {
+    fn new(ns: &str, key: &str, e: &Entry) -> Self {
         let value = e.value.as_deref().unwrap_or_default();
-        EntryJson {
-            ns,
-            key,
+        EntryRow {
+            ns: ns.to_string(),
+            key: key.to_string(),
             value: String::from_utf8_lossy(value).into_owned(),
             value_bytes: value.len(),
             version: e.version.0,
@@ -104,90 +100,133 @@ impl<'a> EntryJson<'a> {
     }
 }
 
+/// `store get` and `store list` against a store (the agent's, or the one
+/// on disk when no agent runs): `Some(key)` reads one entry, else every
+/// entry under `prefix`.
+pub fn read_rows(store: &Store, ns: &str, key: Option<&str>, prefix: &str) -> Vec<EntryRow> {
+    match key {
+        Some(k) => store
+            .get(ns, k)
+            .map(|e| EntryRow::new(ns, k, e))
+            .into_iter()
+            .collect(),
+        None => store
+            .list(ns, prefix)
+            .map(|(k, e)| EntryRow::new(ns, k, e))
+            .collect(),
+    }
+}
+
+/// `store put` (`Some(value)`) or `store rm` (`None`) of an app key on
+/// `node`: through the same WAL batch and index as the SDK's, so it syncs.
+/// The new sequence, or `None` when there was nothing to remove.
+pub fn write_value(
+    store: &mut Store,
+    node: NodeId,
+    key: &str,
+    value: Option<&str>,
+) -> Result<Option<u64>> {
+    let seq = match value {
+        Some(v) => Some(values::put(store, node, key, v.as_bytes())?),
+        None => values::remove(store, node, key)?,
+    };
+    Ok(seq.map(|s| s.0))
+}
+
 pub fn run_store(home: &Home, cmd: StoreCommand) -> Result<ExitCode> {
-    let mut store = open_store(home)?;
-    let mut out = std::io::stdout().lock();
-    match cmd {
-        StoreCommand::Put { key, value, ns } => {
-            let seq = store
-                .put(&ns, &key, value.into_bytes())
-                .context("put failed; nothing was written")?;
+    let (key, value) = match &cmd {
+        StoreCommand::Put { key, value } => (key, Some(value.as_str())),
+        StoreCommand::Rm { key } => (key, None),
+        StoreCommand::Get { .. } | StoreCommand::List { .. } => return read_store(home, cmd),
+    };
+    let request = Request::StoreWrite {
+        key: key.clone(),
+        value: value.map(str::to_string),
+    };
+    let seq = match control::call(home, &request)? {
+        Some(answer) => serde_json::from_value::<Option<u64>>(answer)
+            .context("the agent's answer is not a sequence number")?,
+        None => {
+            let mut store = open_store(home)?;
+            let node = home.node_id()?;
+            let seq = write_value(&mut store, node, key, value).context("nothing was written")?;
             store
                 .maybe_snapshot()
-                .context("snapshot after put failed (the put itself is durable)")?;
-            eprintln!("stored {ns}/{key} (sequence {seq})");
+                .context("snapshot failed (the change itself is durable)")?;
+            seq
         }
-        StoreCommand::Get { key, ns, json } => match store.get(&ns, &key) {
-            Some(e) if json => writeln!(
-                out,
-                "{}",
-                serde_json::to_string_pretty(&EntryJson::new(&ns, &key, e))?
-            )?,
-            Some(e) => {
-                out.write_all(e.value.as_deref().unwrap_or_default())?;
-                if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-                    writeln!(out)?;
-                }
+    };
+    match (seq, value) {
+        (Some(seq), Some(_)) => eprintln!("stored {key} (sequence {seq})"),
+        (Some(seq), None) => eprintln!("removed {key} (sequence {seq})"),
+        (None, _) => {
+            eprintln!("error: key {key} not found");
+            return Ok(ExitCode::from(2));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_store(home: &Home, cmd: StoreCommand) -> Result<ExitCode> {
+    let (ns, key, prefix, json) = match &cmd {
+        StoreCommand::Get { key, ns, json } => (ns, Some(key.as_str()), "", *json),
+        StoreCommand::List { prefix, ns, json } => (ns, None, prefix.as_str(), *json),
+        _ => unreachable!("writes are handled by run_store"),
+    };
+    let request = Request::StoreRead {
+        ns: ns.clone(),
+        key: key.map(str::to_string),
+        prefix: prefix.to_string(),
+    };
+    let rows: Vec<EntryRow> = match control::call(home, &request)? {
+        Some(answer) => {
+            serde_json::from_value(answer).context("the agent's answer is not a list of entries")?
+        }
+        None => read_rows(&open_store(home)?, ns, key, prefix),
+    };
+    let mut out = std::io::stdout().lock();
+    if let Some(key) = key {
+        let Some(row) = rows.first() else {
+            eprintln!("error: key {ns}/{key} not found");
+            return Ok(ExitCode::from(2));
+        };
+        if json {
+            writeln!(out, "{}", serde_json::to_string_pretty(row)?)?;
+        } else {
+            out.write_all(row.value.as_bytes())?;
+            if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                writeln!(out)?;
             }
-            None => {
-                eprintln!("error: key {ns}/{key} not found");
-                return Ok(ExitCode::from(2));
-            }
-        },
-        StoreCommand::Rm { key, ns } => match store
-            .remove(&ns, &key)
-            .context("remove failed; nothing was written")?
-        {
-            Some(seq) => eprintln!("removed {ns}/{key} (sequence {seq})"),
-            None => {
-                eprintln!("error: key {ns}/{key} not found");
-                return Ok(ExitCode::from(2));
-            }
-        },
-        StoreCommand::List { prefix, ns, json } => {
-            let entries: Vec<_> = store.list(&ns, &prefix).collect();
-            if json {
-                let rows: Vec<_> = entries
-                    .iter()
-                    .map(|(k, e)| EntryJson::new(&ns, k, e))
-                    .collect();
-                writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
-            } else if entries.is_empty() {
-                eprintln!(
-                    "no keys in namespace {ns:?}{}",
-                    if prefix.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" with prefix {prefix:?}")
-                    }
-                );
+        }
+    } else if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+    } else if rows.is_empty() {
+        eprintln!(
+            "no keys in namespace {ns:?}{}",
+            if prefix.is_empty() {
+                String::new()
             } else {
-                let width = entries
-                    .iter()
-                    .map(|(k, _)| k.len())
-                    .max()
-                    .unwrap_or(3)
-                    .max(3);
-                writeln!(
-                    out,
-                    "{:<width$}  {:>8}  {:>7}  VALUE",
-                    "KEY", "VERSION", "BYTES"
-                )?;
-                for (k, e) in entries {
-                    let v = e.value.as_deref().unwrap_or_default();
-                    let mut preview: String = String::from_utf8_lossy(v).chars().take(48).collect();
-                    preview = preview.replace(['\n', '\r', '\t'], " ");
-                    if v.len() > 48 {
-                        preview.push('…');
-                    }
-                    writeln!(
-                        out,
-                        "{k:<width$}  {:>8}  {:>7}  {preview}",
-                        e.version.0,
-                        v.len()
-                    )?;
-                }
+                format!(" with prefix {prefix:?}")
             }
+        );
+    } else {
+        let width = rows.iter().map(|r| r.key.len()).max().unwrap_or(3).max(3);
+        writeln!(
+            out,
+            "{:<width$}  {:>8}  {:>7}  VALUE",
+            "KEY", "VERSION", "BYTES"
+        )?;
+        for r in rows {
+            let mut preview: String = r.value.chars().take(48).collect();
+            preview = preview.replace(['\n', '\r', '\t'], " ");
+            if r.value.chars().count() > 48 {
+                preview.push('…');
+            }
+            writeln!(
+                out,
+                "{:<width$}  {:>8}  {:>7}  {preview}",
+                r.key, r.version, r.value_bytes
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -194,7 +194,8 @@ impl Client {
         };
         let mut config = StoreConfig::new(home.join("store"));
         config.node = identity.node_id();
-        let (store, _recovery) = Store::open_dir(config)?;
+        let (mut store, _recovery) = Store::open_dir(config)?;
+        values::reconcile(&mut store, identity.node_id())?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("softadastra-client")

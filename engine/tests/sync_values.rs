@@ -184,3 +184,52 @@ fn bad_keys_and_oversized_values_are_refused_locally() {
     let s2 = values::put(&mut a.store, a.id, "k", b"v").unwrap();
     assert_eq!(s1, s2);
 }
+
+#[test]
+fn a_write_cut_in_half_by_a_crash_is_reconciled_from_the_value() {
+    use softadastra::core::VersionVector;
+    use softadastra::folder::file_key;
+    use softadastra::store::{Op, ns};
+    let clock = ManualClock::new();
+    let mut a = node("a", &clock);
+    values::put(&mut a.store, a.id, "kept", b"v1").unwrap();
+    // The first half of a put's batch only (the index record of "v2"),
+    // as a torn WAL tail can leave it.
+    let mut version = values::record(&a.store, "kept").unwrap().unwrap().version;
+    version.bump(a.id);
+    let half = values::value_record(b"v2", version, a.id, 5);
+    a.store
+        .apply(Op::Put {
+            ns: ns::FILES.into(),
+            key: file_key(APP_SPACE, "kept"),
+            value: postcard::to_allocvec(&half).unwrap(),
+            origin: a.id,
+            timestamp: a.store.wall_time(),
+        })
+        .unwrap();
+    // And an index record whose value never arrived at all.
+    let orphan = values::value_record(b"never", VersionVector::default(), a.id, 5);
+    a.store
+        .apply(Op::Put {
+            ns: ns::FILES.into(),
+            key: file_key(APP_SPACE, "orphan"),
+            value: postcard::to_allocvec(&orphan).unwrap(),
+            origin: a.id,
+            timestamp: a.store.wall_time(),
+        })
+        .unwrap();
+    assert_eq!(values::reconcile(&mut a.store, a.id).unwrap(), 2);
+    let kept = values::record(&a.store, "kept").unwrap().unwrap();
+    assert_eq!(kept.hash, Some(softadastra::core::ContentHash::of(b"v1")));
+    assert_eq!(
+        kept.version.compare(&half.version),
+        softadastra::core::Causality::After,
+        "a new version, past the half-written one"
+    );
+    assert!(values::record(&a.store, "orphan").unwrap().unwrap().deleted);
+    assert_eq!(
+        values::reconcile(&mut a.store, a.id).unwrap(),
+        0,
+        "now consistent"
+    );
+}

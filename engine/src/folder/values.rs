@@ -174,3 +174,59 @@ pub fn list<'a>(store: &'a Store, prefix: &'a str) -> impl Iterator<Item = (&'a 
         .list(ns::APP, prefix)
         .filter_map(|(k, e)| Some((k, e.value.as_deref()?)))
 }
+
+/// Make the index agree with the values after a crash. A key's value and
+/// its index record are written in one WAL batch, but a torn tail can keep
+/// the first half of a batch. As the disk is for files, the stored value is
+/// the truth: a key whose value does not match its index record (or has
+/// none while the record says it is live) is recorded again as a change of
+/// `node`. Returns how many keys were repaired.
+pub fn reconcile(store: &mut Store, node: NodeId) -> Result<usize, FolderError> {
+    let mut keys: std::collections::BTreeSet<String> =
+        list(store, "").map(|(k, _)| k.to_string()).collect();
+    keys.extend(
+        super::records(store, APP_SPACE)
+            .filter_map(Result::ok)
+            .map(|(k, _)| k.to_string()),
+    );
+    let ts = store.wall_time();
+    let mtime = i64::try_from(ts.as_nanos()).unwrap_or(i64::MAX);
+    let mut ops = Vec::new();
+    for key in keys {
+        let rec = record(store, &key)?;
+        let value = get(store, &key);
+        let live = rec.as_ref().filter(|r| !r.deleted);
+        let fresh = match (live, value) {
+            (Some(r), Some(v)) if r.hash == Some(ContentHash::of(v)) => continue,
+            (None, None) => continue,
+            (_, Some(v)) => {
+                let mut version = rec.map(|r| r.version).unwrap_or_default();
+                version.bump(node);
+                value_record(v, version, node, mtime)
+            }
+            (Some(r), None) => {
+                let mut gone = r.clone();
+                gone.version.bump(node);
+                gone.deleted = true;
+                gone.size = 0;
+                gone.hash = None;
+                gone.modified_by = node;
+                gone.mtime_ns = mtime;
+                gone
+            }
+        };
+        tracing::warn!(key = %key, "app value and index disagreed (an interrupted write); recorded the value as it is");
+        ops.push(Op::Put {
+            ns: ns::FILES.into(),
+            key: file_key(APP_SPACE, &key),
+            value: encode(&fresh),
+            origin: node,
+            timestamp: ts,
+        });
+    }
+    let n = ops.len();
+    if n > 0 {
+        store.apply_batch(ops)?;
+    }
+    Ok(n)
+}

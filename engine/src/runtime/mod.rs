@@ -119,6 +119,9 @@ impl SyncRuntime {
         let (local_tx, mut local_rx) = mpsc::unbounded_channel();
         let (commits, inbox) = std::sync::mpsc::channel();
         let mut engine = SyncEngine::new(node, SyncConfig::default(), u64::from(node.0[0]));
+        if let Err(e) = crate::folder::values::reconcile(&mut lock(&store), node) {
+            warn!(error = %e, "cannot check app values against the index");
+        }
         engine.resume(&lock(&store), Instant::now());
         let shared = Arc::new(Shared {
             node,
