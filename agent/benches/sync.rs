@@ -7,7 +7,8 @@
 //! floors), propagation latency of one 4 KiB file (p50/p99 over 20
 //! writes), bytes fetched after a 1-byte insert at offset 0 of a 128 MiB
 //! synced file, after appending 1 MiB, and after a rename, and each node's
-//! peak RSS. `SOFTADASTRA_BENCH_SKIP_LARGE=1` skips the 1 GiB dataset.
+//! peak RSS. `SOFTADASTRA_BENCH_SKIP_LARGE=1` skips the 1 GiB dataset;
+//! `SOFTADASTRA_BENCH_ONLY_LARGE=1` runs it alone.
 //!
 //! On ext4 without a journal (as on the CI machines), creating files soon
 //! after tens of thousands were deleted is several times slower (the
@@ -261,71 +262,71 @@ fn main() {
     }
     let scratch = tempfile::tempdir().expect("tempdir");
     println!("softadastra sync benchmark (two nodes on 127.0.0.1, same machine)");
-
-    // 20,000 small files.
-    let root = scratch.path().join("small");
-    let (mut a, mut b) = initial_sync(&root, "20,000 small files", |dir| {
-        let mut rng = fastrand::Rng::with_seed(1);
-        for i in 0..20_000 {
-            let d = dir.join(format!("d{:03}", i % 200));
-            std::fs::create_dir_all(&d).expect("mkdir");
-            let len = rng.usize(1024..=8192);
-            std::fs::write(d.join(format!("f{i:05}.txt")), random_bytes(&mut rng, len))
-                .expect("write");
-        }
-    });
-
-    // Propagation latency of one 4 KiB file.
-    let mut rng = fastrand::Rng::with_seed(2);
-    let mut lat = Vec::new();
-    for i in 0..20 {
-        let name = format!("latency-{i}.bin");
-        let body = random_bytes(&mut rng, 4096);
-        std::fs::write(a.dir.join(&name), &body).expect("write");
-        let target = b.dir.join(&name);
-        let t = wait_for("propagation", Duration::from_secs(30), || {
-            std::fs::read(&target).is_ok_and(|v| v == body)
+    if std::env::var_os("SOFTADASTRA_BENCH_ONLY_LARGE").is_none() {
+        // 20,000 small files.
+        let root = scratch.path().join("small");
+        let (mut a, mut b) = initial_sync(&root, "20,000 small files", |dir| {
+            let mut rng = fastrand::Rng::with_seed(1);
+            for i in 0..20_000 {
+                let d = dir.join(format!("d{:03}", i % 200));
+                std::fs::create_dir_all(&d).expect("mkdir");
+                let len = rng.usize(1024..=8192);
+                std::fs::write(d.join(format!("f{i:05}.txt")), random_bytes(&mut rng, len))
+                    .expect("write");
+            }
         });
-        lat.push(t);
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    lat.sort();
-    println!(
-        "propagation of one 4 KiB file: p50 {:.1} ms, p99 {:.1} ms (over {} writes)",
-        lat[lat.len() / 2].as_secs_f64() * 1e3,
-        lat[lat.len() - 1].as_secs_f64() * 1e3,
-        lat.len()
-    );
-    a.stop();
-    b.stop();
-    drop((a, b));
 
-    // A source-tree-like mix, ~300 MiB: many small files, some medium,
-    // a few large, three directory levels.
-    let root = scratch.path().join("mix");
-    let (mut a, mut b) = initial_sync(&root, "~300 MiB source-tree mix", |dir| {
-        let mut rng = fastrand::Rng::with_seed(4);
-        for i in 0..6000u32 {
-            let d = dir.join(format!(
-                "src/m{:02}/s{:02}/{}",
-                i % 40,
-                (i / 40) % 8,
-                if i % 3 == 0 { "gen" } else { "lib" }
-            ));
-            std::fs::create_dir_all(&d).expect("mkdir");
-            let len = match i % 100 {
-                0 => rng.usize(1 << 20..=6 << 20),
-                1..=14 => rng.usize(40 << 10..=160 << 10),
-                _ => rng.usize(1 << 10..=16 << 10),
-            };
-            std::fs::write(d.join(format!("f{i:04}.rs")), random_bytes(&mut rng, len))
-                .expect("write");
+        // Propagation latency of one 4 KiB file.
+        let mut rng = fastrand::Rng::with_seed(2);
+        let mut lat = Vec::new();
+        for i in 0..20 {
+            let name = format!("latency-{i}.bin");
+            let body = random_bytes(&mut rng, 4096);
+            std::fs::write(a.dir.join(&name), &body).expect("write");
+            let target = b.dir.join(&name);
+            let t = wait_for("propagation", Duration::from_secs(30), || {
+                std::fs::read(&target).is_ok_and(|v| v == body)
+            });
+            lat.push(t);
+            std::thread::sleep(Duration::from_millis(100));
         }
-    });
-    a.stop();
-    b.stop();
-    drop((a, b));
+        lat.sort();
+        println!(
+            "propagation of one 4 KiB file: p50 {:.1} ms, p99 {:.1} ms (over {} writes)",
+            lat[lat.len() / 2].as_secs_f64() * 1e3,
+            lat[lat.len() - 1].as_secs_f64() * 1e3,
+            lat.len()
+        );
+        a.stop();
+        b.stop();
+        drop((a, b));
 
+        // A source-tree-like mix, ~300 MiB: many small files, some medium,
+        // a few large, three directory levels.
+        let root = scratch.path().join("mix");
+        let (mut a, mut b) = initial_sync(&root, "~300 MiB source-tree mix", |dir| {
+            let mut rng = fastrand::Rng::with_seed(4);
+            for i in 0..6000u32 {
+                let d = dir.join(format!(
+                    "src/m{:02}/s{:02}/{}",
+                    i % 40,
+                    (i / 40) % 8,
+                    if i % 3 == 0 { "gen" } else { "lib" }
+                ));
+                std::fs::create_dir_all(&d).expect("mkdir");
+                let len = match i % 100 {
+                    0 => rng.usize(1 << 20..=6 << 20),
+                    1..=14 => rng.usize(40 << 10..=160 << 10),
+                    _ => rng.usize(1 << 10..=16 << 10),
+                };
+                std::fs::write(d.join(format!("f{i:04}.rs")), random_bytes(&mut rng, len))
+                    .expect("write");
+            }
+        });
+        a.stop();
+        b.stop();
+        drop((a, b));
+    }
     if std::env::var_os("SOFTADASTRA_BENCH_SKIP_LARGE").is_some() {
         return;
     }

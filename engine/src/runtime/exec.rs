@@ -439,7 +439,6 @@ async fn assemble(s: &Arc<Shared>, need: &Need, tmp: &Path) -> Result<(), String
     let record = &need.record;
     let file = std::fs::File::create(tmp).map_err(|e| format!("create {}: {e}", tmp.display()))?;
     file.set_len(record.size).map_err(|e| e.to_string())?;
-    let file = Arc::new(Mutex2::new(file));
     let sources: Vec<NodeId> = {
         let peers = lock(&s.peers);
         let mut v: Vec<NodeId> = need
@@ -456,17 +455,29 @@ async fn assemble(s: &Arc<Shared>, need: &Need, tmp: &Path) -> Result<(), String
     // Chunks are fetched several at a time and arrive in any order; they
     // are written and hashed in order, so the whole-file hash needs no
     // second read when the chunks tile the file (as an honest peer's do).
+    // Writing and hashing happen on a blocking thread of the file's own:
+    // a disk throttling its writers never stalls the async workers that
+    // carry every connection's traffic.
     let tiled = record.chunks.iter().try_fold(0u64, |at, c| {
         (c.offset == at).then_some(at + u64::from(c.len))
     }) == Some(record.size);
-    let mut hasher = blake3::Hasher::new();
+    let (to_writer, mut inbox) = tokio::sync::mpsc::channel::<(u64, Vec<u8>)>(8);
+    let writer = tokio::task::spawn_blocking(move || -> Result<_, String> {
+        let mut f = file;
+        let mut hasher = blake3::Hasher::new();
+        while let Some((offset, data)) = inbox.blocking_recv() {
+            f.seek(SeekFrom::Start(offset)).map_err(|e| e.to_string())?;
+            f.write_all(&data).map_err(|e| e.to_string())?;
+            hasher.update(&data);
+        }
+        Ok((f, hasher))
+    });
     let mut pending: std::collections::BTreeMap<usize, (u64, Vec<u8>)> = Default::default();
     let mut next = 0usize;
     let mut set = tokio::task::JoinSet::new();
     let mut fetched = 0u64;
     let mut take = |done: Result<(usize, u64, Vec<u8>, bool), String>,
-                    pending: &mut std::collections::BTreeMap<usize, (u64, Vec<u8>)>,
-                    next: &mut usize|
+                    pending: &mut std::collections::BTreeMap<usize, (u64, Vec<u8>)>|
      -> Result<(), String> {
         let (i, offset, data, remote) = done?;
         let n = data.len() as u64;
@@ -478,15 +489,23 @@ async fn assemble(s: &Arc<Shared>, need: &Need, tmp: &Path) -> Result<(), String
         };
         counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         pending.insert(i, (offset, data));
-        while let Some((offset, data)) = pending.remove(next) {
-            let mut f = file.lock();
-            f.seek(SeekFrom::Start(offset)).map_err(|e| e.to_string())?;
-            f.write_all(&data).map_err(|e| e.to_string())?;
-            hasher.update(&data);
-            *next += 1;
-        }
         Ok(())
     };
+    // Hand the chunks that are next in order to the writer (waiting while
+    // it is 8 chunks behind). A writer gone is a write that failed.
+    async fn write_in_order(
+        pending: &mut std::collections::BTreeMap<usize, (u64, Vec<u8>)>,
+        next: &mut usize,
+        to_writer: &tokio::sync::mpsc::Sender<(u64, Vec<u8>)>,
+    ) -> bool {
+        while let Some(chunk) = pending.remove(next) {
+            if to_writer.send(chunk).await.is_err() {
+                return false;
+            }
+            *next += 1;
+        }
+        true
+    }
     for (i, c) in record.chunks.iter().cloned().enumerate() {
         let (s, sources) = (s.clone(), sources.clone());
         set.spawn(async move {
@@ -524,22 +543,36 @@ async fn assemble(s: &Arc<Shared>, need: &Need, tmp: &Path) -> Result<(), String
             Ok::<_, String>((i, c.offset, data, remote))
         });
         // Bounded parallelism per file, and bounded out-of-order waiting.
-        while set.len() >= 8 || set.len() + pending.len() >= 16 {
+        let mut writing = true;
+        while writing && (set.len() >= 8 || set.len() + pending.len() >= 16) {
             match set.join_next().await {
-                Some(r) => take(r.map_err(|e| e.to_string())?, &mut pending, &mut next)?,
+                Some(r) => {
+                    take(r.map_err(|e| e.to_string())?, &mut pending)?;
+                    writing = write_in_order(&mut pending, &mut next, &to_writer).await;
+                }
                 None => break,
             }
         }
+        if !writing {
+            break;
+        }
     }
     while let Some(r) = set.join_next().await {
-        take(r.map_err(|e| e.to_string())?, &mut pending, &mut next)?;
+        take(r.map_err(|e| e.to_string())?, &mut pending)?;
+        if !write_in_order(&mut pending, &mut next, &to_writer).await {
+            break;
+        }
+    }
+    drop(to_writer);
+    let (f, hasher) = writer.await.map_err(|e| e.to_string())??;
+    if next < record.chunks.len() {
+        return Err("the file could not be written".into());
     }
     let streamed = tiled.then(|| ContentHash(*hasher.finalize().as_bytes()));
     let tmp_owned = tmp.to_path_buf();
     let want = record.hash;
     let (mtime_ns, mode, size) = (record.mtime_ns, record.mode, record.size);
     tokio::task::spawn_blocking(move || -> Result<(), String> {
-        let f = file.lock();
         set_times_and_mode(&f, mtime_ns, mode);
         // A large file is synced here, in parallel with other transfers;
         // small ones together with their commit batch (see `committer`).
@@ -547,7 +580,6 @@ async fn assemble(s: &Arc<Shared>, need: &Need, tmp: &Path) -> Result<(), String
             f.sync_all().map_err(|e| e.to_string())?;
         }
         drop(f);
-        drop(file);
         let got = match streamed {
             Some(h) => h,
             // Chunks that do not tile the file: hash what is on disk.
@@ -581,17 +613,6 @@ async fn assemble(s: &Arc<Shared>, need: &Need, tmp: &Path) -> Result<(), String
 /// Files at least this large are fsynced on their own as soon as they are
 /// assembled; smaller ones are made durable per commit batch.
 const SYNC_ALONE: u64 = 4 << 20;
-
-/// A tiny mutex wrapper so the file can be shared by chunk tasks.
-struct Mutex2<T>(std::sync::Mutex<T>);
-impl<T> Mutex2<T> {
-    fn new(v: T) -> Self {
-        Mutex2(std::sync::Mutex::new(v))
-    }
-    fn lock(&self) -> std::sync::MutexGuard<'_, T> {
-        lock(&self.0)
-    }
-}
 
 fn set_times_and_mode(f: &std::fs::File, mtime_ns: i64, mode: u32) {
     let t = std::time::UNIX_EPOCH + Duration::from_nanos(mtime_ns.max(0) as u64);

@@ -62,6 +62,13 @@ fn transport_config(config: &QuicConfig) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.keep_alive_interval(Some(config.keepalive));
     t.max_idle_timeout(quinn::IdleTimeout::try_from(config.idle_timeout).ok());
+    // Path MTU discovery may look past Ethernet's 1500 bytes: jumbo-frame
+    // LANs (and the loopback interface) carry larger datagrams, so fewer
+    // packets, syscalls and per-packet crypto per byte. Probing for more
+    // than a path carries costs a few lost probes when a connection opens.
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(u16::MAX);
+    t.mtu_discovery_config(Some(mtu));
     Arc::new(t)
 }
 
