@@ -23,6 +23,10 @@
 //! writes keep one winner everywhere and the other value under a conflict
 //! key. [`Client::add_folder`] shares a directory as the agent does.
 //!
+//! The API is blocking: a client owns its async runtime (two worker
+//! threads), so call it from ordinary threads — from async code, through
+//! `spawn_blocking`, and drop it outside any async runtime.
+//!
 //! The home directory has the agent's layout (identity files at its root,
 //! the store in `store/`), so a client can open an agent's home while no
 //! agent runs on it — the store lock keeps two writers apart.
