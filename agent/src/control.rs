@@ -3,8 +3,11 @@
 //!
 //! A Unix domain socket `control.sock` in the home directory, mode 0600,
 //! and every connection's peer credentials are checked against the
-//! socket's owner: nothing else on the machine can drive the agent. One
-//! JSON request per line, one JSON response per line:
+//! socket's owner: nothing else on the machine can drive the agent. Off
+//! Unix (and on Unix with `SOFTADASTRA_CONTROL=tcp`) it is a loopback TCP
+//! port instead, whose address and a 128-bit random token are written to
+//! the owner-only `control.tcp`; a connection must send the token first.
+//! One JSON request per line, one JSON response per line:
 //! `{"cmd":"peers"}` → `{"ok":true,"data":[…]}` or `{"ok":false,"error":"…"}`.
 
 use std::io::{BufRead, BufReader, Write};
@@ -115,40 +118,68 @@ pub fn socket_path(home: &Home) -> PathBuf {
     home.root.join("control.sock")
 }
 
+/// Where the loopback control endpoint of `home` is written: one line,
+/// `127.0.0.1:PORT TOKEN`, readable by the owner only.
+pub fn endpoint_path(home: &Home) -> PathBuf {
+    home.root.join("control.tcp")
+}
+
+/// Whether the control API runs over loopback TCP with a secret token
+/// instead of a Unix socket: always off Unix (where a per-user file holds
+/// the token), and on Unix when `SOFTADASTRA_CONTROL=tcp` (so that path is
+/// tested here too).
+fn over_tcp() -> bool {
+    !cfg!(unix) || std::env::var("SOFTADASTRA_CONTROL").is_ok_and(|v| v == "tcp")
+}
+
 /// Send `request` to the agent running on `home`. `Ok(None)` when no agent
 /// is running there; an error when it answered with one.
-#[cfg(unix)]
 pub fn call(home: &Home, request: &Request) -> Result<Option<serde_json::Value>> {
-    use std::os::unix::net::UnixStream;
-    let path = socket_path(home);
-    let stream = match UnixStream::connect(&path) {
-        Ok(s) => s,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
-        {
-            return Ok(None);
-        }
-        Err(e) => {
-            return Err(e).with_context(|| {
-                format!("cannot reach the agent's control socket {}", path.display())
-            });
-        }
+    let absent = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+        )
     };
     let mut line = serde_json::to_string(request)?;
     line.push('\n');
-    (&stream)
-        .write_all(line.as_bytes())
-        .context("cannot send to the agent")?;
-    let mut answer = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut answer)
-        .context("the agent did not answer")?;
-    if answer.is_empty() {
-        bail!("the agent closed the control connection without answering");
-    }
+    let answer = if over_tcp() {
+        let path = endpoint_path(home);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if absent(&e) => return Ok(None),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read {}", path.display()));
+            }
+        };
+        let Some((addr, token)) = text.trim().split_once(' ') else {
+            bail!("{} is damaged; restart the agent", path.display());
+        };
+        let stream = match std::net::TcpStream::connect(addr) {
+            Ok(s) => s,
+            // Left behind by an agent that did not stop cleanly.
+            Err(e) if absent(&e) => return Ok(None),
+            Err(e) => return Err(e).context("cannot reach the agent's control endpoint"),
+        };
+        exchange(&stream, &format!("{token}\n{line}"))?
+    } else {
+        #[cfg(unix)]
+        {
+            let path = socket_path(home);
+            let stream = match std::os::unix::net::UnixStream::connect(&path) {
+                Ok(s) => s,
+                Err(e) if absent(&e) => return Ok(None),
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("cannot reach the agent's control socket {}", path.display())
+                    });
+                }
+            };
+            exchange(&stream, &line)?
+        }
+        #[cfg(not(unix))]
+        unreachable!("off Unix the control API is always loopback TCP")
+    };
     let response: Response =
         serde_json::from_str(&answer).context("the agent's answer is not valid JSON")?;
     if response.ok {
@@ -163,10 +194,23 @@ pub fn call(home: &Home, request: &Request) -> Result<Option<serde_json::Value>>
     }
 }
 
-/// No control socket off Unix yet: every command works on the stored state.
-#[cfg(not(unix))]
-pub fn call(_home: &Home, _request: &Request) -> Result<Option<serde_json::Value>> {
-    Ok(None)
+/// Write `text`, read one answer line.
+fn exchange<S>(stream: S, text: &str) -> Result<String>
+where
+    S: std::io::Read + std::io::Write,
+{
+    let mut stream = stream;
+    stream
+        .write_all(text.as_bytes())
+        .context("cannot send to the agent")?;
+    let mut answer = String::new();
+    BufReader::new(stream)
+        .read_line(&mut answer)
+        .context("the agent did not answer")?;
+    if answer.is_empty() {
+        bail!("the agent closed the control connection without answering");
+    }
+    Ok(answer)
 }
 
 /// What serves requests: the running agent.
@@ -178,14 +222,93 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl std::future::Future<Output = Result<serde_json::Value>> + Send;
 }
 
-/// Bind the control socket (replacing a stale one: the caller holds the
-/// store lock, so no other agent uses this home) and serve until the task
-/// is dropped.
+/// A running control API; dropping it does not stop it, [`Serving::stop`] does.
+pub struct Serving {
+    task: tokio::task::JoinHandle<()>,
+    path: PathBuf,
+}
+
+impl Serving {
+    /// Stop serving and remove the socket or endpoint file.
+    pub fn stop(self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Serve the control API of `home` until stopped: the Unix socket (mode
+/// 0600, each connection's peer uid checked against the owner), or a
+/// loopback TCP port whose connections must first send the token written,
+/// owner-only, to [`endpoint_path`]. A stale socket or file is replaced:
+/// the caller holds the store lock, so no other agent uses this home.
+pub fn serve<H: Handler>(home: &Home, handler: std::sync::Arc<H>) -> Result<Serving> {
+    if over_tcp() {
+        return serve_tcp(home, handler);
+    }
+    #[cfg(unix)]
+    {
+        serve_unix(&socket_path(home), handler)
+    }
+    #[cfg(not(unix))]
+    unreachable!("off Unix the control API is always loopback TCP")
+}
+
+fn serve_tcp<H: Handler>(home: &Home, handler: std::sync::Arc<H>) -> Result<Serving> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .context("cannot open the loopback control endpoint")?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let secret = softadastra::transport::pairing::fresh_secret()
+        .map_err(|e| anyhow::anyhow!("cannot make the control token: {e}"))?;
+    let token: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let path = endpoint_path(home);
+    write_private(&path, &format!("{addr} {token}\n"))?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (handler, token) = (handler.clone(), token.clone());
+            tokio::spawn(async move {
+                use tokio::io::AsyncBufReadExt;
+                let (read, write) = stream.into_split();
+                let mut lines = tokio::io::BufReader::new(read).lines();
+                // The token first: only someone who can read the owner's
+                // file may drive the agent.
+                match lines.next_line().await {
+                    Ok(Some(t)) if t.trim() == token => {}
+                    _ => {
+                        tracing::warn!("control connection without the right token refused");
+                        return;
+                    }
+                }
+                answer(lines, write, handler).await;
+            });
+        }
+    });
+    Ok(Serving { task, path })
+}
+
+/// Create `path` holding `text`, readable and writable by the owner only
+/// (on Unix by mode; elsewhere the file inherits the per-user profile
+/// directory's access control).
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    let _ = std::fs::remove_file(path);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
 #[cfg(unix)]
-pub fn serve<H: Handler>(
-    path: &Path,
-    handler: std::sync::Arc<H>,
-) -> Result<tokio::task::JoinHandle<()>> {
+fn serve_unix<H: Handler>(path: &Path, handler: std::sync::Arc<H>) -> Result<Serving> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let _ = std::fs::remove_file(path);
     let listener = tokio::net::UnixListener::bind(path).with_context(|| {
@@ -197,7 +320,7 @@ pub fn serve<H: Handler>(
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot make {} owner-only", path.display()))?;
     let owner = std::fs::metadata(path)?.uid();
-    Ok(tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
@@ -211,36 +334,53 @@ pub fn serve<H: Handler>(
             }
             let handler = handler.clone();
             tokio::spawn(async move {
-                use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-                let (read, mut write) = stream.into_split();
-                let mut lines = tokio::io::BufReader::new(read).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    let response = match serde_json::from_str::<Request>(&line) {
-                        Err(e) => Response {
-                            ok: false,
-                            data: None,
-                            error: Some(format!("not a request this agent understands: {e}")),
-                        },
-                        Ok(request) => match handler.handle(request).await {
-                            Ok(data) => Response {
-                                ok: true,
-                                data: Some(data),
-                                error: None,
-                            },
-                            Err(e) => Response {
-                                ok: false,
-                                data: None,
-                                error: Some(format!("{e:#}")),
-                            },
-                        },
-                    };
-                    let mut out = serde_json::to_string(&response).unwrap_or_default();
-                    out.push('\n');
-                    if write.write_all(out.as_bytes()).await.is_err() {
-                        break;
-                    }
-                }
+                let (read, write) = stream.into_split();
+                let lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(read));
+                answer(lines, write, handler).await;
             });
         }
-    }))
+    });
+    Ok(Serving {
+        task,
+        path: path.to_path_buf(),
+    })
+}
+
+/// One connection: a JSON request per line in, a JSON answer per line out.
+async fn answer<R, W, H>(
+    mut lines: tokio::io::Lines<tokio::io::BufReader<R>>,
+    mut write: W,
+    handler: std::sync::Arc<H>,
+) where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+    H: Handler,
+{
+    use tokio::io::AsyncWriteExt;
+    while let Ok(Some(line)) = lines.next_line().await {
+        let response = match serde_json::from_str::<Request>(&line) {
+            Err(e) => Response {
+                ok: false,
+                data: None,
+                error: Some(format!("not a request this agent understands: {e}")),
+            },
+            Ok(request) => match handler.handle(request).await {
+                Ok(data) => Response {
+                    ok: true,
+                    data: Some(data),
+                    error: None,
+                },
+                Err(e) => Response {
+                    ok: false,
+                    data: None,
+                    error: Some(format!("{e:#}")),
+                },
+            },
+        };
+        let mut out = serde_json::to_string(&response).unwrap_or_default();
+        out.push('\n');
+        if write.write_all(out.as_bytes()).await.is_err() {
+            break;
+        }
+    }
 }

@@ -668,8 +668,7 @@ pub fn run(home: &Home, opts: RunOptions) -> Result<ExitCode> {
             stop: tokio::sync::Notify::new(),
             discovery,
         });
-        #[cfg(unix)]
-        let control_task = control::serve(&control::socket_path(home), daemon.clone())?;
+        let control = control::serve(home, daemon.clone())?;
         *lock(&daemon.runtime) = Some(sync);
         info!(node = %own, name = %identity.name(), listen = %bound, trusted = peers.len(), "running");
         // The tray is a process of its own (GTK wants its own main loop);
@@ -704,11 +703,7 @@ pub fn run(home: &Home, opts: RunOptions) -> Result<ExitCode> {
             let _ = c.kill();
             let _ = c.wait();
         }
-        #[cfg(unix)]
-        {
-            control_task.abort();
-            let _ = std::fs::remove_file(control::socket_path(home));
-        }
+        control.stop();
         if let Some(sync) = lock(&daemon.runtime).take() {
             sync.stop();
         }

@@ -114,7 +114,7 @@ impl Invite {
 }
 
 /// A fresh 128-bit secret from the operating system's CSPRNG.
-fn fresh_secret() -> Result<[u8; 16], PairingError> {
+pub fn fresh_secret() -> Result<[u8; 16], PairingError> {
     use ring::rand::SecureRandom;
     let mut secret = [0u8; 16];
     ring::rand::SystemRandom::new()
