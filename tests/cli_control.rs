@@ -33,7 +33,10 @@ fn the_loopback_control_endpoint_serves_the_owner_and_refuses_others() {
 
     // Commands reach the agent through it.
     let status = json(&run(node.home.path(), &["status", "--json"]));
-    assert!(status["listen"].is_string(), "answered by the agent: {status}");
+    assert!(
+        status["listen"].is_string(),
+        "answered by the agent: {status}"
+    );
     let put = run(node.home.path(), &["store", "put", "k", "v"]);
     assert!(put.status.success(), "{}", stderr(&put));
     assert_eq!(

@@ -424,19 +424,7 @@ impl Client {
         }
         Ok(trust::list(&lock(&self.store))?
             .into_iter()
-            .map(|p| PeerStatus {
-                id: p.id,
-                addr: p.addr,
-                state: PeerState::Stopped,
-                since: SystemClock.wall(),
-                hello: None,
-                remote: None,
-                outbound: false,
-                last_error: None,
-                retry_in_ms: None,
-                discovered: None,
-                found_by: None,
-            })
+            .map(|p| PeerStatus::new(p.id, p.addr, PeerState::Stopped))
             .collect())
     }
 

@@ -109,25 +109,58 @@ pub fn put(store: &mut Store, node: NodeId, key: &str, value: &[u8]) -> Result<S
     }
     let mut version = local.map(|l| l.version).unwrap_or_default();
     version.bump(node);
-    let ts = store.wall_time();
-    let mtime = i64::try_from(ts.as_nanos()).unwrap_or(i64::MAX);
-    let rec = value_record(value, version, node, mtime);
-    let seqs = store.apply_batch(vec![
-        Op::Put {
-            ns: ns::FILES.into(),
-            key: file_key(APP_SPACE, key),
-            value: encode(&rec),
-            origin: node,
-            timestamp: ts,
-        },
-        Op::Put {
+    let rec = value_record(value, version, node, now_ns(store));
+    write(store, node, key, &rec, Some(value))
+}
+
+fn now_ns(store: &Store) -> i64 {
+    i64::try_from(store.wall_time().as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// `rec` made a deletion by `node` at `mtime_ns`.
+fn deletion(rec: &FileRecord, node: NodeId, mtime_ns: i64) -> FileRecord {
+    let mut gone = rec.clone();
+    gone.version.bump(node);
+    gone.deleted = true;
+    gone.size = 0;
+    gone.hash = None;
+    gone.modified_by = node;
+    gone.mtime_ns = mtime_ns;
+    gone
+}
+
+/// One WAL batch: `key`'s index record `rec`, and its value (`None`: gone).
+fn write(
+    store: &mut Store,
+    node: NodeId,
+    key: &str,
+    rec: &FileRecord,
+    value: Option<&[u8]>,
+) -> Result<Seq, FolderError> {
+    let timestamp = store.wall_time();
+    let index = Op::Put {
+        ns: ns::FILES.into(),
+        key: file_key(APP_SPACE, key),
+        value: encode(rec),
+        origin: node,
+        timestamp,
+    };
+    let bytes = match value {
+        Some(v) => Op::Put {
             ns: ns::APP.into(),
             key: key.to_string(),
-            value: value.to_vec(),
+            value: v.to_vec(),
             origin: node,
-            timestamp: ts,
+            timestamp,
         },
-    ])?;
+        None => Op::Remove {
+            ns: ns::APP.into(),
+            key: key.to_string(),
+            origin: node,
+            timestamp,
+        },
+    };
+    let seqs = store.apply_batch(vec![index, bytes])?;
     Ok(seqs.last().copied().unwrap_or_else(|| store.last_seq()))
 }
 
@@ -135,32 +168,11 @@ pub fn put(store: &mut Store, node: NodeId, key: &str, value: &[u8]) -> Result<S
 /// and the value gone, in one batch. `None` if there was no live value.
 pub fn remove(store: &mut Store, node: NodeId, key: &str) -> Result<Option<Seq>, FolderError> {
     validate_key(key)?;
-    let Some(mut rec) = record(store, key)?.filter(|r| !r.deleted) else {
+    let Some(rec) = record(store, key)?.filter(|r| !r.deleted) else {
         return Ok(None);
     };
-    rec.version.bump(node);
-    rec.deleted = true;
-    rec.size = 0;
-    rec.hash = None;
-    rec.modified_by = node;
-    let ts = store.wall_time();
-    rec.mtime_ns = i64::try_from(ts.as_nanos()).unwrap_or(i64::MAX);
-    let seqs = store.apply_batch(vec![
-        Op::Put {
-            ns: ns::FILES.into(),
-            key: file_key(APP_SPACE, key),
-            value: encode(&rec),
-            origin: node,
-            timestamp: ts,
-        },
-        Op::Remove {
-            ns: ns::APP.into(),
-            key: key.to_string(),
-            origin: node,
-            timestamp: ts,
-        },
-    ])?;
-    Ok(seqs.last().copied())
+    let gone = deletion(&rec, node, now_ns(store));
+    write(store, node, key, &gone, None).map(Some)
 }
 
 /// The value of `key`, if it has one.
@@ -190,7 +202,7 @@ pub fn reconcile(store: &mut Store, node: NodeId) -> Result<usize, FolderError> 
             .map(|(k, _)| k.to_string()),
     );
     let ts = store.wall_time();
-    let mtime = i64::try_from(ts.as_nanos()).unwrap_or(i64::MAX);
+    let mtime = now_ns(store);
     let mut ops = Vec::new();
     for key in keys {
         let rec = record(store, &key)?;
@@ -204,16 +216,7 @@ pub fn reconcile(store: &mut Store, node: NodeId) -> Result<usize, FolderError> 
                 version.bump(node);
                 value_record(v, version, node, mtime)
             }
-            (Some(r), None) => {
-                let mut gone = r.clone();
-                gone.version.bump(node);
-                gone.deleted = true;
-                gone.size = 0;
-                gone.hash = None;
-                gone.modified_by = node;
-                gone.mtime_ns = mtime;
-                gone
-            }
+            (Some(r), None) => deletion(r, node, mtime),
         };
         tracing::warn!(key = %key, "app value and index disagreed (an interrupted write); recorded the value as it is");
         ops.push(Op::Put {

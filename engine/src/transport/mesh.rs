@@ -95,6 +95,25 @@ pub struct PeerStatus {
     pub found_by: Option<&'static str>,
 }
 
+impl PeerStatus {
+    /// A peer in `state` since now, with nothing else known yet.
+    pub fn new(id: NodeId, addr: Option<String>, state: PeerState) -> PeerStatus {
+        PeerStatus {
+            id,
+            addr,
+            state,
+            since: now(),
+            hello: None,
+            remote: None,
+            outbound: false,
+            last_error: None,
+            retry_in_ms: None,
+            discovered: None,
+            found_by: None,
+        }
+    }
+}
+
 /// What happens on the mesh, for the layers above.
 #[derive(Debug)]
 pub enum MeshEvent {
@@ -179,19 +198,7 @@ impl Mesh {
     pub fn add_peer(&self, id: NodeId, addr: Option<String>) {
         let mut slots = self.slots();
         let slot = slots.entry(id).or_insert_with(|| Slot {
-            status: PeerStatus {
-                id,
-                addr: None,
-                state: PeerState::Waiting,
-                since: now(),
-                hello: None,
-                remote: None,
-                outbound: false,
-                last_error: None,
-                retry_in_ms: None,
-                discovered: None,
-                found_by: None,
-            },
+            status: PeerStatus::new(id, None, PeerState::Waiting),
             retry_at: None,
             live: None,
             dialer: None,
