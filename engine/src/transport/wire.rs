@@ -31,8 +31,10 @@ pub const ALPN: &[u8] = b"softadastra/1";
 /// yet accepts its certificate only for this, only while an invite is
 /// outstanding, and tells it nothing before the invite secret is proved.
 pub const JOIN_ALPN: &[u8] = b"softadastra-join/1";
-/// Wire protocol version carried in [`Hello`].
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Wire protocol version carried in [`Hello`]. 2: index pages carry app
+/// values inline (a version-1 node could not read them, so the two refuse
+/// each other by name instead of syncing nothing).
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Largest frame accepted on the control stream (1 MiB).
 pub const MAX_CONTROL_FRAME: usize = 1 << 20;
 /// Largest frame accepted on a bulk-data stream (16 MiB: a chunk plus headers).
