@@ -34,7 +34,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::core::{Clock, ErrorContext, NodeId, Retry, Seq, SystemClock, lock};
 use crate::discovery::service::{Discovery, DiscoveryConfig};
@@ -198,8 +198,9 @@ impl Client {
         };
         let mut config = StoreConfig::new(home.join("store"));
         config.node = identity.node_id();
-        let (mut store, _recovery) = Store::open_dir(config)?;
-        values::reconcile(&mut store, identity.node_id())?;
+        // App values are checked against the index when the sync runtime
+        // starts (`start_transport`): only syncing reads the index.
+        let (store, _recovery) = Store::open_dir(config)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("softadastra-client")
@@ -281,17 +282,12 @@ impl Client {
         let mut result = TickResult::default();
         if let Some(net) = &self.net {
             let shared = net.sync.shared();
-            let report = {
-                let mut store = lock(&shared.store);
-                lock(&shared.engine).tick(&mut store, Instant::now())
-            };
-            match report {
+            let _guard = self.rt.enter();
+            match crate::runtime::step(shared) {
                 Ok(r) => {
                     result.batch_size = r.batch_size;
                     result.retried = r.retried;
                     result.pruned = r.pruned;
-                    let _guard = self.rt.enter();
-                    crate::runtime::dispatch(shared, r.actions);
                 }
                 Err(e) => tracing::warn!(error = %e, "sync tick failed"),
             }

@@ -15,7 +15,7 @@
 //! wins the key on every node, the other is kept under
 //! `KEY.sync-conflict-YYYYMMDD-HHMMSS-<node>` (itself a synced key).
 
-use crate::core::{ContentHash, NodeId, Seq, VersionVector};
+use crate::core::{ContentHash, NodeId, Seq, Timestamp, VersionVector};
 use crate::fs::scan::EntryKind;
 use crate::store::{Op, Store, ns};
 
@@ -103,7 +103,7 @@ pub fn put(store: &mut Store, node: NodeId, key: &str, value: &[u8]) -> Result<S
     let local = record(store, key)?;
     if let Some(l) = local.as_ref().filter(|l| !l.deleted)
         && l.hash == Some(ContentHash::of(value))
-        && store.get(ns::APP, key).is_some_and(|e| e.value.is_some())
+        && get(store, key).is_some()
     {
         return Ok(store.last_seq());
     }
@@ -137,7 +137,21 @@ fn write(
     rec: &FileRecord,
     value: Option<&[u8]>,
 ) -> Result<Seq, FolderError> {
-    let timestamp = store.wall_time();
+    let batch = ops(node, store.wall_time(), key, rec, value);
+    let seqs = store.apply_batch(batch.into())?;
+    Ok(seqs.last().copied().unwrap_or_else(|| store.last_seq()))
+}
+
+/// The two operations that set `key` to index record `rec` and its value
+/// (`None`: the value is gone), for a caller's batch — they must always be
+/// written together.
+pub fn ops(
+    node: NodeId,
+    timestamp: Timestamp,
+    key: &str,
+    rec: &FileRecord,
+    value: Option<&[u8]>,
+) -> [Op; 2] {
     let index = Op::Put {
         ns: ns::FILES.into(),
         key: file_key(APP_SPACE, key),
@@ -160,8 +174,7 @@ fn write(
             timestamp,
         },
     };
-    let seqs = store.apply_batch(vec![index, bytes])?;
-    Ok(seqs.last().copied().unwrap_or_else(|| store.last_seq()))
+    [index, bytes]
 }
 
 /// Remove `key` on `node`: a deletion record (which syncs as a tombstone)

@@ -170,18 +170,8 @@ impl SyncRuntime {
                         Local::Actions(actions) => dispatch(&s, actions),
                     },
                     _ = tick.tick() => {
-                        let report = {
-                            let mut store = lock(&s.store);
-                            lock(&s.engine).tick(&mut store, Instant::now())
-                        };
-                        match report {
-                            Ok(r) => {
-                                if r.retried > 0 {
-                                    debug!(retried = r.retried, pruned = r.pruned, batch = r.batch_size, "sync tick");
-                                }
-                                dispatch(&s, r.actions);
-                            }
-                            Err(e) => warn!(error = %e, "sync tick failed"),
+                        if let Err(e) = step(&s) {
+                            warn!(error = %e, "sync tick failed");
                         }
                     }
                 }
@@ -316,6 +306,25 @@ pub async fn follow_discovery(
             }
         }
     }
+}
+
+/// One sync step now (what the event loop does every 200 ms): the engine's
+/// `tick`, its actions carried out. The report comes back without them.
+pub fn step(s: &Arc<Shared>) -> Result<crate::sync::TickReport, crate::sync::SyncError> {
+    let mut report = {
+        let mut store = lock(&s.store);
+        lock(&s.engine).tick(&mut store, Instant::now())?
+    };
+    if report.retried > 0 {
+        debug!(
+            retried = report.retried,
+            pruned = report.pruned,
+            batch = report.batch_size,
+            "sync tick"
+        );
+    }
+    dispatch(s, std::mem::take(&mut report.actions));
+    Ok(report)
 }
 
 /// Carry out engine actions.

@@ -1276,13 +1276,6 @@ impl SyncEngine {
         value: Option<Vec<u8>>,
     ) -> Vec<Op> {
         let (origin, timestamp) = (self.node, store.wall_time());
-        let put = |ns: &str, key: String, value: Vec<u8>| Op::Put {
-            ns: ns.into(),
-            key,
-            value,
-            origin,
-            timestamp,
-        };
         let mut ops = Vec::new();
         let losing = local
             .filter(|l| !l.deleted)
@@ -1305,27 +1298,22 @@ impl SyncEngine {
                 copy.version = version;
                 copy.modified_by = self.node;
                 tracing::info!(key = %key, copy = %copy_key, "conflict: kept the other value under a new key");
-                ops.push(put(
-                    ns::FILES,
-                    folder::file_key(APP_SPACE, &copy_key),
-                    encode(&copy),
+                ops.extend(values::ops(
+                    origin,
+                    timestamp,
+                    &copy_key,
+                    &copy,
+                    Some(bytes),
                 ));
-                ops.push(put(ns::APP, copy_key, bytes.to_vec()));
             }
         }
-        match value.filter(|_| !record.deleted) {
-            Some(v) => ops.push(put(ns::APP, key.to_string(), v)),
-            None => ops.push(Op::Remove {
-                ns: ns::APP.into(),
-                key: key.to_string(),
-                origin,
-                timestamp,
-            }),
-        }
-        ops.push(put(
-            ns::FILES,
-            folder::file_key(APP_SPACE, key),
-            encode(&record),
+        let value = value.filter(|_| !record.deleted);
+        ops.extend(values::ops(
+            origin,
+            timestamp,
+            key,
+            &record,
+            value.as_deref(),
         ));
         ops
     }
