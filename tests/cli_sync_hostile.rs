@@ -27,7 +27,7 @@ use softadastra::sync::SyncMessage;
 use softadastra::transport::identity::Identity;
 use softadastra::transport::quic::{BulkStream, Endpoint, QuicConfig};
 use softadastra::transport::tls::TrustedIds;
-use softadastra::transport::wire::Hello;
+use softadastra::transport::wire::{CHUNK_FOLLOWS, ChunkRequest, Hello};
 
 /// The index entry the (stopped) node in `home` has for `docs/<rel>`.
 fn record_of(home: &Path, rel: &str) -> FileRecord {
@@ -40,21 +40,28 @@ fn record_of(home: &Path, rel: &str) -> FileRecord {
 }
 
 /// Answer one chunk request with bytes of the right length and the wrong
-/// content.
+/// content for every chunk asked for.
 async fn serve_garbage(mut stream: BulkStream, served: Arc<AtomicU64>) {
-    let mut req = [0u8; 36];
-    let mut at = 0;
-    while at < req.len() {
-        match stream.read(&mut req[at..]).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => at += n,
-        }
+    let mut head = [0u8; 2];
+    if stream.read_exact(&mut head).await.is_err() {
+        return;
     }
-    let len = u32::from_le_bytes([req[32], req[33], req[34], req[35]]) as usize;
-    let _ = stream.write_all(&[0]).await;
-    let _ = stream.write_all(&vec![0x5a; len]).await;
+    let Ok(len) = ChunkRequest::body_len(head) else {
+        return;
+    };
+    let mut body = vec![0u8; len];
+    if stream.read_exact(&mut body).await.is_err() {
+        return;
+    }
+    let Ok(request) = ChunkRequest::decode(head, &body) else {
+        return;
+    };
+    for (_, len) in request.chunks {
+        let _ = stream.write_all(&[CHUNK_FOLLOWS]).await;
+        let _ = stream.write_all(&vec![0x5a; len as usize]).await;
+        served.fetch_add(1, Ordering::SeqCst);
+    }
     let _ = stream.finish();
-    served.fetch_add(1, Ordering::SeqCst);
 }
 
 /// Mallory: connect to the victim and lie to it until the test ends.

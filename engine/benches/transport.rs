@@ -148,5 +148,9 @@ async fn main() {
         elapsed.as_secs_f64(),
         cpu
     );
+    println!(
+        "path MTU reached                       {} bytes (UDP payload per datagram)",
+        handle.path_mtu()
+    );
     let _ = tokio::time::timeout(Duration::from_millis(100), server).await;
 }

@@ -251,3 +251,26 @@ fn wire_frames_v1_golden() {
     }
     assert_eq!(n, 7);
 }
+
+/// The request that opens a bulk stream (its answers are raw bytes).
+fn expected_chunk_request() -> Vec<u8> {
+    use softadastra::core::ContentHash;
+    use softadastra::transport::wire::ChunkRequest;
+    ChunkRequest {
+        chunks: vec![(ContentHash([0xab; 32]), 65_536), (ContentHash([1; 32]), 1)],
+    }
+    .encode()
+    .unwrap()
+}
+
+#[test]
+fn chunk_request_v1_golden() {
+    use softadastra::core::ContentHash;
+    use softadastra::transport::wire::ChunkRequest;
+    let bytes = check("chunk-request-v1.bin", expected_chunk_request());
+    let request = ChunkRequest::decode([bytes[0], bytes[1]], &bytes[2..]).unwrap();
+    assert_eq!(
+        request.chunks,
+        vec![(ContentHash([0xab; 32]), 65_536), (ContentHash([1; 32]), 1)]
+    );
+}

@@ -2,81 +2,24 @@
 //! recorded or planned for it, and the good records of the same page are
 //! still taken.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Instant;
 
-use softadastra::core::{ContentHash, ManualClock, NodeId, VersionVector};
+use common::{docs_node, open, page, record};
+use softadastra::core::{ContentHash, NodeId, VersionVector};
 use softadastra::folder::values::{self, APP_SPACE};
 use softadastra::folder::{FOLDERS_NS, FileRecord, FolderConfig};
-use softadastra::fs::scan::EntryKind;
-use softadastra::store::{Store, StoreConfig, ns};
+use softadastra::fs::chunk::Chunk;
+use softadastra::store::ns;
 use softadastra::sync::{Action, SyncConfig, SyncEngine, SyncMessage};
-use softadastra::wal::MemStorage;
-
-fn record(by: NodeId) -> FileRecord {
-    let mut version = VersionVector::default();
-    version.bump(by);
-    FileRecord {
-        kind: EntryKind::File,
-        size: 3,
-        mtime_ns: 1,
-        mode: 0o644,
-        inode: 0,
-        hash: Some(ContentHash::of(b"abc")),
-        chunks: Vec::new(),
-        link_target: None,
-        version,
-        modified_by: by,
-        deleted: false,
-    }
-}
-
-fn open(me: NodeId) -> Store {
-    let mut config = StoreConfig::new("/hostile");
-    config.node = me;
-    let (store, _) = Store::open(
-        config,
-        Arc::new(MemStorage::new()),
-        Arc::new(ManualClock::new()),
-    )
-    .unwrap();
-    store
-}
 
 #[test]
 fn hostile_paths_are_refused_and_the_rest_is_taken() {
     let me = NodeId::derive(b"me");
     let mallory = NodeId::derive(b"mallory");
-    let mut store = open(me);
-    let folder = FolderConfig {
-        id: "docs".into(),
-        path: "/hostile/docs".into(),
-        paused: false,
-    };
-    store
-        .put(FOLDERS_NS, "docs", postcard::to_allocvec(&folder).unwrap())
-        .unwrap();
-    let mut engine = SyncEngine::new(me, SyncConfig::default(), 1);
+    let (mut store, mut engine) = docs_node(me, mallory);
     let now = Instant::now();
-    engine.connected(&store, mallory, now).unwrap();
-    let asked = engine
-        .received(
-            &mut store,
-            mallory,
-            SyncMessage::Folders {
-                ids: vec!["docs".into()],
-                reply: false,
-            },
-            now,
-        )
-        .unwrap();
-    assert!(asked.iter().any(|a| matches!(
-        a,
-        Action::Send {
-            message: SyncMessage::IndexRequest { since: 0, .. },
-            ..
-        }
-    )));
     let hostile = [
         "../../etc/passwd",
         "/etc/passwd",
@@ -91,19 +34,7 @@ fn hostile_paths_are_refused_and_the_rest_is_taken() {
         .collect();
     records.push(("fine/ok.txt".into(), record(mallory)));
     let actions = engine
-        .received(
-            &mut store,
-            mallory,
-            SyncMessage::IndexPage {
-                folder: "docs".into(),
-                since: 0,
-                upto: 10,
-                records,
-                more: false,
-                values: vec![],
-            },
-            now,
-        )
+        .received(&mut store, mallory, page(records), now)
         .unwrap();
     assert!(
         engine.refused_paths >= 5,
@@ -120,6 +51,53 @@ fn hostile_paths_are_refused_and_the_rest_is_taken() {
     for (key, _) in store.list(ns::FILES, "") {
         assert!(!key.contains(".."), "recorded {key}");
     }
+}
+
+#[test]
+fn file_records_whose_chunks_do_not_cover_the_file_are_refused() {
+    let me = NodeId::derive(b"me");
+    let mallory = NodeId::derive(b"mallory");
+    let (mut store, mut engine) = docs_node(me, mallory);
+    let with = |size: u64, chunks: &[(u64, u32)]| {
+        let mut r = record(mallory);
+        r.size = size;
+        r.chunks = chunks
+            .iter()
+            .map(|&(offset, len)| Chunk {
+                offset,
+                len,
+                hash: ContentHash::of(b"abc"),
+            })
+            .collect();
+        r
+    };
+    let records = vec![
+        // No chunks for three bytes.
+        ("none.bin".to_string(), with(3, &[])),
+        // A gap, an overlap, a chunk past the end, an empty chunk.
+        ("gap.bin".to_string(), with(6, &[(0, 2), (3, 3)])),
+        ("overlap.bin".to_string(), with(4, &[(0, 3), (2, 2)])),
+        ("long.bin".to_string(), with(3, &[(0, 4)])),
+        ("empty-chunk.bin".to_string(), with(3, &[(0, 3), (3, 0)])),
+        // A chunk larger than any node makes or serves (a memory bomb).
+        (
+            "huge.bin".to_string(),
+            with(u64::from(u32::MAX), &[(0, u32::MAX)]),
+        ),
+        ("ok.bin".to_string(), record(mallory)),
+        // An empty file has no chunks.
+        ("empty.bin".to_string(), with(0, &[])),
+    ];
+    engine
+        .received(&mut store, mallory, page(records), Instant::now())
+        .unwrap();
+    assert_eq!(engine.refused_paths, 6);
+    let mut needed: Vec<String> = SyncEngine::needs(&store)
+        .into_iter()
+        .map(|(_, path, _)| path)
+        .collect();
+    needed.sort();
+    assert_eq!(needed, ["empty.bin", "ok.bin"]);
 }
 
 #[test]

@@ -134,7 +134,8 @@ fn record_for(bytes: &[u8], version: VersionVector, by: NodeId, mtime_ns: i64) -
         mode: 0o644,
         inode: 0,
         hash: Some(hash(bytes)),
-        chunks: Vec::new(),
+        // Real chunks: a peer's record must cover its file exactly.
+        chunks: softadastra::fs::chunk::chunk_bytes(bytes, Default::default()).chunks,
         link_target: None,
         version,
         modified_by: by,

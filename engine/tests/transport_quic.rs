@@ -41,12 +41,16 @@ fn hello(name: &str) -> Hello {
 }
 
 fn bind(n: &Node) -> Endpoint {
+    bind_port(n, 0)
+}
+
+fn bind_port(n: &Node, port: u16) -> Endpoint {
     let config = QuicConfig {
         hello_timeout: Duration::from_secs(2),
         ..QuicConfig::default()
     };
     Endpoint::bind(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
+        SocketAddr::from(([127, 0, 0, 1], port)),
         n.identity.clone(),
         n.trusted.clone(),
         hello(n.identity.name()),
@@ -80,6 +84,59 @@ fn serve(ep: Endpoint) -> tokio::sync::mpsc::UnboundedReceiver<Result<String, St
         }
     });
     rx
+}
+
+/// A node that dialled its peer before the peer listened (the first
+/// packet is lost and resent only about a second later) gives that dial up
+/// once the peer's own connection is in: each side keeps the one
+/// connection, none is replaced while it carries transfers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_overtaken_by_the_peers_connection_replaces_nothing() {
+    use softadastra::transport::mesh::{Mesh, MeshEvent};
+    let (a, b) = (node("alpha"), node("beta"));
+    let (ida, idb) = (a.identity.node_id(), b.identity.node_id());
+    a.trusted.replace([idb]);
+    b.trusted.replace([ida]);
+    // A free port for beta, unbound while alpha starts dialling it.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .unwrap()
+        .port();
+    let ea = bind(&a);
+    let a_addr = ea.local_addr().unwrap().to_string();
+    let refuse: softadastra::transport::mesh::JoinHandler =
+        std::sync::Arc::new(|_| Err("no".into()));
+    let (tx_a, mut rx_a) = tokio::sync::mpsc::unbounded_channel();
+    let mesh_a = Mesh::start(
+        ea,
+        [(idb, Some(format!("127.0.0.1:{port}")))],
+        refuse.clone(),
+        Some(tx_a),
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let (tx_b, mut rx_b) = tokio::sync::mpsc::unbounded_channel();
+    let mesh_b = Mesh::start(
+        bind_port(&b, port),
+        [(ida, Some(a_addr))],
+        refuse,
+        Some(tx_b),
+    );
+    // Long enough for alpha's first packet to be resent and answered.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let connections = |rx: &mut tokio::sync::mpsc::UnboundedReceiver<MeshEvent>| {
+        let mut n = 0;
+        while let Ok(ev) = rx.try_recv() {
+            if matches!(ev, MeshEvent::Connected(_)) {
+                n += 1;
+            }
+        }
+        n
+    };
+    assert_eq!(connections(&mut rx_a), 1, "alpha connected more than once");
+    assert_eq!(connections(&mut rx_b), 1, "beta connected more than once");
+    assert_eq!(mesh_a.connected().len(), 1);
+    mesh_a.shutdown(Duration::from_millis(200)).await;
+    mesh_b.shutdown(Duration::from_millis(200)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

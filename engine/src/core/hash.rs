@@ -3,6 +3,11 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+/// The largest chunk any node makes, asks for or accepts. The chunker
+/// makes none above 256 KiB; the margin lets its limits change without a
+/// new protocol version, and a peer's record announcing more is refused.
+pub const MAX_CHUNK_LEN: u32 = 1 << 20;
+
 /// A blake3 digest of some content: a whole file, a chunk, a snapshot.
 ///
 /// Its text form is 64 lowercase hex characters and round-trips through

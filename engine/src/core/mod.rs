@@ -34,7 +34,7 @@ mod version;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::{ErrorContext, Retry};
-pub use hash::{ContentHash, ParseHashError};
+pub use hash::{ContentHash, MAX_CHUNK_LEN, ParseHashError};
 pub use id::{NodeId, ParseNodeIdError, Seq, base32_decode, base32_encode};
 pub use version::{Causality, VersionVector};
 

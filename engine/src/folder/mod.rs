@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod values;
 
-use crate::core::{ContentHash, ErrorContext, NodeId, Retry, Seq, VersionVector};
+use crate::core::{ContentHash, ErrorContext, MAX_CHUNK_LEN, NodeId, Retry, Seq, VersionVector};
 use crate::fs::chunk::{Chunk, ChunkerConfig};
 use crate::fs::ignore::{IGNORE_FILE, IgnoreRules};
 use crate::fs::scan::{
@@ -82,6 +82,16 @@ pub struct FileRecord {
 }
 
 impl FileRecord {
+    /// Whether the chunks cover the content exactly, in order, each of 1
+    /// to [`MAX_CHUNK_LEN`] bytes: true of every record a node makes from
+    /// a file (an empty file has no chunks). A peer's file record that is
+    /// not so is refused.
+    pub fn chunks_tile(&self) -> bool {
+        self.chunks.iter().try_fold(0u64, |at, c| {
+            (c.offset == at && c.len > 0 && c.len <= MAX_CHUNK_LEN).then_some(at + u64::from(c.len))
+        }) == Some(self.size)
+    }
+
     fn stat(&self) -> FileStat {
         FileStat {
             kind: self.kind,

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tracing::{debug, info, warn};
 
 use super::{Shared, lock};
@@ -34,6 +35,7 @@ use crate::store::Store;
 use crate::sync::resolve::{Probe, copy_target};
 use crate::sync::{Action, Need, SyncEngine};
 use crate::transport::quic::BulkStream;
+use crate::transport::wire::{CHUNK_FOLLOWS, CHUNK_MISSING, ChunkRequest, MAX_REQUEST_CHUNKS};
 
 /// Why the chunk index is asked to rebuild.
 #[derive(Debug, Clone, Copy)]
@@ -46,15 +48,47 @@ enum Rebuild {
     Missing,
 }
 
-/// Where each chunk hash can be read locally: (file, offset, length).
+/// Where a chunk can be read locally: file, offset, length, and the
+/// file's stamp when it was indexed.
+pub type Place = (PathBuf, u64, u32, Stamp);
+
+/// A file's size, mtime and inode: while they are what the index recorded,
+/// the file holds the bytes the index says (the scanner's own test for
+/// skipping a re-read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    size: u64,
+    mtime_ns: i64,
+    inode: u64,
+}
+
+impl Stamp {
+    fn of_record(r: &FileRecord) -> Stamp {
+        Stamp {
+            size: r.size,
+            mtime_ns: r.mtime_ns,
+            inode: r.inode,
+        }
+    }
+    fn of_file(f: &std::fs::File) -> Option<Stamp> {
+        let st = FileStat::from_metadata(&f.metadata().ok()?);
+        Some(Stamp {
+            size: st.size,
+            mtime_ns: st.mtime_ns,
+            inode: st.inode,
+        })
+    }
+}
+
+/// Where each chunk hash can be read locally.
 #[derive(Debug, Default)]
 pub struct ChunkIndex {
     at_seq: u64,
     built: Option<Instant>,
-    map: HashMap<ContentHash, (PathBuf, u64, u32)>,
+    map: HashMap<ContentHash, Place>,
     /// Chunks of files moved to the trash by sync: a rename arrives as a
     /// deletion and an addition, and the deletion may be carried out first.
-    trashed: HashMap<ContentHash, (PathBuf, u64, u32)>,
+    trashed: HashMap<ContentHash, Place>,
 }
 
 impl ChunkIndex {
@@ -87,10 +121,11 @@ impl ChunkIndex {
                 let Ok(abs) = crate::fs::path::absolute(&f.path, rel) else {
                     continue;
                 };
+                let stamp = Stamp::of_record(&rec);
                 for c in &rec.chunks {
                     self.map
                         .entry(c.hash)
-                        .or_insert_with(|| (abs.clone(), c.offset, c.len));
+                        .or_insert_with(|| (abs.clone(), c.offset, c.len, stamp));
                 }
             }
         }
@@ -100,9 +135,10 @@ impl ChunkIndex {
 
     /// Record the chunks of a file just placed at `path`.
     fn insert(&mut self, path: &Path, record: &FileRecord) {
+        let stamp = Stamp::of_record(record);
         for c in &record.chunks {
             self.map
-                .insert(c.hash, (path.to_path_buf(), c.offset, c.len));
+                .insert(c.hash, (path.to_path_buf(), c.offset, c.len, stamp));
         }
     }
 
@@ -117,7 +153,7 @@ impl ChunkIndex {
         hash: &ContentHash,
         serving: bool,
         stale: bool,
-    ) -> Vec<(PathBuf, u64, u32)> {
+    ) -> Vec<Place> {
         self.refresh(store, if stale { Rebuild::Stale } else { Rebuild::Lazy });
         if serving && !self.map.contains_key(hash) {
             self.refresh(store, Rebuild::Missing);
@@ -137,39 +173,61 @@ impl ChunkIndex {
             self.trashed.clear();
         }
         for c in &record.chunks {
-            if self.map.get(&c.hash).is_some_and(|(p, _, _)| p == from) {
+            if self.map.get(&c.hash).is_some_and(|(p, ..)| p == from) {
                 self.map.remove(&c.hash);
             }
+            // A move keeps size, mtime and inode.
+            let stamp = Stamp::of_record(record);
             self.trashed
-                .insert(c.hash, (to.to_path_buf(), c.offset, c.len));
+                .insert(c.hash, (to.to_path_buf(), c.offset, c.len, stamp));
         }
     }
 }
 
-/// Read `len` bytes at `offset` of `path` and check they hash to `hash`
-/// (the file may have changed since it was indexed).
-fn read_chunk(path: &Path, offset: u64, len: u32, hash: &ContentHash) -> Option<Vec<u8>> {
-    let mut f = std::fs::File::open(path).ok()?;
-    f.seek(SeekFrom::Start(offset)).ok()?;
-    let mut buf = vec![0u8; len as usize];
-    f.read_exact(&mut buf).ok()?;
-    (ContentHash::of(&buf) == *hash).then_some(buf)
+/// A chunk's bytes: in the pieces they came off the network in, or in one
+/// piece read from a local file.
+type Data = Vec<Bytes>;
+
+/// A file kept open across chunk reads (the chunks of one request mostly
+/// come from one file, in order), with its stamp when it was opened.
+#[derive(Default)]
+struct OpenFile(Option<(PathBuf, std::fs::File, Option<Stamp>)>);
+
+/// Read the chunk `hash` at `place`, checked: hashed again, unless
+/// `trust_stamp` and the file is unchanged since it was indexed (a node
+/// serving a peer; the peer checks every chunk itself). A node copying
+/// its own chunks into a file always hashes them.
+fn read_chunk(
+    open: &mut OpenFile,
+    place: &Place,
+    hash: &ContentHash,
+    trust_stamp: bool,
+) -> Option<Vec<u8>> {
+    let (path, offset, len, stamp) = place;
+    if open.0.as_ref().is_none_or(|(p, ..)| p != path) {
+        let f = std::fs::File::open(path).ok()?;
+        let now = Stamp::of_file(&f);
+        open.0 = Some((path.clone(), f, now));
+    }
+    let (_, f, now) = open.0.as_ref()?;
+    let mut f: &std::fs::File = f;
+    f.seek(SeekFrom::Start(*offset)).ok()?;
+    // Read into spare capacity: the buffer is never zero-filled first.
+    let mut buf = Vec::with_capacity(*len as usize);
+    f.take(u64::from(*len)).read_to_end(&mut buf).ok()?;
+    let unchanged = trust_stamp && *now == Some(*stamp);
+    (buf.len() == *len as usize && (unchanged || ContentHash::of(&buf) == *hash)).then_some(buf)
 }
 
-/// The bytes of chunk `hash` from a local file, checked. A place the index
-/// gives that no longer holds the chunk (the file moved or changed since)
-/// makes it look again with a fresh index.
-fn local_chunk(s: &Shared, hash: &ContentHash, serving: bool) -> Option<Vec<u8>> {
-    let places = locate_chunk(s, hash, serving, false);
-    local_chunk_from(s, hash, serving, places)
-}
-
-/// [`local_chunk`] starting from `places` the index already gave.
+/// The bytes of chunk `hash` from a local file, checked, starting from
+/// `places` the index gave. A place that no longer holds the chunk (the
+/// file moved or changed since) makes it look again with a fresh index.
 fn local_chunk_from(
     s: &Shared,
+    open: &mut OpenFile,
     hash: &ContentHash,
     serving: bool,
-    places: Vec<(PathBuf, u64, u32)>,
+    places: Vec<Place>,
 ) -> Option<Vec<u8>> {
     let mut places = places;
     for stale in [false, true] {
@@ -179,8 +237,8 @@ fn local_chunk_from(
         if places.is_empty() {
             return None;
         }
-        for (path, offset, len) in places.drain(..) {
-            if let Some(d) = read_chunk(&path, offset, len, hash) {
+        for place in places.drain(..) {
+            if let Some(d) = read_chunk(open, &place, hash, serving) {
                 return Some(d);
             }
         }
@@ -188,89 +246,128 @@ fn local_chunk_from(
     None
 }
 
-fn locate_chunk(
-    s: &Shared,
-    hash: &ContentHash,
-    serving: bool,
-    stale: bool,
-) -> Vec<(PathBuf, u64, u32)> {
+fn locate_chunk(s: &Shared, hash: &ContentHash, serving: bool, stale: bool) -> Vec<Place> {
     let store = lock(&s.store);
     lock(&s.chunks).find(&store, hash, serving, stale)
 }
 
-/// Answer chunk requests on a bulk stream a peer opened.
+/// Answer the chunk request a peer opened a bulk stream with (see
+/// [`ChunkRequest`]). The chunks are read and checked in order on a
+/// blocking thread, a few ahead of the network.
 pub async fn serve_chunks(s: Arc<Shared>, peer: NodeId, mut stream: BulkStream) {
-    let mut req = [0u8; 36];
-    if read_full(&mut stream, &mut req).await.is_err() {
-        return;
-    }
-    let mut h = [0u8; 32];
-    h.copy_from_slice(&req[..32]);
-    let hash = ContentHash(h);
-    let len = u32::from_le_bytes([req[32], req[33], req[34], req[35]]);
-    let data = {
-        let s = s.clone();
-        tokio::task::spawn_blocking(move || local_chunk(&s, &hash, true))
-            .await
-            .ok()
-            .flatten()
+    let request = match read_request(&mut stream).await {
+        Ok(r) => r,
+        Err(e) => {
+            debug!(%peer, error = %e, "refused a chunk request");
+            return;
+        }
     };
-    match data.filter(|d| d.len() == len as usize) {
-        Some(d) => {
-            let _ = stream.write_all(&[0]).await;
-            let _ = stream.write_all(&d).await;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Vec<u8>>>(4);
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut open = OpenFile::default();
+        for (hash, len) in request.chunks {
+            let places = locate_chunk(&s, &hash, true, false);
+            let data = local_chunk_from(&s, &mut open, &hash, true, places)
+                .filter(|d| d.len() == len as usize);
+            if data.is_none() {
+                debug!(%peer, chunk = %hash, "asked for a chunk this node does not have");
+            }
+            if tx.blocking_send(data).is_err() {
+                break;
+            }
         }
-        None => {
-            debug!(%peer, chunk = %hash, "asked for a chunk this node does not have");
-            let _ = stream.write_all(&[1]).await;
+    });
+    while let Some(data) = rx.recv().await {
+        let sent = match data {
+            Some(d) => {
+                stream.write_all(&[CHUNK_FOLLOWS]).await.is_ok()
+                    && stream.write_bytes(Bytes::from(d)).await.is_ok()
+            }
+            None => stream.write_all(&[CHUNK_MISSING]).await.is_ok(),
+        };
+        if !sent {
+            break;
         }
     }
+    drop(rx);
+    let _ = reader.await;
     let _ = stream.finish();
 }
 
-async fn read_full(stream: &mut BulkStream, buf: &mut [u8]) -> Result<(), String> {
-    let mut at = 0;
-    while at < buf.len() {
-        match stream.read(&mut buf[at..]).await {
-            Ok(0) => return Err("stream ended early".into()),
-            Ok(n) => at += n,
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-    Ok(())
+async fn read_request(stream: &mut BulkStream) -> Result<ChunkRequest, String> {
+    let mut head = [0u8; 2];
+    stream
+        .read_exact(&mut head)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut body = vec![0u8; ChunkRequest::body_len(head).map_err(|e| e.to_string())?];
+    stream
+        .read_exact(&mut body)
+        .await
+        .map_err(|e| e.to_string())?;
+    ChunkRequest::decode(head, &body).map_err(|e| e.to_string())
 }
 
-/// Fetch one chunk from `peer`, checked against its hash.
-async fn fetch_chunk(
+/// Fetch `chunks` from `peer` on one bulk stream. Each comes back checked
+/// against its hash, or as `None`: the peer does not have it, or sent bytes
+/// that do not match (discarded). An error is a broken stream.
+async fn fetch_chunks(
     s: &Shared,
     peer: NodeId,
-    hash: ContentHash,
-    len: u32,
-) -> Result<Vec<u8>, String> {
+    chunks: &[(ContentHash, u32)],
+) -> Result<Vec<Option<Data>>, String> {
     let handle = lock(&s.peers)
         .get(&peer)
         .cloned()
         .ok_or("peer not connected")?;
+    let request = ChunkRequest {
+        chunks: chunks.to_vec(),
+    }
+    .encode()
+    .map_err(|e| e.to_string())?;
     let work = async {
         let mut stream = handle.open_bulk().await.map_err(|e| e.to_string())?;
-        let mut req = Vec::with_capacity(36);
-        req.extend_from_slice(&hash.0);
-        req.extend_from_slice(&len.to_le_bytes());
-        stream.write_all(&req).await.map_err(|e| e.to_string())?;
+        stream
+            .write_all(&request)
+            .await
+            .map_err(|e| e.to_string())?;
         let _ = stream.finish();
-        let mut status = [0u8; 1];
-        read_full(&mut stream, &mut status).await?;
-        if status[0] != 0 {
-            return Err(format!("{peer} does not have chunk {hash}"));
+        let mut got = Vec::with_capacity(chunks.len());
+        for (hash, len) in chunks {
+            let mut status = [0u8; 1];
+            stream
+                .read_exact(&mut status)
+                .await
+                .map_err(|e| e.to_string())?;
+            match status[0] {
+                CHUNK_FOLLOWS => {}
+                CHUNK_MISSING => {
+                    got.push(None);
+                    continue;
+                }
+                other => return Err(format!("{peer} answered a chunk with status {other}")),
+            }
+            let mut pieces = Vec::new();
+            let mut hasher = blake3::Hasher::new();
+            let mut left = *len as usize;
+            while left > 0 {
+                let piece = stream
+                    .read_bytes(left)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or("stream ended early")?;
+                left = left.saturating_sub(piece.len());
+                hasher.update(&piece);
+                pieces.push(piece);
+            }
+            if ContentHash::from(hasher.finalize()) == *hash {
+                got.push(Some(pieces));
+            } else {
+                warn!(%peer, chunk = %hash, "a chunk with the wrong hash; discarded");
+                got.push(None);
+            }
         }
-        let mut data = vec![0u8; len as usize];
-        read_full(&mut stream, &mut data).await?;
-        if ContentHash::of(&data) != hash {
-            return Err(format!(
-                "chunk {hash} from {peer} has the wrong hash; discarded"
-            ));
-        }
-        Ok(data)
+        Ok(got)
     };
     tokio::time::timeout(Duration::from_secs(60), work)
         .await
@@ -433,13 +530,124 @@ async fn place(
     result
 }
 
+/// Most bytes fetched on one bulk stream: enough that a stream costs little
+/// next to its bytes, small enough that several run in parallel per file
+/// and a lost one costs little to ask again.
+const FETCH_BYTES: u64 = 1 << 20;
+/// Fetches and local reads in flight per file.
+const JOBS_PER_FILE: usize = 6;
+/// Bytes a file may hold in memory waiting for an earlier chunk.
+const PENDING_BYTES: u64 = 4 << 20;
+
+/// One unit of a file's assembly.
+enum Job {
+    /// Chunk `i`, which local files have (at the places given).
+    Local(usize, Vec<Place>),
+    /// Chunks (by index) fetched from a peer on one bulk stream.
+    Remote(Vec<usize>),
+}
+
+/// Split the file's chunks into jobs, in file order: each chunk local
+/// files have is copied from them; the others are fetched in runs of
+/// consecutive chunks, up to [`FETCH_BYTES`] (and [`MAX_REQUEST_CHUNKS`])
+/// each. Jobs in file order keep the chunks waiting for an earlier one
+/// few: the job holding the next chunk to write is always started.
+fn plan(s: &Shared, record: &FileRecord) -> Vec<Job> {
+    let store = lock(&s.store);
+    let mut index = lock(&s.chunks);
+    let mut jobs = Vec::new();
+    let mut run: Vec<usize> = Vec::new();
+    let mut run_bytes = 0u64;
+    for (i, c) in record.chunks.iter().enumerate() {
+        let places = index.find(&store, &c.hash, false, false);
+        let len = u64::from(c.len);
+        let full = run_bytes + len > FETCH_BYTES || run.len() == MAX_REQUEST_CHUNKS;
+        if !run.is_empty() && (full || !places.is_empty()) {
+            jobs.push(Job::Remote(std::mem::take(&mut run)));
+            run_bytes = 0;
+        }
+        if !places.is_empty() {
+            jobs.push(Job::Local(i, places));
+            continue;
+        }
+        run.push(i);
+        run_bytes += len;
+    }
+    if !run.is_empty() {
+        jobs.push(Job::Remote(run));
+    }
+    jobs
+}
+
+/// Carry out one job: `(chunk index, bytes, fetched from a peer)` for each
+/// of its chunks. Chunks a peer lacks (or sends wrong) are asked of the
+/// next source; a local copy that turns out stale is fetched instead.
+async fn run_job(
+    s: Arc<Shared>,
+    record: Arc<FileRecord>,
+    sources: Arc<Vec<NodeId>>,
+    k: usize,
+    job: Job,
+) -> Result<Vec<(usize, Data, bool)>, String> {
+    let _slot = s.chunk_slots.acquire().await;
+    let mut want = match job {
+        Job::Local(i, places) => {
+            let c = record.chunks[i];
+            let s2 = s.clone();
+            let local = tokio::task::spawn_blocking(move || {
+                local_chunk_from(&s2, &mut OpenFile::default(), &c.hash, false, places)
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            if let Some(d) = local {
+                return Ok(vec![(i, vec![Bytes::from(d)], false)]);
+            }
+            vec![i]
+        }
+        Job::Remote(run) => run,
+    };
+    let mut done = Vec::with_capacity(want.len());
+    let mut last = "no connected peer has this file".to_string();
+    for t in 0..sources.len() {
+        let peer = sources[(k + t) % sources.len()];
+        let ask: Vec<(ContentHash, u32)> = want
+            .iter()
+            .map(|&i| (record.chunks[i].hash, record.chunks[i].len))
+            .collect();
+        match fetch_chunks(&s, peer, &ask).await {
+            Ok(got) => {
+                let mut still = Vec::new();
+                for (i, d) in want.into_iter().zip(got) {
+                    match d {
+                        Some(d) => done.push((i, d, true)),
+                        None => still.push(i),
+                    }
+                }
+                want = still;
+                if want.is_empty() {
+                    return Ok(done);
+                }
+                last = format!("{peer} does not have every chunk asked for");
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 /// Write the file's bytes into `tmp`: local chunks copied, missing ones
-/// fetched (several at once), then the whole file checked and synced.
+/// fetched (several runs at once, from every source), then the whole file
+/// checked and synced.
 async fn assemble(s: &Arc<Shared>, need: &Need, tmp: &Path) -> Result<(), String> {
-    let record = &need.record;
+    let record = Arc::new(need.record.clone());
+    // Peers' records are checked when they arrive; a need stored by an
+    // older build is checked here.
+    if !record.chunks_tile() {
+        return Err("the file's chunks do not cover it exactly".into());
+    }
     let file = std::fs::File::create(tmp).map_err(|e| format!("create {}: {e}", tmp.display()))?;
     file.set_len(record.size).map_err(|e| e.to_string())?;
-    let sources: Vec<NodeId> = {
+    let sources: Arc<Vec<NodeId>> = Arc::new({
         let peers = lock(&s.peers);
         let mut v: Vec<NodeId> = need
             .sources
@@ -451,125 +659,86 @@ async fn assemble(s: &Arc<Shared>, need: &Need, tmp: &Path) -> Result<(), String
             v = peers.keys().copied().collect();
         }
         v
-    };
-    // Chunks are fetched several at a time and arrive in any order; they
-    // are written and hashed in order, so the whole-file hash needs no
-    // second read when the chunks tile the file (as an honest peer's do).
-    // Writing and hashing happen on a blocking thread of the file's own:
-    // a disk throttling its writers never stalls the async workers that
-    // carry every connection's traffic.
-    let tiled = record.chunks.iter().try_fold(0u64, |at, c| {
-        (c.offset == at).then_some(at + u64::from(c.len))
-    }) == Some(record.size);
-    let (to_writer, mut inbox) = tokio::sync::mpsc::channel::<(u64, Vec<u8>)>(8);
+    });
+    // Jobs run several at a time and finish in any order; chunks are
+    // written and hashed in order (they tile the file), so the whole-file
+    // hash needs no second read. Writing and hashing happen on a blocking
+    // thread of the file's own: a disk throttling its writers never stalls
+    // the async workers that carry every connection's traffic.
+    let (to_writer, mut inbox) = tokio::sync::mpsc::channel::<(u64, Data)>(16);
     let writer = tokio::task::spawn_blocking(move || -> Result<_, String> {
         let mut f = file;
         let mut hasher = blake3::Hasher::new();
+        let (mut at, mut flushed) = (0u64, 0u64);
         while let Some((offset, data)) = inbox.blocking_recv() {
-            f.seek(SeekFrom::Start(offset)).map_err(|e| e.to_string())?;
-            f.write_all(&data).map_err(|e| e.to_string())?;
-            hasher.update(&data);
+            if offset != at {
+                f.seek(SeekFrom::Start(offset)).map_err(|e| e.to_string())?;
+                at = offset;
+            }
+            for piece in &data {
+                f.write_all(piece).map_err(|e| e.to_string())?;
+                hasher.update(piece);
+                at += piece.len() as u64;
+            }
+            if at >= flushed + WRITEBACK_STEP {
+                start_writeback(&f, flushed, at - flushed);
+                flushed = at;
+            }
         }
         Ok((f, hasher))
     });
-    let mut pending: std::collections::BTreeMap<usize, (u64, Vec<u8>)> = Default::default();
+    let mut pending: std::collections::BTreeMap<usize, Data> = Default::default();
+    let mut pending_bytes = 0u64;
     let mut next = 0usize;
     let mut set = tokio::task::JoinSet::new();
     let mut fetched = 0u64;
-    let mut take = |done: Result<(usize, u64, Vec<u8>, bool), String>,
-                    pending: &mut std::collections::BTreeMap<usize, (u64, Vec<u8>)>|
-     -> Result<(), String> {
-        let (i, offset, data, remote) = done?;
-        let n = data.len() as u64;
-        let counter = if remote {
-            fetched += n;
-            &s.bytes_fetched
-        } else {
-            &s.bytes_reused
+    let mut writing = true;
+    let mut jobs = plan(s, &record).into_iter().enumerate();
+    loop {
+        // Start jobs while there is room; otherwise wait for one.
+        let room = set.len() < JOBS_PER_FILE && pending_bytes < PENDING_BYTES;
+        if writing
+            && room
+            && let Some((k, job)) = jobs.next()
+        {
+            set.spawn(run_job(s.clone(), record.clone(), sources.clone(), k, job));
+            continue;
+        }
+        let Some(done) = set.join_next().await else {
+            break;
         };
-        counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-        pending.insert(i, (offset, data));
-        Ok(())
-    };
-    // Hand the chunks that are next in order to the writer (waiting while
-    // it is 8 chunks behind). A writer gone is a write that failed.
-    async fn write_in_order(
-        pending: &mut std::collections::BTreeMap<usize, (u64, Vec<u8>)>,
-        next: &mut usize,
-        to_writer: &tokio::sync::mpsc::Sender<(u64, Vec<u8>)>,
-    ) -> bool {
-        while let Some(chunk) = pending.remove(next) {
-            if to_writer.send(chunk).await.is_err() {
-                return false;
-            }
-            *next += 1;
-        }
-        true
-    }
-    for (i, c) in record.chunks.iter().cloned().enumerate() {
-        let (s, sources) = (s.clone(), sources.clone());
-        set.spawn(async move {
-            let _slot = s.chunk_slots.acquire().await;
-            // Most chunks of a new file are nowhere here: look first, and
-            // only go to a blocking thread to read one that is.
-            let places = locate_chunk(&s, &c.hash, false, false);
-            let local = if places.is_empty() {
-                None
+        for (i, data, remote) in done.map_err(|e| e.to_string())?? {
+            let n: u64 = data.iter().map(|b| b.len() as u64).sum();
+            let counter = if remote {
+                fetched += n;
+                &s.bytes_fetched
             } else {
-                let s = s.clone();
-                tokio::task::spawn_blocking(move || local_chunk_from(&s, &c.hash, false, places))
-                    .await
-                    .ok()
-                    .flatten()
+                &s.bytes_reused
             };
-            let (data, remote) = match local {
-                Some(d) => (d, false),
-                None => {
-                    let mut last = "no connected peer has this file".to_string();
-                    let mut got = None;
-                    for k in 0..sources.len() {
-                        let peer = sources[(i + k) % sources.len()];
-                        match fetch_chunk(&s, peer, c.hash, c.len).await {
-                            Ok(d) => {
-                                got = Some(d);
-                                break;
-                            }
-                            Err(e) => last = e,
-                        }
-                    }
-                    (got.ok_or(last)?, true)
-                }
-            };
-            Ok::<_, String>((i, c.offset, data, remote))
-        });
-        // Bounded parallelism per file, and bounded out-of-order waiting.
-        let mut writing = true;
-        while writing && (set.len() >= 8 || set.len() + pending.len() >= 16) {
-            match set.join_next().await {
-                Some(r) => {
-                    take(r.map_err(|e| e.to_string())?, &mut pending)?;
-                    writing = write_in_order(&mut pending, &mut next, &to_writer).await;
-                }
-                None => break,
+            counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            pending_bytes += n;
+            pending.insert(i, data);
+        }
+        // Hand the chunks that are next in order to the writer. A writer
+        // gone is a write that failed.
+        while writing && let Some(data) = pending.remove(&next) {
+            pending_bytes -= data.iter().map(|b| b.len() as u64).sum::<u64>();
+            if to_writer
+                .send((record.chunks[next].offset, data))
+                .await
+                .is_err()
+            {
+                writing = false;
             }
-        }
-        if !writing {
-            break;
-        }
-    }
-    while let Some(r) = set.join_next().await {
-        take(r.map_err(|e| e.to_string())?, &mut pending)?;
-        if !write_in_order(&mut pending, &mut next, &to_writer).await {
-            break;
+            next += 1;
         }
     }
     drop(to_writer);
     let (f, hasher) = writer.await.map_err(|e| e.to_string())??;
-    if next < record.chunks.len() {
+    if !writing || next < record.chunks.len() {
         return Err("the file could not be written".into());
     }
-    let streamed = tiled.then(|| ContentHash(*hasher.finalize().as_bytes()));
-    let tmp_owned = tmp.to_path_buf();
+    let got = ContentHash::from(hasher.finalize());
     let want = record.hash;
     let (mtime_ns, mode, size) = (record.mtime_ns, record.mode, record.size);
     tokio::task::spawn_blocking(move || -> Result<(), String> {
@@ -580,23 +749,6 @@ async fn assemble(s: &Arc<Shared>, need: &Need, tmp: &Path) -> Result<(), String
             f.sync_all().map_err(|e| e.to_string())?;
         }
         drop(f);
-        let got = match streamed {
-            Some(h) => h,
-            // Chunks that do not tile the file: hash what is on disk.
-            None => {
-                let mut hasher = blake3::Hasher::new();
-                let mut rd = std::fs::File::open(&tmp_owned).map_err(|e| e.to_string())?;
-                let mut buf = vec![0u8; (size as usize).clamp(1, 1 << 20)];
-                loop {
-                    let n = rd.read(&mut buf).map_err(|e| e.to_string())?;
-                    if n == 0 {
-                        break;
-                    }
-                    hasher.update(&buf[..n]);
-                }
-                ContentHash(*hasher.finalize().as_bytes())
-            }
-        };
         if Some(got) != want {
             return Err(format!(
                 "assembled file hashes to {got}, not the announced hash; discarded"
@@ -609,6 +761,31 @@ async fn assemble(s: &Arc<Shared>, need: &Need, tmp: &Path) -> Result<(), String
     debug!(bytes_fetched = fetched, size = record.size, "assembled");
     Ok(())
 }
+
+/// A large file being written is handed to the disk in steps this big.
+const WRITEBACK_STEP: u64 = 8 << 20;
+
+/// Start writing `len` bytes at `offset` of `f` to disk without waiting
+/// for it: the disk works while the network does, and the fsync that ends
+/// a large file finds little left to write (instead of every file's bytes
+/// at once at the end of a bulk sync). Linux only; elsewhere the fsync
+/// does it all.
+#[cfg(target_os = "linux")]
+fn start_writeback(f: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: sync_file_range reads nothing from our memory; the
+    // descriptor is open for the duration of the call. A failure only
+    // leaves the work to the fsync.
+    unsafe {
+        libc::sync_file_range(f.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_: &std::fs::File, _: u64, _: u64) {}
 
 /// Files at least this large are fsynced on their own as soon as they are
 /// assembled; smaller ones are made durable per commit batch.

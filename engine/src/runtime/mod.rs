@@ -47,8 +47,8 @@ pub struct Shared {
     commits: exec::CommitQueue,
     /// Limits files being assembled at once.
     pub transfers: tokio::sync::Semaphore,
-    /// Limits chunks being read or fetched at once, over all files (each
-    /// is at most 256 KiB in memory).
+    /// Limits chunk jobs running at once over all files: a local chunk
+    /// being read, or a run of chunks being fetched (at most 1 MiB).
     pub chunk_slots: tokio::sync::Semaphore,
     /// Content bytes received from peers since start.
     pub bytes_fetched: std::sync::atomic::AtomicU64,
@@ -132,7 +132,7 @@ impl SyncRuntime {
             local: local_tx,
             commits,
             transfers: tokio::sync::Semaphore::new(64),
-            chunk_slots: tokio::sync::Semaphore::new(48),
+            chunk_slots: tokio::sync::Semaphore::new(24),
             bytes_fetched: Default::default(),
             bytes_reused: Default::default(),
             files_done: Default::default(),

@@ -344,6 +344,15 @@ impl SyncEngine {
         now: Instant,
     ) -> Result<Vec<Action>, SyncError> {
         self.peers.insert(peer, PeerSync::default());
+        // Work waiting out a retry delay (typically its transfer broke with
+        // the connection this one replaces) has a source again: due now.
+        // Its attempt count stays, so a path that keeps failing still
+        // backs off.
+        for w in self.work.values_mut() {
+            if w.attempts > 0 && !w.out {
+                w.due = w.due.min(now);
+            }
+        }
         Ok(vec![self.folders_message(store, peer, true, now)?])
     }
 
@@ -648,6 +657,13 @@ impl SyncEngine {
                 Err(e) => Some(e),
                 Ok(()) if (remote.kind == EntryKind::Value) != app => {
                     Some("an application value outside the app space, or a file inside it".into())
+                }
+                Ok(())
+                    if !remote.deleted
+                        && remote.kind == EntryKind::File
+                        && !remote.chunks_tile() =>
+                {
+                    Some("a file whose chunks do not cover it exactly".into())
                 }
                 Ok(()) if app && !remote.deleted => match &value {
                     None => Some("a value record without its bytes".into()),

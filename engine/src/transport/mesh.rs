@@ -453,7 +453,19 @@ impl Mesh {
             let attempt = match resolve(&addr_text).await {
                 Some(addr) => {
                     info!(peer = %id, %addr, "connecting");
-                    self.inner.endpoint.connect(addr, id).await
+                    // A connection the peer made meanwhile ends this dial:
+                    // one finishing later (a first packet sent before the
+                    // peer listened is only resent after a second) would
+                    // replace that connection and break whatever it carries.
+                    let other_way = async {
+                        while !self.is_connected(&id) {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    };
+                    tokio::select! {
+                        r = self.inner.endpoint.connect(addr, id) => r,
+                        () = other_way => continue,
+                    }
                 }
                 None => Err(TransportError::Handshake(format!(
                     "cannot resolve {addr_text}"

@@ -11,6 +11,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use super::TransportError;
 use super::identity::Identity;
 use super::pairing::Invite;
@@ -52,25 +54,78 @@ impl Default for QuicConfig {
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     inner: quinn::Endpoint,
+    /// The server side's settings for a peer on this machine (the
+    /// endpoint's own are for LAN peers).
+    loopback: Arc<quinn::ServerConfig>,
     identity: Identity,
     trusted: TrustedIds,
     hello: Hello,
     config: QuicConfig,
 }
 
-fn transport_config(config: &QuicConfig) -> Arc<quinn::TransportConfig> {
+fn is_loopback(addr: SocketAddr) -> bool {
+    addr.ip().to_canonical().is_loopback()
+}
+
+/// Connection settings for a path to a peer, on this machine (`loopback`)
+/// or not.
+///
+/// Datagram size is the main cost lever: every QUIC packet is encrypted,
+/// acknowledged and handed to the kernel on its own, so the same bytes in
+/// bigger datagrams cost far less CPU (the transport bench measures it).
+/// Path MTU discovery finds how large a path allows; the bounds here are
+/// what the sending side can use:
+/// - to this machine (loopback, e.g. two nodes on one host) datagrams of
+///   up to 64 KiB, sent one per system call — a segmentation-offload
+///   batch of several such packets would exceed the 64 KiB a single send
+///   may carry and be dropped whole;
+/// - to a LAN peer at most [`LAN_MTU`] bytes with segmentation offload:
+///   quinn hands the kernel up to 10 packets per send, which must stay
+///   within 64 KiB. Ethernet paths settle at 1452–1472 bytes after a few
+///   lost probes; jumbo-frame LANs use up to 6,500.
+fn transport_config(config: &QuicConfig, loopback: bool) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.keep_alive_interval(Some(config.keepalive));
     t.max_idle_timeout(quinn::IdleTimeout::try_from(config.idle_timeout).ok());
-    // Path MTU discovery may look past Ethernet's 1500 bytes: jumbo-frame
-    // LANs (and the loopback interface) carry larger datagrams, so fewer
-    // packets, syscalls and per-packet crypto per byte. Probing for more
-    // than a path carries costs a few lost probes when a connection opens.
     let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(u16::MAX);
+    if loopback {
+        mtu.upper_bound(MAX_UDP_PAYLOAD);
+        t.enable_segmentation_offload(false);
+        // The usual first window is ten Ethernet-sized packets (14,720
+        // bytes): a single 33 KB path-MTU probe would fill it and hold
+        // back the hello, or a close, until the probe is acknowledged.
+        // Ten of this path's datagrams instead, as the rule intends.
+        let mut cc = quinn::congestion::CubicConfig::default();
+        cc.initial_window(10 * u64::from(MAX_UDP_PAYLOAD));
+        t.congestion_controller_factory(Arc::new(cc));
+    } else {
+        mtu.upper_bound(LAN_MTU);
+    }
     t.mtu_discovery_config(Some(mtu));
     Arc::new(t)
 }
+
+/// The endpoint accepts datagrams up to the largest UDP payload, and says
+/// so to its peers: QUIC caps a path's MTU at what the receiving end
+/// announces (1472 bytes by default), so without this no path could go
+/// past Ethernet's size, not even loopback.
+fn endpoint_config() -> quinn::EndpointConfig {
+    let mut c = quinn::EndpointConfig::default();
+    // In range by construction: quinn accepts 1200..=65527.
+    let _ = c.max_udp_payload_size(MAX_UDP_PAYLOAD);
+    c
+}
+
+/// The largest UDP payload over IPv4 (65535 minus the IP and UDP headers).
+const MAX_UDP_PAYLOAD: u16 = 65_507;
+
+/// The largest datagram probed for on a LAN path (see [`transport_config`]).
+const LAN_MTU: u16 = 6_500;
+
+/// Socket buffers asked for (the kernel caps them at `net.core.rmem_max`
+/// and `wmem_max`): room for a burst of large datagrams, so a receiver
+/// that is a moment late does not drop them and halve the send rate.
+const SOCKET_BUFFER: usize = 4 << 20;
 
 fn tls_err(e: impl std::fmt::Display) -> TransportError {
     TransportError::Handshake(e.to_string())
@@ -94,11 +149,27 @@ impl Endpoint {
         let server_crypto =
             quinn::crypto::rustls::QuicServerConfig::try_from(server_tls).map_err(tls_err)?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
-        server.transport_config(transport_config(&config));
-        let inner = quinn::Endpoint::server(server, addr)
-            .map_err(|source| TransportError::Bind { addr, source })?;
+        let mut loopback = server.clone();
+        server.transport_config(transport_config(&config, false));
+        loopback.transport_config(transport_config(&config, true));
+        let bind = |source| TransportError::Bind { addr, source };
+        let socket = std::net::UdpSocket::bind(addr).map_err(bind)?;
+        {
+            let r = socket2::SockRef::from(&socket);
+            // Best effort: the defaults still work, only slower.
+            let _ = r.set_recv_buffer_size(SOCKET_BUFFER);
+            let _ = r.set_send_buffer_size(SOCKET_BUFFER);
+        }
+        let inner = quinn::Endpoint::new(
+            endpoint_config(),
+            Some(server),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(bind)?;
         Ok(Endpoint {
             inner,
+            loopback: Arc::new(loopback),
             identity,
             trusted,
             hello,
@@ -135,7 +206,7 @@ impl Endpoint {
         let crypto =
             quinn::crypto::rustls::QuicClientConfig::try_from(client_tls).map_err(tls_err)?;
         let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-        client.transport_config(transport_config(&self.config));
+        client.transport_config(transport_config(&self.config, is_loopback(addr)));
         let connecting = self
             .inner
             .connect_with(client, addr, "softadastra")
@@ -287,6 +358,7 @@ impl Endpoint {
         let incoming = self.inner.accept().await?;
         Some(Accepting {
             incoming,
+            loopback: self.loopback.clone(),
             hello: self.hello.clone(),
             trusted: self.trusted.clone(),
             config: self.config,
@@ -313,6 +385,7 @@ impl Endpoint {
 #[derive(Debug)]
 pub struct Accepting {
     incoming: quinn::Incoming,
+    loopback: Arc<quinn::ServerConfig>,
     hello: Hello,
     trusted: TrustedIds,
     config: QuicConfig,
@@ -395,8 +468,13 @@ impl Accepting {
     /// hello exchange — or, on a pairing connection, read the join request.
     pub async fn establish(self) -> Result<Incoming, TransportError> {
         let addr = self.incoming.remote_address();
-        let conn = self
-            .incoming
+        let connecting = if is_loopback(addr) {
+            self.incoming.accept_with(self.loopback)
+        } else {
+            self.incoming.accept()
+        };
+        let conn = connecting
+            .map_err(|e| connection_error(addr, &e))?
             .await
             .map_err(|e| connection_error(addr, &e))?;
         let id = peer_id(&conn)
@@ -858,6 +936,31 @@ impl BulkStream {
             Err(e) => Err(TransportError::Closed(e.to_string())),
         }
     }
+    /// Read exactly `buf.len()` bytes; an error if the stream ends first.
+    pub async fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), TransportError> {
+        self.recv.read_exact(buf).await.map_err(|e| match e {
+            quinn::ReadExactError::FinishedEarly(n) => {
+                TransportError::Closed(format!("stream ended {n} bytes early"))
+            }
+            quinn::ReadExactError::ReadError(e) => TransportError::Closed(e.to_string()),
+        })
+    }
+    /// The next bytes as they arrived, at most `max` of them, without
+    /// copying them out of the connection's buffers; `None` once the peer
+    /// finished the stream.
+    pub async fn read_bytes(&mut self, max: usize) -> Result<Option<Bytes>, TransportError> {
+        match self.recv.read_chunk(max, true).await {
+            Ok(c) => Ok(c.map(|c| c.bytes)),
+            Err(e) => Err(TransportError::Closed(e.to_string())),
+        }
+    }
+    /// Write `bytes`, handing the buffer itself to the connection (no copy).
+    pub async fn write_bytes(&mut self, bytes: Bytes) -> Result<(), TransportError> {
+        self.send
+            .write_chunk(bytes)
+            .await
+            .map_err(|e| TransportError::Closed(e.to_string()))
+    }
     /// No more bytes will be written.
     pub fn finish(&mut self) -> Result<(), TransportError> {
         self.send
@@ -905,6 +1008,11 @@ impl PeerHandle {
     /// Remote address.
     pub fn remote_addr(&self) -> SocketAddr {
         self.conn.remote_address()
+    }
+    /// The largest UDP payload the path is known to carry now (path MTU
+    /// discovery raises it from 1200 while the connection lives).
+    pub fn path_mtu(&self) -> u16 {
+        self.conn.stats().path.current_mtu
     }
 }
 

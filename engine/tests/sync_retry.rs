@@ -1,0 +1,52 @@
+//! File work that failed waits out a backoff, unless a peer connects: then
+//! it has a source again and is handed out at once (a transfer broken by a
+//! replaced connection resumes without waiting a second).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{docs_node, page, record};
+use softadastra::core::NodeId;
+use softadastra::sync::{Action, SyncEngine};
+
+fn places(actions: &[Action]) -> usize {
+    actions
+        .iter()
+        .filter(|a| matches!(a, Action::Place { path, .. } if path == "a.txt"))
+        .count()
+}
+
+#[test]
+fn a_peer_connecting_makes_failed_work_due_at_once() {
+    let me = NodeId::derive(b"me");
+    let peer = NodeId::derive(b"peer");
+    let (mut store, mut engine): (_, SyncEngine) = docs_node(me, peer);
+    let t0 = Instant::now();
+    let actions = engine
+        .received(
+            &mut store,
+            peer,
+            page(vec![("a.txt".into(), record(peer))]),
+            t0,
+        )
+        .unwrap();
+    assert_eq!(places(&actions), 1, "{actions:?}");
+
+    // The transfer failed: nothing is handed out during the backoff.
+    engine.failed("docs", "a.txt", t0);
+    let later = t0 + Duration::from_millis(100);
+    assert_eq!(places(&engine.tick(&mut store, later).unwrap().actions), 0);
+
+    // The peer comes back on a new connection: the work is due now.
+    engine.disconnected(peer);
+    engine.connected(&store, peer, later).unwrap();
+    let report = engine.tick(&mut store, later).unwrap();
+    assert_eq!(places(&report.actions), 1, "{:?}", report.actions);
+    assert_eq!(report.retried, 1);
+
+    // Failing again backs off further: a connection is no busy loop.
+    engine.failed("docs", "a.txt", later);
+    let soon = later + Duration::from_millis(100);
+    assert_eq!(places(&engine.tick(&mut store, soon).unwrap().actions), 0);
+}
