@@ -6,10 +6,10 @@ mod common;
 
 use std::time::Instant;
 
-use common::{docs_node, open, page, record};
+use common::{docs_node, open, page, record, share_docs};
 use softadastra::core::{ContentHash, NodeId, VersionVector};
+use softadastra::folder::FileRecord;
 use softadastra::folder::values::{self, APP_SPACE};
-use softadastra::folder::{FOLDERS_NS, FileRecord, FolderConfig};
 use softadastra::fs::chunk::Chunk;
 use softadastra::store::ns;
 use softadastra::sync::{Action, SyncConfig, SyncEngine, SyncMessage};
@@ -164,14 +164,7 @@ fn hostile_app_values_are_refused_and_the_rest_is_taken() {
     assert!(SyncEngine::needs(&store).is_empty());
 
     // A value record announced for a folder of files is refused too.
-    let folder = FolderConfig {
-        id: "docs".into(),
-        path: "/hostile/docs".into(),
-        paused: false,
-    };
-    store
-        .put(FOLDERS_NS, "docs", postcard::to_allocvec(&folder).unwrap())
-        .unwrap();
+    share_docs(&mut store);
     engine
         .received(
             &mut store,

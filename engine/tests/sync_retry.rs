@@ -1,6 +1,7 @@
-//! File work that failed waits out a backoff, unless a peer connects: then
-//! it has a source again and is handed out at once (a transfer broken by a
-//! replaced connection resumes without waiting a second).
+//! When file work is handed out: work that failed waits out a backoff,
+//! unless a peer connects (then it has a source again and goes at once: a
+//! transfer broken by a replaced connection resumes without waiting a
+//! second); a path inside a directory still to be created waits for it.
 
 mod common;
 
@@ -49,4 +50,54 @@ fn a_peer_connecting_makes_failed_work_due_at_once() {
     engine.failed("docs", "a.txt", later);
     let soon = later + Duration::from_millis(100);
     assert_eq!(places(&engine.tick(&mut store, soon).unwrap().actions), 0);
+}
+
+/// A file inside a directory that is itself still to be created waits for
+/// it: the executor never makes the directory on its own (the watcher
+/// would record it as this node's addition and echo it back to peers).
+#[test]
+fn a_file_waits_for_its_directory_to_be_placed() {
+    use softadastra::fs::scan::EntryKind;
+    let me = NodeId::derive(b"me");
+    let peer = NodeId::derive(b"peer");
+    let (mut store, mut engine): (_, SyncEngine) = docs_node(me, peer);
+    let t0 = Instant::now();
+    let mut dir = record(peer);
+    dir.kind = EntryKind::Dir;
+    dir.size = 0;
+    dir.hash = None;
+    dir.chunks.clear();
+    let actions = engine
+        .received(
+            &mut store,
+            peer,
+            page(vec![
+                ("d".into(), dir.clone()),
+                ("d/e/a.txt".into(), record(peer)),
+                ("top.txt".into(), record(peer)),
+            ]),
+            t0,
+        )
+        .unwrap();
+    let placed = |actions: &[Action]| -> Vec<String> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Place { path, .. } => Some(path.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(placed(&actions), ["d", "top.txt"]);
+    let need = match actions
+        .iter()
+        .find(|a| matches!(a, Action::Place { path, .. } if path == "d"))
+    {
+        Some(Action::Place { need, .. }) => need.clone(),
+        _ => unreachable!(),
+    };
+    let after = engine
+        .completed(&mut store, "docs", "d", &need, dir, None, t0)
+        .unwrap();
+    assert_eq!(placed(&after), ["d/e/a.txt"]);
 }

@@ -30,7 +30,7 @@
 
 pub mod resolve;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -822,6 +822,36 @@ impl SyncEngine {
         Ok(())
     }
 
+    /// Whether a directory above `path` is still to be created by pending
+    /// work. Such a path waits for it (it is handed out when the directory
+    /// completes): placing it first would make the executor create the
+    /// directory itself, which the watcher would then record as a local
+    /// addition and send back to peers as this node's edit.
+    /// `seen` remembers the answer per directory for one pass over the work.
+    fn awaits_dir<'a>(
+        &self,
+        store: &Store,
+        folder: &'a str,
+        path: &'a str,
+        seen: &mut HashMap<(&'a str, &'a str), bool>,
+    ) -> bool {
+        let mut at = path;
+        while let Some((parent, _)) = at.rsplit_once('/') {
+            let pending = *seen.entry((folder, parent)).or_insert_with(|| {
+                self.work
+                    .contains_key(&(folder.to_string(), parent.to_string()))
+                    && Self::local_state(store, folder, parent)
+                        .0
+                        .is_some_and(|n| n.record.kind == EntryKind::Dir && !n.record.deleted)
+            });
+            if pending {
+                return true;
+            }
+            at = parent;
+        }
+        false
+    }
+
     /// File work whose time has come. A need whose path changed locally
     /// since it was decided (the scan recorded an edit) is decided again
     /// first: the edit is never overwritten, it becomes a conflict.
@@ -838,10 +868,16 @@ impl SyncEngine {
         // Work of a paused folder waits (work of a removed one is dropped
         // by `tick`).
         let active = Self::local_folders(store)?;
+        let mut dirs = HashMap::new();
         let due: Vec<(String, String)> = self
             .work
             .iter()
-            .filter(|((f, _), w)| !w.out && w.due <= now && active.contains(f))
+            .filter(|((f, p), w)| {
+                !w.out
+                    && w.due <= now
+                    && active.contains(f)
+                    && !self.awaits_dir(store, f, p, &mut dirs)
+            })
             .map(|(k, _)| k.clone())
             .take(slots)
             .collect();

@@ -48,9 +48,8 @@ pub fn open(me: NodeId) -> Store {
     store
 }
 
-/// A node sharing `docs`, connected to `mallory`, having asked for its index.
-pub fn docs_node(me: NodeId, mallory: NodeId) -> (Store, SyncEngine) {
-    let mut store = open(me);
+/// Share the folder `docs` (at `/hostile/docs`, never touched).
+pub fn share_docs(store: &mut Store) {
     let folder = FolderConfig {
         id: "docs".into(),
         path: "/hostile/docs".into(),
@@ -59,6 +58,12 @@ pub fn docs_node(me: NodeId, mallory: NodeId) -> (Store, SyncEngine) {
     store
         .put(FOLDERS_NS, "docs", postcard::to_allocvec(&folder).unwrap())
         .unwrap();
+}
+
+/// A node sharing `docs`, connected to `mallory`, having asked for its index.
+pub fn docs_node(me: NodeId, mallory: NodeId) -> (Store, SyncEngine) {
+    let mut store = open(me);
+    share_docs(&mut store);
     let mut engine = SyncEngine::new(me, SyncConfig::default(), 1);
     let now = Instant::now();
     engine.connected(&store, mallory, now).unwrap();
