@@ -865,7 +865,13 @@ pub fn committer(s: std::sync::Weak<Shared>, inbox: std::sync::mpsc::Receiver<(C
                 Err(_) => break,
             }
         }
+        let t = Instant::now();
         let results = commit_batch(&s, batch.iter().map(|(c, _)| c).collect());
+        debug!(
+            files = batch.len(),
+            ms = t.elapsed().as_millis() as u64,
+            "committed a batch"
+        );
         for ((_, reply), result) in batch.into_iter().zip(results) {
             let _ = reply.send(result);
         }
