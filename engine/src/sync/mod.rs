@@ -271,6 +271,9 @@ pub struct SyncEngine {
     peers: BTreeMap<NodeId, PeerSync>,
     /// File work by (folder, path).
     work: BTreeMap<(String, String), Work>,
+    /// The keys of `work` that create a directory: handed out before
+    /// anything else, since the paths inside wait for them.
+    dir_work: BTreeSet<(String, String)>,
     /// How many of `work` are handed out.
     out_count: usize,
     /// Folders whose index changed through completed work: peers are
@@ -301,6 +304,7 @@ impl SyncEngine {
             rng: fastrand::Rng::with_seed(seed),
             peers: BTreeMap::new(),
             work: BTreeMap::new(),
+            dir_work: BTreeSet::new(),
             out_count: 0,
             dirty: BTreeSet::new(),
             refused_paths: 0,
@@ -310,9 +314,12 @@ impl SyncEngine {
     /// Load the stored needs, so unfinished file work resumes after a restart.
     pub fn resume(&mut self, store: &Store, now: Instant) {
         for (key, entry) in store.list(NEED_NS, "") {
-            if entry.value.is_some()
+            if let Some(value) = entry.value.as_deref()
                 && let Some((f, p)) = key.split_once('/')
             {
+                if postcard::from_bytes::<Need>(value).is_ok_and(|n| creates_dir(&n.record)) {
+                    self.dir_work.insert((f.to_string(), p.to_string()));
+                }
                 self.work.insert(
                     (f.to_string(), p.to_string()),
                     Work {
@@ -693,7 +700,7 @@ impl SyncEngine {
                         n.resolves = None;
                         n.conflict_copy = None;
                         ops.push(put(NEED_NS, key, encode(&n)));
-                        touched.push(path);
+                        touched.push((path, creates_dir(&n.record)));
                         continue;
                     }
                     Causality::Equal => {
@@ -798,7 +805,7 @@ impl SyncEngine {
                             resolves,
                         };
                         ops.push(put(NEED_NS, key, encode(&n)));
-                        touched.push(path);
+                        touched.push((path, creates_dir(&n.record)));
                     }
                 }
             }
@@ -813,10 +820,16 @@ impl SyncEngine {
             // A settled conflict is a change of ours peers must learn.
             self.dirty.insert(APP_SPACE.to_string());
         }
-        for path in touched {
+        for (path, dir) in touched {
             // New information: hand it out again even if work was under way
             // (the older run finds itself overtaken before it writes).
-            self.work_due((folder.to_string(), path), now);
+            let key = (folder.to_string(), path);
+            if dir {
+                self.dir_work.insert(key.clone());
+            } else {
+                self.dir_work.remove(&key);
+            }
+            self.work_due(key, now);
         }
         out.extend(self.due_work(store, now)?.0);
         Ok(())
@@ -830,7 +843,6 @@ impl SyncEngine {
     /// `seen` remembers the answer per directory for one pass over the work.
     fn awaits_dir<'a>(
         &self,
-        store: &Store,
         folder: &'a str,
         path: &'a str,
         seen: &mut HashMap<(&'a str, &'a str), bool>,
@@ -838,11 +850,8 @@ impl SyncEngine {
         let mut at = path;
         while let Some((parent, _)) = at.rsplit_once('/') {
             let pending = *seen.entry((folder, parent)).or_insert_with(|| {
-                self.work
-                    .contains_key(&(folder.to_string(), parent.to_string()))
-                    && Self::local_state(store, folder, parent)
-                        .0
-                        .is_some_and(|n| n.record.kind == EntryKind::Dir && !n.record.deleted)
+                self.dir_work
+                    .contains(&(folder.to_string(), parent.to_string()))
             });
             if pending {
                 return true;
@@ -868,19 +877,28 @@ impl SyncEngine {
         // Work of a paused folder waits (work of a removed one is dropped
         // by `tick`).
         let active = Self::local_folders(store)?;
-        let mut dirs = HashMap::new();
-        let due: Vec<(String, String)> = self
-            .work
+        let ready =
+            |k: &(String, String), w: &Work| !w.out && w.due <= now && active.contains(&k.0);
+        // Directories first: the paths inside them wait for them.
+        let mut due: Vec<(String, String)> = self
+            .dir_work
             .iter()
-            .filter(|((f, p), w)| {
-                !w.out
-                    && w.due <= now
-                    && active.contains(f)
-                    && !self.awaits_dir(store, f, p, &mut dirs)
-            })
-            .map(|(k, _)| k.clone())
+            .filter(|k| self.work.get(*k).is_some_and(|w| ready(k, w)))
             .take(slots)
+            .cloned()
             .collect();
+        let mut dirs = HashMap::new();
+        due.extend(
+            self.work
+                .iter()
+                .filter(|(k, w)| {
+                    ready(k, w)
+                        && !self.dir_work.contains(*k)
+                        && !self.awaits_dir(&k.0, &k.1, &mut dirs)
+                })
+                .map(|(k, _)| k.clone())
+                .take(slots - due.len()),
+        );
         for (folder, path) in due {
             let (need, local) = Self::local_state(store, &folder, &path);
             let Some(mut need) = need else {
@@ -1433,6 +1451,7 @@ impl SyncEngine {
     }
 
     fn remove_work(&mut self, key: &(String, String)) {
+        self.dir_work.remove(key);
         if self.work.remove(key).is_some_and(|w| w.out) {
             self.out_count = self.out_count.saturating_sub(1);
         }
@@ -1459,4 +1478,9 @@ impl SyncEngine {
             self.out_count = self.out_count.saturating_sub(1);
         }
     }
+}
+
+/// Whether reaching `record` creates a directory.
+fn creates_dir(record: &FileRecord) -> bool {
+    record.kind == EntryKind::Dir && !record.deleted
 }
