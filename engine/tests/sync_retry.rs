@@ -11,11 +11,19 @@ use common::{docs_node, page, record};
 use softadastra::core::NodeId;
 use softadastra::sync::{Action, SyncEngine};
 
-fn places(actions: &[Action]) -> usize {
+/// The paths the actions hand out to be placed, in order.
+fn placed(actions: &[Action]) -> Vec<String> {
     actions
         .iter()
-        .filter(|a| matches!(a, Action::Place { path, .. } if path == "a.txt"))
-        .count()
+        .filter_map(|a| match a {
+            Action::Place { path, .. } => Some(path.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn places(actions: &[Action]) -> usize {
+    placed(actions).iter().filter(|p| *p == "a.txt").count()
 }
 
 #[test]
@@ -79,15 +87,6 @@ fn a_file_waits_for_its_directory_to_be_placed() {
             t0,
         )
         .unwrap();
-    let placed = |actions: &[Action]| -> Vec<String> {
-        actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Place { path, .. } => Some(path.clone()),
-                _ => None,
-            })
-            .collect()
-    };
     assert_eq!(placed(&actions), ["d", "top.txt"]);
     let need = match actions
         .iter()

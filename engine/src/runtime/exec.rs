@@ -172,12 +172,12 @@ impl ChunkIndex {
         if self.trashed.len() > 1_000_000 {
             self.trashed.clear();
         }
+        // A move keeps size, mtime and inode.
+        let stamp = Stamp::of_record(record);
         for c in &record.chunks {
             if self.map.get(&c.hash).is_some_and(|(p, ..)| p == from) {
                 self.map.remove(&c.hash);
             }
-            // A move keeps size, mtime and inode.
-            let stamp = Stamp::of_record(record);
             self.trashed
                 .insert(c.hash, (to.to_path_buf(), c.offset, c.len, stamp));
         }
@@ -187,6 +187,10 @@ impl ChunkIndex {
 /// A chunk's bytes: in the pieces they came off the network in, or in one
 /// piece read from a local file.
 type Data = Vec<Bytes>;
+
+fn data_len(d: &Data) -> u64 {
+    d.iter().map(|b| b.len() as u64).sum()
+}
 
 /// A file kept open across chunk reads (the chunks of one request mostly
 /// come from one file, in order), with its stamp when it was opened.
@@ -661,20 +665,17 @@ async fn assemble(s: &Arc<Shared>, need: &Need, tmp: &Path) -> Result<(), String
         v
     });
     // Jobs run several at a time and finish in any order; chunks are
-    // written and hashed in order (they tile the file), so the whole-file
-    // hash needs no second read. Writing and hashing happen on a blocking
-    // thread of the file's own: a disk throttling its writers never stalls
-    // the async workers that carry every connection's traffic.
-    let (to_writer, mut inbox) = tokio::sync::mpsc::channel::<(u64, Data)>(16);
+    // written and hashed in order — they tile the file, so they follow one
+    // another with no seek, and the whole-file hash needs no second read.
+    // Writing and hashing happen on a blocking thread of the file's own: a
+    // disk throttling its writers never stalls the async workers that
+    // carry every connection's traffic.
+    let (to_writer, mut inbox) = tokio::sync::mpsc::channel::<Data>(16);
     let writer = tokio::task::spawn_blocking(move || -> Result<_, String> {
         let mut f = file;
         let mut hasher = blake3::Hasher::new();
         let (mut at, mut flushed) = (0u64, 0u64);
-        while let Some((offset, data)) = inbox.blocking_recv() {
-            if offset != at {
-                f.seek(SeekFrom::Start(offset)).map_err(|e| e.to_string())?;
-                at = offset;
-            }
+        while let Some(data) = inbox.blocking_recv() {
             for piece in &data {
                 f.write_all(piece).map_err(|e| e.to_string())?;
                 hasher.update(piece);
@@ -708,7 +709,7 @@ async fn assemble(s: &Arc<Shared>, need: &Need, tmp: &Path) -> Result<(), String
             break;
         };
         for (i, data, remote) in done.map_err(|e| e.to_string())?? {
-            let n: u64 = data.iter().map(|b| b.len() as u64).sum();
+            let n = data_len(&data);
             let counter = if remote {
                 fetched += n;
                 &s.bytes_fetched
@@ -722,12 +723,8 @@ async fn assemble(s: &Arc<Shared>, need: &Need, tmp: &Path) -> Result<(), String
         // Hand the chunks that are next in order to the writer. A writer
         // gone is a write that failed.
         while writing && let Some(data) = pending.remove(&next) {
-            pending_bytes -= data.iter().map(|b| b.len() as u64).sum::<u64>();
-            if to_writer
-                .send((record.chunks[next].offset, data))
-                .await
-                .is_err()
-            {
+            pending_bytes -= data_len(&data);
+            if to_writer.send(data).await.is_err() {
                 writing = false;
             }
             next += 1;
