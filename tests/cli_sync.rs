@@ -246,6 +246,48 @@ fn a_receiver_killed_mid_transfer_converges_with_no_temp_files() {
 }
 
 #[test]
+fn a_file_whose_rename_a_power_cut_lost_is_finished_at_start() {
+    let ((mut a, da), (mut b, db)) = pair();
+    std::fs::write(da.join("kept.txt"), b"placed before the cut\n").unwrap();
+    std::fs::write(da.join("gone.txt"), b"doomed one\n").unwrap();
+    a.start();
+    b.start();
+    converge(&da, &db, |t| t.len() == 2);
+    stop(&mut b);
+    // What a power cut right after a commit batch of new files may leave:
+    // the index entry is durable, the rename of the temporary file is not.
+    std::fs::rename(
+        db.join("kept.txt"),
+        db.join(".softadastra-tmp-0badc0de-kept.txt"),
+    )
+    .unwrap();
+    // A download cut short, and a temporary file of the right size whose
+    // bytes are not what the index says (gone.txt was deleted while b was
+    // down): both simply removed, and the deletion syncs.
+    std::fs::write(db.join(".softadastra-tmp-12345678-partial.bin"), b"half").unwrap();
+    std::fs::remove_file(db.join("gone.txt")).unwrap();
+    std::fs::write(
+        db.join(".softadastra-tmp-11111111-gone.txt"),
+        b"DOOMED ONE\n",
+    )
+    .unwrap();
+    b.clear_log();
+    b.start();
+    b.wait_for(&["finished placing a file a crash interrupted", "kept.txt"]);
+    b.wait_for(&["scanned", "deleted=1"]);
+    let t = converge(&da, &db, |t| !t.contains_key("gone.txt"));
+    assert_eq!(names(&t), ["kept.txt"]);
+    assert_eq!(t["kept.txt"], b"placed before the cut\n");
+    assert!(
+        !t.keys().any(|k| k.contains(".softadastra-tmp-")),
+        "temporary files left: {:?}",
+        names(&t)
+    );
+    stop(&mut a);
+    stop(&mut b);
+}
+
+#[test]
 fn three_nodes_in_a_chain_relay_changes_both_ways() {
     // a and c do not know each other: b carries everything between them.
     let ((mut a, da), (mut b, db), (mut c, dc)) = (node("alpha"), node("beta"), node("gamma"));

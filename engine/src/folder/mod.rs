@@ -325,6 +325,14 @@ pub fn file_key(id: &str, rel: &str) -> String {
     format!("{id}/{rel}")
 }
 
+/// The record of `rel` in folder `id`, if the index has one (deleted or not).
+pub fn record(store: &Store, id: &str, rel: &str) -> Option<FileRecord> {
+    store
+        .get(ns::FILES, &file_key(id, rel))
+        .and_then(|e| e.value.as_deref())
+        .and_then(|v| postcard::from_bytes::<FileRecord>(v).ok())
+}
+
 /// Every record of folder `id` (deleted ones included), in path order.
 pub fn records<'a>(
     store: &'a Store,

@@ -45,8 +45,15 @@ pub struct Shared {
     local: mpsc::UnboundedSender<Local>,
     /// File work ready to be committed (see [`exec::committer`]).
     commits: exec::CommitQueue,
-    /// Limits files being assembled at once.
+    /// Limits files being assembled at once (files larger than
+    /// [`exec::SMALL_FILE`]).
     pub transfers: tokio::sync::Semaphore,
+    /// Limits small files being assembled at once: many, since each holds
+    /// little memory and their chunks travel together (see
+    /// [`exec::SmallFetches`]).
+    pub small_transfers: tokio::sync::Semaphore,
+    /// Chunk fetches of small runs, gathered per peer.
+    pub small_fetches: exec::SmallFetches,
     /// Limits chunk jobs running at once over all files: a local chunk
     /// being read, or a run of chunks being fetched (at most 1 MiB).
     pub chunk_slots: tokio::sync::Semaphore,
@@ -132,6 +139,8 @@ impl SyncRuntime {
             local: local_tx,
             commits,
             transfers: tokio::sync::Semaphore::new(64),
+            small_transfers: tokio::sync::Semaphore::new(256),
+            small_fetches: Default::default(),
             chunk_slots: tokio::sync::Semaphore::new(24),
             bytes_fetched: Default::default(),
             bytes_reused: Default::default(),
@@ -396,7 +405,7 @@ fn watch_folder(
             (s.clone(), all_stop.clone(), stop.clone(), rescan.clone());
         std::thread::spawn(move || {
             let id = config.id.clone();
-            remove_stale_temp_files(&config.path);
+            exec::recover_temp_files(&s, &config);
             let mut indexer = Indexer::new(config.clone(), s.node);
             let mut watcher = match Watcher::new(
                 &config.path,
@@ -476,29 +485,5 @@ async fn prune_trash_hourly(s: Arc<Shared>, keep: Duration) {
             }
         })
         .await;
-    }
-}
-
-/// Temporary files of transfers cut short by a crash are never used again
-/// (the work restarts from the stored need): delete them.
-fn remove_stale_temp_files(root: &std::path::Path) {
-    let walker = walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .into_iter()
-        .filter_entry(|e| e.file_name() != crate::fs::ignore::META_DIR);
-    for entry in walker.flatten() {
-        if entry.file_type().is_file()
-            && entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with(crate::fs::ignore::TEMP_PREFIX)
-        {
-            match std::fs::remove_file(entry.path()) {
-                Ok(()) => info!(path = %entry.path().display(), "removed an unfinished download"),
-                Err(e) => {
-                    warn!(path = %entry.path().display(), error = %e, "cannot remove an unfinished download")
-                }
-            }
-        }
     }
 }

@@ -213,7 +213,7 @@ impl Default for SyncConfig {
             retry_min: Duration::from_millis(500),
             retry_max: Duration::from_secs(30),
             poll_every: Duration::from_secs(60),
-            max_out: 64,
+            max_out: 512,
         }
     }
 }
@@ -616,11 +616,7 @@ impl SyncEngine {
             .get(NEED_NS, &key)
             .and_then(|e| e.value.as_deref())
             .and_then(|v| postcard::from_bytes::<Need>(v).ok());
-        let rec = store
-            .get(ns::FILES, &key)
-            .and_then(|e| e.value.as_deref())
-            .and_then(|v| postcard::from_bytes::<FileRecord>(v).ok());
-        (need, rec)
+        (need, folder::record(store, folder, path))
     }
 
     #[allow(clippy::too_many_arguments)]
