@@ -100,18 +100,13 @@ impl ChunkIndex {
     /// ([`ChunkIndex::insert`]); a chunk found stale is re-hashed on read
     /// and simply fetched instead.
     fn refresh(&mut self, store: &Store, why: Rebuild) {
+        if !self.may_rebuild(why) {
+            return;
+        }
         let seq = store.last_seq().0;
-        // A chunk a peer asks for and the index lacks: rebuild whenever the
-        // store changed (the file was indexed a moment ago). A chunk not
-        // where the index said: at most every 250 ms, so a burst of moved
-        // files costs a few rebuilds, not one each. Otherwise every 10 s.
-        let limit = match why {
-            Rebuild::Missing => Duration::ZERO,
-            Rebuild::Stale => Duration::from_millis(250),
-            Rebuild::Lazy => Duration::from_secs(10),
-        };
-        let fresh = self.built.is_some_and(|t| t.elapsed() < limit);
-        if seq == self.at_seq || fresh {
+        if seq == self.at_seq {
+            // Nothing changed: good for as long as a build would be.
+            self.built = Some(Instant::now());
             return;
         }
         self.map.clear();
@@ -133,6 +128,31 @@ impl ChunkIndex {
         }
         self.at_seq = seq;
         self.built = Some(Instant::now());
+    }
+
+    /// Whether the last build is old enough for a rebuild for `why` (if
+    /// the store changed since): a chunk a peer asks for and the index
+    /// lacks — whenever (the file was indexed a moment ago); a chunk not
+    /// where the index said — at most every 250 ms, so a burst of moved
+    /// files costs a few rebuilds, not one each; otherwise every 10 s.
+    /// When not, a lookup needs no store (nor its lock).
+    fn may_rebuild(&self, why: Rebuild) -> bool {
+        let limit = match why {
+            Rebuild::Missing => Duration::ZERO,
+            Rebuild::Stale => Duration::from_millis(250),
+            Rebuild::Lazy => Duration::from_secs(10),
+        };
+        self.built.is_none_or(|t| t.elapsed() >= limit)
+    }
+
+    /// Where `hash` may be read locally, as of the last build.
+    fn places(&self, hash: &ContentHash) -> Vec<Place> {
+        self.map
+            .get(hash)
+            .into_iter()
+            .chain(self.trashed.get(hash))
+            .cloned()
+            .collect()
     }
 
     /// Record the chunks of a file just placed at `path`.
@@ -160,12 +180,7 @@ impl ChunkIndex {
         if serving && !self.map.contains_key(hash) {
             self.refresh(store, Rebuild::Missing);
         }
-        self.map
-            .get(hash)
-            .into_iter()
-            .chain(self.trashed.get(hash))
-            .cloned()
-            .collect()
+        self.places(hash)
     }
 
     /// Remember the chunks of `record`, moved from `from` to `to` in the
@@ -252,7 +267,18 @@ fn local_chunk_from(
     None
 }
 
+/// [`ChunkIndex::find`], taking the store's lock only when a rebuild may
+/// be due: the store is often held for a while (a commit batch's flush),
+/// and the chunk index is never held while the store is being taken (the
+/// committer takes them in the other order).
 fn locate_chunk(s: &Shared, hash: &ContentHash, serving: bool, stale: bool) -> Vec<Place> {
+    {
+        let index = lock(&s.chunks);
+        let why = if stale { Rebuild::Stale } else { Rebuild::Lazy };
+        if !index.may_rebuild(why) && (!serving || index.map.contains_key(hash)) {
+            return index.places(hash);
+        }
+    }
     let store = lock(&s.store);
     lock(&s.chunks).find(&store, hash, serving, stale)
 }
@@ -658,8 +684,6 @@ async fn place(
     need: Need,
     expect: Option<FileRecord>,
 ) -> Result<Vec<Action>, String> {
-    let root = root_of(s, folder_id)?;
-    let abs = crate::fs::path::absolute(&root, path).map_err(|e| e.to_string())?;
     let record = need.record.clone();
     let commit = |tmp: Option<PathBuf>| Commit {
         folder: folder_id.to_string(),
@@ -692,19 +716,22 @@ async fn place(
         }
         EntryKind::File => {}
     }
-    // On a blocking thread: file system calls wait while the file system
-    // commits its journal, and the async workers carry every connection.
-    let (root2, abs2, shown) = (root.clone(), abs.clone(), format!("{folder_id}/{path}"));
-    tokio::task::spawn_blocking(move || {
-        if !parents_are_real(&root2, &abs2) {
-            warn!(path = %shown, "refused: a parent directory is a symlink");
+    // On a blocking thread: the store's lock may be held through a commit
+    // batch's flush, file system calls wait while the file system commits
+    // its journal — and the async workers carry every connection.
+    let (s2, folder2, path2) = (s.clone(), folder_id.to_string(), path.to_string());
+    let abs = tokio::task::spawn_blocking(move || {
+        let root = root_of(&s2, &folder2)?;
+        let abs = crate::fs::path::absolute(&root, &path2).map_err(|e| e.to_string())?;
+        if !parents_are_real(&root, &abs) {
+            warn!(folder = %folder2, path = %path2, "refused: a parent directory is a symlink");
             return Err("a parent directory is a symlink".to_string());
         }
-        match abs2.parent() {
-            Some(parent) => std::fs::create_dir_all(parent)
-                .map_err(|e| format!("create {}: {e}", parent.display())),
-            None => Ok(()),
+        if let Some(parent) = abs.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("create {}: {e}", parent.display()))?;
         }
+        Ok(abs)
     })
     .await
     .map_err(|e| e.to_string())??;
@@ -751,13 +778,16 @@ enum Job {
 /// each. Jobs in file order keep the chunks waiting for an earlier one
 /// few: the job holding the next chunk to write is always started.
 fn plan(s: &Shared, record: &FileRecord) -> Vec<Job> {
-    let store = lock(&s.store);
-    let mut index = lock(&s.chunks);
+    if lock(&s.chunks).may_rebuild(Rebuild::Lazy) {
+        let store = lock(&s.store);
+        lock(&s.chunks).refresh(&store, Rebuild::Lazy);
+    }
+    let index = lock(&s.chunks);
     let mut jobs = Vec::new();
     let mut run: Vec<usize> = Vec::new();
     let mut run_bytes = 0u64;
     for (i, c) in record.chunks.iter().enumerate() {
-        let places = index.find(&store, &c.hash, false, false);
+        let places = index.places(&c.hash);
         let len = u64::from(c.len);
         let full = run_bytes + len > FETCH_BYTES || run.len() == MAX_REQUEST_CHUNKS;
         if !run.is_empty() && (full || !places.is_empty()) {
@@ -1107,21 +1137,22 @@ async fn submit(s: &Shared, commit: Commit) -> Result<Vec<Action>, String> {
     rx.await.map_err(|_| "the node is stopping".to_string())?
 }
 
-/// The committer: one thread that changes the disk and the index for all
-/// file work, in batches — group commit. Whatever is waiting when it wakes
-/// is one batch:
+/// The committer: two threads that change the disk and the index for all
+/// file work, in batches — group commit — and in a pipeline:
 ///
-/// 1. the assembled temporary files are made durable with one `syncfs`
-///    (an fsync of each elsewhere) instead of one fsync per file — with
-///    the directories holding them, so each one's name survives too;
-/// 2. under the store lock, with the log's fsyncs held, each piece of work
-///    is checked and carried out (conflict copy, rename or trash) and
-///    recorded;
-/// 3. unless every piece placed a new file, the renames are made durable
+/// 1. the first takes whatever is waiting as one batch and makes its
+///    assembled temporary files durable with one `syncfs` (an fsync of
+///    each elsewhere) instead of one fsync per file — with the
+///    directories holding them, so each one's name survives too;
+/// 2. the second takes every batch step 1 has finished and, under the
+///    store lock with the log's fsyncs held, checks and carries out each
+///    piece of work (conflict copy, rename or trash) and records it;
+/// 3. unless every piece placed a new file, it makes the renames durable
 ///    (`syncfs` again, or an fsync of each directory); then the log, with
-///    one fsync for the batch.
+///    one fsync for all of it.
 ///
-/// So an index entry is never durable before the bytes it describes, and
+/// While the second thread records one batch the first flushes the next.
+/// An index entry is never durable before the bytes it describes, and
 /// nothing is told to a peer before the entry is durable (the actions come
 /// back after step 3). A new file's rename may still be in the page cache
 /// when its entry is durable: a power cut then leaves its temporary file,
@@ -1129,8 +1160,13 @@ async fn submit(s: &Shared, commit: Commit) -> Result<Vec<Action>, String> {
 /// ([`recover_temp_files`]). Twenty thousand small files cost a few
 /// hundred flushes instead of forty thousand.
 ///
-/// It holds the node weakly and ends when the node is gone.
+/// Both hold the node weakly and end when the node is gone.
 pub fn committer(s: std::sync::Weak<Shared>, inbox: std::sync::mpsc::Receiver<(Commit, Reply)>) {
+    // At most one batch flushed ahead of the recording: while the second
+    // thread is behind, the first gathers a larger batch.
+    let (to_record, flushed) = std::sync::mpsc::sync_channel::<Flushed>(1);
+    let weak = s.clone();
+    std::thread::spawn(move || recorder(weak, flushed));
     while let Ok(first) = inbox.recv() {
         let Some(s) = s.upgrade() else { break };
         let mut batch = vec![first];
@@ -1140,16 +1176,30 @@ pub fn committer(s: std::sync::Weak<Shared>, inbox: std::sync::mpsc::Receiver<(C
                 Err(_) => break,
             }
         }
+        let ready = flush_batch(&s, batch);
+        drop(s);
+        if to_record.send(ready).is_err() {
+            break;
+        }
+    }
+}
+
+/// Step 2 and 3 of [`committer`].
+fn recorder(s: std::sync::Weak<Shared>, inbox: std::sync::mpsc::Receiver<Flushed>) {
+    while let Ok(mut batch) = inbox.recv() {
+        let Some(s) = s.upgrade() else { break };
+        while let Ok(more) = inbox.try_recv() {
+            batch.items.extend(more.items);
+            batch.only_new_files &= more.only_new_files;
+        }
         let t = Instant::now();
-        let results = commit_batch(&s, batch.iter().map(|(c, _)| c).collect());
+        let files = batch.items.len();
+        record_batch(&s, batch);
         debug!(
-            files = batch.len(),
+            files,
             ms = t.elapsed().as_millis() as u64,
             "committed a batch"
         );
-        for ((_, reply), result) in batch.into_iter().zip(results) {
-            let _ = reply.send(result);
-        }
     }
 }
 
@@ -1164,28 +1214,43 @@ impl Commit {
     }
 }
 
-fn commit_batch(s: &Arc<Shared>, batch: Vec<&Commit>) -> Vec<Result<Vec<Action>, String>> {
-    let roots: HashMap<&str, Result<PathBuf, String>> = batch
-        .iter()
-        .map(|c| (c.folder.as_str(), root_of(s, &c.folder)))
-        .collect();
-    // Each item's folder root and absolute destination, worked out once.
-    let places: Vec<Result<(PathBuf, PathBuf), String>> = batch
-        .iter()
-        .map(|c| {
-            let root = roots[c.folder.as_str()].clone()?;
+/// Work whose bytes are durable, with its folder root and absolute
+/// destination, waiting to be carried out and recorded.
+struct Flushed {
+    items: Vec<(Commit, Reply, PathBuf, PathBuf)>,
+    /// Every item places a new file: the renames need no flush.
+    only_new_files: bool,
+}
+
+/// Step 1 of [`committer`]. Work that cannot go on (no such folder, a bad
+/// path, a failed flush) is answered here.
+fn flush_batch(s: &Arc<Shared>, batch: Vec<(Commit, Reply)>) -> Flushed {
+    let mut roots: HashMap<String, Result<PathBuf, String>> = HashMap::new();
+    let mut items = Vec::with_capacity(batch.len());
+    for (c, reply) in batch {
+        let root = roots
+            .entry(c.folder.clone())
+            .or_insert_with(|| root_of(s, &c.folder))
+            .clone();
+        let place = root.and_then(|root| {
             let abs = crate::fs::path::absolute(&root, &c.path).map_err(|e| e.to_string())?;
             Ok((root, abs))
-        })
-        .collect();
-    let only_new_files = batch.iter().all(|c| c.is_new_file());
+        });
+        match place {
+            Ok((root, abs)) => items.push((c, reply, root, abs)),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+    let only_new_files = items.iter().all(|(c, ..)| c.is_new_file());
     // Small files' data is made durable here, by the batch; large ones
     // were synced by their own transfer. When the renames will not be
     // flushed, the temporary files' directory entries must be durable
     // now.
     let mut durable: Vec<&Path> = Vec::new();
     let mut bytes = 0;
-    for c in &batch {
+    for (c, ..) in &items {
         if let Step::Place {
             tmp: Some(t),
             synced,
@@ -1206,15 +1271,37 @@ fn commit_batch(s: &Arc<Shared>, batch: Vec<&Commit>) -> Vec<Result<Vec<Action>,
         .collect();
     if let Err(e) = make_durable(&ok_roots, &durable, bytes) {
         let e = format!("cannot make the received files durable: {e}");
-        return batch.iter().map(|_| Err(e.clone())).collect();
+        for (_, reply, ..) in items {
+            let _ = reply.send(Err(e.clone()));
+        }
+        return Flushed {
+            items: Vec::new(),
+            only_new_files,
+        };
     }
+    Flushed {
+        items,
+        only_new_files,
+    }
+}
+
+/// Steps 2 and 3 of [`committer`]; every item is answered.
+fn record_batch(s: &Arc<Shared>, batch: Flushed) {
+    let Flushed {
+        items,
+        only_new_files,
+    } = batch;
+    if items.is_empty() {
+        return;
+    }
+    let mut roots: Vec<&Path> = items.iter().map(|(_, _, root, _)| root.as_path()).collect();
+    roots.sort();
+    roots.dedup();
     let mut store = lock(&s.store);
     let held = store.hold(|store| {
-        let results: Vec<_> = batch
+        let results: Vec<_> = items
             .iter()
-            .zip(&places)
-            .map(|(c, place)| {
-                let (root, abs) = place.as_ref().map_err(Clone::clone)?;
+            .map(|(c, _, root, abs)| {
                 if !parents_are_real(root, abs) {
                     warn!(folder = %c.folder, path = %c.path, "refused: a parent directory is a symlink");
                     return Err("a parent directory is a symlink".to_string());
@@ -1228,16 +1315,16 @@ fn commit_batch(s: &Arc<Shared>, batch: Vec<&Commit>) -> Vec<Result<Vec<Action>,
         if only_new_files {
             return (results, Ok(()));
         }
-        let dirs: Vec<&Path> = places
+        let dirs: Vec<&Path> = items
             .iter()
             .zip(&results)
             .filter(|(_, r)| r.is_ok())
-            .filter_map(|(p, _)| p.as_ref().ok()?.1.parent())
+            .filter_map(|((.., abs), _)| abs.parent())
             .collect();
-        (results, make_durable(&ok_roots, &dirs, 0))
+        (results, make_durable(&roots, &dirs, 0))
     });
     drop(store);
-    match held {
+    let results = match held {
         Ok((results, Ok(()))) => results,
         Ok((results, Err(e))) => {
             // The renames may not survive a power cut; the log was synced
@@ -1247,7 +1334,10 @@ fn commit_batch(s: &Arc<Shared>, batch: Vec<&Commit>) -> Vec<Result<Vec<Action>,
             warn!(error = %e, "cannot make the renames durable");
             results
         }
-        Err(e) => batch.iter().map(|_| Err(e.to_string())).collect(),
+        Err(e) => items.iter().map(|_| Err(e.to_string())).collect(),
+    };
+    for ((_, reply, ..), result) in items.into_iter().zip(results) {
+        let _ = reply.send(result);
     }
 }
 
