@@ -615,6 +615,7 @@ pub fn run(home: &Home, opts: RunOptions) -> Result<ExitCode> {
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .max_blocking_threads(softadastra::runtime::BLOCKING_THREADS)
         .enable_all()
         .build()?;
     let store = Arc::new(Mutex::new(store));

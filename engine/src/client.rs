@@ -203,6 +203,7 @@ impl Client {
         let (store, _recovery) = Store::open_dir(config)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
+            .max_blocking_threads(crate::runtime::BLOCKING_THREADS)
             .thread_name("softadastra-client")
             .enable_all()
             .build()

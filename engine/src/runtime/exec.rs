@@ -1176,8 +1176,14 @@ pub fn committer(s: std::sync::Weak<Shared>, inbox: std::sync::mpsc::Receiver<(C
                 Err(_) => break,
             }
         }
+        let (t, files) = (Instant::now(), batch.len());
         let ready = flush_batch(&s, batch);
         drop(s);
+        debug!(
+            files,
+            ms = t.elapsed().as_millis() as u64,
+            "flushed a batch"
+        );
         if to_record.send(ready).is_err() {
             break;
         }

@@ -76,6 +76,18 @@ enum Local {
 
 pub use crate::core::lock;
 
+/// Most threads a node's async runtime may start for blocking work
+/// (`max_blocking_threads`). Blocking work is file I/O, which a few
+/// threads keep the disk busy with; hundreds (tokio's default bound is
+/// 512, and a burst of small files reaches it) cost a stack and a malloc
+/// arena each. It must stay well above the large files assembled at once
+/// (`transfers`): each holds a writer thread that waits for chunks, some
+/// of which are read locally by other blocking work.
+pub const BLOCKING_THREADS: usize = 64;
+
+/// Large files assembled at once (see [`BLOCKING_THREADS`]).
+const LARGE_TRANSFERS: usize = 16;
+
 /// One folder's watcher thread and its switches.
 struct FolderWatch {
     stop: Arc<std::sync::atomic::AtomicBool>,
@@ -138,7 +150,7 @@ impl SyncRuntime {
             chunks: Mutex::new(exec::ChunkIndex::default()),
             local: local_tx,
             commits,
-            transfers: tokio::sync::Semaphore::new(64),
+            transfers: tokio::sync::Semaphore::new(LARGE_TRANSFERS),
             small_transfers: tokio::sync::Semaphore::new(256),
             small_fetches: Default::default(),
             chunk_slots: tokio::sync::Semaphore::new(24),
