@@ -672,9 +672,14 @@ pub async fn run(s: Arc<Shared>, work: Action) {
 }
 
 fn root_of(s: &Shared, folder_id: &str) -> Result<PathBuf, String> {
-    folder::get(&lock(&s.store), folder_id)
+    if let Some(root) = lock(&s.roots).get(folder_id) {
+        return Ok(root.clone());
+    }
+    let root = folder::get(&lock(&s.store), folder_id)
         .map(|f| f.path)
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    lock(&s.roots).insert(folder_id.to_string(), root.clone());
+    Ok(root)
 }
 
 async fn place(

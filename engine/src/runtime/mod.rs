@@ -52,6 +52,10 @@ pub struct Shared {
     /// little memory and their chunks travel together (see
     /// [`exec::SmallFetches`]).
     pub small_transfers: tokio::sync::Semaphore,
+    /// Shared folders' roots, as looked up in the store: file work needs
+    /// its folder's root, and the store's lock may be held through a
+    /// commit batch's flush. Forgotten when a folder is added or dropped.
+    pub roots: Mutex<HashMap<String, std::path::PathBuf>>,
     /// Chunk fetches of small runs, gathered per peer.
     pub small_fetches: exec::SmallFetches,
     /// Limits chunk jobs running at once over all files: a local chunk
@@ -153,6 +157,7 @@ impl SyncRuntime {
             transfers: tokio::sync::Semaphore::new(LARGE_TRANSFERS),
             small_transfers: tokio::sync::Semaphore::new(256),
             small_fetches: Default::default(),
+            roots: Mutex::default(),
             chunk_slots: tokio::sync::Semaphore::new(24),
             bytes_fetched: Default::default(),
             bytes_reused: Default::default(),
@@ -215,6 +220,7 @@ impl SyncRuntime {
     /// watch it and tell every peer.
     pub fn add_folder(&mut self, config: folder::FolderConfig) {
         let id = config.id.clone();
+        lock(&self.shared.roots).remove(&id);
         if let Some(old) = self.watchers.remove(&id) {
             old.stop();
         }
@@ -226,6 +232,7 @@ impl SyncRuntime {
     /// Stop watching and syncing a folder (paused or removed in the store
     /// already): its watcher ends, peers are told.
     pub fn drop_folder(&mut self, id: &str) {
+        lock(&self.shared.roots).remove(id);
         if let Some(w) = self.watchers.remove(id) {
             w.stop();
         }
