@@ -26,6 +26,18 @@ fn pair() -> ((Node, PathBuf), (Node, PathBuf)) {
     (a, b)
 }
 
+/// A started pair whose folders converged on `files` (written on alpha).
+fn synced_pair(files: &[(&str, &[u8])]) -> ((Node, PathBuf), (Node, PathBuf)) {
+    let ((mut a, da), (mut b, db)) = pair();
+    for (name, bytes) in files {
+        std::fs::write(da.join(name), bytes).unwrap();
+    }
+    a.start();
+    b.start();
+    converge(&da, &db, |t| t.len() == files.len());
+    ((a, da), (b, db))
+}
+
 /// Every file under `dir` (relative path → bytes), the agent's own
 /// `.softadastra/` directory aside.
 fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -161,12 +173,10 @@ fn edits_deletes_and_renames_propagate_and_renames_move_no_bytes() {
 
 #[test]
 fn offline_edits_conflicts_and_modify_versus_delete() {
-    let ((mut a, da), (mut b, db)) = pair();
-    std::fs::write(da.join("shared.txt"), b"version 0\n").unwrap();
-    std::fs::write(da.join("doomed.txt"), b"original\n").unwrap();
-    a.start();
-    b.start();
-    converge(&da, &db, |t| t.len() == 2);
+    let ((mut a, da), (mut b, db)) = synced_pair(&[
+        ("shared.txt", b"version 0\n"),
+        ("doomed.txt", b"original\n"),
+    ]);
     stop(&mut b);
 
     // Apart: both edit shared.txt differently (a later), a edits doomed.txt
@@ -247,12 +257,10 @@ fn a_receiver_killed_mid_transfer_converges_with_no_temp_files() {
 
 #[test]
 fn a_file_whose_rename_a_power_cut_lost_is_finished_at_start() {
-    let ((mut a, da), (mut b, db)) = pair();
-    std::fs::write(da.join("kept.txt"), b"placed before the cut\n").unwrap();
-    std::fs::write(da.join("gone.txt"), b"doomed one\n").unwrap();
-    a.start();
-    b.start();
-    converge(&da, &db, |t| t.len() == 2);
+    let ((mut a, da), (mut b, db)) = synced_pair(&[
+        ("kept.txt", b"placed before the cut\n"),
+        ("gone.txt", b"doomed one\n"),
+    ]);
     stop(&mut b);
     // What a power cut right after a commit batch of new files may leave:
     // the index entry is durable, the rename of the temporary file is not.
