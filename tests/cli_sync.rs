@@ -71,6 +71,14 @@ fn names(t: &BTreeMap<String, Vec<u8>>) -> Vec<&str> {
     t.keys().map(String::as_str).collect()
 }
 
+fn assert_no_temp_files(t: &BTreeMap<String, Vec<u8>>) {
+    assert!(
+        !t.keys().any(|k| k.contains(".softadastra-tmp-")),
+        "temporary files left: {:?}",
+        names(t)
+    );
+}
+
 /// Wait (up to 30 s) until both folders hold the same files and `check`
 /// holds for them.
 fn converge(
@@ -246,11 +254,7 @@ fn a_receiver_killed_mid_transfer_converges_with_no_temp_files() {
         t.get("large.bin").is_some_and(|v| v.len() == big.len())
     });
     assert!(t["large.bin"] == big);
-    assert!(
-        !t.keys().any(|k| k.contains(".softadastra-tmp-")),
-        "temporary files left: {:?}",
-        names(&t)
-    );
+    assert_no_temp_files(&t);
     stop(&mut a);
     stop(&mut b);
 }
@@ -286,11 +290,7 @@ fn a_file_whose_rename_a_power_cut_lost_is_finished_at_start() {
     let t = converge(&da, &db, |t| !t.contains_key("gone.txt"));
     assert_eq!(names(&t), ["kept.txt"]);
     assert_eq!(t["kept.txt"], b"placed before the cut\n");
-    assert!(
-        !t.keys().any(|k| k.contains(".softadastra-tmp-")),
-        "temporary files left: {:?}",
-        names(&t)
-    );
+    assert_no_temp_files(&t);
     stop(&mut a);
     stop(&mut b);
 }

@@ -783,16 +783,11 @@ enum Job {
 /// each. Jobs in file order keep the chunks waiting for an earlier one
 /// few: the job holding the next chunk to write is always started.
 fn plan(s: &Shared, record: &FileRecord) -> Vec<Job> {
-    if lock(&s.chunks).may_rebuild(Rebuild::Lazy) {
-        let store = lock(&s.store);
-        lock(&s.chunks).refresh(&store, Rebuild::Lazy);
-    }
-    let index = lock(&s.chunks);
     let mut jobs = Vec::new();
     let mut run: Vec<usize> = Vec::new();
     let mut run_bytes = 0u64;
     for (i, c) in record.chunks.iter().enumerate() {
-        let places = index.places(&c.hash);
+        let places = locate_chunk(s, &c.hash, false, false);
         let len = u64::from(c.len);
         let full = run_bytes + len > FETCH_BYTES || run.len() == MAX_REQUEST_CHUNKS;
         if !run.is_empty() && (full || !places.is_empty()) {
@@ -960,14 +955,10 @@ async fn assemble(s: &Arc<Shared>, need: &Need, tmp: &Path) -> Result<(), String
             }
         };
         for (i, data, remote) in done {
-            let n = data_len(&data);
-            let counter = if remote {
+            let n = count_chunk(s, &data, remote);
+            if remote {
                 fetched += n;
-                &s.bytes_fetched
-            } else {
-                &s.bytes_reused
-            };
-            counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            }
             pending_bytes += n;
             pending.insert(i, data);
         }
@@ -998,6 +989,19 @@ async fn assemble(s: &Arc<Shared>, need: &Need, tmp: &Path) -> Result<(), String
         .map_err(|e| e.to_string())??;
     debug!(bytes_fetched = fetched, size = record.size, "assembled");
     Ok(())
+}
+
+/// Count a chunk's bytes as fetched from a peer or reused from a local
+/// file; returns them.
+fn count_chunk(s: &Shared, data: &Data, remote: bool) -> u64 {
+    let n = data_len(data);
+    let counter = if remote {
+        &s.bytes_fetched
+    } else {
+        &s.bytes_reused
+    };
+    counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    n
 }
 
 /// Check the assembled file against the announced hash, set its mtime
@@ -1035,12 +1039,7 @@ async fn assemble_small(
     for (k, job) in plan(s, &record).into_iter().enumerate() {
         for (i, data, remote) in run_job(s.clone(), record.clone(), sources.clone(), k, job).await?
         {
-            let counter = if remote {
-                &s.bytes_fetched
-            } else {
-                &s.bytes_reused
-            };
-            counter.fetch_add(data_len(&data), std::sync::atomic::Ordering::Relaxed);
+            count_chunk(s, &data, remote);
             parts[i] = Some(data);
         }
     }
