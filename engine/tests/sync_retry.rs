@@ -100,3 +100,53 @@ fn a_file_waits_for_its_directory_to_be_placed() {
         .unwrap();
     assert_eq!(placed(&after), ["d/e/a.txt"]);
 }
+
+/// Work finished together is recorded together, and the slots it frees
+/// are filled once for all of it: with more files than may be out at once,
+/// completing a batch hands out exactly the rest, and the completed paths
+/// are recorded and never handed out again.
+#[test]
+fn work_completed_together_is_recorded_and_refilled_once() {
+    use softadastra::sync::Completed;
+    let me = NodeId::derive(b"me");
+    let peer = NodeId::derive(b"peer");
+    let (mut store, mut engine): (_, SyncEngine) = docs_node(me, peer);
+    let t0 = Instant::now();
+    let files: Vec<(String, _)> = (0..600)
+        .map(|i| (format!("f{i:03}.txt"), record(peer)))
+        .collect();
+    let first = engine.received(&mut store, peer, page(files), t0).unwrap();
+    assert_eq!(placed(&first).len(), 512, "at most max_out at once");
+    let done: Vec<Completed> = first
+        .iter()
+        .filter_map(|a| match a {
+            Action::Place { path, need, .. } => Some(Completed {
+                folder: "docs".into(),
+                path: path.clone(),
+                done: need.clone(),
+                record: need.record.clone(),
+                conflict_copy: None,
+            }),
+            _ => None,
+        })
+        .take(300)
+        .collect();
+    let finished: Vec<String> = done.iter().map(|c| c.path.clone()).collect();
+    let next = engine.completed_all(&mut store, done, t0).unwrap();
+    let mut rest = placed(&next);
+    rest.sort();
+    let expected: Vec<String> = (512..600).map(|i| format!("f{i:03}.txt")).collect();
+    assert_eq!(rest, expected, "the files never handed out, once each");
+    for path in &finished {
+        let rec = softadastra::folder::record(&store, "docs", path).expect("recorded");
+        assert_eq!(rec.version, record(peer).version);
+    }
+    let later = engine
+        .tick(&mut store, t0 + Duration::from_secs(60))
+        .unwrap();
+    assert!(
+        placed(&later.actions).iter().all(|p| !finished.contains(p)),
+        "completed work is not handed out again: {:?}",
+        later.actions
+    );
+}

@@ -33,7 +33,7 @@ use crate::fs::ignore::{META_DIR, TEMP_PREFIX};
 use crate::fs::scan::{EntryKind, FileStat};
 use crate::store::Store;
 use crate::sync::resolve::{Probe, copy_target};
-use crate::sync::{Action, Need, SyncEngine};
+use crate::sync::{Action, Completed, Need, SyncEngine};
 use crate::transport::quic::BulkStream;
 use crate::transport::wire::{
     CHUNK_FOLLOWS, CHUNK_MISSING, ChunkRequest, MAX_REQUEST_BYTES, MAX_REQUEST_CHUNKS,
@@ -1309,19 +1309,36 @@ fn record_batch(s: &Arc<Shared>, batch: Flushed) {
     roots.dedup();
     let mut store = lock(&s.store);
     let held = store.hold(|store| {
-        let results: Vec<_> = items
+        let mut done = Vec::new();
+        let mut results: Vec<Result<Vec<Action>, String>> = items
             .iter()
             .map(|(c, _, root, abs)| {
                 if !parents_are_real(root, abs) {
                     warn!(folder = %c.folder, path = %c.path, "refused: a parent directory is a symlink");
                     return Err("a parent directory is a symlink".to_string());
                 }
-                match &c.step {
+                let one = match &c.step {
                     Step::Place { tmp, .. } => place_one(s, store, c, root, abs, tmp.as_deref()),
                     Step::Remove => remove_one(s, store, c, root, abs),
-                }
+                }?;
+                done.push(one);
+                Ok(Vec::new())
             })
             .collect();
+        // Recorded together; the work due next rides on the first reply.
+        let recorded = lock(&s.engine).completed_all(store, done, Instant::now());
+        match recorded {
+            Ok(next) => {
+                if let Some(first) = results.iter_mut().find_map(|r| r.as_mut().ok()) {
+                    *first = next;
+                }
+            }
+            Err(e) => {
+                for r in results.iter_mut().filter(|r| r.is_ok()) {
+                    *r = Err(e.to_string());
+                }
+            }
+        }
         if only_new_files {
             return (results, Ok(()));
         }
@@ -1472,7 +1489,7 @@ fn place_one(
     root: &Path,
     abs: &Path,
     tmp: Option<&Path>,
-) -> Result<Vec<Action>, String> {
+) -> Result<Completed, String> {
     let (folder_id, path, need, expect) = (&c.folder, &c.path, &c.need, c.expect.as_ref());
     if !SyncEngine::is_current(store, folder_id, path, need, expect) {
         return Err("overtaken by newer information".into());
@@ -1548,10 +1565,13 @@ fn place_one(
         record.inode = st.inode;
     }
     lock(&s.chunks).insert(abs, &record);
-    let mut engine = lock(&s.engine);
-    engine
-        .completed(store, folder_id, path, need, record, copy, Instant::now())
-        .map_err(|e| e.to_string())
+    Ok(Completed {
+        folder: folder_id.clone(),
+        path: path.clone(),
+        done: need.clone(),
+        record,
+        conflict_copy: copy,
+    })
 }
 
 /// Move a deleted file into the folder's trash (an empty directory is
@@ -1562,7 +1582,7 @@ fn remove_one(
     c: &Commit,
     root: &Path,
     abs: &Path,
-) -> Result<Vec<Action>, String> {
+) -> Result<Completed, String> {
     let (folder_id, path, need, expect) = (&c.folder, &c.path, &c.need, c.expect.as_ref());
     if !SyncEngine::is_current(store, folder_id, path, need, expect) {
         return Err("overtaken by newer information".into());
@@ -1577,18 +1597,13 @@ fn remove_one(
             to_trash(s, root, path, abs, expect)?;
         }
     }
-    let mut engine = lock(&s.engine);
-    engine
-        .completed(
-            store,
-            folder_id,
-            path,
-            need,
-            need.record.clone(),
-            None,
-            Instant::now(),
-        )
-        .map_err(|e| e.to_string())
+    Ok(Completed {
+        folder: folder_id.clone(),
+        path: path.clone(),
+        done: need.clone(),
+        record: need.record.clone(),
+        conflict_copy: None,
+    })
 }
 
 #[cfg(test)]

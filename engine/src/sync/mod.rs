@@ -261,6 +261,21 @@ struct Work {
     out: bool,
 }
 
+/// One finished piece of file work, for [`SyncEngine::completed_all`].
+#[derive(Debug, Clone)]
+pub struct Completed {
+    /// Folder id.
+    pub folder: String,
+    /// Folder-relative path.
+    pub path: String,
+    /// The need the work carried out.
+    pub done: Need,
+    /// The need's record with this node's local metadata (what is on disk).
+    pub record: FileRecord,
+    /// A conflict copy kept beside the file: its path and record.
+    pub conflict_copy: Option<(String, FileRecord)>,
+}
+
 /// The sync state machine of one node.
 #[derive(Debug)]
 pub struct SyncEngine {
@@ -1005,71 +1020,103 @@ impl SyncEngine {
         folder: &str,
         path: &str,
         done: &Need,
-        mut record: FileRecord,
+        record: FileRecord,
         conflict_copy: Option<(String, FileRecord)>,
         now: Instant,
     ) -> Result<Vec<Action>, SyncError> {
-        let key = folder::file_key(folder, path);
-        let (need, local) = Self::local_state(store, folder, path);
-        record.version = done.record.version.clone();
-        if let Some(against) = &done.resolves {
-            // The conflict is settled now, on disk: merged versions plus
-            // one event of this node.
-            record.version.merge(against);
-            if let Some(l) = &local {
-                record.version.merge(&l.version);
-            }
-            record.version.bump(self.node);
-        }
+        let one = Completed {
+            folder: folder.to_string(),
+            path: path.to_string(),
+            done: done.clone(),
+            record,
+            conflict_copy,
+        };
+        self.completed_all(store, vec![one], now)
+    }
+
+    /// [`SyncEngine::completed`] for many pieces of work at once (distinct
+    /// paths): their records go to the log as one batch, and the work that
+    /// is due next is handed out once for all of them.
+    pub fn completed_all(
+        &mut self,
+        store: &mut Store,
+        all: Vec<Completed>,
+        now: Instant,
+    ) -> Result<Vec<Action>, SyncError> {
         let origin = self.node;
         let ts = store.wall_time();
         let mut ops = Vec::new();
-        let copied = conflict_copy.is_some();
-        if let Some((copy_path, copy)) = conflict_copy {
-            ops.push(Op::Put {
-                ns: ns::FILES.into(),
-                key: folder::file_key(folder, &copy_path),
-                value: encode(&copy),
-                origin,
-                timestamp: ts,
-            });
-        }
-        ops.push(Op::Put {
-            ns: ns::FILES.into(),
-            key: key.clone(),
-            value: encode(&record),
-            origin,
-            timestamp: ts,
-        });
-        let superseded = need
-            .as_ref()
-            .is_some_and(|n| n.record != done.record || n.resolves != done.resolves);
-        if superseded {
-            // The work done is still true of the disk; the newer need stays
-            // — without the conflict copy, which is made: doing it again
-            // would copy the bytes just placed over the kept ones.
-            if let Some(mut n) = need.filter(|_| copied) {
-                n.conflict_copy = None;
+        let mut folders = Vec::new();
+        for Completed {
+            folder,
+            path,
+            done,
+            mut record,
+            conflict_copy,
+        } in all
+        {
+            let key = folder::file_key(&folder, &path);
+            let (need, local) = Self::local_state(store, &folder, &path);
+            record.version = done.record.version.clone();
+            if let Some(against) = &done.resolves {
+                // The conflict is settled now, on disk: merged versions plus
+                // one event of this node.
+                record.version.merge(against);
+                if let Some(l) = &local {
+                    record.version.merge(&l.version);
+                }
+                record.version.bump(self.node);
+            }
+            let copied = conflict_copy.is_some();
+            if let Some((copy_path, copy)) = conflict_copy {
                 ops.push(Op::Put {
-                    ns: NEED_NS.into(),
-                    key: key.clone(),
-                    value: encode(&n),
+                    ns: ns::FILES.into(),
+                    key: folder::file_key(&folder, &copy_path),
+                    value: encode(&copy),
                     origin,
                     timestamp: ts,
                 });
             }
-            self.work_due((folder.to_string(), path.to_string()), now);
-        } else {
-            ops.push(Op::Remove {
-                ns: NEED_NS.into(),
-                key,
+            ops.push(Op::Put {
+                ns: ns::FILES.into(),
+                key: key.clone(),
+                value: encode(&record),
                 origin,
                 timestamp: ts,
             });
-            self.remove_work(&(folder.to_string(), path.to_string()));
+            let superseded = need
+                .as_ref()
+                .is_some_and(|n| n.record != done.record || n.resolves != done.resolves);
+            let work = (folder, path);
+            if superseded {
+                // The work done is still true of the disk; the newer need
+                // stays — without the conflict copy, which is made: doing it
+                // again would copy the bytes just placed over the kept ones.
+                if let Some(mut n) = need.filter(|_| copied) {
+                    n.conflict_copy = None;
+                    ops.push(Op::Put {
+                        ns: NEED_NS.into(),
+                        key: key.clone(),
+                        value: encode(&n),
+                        origin,
+                        timestamp: ts,
+                    });
+                }
+                folders.push(work.0.clone());
+                self.work_due(work, now);
+            } else {
+                ops.push(Op::Remove {
+                    ns: NEED_NS.into(),
+                    key,
+                    origin,
+                    timestamp: ts,
+                });
+                self.remove_work(&work);
+                folders.push(work.0);
+            }
         }
         store.apply_batch(ops)?;
-        self.dirty.insert(folder.to_string());
+        self.dirty.extend(folders);
         Ok(self.due_work(store, now)?.0)
     }
 
