@@ -428,16 +428,20 @@ impl Indexer {
     }
 
     /// Reconcile the whole folder.
-    pub fn scan(
+    pub fn scan<'a>(
         &mut self,
-        store: &mut Store,
+        store: impl Into<StoreAccess<'a>>,
         progress: &ScanProgress,
     ) -> Result<ChangeReport, FolderError> {
-        self.reconcile(store, &[Scope::All], progress)
+        self.reconcile(store.into(), &[Scope::All], progress)
     }
 
     /// Reconcile the paths of a watcher batch.
-    pub fn apply(&mut self, store: &mut Store, batch: &Batch) -> Result<ChangeReport, FolderError> {
+    pub fn apply<'a>(
+        &mut self,
+        store: impl Into<StoreAccess<'a>>,
+        batch: &Batch,
+    ) -> Result<ChangeReport, FolderError> {
         let ignore_changed = batch.paths.iter().any(|p| p == IGNORE_FILE);
         if ignore_changed {
             self.reload_ignore();
@@ -445,24 +449,9 @@ impl Indexer {
         let scopes: Vec<Scope> = if batch.rescan_all || ignore_changed {
             vec![Scope::All]
         } else {
-            // A path inside another path of the batch is covered by it.
-            let mut sorted: Vec<&String> = batch.paths.iter().collect();
-            sorted.sort();
-            let mut scopes: Vec<Scope> = Vec::new();
-            let mut last: Option<&str> = None;
-            for p in sorted {
-                if let Some(l) = last
-                    && p.starts_with(l)
-                    && p.as_bytes().get(l.len()) == Some(&b'/')
-                {
-                    continue;
-                }
-                scopes.push(Scope::Tree(p.clone()));
-                last = Some(p);
-            }
-            scopes
+            tree_scopes(batch.paths.iter())
         };
-        self.reconcile(store, &scopes, &ScanProgress::default())
+        self.reconcile(store.into(), &scopes, &ScanProgress::default())
     }
 
     /// Reload `.softadastraignore`.
@@ -506,56 +495,155 @@ impl Indexer {
         }
     }
 
+    /// Reconcile `scopes`: read what the index knows of them, look at the
+    /// disk (stat, and hash what changed), record the differences. With a
+    /// shared store the lock is taken only to read and to record, never
+    /// while the disk is walked and files are hashed — sync keeps placing
+    /// files meanwhile. What it recorded meanwhile for a path looked at
+    /// (a download placed, a deletion carried out) makes that observation
+    /// stale: those paths are looked at again under the lock.
     fn reconcile(
         &mut self,
-        store: &mut Store,
+        mut store: StoreAccess<'_>,
         scopes: &[Scope],
         progress: &ScanProgress,
     ) -> Result<ChangeReport, FolderError> {
         let started = Instant::now();
         self.check_root()?;
-        // What the index knows about the scopes.
+        let (known, seen) = store.with(|st| self.known(st, scopes))?;
+        let obs = self.observe(scopes, &known, progress);
+        store.with(|st| self.settle(st, known, &seen, obs, progress, started))
+    }
+
+    /// The locked end of [`Indexer::reconcile`]: look again at the paths
+    /// whose entry changed since `seen` was read, then record.
+    fn settle(
+        &self,
+        store: &mut Store,
+        mut known: HashMap<String, FileRecord>,
+        seen: &HashMap<String, Seq>,
+        mut obs: Observation,
+        progress: &ScanProgress,
+        started: Instant,
+    ) -> Result<ChangeReport, FolderError> {
+        let moved = self.moved_since(store, seen, &known, &obs);
+        if !moved.is_empty() {
+            let again = tree_scopes(moved.iter());
+            let covered: HashSet<&str> = moved.iter().map(String::as_str).collect();
+            let (known_now, _) = self.known(store, &again)?;
+            let obs_now = self.observe(&again, &known_now, progress);
+            known.retain(|p, _| !is_covered(&covered, p));
+            known.extend(known_now);
+            obs.entries.retain(|o| !is_covered(&covered, &o.path));
+            obs.entries.extend(obs_now.entries);
+            obs.issues
+                .retain(|i| i.rel.as_deref().is_none_or(|p| !is_covered(&covered, p)));
+            obs.issues.extend(obs_now.issues);
+            obs.hashed_files += obs_now.hashed_files;
+            obs.hashed_bytes += obs_now.hashed_bytes;
+        }
+        self.record(store, &known, obs, started)
+    }
+
+    /// What the index knows about `scopes`, and the log sequence of each
+    /// entry read (see [`Indexer::moved_since`]).
+    #[allow(clippy::type_complexity)]
+    fn known(
+        &self,
+        store: &Store,
+        scopes: &[Scope],
+    ) -> Result<(HashMap<String, FileRecord>, HashMap<String, Seq>), FolderError> {
         let mut known: HashMap<String, FileRecord> = HashMap::new();
+        let mut seen: HashMap<String, Seq> = HashMap::new();
+        let strip = self.config.id.len() + 1;
+        let mut take =
+            |rel: String, key: &str, e: &crate::store::Entry| -> Result<(), FolderError> {
+                if let Some(v) = e.value.as_deref() {
+                    known.insert(rel.clone(), decode(key, v)?);
+                    seen.insert(rel, e.version);
+                }
+                Ok(())
+            };
         for scope in scopes {
             match scope {
                 Scope::All => {
-                    for r in records(store, &self.config.id) {
-                        let (rel, rec) = r?;
-                        known.insert(rel.to_string(), rec);
+                    let prefix = format!("{}/", self.config.id);
+                    for (k, e) in store.scan_prefix(ns::FILES, &prefix) {
+                        take(k[strip..].to_string(), k, e)?;
                     }
                 }
                 Scope::Tree(p) => {
                     let key = file_key(&self.config.id, p);
-                    if let Some(e) = store.entry(ns::FILES, &key)
-                        && let Some(v) = e.value.as_deref()
-                    {
-                        known.insert(p.clone(), decode(&key, v)?);
+                    if let Some(e) = store.entry(ns::FILES, &key) {
+                        take(p.clone(), &key, e)?;
                     }
                     let prefix = format!("{key}/");
-                    let strip = self.config.id.len() + 1;
                     for (k, e) in store.scan_prefix(ns::FILES, &prefix) {
-                        if let Some(v) = e.value.as_deref() {
-                            known.insert(k[strip..].to_string(), decode(k, v)?);
-                        }
+                        take(k[strip..].to_string(), k, e)?;
                     }
                 }
             }
         }
+        Ok((known, seen))
+    }
+
+    /// Walk and stat `scopes`, hashing only what differs from `known`.
+    fn observe(
+        &self,
+        scopes: &[Scope],
+        known: &HashMap<String, FileRecord>,
+        progress: &ScanProgress,
+    ) -> Observation {
         let stats: HashMap<&str, FileStat> = known
             .iter()
             .filter(|(_, r)| !r.deleted)
             .map(|(k, r)| (k.as_str(), r.stat()))
             .collect();
         let lookup = |rel: &str| stats.get(rel).copied();
-        let obs: Observation = scan::observe(
+        scan::observe(
             &self.config.path,
             scopes,
             &self.ignore,
             &lookup,
             self.chunker,
             progress,
-        );
+        )
+    }
 
+    /// Paths looked at (known or found) whose index entry changed since
+    /// `seen` was read.
+    fn moved_since(
+        &self,
+        store: &Store,
+        seen: &HashMap<String, Seq>,
+        known: &HashMap<String, FileRecord>,
+        obs: &Observation,
+    ) -> Vec<String> {
+        let mut moved: Vec<String> = known
+            .keys()
+            .chain(obs.entries.iter().map(|o| &o.path))
+            .filter(|p| {
+                let now = store
+                    .entry(ns::FILES, &file_key(&self.config.id, p))
+                    .filter(|e| e.value.is_some())
+                    .map(|e| e.version);
+                now != seen.get(p.as_str()).copied()
+            })
+            .cloned()
+            .collect();
+        moved.sort();
+        moved.dedup();
+        moved
+    }
+
+    /// Record what `obs` found against what the index knew (`known`).
+    fn record(
+        &self,
+        store: &mut Store,
+        known: &HashMap<String, FileRecord>,
+        obs: Observation,
+        started: Instant,
+    ) -> Result<ChangeReport, FolderError> {
         let mut report = ChangeReport {
             entries: obs.entries.len() as u64,
             hashed_files: obs.hashed_files,
@@ -587,7 +675,7 @@ impl Indexer {
         let mut deletions: Vec<(String, FileRecord)> = Vec::new();
         let mut forgets: Vec<String> = Vec::new();
         let mut deleted_hashes: HashSet<ContentHash> = HashSet::new();
-        for (rel, rec) in &known {
+        for (rel, rec) in known {
             if rec.deleted || seen.contains(rel.as_str()) || obs.is_unsure(rel) {
                 continue;
             }
@@ -683,10 +771,144 @@ impl Indexer {
     }
 }
 
+/// Tree scopes for `paths`; a path inside another one is covered by it.
+fn tree_scopes<'a>(paths: impl Iterator<Item = &'a String>) -> Vec<Scope> {
+    let mut sorted: Vec<&String> = paths.collect();
+    sorted.sort();
+    let mut scopes: Vec<Scope> = Vec::new();
+    let mut last: Option<&str> = None;
+    for p in sorted {
+        if let Some(l) = last
+            && p.starts_with(l)
+            && p.as_bytes().get(l.len()) == Some(&b'/')
+        {
+            continue;
+        }
+        scopes.push(Scope::Tree(p.clone()));
+        last = Some(p);
+    }
+    scopes
+}
+
+/// Whether `rel` is one of `trees` or inside one.
+fn is_covered(trees: &HashSet<&str>, rel: &str) -> bool {
+    trees.contains(rel)
+        || rel
+            .match_indices('/')
+            .any(|(i, _)| trees.contains(&rel[..i]))
+}
+
+/// How an [`Indexer`] reaches the store: to itself for the whole
+/// reconcile (a command holding the store), or shared with a running node
+/// — its lock is then taken only to read and to record, so sync is not
+/// held up while the disk is walked and files are hashed.
+pub enum StoreAccess<'a> {
+    /// The caller's own store.
+    Own(&'a mut Store),
+    /// A running node's store.
+    Shared(&'a std::sync::Mutex<Store>),
+}
+
+impl StoreAccess<'_> {
+    fn with<R>(&mut self, work: impl FnOnce(&mut Store) -> R) -> R {
+        match self {
+            StoreAccess::Own(store) => work(store),
+            StoreAccess::Shared(store) => work(&mut crate::core::lock(store)),
+        }
+    }
+}
+
+impl<'a> From<&'a mut Store> for StoreAccess<'a> {
+    fn from(store: &'a mut Store) -> Self {
+        StoreAccess::Own(store)
+    }
+}
+
+impl<'a> From<&'a std::sync::Mutex<Store>> for StoreAccess<'a> {
+    fn from(store: &'a std::sync::Mutex<Store>) -> Self {
+        StoreAccess::Shared(store)
+    }
+}
+
 enum Change {
     None,
     /// mtime or inode moved, content did not: update locally, no new version.
     LocalOnly(FileRecord),
     /// Something peers must learn about: new version.
     Substance(FileRecord),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::core::ManualClock;
+    use crate::store::StoreConfig;
+    use crate::wal::MemStorage;
+
+    const ME: NodeId = NodeId([1; 32]);
+    const PEER: NodeId = NodeId([2; 32]);
+
+    /// Sync records files while a shared-store reconcile walks the disk
+    /// without the lock: a file placed (and recorded) after the index was
+    /// read but before the disk was looked at is not taken for a local
+    /// addition, and a file sync removed meanwhile is not taken for a
+    /// local deletion — both keep the peer's version.
+    #[test]
+    fn what_sync_recorded_while_the_disk_was_read_is_looked_at_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::write(root.join("gone.txt"), b"old").unwrap();
+        std::fs::write(root.join("mine.txt"), b"mine").unwrap();
+        let (mut store, _) = Store::open(
+            StoreConfig::new("/idx"),
+            Arc::new(MemStorage::new()),
+            Arc::new(ManualClock::new()),
+        )
+        .unwrap();
+        let config = add(&mut store, "f", &root).unwrap();
+        let mut ix = Indexer::new(config, ME);
+        ix.scan(&mut store, &ScanProgress::default()).unwrap();
+
+        let (known, seen) = ix.known(&store, &[Scope::All]).unwrap();
+        // Meanwhile sync places `new.txt` and carries out the peer's
+        // deletion of `gone.txt`, recording both as the peer's versions.
+        std::fs::write(root.join("new.txt"), b"from the peer").unwrap();
+        let mut placed = record(&store, "f", "mine.txt").unwrap();
+        placed.size = 13;
+        placed.hash = Some(ContentHash::of(b"from the peer"));
+        placed.chunks.clear();
+        placed.version = VersionVector::default();
+        placed.version.bump(PEER);
+        placed.modified_by = PEER;
+        ix.record_local_write(&mut store, "new.txt", placed.clone())
+            .unwrap();
+        let mut deleted = record(&store, "f", "gone.txt").unwrap();
+        deleted.deleted = true;
+        deleted.version.bump(PEER);
+        deleted.modified_by = PEER;
+        std::fs::remove_file(root.join("gone.txt")).unwrap();
+        let op = ix.put_op("gone.txt", &deleted, &store);
+        store.apply(op).unwrap();
+        // And the user edits `mine.txt`, which the walk must still record.
+        std::fs::write(root.join("mine.txt"), b"mine, edited").unwrap();
+
+        let progress = ScanProgress::default();
+        let obs = ix.observe(&[Scope::All], &known, &progress);
+        let report = ix
+            .settle(&mut store, known, &seen, obs, &progress, Instant::now())
+            .unwrap();
+        assert_eq!((report.added, report.deleted, report.modified), (0, 0, 1));
+        assert_eq!(
+            record(&store, "f", "new.txt").unwrap().version,
+            placed.version
+        );
+        assert_eq!(
+            record(&store, "f", "gone.txt").unwrap().version,
+            deleted.version
+        );
+        let mine = record(&store, "f", "mine.txt").unwrap();
+        assert_eq!(mine.hash, Some(ContentHash::of(b"mine, edited")));
+    }
 }

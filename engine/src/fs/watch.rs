@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use notify::{RecursiveMode, Watcher as _};
 
 use super::FsError;
-use super::ignore::IgnoreRules;
+use super::ignore::{IgnoreRules, TEMP_PREFIX};
 use super::path;
 
 /// Timing of the watcher.
@@ -110,6 +110,10 @@ impl Coalescer {
     /// When [`Coalescer::poll_batch`] may next have something to release:
     /// when every pending path will be quiet, or when the first one becomes
     /// quiet and overdue, whichever comes first.
+    ///
+    /// Handling an event never makes this earlier: a path named at `now`
+    /// is quiet at `now + settle` and overdue at `now + max_delay`, no
+    /// earlier than any path already waiting (named at `now` or before).
     pub fn poll_timeout(&self) -> Option<Instant> {
         let (settle, max_delay) = (self.config.settle, self.config.max_delay);
         let pending = || self.pending.values().chain(self.rescan.iter());
@@ -165,6 +169,8 @@ pub struct Watcher {
     root: PathBuf,
     ignore: IgnoreRules,
     coalescer: Coalescer,
+    /// When the coalescer may next release something (`None`: idle).
+    due: Option<Instant>,
     errors: Vec<FsError>,
 }
 
@@ -172,6 +178,20 @@ impl std::fmt::Debug for Watcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Watcher").field("root", &self.root).finish()
     }
+}
+
+/// Reads (our own hashing among them) are not changes; reacting to them
+/// would loop forever. A close after writing is kept.
+fn is_read(event: &notify::Event) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    matches!(event.kind, EventKind::Access(a) if a != AccessKind::Close(AccessMode::Write))
+}
+
+/// One of the agent's temporary files (ignored in every folder).
+fn is_temp(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(TEMP_PREFIX))
 }
 
 fn watch_error(root: &Path, err: notify::Error) -> FsError {
@@ -203,7 +223,16 @@ impl Watcher {
     /// Start watching `root` recursively. Ignored paths are filtered out.
     pub fn new(root: &Path, ignore: IgnoreRules, config: WatchConfig) -> Result<Watcher, FsError> {
         let (tx, rx) = mpsc::channel();
-        let mut inner = notify::recommended_watcher(move |res| {
+        let mut inner = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            // Dropped on notify's thread, before they cost a hand-over:
+            // reads, and events naming only our own temporary files (most
+            // of them while files are being received).
+            if let Ok(event) = &res
+                && (is_read(event) || event.paths.iter().all(|p| is_temp(p)))
+                && !event.need_rescan()
+            {
+                return;
+            }
             let _ = tx.send(res);
         })
         .map_err(|e| watch_error(root, e))?;
@@ -216,6 +245,7 @@ impl Watcher {
             root: root.to_path_buf(),
             ignore,
             coalescer: Coalescer::new(config),
+            due: None,
             errors: Vec::new(),
         })
     }
@@ -228,17 +258,13 @@ impl Watcher {
     fn handle(&mut self, res: notify::Result<notify::Event>, now: Instant) {
         match res {
             Ok(event) => {
-                // Reads (our own hashing among them) are not changes; reacting
-                // to them would loop forever. A close after writing is kept.
-                use notify::event::{AccessKind, AccessMode, EventKind};
-                if matches!(event.kind, EventKind::Access(a) if a != AccessKind::Close(AccessMode::Write))
-                {
-                    return;
-                }
                 if event.need_rescan() {
                     self.coalescer.handle_rescan(now);
                 }
-                for p in &event.paths {
+                if is_read(&event) {
+                    return;
+                }
+                for p in event.paths.iter().filter(|p| !is_temp(p)) {
                     match path::relative(&self.root, p) {
                         Ok(rel) => {
                             if !self.ignore.is_ignored_with(&rel, || p.is_dir()) {
@@ -265,20 +291,28 @@ impl Watcher {
     }
 
     /// Wait up to `timeout` for a settled batch.
+    ///
+    /// The coalescer is looked at only when its earliest possible release
+    /// comes, not after every event: an event can only postpone a release
+    /// (see [`Coalescer::poll_timeout`]), so a deadline computed earlier is
+    /// never late — at worst early, and then it is computed again. A burst
+    /// of events costs one map update each, not a walk over every path
+    /// still pending.
     pub fn next_batch(&mut self, timeout: Duration) -> Option<Batch> {
         let give_up = Instant::now() + timeout;
         loop {
             let now = Instant::now();
-            if let Some(batch) = self.coalescer.poll_batch(now) {
-                return Some(batch);
+            if self.due.is_some_and(|due| now >= due) {
+                let batch = self.coalescer.poll_batch(now);
+                self.due = self.coalescer.poll_timeout();
+                if batch.is_some() {
+                    return batch;
+                }
             }
-            let wake = self
-                .coalescer
-                .poll_timeout()
-                .map_or(give_up, |t| t.min(give_up));
             if now >= give_up {
                 return None;
             }
+            let wake = self.due.map_or(give_up, |due| due.min(give_up));
             match self.rx.recv_timeout(wake.saturating_duration_since(now)) {
                 Ok(res) => {
                     let now = Instant::now();
@@ -286,10 +320,14 @@ impl Watcher {
                     while let Ok(more) = self.rx.try_recv() {
                         self.handle(more, now);
                     }
+                    if self.due.is_none() {
+                        self.due = self.coalescer.poll_timeout();
+                    }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     self.coalescer.handle_rescan(Instant::now());
+                    self.due = None;
                     return self
                         .coalescer
                         .poll_batch(Instant::now() + Duration::from_secs(3600));
@@ -360,5 +398,36 @@ mod tests {
         let b = c.poll_batch(t0 + Duration::from_millis(20)).unwrap();
         assert!(b.rescan_all);
         assert!(b.paths.is_empty());
+    }
+
+    proptest::proptest! {
+        /// What `Watcher::next_batch` relies on: between releases, events
+        /// (any paths, any order, rescans among them) only ever postpone
+        /// the next possible release.
+        #[test]
+        fn events_never_bring_the_next_release_forward(
+            settle in 1u64..300,
+            max_delay in 1u64..300,
+            events in proptest::collection::vec((0u8..6, 0u64..50), 1..60),
+        ) {
+            let t0 = Instant::now();
+            let mut c = Coalescer::new(WatchConfig {
+                settle: Duration::from_millis(settle),
+                max_delay: Duration::from_millis(max_delay),
+            });
+            let (mut now, mut due) = (t0, None);
+            for (path, gap) in events {
+                now += Duration::from_millis(gap);
+                if path == 5 {
+                    c.handle_rescan(now);
+                } else {
+                    c.handle_path(format!("p{path}"), now);
+                }
+                let next = c.poll_timeout();
+                proptest::prop_assert!(next.is_some());
+                proptest::prop_assert!(due.is_none_or(|d| next >= Some(d)));
+                due = next;
+            }
+        }
     }
 }

@@ -443,7 +443,7 @@ fn watch_folder(
             while !stopped() {
                 if rescan.swap(false, Ordering::SeqCst) {
                     lock(&s.scanning).insert(id.clone());
-                    let scanned = indexer.scan(&mut lock(&s.store), &Default::default());
+                    let scanned = indexer.scan(&*s.store, &Default::default());
                     lock(&s.scanning).remove(&id);
                     match scanned {
                         Ok(r) => {
@@ -459,7 +459,7 @@ fn watch_folder(
                 for e in watcher.take_errors() {
                     warn!(folder = %id, error = %e, "watch error");
                 }
-                let report = indexer.apply(&mut lock(&s.store), &batch);
+                let report = indexer.apply(&*s.store, &batch);
                 if batch
                     .paths
                     .iter()
