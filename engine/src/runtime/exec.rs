@@ -545,6 +545,34 @@ fn parents_are_real(root: &Path, abs: &Path) -> bool {
     false
 }
 
+/// Where a file being received goes.
+#[derive(Clone)]
+struct Dest {
+    /// The folder's root.
+    root: PathBuf,
+    /// The file's final path.
+    abs: PathBuf,
+    /// The temporary file it is assembled in, beside `abs`.
+    tmp: PathBuf,
+}
+
+impl Dest {
+    /// Make the directory the file goes in, refusing one reached through
+    /// a symlink (writing through it could land outside the folder).
+    /// Blocking.
+    fn prepare(&self, folder: &str, path: &str) -> Result<(), String> {
+        if !parents_are_real(&self.root, &self.abs) {
+            warn!(%folder, %path, "refused: a parent directory is a symlink");
+            return Err("a parent directory is a symlink".to_string());
+        }
+        if let Some(parent) = self.abs.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("create {}: {e}", parent.display()))?;
+        }
+        Ok(())
+    }
+}
+
 fn temp_path(abs: &Path) -> PathBuf {
     let name = abs
         .file_name()
@@ -671,9 +699,14 @@ pub async fn run(s: Arc<Shared>, work: Action) {
     }
 }
 
+/// A folder's root if it is cached (no store lock taken).
+fn cached_root(s: &Shared, folder_id: &str) -> Option<PathBuf> {
+    lock(&s.roots).get(folder_id).cloned()
+}
+
 fn root_of(s: &Shared, folder_id: &str) -> Result<PathBuf, String> {
-    if let Some(root) = lock(&s.roots).get(folder_id) {
-        return Ok(root.clone());
+    if let Some(root) = cached_root(s, folder_id) {
+        return Ok(root);
     }
     let root = folder::get(&lock(&s.store), folder_id)
         .map(|f| f.path)
@@ -721,33 +754,40 @@ async fn place(
         }
         EntryKind::File => {}
     }
-    // On a blocking thread: the store's lock may be held through a commit
-    // batch's flush, file system calls wait while the file system commits
-    // its journal — and the async workers carry every connection.
-    let (s2, folder2, path2) = (s.clone(), folder_id.to_string(), path.to_string());
-    let abs = tokio::task::spawn_blocking(move || {
-        let root = root_of(&s2, &folder2)?;
-        let abs = crate::fs::path::absolute(&root, &path2).map_err(|e| e.to_string())?;
-        if !parents_are_real(&root, &abs) {
-            warn!(folder = %folder2, path = %path2, "refused: a parent directory is a symlink");
-            return Err("a parent directory is a symlink".to_string());
+    let cached = cached_root(s, folder_id);
+    let root = match cached {
+        Some(root) => root,
+        // On a blocking thread: the store's lock may be held through a
+        // commit batch's flush — and the async workers carry every
+        // connection.
+        None => {
+            let (s2, folder2) = (s.clone(), folder_id.to_string());
+            tokio::task::spawn_blocking(move || root_of(&s2, &folder2))
+                .await
+                .map_err(|e| e.to_string())??
         }
-        if let Some(parent) = abs.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| format!("create {}: {e}", parent.display()))?;
-        }
-        Ok(abs)
-    })
-    .await
-    .map_err(|e| e.to_string())??;
-    let tmp = temp_path(&abs);
+    };
+    let abs = crate::fs::path::absolute(&root, path).map_err(|e| e.to_string())?;
+    let dest = Dest {
+        tmp: temp_path(&abs),
+        root,
+        abs,
+    };
+    if record.size > SMALL_FILE {
+        // A small file's destination is prepared where it is written.
+        let (d, folder2, path2) = (dest.clone(), folder_id.to_string(), path.to_string());
+        tokio::task::spawn_blocking(move || d.prepare(&folder2, &path2))
+            .await
+            .map_err(|e| e.to_string())??;
+    }
+    let tmp = dest.tmp.clone();
     let assembled = {
         let _permit = if record.size <= SMALL_FILE {
             s.small_transfers.acquire().await
         } else {
             s.transfers.acquire().await
         };
-        assemble(s, &need, &tmp).await
+        assemble(s, &need, &dest, folder_id, path).await
     };
     if let Err(e) = assembled {
         let _ = std::fs::remove_file(&tmp);
@@ -873,7 +913,14 @@ async fn run_job(
 /// Write the file's bytes into `tmp`: local chunks copied, missing ones
 /// fetched (several runs at once, from every source), then the whole file
 /// checked and synced.
-async fn assemble(s: &Arc<Shared>, need: &Need, tmp: &Path) -> Result<(), String> {
+async fn assemble(
+    s: &Arc<Shared>,
+    need: &Need,
+    dest: &Dest,
+    folder: &str,
+    path: &str,
+) -> Result<(), String> {
+    let tmp = dest.tmp.as_path();
     let record = Arc::new(need.record.clone());
     // Peers' records are checked when they arrive; a need stored by an
     // older build is checked here.
@@ -894,7 +941,7 @@ async fn assemble(s: &Arc<Shared>, need: &Need, tmp: &Path) -> Result<(), String
         v
     });
     if record.size <= SMALL_FILE {
-        return assemble_small(s, record, sources, tmp).await;
+        return assemble_small(s, record, sources, dest, folder, path).await;
     }
     // Jobs run several at a time and finish in any order; chunks are
     // written and hashed in order — they tile the file, so they follow one
@@ -1033,7 +1080,9 @@ async fn assemble_small(
     s: &Arc<Shared>,
     record: Arc<FileRecord>,
     sources: Arc<Vec<NodeId>>,
-    tmp: &Path,
+    dest: &Dest,
+    folder: &str,
+    path: &str,
 ) -> Result<(), String> {
     let mut parts: Vec<Option<Data>> = vec![None; record.chunks.len()];
     for (k, job) in plan(s, &record).into_iter().enumerate() {
@@ -1043,10 +1092,12 @@ async fn assemble_small(
             parts[i] = Some(data);
         }
     }
-    let tmp = tmp.to_path_buf();
+    let (dest, folder, path) = (dest.clone(), folder.to_string(), path.to_string());
     tokio::task::spawn_blocking(move || {
+        dest.prepare(&folder, &path)?;
+        let tmp = &dest.tmp;
         let mut f =
-            std::fs::File::create(&tmp).map_err(|e| format!("create {}: {e}", tmp.display()))?;
+            std::fs::File::create(tmp).map_err(|e| format!("create {}: {e}", tmp.display()))?;
         let mut hasher = blake3::Hasher::new();
         for piece in parts.iter().flatten().flatten() {
             f.write_all(piece).map_err(|e| e.to_string())?;
@@ -1494,8 +1545,11 @@ fn place_one(
     if !SyncEngine::is_current(store, folder_id, path, need, expect) {
         return Err("overtaken by newer information".into());
     }
-    if !disk_matches(abs, expect) {
-        return Err("the file changed on disk since it was indexed; the scan decides first".into());
+    // A new file needs nothing at its path: the rename checks that itself,
+    // atomically, where the file system can (`rename_new`).
+    let new_file = tmp.is_some() && expect.is_none_or(|e| e.deleted);
+    if !new_file && !disk_matches(abs, expect) {
+        return Err(CHANGED_ON_DISK.into());
     }
     let mut copy = None;
     let target = match (&need.conflict_copy, expect.filter(|e| !e.deleted)) {
@@ -1546,9 +1600,17 @@ fn place_one(
     }
     match tmp {
         Some(t) => {
-            if let Err(e) = std::fs::rename(t, abs) {
+            let moved = if new_file {
+                rename_new(t, abs)
+            } else {
+                std::fs::rename(t, abs)
+            };
+            if let Err(e) = moved {
                 if let Some(back) = &trashed {
                     let _ = std::fs::rename(back, abs);
+                }
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    return Err(CHANGED_ON_DISK.into());
                 }
                 return Err(format!("move into place: {e}"));
             }
@@ -1572,6 +1634,48 @@ fn place_one(
         record,
         conflict_copy: copy,
     })
+}
+
+const CHANGED_ON_DISK: &str =
+    "the file changed on disk since it was indexed; the scan decides first";
+
+/// Rename `from` to `to`, which must not exist (`AlreadyExists` if it
+/// does): a file created there meanwhile is never replaced. One atomic
+/// call on Linux file systems that support it; a check, then the rename,
+/// elsewhere.
+fn rename_new(from: &Path, to: &Path) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c = |p: &Path| {
+            std::ffi::CString::new(p.as_os_str().as_bytes())
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+        };
+        let (f, t) = (c(from)?, c(to)?);
+        // SAFETY: both paths are NUL-terminated strings that live across
+        // the call; renameat2 only reads them.
+        let r = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                f.as_ptr(),
+                libc::AT_FDCWD,
+                t.as_ptr(),
+                libc::RENAME_NOREPLACE,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        // Not supported by this file system (or kernel): as elsewhere.
+        if !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) {
+            return Err(e);
+        }
+    }
+    if std::fs::symlink_metadata(to).is_ok() {
+        return Err(std::io::ErrorKind::AlreadyExists.into());
+    }
+    std::fs::rename(from, to)
 }
 
 /// Move a deleted file into the folder's trash (an empty directory is
@@ -1609,6 +1713,22 @@ fn remove_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_file_never_replaces_one_created_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tmp, dest) = (dir.path().join("tmp"), dir.path().join("dest"));
+        std::fs::write(&tmp, b"received").unwrap();
+        std::fs::write(&dest, b"the user's").unwrap();
+        let e = rename_new(&tmp, &dest).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&dest).unwrap(), b"the user's");
+        assert_eq!(std::fs::read(&tmp).unwrap(), b"received");
+        std::fs::remove_file(&dest).unwrap();
+        rename_new(&tmp, &dest).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"received");
+        assert!(!tmp.exists());
+    }
 
     #[test]
     fn old_trash_batches_go_and_recent_ones_stay() {
