@@ -515,6 +515,93 @@ async fn send_gathered(s: Arc<Shared>, peer: NodeId) {
     }
 }
 
+/// Files the agent just placed, each in the [`Placed`] state it was in right
+/// after: the watcher's event for such a file is recognised with one stat
+/// — nothing touched the file since — instead of being reconciled against
+/// the index under the store's lock (which the committer needs). Anything
+/// that changed the file since (an edit, a replacement, a chmod) changes
+/// its stamp, and the event is reconciled as any other. An entry goes
+/// when its event is seen; past a cap all go (events the watcher never
+/// delivered must not pile up) and the watcher merely reconciles them.
+#[derive(Debug, Default)]
+pub struct Echoes {
+    placed: std::sync::Mutex<HashMap<String, HashMap<String, Placed>>>,
+}
+
+impl Echoes {
+    const CAP: usize = 100_000;
+
+    fn placed(&self, files: &[(&String, &String, Placed)]) {
+        if files.is_empty() {
+            return;
+        }
+        let mut placed = lock(&self.placed);
+        if placed.values().map(HashMap::len).sum::<usize>() + files.len() > Self::CAP {
+            placed.clear();
+        }
+        for (folder, path, stamp) in files {
+            placed
+                .entry(folder.to_string())
+                .or_default()
+                .insert(path.to_string(), *stamp);
+        }
+    }
+
+    /// Take out of `batch` (folder `folder` at `root`) the paths that are
+    /// exactly as the agent placed them.
+    pub fn drop_from(&self, folder: &str, root: &Path, batch: &mut crate::fs::watch::Batch) {
+        let wanted: Vec<Option<Placed>> = {
+            let mut placed = lock(&self.placed);
+            let Some(files) = placed.get_mut(folder) else {
+                return;
+            };
+            batch.paths.iter().map(|p| files.remove(p)).collect()
+        };
+        let mut wanted = wanted.into_iter();
+        batch.paths.retain(|rel| {
+            let Some(want) = wanted.next().flatten() else {
+                return true;
+            };
+            let now = crate::fs::path::absolute(root, rel)
+                .ok()
+                .and_then(|abs| std::fs::symlink_metadata(abs).ok())
+                .and_then(|m| Placed::of(&m));
+            now != Some(want)
+        });
+    }
+}
+
+/// What identifies one state of a file (finer than [`Stamp`]): a write, a truncation, a
+/// replacement, a chmod or a touch all change it (the change time moves
+/// with any of them). Unix only: elsewhere nothing is recognised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placed {
+    inode: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Placed {
+    fn of(m: &std::fs::Metadata) -> Option<Placed> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            Some(Placed {
+                inode: m.ino(),
+                size: m.size(),
+                mtime: (m.mtime(), m.mtime_nsec()),
+                ctime: (m.ctime(), m.ctime_nsec()),
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = m;
+            None
+        }
+    }
+}
+
 /// Whether the disk at `abs` is what the index entry `expect` says.
 fn disk_matches(abs: &Path, expect: Option<&FileRecord>) -> bool {
     let meta = std::fs::symlink_metadata(abs).ok();
@@ -1361,6 +1448,7 @@ fn record_batch(s: &Arc<Shared>, batch: Flushed) {
     let mut store = lock(&s.store);
     let held = store.hold(|store| {
         let mut done = Vec::new();
+        let mut placed = Vec::new();
         let mut results: Vec<Result<Vec<Action>, String>> = items
             .iter()
             .map(|(c, _, root, abs)| {
@@ -1368,10 +1456,13 @@ fn record_batch(s: &Arc<Shared>, batch: Flushed) {
                     warn!(folder = %c.folder, path = %c.path, "refused: a parent directory is a symlink");
                     return Err("a parent directory is a symlink".to_string());
                 }
-                let one = match &c.step {
+                let (one, stamp) = match &c.step {
                     Step::Place { tmp, .. } => place_one(s, store, c, root, abs, tmp.as_deref()),
-                    Step::Remove => remove_one(s, store, c, root, abs),
+                    Step::Remove => remove_one(s, store, c, root, abs).map(|d| (d, None)),
                 }?;
+                if let Some(stamp) = stamp {
+                    placed.push((&c.folder, &c.path, stamp));
+                }
                 done.push(one);
                 Ok(Vec::new())
             })
@@ -1385,13 +1476,14 @@ fn record_batch(s: &Arc<Shared>, batch: Flushed) {
                 }
             }
             Err(e) => {
+                placed.clear();
                 for r in results.iter_mut().filter(|r| r.is_ok()) {
                     *r = Err(e.to_string());
                 }
             }
         }
         if only_new_files {
-            return (results, Ok(()));
+            return (results, placed, Ok(()));
         }
         let dirs: Vec<&Path> = items
             .iter()
@@ -1399,12 +1491,16 @@ fn record_batch(s: &Arc<Shared>, batch: Flushed) {
             .filter(|(_, r)| r.is_ok())
             .filter_map(|((.., abs), _)| abs.parent())
             .collect();
-        (results, make_durable(&roots, &dirs, 0))
+        let durable = make_durable(&roots, &dirs, 0);
+        (results, placed, durable)
     });
     drop(store);
+    if let Ok((_, placed, _)) = &held {
+        s.echoes.placed(placed);
+    }
     let results = match held {
-        Ok((results, Ok(()))) => results,
-        Ok((results, Err(e))) => {
+        Ok((results, _, Ok(()))) => results,
+        Ok((results, _, Err(e))) => {
             // The renames may not survive a power cut; the log was synced
             // anyway (the store cannot take records back), so the results
             // stand — and the work they hand out next must go out. Say so
@@ -1540,7 +1636,7 @@ fn place_one(
     root: &Path,
     abs: &Path,
     tmp: Option<&Path>,
-) -> Result<Completed, String> {
+) -> Result<(Completed, Option<Placed>), String> {
     let (folder_id, path, need, expect) = (&c.folder, &c.path, &c.need, c.expect.as_ref());
     if !SyncEngine::is_current(store, folder_id, path, need, expect) {
         return Err("overtaken by newer information".into());
@@ -1622,18 +1718,21 @@ fn place_one(
         }
     }
     let mut record = need.record.clone();
+    let mut placed = None;
     if let Ok(m) = std::fs::symlink_metadata(abs) {
         let st = FileStat::from_metadata(&m);
         record.inode = st.inode;
+        placed = tmp.and(Placed::of(&m));
     }
     lock(&s.chunks).insert(abs, &record);
-    Ok(Completed {
+    let done = Completed {
         folder: folder_id.clone(),
         path: path.clone(),
         done: need.clone(),
         record,
         conflict_copy: copy,
-    })
+    };
+    Ok((done, placed))
 }
 
 const CHANGED_ON_DISK: &str =
@@ -1713,6 +1812,40 @@ fn remove_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The watcher's event for a file the agent placed is dropped while
+    /// the file is as placed — once; an edit since makes it count.
+    #[test]
+    fn echoes_of_placed_files_are_recognised_and_edits_are_not() {
+        use crate::fs::watch::Batch;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for name in ["a.txt", "b.txt", "c.txt"] {
+            std::fs::write(root.join(name), b"placed").unwrap();
+        }
+        let stamp = |name: &str| Placed::of(&std::fs::metadata(root.join(name)).unwrap()).unwrap();
+        let (f, a, b) = ("docs".to_string(), "a.txt".to_string(), "b.txt".to_string());
+        let echoes = Echoes::default();
+        echoes.placed(&[(&f, &a, stamp("a.txt")), (&f, &b, stamp("b.txt"))]);
+        // b.txt is edited after it was placed.
+        std::fs::write(root.join("b.txt"), b"placed, then edited").unwrap();
+        let batch = || Batch {
+            paths: vec!["a.txt".into(), "b.txt".into(), "c.txt".into()],
+            rescan_all: false,
+        };
+        let mut first = batch();
+        echoes.drop_from("docs", root, &mut first);
+        assert_eq!(first.paths, ["b.txt", "c.txt"]);
+        // Recognised once: a later event for a.txt is reconciled.
+        let mut second = batch();
+        echoes.drop_from("docs", root, &mut second);
+        assert_eq!(second.paths, ["a.txt", "b.txt", "c.txt"]);
+        // Another folder's paths are not confused with these.
+        echoes.placed(&[(&f, &a, stamp("a.txt"))]);
+        let mut other = batch();
+        echoes.drop_from("photos", root, &mut other);
+        assert_eq!(other.paths.len(), 3);
+    }
 
     #[test]
     fn a_new_file_never_replaces_one_created_meanwhile() {

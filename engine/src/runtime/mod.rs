@@ -71,6 +71,10 @@ pub struct Shared {
     pub scanning: Mutex<std::collections::HashSet<String>>,
     /// Folders that cannot be watched, and why.
     pub folder_errors: Mutex<HashMap<String, String>>,
+    /// Files the agent just placed, as they were right after (see
+    /// [`exec::Echoes`]): the watcher's event for each is recognised
+    /// without reconciling it against the index.
+    pub echoes: exec::Echoes,
 }
 
 enum Local {
@@ -164,6 +168,7 @@ impl SyncRuntime {
             files_done: Default::default(),
             scanning: Mutex::default(),
             folder_errors: Mutex::default(),
+            echoes: Default::default(),
         });
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let watchers = start_watchers(&shared, &stop);
@@ -453,9 +458,13 @@ fn watch_folder(
                     }
                     let _ = s.local.send(Local::Changed(id.clone()));
                 }
-                let Some(batch) = watcher.next_batch(Duration::from_millis(200)) else {
+                let Some(mut batch) = watcher.next_batch(Duration::from_millis(200)) else {
                     continue;
                 };
+                s.echoes.drop_from(&id, &config.path, &mut batch);
+                if batch.paths.is_empty() && !batch.rescan_all {
+                    continue;
+                }
                 for e in watcher.take_errors() {
                     warn!(folder = %id, error = %e, "watch error");
                 }
