@@ -294,8 +294,15 @@ pub async fn serve_chunks(s: Arc<Shared>, peer: NodeId, mut stream: BulkStream) 
             return;
         }
     };
+    // The reader below holds a blocking thread until the peer has read
+    // everything: a bounded number of them at once (`SERVING`).
+    let Ok(_serving) = s.serving.acquire().await else {
+        return;
+    };
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Vec<u8>>>(4);
+    let s2 = s.clone();
     let reader = tokio::task::spawn_blocking(move || {
+        let s = s2;
         let mut open = OpenFile::default();
         for (hash, len) in request.chunks {
             let places = locate_chunk(&s, &hash, true, false);

@@ -52,6 +52,8 @@ pub struct Shared {
     /// little memory and their chunks travel together (see
     /// [`exec::SmallFetches`]).
     pub small_transfers: tokio::sync::Semaphore,
+    /// Limits chunk requests being served at once ([`SERVING`]).
+    pub serving: tokio::sync::Semaphore,
     /// Shared folders' roots, as looked up in the store: file work needs
     /// its folder's root, and the store's lock may be held through a
     /// commit batch's flush. Forgotten when a folder is added or dropped.
@@ -88,13 +90,20 @@ pub use crate::core::lock;
 /// (`max_blocking_threads`). Blocking work is file I/O, which a few
 /// threads keep the disk busy with; hundreds (tokio's default bound is
 /// 512, and a burst of small files reaches it) cost a stack and a malloc
-/// arena each. It must stay well above the large files assembled at once
-/// (`transfers`): each holds a writer thread that waits for chunks, some
-/// of which are read locally by other blocking work.
+/// arena each. Two kinds of blocking work wait on something else while
+/// they hold a thread: a large file's writer (for chunks, some of them
+/// read locally by other blocking work) and a chunk request being served
+/// (for the peer to read). Both are bounded ([`LARGE_TRANSFERS`],
+/// [`SERVING`]) well below this, so the rest — work that never waits on
+/// a peer — always finds a thread, however many peers fetch at once.
 pub const BLOCKING_THREADS: usize = 64;
 
 /// Large files assembled at once (see [`BLOCKING_THREADS`]).
 const LARGE_TRANSFERS: usize = 16;
+
+/// Chunk requests served at once, over all peers (see
+/// [`BLOCKING_THREADS`]); more wait, holding no thread.
+const SERVING: usize = 16;
 
 /// One folder's watcher thread and its switches.
 struct FolderWatch {
@@ -160,6 +169,7 @@ impl SyncRuntime {
             commits,
             transfers: tokio::sync::Semaphore::new(LARGE_TRANSFERS),
             small_transfers: tokio::sync::Semaphore::new(256),
+            serving: tokio::sync::Semaphore::new(SERVING),
             small_fetches: Default::default(),
             roots: Mutex::default(),
             chunk_slots: tokio::sync::Semaphore::new(24),
