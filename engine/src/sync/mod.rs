@@ -577,19 +577,29 @@ impl SyncEngine {
     /// One page of `folder`'s records changed after `since`.
     fn page(&self, store: &Store, folder: &str, since: u64) -> SyncMessage {
         let prefix = format!("{folder}/");
-        let mut changed: Vec<(u64, String, FileRecord)> = store
+        // Only the page's own records are decoded: a large index sent page
+        // by page would otherwise be decoded once per page.
+        let mut later: Vec<(u64, &str, &[u8])> = store
             .scan_prefix(ns::FILES, &prefix)
             .filter(|(_, e)| e.version.0 > since)
-            .filter_map(|(k, e)| {
-                let rec = postcard::from_bytes::<FileRecord>(e.value.as_deref()?).ok()?;
-                Some((e.version.0, k[prefix.len()..].to_string(), rec))
-            })
+            .filter_map(|(k, e)| Some((e.version.0, &k[prefix.len()..], e.value.as_deref()?)))
             .collect();
-        changed.sort_by_key(|(seq, _, _)| *seq);
+        later.sort_unstable_by_key(|(seq, ..)| *seq);
+        let mut later = later.into_iter();
+        let mut changed: Vec<(u64, String, FileRecord)> = Vec::new();
+        for (seq, path, value) in later.by_ref() {
+            if let Ok(rec) = postcard::from_bytes::<FileRecord>(value) {
+                changed.push((seq, path.to_string(), rec));
+                if changed.len() == self.config.page_records {
+                    break;
+                }
+            }
+        }
+        let unread = later.len() > 0;
         // App values travel inline: a page also ends at a byte budget
         // (always holding at least one record).
         let mut values = Vec::new();
-        let mut take = changed.len().min(self.config.page_records);
+        let mut take = changed.len();
         if folder == APP_SPACE {
             let mut bytes = 0;
             for (i, (_, path, rec)) in changed.iter().take(take).enumerate() {
@@ -605,7 +615,7 @@ impl SyncEngine {
                 values.push((path.clone(), value.to_vec()));
             }
         }
-        let more = changed.len() > take;
+        let more = unread || changed.len() > take;
         changed.truncate(take);
         // Nothing changed: the cursor may still move to where the index is,
         // so the next request does not look at the same range again.
