@@ -60,6 +60,8 @@ pub struct Shared {
     pub roots: Mutex<HashMap<String, std::path::PathBuf>>,
     /// Chunk fetches of small runs, gathered per peer.
     pub small_fetches: exec::SmallFetches,
+    /// The threads small files are written on.
+    pub writers: exec::Writers,
     /// Limits chunk jobs running at once over all files: a local chunk
     /// being read, or a run of chunks being fetched (at most 1 MiB).
     pub chunk_slots: tokio::sync::Semaphore,
@@ -171,6 +173,7 @@ impl SyncRuntime {
             small_transfers: tokio::sync::Semaphore::new(256),
             serving: tokio::sync::Semaphore::new(SERVING),
             small_fetches: Default::default(),
+            writers: exec::Writers::new(4),
             roots: Mutex::default(),
             chunk_slots: tokio::sync::Semaphore::new(24),
             bytes_fetched: Default::default(),
