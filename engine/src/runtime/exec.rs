@@ -1251,9 +1251,12 @@ impl Writers {
         let job: WriteJob = Box::new(move || {
             let _ = tx.send(work());
         });
-        let stopping = || "the node is stopping".to_string();
-        self.queue.send(job).map_err(|_| stopping())?;
-        rx.await.map_err(|_| stopping())?
+        self.queue
+            .send(job)
+            .map_err(|_| "the node is stopping".to_string())?;
+        // Dropped unanswered: the job panicked.
+        rx.await
+            .map_err(|_| "writing the file failed unexpectedly".to_string())?
     }
 }
 
@@ -1939,6 +1942,27 @@ mod tests {
             tasks.join_all().await
         });
         assert_eq!(results.len(), 500);
+        // A job that panics fails its caller; the threads keep working.
+        let after = rt.block_on(async {
+            // More panics than threads: a thread a panic ended would leave
+            // none to run the jobs after.
+            let mut failed = Vec::new();
+            for _ in 0..4 {
+                let bug = || -> Result<u32, String> { panic!("a bug") };
+                failed.push(writers.run(bug).await);
+            }
+            let mut fine = Vec::new();
+            for i in 0..6 {
+                fine.push(writers.run(move || Ok(i)).await);
+            }
+            (failed, fine)
+        });
+        let failed = Err("writing the file failed unexpectedly".to_string());
+        assert!(after.0.iter().all(|r| *r == failed), "{:?}", after.0);
+        assert_eq!(
+            after.1,
+            (0..6).map(Ok).collect::<Vec<Result<u32, String>>>()
+        );
         for (i, got) in results {
             if i % 7 == 0 {
                 assert_eq!(got, Err(format!("no {i}")));
