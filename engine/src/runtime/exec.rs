@@ -1802,6 +1802,8 @@ fn place_one(
     Ok((done, placed))
 }
 
+/// Why work on a path whose disk no longer matches its index entry waits
+/// (placing and removing alike).
 const CHANGED_ON_DISK: &str =
     "the file changed on disk since it was indexed; the scan decides first";
 
@@ -1858,7 +1860,7 @@ fn remove_one(
         return Err("overtaken by newer information".into());
     }
     if !disk_matches(abs, expect) {
-        return Err("the file changed on disk since it was indexed".into());
+        return Err(CHANGED_ON_DISK.into());
     }
     if let Ok(m) = std::fs::symlink_metadata(abs) {
         if m.is_dir() {
