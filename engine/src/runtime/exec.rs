@@ -1226,7 +1226,7 @@ impl Writers {
         for i in 0..n {
             let jobs = jobs.clone();
             let started = std::thread::Builder::new()
-                .name(format!("softadastra-writer-{i}"))
+                .name(format!("sync-writer-{i}"))
                 .spawn(move || {
                     // The next job, taken under the lock, run outside it;
                     // a job that panics fails its caller, not the thread.
@@ -1375,7 +1375,10 @@ pub fn committer(s: std::sync::Weak<Shared>, inbox: std::sync::mpsc::Receiver<(C
     // thread is behind, the first gathers a larger batch.
     let (to_record, flushed) = std::sync::mpsc::sync_channel::<Flushed>(1);
     let weak = s.clone();
-    std::thread::spawn(move || recorder(weak, flushed));
+    std::thread::Builder::new()
+        .name("sync-recorder".into())
+        .spawn(move || recorder(weak, flushed))
+        .expect("cannot start the recorder thread");
     while let Ok(first) = inbox.recv() {
         let Some(s) = s.upgrade() else { break };
         let mut batch = vec![first];

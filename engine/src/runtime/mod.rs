@@ -187,7 +187,11 @@ impl SyncRuntime {
         let watchers = start_watchers(&shared, &stop);
         // Detached: it ends when the node is dropped (its inbox closes).
         let weak = Arc::downgrade(&shared);
-        std::thread::spawn(move || exec::committer(weak, inbox));
+        // As `thread::spawn`: a node without its committer cannot run.
+        std::thread::Builder::new()
+            .name("sync-committer".into())
+            .spawn(move || exec::committer(weak, inbox))
+            .expect("cannot start the committer thread");
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(prune_trash_hourly(
             shared.clone(),
@@ -440,7 +444,7 @@ fn watch_folder(
     let thread = {
         let (s, all_stop, stop, rescan) =
             (s.clone(), all_stop.clone(), stop.clone(), rescan.clone());
-        std::thread::spawn(move || {
+        let spawned = std::thread::Builder::new().name("sync-watcher".into()).spawn(move || {
             let id = config.id.clone();
             exec::recover_temp_files(&s, &config);
             let mut indexer = Indexer::new(config.clone(), s.node);
@@ -498,7 +502,9 @@ fn watch_folder(
                     Err(e) => warn!(folder = %id, error = %e, "indexing failed"),
                 }
             }
-        })
+        });
+        // As `thread::spawn`.
+        spawned.expect("cannot start a folder's watcher thread")
     };
     FolderWatch {
         stop,
