@@ -15,6 +15,7 @@
 //! allocator skips recently freed inodes for a minute or more), so run it
 //! on a quiet file system, not right after a previous run.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -155,38 +156,71 @@ fn count(dir: &Path) -> (u64, u64) {
     walk(dir, true)
 }
 
-/// Files under `dir` by name alone: no file is looked at (a directory
-/// listing says what is a directory), so this costs a few ms of a core
-/// where [`count`] costs tens. Files appear at their names only whole (the
-/// agent renames them into place), but [`count`] still has the last word.
-fn names(dir: &Path) -> u64 {
-    walk(dir, false).0
-}
-
 fn walk(dir: &Path, sizes: bool) -> (u64, u64) {
     let mut stack = vec![dir.to_path_buf()];
     let (mut n, mut b) = (0, 0);
     while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            if e.file_name() == ".softadastra" {
-                continue;
-            }
-            let Ok(t) = e.file_type() else { continue };
-            if t.is_dir() {
-                stack.push(e.path());
-            } else if !e
-                .file_name()
-                .to_string_lossy()
-                .starts_with(".softadastra-tmp-")
-            {
-                n += 1;
-                if sizes {
-                    b += e.metadata().map_or(0, |m| m.len());
-                }
-            }
+        let (files, subdirs) = list(&d);
+        stack.extend(subdirs);
+        n += files.len() as u64;
+        if sizes {
+            b += files
+                .iter()
+                .map(|f| std::fs::symlink_metadata(f).map_or(0, |m| m.len()))
+                .sum::<u64>();
         }
     }
     (n, b)
+}
+
+/// The files (the agent's temporary files aside) and directories (its
+/// `.softadastra` aside) directly in `dir`, by name alone: a directory
+/// listing says which is which, nothing is opened or looked at.
+fn list(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let (mut files, mut dirs) = (Vec::new(), Vec::new());
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name();
+        if name == ".softadastra" {
+            continue;
+        }
+        let Ok(t) = e.file_type() else { continue };
+        if t.is_dir() {
+            dirs.push(e.path());
+        } else if !name.to_string_lossy().starts_with(".softadastra-tmp-") {
+            files.push(e.path());
+        }
+    }
+    (files, dirs)
+}
+
+/// How many files each directory under a source tree holds (relative
+/// paths): what a synced copy is checked against while it fills.
+fn layout(dir: &Path) -> HashMap<PathBuf, usize> {
+    let mut want = HashMap::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let (files, subdirs) = list(&dir.join(&rel));
+        want.insert(rel.clone(), files.len());
+        stack.extend(
+            subdirs
+                .iter()
+                .filter_map(|d| d.file_name())
+                .map(|n| rel.join(n)),
+        );
+    }
+    want
+}
+
+/// Whether every directory of `want` (see [`layout`]) holds its files
+/// under `dir`, by name alone. A directory found complete is dropped from
+/// `want` and not listed again: watching a copy fill costs about one
+/// listing of it in all, not one per check — a full walk of 20,000 files
+/// per check took a share of the CPU the nodes being measured need. (The
+/// files come whole — the agent renames them into place — and [`count`]
+/// has the last word anyway.)
+fn arrived(dir: &Path, want: &mut HashMap<PathBuf, usize>) -> bool {
+    want.retain(|rel, n| list(&dir.join(rel)).0.len() < *n);
+    want.is_empty()
 }
 
 /// Poll `done` until it holds. Checking is not free (counting 20,000
@@ -255,8 +289,9 @@ fn initial_sync(root: &Path, label: &str, fill: impl FnOnce(&Path)) -> (Node, No
     b.share();
     a.start();
     b.start();
+    let mut want = layout(&a.dir);
     let took = wait_for(label, Duration::from_secs(600), || {
-        names(&b.dir) >= files && count(&b.dir) == (files, bytes)
+        arrived(&b.dir, &mut want) && count(&b.dir) == (files, bytes)
     });
     let secs = took.as_secs_f64();
     // The floors run after the sync: on ext4, creating files right after

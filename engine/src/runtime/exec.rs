@@ -628,17 +628,37 @@ fn disk_matches(abs: &Path, expect: Option<&FileRecord>) -> bool {
 /// Refuse a destination whose parent directories (inside the folder) are
 /// symlinks: writing through one could land outside the folder.
 fn parents_are_real(root: &Path, abs: &Path) -> bool {
+    parents(root, abs) != Parents::Refused
+}
+
+/// What a destination's parent directories inside the folder are.
+#[derive(Debug, PartialEq)]
+enum Parents {
+    /// Directories, every one.
+    Real,
+    /// Some are missing (or not directories); none is a symlink.
+    Missing,
+    /// One is a symlink (or the destination is not inside the root).
+    Refused,
+}
+
+/// Look at each of `abs`'s parents inside `root` (`lstat` each: a
+/// symlinked ancestor would be followed by a look at its child).
+fn parents(root: &Path, abs: &Path) -> Parents {
+    let mut found = Parents::Real;
     let mut p = abs.parent();
     while let Some(dir) = p {
         if dir == root {
-            return true;
+            return found;
         }
-        if std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
-            return false;
+        match std::fs::symlink_metadata(dir) {
+            Ok(m) if m.file_type().is_symlink() => return Parents::Refused,
+            Ok(m) if m.is_dir() => {}
+            _ => found = Parents::Missing,
         }
         p = dir.parent();
     }
-    false
+    Parents::Refused
 }
 
 /// Where a file being received goes.
@@ -657,15 +677,18 @@ impl Dest {
     /// a symlink (writing through it could land outside the folder).
     /// Blocking.
     fn prepare(&self, folder: &str, path: &str) -> Result<(), String> {
-        if !parents_are_real(&self.root, &self.abs) {
-            warn!(%folder, %path, "refused: a parent directory is a symlink");
-            return Err("a parent directory is a symlink".to_string());
+        match parents(&self.root, &self.abs) {
+            Parents::Real => Ok(()),
+            Parents::Refused => {
+                warn!(%folder, %path, "refused: a parent directory is a symlink");
+                Err("a parent directory is a symlink".to_string())
+            }
+            Parents::Missing => match self.abs.parent() {
+                Some(parent) => std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("create {}: {e}", parent.display())),
+                None => Ok(()),
+            },
         }
-        if let Some(parent) = self.abs.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| format!("create {}: {e}", parent.display()))?;
-        }
-        Ok(())
     }
 }
 
@@ -1195,14 +1218,17 @@ async fn assemble_small(
             let tmp = &dest.tmp;
             let mut f =
                 std::fs::File::create(tmp).map_err(|e| format!("create {}: {e}", tmp.display()))?;
-            let mut hasher = blake3::Hasher::new();
-            for piece in parts.iter().flatten().flatten() {
-                f.write_all(piece).map_err(|e| e.to_string())?;
-                hasher.update(piece);
-            }
             if parts.iter().any(Option::is_none) {
                 return Err("the file could not be written".to_string());
             }
+            // In one write (the pieces are as the network delivered them).
+            let mut bytes = Vec::with_capacity(record.size as usize);
+            for piece in parts.iter().flatten().flatten() {
+                bytes.extend_from_slice(piece);
+            }
+            f.write_all(&bytes).map_err(|e| e.to_string())?;
+            let mut hasher = blake3::Hasher::new();
+            hasher.update(&bytes);
             finish_file(&f, hasher, &record)
         })
         .await
@@ -1515,6 +1541,9 @@ fn record_batch(s: &Arc<Shared>, batch: Flushed) {
     let mut roots: Vec<&Path> = items.iter().map(|(_, _, root, _)| root.as_path()).collect();
     roots.sort();
     roots.dedup();
+    // Looked at once per directory and batch (files come in directory
+    // order, mostly).
+    let mut real: HashMap<&Path, bool> = HashMap::new();
     let mut store = lock(&s.store);
     let held = store.hold(|store| {
         let mut done = Vec::new();
@@ -1522,7 +1551,11 @@ fn record_batch(s: &Arc<Shared>, batch: Flushed) {
         let mut results: Vec<Result<Vec<Action>, String>> = items
             .iter()
             .map(|(c, _, root, abs)| {
-                if !parents_are_real(root, abs) {
+                let parent = abs.parent().unwrap_or(root);
+                if !*real
+                    .entry(parent)
+                    .or_insert_with(|| parents_are_real(root, abs))
+                {
                     warn!(folder = %c.folder, path = %c.path, "refused: a parent directory is a symlink");
                     return Err("a parent directory is a symlink".to_string());
                 }
@@ -1884,6 +1917,43 @@ fn remove_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A destination's parents are refused when one is a symlink (or the
+    /// destination is outside the root), made only when missing.
+    #[cfg(unix)]
+    #[test]
+    fn parents_are_looked_at_one_by_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = (dir.path().join("root"), dir.path().join("outside"));
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
+        std::fs::write(root.join("file"), b"").unwrap();
+        assert_eq!(parents(&root, &root.join("a/b/f")), Parents::Real);
+        assert_eq!(parents(&root, &root.join("f")), Parents::Real);
+        assert_eq!(parents(&root, &root.join("a/new/f")), Parents::Missing);
+        assert_eq!(parents(&root, &root.join("file/f")), Parents::Missing);
+        assert_eq!(parents(&root, &root.join("link/f")), Parents::Refused);
+        // A symlinked ancestor, the parent itself real behind it.
+        std::fs::create_dir_all(outside.join("inner")).unwrap();
+        assert_eq!(parents(&root, &root.join("link/inner/f")), Parents::Refused);
+        assert_eq!(parents(&root, &outside.join("f")), Parents::Refused);
+        let dest = |rel: &str| Dest {
+            root: root.clone(),
+            abs: root.join(rel),
+            tmp: root.join("unused"),
+        };
+        dest("a/new/deeper/f")
+            .prepare("docs", "a/new/deeper/f")
+            .unwrap();
+        assert!(root.join("a/new/deeper").is_dir());
+        assert!(
+            dest("link/inner/f")
+                .prepare("docs", "link/inner/f")
+                .is_err()
+        );
+        assert!(dest("file/f").prepare("docs", "file/f").is_err());
+    }
 
     /// The watcher's event for a file the agent placed is dropped while
     /// the file is as placed — once; an edit since makes it count.
