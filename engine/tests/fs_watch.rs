@@ -407,3 +407,46 @@ fn agent_writes_recorded_through_the_hook_do_not_echo() {
     assert_eq!(stored.modified_by, peer);
     rig.assert_matches_disk();
 }
+
+/// Reading files is no change: a folder read through (a peer's chunk
+/// requests served, a scan) releases no batch, and the kernel is not even
+/// asked for opens; a write right after is seen.
+#[test]
+fn reads_release_nothing_and_a_write_after_them_is_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    for i in 0..50 {
+        write(&root.join(format!("f{i}.txt")), b"some content");
+    }
+    let mut watcher = Watcher::new(&root, IgnoreRules::builtin(), WatchConfig::default()).unwrap();
+    // Whatever the set-up left (the writes above, racing the watch).
+    while watcher.next_batch(Duration::from_millis(300)).is_some() {}
+    for _ in 0..3 {
+        for i in 0..50 {
+            let _ = fs::read(root.join(format!("f{i}.txt"))).unwrap();
+        }
+    }
+    assert_eq!(watcher.next_batch(Duration::from_millis(500)), None);
+    // The kernel is not asked for opens at all (inotify's IN_OPEN, 0x20):
+    // each watch's mask is in the inotify descriptor's fdinfo.
+    #[cfg(target_os = "linux")]
+    {
+        let masks: Vec<u32> = fs::read_dir("/proc/self/fdinfo")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| fs::read_to_string(e.path()).ok())
+            .flat_map(|info| {
+                info.lines()
+                    .filter(|l| l.starts_with("inotify wd:"))
+                    .filter_map(|l| l.split(" mask:").nth(1))
+                    .filter_map(|m| u32::from_str_radix(m.split_whitespace().next()?, 16).ok())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert!(!masks.is_empty(), "the watches are listed");
+        assert!(masks.iter().all(|m| m & 0x20 == 0), "{masks:x?}");
+    }
+    write(&root.join("f7.txt"), b"changed");
+    let batch = watcher.next_batch(Duration::from_secs(5)).expect("a batch");
+    assert_eq!(batch.paths, vec!["f7.txt".to_string()]);
+}

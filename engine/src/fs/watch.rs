@@ -223,7 +223,12 @@ impl Watcher {
     /// Start watching `root` recursively. Ignored paths are filtered out.
     pub fn new(root: &Path, ignore: IgnoreRules, config: WatchConfig) -> Result<Watcher, FsError> {
         let (tx, rx) = mpsc::channel();
-        let mut inner = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        // Opens and read-only closes are not asked for: every file read in
+        // the folder (a peer's chunk request served, a scan) would be an
+        // event to wake for and drop. Closes after writing are kept.
+        let kinds = notify::Config::default()
+            .with_event_kinds(notify::EventKindMask::CORE | notify::EventKindMask::ACCESS_CLOSE);
+        let handler = move |res: notify::Result<notify::Event>| {
             // Dropped on notify's thread, before they cost a hand-over:
             // reads, and events naming only our own temporary files (most
             // of them while files are being received).
@@ -234,8 +239,9 @@ impl Watcher {
                 return;
             }
             let _ = tx.send(res);
-        })
-        .map_err(|e| watch_error(root, e))?;
+        };
+        let mut inner =
+            notify::RecommendedWatcher::new(handler, kinds).map_err(|e| watch_error(root, e))?;
         inner
             .watch(root, RecursiveMode::Recursive)
             .map_err(|e| watch_error(root, e))?;
