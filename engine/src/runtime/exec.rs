@@ -1150,7 +1150,7 @@ async fn assemble(
         return Err("the file could not be written".into());
     }
     let r = record.clone();
-    tokio::task::spawn_blocking(move || finish_file(&f, hasher, &r))
+    tokio::task::spawn_blocking(move || finish_file(&f, hasher.finalize().into(), &r))
         .await
         .map_err(|e| e.to_string())??;
     debug!(bytes_fetched = fetched, size = record.size, "assembled");
@@ -1174,12 +1174,7 @@ fn count_chunk(s: &Shared, data: &Data, remote: bool) -> u64 {
 /// and permissions, and sync it if it is large — in parallel with other
 /// transfers; small ones are synced together with their commit batch (see
 /// [`committer`]).
-fn finish_file(
-    f: &std::fs::File,
-    hasher: blake3::Hasher,
-    record: &FileRecord,
-) -> Result<(), String> {
-    let got = ContentHash::from(hasher.finalize());
+fn finish_file(f: &std::fs::File, got: ContentHash, record: &FileRecord) -> Result<(), String> {
     if Some(got) != record.hash {
         return Err(format!(
             "assembled file hashes to {got}, not the announced hash; discarded"
@@ -1227,11 +1222,19 @@ async fn assemble_small(
                 bytes.extend_from_slice(piece);
             }
             f.write_all(&bytes).map_err(|e| e.to_string())?;
-            let mut hasher = blake3::Hasher::new();
-            hasher.update(&bytes);
-            finish_file(&f, hasher, &record)
+            finish_file(&f, small_file_hash(&record, &bytes), &record)
         })
         .await
+}
+
+/// The hash of a small file's assembled `bytes`, to check against the
+/// announced one. A file of one chunk whose hash is the file's is not
+/// hashed again: every chunk was checked when fetched or read locally.
+fn small_file_hash(record: &FileRecord, bytes: &[u8]) -> ContentHash {
+    match (&record.chunks[..], record.hash) {
+        ([only], Some(whole)) if only.hash == whole && only.len as usize == bytes.len() => whole,
+        _ => ContentHash::of(bytes),
+    }
 }
 
 /// The threads small files are written on: a few, fed from one queue,
@@ -1917,6 +1920,37 @@ fn remove_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A one-chunk file is taken as checked only when its chunk is the
+    /// whole announced file; any other record is hashed, so a record whose
+    /// chunks do not make its hash is caught.
+    #[test]
+    fn a_small_file_is_hashed_unless_its_one_chunk_is_the_file() {
+        use crate::fs::chunk::{ChunkerConfig, chunk_bytes};
+        let bytes = b"one small file".to_vec();
+        let content = chunk_bytes(&bytes, ChunkerConfig::default());
+        let hash = content.hash;
+        let mut record = FileRecord {
+            kind: EntryKind::File,
+            size: content.size,
+            mtime_ns: 0,
+            mode: 0o644,
+            inode: 0,
+            hash: Some(hash),
+            chunks: content.chunks,
+            link_target: None,
+            version: VersionVector::default(),
+            modified_by: NodeId([1; 32]),
+            deleted: false,
+        };
+        assert_eq!(record.chunks.len(), 1);
+        assert_eq!(small_file_hash(&record, &bytes), hash);
+        // A peer announcing a file hash its only chunk does not have.
+        let other = ContentHash::of(b"something else");
+        record.hash = Some(other);
+        assert_eq!(small_file_hash(&record, &bytes), hash);
+        assert!(finish_file(&tempfile::tempfile().unwrap(), hash, &record).is_err());
+    }
 
     /// A destination's parents are refused when one is a symlink (or the
     /// destination is outside the root), made only when missing.
