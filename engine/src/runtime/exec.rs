@@ -1006,7 +1006,9 @@ async fn run_job(
             fetch_gathered(&s, peer, ask).await
         } else {
             let _slot = s.chunk_slots.acquire().await;
-            fetch_chunks(&s, peer, &ask).await
+            // Boxed: a stream's fetch is a large state that small files'
+            // work (fetched together instead) need not carry.
+            Box::pin(fetch_chunks(&s, peer, &ask)).await
         };
         match fetched {
             Ok(got) => {
@@ -1039,7 +1041,6 @@ async fn assemble(
     folder: &str,
     path: &str,
 ) -> Result<(), String> {
-    let tmp = dest.tmp.as_path();
     let record = Arc::new(need.record.clone());
     // Peers' records are checked when they arrive; a need stored by an
     // older build is checked here.
@@ -1062,6 +1063,19 @@ async fn assemble(
     if record.size <= SMALL_FILE {
         return assemble_small(s, record, sources, dest, folder, path).await;
     }
+    // Boxed: the state of a large file's assembly is several KiB, and every
+    // piece of file work — thousands of small files — would carry (and copy
+    // when spawned) room for it.
+    Box::pin(assemble_large(s, record, sources, &dest.tmp)).await
+}
+
+/// [`assemble`] for a file larger than [`SMALL_FILE`], into `tmp`.
+async fn assemble_large(
+    s: &Arc<Shared>,
+    record: Arc<FileRecord>,
+    sources: Arc<Vec<NodeId>>,
+    tmp: &Path,
+) -> Result<(), String> {
     // Jobs run several at a time and finish in any order; chunks are
     // written and hashed in order — they tile the file, so they follow one
     // another with no seek, and the whole-file hash needs no second read.
