@@ -1224,12 +1224,12 @@ async fn assemble_small(
     s.writers
         .run(move || {
             dest.prepare(&folder, &path)?;
-            let tmp = &dest.tmp;
-            let mut f =
-                std::fs::File::create(tmp).map_err(|e| format!("create {}: {e}", tmp.display()))?;
             if parts.iter().any(Option::is_none) {
                 return Err("the file could not be written".to_string());
             }
+            let tmp = &dest.tmp;
+            let mut f =
+                std::fs::File::create(tmp).map_err(|e| format!("create {}: {e}", tmp.display()))?;
             // In one write (the pieces are as the network delivered them).
             let mut bytes = Vec::with_capacity(record.size as usize);
             for piece in parts.iter().flatten().flatten() {
