@@ -679,17 +679,20 @@ impl Dest {
     fn prepare(&self, folder: &str, path: &str) -> Result<(), String> {
         match parents(&self.root, &self.abs) {
             Parents::Real => Ok(()),
-            Parents::Refused => {
-                warn!(%folder, %path, "refused: a parent directory is a symlink");
-                Err("a parent directory is a symlink".to_string())
+            Parents::Refused => Err(symlinked_parent(folder, path)),
+            Parents::Missing => {
+                let parent = self.abs.parent().unwrap_or(&self.root);
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("create {}: {e}", parent.display()))
             }
-            Parents::Missing => match self.abs.parent() {
-                Some(parent) => std::fs::create_dir_all(parent)
-                    .map_err(|e| format!("create {}: {e}", parent.display())),
-                None => Ok(()),
-            },
         }
     }
+}
+
+/// Refuse `path` of `folder` (a parent directory is a symlink), loudly.
+fn symlinked_parent(folder: &str, path: &str) -> String {
+    warn!(%folder, %path, "refused: a parent directory is a symlink");
+    "a parent directory is a symlink".to_string()
 }
 
 fn temp_path(abs: &Path) -> PathBuf {
@@ -1573,8 +1576,7 @@ fn record_batch(s: &Arc<Shared>, batch: Flushed) {
                     .entry(parent)
                     .or_insert_with(|| parents_are_real(root, abs))
                 {
-                    warn!(folder = %c.folder, path = %c.path, "refused: a parent directory is a symlink");
-                    return Err("a parent directory is a symlink".to_string());
+                    return Err(symlinked_parent(&c.folder, &c.path));
                 }
                 let (one, stamp) = match &c.step {
                     Step::Place { tmp, .. } => place_one(s, store, c, root, abs, tmp.as_deref()),
