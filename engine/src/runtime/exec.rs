@@ -38,6 +38,7 @@ use crate::transport::quic::BulkStream;
 use crate::transport::wire::{
     CHUNK_FOLLOWS, CHUNK_MISSING, ChunkRequest, MAX_REQUEST_BYTES, MAX_REQUEST_CHUNKS,
 };
+use crate::wal::PendingSync;
 
 /// Why the chunk index is asked to rebuild.
 #[derive(Debug, Clone, Copy)]
@@ -725,8 +726,9 @@ pub fn recover_temp_files(s: &Shared, folder: &folder::FolderConfig) {
             continue;
         }
         if let Some(dest) = lost_rename(s, folder, tmp) {
-            let moved = std::fs::rename(tmp, &dest)
-                .and_then(|()| make_durable(&[], &[dest.parent().unwrap_or(&folder.path)], 0));
+            let moved = std::fs::rename(tmp, &dest).and_then(|()| {
+                make_durable(&[] as &[&Path], &[dest.parent().unwrap_or(&folder.path)], 0)
+            });
             match moved {
                 Ok(()) => {
                     info!(path = %dest.display(), "finished placing a file a crash interrupted");
@@ -1392,7 +1394,7 @@ async fn submit(s: &Shared, commit: Commit) -> Result<Vec<Action>, String> {
     rx.await.map_err(|_| "the node is stopping".to_string())?
 }
 
-/// The committer: two threads that change the disk and the index for all
+/// The committer: three threads that change the disk and the index for all
 /// file work, in batches — group commit — and in a pipeline:
 ///
 /// 1. the first takes whatever is waiting as one batch and makes its
@@ -1401,21 +1403,23 @@ async fn submit(s: &Shared, commit: Commit) -> Result<Vec<Action>, String> {
 ///    directories holding them, so each one's name survives too;
 /// 2. the second takes every batch step 1 has finished and, under the
 ///    store lock with the log's fsyncs held, checks and carries out each
-///    piece of work (conflict copy, rename or trash) and records it;
-/// 3. unless every piece placed a new file, it makes the renames durable
-///    (`syncfs` again, or an fsync of each directory); then the log, with
-///    one fsync for all of it.
+///    piece of work (conflict copy, rename or trash) and records it; the
+///    log's fsync is taken out of the lock ([`Store::hold_deferred`]);
+/// 3. the third, without the store lock — the second is already on the
+///    next batch — makes the renames durable (`syncfs` again, or an fsync
+///    of each directory) unless every piece placed a new file, then the
+///    log, with one fsync for all it has waiting.
 ///
-/// While the second thread records one batch the first flushes the next.
 /// An index entry is never durable before the bytes it describes, and
-/// nothing is told to a peer before the entry is durable (the actions come
-/// back after step 3). A new file's rename may still be in the page cache
-/// when its entry is durable: a power cut then leaves its temporary file,
-/// durable since step 1, which the next start moves into place
-/// ([`recover_temp_files`]). Twenty thousand small files cost a few
-/// hundred flushes instead of forty thousand.
+/// nothing is told to a peer before the entry is durable: the actions come
+/// back after step 3, and index pages and hints name only what the log
+/// has made durable ([`Store::durable_seq`]). A new file's rename may still
+/// be in the page cache when its entry is durable: a power cut then leaves
+/// its temporary file, durable since step 1, which the next start moves
+/// into place ([`recover_temp_files`]). Twenty thousand small files cost a
+/// few hundred flushes instead of forty thousand.
 ///
-/// Both hold the node weakly and end when the node is gone.
+/// All three hold the node weakly and end when the node is gone.
 pub fn committer(s: std::sync::Weak<Shared>, inbox: std::sync::mpsc::Receiver<(Commit, Reply)>) {
     // At most one batch flushed ahead of the recording: while the second
     // thread is behind, the first gathers a larger batch.
@@ -1448,8 +1452,14 @@ pub fn committer(s: std::sync::Weak<Shared>, inbox: std::sync::mpsc::Receiver<(C
     }
 }
 
-/// Step 2 and 3 of [`committer`].
+/// Step 2 of [`committer`], handing each batch on to step 3.
 fn recorder(s: std::sync::Weak<Shared>, inbox: std::sync::mpsc::Receiver<Flushed>) {
+    let (to_log, logged) = std::sync::mpsc::sync_channel::<Logged>(2);
+    let weak = s.clone();
+    std::thread::Builder::new()
+        .name("sync-logger".into())
+        .spawn(move || logger(weak, logged))
+        .expect("cannot start the logger thread");
     while let Ok(mut batch) = inbox.recv() {
         let Some(s) = s.upgrade() else { break };
         while let Ok(more) = inbox.try_recv() {
@@ -1458,12 +1468,18 @@ fn recorder(s: std::sync::Weak<Shared>, inbox: std::sync::mpsc::Receiver<Flushed
         }
         let t = Instant::now();
         let files = batch.items.len();
-        record_batch(&s, batch);
+        let logged = record_batch(&s, batch);
+        drop(s);
         debug!(
             files,
             ms = t.elapsed().as_millis() as u64,
-            "committed a batch"
+            "recorded a batch"
         );
+        if let Some(logged) = logged
+            && to_log.send(logged).is_err()
+        {
+            break;
+        }
     }
 }
 
@@ -1549,23 +1565,25 @@ fn flush_batch(s: &Arc<Shared>, batch: Vec<(Commit, Reply)>) -> Flushed {
     }
 }
 
-/// Steps 2 and 3 of [`committer`]; every item is answered.
-fn record_batch(s: &Arc<Shared>, batch: Flushed) {
+/// Step 2 of [`committer`]: carry out and record the batch under the store
+/// lock, the log's fsync left for step 3 (see [`logger`]). Work that
+/// failed is answered here; the rest goes on to be made durable.
+fn record_batch(s: &Arc<Shared>, batch: Flushed) -> Option<Logged> {
     let Flushed {
         items,
         only_new_files,
     } = batch;
     if items.is_empty() {
-        return;
+        return None;
     }
-    let mut roots: Vec<&Path> = items.iter().map(|(_, _, root, _)| root.as_path()).collect();
+    let mut roots: Vec<PathBuf> = items.iter().map(|(_, _, root, _)| root.clone()).collect();
     roots.sort();
     roots.dedup();
     // Looked at once per directory and batch (files come in directory
     // order, mostly).
     let mut real: HashMap<&Path, bool> = HashMap::new();
     let mut store = lock(&s.store);
-    let held = store.hold(|store| {
+    let held = store.hold_deferred(|store| {
         let mut done = Vec::new();
         let mut placed = Vec::new();
         let mut results: Vec<Result<Vec<Action>, String>> = items
@@ -1604,36 +1622,106 @@ fn record_batch(s: &Arc<Shared>, batch: Flushed) {
                 }
             }
         }
-        if only_new_files {
-            return (results, placed, Ok(()));
+        (results, placed)
+    });
+    drop(store);
+    let (results, pending) = match held {
+        Ok(((results, placed), pending)) => {
+            s.echoes.placed(&placed);
+            (results, pending)
         }
-        let dirs: Vec<&Path> = items
+        Err(e) => {
+            for (_, reply, ..) in items {
+                let _ = reply.send(Err(e.to_string()));
+            }
+            return None;
+        }
+    };
+    let dirs = if only_new_files {
+        Vec::new()
+    } else {
+        items
             .iter()
             .zip(&results)
             .filter(|(_, r)| r.is_ok())
-            .filter_map(|((.., abs), _)| abs.parent())
-            .collect();
-        let durable = make_durable(&roots, &dirs, 0);
-        (results, placed, durable)
-    });
-    drop(store);
-    if let Ok((_, placed, _)) = &held {
-        s.echoes.placed(placed);
+            .filter_map(|((.., abs), _)| abs.parent().map(Path::to_path_buf))
+            .collect()
+    };
+    Some(Logged {
+        pending,
+        roots,
+        dirs,
+        replies: items
+            .into_iter()
+            .zip(results)
+            .map(|((_, reply, ..), result)| (reply, result))
+            .collect(),
+    })
+}
+
+/// Recorded work waiting for step 3 of [`committer`].
+struct Logged {
+    /// The log's fsync, if the batch appended anything.
+    pending: Option<PendingSync>,
+    /// The folder roots the work is in.
+    roots: Vec<PathBuf>,
+    /// Directories whose renames must be durable before the log.
+    dirs: Vec<PathBuf>,
+    replies: Vec<(Reply, Result<Vec<Action>, String>)>,
+}
+
+impl Logged {
+    /// Take a later batch in: one flush serves both.
+    fn absorb(&mut self, later: Logged) {
+        self.pending = match (self.pending.take(), later.pending) {
+            (Some(a), Some(b)) => Some(a.merge(b)),
+            (a, b) => a.or(b),
+        };
+        self.roots.extend(later.roots);
+        self.roots.sort();
+        self.roots.dedup();
+        self.dirs.extend(later.dirs);
+        self.replies.extend(later.replies);
     }
-    let results = match held {
-        Ok((results, _, Ok(()))) => results,
-        Ok((results, _, Err(e))) => {
-            // The renames may not survive a power cut; the log was synced
+}
+
+/// Step 3 of [`committer`]: make the renames (unless every piece placed a
+/// new file) and then the log durable — without the store lock, so the
+/// next batch is carried out meanwhile — and only then answer. Batches
+/// that wait meanwhile share one flush.
+fn logger(s: std::sync::Weak<Shared>, inbox: std::sync::mpsc::Receiver<Logged>) {
+    while let Ok(mut logged) = inbox.recv() {
+        while let Ok(more) = inbox.try_recv() {
+            logged.absorb(more);
+        }
+        let Some(s) = s.upgrade() else { break };
+        let Logged {
+            pending,
+            roots,
+            dirs,
+            replies,
+        } = logged;
+        if let Err(e) = make_durable(&roots, &dirs, 0) {
+            // The renames may not survive a power cut; the log is synced
             // anyway (the store cannot take records back), so the results
             // stand — and the work they hand out next must go out. Say so
             // loudly: the next scan reconciles whatever a crash leaves.
             warn!(error = %e, "cannot make the renames durable");
-            results
         }
-        Err(e) => items.iter().map(|_| Err(e.to_string())).collect(),
-    };
-    for ((_, reply, ..), result) in items.into_iter().zip(results) {
-        let _ = reply.send(result);
+        let synced = match pending {
+            Some(mut p) => {
+                let result = p.sync();
+                lock(&s.store).synced(p, result).map(|_| ())
+            }
+            None => Ok(()),
+        };
+        for (reply, result) in replies {
+            let result = match &synced {
+                Ok(()) => result,
+                Err(e) => Err(e.to_string()),
+            };
+            let _ = reply.send(result);
+        }
     }
 }
 
@@ -1643,7 +1731,11 @@ fn record_batch(s: &Arc<Shared>, batch: Flushed) {
 /// few files, or much data, where `syncfs` would also flush the other
 /// transfers still being written.
 /// `bytes`: how much file data `files` hold (0 for directories).
-fn make_durable(roots: &[&Path], files: &[impl AsRef<Path>], bytes: u64) -> std::io::Result<()> {
+fn make_durable(
+    roots: &[impl AsRef<Path>],
+    files: &[impl AsRef<Path>],
+    bytes: u64,
+) -> std::io::Result<()> {
     let mut unique: Vec<&Path> = files.iter().map(AsRef::as_ref).collect();
     unique.sort();
     unique.dedup();
@@ -1658,7 +1750,7 @@ fn make_durable(roots: &[&Path], files: &[impl AsRef<Path>], bytes: u64) -> std:
                 use std::os::unix::fs::MetadataExt;
                 let dev = std::fs::metadata(root)?.dev();
                 if seen.insert(dev) {
-                    syncfs(root)?;
+                    syncfs(root.as_ref())?;
                 }
             }
             return Ok(());

@@ -48,7 +48,9 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::core::{Clock, ErrorContext, NodeId, Retry, Seq, SystemClock, Timestamp};
-use crate::wal::{Durability, RecoveryReport, StdStorage, Storage, Wal, WalConfig, WalError};
+use crate::wal::{
+    Durability, PendingSync, RecoveryReport, StdStorage, Storage, Wal, WalConfig, WalError,
+};
 
 /// Well-known namespaces.
 pub mod ns {
@@ -679,6 +681,31 @@ impl Store {
         let out = work(self);
         self.wal.hold_end(was)?;
         Ok(out)
+    }
+
+    /// As [`Store::hold`], without the fsync at the end: it is handed out
+    /// to be run once the caller has let go of the store (see
+    /// [`Wal::pending_sync`]), and its outcome given to [`Store::synced`].
+    /// Until then [`Store::durable_seq`] does not cover the changes, and the
+    /// caller must not reveal them (reply to whoever asked for them).
+    pub fn hold_deferred<R>(
+        &mut self,
+        work: impl FnOnce(&mut Store) -> R,
+    ) -> Result<(R, Option<PendingSync>), StoreError> {
+        let was = self.wal.hold_begin();
+        let out = work(self);
+        let pending = self.wal.hold_end_deferred(was)?;
+        Ok((out, pending))
+    }
+
+    /// The outcome of a [`PendingSync`] run away from the store. Returns
+    /// [`Store::durable_seq`].
+    pub fn synced(
+        &mut self,
+        done: PendingSync,
+        result: std::io::Result<()>,
+    ) -> Result<Seq, StoreError> {
+        Ok(self.wal.synced(done, result)?)
     }
 
     /// Make every logged operation durable now.

@@ -291,9 +291,11 @@ pub struct SyncEngine {
     dir_work: BTreeSet<(String, String)>,
     /// How many of `work` are handed out.
     out_count: usize,
-    /// Folders whose index changed through completed work: peers are
-    /// hinted at the next tick (one hint for a burst of files, not one each).
-    dirty: BTreeSet<String>,
+    /// Folders whose index changed through completed work, with the last
+    /// sequence changed: peers are hinted at the next tick once the log
+    /// has made that sequence durable (one hint for a burst of files, not
+    /// one each).
+    dirty: BTreeMap<String, u64>,
     /// Paths refused from peers (hostile or invalid), counted for status.
     pub refused_paths: u64,
 }
@@ -321,7 +323,7 @@ impl SyncEngine {
             work: BTreeMap::new(),
             dir_work: BTreeSet::new(),
             out_count: 0,
-            dirty: BTreeSet::new(),
+            dirty: BTreeMap::new(),
             refused_paths: 0,
         }
     }
@@ -456,9 +458,20 @@ impl SyncEngine {
         })
     }
 
-    /// The local index of `folder` changed: hint every peer sharing it.
-    pub fn local_changed(&mut self, store: &Store, folder: &str) -> Vec<Action> {
+    /// `folder`'s index changed up to the store's last sequence: hint
+    /// peers once that is durable.
+    fn mark_dirty(&mut self, store: &Store, folder: String) {
         let seq = store.last_seq().0;
+        let mark = self.dirty.entry(folder).or_insert(seq);
+        *mark = (*mark).max(seq);
+    }
+
+    /// The local index of `folder` changed: hint every peer sharing it.
+    /// The hint names the last durable sequence: peers are never told of
+    /// (nor sent, see [`SyncEngine::page`]) an entry a crash could still
+    /// take back.
+    pub fn local_changed(&mut self, store: &Store, folder: &str) -> Vec<Action> {
+        let seq = store.durable_seq().0;
         self.peers
             .iter()
             .filter(|(_, p)| p.folders.contains(folder))
@@ -505,7 +518,7 @@ impl SyncEngine {
                 }
                 // Changes indexed before we knew the peer shares these were
                 // hinted to no one: hint them now.
-                let seq = store.last_seq().0;
+                let seq = store.durable_seq().0;
                 for folder in new {
                     out.push(Action::Send {
                         peer,
@@ -574,14 +587,17 @@ impl SyncEngine {
         Ok(out)
     }
 
-    /// One page of `folder`'s records changed after `since`.
+    /// One page of `folder`'s records changed after `since`: only those
+    /// the log has made durable — a record a crash could still take back
+    /// would leave the peer with a sequence this node may reuse.
     fn page(&self, store: &Store, folder: &str, since: u64) -> SyncMessage {
+        let durable = store.durable_seq().0;
         let prefix = format!("{folder}/");
         // Only the page's own records are decoded: a large index sent page
         // by page would otherwise be decoded once per page.
         let mut later: Vec<(u64, &str, &[u8])> = store
             .scan_prefix(ns::FILES, &prefix)
-            .filter(|(_, e)| e.version.0 > since)
+            .filter(|(_, e)| e.version.0 > since && e.version.0 <= durable)
             .filter_map(|(k, e)| Some((e.version.0, &k[prefix.len()..], e.value.as_deref()?)))
             .collect();
         later.sort_unstable_by_key(|(seq, ..)| *seq);
@@ -622,7 +638,7 @@ impl SyncEngine {
         let upto = if more {
             changed.last().map_or(since, |c| c.0)
         } else {
-            store.last_seq().0.max(since)
+            durable.max(since)
         };
         SyncMessage::IndexPage {
             folder: folder.to_string(),
@@ -839,7 +855,7 @@ impl SyncEngine {
         store.apply_batch(ops)?;
         if app_changed {
             // A settled conflict is a change of ours peers must learn.
-            self.dirty.insert(APP_SPACE.to_string());
+            self.mark_dirty(store, APP_SPACE.to_string());
         }
         for (path, dir) in touched {
             // New information: hand it out again even if work was under way
@@ -1126,7 +1142,9 @@ impl SyncEngine {
             }
         }
         store.apply_batch(ops)?;
-        self.dirty.extend(folders);
+        for f in folders {
+            self.mark_dirty(store, f);
+        }
         Ok(self.due_work(store, now)?.0)
     }
 
@@ -1257,7 +1275,15 @@ impl SyncEngine {
                 report.actions.push(Action::Send { peer, message });
             }
         }
-        for folder in std::mem::take(&mut self.dirty) {
+        let durable = store.durable_seq().0;
+        let due: Vec<String> = self
+            .dirty
+            .iter()
+            .filter(|(_, seq)| **seq <= durable)
+            .map(|(f, _)| f.clone())
+            .collect();
+        for folder in due {
+            self.dirty.remove(&folder);
             report.actions.extend(self.local_changed(store, &folder));
         }
         report.actions.extend(self.revisit_held(store, now)?);

@@ -26,6 +26,12 @@
 //! * [`Durability::None`] — never fsync; the log *claims* durability on
 //!   write. For tests and benchmarks only.
 //!
+//! A caller that holds the log behind a lock can take the fsync out of it:
+//! [`Wal::pending_sync`] hands out what a flush would make durable,
+//! [`PendingSync::sync`] runs the fsync on a handle of its own (the lock
+//! released, appends going on), and [`Wal::synced`] moves
+//! [`Wal::durable_seq`] — back under the lock.
+//!
 //! If a write or fsync fails, the operations it covered are **not**
 //! accepted: the log cuts its file back to the last durable byte and refuses
 //! every further write ([`WalError::Poisoned`]) until it is reopened. A
@@ -73,7 +79,7 @@ use std::time::{Duration, Instant};
 use crate::core::{Clock, ErrorContext, Retry, Seq};
 pub use format::RecordRef;
 use format::{SegmentEnd, SegmentScanError};
-pub use storage::{Fault, FaultyStorage, MemStorage, StdStorage, Storage, StorageFile};
+pub use storage::{Fault, FaultyStorage, FileSyncer, MemStorage, StdStorage, Storage, StorageFile};
 
 /// When appended records are made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,6 +276,46 @@ impl std::fmt::Debug for Wal {
             .field("next_seq", &self.next_seq)
             .field("durable_seq", &self.durable_seq)
             .finish()
+    }
+}
+
+/// Records appended but not yet durable, to be made durable away from the
+/// log (see [`Wal::pending_sync`]).
+pub struct PendingSync {
+    syncer: Box<dyn FileSyncer>,
+    segment: PathBuf,
+    upto_seq: Seq,
+    upto_len: u64,
+}
+
+impl std::fmt::Debug for PendingSync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingSync")
+            .field("segment", &self.segment)
+            .field("upto_seq", &self.upto_seq)
+            .finish()
+    }
+}
+
+impl PendingSync {
+    /// The last sequence this makes durable.
+    pub fn upto(&self) -> Seq {
+        self.upto_seq
+    }
+
+    /// Run the fsync (no lock needed). Hand the result to [`Wal::synced`].
+    pub fn sync(&mut self) -> std::io::Result<()> {
+        self.syncer.sync()
+    }
+
+    /// Take several in one: the later covers the earlier, so only its
+    /// fsync is run.
+    pub fn merge(self, later: PendingSync) -> PendingSync {
+        if later.upto_seq >= self.upto_seq {
+            later
+        } else {
+            self
+        }
     }
 }
 
@@ -678,6 +724,75 @@ impl Wal {
             return Ok(self.durable_seq);
         }
         self.flush()
+    }
+
+    /// End a span begun by [`Wal::hold_begin`] without its fsync: what was
+    /// appended is handed out to be made durable elsewhere (see
+    /// [`Wal::pending_sync`]). `None` if nothing is pending.
+    pub fn hold_end_deferred(&mut self, was: bool) -> Result<Option<PendingSync>, WalError> {
+        self.held = was;
+        if was {
+            return Ok(None);
+        }
+        self.pending_sync()
+    }
+
+    /// What [`Wal::flush`] would make durable now, as work another thread
+    /// can do without the log: run [`PendingSync::sync`], then hand the
+    /// outcome to [`Wal::synced`]. Until then [`Wal::durable_seq`] stays
+    /// where it is, so whoever reveals records only up to it (answers to
+    /// clients and peers) reveals none of these. `None` when nothing is
+    /// pending, or under [`Durability::None`].
+    pub fn pending_sync(&mut self) -> Result<Option<PendingSync>, WalError> {
+        self.check_usable()?;
+        if self.pending == 0 || self.config.durability == Durability::None {
+            return Ok(None);
+        }
+        let syncer = match self.active.syncer() {
+            Ok(s) => s,
+            Err(e) => {
+                let path = self.active_path();
+                return Err(self.fail(WalError::Io {
+                    op: "open for fsync",
+                    path,
+                    source: e,
+                }));
+            }
+        };
+        Ok(Some(PendingSync {
+            syncer,
+            segment: self.active_path(),
+            upto_seq: Seq(self.next_seq.0 - 1),
+            upto_len: self.active_len,
+        }))
+    }
+
+    /// Take the outcome of a [`PendingSync`]: on success what it covered is
+    /// durable (unless the log failed meanwhile); a failed fsync poisons
+    /// the log as one of its own would. Returns [`Wal::durable_seq`].
+    pub fn synced(
+        &mut self,
+        done: PendingSync,
+        result: std::io::Result<()>,
+    ) -> Result<Seq, WalError> {
+        self.check_usable()?;
+        if let Err(e) = result {
+            return Err(self.fail(WalError::Io {
+                op: "fsync",
+                path: done.segment,
+                source: e,
+            }));
+        }
+        // A rotation in between flushed the old segment itself.
+        if done.upto_seq > self.durable_seq && done.segment == self.active_path() {
+            self.durable_len = self.durable_len.max(done.upto_len);
+            self.durable_seq = done.upto_seq;
+            self.pending = (self.next_seq.0 - 1 - self.durable_seq.0) as usize;
+            if self.pending == 0 {
+                self.pending_since = None;
+            }
+        }
+        Ok(self.durable_seq)
     }
 
     fn write_records(&mut self, records: &[(u8, &[u8])]) -> Result<RangeInclusive<Seq>, WalError> {

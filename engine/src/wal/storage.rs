@@ -29,6 +29,17 @@ pub trait StorageFile: Send {
     fn sync(&mut self) -> io::Result<()>;
     /// Cut the file to `len` bytes; later writes append after it.
     fn truncate(&mut self, len: u64) -> io::Result<()>;
+    /// A second handle on the same file that can only make it durable:
+    /// lets another thread run the fsync while this one goes on writing.
+    fn syncer(&self) -> io::Result<Box<dyn FileSyncer>>;
+}
+
+/// Makes a file's writes durable from a handle of its own (see
+/// [`StorageFile::syncer`]): everything written to the file before
+/// [`FileSyncer::sync`] began is durable when it returns `Ok`.
+pub trait FileSyncer: Send {
+    /// Make the file's writes durable (fdatasync).
+    fn sync(&mut self) -> io::Result<()>;
 }
 
 /// The file-system operations the WAL and store need.
@@ -68,6 +79,15 @@ impl StorageFile for StdFile {
         use std::io::Seek;
         self.0.set_len(len)?;
         self.0.seek(io::SeekFrom::Start(len)).map(|_| ())
+    }
+    fn syncer(&self) -> io::Result<Box<dyn FileSyncer>> {
+        Ok(Box::new(StdFile(self.0.try_clone()?)))
+    }
+}
+
+impl FileSyncer for StdFile {
+    fn sync(&mut self) -> io::Result<()> {
+        self.0.sync_data()
     }
 }
 
@@ -212,6 +232,18 @@ impl StorageFile for MemHandle {
         let len = usize::try_from(len).unwrap_or(usize::MAX);
         self.with(|f| f.live.truncate(len))
     }
+    fn syncer(&self) -> io::Result<Box<dyn FileSyncer>> {
+        Ok(Box::new(MemHandle {
+            fs: self.fs.clone(),
+            path: self.path.clone(),
+        }))
+    }
+}
+
+impl FileSyncer for MemHandle {
+    fn sync(&mut self) -> io::Result<()> {
+        StorageFile::sync(self)
+    }
 }
 
 impl Storage for MemStorage {
@@ -352,6 +384,24 @@ impl<S: Storage + Clone + 'static> StorageFile for FaultyFile<S> {
     }
     fn truncate(&mut self, len: u64) -> io::Result<()> {
         self.inner.truncate(len)
+    }
+    fn syncer(&self) -> io::Result<Box<dyn FileSyncer>> {
+        Ok(Box::new(FaultySyncer {
+            owner: self.owner.clone(),
+            inner: self.inner.syncer()?,
+        }))
+    }
+}
+
+struct FaultySyncer<S> {
+    owner: FaultyStorage<S>,
+    inner: Box<dyn FileSyncer>,
+}
+
+impl<S: Storage + Clone + 'static> FileSyncer for FaultySyncer<S> {
+    fn sync(&mut self) -> io::Result<()> {
+        self.owner.check_sync()?;
+        self.inner.sync()
     }
 }
 

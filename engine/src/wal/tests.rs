@@ -353,3 +353,134 @@ fn torn_segment_header_is_removed_at_open() {
     let (_, _, seen) = open(&storage, cfg(Durability::EveryAppend)).unwrap();
     assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), vec![1, 2]);
 }
+
+/// The fsync taken out of the log (`pending_sync`) runs while appends go
+/// on; only its outcome, handed back, moves `durable_seq`.
+#[test]
+fn a_deferred_fsync_runs_away_from_the_log_and_is_counted_when_handed_back() {
+    let base = MemStorage::new();
+    let (mut wal, _, _) = open(&base, cfg(Durability::EveryAppend)).unwrap();
+    wal.append(1, b"before").unwrap();
+    let was = wal.hold_begin();
+    for i in 1..=5 {
+        wal.append(1, &payload(i)).unwrap();
+    }
+    let mut first = wal
+        .hold_end_deferred(was)
+        .unwrap()
+        .expect("records pending");
+    assert_eq!(first.upto(), Seq(6));
+    assert_eq!(
+        wal.durable_seq(),
+        Seq(1),
+        "nothing is durable before the fsync"
+    );
+    // The log goes on meanwhile.
+    let was = wal.hold_begin();
+    wal.append(1, b"later").unwrap();
+    let mut second = wal.hold_end_deferred(was).unwrap().expect("pending");
+    let outcome = first.sync();
+    assert_eq!(wal.synced(first, outcome).unwrap(), Seq(6));
+    assert!(
+        wal.pending_sync().unwrap().is_some(),
+        "seq 7 still counts as pending"
+    );
+    let outcome = second.sync();
+    assert_eq!(wal.synced(second, outcome).unwrap(), Seq(7));
+    assert!(wal.pending_sync().unwrap().is_none());
+    base.crash(3);
+    drop(wal);
+    let (_, _, seen) = open(&base, cfg(Durability::EveryAppend)).unwrap();
+    assert_eq!(seen.len(), 7);
+
+    // Two taken in a row: the later one's fsync covers both.
+    let (mut wal, _, _) = open(&base, cfg(Durability::EveryAppend)).unwrap();
+    let was = wal.hold_begin();
+    wal.append(1, b"a").unwrap();
+    let a = wal.hold_end_deferred(was).unwrap().unwrap();
+    let was = wal.hold_begin();
+    wal.append(1, b"b").unwrap();
+    let b = wal.hold_end_deferred(was).unwrap().unwrap();
+    let mut both = a.merge(b);
+    let outcome = both.sync();
+    assert_eq!(wal.synced(both, outcome).unwrap(), Seq(9));
+
+    // Nothing pending, nothing handed out; none under `Durability::None`.
+    assert!(wal.pending_sync().unwrap().is_none());
+    let (mut loose, _, _) = open(&MemStorage::new(), cfg(Durability::None)).unwrap();
+    let was = loose.hold_begin();
+    loose.append(1, b"x").unwrap();
+    assert!(loose.hold_end_deferred(was).unwrap().is_none());
+}
+
+/// A rotation between taking the fsync and handing it back already made
+/// the old segment durable: the late outcome changes nothing, and the new
+/// segment's records are still pending.
+#[test]
+fn a_deferred_fsync_across_a_rotation_is_harmless() {
+    let base = MemStorage::new();
+    let (mut wal, _, _) = open(&base, cfg(Durability::EveryAppend)).unwrap();
+    let was = wal.hold_begin();
+    wal.append(1, b"old segment").unwrap();
+    let mut p = wal.hold_end_deferred(was).unwrap().unwrap();
+    wal.rotate().unwrap();
+    assert_eq!(
+        wal.durable_seq(),
+        Seq(1),
+        "the rotation synced the old segment"
+    );
+    let was = wal.hold_begin();
+    wal.append(1, b"new segment").unwrap();
+    wal.held = was;
+    let outcome = p.sync();
+    assert_eq!(wal.synced(p, outcome).unwrap(), Seq(1));
+    assert!(
+        wal.pending_sync().unwrap().is_some(),
+        "seq 2 is not durable yet"
+    );
+    assert_eq!(wal.flush().unwrap(), Seq(2));
+}
+
+/// A deferred fsync that fails poisons the log as its own would: nothing
+/// it covered is reported durable or comes back after a reopen.
+#[test]
+fn a_failed_deferred_fsync_poisons_and_loses_nothing_acknowledged() {
+    let start = |fault| {
+        let base = MemStorage::new();
+        let faulty = FaultyStorage::new(base.clone(), fault);
+        let (mut wal, _) = Wal::open(
+            Arc::new(faulty.clone()),
+            cfg(Durability::EveryAppend),
+            Arc::new(ManualClock::new()),
+            Seq(1),
+            |_| Ok(()),
+        )
+        .unwrap();
+        wal.append(1, b"acknowledged").unwrap();
+        (base, faulty, wal)
+    };
+    // How many syncs opening and the acknowledged append take: the next
+    // one is the deferred fsync's.
+    let (_, probe, _) = start(Fault::Sync {
+        nth: u64::MAX,
+        errno: 5,
+    });
+    let (base, _, mut wal) = start(Fault::Sync {
+        nth: probe.syncs() + 1,
+        errno: 5,
+    });
+    let was = wal.hold_begin();
+    wal.append(1, b"never acknowledged").unwrap();
+    let mut p = wal.hold_end_deferred(was).unwrap().unwrap();
+    let outcome = p.sync();
+    assert!(outcome.is_err());
+    assert!(matches!(
+        wal.synced(p, outcome),
+        Err(WalError::Io { op: "fsync", .. })
+    ));
+    assert_eq!(wal.durable_seq(), Seq(1));
+    assert!(matches!(wal.append(1, b"more"), Err(WalError::Poisoned(_))));
+    drop(wal);
+    let (_, _, seen) = open(&base, cfg(Durability::EveryAppend)).unwrap();
+    assert_eq!(seen, vec![(1, b"acknowledged".to_vec())]);
+}
