@@ -510,23 +510,26 @@ impl Indexer {
     ) -> Result<ChangeReport, FolderError> {
         let started = Instant::now();
         self.check_root()?;
-        let (known, seen) = store.with(|st| self.known(st, scopes))?;
+        let (known, read_at) = store.with(|st| self.known(st, scopes))?;
         let obs = self.observe(scopes, &known, progress);
-        store.with(|st| self.settle(st, known, &seen, obs, progress, started))
+        store.with(|st| self.settle(st, scopes, known, read_at, obs, progress, started))
     }
 
     /// The locked end of [`Indexer::reconcile`]: look again at the paths
-    /// whose entry changed since `seen` was read, then record.
+    /// whose entry changed since `known` was read (at sequence `read_at`),
+    /// then record.
+    #[allow(clippy::too_many_arguments)]
     fn settle(
         &self,
         store: &mut Store,
+        scopes: &[Scope],
         mut known: HashMap<String, FileRecord>,
-        seen: &HashMap<String, Seq>,
+        read_at: Seq,
         mut obs: Observation,
         progress: &ScanProgress,
         started: Instant,
     ) -> Result<ChangeReport, FolderError> {
-        let moved = self.moved_since(store, seen, &known, &obs);
+        let moved = self.moved_since(store, scopes, read_at, &known, &obs);
         if !moved.is_empty() {
             let again = tree_scopes(moved.iter());
             let covered: HashSet<&str> = moved.iter().map(String::as_str).collect();
@@ -545,46 +548,61 @@ impl Indexer {
         self.record(store, &known, obs, started)
     }
 
-    /// What the index knows about `scopes`, and the log sequence of each
-    /// entry read (see [`Indexer::moved_since`]).
-    #[allow(clippy::type_complexity)]
+    /// What the index knows about `scopes`, and the log's last sequence
+    /// when it was read (see [`Indexer::moved_since`]).
     fn known(
         &self,
         store: &Store,
         scopes: &[Scope],
-    ) -> Result<(HashMap<String, FileRecord>, HashMap<String, Seq>), FolderError> {
+    ) -> Result<(HashMap<String, FileRecord>, Seq), FolderError> {
         let mut known: HashMap<String, FileRecord> = HashMap::new();
-        let mut seen: HashMap<String, Seq> = HashMap::new();
         let strip = self.config.id.len() + 1;
-        let mut take =
-            |rel: String, key: &str, e: &crate::store::Entry| -> Result<(), FolderError> {
-                if let Some(v) = e.value.as_deref() {
-                    known.insert(rel.clone(), decode(key, v)?);
-                    seen.insert(rel, e.version);
+        let mut failed = None;
+        self.each_entry(store, scopes, |k, e| {
+            if let Some(v) = e.value.as_deref()
+                && failed.is_none()
+            {
+                match decode(k, v) {
+                    Ok(r) => {
+                        known.insert(k[strip..].to_string(), r);
+                    }
+                    Err(err) => failed = Some(err),
                 }
-                Ok(())
-            };
+            }
+        });
+        match failed {
+            Some(e) => Err(e),
+            None => Ok((known, store.last_seq())),
+        }
+    }
+
+    /// Every index entry (key, entry) of `scopes`, tombstones included.
+    fn each_entry(
+        &self,
+        store: &Store,
+        scopes: &[Scope],
+        mut visit: impl FnMut(&str, &crate::store::Entry),
+    ) {
         for scope in scopes {
             match scope {
                 Scope::All => {
                     let prefix = format!("{}/", self.config.id);
                     for (k, e) in store.scan_prefix(ns::FILES, &prefix) {
-                        take(k[strip..].to_string(), k, e)?;
+                        visit(k, e);
                     }
                 }
                 Scope::Tree(p) => {
                     let key = file_key(&self.config.id, p);
                     if let Some(e) = store.entry(ns::FILES, &key) {
-                        take(p.clone(), &key, e)?;
+                        visit(&key, e);
                     }
                     let prefix = format!("{key}/");
                     for (k, e) in store.scan_prefix(ns::FILES, &prefix) {
-                        take(k[strip..].to_string(), k, e)?;
+                        visit(k, e);
                     }
                 }
             }
         }
-        Ok((known, seen))
     }
 
     /// Walk and stat `scopes`, hashing only what differs from `known`.
@@ -610,26 +628,31 @@ impl Indexer {
         )
     }
 
-    /// Paths looked at (known or found) whose index entry changed since
-    /// `seen` was read.
+    /// Paths looked at (known or found) whose index entry changed after
+    /// sequence `read_at` (when `known` was read): one walk of the scopes'
+    /// entries, each changed one with a version past that mark.
     fn moved_since(
         &self,
         store: &Store,
-        seen: &HashMap<String, Seq>,
+        scopes: &[Scope],
+        read_at: Seq,
         known: &HashMap<String, FileRecord>,
         obs: &Observation,
     ) -> Vec<String> {
-        let mut moved: Vec<String> = known
-            .keys()
-            .chain(obs.entries.iter().map(|o| &o.path))
-            .filter(|p| {
-                let now = store
-                    .entry(ns::FILES, &file_key(&self.config.id, p))
-                    .filter(|e| e.value.is_some())
-                    .map(|e| e.version);
-                now != seen.get(p.as_str()).copied()
-            })
-            .cloned()
+        let strip = self.config.id.len() + 1;
+        let mut changed: Vec<String> = Vec::new();
+        self.each_entry(store, scopes, |k, e| {
+            if e.version > read_at {
+                changed.push(k[strip..].to_string());
+            }
+        });
+        if changed.is_empty() {
+            return Vec::new();
+        }
+        let found: HashSet<&str> = obs.entries.iter().map(|o| o.path.as_str()).collect();
+        let mut moved: Vec<String> = changed
+            .into_iter()
+            .filter(|p| known.contains_key(p) || found.contains(p.as_str()))
             .collect();
         moved.sort();
         moved.dedup();
@@ -871,7 +894,7 @@ mod tests {
         let mut ix = Indexer::new(config, ME);
         ix.scan(&mut store, &ScanProgress::default()).unwrap();
 
-        let (known, seen) = ix.known(&store, &[Scope::All]).unwrap();
+        let (known, read_at) = ix.known(&store, &[Scope::All]).unwrap();
         // Meanwhile sync places `new.txt` and carries out the peer's
         // deletion of `gone.txt`, recording both as the peer's versions.
         std::fs::write(root.join("new.txt"), b"from the peer").unwrap();
@@ -897,7 +920,15 @@ mod tests {
         let progress = ScanProgress::default();
         let obs = ix.observe(&[Scope::All], &known, &progress);
         let report = ix
-            .settle(&mut store, known, &seen, obs, &progress, Instant::now())
+            .settle(
+                &mut store,
+                &[Scope::All],
+                known,
+                read_at,
+                obs,
+                &progress,
+                Instant::now(),
+            )
             .unwrap();
         assert_eq!((report.added, report.deleted, report.modified), (0, 0, 1));
         assert_eq!(
