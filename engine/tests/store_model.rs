@@ -67,6 +67,40 @@ fn model_after(ops: &[Issued]) -> Model {
     m
 }
 
+/// Each key's last change (the sequence of the last op issued on it),
+/// keys removed included: what `changed_since` must list, oldest first.
+fn changes_after(ops: &[Issued], since: usize) -> Vec<(String, u64)> {
+    let mut last: BTreeMap<String, u64> = BTreeMap::new();
+    for (i, op) in ops.iter().enumerate() {
+        let (Issued::Put(k, _) | Issued::Remove(k)) = op;
+        last.insert(k.clone(), i as u64 + 1);
+    }
+    let mut out: Vec<(String, u64)> = last
+        .into_iter()
+        .filter(|(_, s)| *s > since as u64)
+        .collect();
+    out.sort_by_key(|(_, s)| *s);
+    out
+}
+
+/// The store's by-version index agrees with the ops issued, from a few
+/// starting points.
+fn check_changes(store: &Store, issued: &[Issued]) -> Result<(), TestCaseError> {
+    for since in [
+        0,
+        issued.len() / 2,
+        issued.len().saturating_sub(1),
+        issued.len(),
+    ] {
+        let got: Vec<(String, u64)> = store
+            .changed_since(ns::APP, Seq(since as u64))
+            .map(|(k, e)| (k.to_string(), e.version.0))
+            .collect();
+        prop_assert_eq!(got, changes_after(issued, since), "changed since {}", since);
+    }
+    Ok(())
+}
+
 fn store_state(store: &Store) -> Model {
     store
         .list(ns::APP, "")
@@ -157,6 +191,7 @@ fn run(steps: Vec<Step>, durability: Durability) -> Result<(), TestCaseError> {
                 drop(store);
                 store = open().map_err(|e| TestCaseError::fail(e.to_string()))?.0;
                 prop_assert_eq!(store_state(&store), model_after(&issued));
+                check_changes(&store, &issued)?;
             }
             Step::Crash(seed) => {
                 durable = durable.max(store.durable_seq().0 as usize);
@@ -175,6 +210,7 @@ fn run(steps: Vec<Step>, durability: Durability) -> Result<(), TestCaseError> {
                 prop_assert!(recovered <= issued.len());
                 issued.truncate(recovered);
                 prop_assert_eq!(store_state(&store), model_after(&issued));
+                check_changes(&store, &issued)?;
                 durable = recovered;
                 continue;
             }
@@ -182,6 +218,7 @@ fn run(steps: Vec<Step>, durability: Durability) -> Result<(), TestCaseError> {
         durable = durable.max(store.durable_seq().0 as usize);
         prop_assert_eq!(store.last_seq(), Seq(issued.len() as u64));
         prop_assert_eq!(store_state(&store), model_after(&issued));
+        check_changes(&store, &issued)?;
     }
     Ok(())
 }

@@ -275,7 +275,60 @@ pub struct SnapshotInfo {
     pub compacted_segments: usize,
 }
 
-type Map = BTreeMap<String, BTreeMap<String, Entry>>;
+type Map = BTreeMap<String, Space>;
+
+/// One namespace: its entries by key, and each key by its entry's version
+/// (every operation changes one key, so versions are unique), for what
+/// changed after a sequence without a walk of the whole namespace.
+#[derive(Debug, Default)]
+struct Space {
+    entries: BTreeMap<Arc<str>, Entry>,
+    by_seq: BTreeMap<Seq, Arc<str>>,
+}
+
+impl Space {
+    fn from_sorted(rows: Vec<(String, Entry)>) -> Space {
+        let mut by_seq = BTreeMap::new();
+        let entries = rows
+            .into_iter()
+            .map(|(k, e)| {
+                let k: Arc<str> = Arc::from(k);
+                by_seq.insert(e.version, k.clone());
+                (k, e)
+            })
+            .collect();
+        Space { entries, by_seq }
+    }
+
+    fn set(&mut self, key: String, entry: Entry) {
+        let version = entry.version;
+        let key: Arc<str> = match self.entries.get_key_value(key.as_str()) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(key),
+        };
+        if let Some(old) = self.entries.insert(key.clone(), entry) {
+            self.by_seq.remove(&old.version);
+        }
+        self.by_seq.insert(version, key);
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some(old) = self.entries.remove(key) {
+            self.by_seq.remove(&old.version);
+        }
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) {
+        let by_seq = &mut self.by_seq;
+        self.entries.retain(|_, e| {
+            let kept = keep(e);
+            if !kept {
+                by_seq.remove(&e.version);
+            }
+            kept
+        });
+    }
+}
 
 /// The key/value store. See the [module documentation](self).
 pub struct Store {
@@ -320,7 +373,7 @@ fn apply_op(data: &mut Map, seq: Seq, op: Op) {
             origin,
             timestamp,
         } => {
-            data.entry(ns).or_default().insert(
+            data.entry(ns).or_default().set(
                 key,
                 Entry {
                     value: Some(value),
@@ -336,7 +389,7 @@ fn apply_op(data: &mut Map, seq: Seq, op: Op) {
             origin,
             timestamp,
         } => {
-            data.entry(ns).or_default().insert(
+            data.entry(ns).or_default().set(
                 key,
                 Entry {
                     value: None,
@@ -347,24 +400,25 @@ fn apply_op(data: &mut Map, seq: Seq, op: Op) {
             );
         }
         Op::PurgeTombstones { ns, before } => {
-            if let Some(map) = data.get_mut(&ns) {
-                map.retain(|_, e| !(e.is_tombstone() && e.timestamp < before));
+            if let Some(space) = data.get_mut(&ns) {
+                space.retain(|e| !(e.is_tombstone() && e.timestamp < before));
             }
         }
         Op::Forget { ns, key } => {
-            if let Some(map) = data.get_mut(&ns) {
-                map.remove(&key);
+            if let Some(space) = data.get_mut(&ns) {
+                space.remove(&key);
             }
         }
         Op::DropPrefix { ns, prefix } => {
-            if let Some(map) = data.get_mut(&ns) {
-                let doomed: Vec<String> = map
+            if let Some(space) = data.get_mut(&ns) {
+                let doomed: Vec<Arc<str>> = space
+                    .entries
                     .range::<str, _>((Bound::Included(prefix.as_str()), Bound::Unbounded))
                     .take_while(|(k, _)| k.starts_with(&prefix))
                     .map(|(k, _)| k.clone())
                     .collect();
                 for k in doomed {
-                    map.remove(&k);
+                    space.remove(&k);
                 }
             }
         }
@@ -464,10 +518,12 @@ impl Store {
                         }
                         match data.entry(n) {
                             std::collections::btree_map::Entry::Vacant(v) => {
-                                v.insert(keys.into_iter().collect());
+                                v.insert(Space::from_sorted(keys));
                             }
                             std::collections::btree_map::Entry::Occupied(mut o) => {
-                                o.get_mut().extend(keys)
+                                for (k, e) in keys {
+                                    o.get_mut().set(k, e);
+                                }
                             }
                         }
                     }
@@ -620,7 +676,7 @@ impl Store {
 
     /// The entry for `key`, tombstones included.
     pub fn entry(&self, ns: &str, key: &str) -> Option<&Entry> {
-        self.data.get(ns)?.get(key)
+        self.data.get(ns)?.entries.get(key)
     }
 
     /// Whether `key` has a live value.
@@ -638,11 +694,34 @@ impl Store {
         let owned = prefix.to_string();
         self.data
             .get(ns)
-            .map(|m| m.range::<str, _>((Bound::Included(prefix), Bound::Unbounded)))
+            .map(|m| {
+                m.entries
+                    .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            })
             .into_iter()
             .flatten()
             .take_while(move |(k, _)| k.starts_with(&owned))
-            .map(|(k, e)| (k.as_str(), e))
+            .map(|(k, e)| (&**k, e))
+    }
+
+    /// Entries of `ns` last changed after `since`, oldest change first,
+    /// tombstones included: what a peer that has seen up to `since` lacks,
+    /// found without a walk of the whole namespace.
+    pub fn changed_since<'a>(
+        &'a self,
+        ns: &str,
+        since: Seq,
+    ) -> impl Iterator<Item = (&'a str, &'a Entry)> + use<'a> {
+        self.data
+            .get(ns)
+            .map(|m| {
+                m.by_seq
+                    .range((Bound::Excluded(since), Bound::Unbounded))
+                    .filter_map(|(_, k)| m.entries.get_key_value(&**k))
+            })
+            .into_iter()
+            .flatten()
+            .map(|(k, e)| (&**k, e))
     }
 
     /// Live entries of `ns` whose key starts with `prefix`, in key order.
@@ -657,9 +736,9 @@ impl Store {
 
     /// Number of live entries in `ns`.
     pub fn len(&self, ns: &str) -> usize {
-        self.data
-            .get(ns)
-            .map_or(0, |m| m.values().filter(|e| !e.is_tombstone()).count())
+        self.data.get(ns).map_or(0, |m| {
+            m.entries.values().filter(|e| !e.is_tombstone()).count()
+        })
     }
 
     /// Whether `ns` has no live entries.
@@ -768,11 +847,11 @@ impl Store {
     pub fn snapshot(&mut self) -> Result<SnapshotInfo, StoreError> {
         let seq = self.wal.flush()?;
         let dir = self.config.snapshot_dir();
-        let count: u64 = self.data.values().map(|m| m.len() as u64).sum();
+        let count: u64 = self.data.values().map(|m| m.entries.len() as u64).sum();
         let rows = self
             .data
             .iter()
-            .flat_map(|(n, m)| m.iter().map(move |(k, e)| (n.as_str(), k.as_str(), e)));
+            .flat_map(|(n, m)| m.entries.iter().map(move |(k, e)| (n.as_str(), &**k, e)));
         let bytes = snapshot::encode(seq, count, rows);
         let path = dir.join(snapshot_name(seq));
         let tmp = dir.join(format!("{}.tmp", snapshot_name(seq)));

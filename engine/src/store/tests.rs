@@ -200,3 +200,65 @@ fn second_open_of_a_directory_is_refused_while_locked() {
     drop(store);
     assert!(Store::open_dir(StoreConfig::new(dir.path())).is_ok());
 }
+
+/// What changed after a sequence comes from the by-version index, oldest
+/// first, through every kind of operation and a snapshot reopen.
+#[test]
+fn changes_after_a_sequence_are_listed_oldest_first() {
+    let s = MemStorage::new();
+    let (mut store, _) = open(&s, config()).unwrap();
+    let changed = |store: &Store, since: u64| -> Vec<(String, u64)> {
+        store
+            .changed_since(ns::APP, Seq(since))
+            .map(|(k, e)| (k.to_string(), e.version.0))
+            .collect()
+    };
+    store.put(ns::APP, "b", b"1".to_vec()).unwrap(); // 1
+    store.put(ns::APP, "a", b"1".to_vec()).unwrap(); // 2
+    store.put(ns::APP, "dir/x", b"1".to_vec()).unwrap(); // 3
+    store.put(ns::APP, "dir/y", b"1".to_vec()).unwrap(); // 4
+    store.put(ns::APP, "b", b"2".to_vec()).unwrap(); // 5: b moves to the end
+    store.remove(ns::APP, "a").unwrap(); // 6: a tombstone, still a change
+    store.put("other", "b", b"elsewhere".to_vec()).unwrap(); // 7
+    assert_eq!(
+        changed(&store, 0),
+        [("dir/x", 3), ("dir/y", 4), ("b", 5), ("a", 6)].map(|(k, v)| (k.to_string(), v))
+    );
+    assert_eq!(
+        changed(&store, 4),
+        [("b".to_string(), 5), ("a".to_string(), 6)]
+    );
+    assert!(changed(&store, 6).is_empty());
+
+    store
+        .apply(Op::Forget {
+            ns: ns::APP.into(),
+            key: "dir/x".into(),
+        })
+        .unwrap();
+    store
+        .apply(Op::DropPrefix {
+            ns: ns::APP.into(),
+            prefix: "dir/".into(),
+        })
+        .unwrap();
+    assert_eq!(
+        changed(&store, 0),
+        [("b".to_string(), 5), ("a".to_string(), 6)]
+    );
+    let later = Timestamp(store.wall_time().0 + 1);
+    store.purge_tombstones(ns::APP, later).unwrap();
+    assert_eq!(changed(&store, 0), [("b".to_string(), 5)]);
+
+    // Rebuilt the same from a snapshot and from the log.
+    store.put(ns::APP, "c", b"1".to_vec()).unwrap();
+    let expect = changed(&store, 0);
+    store.snapshot().unwrap();
+    store.put(ns::APP, "d", b"1".to_vec()).unwrap();
+    let mut expect_after = expect.clone();
+    expect_after.push(("d".to_string(), store.last_seq().0));
+    drop(store);
+    let (store, _) = open(&s, config()).unwrap();
+    assert_eq!(changed(&store, 0), expect_after);
+    assert!(store.changed_since("nothing here", Seq(0)).next().is_none());
+}

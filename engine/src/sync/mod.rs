@@ -593,25 +593,31 @@ impl SyncEngine {
     fn page(&self, store: &Store, folder: &str, since: u64) -> SyncMessage {
         let durable = store.durable_seq().0;
         let prefix = format!("{folder}/");
-        // Only the page's own records are decoded: a large index sent page
-        // by page would otherwise be decoded once per page.
-        let mut later: Vec<(u64, &str, &[u8])> = store
-            .scan_prefix(ns::FILES, &prefix)
-            .filter(|(_, e)| e.version.0 > since && e.version.0 <= durable)
-            .filter_map(|(k, e)| Some((e.version.0, &k[prefix.len()..], e.value.as_deref()?)))
-            .collect();
-        later.sort_unstable_by_key(|(seq, ..)| *seq);
-        let mut later = later.into_iter();
+        // In sequence order straight from the store's by-version index: a
+        // page costs its own records, not a walk of the whole index (which
+        // made a large index sent page by page quadratic). Only the page's
+        // own records are decoded.
+        let mut later = store
+            .changed_since(ns::FILES, crate::core::Seq(since))
+            .take_while(|(_, e)| e.version.0 <= durable)
+            .filter_map(|(k, e)| {
+                Some((
+                    e.version.0,
+                    k.strip_prefix(prefix.as_str())?,
+                    e.value.as_deref()?,
+                ))
+            })
+            .peekable();
         let mut changed: Vec<(u64, String, FileRecord)> = Vec::new();
-        for (seq, path, value) in later.by_ref() {
+        while changed.len() < self.config.page_records {
+            let Some((seq, path, value)) = later.next() else {
+                break;
+            };
             if let Ok(rec) = postcard::from_bytes::<FileRecord>(value) {
                 changed.push((seq, path.to_string(), rec));
-                if changed.len() == self.config.page_records {
-                    break;
-                }
             }
         }
-        let unread = later.len() > 0;
+        let unread = later.peek().is_some();
         // App values travel inline: a page also ends at a byte budget
         // (always holding at least one record).
         let mut values = Vec::new();
