@@ -8,7 +8,10 @@
 //! writes), bytes fetched after a 1-byte insert at offset 0 of a 128 MiB
 //! synced file, after appending 1 MiB, and after a rename, and each node's
 //! peak RSS. `SOFTADASTRA_BENCH_SKIP_LARGE=1` skips the 1 GiB dataset;
-//! `SOFTADASTRA_BENCH_ONLY_LARGE=1` runs it alone.
+//! `SOFTADASTRA_BENCH_ONLY_LARGE=1` runs it alone;
+//! `SOFTADASTRA_BENCH_ONLY_SMALL=1` runs the 20,000 small files alone.
+//! `SOFTADASTRA_BENCH_BIN=PATH` measures another build of the agent (to
+//! compare builds in interleaved runs).
 //!
 //! On ext4 without a journal (as on the CI machines), creating files soon
 //! after tens of thousands were deleted is several times slower (the
@@ -20,8 +23,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_softadastra")
+fn bin() -> std::ffi::OsString {
+    std::env::var_os("SOFTADASTRA_BENCH_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_softadastra").into())
 }
 
 fn cli(home: &Path, args: &[&str]) -> std::process::Output {
@@ -331,6 +335,10 @@ fn main() {
                     .expect("write");
             }
         });
+
+        if std::env::var_os("SOFTADASTRA_BENCH_ONLY_SMALL").is_some() {
+            return;
+        }
 
         // Propagation latency of one 4 KiB file.
         let mut rng = fastrand::Rng::with_seed(2);
