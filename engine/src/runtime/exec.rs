@@ -1403,12 +1403,13 @@ async fn submit(s: &Shared, commit: Commit) -> Result<Vec<Action>, String> {
 ///    directories holding them, so each one's name survives too;
 /// 2. the second takes every batch step 1 has finished and, under the
 ///    store lock with the log's fsyncs held, checks and carries out each
-///    piece of work (conflict copy, rename or trash) and records it; the
-///    log's fsync is taken out of the lock ([`Store::hold_deferred`]);
+///    piece of work (conflict copy, rename or trash), makes the renames
+///    durable (`syncfs` again, or an fsync of each directory) unless every
+///    piece placed a new file, and records the work; the log's fsync is
+///    taken out of the lock ([`Store::hold_deferred`]);
 /// 3. the third, without the store lock — the second is already on the
-///    next batch — makes the renames durable (`syncfs` again, or an fsync
-///    of each directory) unless every piece placed a new file, then the
-///    log, with one fsync for all it has waiting.
+///    next batch — makes the log durable, with one fsync for every batch
+///    waiting, and only then answers.
 ///
 /// An index entry is never durable before the bytes it describes, and
 /// nothing is told to a peer before the entry is durable: the actions come
@@ -1576,7 +1577,7 @@ fn record_batch(s: &Arc<Shared>, batch: Flushed) -> Option<Logged> {
     if items.is_empty() {
         return None;
     }
-    let mut roots: Vec<PathBuf> = items.iter().map(|(_, _, root, _)| root.clone()).collect();
+    let mut roots: Vec<&Path> = items.iter().map(|(_, _, root, _)| root.as_path()).collect();
     roots.sort();
     roots.dedup();
     // Looked at once per directory and batch (files come in directory
@@ -1607,6 +1608,24 @@ fn record_batch(s: &Arc<Shared>, batch: Flushed) -> Option<Logged> {
                 Ok(Vec::new())
             })
             .collect();
+        if !only_new_files {
+            // The renames are made durable before their records are even
+            // written: any fsync of the log from now on (step 3's for an
+            // earlier batch, another writer's) may carry them.
+            let dirs: Vec<&Path> = items
+                .iter()
+                .zip(&results)
+                .filter(|(_, r)| r.is_ok())
+                .filter_map(|((.., abs), _)| abs.parent())
+                .collect();
+            if let Err(e) = make_durable(&roots, &dirs, 0) {
+                // The renames may not survive a power cut; the work is
+                // recorded anyway (it was done), and the work it hands out
+                // next must go out. Say so loudly: the next scan
+                // reconciles whatever a crash leaves.
+                warn!(error = %e, "cannot make the renames durable");
+            }
+        }
         // Recorded together; the work due next rides on the first reply.
         let recorded = lock(&s.engine).completed_all(store, done, Instant::now());
         match recorded {
@@ -1637,20 +1656,8 @@ fn record_batch(s: &Arc<Shared>, batch: Flushed) -> Option<Logged> {
             return None;
         }
     };
-    let dirs = if only_new_files {
-        Vec::new()
-    } else {
-        items
-            .iter()
-            .zip(&results)
-            .filter(|(_, r)| r.is_ok())
-            .filter_map(|((.., abs), _)| abs.parent().map(Path::to_path_buf))
-            .collect()
-    };
     Some(Logged {
         pending,
-        roots,
-        dirs,
         replies: items
             .into_iter()
             .zip(results)
@@ -1663,10 +1670,6 @@ fn record_batch(s: &Arc<Shared>, batch: Flushed) -> Option<Logged> {
 struct Logged {
     /// The log's fsync, if the batch appended anything.
     pending: Option<PendingSync>,
-    /// The folder roots the work is in.
-    roots: Vec<PathBuf>,
-    /// Directories whose renames must be durable before the log.
-    dirs: Vec<PathBuf>,
     replies: Vec<(Reply, Result<Vec<Action>, String>)>,
 }
 
@@ -1677,37 +1680,20 @@ impl Logged {
             (Some(a), Some(b)) => Some(a.merge(b)),
             (a, b) => a.or(b),
         };
-        self.roots.extend(later.roots);
-        self.roots.sort();
-        self.roots.dedup();
-        self.dirs.extend(later.dirs);
         self.replies.extend(later.replies);
     }
 }
 
-/// Step 3 of [`committer`]: make the renames (unless every piece placed a
-/// new file) and then the log durable — without the store lock, so the
-/// next batch is carried out meanwhile — and only then answer. Batches
-/// that wait meanwhile share one flush.
+/// Step 3 of [`committer`]: make the log durable — without the store lock,
+/// so the next batch is carried out meanwhile — and only then answer.
+/// Batches that wait meanwhile share one fsync.
 fn logger(s: std::sync::Weak<Shared>, inbox: std::sync::mpsc::Receiver<Logged>) {
     while let Ok(mut logged) = inbox.recv() {
         while let Ok(more) = inbox.try_recv() {
             logged.absorb(more);
         }
         let Some(s) = s.upgrade() else { break };
-        let Logged {
-            pending,
-            roots,
-            dirs,
-            replies,
-        } = logged;
-        if let Err(e) = make_durable(&roots, &dirs, 0) {
-            // The renames may not survive a power cut; the log is synced
-            // anyway (the store cannot take records back), so the results
-            // stand — and the work they hand out next must go out. Say so
-            // loudly: the next scan reconciles whatever a crash leaves.
-            warn!(error = %e, "cannot make the renames durable");
-        }
+        let Logged { pending, replies } = logged;
         let synced = match pending {
             Some(mut p) => {
                 let result = p.sync();
