@@ -184,20 +184,34 @@ impl ChunkIndex {
         self.places(hash)
     }
 
-    /// Remember the chunks of `record`, moved from `from` to `to` in the
-    /// trash (and forget them at `from`).
-    fn trashed(&mut self, from: &Path, to: &Path, record: &FileRecord) {
+    /// Remember the chunks of `record` at `to` in the trash, where its file
+    /// is about to move — before it does: while it moves, a reader finds
+    /// it at one of the two places ([`ChunkIndex::places`] lists the old
+    /// one first), never at neither.
+    fn trashing(&mut self, to: &Path, record: &FileRecord) {
         if self.trashed.len() > 1_000_000 {
             self.trashed.clear();
         }
         // A move keeps size, mtime and inode.
         let stamp = Stamp::of_record(record);
         for c in &record.chunks {
-            if self.map.get(&c.hash).is_some_and(|(p, ..)| p == from) {
-                self.map.remove(&c.hash);
-            }
             self.trashed
                 .insert(c.hash, (to.to_path_buf(), c.offset, c.len, stamp));
+        }
+    }
+
+    /// The file of `record` moved from `from` (see [`ChunkIndex::trashing`])
+    /// — or, if `moved` is false, did not: its chunks are where they were.
+    fn trashed(&mut self, from: &Path, to: &Path, record: &FileRecord, moved: bool) {
+        for c in &record.chunks {
+            let (stale, kept) = if moved {
+                (&mut self.map, from)
+            } else {
+                (&mut self.trashed, to)
+            };
+            if stale.get(&c.hash).is_some_and(|(p, ..)| p == kept) {
+                stale.remove(&c.hash);
+            }
         }
     }
 }
@@ -1788,10 +1802,14 @@ fn to_trash(
     if let Some(p) = trash.parent() {
         std::fs::create_dir_all(p).map_err(|e| format!("create {}: {e}", p.display()))?;
     }
-    std::fs::rename(abs, &trash).map_err(|e| format!("move to trash: {e}"))?;
     if let Some(r) = record {
-        lock(&s.chunks).trashed(abs, &trash, r);
+        lock(&s.chunks).trashing(&trash, r);
     }
+    let moved = std::fs::rename(abs, &trash);
+    if let Some(r) = record {
+        lock(&s.chunks).trashed(abs, &trash, r, moved.is_ok());
+    }
+    moved.map_err(|e| format!("move to trash: {e}"))?;
     Ok(trash)
 }
 
@@ -2189,6 +2207,48 @@ mod tests {
         rename_new(&tmp, &dest).unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"received");
         assert!(!tmp.exists());
+    }
+
+    /// A file moving to the trash is findable at one of its two places
+    /// throughout (a rename seen as a deletion and an addition copies its
+    /// chunks from wherever the file is, fetching none), and only at the
+    /// one it ended up at afterwards.
+    #[test]
+    fn a_file_moving_to_the_trash_is_never_at_neither_place() {
+        let record = {
+            let bytes = b"the same bytes under a new name".to_vec();
+            let chunks = crate::fs::chunk::chunk_bytes(&bytes, Default::default()).chunks;
+            FileRecord {
+                kind: EntryKind::File,
+                size: bytes.len() as u64,
+                mtime_ns: 1,
+                mode: 0o644,
+                inode: 7,
+                hash: Some(ContentHash::of(&bytes)),
+                chunks,
+                link_target: None,
+                version: VersionVector::default(),
+                modified_by: NodeId::LOCAL,
+                deleted: false,
+            }
+        };
+        let hash = record.chunks[0].hash;
+        let (from, to) = (
+            Path::new("/f/a.bin"),
+            Path::new("/f/.softadastra/trash/1/a.bin"),
+        );
+        let paths = |ix: &ChunkIndex| -> Vec<PathBuf> {
+            ix.places(&hash).into_iter().map(|p| p.0).collect()
+        };
+        for moved in [true, false] {
+            let mut ix = ChunkIndex::default();
+            ix.insert(from, &record);
+            ix.trashing(to, &record);
+            assert_eq!(paths(&ix), [from, to], "old place first while it moves");
+            ix.trashed(from, to, &record, moved);
+            let end = if moved { to } else { from };
+            assert_eq!(paths(&ix), [end]);
+        }
     }
 
     #[test]
