@@ -742,7 +742,8 @@ impl Wal {
     /// outcome to [`Wal::synced`]. Until then [`Wal::durable_seq`] stays
     /// where it is, so whoever reveals records only up to it (answers to
     /// clients and peers) reveals none of these. `None` when nothing is
-    /// pending, or under [`Durability::None`].
+    /// pending, under [`Durability::None`], or when no second handle on the
+    /// log could be had — then the fsync was run here.
     pub fn pending_sync(&mut self) -> Result<Option<PendingSync>, WalError> {
         self.check_usable()?;
         if self.pending == 0 || self.config.durability == Durability::None {
@@ -750,13 +751,11 @@ impl Wal {
         }
         let syncer = match self.active.syncer() {
             Ok(s) => s,
-            Err(e) => {
-                let path = self.active_path();
-                return Err(self.fail(WalError::Io {
-                    op: "open for fsync",
-                    path,
-                    source: e,
-                }));
+            // No second handle (out of descriptors, say): nothing is lost,
+            // the fsync is simply run here, as a flush would.
+            Err(_) => {
+                self.sync_pending()?;
+                return Ok(None);
             }
         };
         Ok(Some(PendingSync {
