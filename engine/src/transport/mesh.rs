@@ -362,6 +362,13 @@ impl Mesh {
         slot.status.outbound = outbound;
         slot.status.found_by = Some(found_by);
         slot.retry_at = None;
+        // Told while the slots are held: two connections admitted one
+        // after the other are announced in that order. Announced after
+        // the lock, the one replaced could be announced last and taken
+        // for the live one by the runtime, which then sent everything
+        // into a closed connection (seen under load: a simultaneous dial
+        // left two nodes connected and silent).
+        self.emit(MeshEvent::Connected(peer.clone()));
         true
     }
 
@@ -371,7 +378,7 @@ impl Mesh {
         }
     }
 
-    fn release(&self, peer: &PeerHandle, why: &str) -> bool {
+    fn release(&self, peer: &PeerHandle, why: &str) {
         let mut slots = self.slots();
         if let Some(slot) = slots.get_mut(&peer.id)
             && slot
@@ -388,9 +395,10 @@ impl Mesh {
             } else {
                 PeerState::Waiting
             };
-            return true;
+            // Under the lock, for the reason `admit` gives: a connection
+            // admitted right after must not be announced before this end.
+            self.emit(MeshEvent::Disconnected(peer.id));
         }
-        false
     }
 
     fn is_connected(&self, id: &NodeId) -> bool {
@@ -403,7 +411,6 @@ impl Mesh {
             return;
         }
         info!(peer = %handle.id, name = %handle.name, addr = %handle.remote_addr(), version = %peer.hello.version, "connected");
-        self.emit(MeshEvent::Connected(handle.clone()));
         let bulk = self.inner.events.clone().map(|tx| {
             let h = handle.clone();
             tokio::spawn(async move {
@@ -425,9 +432,7 @@ impl Mesh {
         if let Some(b) = bulk {
             b.abort();
         }
-        if self.release(&handle, &why) {
-            self.emit(MeshEvent::Disconnected(handle.id));
-        }
+        self.release(&handle, &why);
         info!(peer = %handle.id, name = %handle.name, reason = %why, "disconnected");
     }
 
