@@ -557,52 +557,44 @@ impl Indexer {
     ) -> Result<(HashMap<String, FileRecord>, Seq), FolderError> {
         let mut known: HashMap<String, FileRecord> = HashMap::new();
         let strip = self.config.id.len() + 1;
-        let mut failed = None;
         self.each_entry(store, scopes, |k, e| {
-            if let Some(v) = e.value.as_deref()
-                && failed.is_none()
-            {
-                match decode(k, v) {
-                    Ok(r) => {
-                        known.insert(k[strip..].to_string(), r);
-                    }
-                    Err(err) => failed = Some(err),
-                }
+            if let Some(v) = e.value.as_deref() {
+                known.insert(k[strip..].to_string(), decode(k, v)?);
             }
-        });
-        match failed {
-            Some(e) => Err(e),
-            None => Ok((known, store.last_seq())),
-        }
+            Ok(())
+        })?;
+        Ok((known, store.last_seq()))
     }
 
-    /// Every index entry (key, entry) of `scopes`, tombstones included.
+    /// Every index entry (key, entry) of `scopes`, tombstones included,
+    /// until `visit` fails.
     fn each_entry(
         &self,
         store: &Store,
         scopes: &[Scope],
-        mut visit: impl FnMut(&str, &crate::store::Entry),
-    ) {
+        mut visit: impl FnMut(&str, &crate::store::Entry) -> Result<(), FolderError>,
+    ) -> Result<(), FolderError> {
         for scope in scopes {
             match scope {
                 Scope::All => {
                     let prefix = format!("{}/", self.config.id);
                     for (k, e) in store.scan_prefix(ns::FILES, &prefix) {
-                        visit(k, e);
+                        visit(k, e)?;
                     }
                 }
                 Scope::Tree(p) => {
                     let key = file_key(&self.config.id, p);
                     if let Some(e) = store.entry(ns::FILES, &key) {
-                        visit(&key, e);
+                        visit(&key, e)?;
                     }
                     let prefix = format!("{key}/");
                     for (k, e) in store.scan_prefix(ns::FILES, &prefix) {
-                        visit(k, e);
+                        visit(k, e)?;
                     }
                 }
             }
         }
+        Ok(())
     }
 
     /// Walk and stat `scopes`, hashing only what differs from `known`.
@@ -641,10 +633,12 @@ impl Indexer {
     ) -> Vec<String> {
         let strip = self.config.id.len() + 1;
         let mut changed: Vec<String> = Vec::new();
-        self.each_entry(store, scopes, |k, e| {
+        // The walk itself cannot fail.
+        let _ = self.each_entry(store, scopes, |k, e| {
             if e.version > read_at {
                 changed.push(k[strip..].to_string());
             }
+            Ok(())
         });
         if changed.is_empty() {
             return Vec::new();

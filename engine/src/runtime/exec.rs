@@ -740,9 +740,8 @@ pub fn recover_temp_files(s: &Shared, folder: &folder::FolderConfig) {
             continue;
         }
         if let Some(dest) = lost_rename(s, folder, tmp) {
-            let moved = std::fs::rename(tmp, &dest).and_then(|()| {
-                make_durable(&[] as &[&Path], &[dest.parent().unwrap_or(&folder.path)], 0)
-            });
+            let moved = std::fs::rename(tmp, &dest)
+                .and_then(|()| make_durable(&[], &[dest.parent().unwrap_or(&folder.path)], 0));
             match moved {
                 Ok(()) => {
                     info!(path = %dest.display(), "finished placing a file a crash interrupted");
@@ -1731,11 +1730,7 @@ fn logger(s: std::sync::Weak<Shared>, inbox: std::sync::mpsc::Receiver<Logged>) 
 /// few files, or much data, where `syncfs` would also flush the other
 /// transfers still being written.
 /// `bytes`: how much file data `files` hold (0 for directories).
-fn make_durable(
-    roots: &[impl AsRef<Path>],
-    files: &[impl AsRef<Path>],
-    bytes: u64,
-) -> std::io::Result<()> {
+fn make_durable(roots: &[&Path], files: &[impl AsRef<Path>], bytes: u64) -> std::io::Result<()> {
     let mut unique: Vec<&Path> = files.iter().map(AsRef::as_ref).collect();
     unique.sort();
     unique.dedup();
@@ -1750,7 +1745,7 @@ fn make_durable(
                 use std::os::unix::fs::MetadataExt;
                 let dev = std::fs::metadata(root)?.dev();
                 if seen.insert(dev) {
-                    syncfs(root.as_ref())?;
+                    syncfs(root)?;
                 }
             }
             return Ok(());
@@ -2033,28 +2028,32 @@ fn remove_one(
 mod tests {
     use super::*;
 
+    /// The record of a file holding `bytes`, chunked as the scanner would.
+    fn file_record(bytes: &[u8]) -> FileRecord {
+        let content = crate::fs::chunk::chunk_bytes(bytes, Default::default());
+        FileRecord {
+            kind: EntryKind::File,
+            size: content.size,
+            mtime_ns: 1,
+            mode: 0o644,
+            inode: 7,
+            hash: Some(content.hash),
+            chunks: content.chunks,
+            link_target: None,
+            version: VersionVector::default(),
+            modified_by: NodeId::LOCAL,
+            deleted: false,
+        }
+    }
+
     /// A one-chunk file is taken as checked only when its chunk is the
     /// whole announced file; any other record is hashed, so a record whose
     /// chunks do not make its hash is caught.
     #[test]
     fn a_small_file_is_hashed_unless_its_one_chunk_is_the_file() {
-        use crate::fs::chunk::{ChunkerConfig, chunk_bytes};
         let bytes = b"one small file".to_vec();
-        let content = chunk_bytes(&bytes, ChunkerConfig::default());
-        let hash = content.hash;
-        let mut record = FileRecord {
-            kind: EntryKind::File,
-            size: content.size,
-            mtime_ns: 0,
-            mode: 0o644,
-            inode: 0,
-            hash: Some(hash),
-            chunks: content.chunks,
-            link_target: None,
-            version: VersionVector::default(),
-            modified_by: NodeId([1; 32]),
-            deleted: false,
-        };
+        let mut record = file_record(&bytes);
+        let hash = ContentHash::of(&bytes);
         assert_eq!(record.chunks.len(), 1);
         assert_eq!(small_file_hash(&record, &bytes), hash);
         // A peer announcing a file hash its only chunk does not have.
@@ -2215,23 +2214,7 @@ mod tests {
     /// one it ended up at afterwards.
     #[test]
     fn a_file_moving_to_the_trash_is_never_at_neither_place() {
-        let record = {
-            let bytes = b"the same bytes under a new name".to_vec();
-            let chunks = crate::fs::chunk::chunk_bytes(&bytes, Default::default()).chunks;
-            FileRecord {
-                kind: EntryKind::File,
-                size: bytes.len() as u64,
-                mtime_ns: 1,
-                mode: 0o644,
-                inode: 7,
-                hash: Some(ContentHash::of(&bytes)),
-                chunks,
-                link_target: None,
-                version: VersionVector::default(),
-                modified_by: NodeId::LOCAL,
-                deleted: false,
-            }
-        };
+        let record = file_record(b"the same bytes under a new name");
         let hash = record.chunks[0].hash;
         let (from, to) = (
             Path::new("/f/a.bin"),
