@@ -8,7 +8,9 @@
 //! hostile paths (nothing written outside the folder), discard every
 //! garbage chunk (its hash does not match), fetch those chunks again from
 //! the good peer — it asks both, chunk by chunk — and keep syncing with
-//! the good peer throughout.
+//! the good peer throughout. Small files go the same way in batches: a
+//! file only Mallory offers never lands (its chunks are garbage) while the
+//! small files of the same batch that the good peer has do.
 
 mod common;
 
@@ -20,7 +22,7 @@ use std::time::Duration;
 
 use common::node::{Node, sharing as node};
 use common::{run, wait};
-use softadastra::core::NodeId;
+use softadastra::core::{ContentHash, NodeId};
 use softadastra::folder::{self, FileRecord};
 use softadastra::store::{Store, StoreConfig};
 use softadastra::sync::SyncMessage;
@@ -70,6 +72,7 @@ fn mallory(
     victim: (NodeId, u16),
     port: u16,
     big: FileRecord,
+    small: Vec<(String, FileRecord)>,
     served: Arc<AtomicU64>,
 ) -> tokio::runtime::Runtime {
     let identity = Identity::load(home).unwrap().unwrap();
@@ -124,6 +127,7 @@ fn mallory(
         .map(|p| (p.to_string(), big.clone()))
         .collect();
         hostile.push(("big.bin".into(), big.clone()));
+        hostile.extend(small);
         while let Some(bytes) = rx.recv().await {
             if let Ok(SyncMessage::IndexRequest { folder, since }) =
                 postcard::from_bytes::<SyncMessage>(&bytes)
@@ -147,11 +151,34 @@ fn mallory(
 fn hostile_paths_are_refused_and_garbage_chunks_are_refetched_from_a_good_peer() {
     let mut rng = fastrand::Rng::with_seed(7);
     let big: Vec<u8> = (0..3 << 20).map(|_| rng.u8(..)).collect();
-    let (mut good, good_dir) = node("good", &[("big.bin", &big)]);
+    let small: Vec<(String, Vec<u8>)> = (0..5)
+        .map(|i| {
+            let len = 1000 + 700 * i;
+            (
+                format!("small-{i}.txt"),
+                (0..len).map(|_| rng.u8(..)).collect(),
+            )
+        })
+        .collect();
+    let mut files: Vec<(&str, &[u8])> = vec![("big.bin", &big)];
+    files.extend(small.iter().map(|(p, b)| (p.as_str(), b.as_slice())));
+    let (mut good, good_dir) = node("good", &files);
     let (mut victim, victim_dir) = node("victim", &[]);
     let evil = Node::new("mallory");
     let evil_port = common::node::free_port();
     let record = record_of(good.home.path(), "big.bin");
+    // Mallory offers the good peer's small files too, and one small file
+    // nobody has the bytes of.
+    let mut small_records: Vec<(String, FileRecord)> = small
+        .iter()
+        .map(|(p, _)| (p.clone(), record_of(good.home.path(), p)))
+        .collect();
+    let mut phantom = small_records[0].1.clone();
+    let nobody = ContentHash::of(b"bytes no peer has");
+    phantom.hash = Some(nobody);
+    phantom.chunks[0].hash = nobody;
+    small_records.push(("only-mallory.txt".into(), phantom));
+    let big_chunks = record.chunks.len();
     assert!(
         record.chunks.len() > 4,
         "several chunks to spread over peers"
@@ -182,11 +209,20 @@ fn hostile_paths_are_refused_and_garbage_chunks_are_refetched_from_a_good_peer()
         (victim_id, victim.port),
         evil_port,
         record,
+        small_records,
         served.clone(),
     );
+    // Every chunk of big.bin and of the six small files asked of Mallory.
+    let asked = (big_chunks + small.len() + 1) as u64;
     wait("garbage served", Duration::from_secs(30), || {
-        served.load(Ordering::SeqCst) >= 4
+        served.load(Ordering::SeqCst) >= asked
     });
+    for (p, _) in &small {
+        assert!(
+            !victim_dir.join(p).exists(),
+            "a file assembled from garbage reached its path"
+        );
+    }
     assert!(
         !victim_dir.join("big.bin").exists(),
         "a file assembled from garbage reached its path"
@@ -199,6 +235,11 @@ fn hostile_paths_are_refused_and_garbage_chunks_are_refetched_from_a_good_peer()
     wait("big.bin synced", Duration::from_secs(60), || {
         std::fs::read(victim_dir.join("big.bin")).is_ok_and(|b| b == big)
     });
+    for (p, bytes) in &small {
+        wait("small files synced", Duration::from_secs(30), || {
+            std::fs::read(victim_dir.join(p)).is_ok_and(|b| b == *bytes)
+        });
+    }
     assert!(
         served.load(Ordering::SeqCst) > before,
         "the victim asked Mallory again once there were two sources"
@@ -220,7 +261,12 @@ fn hostile_paths_are_refused_and_garbage_chunks_are_refetched_from_a_good_peer()
         .filter(|n| n != ".softadastra")
         .collect();
     names.sort();
-    assert_eq!(names, ["big.bin"], "no temporary or hostile file is left");
+    let mut expected = vec!["big.bin".to_string()];
+    expected.extend(small.iter().map(|(p, _)| p.clone()));
+    assert_eq!(
+        names, expected,
+        "no temporary, hostile or phantom file is left"
+    );
 
     // And syncing with the good peer goes on.
     std::fs::write(good_dir.join("after.txt"), b"still syncing").unwrap();

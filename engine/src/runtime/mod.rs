@@ -377,8 +377,10 @@ pub fn step(s: &Arc<Shared>) -> Result<crate::sync::TickReport, crate::sync::Syn
     Ok(report)
 }
 
-/// Carry out engine actions.
+/// Carry out engine actions: small files' places in batches of
+/// [`exec::SMALL_BATCH`], each batch one task; any other work one task each.
 pub fn dispatch(s: &Arc<Shared>, actions: Vec<Action>) {
+    let mut small = Vec::new();
     for a in actions {
         match a {
             Action::Send { peer, message } => {
@@ -389,18 +391,31 @@ pub fn dispatch(s: &Arc<Shared>, actions: Vec<Action>) {
                     h.send(bytes);
                 }
             }
+            work if exec::is_small_place(&work) => {
+                small.push(work);
+                if small.len() == exec::SMALL_BATCH {
+                    let (s, batch) = (s.clone(), std::mem::take(&mut small));
+                    tokio::spawn(async move { exec::run_small(s, batch).await });
+                }
+            }
             work => {
                 let s = s.clone();
                 tokio::spawn(async move { exec::run(s, work).await });
             }
         }
     }
+    if !small.is_empty() {
+        let s = s.clone();
+        tokio::spawn(async move { exec::run_small(s, small).await });
+    }
 }
 
 impl Shared {
     /// Report actions produced outside the event loop (by the executor).
     pub fn report(&self, actions: Vec<Action>) {
-        let _ = self.local.send(Local::Actions(actions));
+        if !actions.is_empty() {
+            let _ = self.local.send(Local::Actions(actions));
+        }
     }
 
     /// The local index of `folder` (or the app space) changed outside the
