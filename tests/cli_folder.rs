@@ -291,3 +291,40 @@ fn watch_records_changes_as_they_happen() {
         .collect();
     assert_eq!(paths, vec!["new.txt", "while-away.txt"]);
 }
+
+/// An agent holds the store from its first moment, a little before its
+/// control socket answers; a one-shot command holds it for a moment too.
+/// A folder command meeting a store in use waits for it (or for the agent
+/// to answer) instead of failing at once.
+#[test]
+fn a_folder_command_waits_for_a_store_held_for_a_moment() {
+    use softadastra::store::{Store, StoreConfig};
+    let home = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+    write(&first.join("a.txt"), b"alpha");
+    write(&second.join("b.txt"), b"beta");
+    let h = home.path();
+    assert!(
+        run(h, &["folder", "add", first.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let (held, _) = Store::open_dir(StoreConfig::new(h.join("store"))).unwrap();
+    let start = std::time::Instant::now();
+    let add = std::thread::spawn({
+        let (h, second) = (h.to_path_buf(), second.clone());
+        move || run(&h, &["folder", "add", second.to_str().unwrap()])
+    });
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    drop(held);
+    let add = add.join().unwrap();
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
+    assert!(start.elapsed() >= std::time::Duration::from_millis(1500));
+    let list = json(&run(h, &["folder", "list", "--json"]));
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+}

@@ -194,6 +194,41 @@ pub fn call(home: &Home, request: &Request) -> Result<Option<serde_json::Value>>
     }
 }
 
+/// Who carries out a command that the running agent, if any, must do.
+pub enum Reached {
+    /// The running agent did: its answer.
+    Agent(serde_json::Value),
+    /// No agent runs: the store, for the command to do it itself.
+    Store(Box<softadastra::store::Store>),
+}
+
+/// How long a command waits for a store in use to come free or for the
+/// agent holding it to answer.
+const STARTING_AGENT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Send `request` to the agent running on `home`, or, when none runs, open
+/// the store for the caller to do the work itself. An agent holds the store
+/// from its first moment, a little before its control socket is up (and a
+/// one-shot command holds it for a moment): a store found in use is not an
+/// error at once — the agent is asked again, then the store, for up to
+/// [`STARTING_AGENT_WAIT`].
+pub fn call_or_open(home: &Home, request: &Request) -> Result<Reached> {
+    let deadline = std::time::Instant::now() + STARTING_AGENT_WAIT;
+    loop {
+        if let Some(answer) = call(home, request)? {
+            return Ok(Reached::Agent(answer));
+        }
+        match crate::store_cmd::open_store(home) {
+            Err(e)
+                if crate::store_cmd::store_in_use(&e) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            other => return other.map(|store| Reached::Store(Box::new(store))),
+        }
+    }
+}
+
 /// Write `text`, read one answer line.
 fn exchange<S>(stream: S, text: &str) -> Result<String>
 where

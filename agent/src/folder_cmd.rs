@@ -16,7 +16,7 @@ use softadastra::fs::scan::{EntryKind, ScanProgress};
 use softadastra::store::{Store, StoreConfig};
 use softadastra::wal::{Durability, MemStorage};
 
-use crate::control::{FolderChange, Request};
+use crate::control::{FolderChange, Reached, Request, call_or_open};
 use crate::home::Home;
 use crate::store_cmd::open_store;
 
@@ -164,45 +164,44 @@ fn print_report(report: &ChangeReport, recorded: bool) {
 
 pub fn run_folder(home: &Home, cmd: FolderCommand) -> Result<ExitCode> {
     // With the agent running (it holds the store), sharing goes through
-    // it: it indexes the folder, watches it and tells its peers at once.
-    if let FolderCommand::Add { path, id } = &cmd {
-        let abs = std::fs::canonicalize(path)
-            .with_context(|| format!("cannot share {}", path.display()))?;
-        let request = crate::control::Request::FolderAdd {
-            path: abs.clone(),
-            id: id.clone(),
-        };
-        if let Some(answer) = crate::control::call(home, &request)? {
-            eprintln!(
-                "sharing {} as folder {:?} (the running agent indexes and syncs it)",
-                abs.display(),
-                answer["id"].as_str().unwrap_or_default()
-            );
-            return Ok(ExitCode::SUCCESS);
-        }
-    }
-    // Pause, resume, remove and rescan too: the agent stops or starts the
+    // it: it indexes the folder, watches it and tells its peers at once;
+    // pause, resume, remove and rescan too: the agent stops or starts the
     // folder's watcher and tells its peers.
-    let change = match &cmd {
-        FolderCommand::Remove { id } => Some((id, FolderChange::Remove)),
-        FolderCommand::Pause { id } => Some((id, FolderChange::Pause)),
-        FolderCommand::Resume { id } => Some((id, FolderChange::Resume)),
-        FolderCommand::Rescan { id } => Some((id, FolderChange::Rescan)),
+    let set = |id: &String, change| {
+        Some(Request::FolderSet {
+            id: id.clone(),
+            change,
+        })
+    };
+    let request = match &cmd {
+        FolderCommand::Add { path, id } => Some(Request::FolderAdd {
+            path: std::fs::canonicalize(path)
+                .with_context(|| format!("cannot share {}", path.display()))?,
+            id: id.clone(),
+        }),
+        FolderCommand::Remove { id } => set(id, FolderChange::Remove),
+        FolderCommand::Pause { id } => set(id, FolderChange::Pause),
+        FolderCommand::Resume { id } => set(id, FolderChange::Resume),
+        FolderCommand::Rescan { id } => set(id, FolderChange::Rescan),
         _ => None,
     };
-    if let Some((id, change)) = change
-        && let Some(answer) = crate::control::call(
-            home,
-            &Request::FolderSet {
-                id: id.clone(),
-                change,
-            },
-        )?
-    {
-        eprintln!("{}", answer["said"].as_str().unwrap_or("done"));
-        return Ok(ExitCode::SUCCESS);
-    }
-    let mut store = open_store(home)?;
+    let mut store = match request {
+        Some(request) => match call_or_open(home, &request)? {
+            Reached::Store(store) => *store,
+            Reached::Agent(answer) => {
+                match request {
+                    Request::FolderAdd { path, .. } => eprintln!(
+                        "sharing {} as folder {:?} (the running agent indexes and syncs it)",
+                        path.display(),
+                        answer["id"].as_str().unwrap_or_default()
+                    ),
+                    _ => eprintln!("{}", answer["said"].as_str().unwrap_or("done")),
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+        },
+        None => open_store(home)?,
+    };
     match cmd {
         FolderCommand::Add { path, id } => {
             let id = id.unwrap_or_else(|| {

@@ -85,30 +85,33 @@ pub fn run_peer(home: &Home, cmd: PeerCommand) -> Result<ExitCode> {
             None
         }
     };
-    if let Some(request) = request
-        && let Some(answer) = control::call(home, &request)?
-    {
-        match cmd {
-            PeerCommand::Add { .. } => eprintln!(
-                "trusting {}{}",
-                answer["id"].as_str().unwrap_or_default(),
-                match (answer["addr"].as_str(), answer["discovered"].as_str()) {
-                    (Some(a), _) => format!(" at {a}"),
-                    (None, Some(d)) => format!(", found on the LAN at {d}; connecting"),
-                    (None, None) => {
-                        "; not seen on the LAN yet: it connects when discovered or when it dials this node"
-                            .to_string()
-                    }
+    let mut store = match request {
+        Some(request) => match control::call_or_open(home, &request)? {
+            control::Reached::Store(store) => *store,
+            control::Reached::Agent(answer) => {
+                match cmd {
+                    PeerCommand::Add { .. } => eprintln!(
+                        "trusting {}{}",
+                        answer["id"].as_str().unwrap_or_default(),
+                        match (answer["addr"].as_str(), answer["discovered"].as_str()) {
+                            (Some(a), _) => format!(" at {a}"),
+                            (None, Some(d)) => format!(", found on the LAN at {d}; connecting"),
+                            (None, None) => {
+                                "; not seen on the LAN yet: it connects when discovered or when it dials this node"
+                                    .to_string()
+                            }
+                        }
+                    ),
+                    _ => eprintln!(
+                        "no longer trusting {}",
+                        answer["id"].as_str().unwrap_or_default()
+                    ),
                 }
-            ),
-            _ => eprintln!(
-                "no longer trusting {}",
-                answer["id"].as_str().unwrap_or_default()
-            ),
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    let mut store = open_store(home)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+        },
+        None => open_store(home)?,
+    };
     let own = home.node_id()?;
     match cmd {
         PeerCommand::Add { node_id, addr } => {

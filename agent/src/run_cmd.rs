@@ -523,13 +523,7 @@ fn open_store_waiting(home: &Home) -> Result<Store> {
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
         match open_store(home) {
-            Err(e)
-                if Instant::now() < deadline
-                    && matches!(
-                        e.downcast_ref::<softadastra::store::StoreError>(),
-                        Some(softadastra::store::StoreError::Locked { .. })
-                    ) =>
-            {
+            Err(e) if Instant::now() < deadline && crate::store_cmd::store_in_use(&e) => {
                 std::thread::sleep(Duration::from_millis(50));
             }
             other => return other,

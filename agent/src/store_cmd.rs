@@ -54,6 +54,15 @@ pub enum WalCommand {
     },
 }
 
+/// Whether `e` says the store is held by another process (an agent, or a
+/// one-shot command for a moment).
+pub fn store_in_use(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<softadastra::store::StoreError>(),
+        Some(softadastra::store::StoreError::Locked { .. })
+    )
+}
+
 pub fn open_store(home: &Home) -> Result<Store> {
     let mut config = StoreConfig::new(home.store_dir());
     config.node = home.node_id()?;
