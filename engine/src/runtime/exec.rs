@@ -455,34 +455,33 @@ struct Gathering {
 struct Wanted {
     hash: ContentHash,
     len: u32,
-    reply: tokio::sync::oneshot::Sender<Result<Option<Data>, String>>,
+    reply: ChunkReply,
 }
 
-/// The answer to one chunk asked for through [`ask_gathered`].
-type Answer = tokio::sync::oneshot::Receiver<Result<Option<Data>, String>>;
+/// What is done with a chunk's answer: its bytes, `None` when the peer
+/// does not have it (or sent it wrong), or why the request failed.
+type ChunkReply = Box<dyn FnOnce(Result<Option<Data>, String>) + Send>;
 
 /// Ask `peer` for `chunks` in requests shared with other small runs for
-/// the same peer; an answer per chunk, in order.
+/// the same peer; each chunk's answer goes to its reply.
 fn ask_gathered(
     s: &Arc<Shared>,
     peer: NodeId,
-    chunks: impl IntoIterator<Item = (ContentHash, u32)>,
-) -> Vec<Answer> {
+    chunks: impl IntoIterator<Item = (ContentHash, u32, ChunkReply)>,
+) {
     let mut all = lock(&s.small_fetches.0);
     let gathering = all.entry(peer).or_default();
-    let answers: Vec<Answer> = chunks
-        .into_iter()
-        .map(|(hash, len)| {
-            let (reply, answer) = tokio::sync::oneshot::channel();
-            gathering.waiting.push_back(Wanted { hash, len, reply });
-            answer
-        })
-        .collect();
+    gathering
+        .waiting
+        .extend(
+            chunks
+                .into_iter()
+                .map(|(hash, len, reply)| Wanted { hash, len, reply }),
+        );
     if gathering.requests < GATHERED_REQUESTS {
         gathering.requests += 1;
         tokio::spawn(send_gathered(s.clone(), peer));
     }
-    answers
 }
 
 /// [`fetch_chunks`] for a small run, sharing a request with other small
@@ -492,8 +491,19 @@ async fn fetch_gathered(
     peer: NodeId,
     chunks: Vec<(ContentHash, u32)>,
 ) -> Result<Vec<Option<Data>>, String> {
-    let mut got = Vec::with_capacity(chunks.len());
-    for answer in ask_gathered(s, peer, chunks) {
+    let mut answers = Vec::with_capacity(chunks.len());
+    ask_gathered(
+        s,
+        peer,
+        chunks.into_iter().map(|(hash, len)| {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            answers.push(rx);
+            let reply: ChunkReply = Box::new(move |answer| drop(tx.send(answer)));
+            (hash, len, reply)
+        }),
+    );
+    let mut got = Vec::with_capacity(answers.len());
+    for answer in answers {
         got.push(
             answer
                 .await
@@ -538,12 +548,12 @@ async fn send_gathered(s: Arc<Shared>, peer: NodeId) {
         match fetch_chunks(&s, peer, &ask).await {
             Ok(got) => {
                 for (w, d) in batch.into_iter().zip(got) {
-                    let _ = w.reply.send(Ok(d));
+                    (w.reply)(Ok(d));
                 }
             }
             Err(e) => {
                 for w in batch {
-                    let _ = w.reply.send(Err(e.clone()));
+                    (w.reply)(Err(e.clone()));
                 }
             }
         }
@@ -982,25 +992,35 @@ struct SmallFile {
     sources: Vec<NodeId>,
     /// Its chunks, as they arrive.
     parts: Vec<Option<Data>>,
-    /// Chunks (by index) still to fetch, from the source after those
-    /// already asked (`tries`).
+    /// Chunks (by index) to ask of the next source.
     want: Vec<usize>,
+    /// Sources asked so far.
     tries: usize,
+    /// The source asked last, its answers still coming in (how many), and
+    /// the chunks it did not send.
+    asked: Option<NodeId>,
+    outstanding: usize,
+    missing: Vec<usize>,
     /// Why the last source asked did not send them all.
     last: Option<String>,
     /// Why it cannot go on, if it cannot.
     failed: Option<String>,
 }
 
+/// A chunk's answer for a batch: (file, chunk index, answer).
+type BatchAnswer = (usize, usize, Result<Option<Data>, String>);
+
 /// Place small files ([`is_small_place`]) in one task: thousands of small
-/// files cost one task, one fetch round per peer, one writer job and one
-/// answer per batch instead of a task, a few channel hops and a blocking
-/// job each (the receiving node's async workers spent a third less CPU
-/// on a 20,000-file sync). Each file still succeeds or fails alone: their chunks, fetched
-/// together with other batches' small runs ([`fetch_gathered`]), are asked
-/// of each file's sources in turn; the files are written, checked and
-/// finished one after another on a writer thread; each is then committed
-/// as its own piece of work (the committer batches them anyway).
+/// files cost one task, one answer channel and a few writer jobs per batch
+/// instead of a task, a few channel hops and a blocking job each (the
+/// receiving node's async workers spent a third less CPU on a 20,000-file
+/// sync). Each file still goes at its own pace and succeeds or fails
+/// alone: its local chunks are copied, its missing ones asked of its
+/// sources in turn (fetched together with other batches' small runs,
+/// [`ask_gathered`]) — a source that sent only some is followed by the
+/// next at once, not when the rest of the batch is in — and the files
+/// whose bytes are all here are written, checked and finished together on
+/// a writer thread, then committed, while the others are still coming.
 pub async fn run_small(s: Arc<Shared>, work: Vec<Action>) {
     let mut files = Vec::with_capacity(work.len());
     {
@@ -1027,6 +1047,9 @@ pub async fn run_small(s: Arc<Shared>, work: Vec<Action>) {
                     parts,
                     want: Vec::new(),
                     tries: 0,
+                    asked: None,
+                    outstanding: 0,
+                    missing: Vec::new(),
                     last: None,
                     failed,
                 });
@@ -1042,71 +1065,77 @@ pub async fn run_small(s: Arc<Shared>, work: Vec<Action>) {
             Err(e) => f.failed = Some(e),
         }
     }
-    let keys: Vec<(String, String)> = files
-        .iter()
-        .map(|f| (f.folder.clone(), f.path.clone()))
-        .collect();
-    let written = {
+    let mut actions = Vec::new();
+    let mut commits = Vec::new();
+    {
         // The semaphore is never closed.
         let _permits = s
             .small_transfers
             .acquire_many(files.len().min(SMALL_BATCH) as u32)
             .await;
-        gather_small(&s, &mut files).await;
-        s.writers
-            .run(move || {
-                for f in files.iter_mut() {
-                    write_small(f);
+        copy_local(&s, &mut files).await;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<BatchAnswer>();
+        let mut files: Vec<Option<SmallFile>> = files.into_iter().map(Some).collect();
+        let mut ready = Vec::new();
+        let mut coming = 0usize;
+        for (n, slot) in files.iter_mut().enumerate() {
+            if let Some(f) = slot {
+                if ask_next(&s, f, n, &tx) {
+                    coming += 1;
+                } else {
+                    ready.push(n);
                 }
-                Ok(files)
-            })
-            .await
-    };
-    let mut actions = Vec::new();
-    let files = match written {
-        Ok(files) => files,
-        Err(e) => {
-            for (folder, path) in keys {
-                finished(&s, &folder, &path, Err(e.clone()), &mut actions);
             }
-            return;
         }
-    };
-    // Every commit sent, then every answer awaited: the committer takes
-    // them into one batch.
-    let mut answers = Vec::with_capacity(files.len());
-    for f in files {
-        let answer = match (f.failed, f.dest) {
-            (None, Some(dest)) => {
-                let commit =
-                    Commit::place(&f.folder, &f.path, f.need, f.expect, Some(dest.tmp.clone()));
-                send_commit(&s, commit).map(|rx| (rx, dest.tmp))
-            }
-            (failed, _) => Err(failed.unwrap_or_else(|| "the file could not be written".into())),
-        };
-        answers.push((f.folder, f.path, answer));
-    }
-    for (folder, path, answer) in answers {
-        let result = match answer {
-            Ok((rx, tmp)) => {
-                let result = answered(rx).await;
-                if result.is_err() {
-                    let _ = std::fs::remove_file(&tmp);
+        loop {
+            // Every answer already here is taken before the files it
+            // completed are written; with none, those are written before
+            // waiting for more (the sender is held here: the channel is
+            // never closed while answers are coming).
+            let next = match rx.try_recv() {
+                Ok(answer) => Some(answer),
+                Err(_) if !ready.is_empty() => {
+                    let batch = ready.drain(..).filter_map(|n| files[n].take()).collect();
+                    write_and_commit(&s, batch, &mut commits, &mut actions).await;
+                    continue;
                 }
-                result
+                Err(_) if coming == 0 => break,
+                Err(_) => rx.recv().await,
+            };
+            let Some((n, i, answer)) = next else { break };
+            let Some(f) = files[n].as_mut() else { continue };
+            if took_answer(&s, f, i, answer) {
+                coming -= 1;
+                if ask_next(&s, f, n, &tx) {
+                    coming += 1;
+                } else {
+                    ready.push(n);
+                }
             }
-            Err(e) => Err(e),
-        };
+        }
+    }
+    for (folder, path, rx, tmp) in commits {
+        let result = answered(rx).await;
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
         finished(&s, &folder, &path, result, &mut actions);
     }
     s.report(actions);
 }
 
-/// Gather the chunks of a batch of small files: copies from local files
-/// first, then what is missing from each file's sources in turn — one
-/// fetch round for the whole batch per try. A file whose sources all
-/// failed it is marked failed.
-async fn gather_small(s: &Arc<Shared>, files: &mut [SmallFile]) {
+/// A commit sent: its file, the committer's answer to come, and the
+/// temporary file to delete if it fails.
+type SentCommit = (
+    String,
+    String,
+    tokio::sync::oneshot::Receiver<Result<Vec<Action>, String>>,
+    PathBuf,
+);
+
+/// Copy every chunk of the batch that local files have, in one blocking
+/// job; the others (and local copies that turn out stale) are to fetch.
+async fn copy_local(s: &Arc<Shared>, files: &mut [SmallFile]) {
     let mut local: Vec<(usize, usize, Vec<Place>)> = Vec::new();
     for (n, f) in files.iter_mut().enumerate() {
         if f.failed.is_some() {
@@ -1119,94 +1148,196 @@ async fn gather_small(s: &Arc<Shared>, files: &mut [SmallFile]) {
             }
         }
     }
-    if !local.is_empty() {
-        let _slot = s.chunk_slots.acquire().await;
-        let hashes: Vec<ContentHash> = local
-            .iter()
-            .map(|(n, i, _)| files[*n].need.record.chunks[*i].hash)
-            .collect();
-        let s2 = s.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            let mut open = OpenFile::default();
-            local
-                .into_iter()
-                .zip(hashes)
-                .map(|((n, i, places), hash)| {
-                    (n, i, local_chunk_from(&s2, &mut open, &hash, false, places))
-                })
-                .collect::<Vec<_>>()
-        })
-        .await;
-        match read {
-            Ok(read) => {
-                for (n, i, got) in read {
-                    match got {
-                        Some(d) => {
-                            let d: Data = vec![Bytes::from(d)];
-                            count_chunk(s, &d, false);
-                            files[n].parts[i] = Some(d);
-                        }
-                        // A local copy turned out stale: fetched instead.
-                        None => files[n].want.push(i),
+    if local.is_empty() {
+        return;
+    }
+    let _slot = s.chunk_slots.acquire().await;
+    let hashes: Vec<ContentHash> = local
+        .iter()
+        .map(|(n, i, _)| files[*n].need.record.chunks[*i].hash)
+        .collect();
+    let s2 = s.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        let mut open = OpenFile::default();
+        local
+            .into_iter()
+            .zip(hashes)
+            .map(|((n, i, places), hash)| {
+                (n, i, local_chunk_from(&s2, &mut open, &hash, false, places))
+            })
+            .collect::<Vec<_>>()
+    })
+    .await;
+    match read {
+        Ok(read) => {
+            for (n, i, got) in read {
+                match got {
+                    Some(d) => {
+                        let d: Data = vec![Bytes::from(d)];
+                        count_chunk(s, &d, false);
+                        files[n].parts[i] = Some(d);
                     }
+                    // A local copy turned out stale: fetched instead.
+                    None => files[n].want.push(i),
                 }
             }
-            Err(e) => {
-                for f in files.iter_mut() {
-                    f.failed.get_or_insert_with(|| e.to_string());
-                }
+        }
+        Err(e) => {
+            for f in files.iter_mut() {
+                f.failed.get_or_insert_with(|| e.to_string());
             }
         }
     }
-    loop {
-        let mut asked = Vec::new();
-        for (n, f) in files.iter_mut().enumerate() {
-            if f.failed.is_some() || f.want.is_empty() {
-                continue;
-            }
-            if f.tries >= f.sources.len() {
-                let last = f.last.take();
-                f.failed = Some(last.unwrap_or_else(|| "no connected peer has this file".into()));
-                continue;
-            }
-            // Files of a batch start at different sources: the batch is
-            // spread over the peers that have it.
-            let peer = f.sources[(n + f.tries) % f.sources.len()];
-            f.tries += 1;
-            let record = &f.need.record;
-            let ask = f
-                .want
-                .iter()
-                .map(|&i| (record.chunks[i].hash, record.chunks[i].len));
-            asked.push((n, peer, ask_gathered(s, peer, ask)));
+}
+
+/// Ask the next source of file `n` for the chunks it still wants, the
+/// answers going to `tx`. `false` when nothing is to be asked: the file
+/// has all its chunks, has failed, or has no source left (it fails).
+fn ask_next(
+    s: &Arc<Shared>,
+    f: &mut SmallFile,
+    n: usize,
+    tx: &tokio::sync::mpsc::UnboundedSender<BatchAnswer>,
+) -> bool {
+    if f.failed.is_some() || f.want.is_empty() {
+        return false;
+    }
+    if f.tries >= f.sources.len() {
+        let last = f.last.take();
+        f.failed = Some(last.unwrap_or_else(|| "no connected peer has this file".into()));
+        return false;
+    }
+    // Files of a batch start at different sources: the batch is spread
+    // over the peers that have it.
+    let peer = f.sources[(n + f.tries) % f.sources.len()];
+    f.tries += 1;
+    f.asked = Some(peer);
+    f.outstanding = f.want.len();
+    let record = &f.need.record;
+    let want = std::mem::take(&mut f.want);
+    ask_gathered(
+        s,
+        peer,
+        want.into_iter().map(|i| {
+            let reply = batch_reply(tx.clone(), n, i);
+            (record.chunks[i].hash, record.chunks[i].len, reply)
+        }),
+    );
+    true
+}
+
+/// Where a batch's chunk answer goes; dropped unanswered (a fetch that
+/// ended without answering), it answers that, so the batch never waits
+/// for an answer that cannot come.
+struct Answering(
+    Option<(
+        tokio::sync::mpsc::UnboundedSender<BatchAnswer>,
+        usize,
+        usize,
+    )>,
+);
+
+impl Answering {
+    fn send(mut self, answer: Result<Option<Data>, String>) {
+        if let Some((tx, n, i)) = self.0.take() {
+            let _ = tx.send((n, i, answer));
         }
-        if asked.is_empty() {
+    }
+}
+
+/// The reply for chunk `i` of file `n` of a batch.
+fn batch_reply(
+    tx: tokio::sync::mpsc::UnboundedSender<BatchAnswer>,
+    n: usize,
+    i: usize,
+) -> ChunkReply {
+    let answering = Answering(Some((tx, n, i)));
+    Box::new(move |answer| answering.send(answer))
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        if let Some((tx, n, i)) = self.0.take() {
+            let _ = tx.send((n, i, Err("the fetch was dropped".into())));
+        }
+    }
+}
+
+/// Take the answer for chunk `i` of `f`; `true` when it was the last one
+/// the source asked owed (what it did not send is then wanted again).
+fn took_answer(
+    s: &Shared,
+    f: &mut SmallFile,
+    i: usize,
+    answer: Result<Option<Data>, String>,
+) -> bool {
+    match answer {
+        Ok(Some(d)) => {
+            count_chunk(s, &d, true);
+            f.parts[i] = Some(d);
+        }
+        Ok(None) => {
+            let peer = f.asked.map(|p| p.to_string()).unwrap_or_default();
+            f.last = Some(format!("{peer} does not have every chunk asked for"));
+            f.missing.push(i);
+        }
+        Err(e) => {
+            f.last = Some(e);
+            f.missing.push(i);
+        }
+    }
+    f.outstanding = f.outstanding.saturating_sub(1);
+    if f.outstanding > 0 {
+        return false;
+    }
+    f.want = std::mem::take(&mut f.missing);
+    true
+}
+
+/// Write, check and finish `batch` on a writer thread, then send each
+/// written file's commit (answers awaited later, in `commits`); a file
+/// that failed is accounted for at once.
+async fn write_and_commit(
+    s: &Arc<Shared>,
+    batch: Vec<SmallFile>,
+    commits: &mut Vec<SentCommit>,
+    actions: &mut Vec<Action>,
+) {
+    let keys: Vec<(String, String)> = batch
+        .iter()
+        .map(|f| (f.folder.clone(), f.path.clone()))
+        .collect();
+    let written = s
+        .writers
+        .run(move || {
+            let mut batch = batch;
+            for f in batch.iter_mut() {
+                write_small(f);
+            }
+            Ok(batch)
+        })
+        .await;
+    let batch = match written {
+        Ok(batch) => batch,
+        Err(e) => {
+            for (folder, path) in keys {
+                finished(s, &folder, &path, Err(e.clone()), actions);
+            }
             return;
         }
-        for (n, peer, answers) in asked {
-            let f = &mut files[n];
-            let mut still = Vec::new();
-            for (i, answer) in std::mem::take(&mut f.want).into_iter().zip(answers) {
-                match answer.await {
-                    Ok(Ok(Some(d))) => {
-                        count_chunk(s, &d, true);
-                        f.parts[i] = Some(d);
-                    }
-                    Ok(Ok(None)) => {
-                        f.last = Some(format!("{peer} does not have every chunk asked for"));
-                        still.push(i);
-                    }
-                    Ok(Err(e)) => {
-                        f.last = Some(e);
-                        still.push(i);
-                    }
-                    Err(_) => {
-                        f.last = Some("the fetch was dropped".into());
-                        still.push(i);
-                    }
-                }
+    };
+    for f in batch {
+        let sent = match (f.failed, f.dest) {
+            (None, Some(dest)) => {
+                let commit =
+                    Commit::place(&f.folder, &f.path, f.need, f.expect, Some(dest.tmp.clone()));
+                send_commit(s, commit).map(|rx| (rx, dest.tmp))
             }
-            f.want = still;
+            (failed, _) => Err(failed.unwrap_or_else(|| "the file could not be written".into())),
+        };
+        match sent {
+            Ok((rx, tmp)) => commits.push((f.folder, f.path, rx, tmp)),
+            Err(e) => finished(s, &f.folder, &f.path, Err(e), actions),
         }
     }
 }
@@ -2490,6 +2621,20 @@ mod tests {
                 assert_eq!(got, Ok(i * 2));
             }
         }
+    }
+
+    #[test]
+    fn a_batch_chunk_reply_answers_once_even_when_dropped() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        drop(batch_reply(tx.clone(), 3, 7));
+        let (n, i, answer) = rx.try_recv().unwrap();
+        assert_eq!((n, i), (3, 7));
+        assert_eq!(answer.unwrap_err(), "the fetch was dropped");
+        batch_reply(tx, 4, 1)(Ok(None));
+        let (n, i, answer) = rx.try_recv().unwrap();
+        assert_eq!((n, i), (4, 1));
+        assert!(matches!(answer, Ok(None)));
+        assert!(rx.try_recv().is_err(), "each reply answers once");
     }
 
     #[test]
