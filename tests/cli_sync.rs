@@ -3,7 +3,8 @@
 //! and replaced content (kept in the trash), renames (no content bytes moved), offline edits
 //! caught up on reconnect, a simultaneous edit (one winner, one conflict
 //! copy, the same on both nodes), modify-versus-delete (the modification
-//! survives), and kill -9 of the receiver in the middle of a large file.
+//! survives), and kill -9 of the receiver in the middle of a large file
+//! and, again and again, of a sync of many small files.
 
 mod common;
 
@@ -255,6 +256,70 @@ fn a_receiver_killed_mid_transfer_converges_with_no_temp_files() {
     });
     assert!(t["large.bin"] == big);
     assert_no_temp_files(&t);
+    stop(&mut a);
+    stop(&mut b);
+}
+
+/// Files under `dir` that are not temporary files, by relative path.
+fn placed(dir: &Path) -> usize {
+    tree(dir)
+        .keys()
+        .filter(|k| !k.contains(".softadastra-tmp-"))
+        .count()
+}
+
+#[test]
+fn a_receiver_killed_again_and_again_during_a_small_file_sync_converges() {
+    let ((mut a, da), (mut b, db)) = pair();
+    let mut rng = fastrand::Rng::with_seed(5);
+    for d in 0..20 {
+        let dir = da.join(format!("d{d:02}"));
+        std::fs::create_dir(&dir).unwrap();
+        for f in 0..100 {
+            let len = rng.usize(1..=8192);
+            let bytes: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+            std::fs::write(dir.join(format!("f{f:03}.txt")), bytes).unwrap();
+        }
+    }
+    let want = tree(&da);
+    a.start();
+    b.start();
+    // Kill b (-9) whenever some more files have arrived, four times: small
+    // files are placed in batches, so each kill lands in the middle of some.
+    let mut kills = 0;
+    let mut seen = 0;
+    while kills < 4 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let now = loop {
+            let n = placed(&db);
+            if n >= seen + 50 || n == want.len() {
+                break n;
+            }
+            assert!(Instant::now() < deadline, "no progress after {kills} kills");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        if now == want.len() {
+            break;
+        }
+        b.signal("-KILL");
+        kills += 1;
+        seen = now;
+        // Never a partial or wrong file at a real path.
+        for (path, bytes) in tree(&db) {
+            if !path.contains(".softadastra-tmp-") {
+                assert!(want.get(&path) == Some(&bytes), "{path} is not alpha's");
+            }
+        }
+        b.start();
+    }
+    eprintln!("killed {kills} times, the last at {seen} of {} files", want.len());
+    assert!(kills > 0, "the sync ended before a kill");
+    let t = converge(&da, &db, |t| t.len() == want.len());
+    assert_no_temp_files(&t);
+    assert!(
+        !t.keys().any(|k| k.contains("sync-conflict")),
+        "a conflict copy where nothing conflicts"
+    );
     stop(&mut a);
     stop(&mut b);
 }
