@@ -312,7 +312,10 @@ fn a_receiver_killed_again_and_again_during_a_small_file_sync_converges() {
         }
         b.start();
     }
-    eprintln!("killed {kills} times, the last at {seen} of {} files", want.len());
+    eprintln!(
+        "killed {kills} times, the last at {seen} of {} files",
+        want.len()
+    );
     assert!(kills > 0, "the sync ended before a kill");
     let t = converge(&da, &db, |t| t.len() == want.len());
     assert_no_temp_files(&t);
