@@ -213,20 +213,13 @@ const STARTING_AGENT_WAIT: std::time::Duration = std::time::Duration::from_secs(
 /// error at once — the agent is asked again, then the store, for up to
 /// [`STARTING_AGENT_WAIT`].
 pub fn call_or_open(home: &Home, request: &Request) -> Result<Reached> {
-    let deadline = std::time::Instant::now() + STARTING_AGENT_WAIT;
-    loop {
+    crate::store_cmd::while_store_in_use(STARTING_AGENT_WAIT, || {
         if let Some(answer) = call(home, request)? {
             return Ok(Reached::Agent(answer));
         }
-        match crate::store_cmd::open_store(home) {
-            Err(e)
-                if crate::store_cmd::store_in_use(&e) && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-            other => return other.map(|store| Reached::Store(Box::new(store))),
-        }
-    }
+        let store = crate::store_cmd::open_store(home)?;
+        Ok(Reached::Store(Box::new(store)))
+    })
 }
 
 /// Write `text`, read one answer line.

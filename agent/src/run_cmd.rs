@@ -520,15 +520,7 @@ pub struct RunOptions {
 /// agent at that moment waits for it (up to 3 s) instead of failing. A
 /// store held longer — another agent — is refused as before.
 fn open_store_waiting(home: &Home) -> Result<Store> {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        match open_store(home) {
-            Err(e) if Instant::now() < deadline && crate::store_cmd::store_in_use(&e) => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            other => return other,
-        }
-    }
+    crate::store_cmd::while_store_in_use(Duration::from_secs(3), || open_store(home))
 }
 
 /// `run PATH`: share PATH unless it is already shared (under `id`, if

@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
@@ -56,11 +57,27 @@ pub enum WalCommand {
 
 /// Whether `e` says the store is held by another process (an agent, or a
 /// one-shot command for a moment).
-pub fn store_in_use(e: &anyhow::Error) -> bool {
+fn store_in_use(e: &anyhow::Error) -> bool {
     matches!(
         e.downcast_ref::<softadastra::store::StoreError>(),
         Some(softadastra::store::StoreError::Locked { .. })
     )
+}
+
+/// Run `attempt` until it does not fail with a store in use by another
+/// process, for up to `wait`: a store held for a moment (a one-shot
+/// command, an agent starting) is waited for instead of refused. A store
+/// held longer gives the "in use" error as before.
+pub fn while_store_in_use<T>(wait: Duration, mut attempt: impl FnMut() -> Result<T>) -> Result<T> {
+    let deadline = Instant::now() + wait;
+    loop {
+        match attempt() {
+            Err(e) if store_in_use(&e) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
 }
 
 pub fn open_store(home: &Home) -> Result<Store> {
