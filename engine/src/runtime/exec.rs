@@ -1204,7 +1204,7 @@ fn ask_next(
     }
     if f.tries >= f.sources.len() {
         let last = f.last.take();
-        f.failed = Some(last.unwrap_or_else(|| "no connected peer has this file".into()));
+        f.failed = Some(last.unwrap_or_else(|| NO_SOURCE.into()));
         return false;
     }
     // Files of a batch start at different sources: the batch is spread
@@ -1277,8 +1277,7 @@ fn took_answer(
             f.parts[i] = Some(d);
         }
         Ok(None) => {
-            let peer = f.asked.map(|p| p.to_string()).unwrap_or_default();
-            f.last = Some(format!("{peer} does not have every chunk asked for"));
+            f.last = f.asked.map(lacks_chunks);
             f.missing.push(i);
         }
         Err(e) => {
@@ -1399,6 +1398,14 @@ fn check_tiles(record: &FileRecord) -> Result<(), String> {
     }
 }
 
+/// Why a file could not be fetched when no source was left to ask.
+const NO_SOURCE: &str = "no connected peer has this file";
+
+/// Why `peer` was not enough for a file's chunks.
+fn lacks_chunks(peer: NodeId) -> String {
+    format!("{peer} does not have every chunk asked for")
+}
+
 /// Most bytes fetched on one bulk stream: enough that a stream costs little
 /// next to its bytes, small enough that several run in parallel per file
 /// and a lost one costs little to ask again.
@@ -1474,7 +1481,7 @@ async fn run_job(
         Job::Remote(run) => run,
     };
     let mut done = Vec::with_capacity(want.len());
-    let mut last = "no connected peer has this file".to_string();
+    let mut last = NO_SOURCE.to_string();
     for t in 0..sources.len() {
         let peer = sources[(k + t) % sources.len()];
         let ask: Vec<(ContentHash, u32)> = want
@@ -1503,7 +1510,7 @@ async fn run_job(
                 if want.is_empty() {
                     return Ok(done);
                 }
-                last = format!("{peer} does not have every chunk asked for");
+                last = lacks_chunks(peer);
             }
             Err(e) => last = e,
         }
