@@ -164,6 +164,7 @@ fn config_show_lists_every_option_and_bad_files_are_refused() {
     for key in [
         "listen",
         "trash_days",
+        "stall_secs",
         "enabled",
         "interval_secs",
         "interfaces",

@@ -14,6 +14,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,7 +30,7 @@ use softadastra::sync::SyncMessage;
 use softadastra::transport::identity::Identity;
 use softadastra::transport::quic::{BulkStream, Endpoint, QuicConfig};
 use softadastra::transport::tls::TrustedIds;
-use softadastra::transport::wire::{CHUNK_FOLLOWS, ChunkRequest, Hello};
+use softadastra::transport::wire::{CHUNK_FOLLOWS, CHUNK_MISSING, ChunkRequest, Hello};
 
 /// The index entry the (stopped) node in `home` has for `docs/<rel>`.
 fn record_of(home: &Path, rel: &str) -> FileRecord {
@@ -41,9 +42,26 @@ fn record_of(home: &Path, rel: &str) -> FileRecord {
         .unwrap_or_else(|| panic!("{rel} is not indexed"))
 }
 
-/// Answer one chunk request with bytes of the right length and the wrong
-/// content for every chunk asked for.
-async fn serve_garbage(mut stream: BulkStream, served: Arc<AtomicU64>) {
+/// How Mallory answers a chunk request.
+#[derive(Clone)]
+enum Serve {
+    /// Bytes of the right length and the wrong content for every chunk.
+    Garbage,
+    /// Nothing, ever: the stream is held open unanswered.
+    Stall,
+    /// The real bytes (found by hash), slowly, one request at a time: a
+    /// request waits, receiving nothing, while another is sent.
+    Trickle(Arc<HashMap<ContentHash, Vec<u8>>>),
+}
+
+/// Answer one chunk request as `how` says; `asked` counts the chunks asked
+/// for.
+async fn serve(
+    mut stream: BulkStream,
+    how: Serve,
+    asked: Arc<AtomicU64>,
+    turn: Arc<tokio::sync::Mutex<()>>,
+) {
     let mut head = [0u8; 2];
     if stream.read_exact(&mut head).await.is_err() {
         return;
@@ -58,22 +76,45 @@ async fn serve_garbage(mut stream: BulkStream, served: Arc<AtomicU64>) {
     let Ok(request) = ChunkRequest::decode(head, &body) else {
         return;
     };
-    for (_, len) in request.chunks {
-        let _ = stream.write_all(&[CHUNK_FOLLOWS]).await;
-        let _ = stream.write_all(&vec![0x5a; len as usize]).await;
-        served.fetch_add(1, Ordering::SeqCst);
+    asked.fetch_add(request.chunks.len() as u64, Ordering::SeqCst);
+    match how {
+        Serve::Garbage => {
+            for (_, len) in request.chunks {
+                let _ = stream.write_all(&[CHUNK_FOLLOWS]).await;
+                let _ = stream.write_all(&vec![0x5a; len as usize]).await;
+            }
+        }
+        Serve::Stall => std::future::pending::<()>().await,
+        Serve::Trickle(bytes) => {
+            let _turn = turn.lock().await;
+            for (hash, _) in request.chunks {
+                let Some(b) = bytes.get(&hash) else {
+                    let _ = stream.write_all(&[CHUNK_MISSING]).await;
+                    continue;
+                };
+                let _ = stream.write_all(&[CHUNK_FOLLOWS]).await;
+                // ~400 KB/s: a 1 MiB request takes ~2.5 s.
+                for piece in b.chunks(16 << 10) {
+                    if stream.write_all(piece).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(40)).await;
+                }
+            }
+        }
     }
     let _ = stream.finish();
 }
 
-/// Mallory: connect to the victim and lie to it until the test ends.
+/// Mallory: connect to the victim, offer it `offered` in folder `docs`
+/// and answer its chunk requests as `how` says, until the test ends.
 fn mallory(
     home: &Path,
     victim: (NodeId, u16),
     port: u16,
-    big: FileRecord,
-    small: Vec<(String, FileRecord)>,
-    served: Arc<AtomicU64>,
+    offered: Vec<(String, FileRecord)>,
+    how: Serve,
+    asked: Arc<AtomicU64>,
 ) -> tokio::runtime::Runtime {
     let identity = Identity::load(home).unwrap().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -108,31 +149,21 @@ fn mallory(
             reply: true,
         });
         {
-            let (handle, served) = (handle.clone(), served.clone());
+            let handle = handle.clone();
+            let turn = Arc::new(tokio::sync::Mutex::new(()));
             tokio::spawn(async move {
                 while let Ok(stream) = handle.accept_bulk().await {
-                    tokio::spawn(serve_garbage(stream, served.clone()));
+                    tokio::spawn(serve(stream, how.clone(), asked.clone(), turn.clone()));
                 }
             });
         }
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(peer.serve(move |bytes| drop(tx.send(bytes))));
-        let mut hostile: Vec<(String, FileRecord)> = [
-            "../escaped.txt",
-            "a/../../climbed.txt",
-            "/tmp/softadastra-absolute-evil.txt",
-            "C:/Windows/evil.txt",
-        ]
-        .iter()
-        .map(|p| (p.to_string(), big.clone()))
-        .collect();
-        hostile.push(("big.bin".into(), big.clone()));
-        hostile.extend(small);
         while let Some(bytes) = rx.recv().await {
             if let Ok(SyncMessage::IndexRequest { folder, since }) =
                 postcard::from_bytes::<SyncMessage>(&bytes)
             {
-                let records = if since < 10 { hostile.clone() } else { vec![] };
+                let records = if since < 10 { offered.clone() } else { vec![] };
                 send(&SyncMessage::IndexPage {
                     folder,
                     since,
@@ -147,11 +178,43 @@ fn mallory(
     rt
 }
 
-#[test]
-fn hostile_paths_are_refused_and_garbage_chunks_are_refetched_from_a_good_peer() {
-    let mut rng = fastrand::Rng::with_seed(7);
+/// A victim that trusts Mallory (at `port`) and gives a silent peer up
+/// after `stall_secs`.
+fn victim_of(evil: &Node, port: u16, stall_secs: Option<f64>) -> (Node, PathBuf) {
+    let (victim, dir) = node("victim", &[]);
+    if let Some(secs) = stall_secs {
+        std::fs::write(
+            victim.home.path().join("config.toml"),
+            format!("[sync]\nstall_secs = {secs}\n"),
+        )
+        .unwrap();
+    }
+    let addr = format!("127.0.0.1:{port}");
+    let out = run(
+        victim.home.path(),
+        &["peer", "add", &evil.id, "--addr", &addr],
+    );
+    assert!(out.status.success());
+    (victim, dir)
+}
+
+/// The names in `dir` but the node's own `.softadastra`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".softadastra")
+        .collect();
+    names.sort();
+    names
+}
+
+/// A 3 MiB file and five small ones, the same for a given seed.
+fn dataset(seed: u64) -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
+    let mut rng = fastrand::Rng::with_seed(seed);
     let big: Vec<u8> = (0..3 << 20).map(|_| rng.u8(..)).collect();
-    let small: Vec<(String, Vec<u8>)> = (0..5)
+    let small = (0..5)
         .map(|i| {
             let len = 1000 + 700 * i;
             (
@@ -160,62 +223,67 @@ fn hostile_paths_are_refused_and_garbage_chunks_are_refetched_from_a_good_peer()
             )
         })
         .collect();
-    let mut files: Vec<(&str, &[u8])> = vec![("big.bin", &big)];
+    (big, small)
+}
+
+/// A good node sharing `big.bin` and the small files, and its folder.
+fn good_node(big: &[u8], small: &[(String, Vec<u8>)]) -> (Node, PathBuf) {
+    let mut files: Vec<(&str, &[u8])> = vec![("big.bin", big)];
     files.extend(small.iter().map(|(p, b)| (p.as_str(), b.as_slice())));
-    let (mut good, good_dir) = node("good", &files);
-    let (mut victim, victim_dir) = node("victim", &[]);
+    node("good", &files)
+}
+
+#[test]
+fn hostile_paths_are_refused_and_garbage_chunks_are_refetched_from_a_good_peer() {
+    let (big, small) = dataset(7);
+    let (mut good, good_dir) = good_node(&big, &small);
     let evil = Node::new("mallory");
     let evil_port = common::node::free_port();
+    let (mut victim, victim_dir) = victim_of(&evil, evil_port, None);
     let record = record_of(good.home.path(), "big.bin");
-    // Mallory offers the good peer's small files too, and one small file
-    // nobody has the bytes of.
-    let mut small_records: Vec<(String, FileRecord)> = small
-        .iter()
-        .map(|(p, _)| (p.clone(), record_of(good.home.path(), p)))
-        .collect();
-    let mut phantom = small_records[0].1.clone();
+    let big_chunks = record.chunks.len();
+    assert!(big_chunks > 4, "several chunks to spread over peers");
+    // Mallory offers paths that climb out of the folder, big.bin, the good
+    // peer's small files, and one small file nobody has the bytes of.
+    let mut offered: Vec<(String, FileRecord)> = [
+        "../escaped.txt",
+        "a/../../climbed.txt",
+        "/tmp/softadastra-absolute-evil.txt",
+        "C:/Windows/evil.txt",
+        "big.bin",
+    ]
+    .iter()
+    .map(|p| (p.to_string(), record.clone()))
+    .collect();
+    offered.extend(
+        small
+            .iter()
+            .map(|(p, _)| (p.clone(), record_of(good.home.path(), p))),
+    );
+    let mut phantom = record_of(good.home.path(), &small[0].0);
     let nobody = ContentHash::of(b"bytes no peer has");
     phantom.hash = Some(nobody);
     phantom.chunks[0].hash = nobody;
-    small_records.push(("only-mallory.txt".into(), phantom));
-    let big_chunks = record.chunks.len();
-    assert!(
-        record.chunks.len() > 4,
-        "several chunks to spread over peers"
-    );
+    offered.push(("only-mallory.txt".into(), phantom));
     good.trust(&victim);
     victim.trust(&good);
-    assert!(
-        run(
-            victim.home.path(),
-            &[
-                "peer",
-                "add",
-                &evil.id,
-                "--addr",
-                &format!("127.0.0.1:{evil_port}")
-            ],
-        )
-        .status
-        .success()
-    );
 
     // Mallory alone first: the only source of big.bin serves garbage.
     victim.start();
-    let served = Arc::new(AtomicU64::new(0));
+    let asked = Arc::new(AtomicU64::new(0));
     let victim_id: NodeId = victim.id.parse().unwrap();
     let _mallory = mallory(
         evil.home.path(),
         (victim_id, victim.port),
         evil_port,
-        record,
-        small_records,
-        served.clone(),
+        offered,
+        Serve::Garbage,
+        asked.clone(),
     );
     // Every chunk of big.bin and of the six small files asked of Mallory.
-    let asked = (big_chunks + small.len() + 1) as u64;
+    let all = (big_chunks + small.len() + 1) as u64;
     wait("garbage served", Duration::from_secs(30), || {
-        served.load(Ordering::SeqCst) >= asked
+        asked.load(Ordering::SeqCst) >= all
     });
     for (p, _) in &small {
         assert!(
@@ -230,7 +298,7 @@ fn hostile_paths_are_refused_and_garbage_chunks_are_refetched_from_a_good_peer()
 
     // The good peer arrives: the victim asks both, chunk by chunk; what
     // Mallory sends is discarded and fetched again from the good peer.
-    let before = served.load(Ordering::SeqCst);
+    let before = asked.load(Ordering::SeqCst);
     good.start();
     wait("big.bin synced", Duration::from_secs(60), || {
         std::fs::read(victim_dir.join("big.bin")).is_ok_and(|b| b == big)
@@ -241,7 +309,7 @@ fn hostile_paths_are_refused_and_garbage_chunks_are_refetched_from_a_good_peer()
         });
     }
     assert!(
-        served.load(Ordering::SeqCst) > before,
+        asked.load(Ordering::SeqCst) > before,
         "the victim asked Mallory again once there were two sources"
     );
 
@@ -254,17 +322,11 @@ fn hostile_paths_are_refused_and_garbage_chunks_are_refetched_from_a_good_peer()
     ] {
         assert!(!p.exists(), "{} was written", p.display());
     }
-    let mut names: Vec<String> = std::fs::read_dir(&victim_dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n != ".softadastra")
-        .collect();
-    names.sort();
     let mut expected = vec!["big.bin".to_string()];
     expected.extend(small.iter().map(|(p, _)| p.clone()));
     assert_eq!(
-        names, expected,
+        names_in(&victim_dir),
+        expected,
         "no temporary, hostile or phantom file is left"
     );
 
@@ -275,4 +337,119 @@ fn hostile_paths_are_refused_and_garbage_chunks_are_refetched_from_a_good_peer()
     });
     victim.signal("-TERM");
     good.signal("-TERM");
+}
+
+/// A peer that takes chunk requests and never answers them holds nothing
+/// up for longer than the stall time: what was asked of it is asked of
+/// the good peer, large and small files alike.
+#[test]
+fn a_peer_that_stops_answering_is_given_up_and_the_files_come_from_a_good_peer() {
+    let (big, small) = dataset(8);
+    let (mut good, good_dir) = good_node(&big, &small);
+    let evil = Node::new("mallory");
+    let evil_port = common::node::free_port();
+    let (mut victim, victim_dir) = victim_of(&evil, evil_port, Some(1.0));
+    let mut offered = vec![(
+        "big.bin".to_string(),
+        record_of(good.home.path(), "big.bin"),
+    )];
+    offered.extend(
+        small
+            .iter()
+            .map(|(p, _)| (p.clone(), record_of(good.home.path(), p))),
+    );
+    let chunks: usize = offered.iter().map(|(_, r)| r.chunks.len()).sum();
+    good.trust(&victim);
+    victim.trust(&good);
+
+    // Mallory alone: every chunk is asked of it, and never comes.
+    victim.start();
+    let asked = Arc::new(AtomicU64::new(0));
+    let victim_id: NodeId = victim.id.parse().unwrap();
+    let _mallory = mallory(
+        evil.home.path(),
+        (victim_id, victim.port),
+        evil_port,
+        offered,
+        Serve::Stall,
+        asked.clone(),
+    );
+    wait(
+        "every chunk asked of Mallory",
+        Duration::from_secs(30),
+        || asked.load(Ordering::SeqCst) >= chunks as u64,
+    );
+
+    // The good peer arrives. Mallory is still a source, and still asked
+    // (files start at different sources): each request to it is given up
+    // after a second of silence and asked of the good peer instead.
+    let before = asked.load(Ordering::SeqCst);
+    good.start();
+    wait("big.bin synced", Duration::from_secs(45), || {
+        std::fs::read(victim_dir.join("big.bin")).is_ok_and(|b| b == big)
+    });
+    for (p, bytes) in &small {
+        wait("small files synced", Duration::from_secs(30), || {
+            std::fs::read(victim_dir.join(p)).is_ok_and(|b| b == *bytes)
+        });
+    }
+    assert!(
+        asked.load(Ordering::SeqCst) > before,
+        "the victim asked the stalling peer again once there were two sources"
+    );
+    let mut expected = vec!["big.bin".to_string()];
+    expected.extend(small.iter().map(|(p, _)| p.clone()));
+    assert_eq!(names_in(&victim_dir), expected, "no temporary file is left");
+    std::fs::write(good_dir.join("after.txt"), b"still syncing").unwrap();
+    wait("a later edit synced", Duration::from_secs(30), || {
+        std::fs::read(victim_dir.join("after.txt")).is_ok_and(|b| b == b"still syncing")
+    });
+    victim.signal("-TERM");
+    good.signal("-TERM");
+}
+
+/// Only silence counts as a stall: a peer that sends slowly, one request
+/// at a time — so a request waits seconds with nothing on its own stream
+/// — is waited for, every request well past the stall time. No request
+/// is given up: each chunk is asked for once.
+#[test]
+fn a_slow_peer_is_waited_for_while_it_sends() {
+    let (big, small) = dataset(9);
+    // Only to index the file: the good node never runs.
+    let (good, _) = good_node(&big, &small);
+    let record = record_of(good.home.path(), "big.bin");
+    let bytes: HashMap<ContentHash, Vec<u8>> = record
+        .chunks
+        .iter()
+        .map(|c| {
+            let at = c.offset as usize;
+            (c.hash, big[at..at + c.len as usize].to_vec())
+        })
+        .collect();
+    let chunks = record.chunks.len() as u64;
+    let evil = Node::new("mallory");
+    let evil_port = common::node::free_port();
+    let (mut victim, victim_dir) = victim_of(&evil, evil_port, Some(1.0));
+    victim.start();
+    let asked = Arc::new(AtomicU64::new(0));
+    let victim_id: NodeId = victim.id.parse().unwrap();
+    let _mallory = mallory(
+        evil.home.path(),
+        (victim_id, victim.port),
+        evil_port,
+        vec![("big.bin".to_string(), record)],
+        Serve::Trickle(Arc::new(bytes)),
+        asked.clone(),
+    );
+    let took = wait("big.bin synced", Duration::from_secs(60), || {
+        std::fs::read(victim_dir.join("big.bin")).is_ok_and(|b| b == big)
+    });
+    eprintln!("3 MiB from a slow peer in {took:?}");
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        chunks,
+        "a request to a peer that was sending was given up and asked again"
+    );
+    assert_eq!(names_in(&victim_dir), vec!["big.bin".to_string()]);
+    victim.signal("-TERM");
 }

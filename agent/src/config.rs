@@ -41,6 +41,10 @@ pub struct NodeSection {
 pub struct SyncSection {
     /// Days replaced and deleted files stay in the trash (`run --trash-days`).
     pub trash_days: u32,
+    /// Seconds a peer may send nothing while chunks are asked of it before
+    /// they are asked of another peer (or the file is retried later). Only
+    /// silence counts: a slow link or a busy peer still sending is waited for.
+    pub stall_secs: f64,
 }
 
 /// `[discovery]`.
@@ -80,7 +84,10 @@ impl Default for NodeSection {
 
 impl Default for SyncSection {
     fn default() -> Self {
-        SyncSection { trash_days: 30 }
+        SyncSection {
+            trash_days: 30,
+            stall_secs: softadastra::runtime::DEFAULT_STALL.as_secs_f64(),
+        }
     }
 }
 
@@ -134,6 +141,12 @@ impl Config {
                 self.discovery.interval_secs
             );
         }
+        if !(0.5..=3600.0).contains(&self.sync.stall_secs) {
+            anyhow::bail!(
+                "sync.stall_secs = {} is out of range (0.5 to 3600)",
+                self.sync.stall_secs
+            );
+        }
         Ok(())
     }
 
@@ -168,5 +181,10 @@ mod tests {
         std::fs::write(&p, "[node]\nlisten = \"nowhere\"\n").unwrap();
         let e = format!("{:#}", Config::load(&p).unwrap_err());
         assert!(e.contains("node.listen"), "{e}");
+        std::fs::write(&p, "[sync]\nstall_secs = 0.0\n").unwrap();
+        let e = format!("{:#}", Config::load(&p).unwrap_err());
+        assert!(e.contains("sync.stall_secs = 0 is out of range"), "{e}");
+        std::fs::write(&p, "[sync]\nstall_secs = 2.5\n").unwrap();
+        assert_eq!(Config::load(&p).unwrap().sync.stall_secs, 2.5);
     }
 }

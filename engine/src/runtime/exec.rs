@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -362,9 +363,40 @@ async fn read_request(stream: &mut BulkStream) -> Result<ChunkRequest, String> {
     ChunkRequest::decode(head, &body).map_err(|e| e.to_string())
 }
 
+/// When each peer last sent chunk bytes to this node, in milliseconds
+/// since the node started: a chunk request is given up when its peer has
+/// been silent for the stall time ([`Shared::stall`]), whatever the
+/// request's own age.
+pub struct Heard {
+    epoch: Instant,
+    peers: std::sync::Mutex<HashMap<NodeId, Arc<AtomicU64>>>,
+}
+
+impl Default for Heard {
+    fn default() -> Self {
+        Heard {
+            epoch: Instant::now(),
+            peers: Default::default(),
+        }
+    }
+}
+
+impl Heard {
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+    /// `peer`'s clock: the time it last sent bytes, which fetches move on.
+    fn of(&self, peer: NodeId) -> Arc<AtomicU64> {
+        lock(&self.peers).entry(peer).or_default().clone()
+    }
+}
+
 /// Fetch `chunks` from `peer` on one bulk stream. Each comes back checked
 /// against its hash, or as `None`: the peer does not have it, or sent bytes
-/// that do not match (discarded). An error is a broken stream.
+/// that do not match (discarded). An error is a broken stream, or a peer
+/// that sent nothing for the stall time ([`Shared::stall`]) — on this
+/// stream or any other to it: a request crawling over a slow link, or
+/// waiting behind others the peer is busy sending, is not given up.
 async fn fetch_chunks(
     s: &Shared,
     peer: NodeId,
@@ -379,6 +411,11 @@ async fn fetch_chunks(
     }
     .encode()
     .map_err(|e| e.to_string())?;
+    let heard = s.heard.of(peer);
+    let started = s.heard.now();
+    let sent_something = || {
+        heard.fetch_max(s.heard.now(), Ordering::Relaxed);
+    };
     let work = async {
         let mut stream = handle.open_bulk().await.map_err(|e| e.to_string())?;
         stream
@@ -393,6 +430,7 @@ async fn fetch_chunks(
                 .read_exact(&mut status)
                 .await
                 .map_err(|e| e.to_string())?;
+            sent_something();
             match status[0] {
                 CHUNK_FOLLOWS => {}
                 CHUNK_MISSING => {
@@ -410,6 +448,7 @@ async fn fetch_chunks(
                     .await
                     .map_err(|e| e.to_string())?
                     .ok_or("stream ended early")?;
+                sent_something();
                 left = left.saturating_sub(piece.len());
                 hasher.update(&piece);
                 pieces.push(piece);
@@ -423,9 +462,21 @@ async fn fetch_chunks(
         }
         Ok(got)
     };
-    tokio::time::timeout(Duration::from_secs(60), work)
-        .await
-        .map_err(|_| "chunk fetch timed out".to_string())?
+    let stall = s.stall;
+    let watch = async {
+        let every = (stall / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+        loop {
+            tokio::time::sleep(every).await;
+            let last = heard.load(Ordering::Relaxed).max(started);
+            if s.heard.now().saturating_sub(last) >= stall.as_millis() as u64 {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        got = work => got,
+        () = watch => Err(format!("{peer} sent nothing for {stall:?}")),
+    }
 }
 
 /// Runs of chunks this small (whole small files, mostly) are fetched

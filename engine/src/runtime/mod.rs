@@ -65,6 +65,11 @@ pub struct Shared {
     /// Limits chunk jobs running at once over all files: a local chunk
     /// being read, or a run of chunks being fetched (at most 1 MiB).
     pub chunk_slots: tokio::sync::Semaphore,
+    /// How long a peer may send nothing before requests to it are given
+    /// up ([`RuntimeOptions::stall`]).
+    pub stall: Duration,
+    /// When each peer last sent chunk bytes.
+    pub heard: exec::Heard,
     /// Content bytes received from peers since start.
     pub bytes_fetched: std::sync::atomic::AtomicU64,
     /// Bytes taken from local files instead (renames, copies, reused chunks).
@@ -126,13 +131,23 @@ impl FolderWatch {
 pub struct RuntimeOptions {
     /// Replaced and deleted files stay in each folder's trash this long.
     pub trash_keep: Duration,
+    /// A chunk request is given up (its chunks asked of another source, or
+    /// the file retried later) when the peer has sent nothing, on any of
+    /// this node's chunk requests, for this long. Only silence counts: a
+    /// request crawling over a slow link, or waiting at a busy peer behind
+    /// others that are flowing, is never cut.
+    pub stall: Duration,
 }
 
+/// [`RuntimeOptions::stall`] unless set.
+pub const DEFAULT_STALL: Duration = Duration::from_secs(30);
+
 impl Default for RuntimeOptions {
-    /// Trash kept 30 days.
+    /// Trash kept 30 days; a peer silent for [`DEFAULT_STALL`] is given up.
     fn default() -> Self {
         RuntimeOptions {
             trash_keep: Duration::from_secs(30 * 24 * 3600),
+            stall: DEFAULT_STALL,
         }
     }
 }
@@ -176,6 +191,8 @@ impl SyncRuntime {
             writers: exec::Writers::new(4),
             roots: Mutex::default(),
             chunk_slots: tokio::sync::Semaphore::new(24),
+            stall: options.stall,
+            heard: Default::default(),
             bytes_fetched: Default::default(),
             bytes_reused: Default::default(),
             files_done: Default::default(),
