@@ -5,7 +5,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{bin, json, run};
+use common::{bin, json, open_store, run};
 
 fn write(p: &Path, data: &[u8]) {
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -298,7 +298,6 @@ fn watch_records_changes_as_they_happen() {
 /// to answer) instead of failing at once.
 #[test]
 fn a_folder_command_waits_for_a_store_held_for_a_moment() {
-    use softadastra::store::{Store, StoreConfig};
     let home = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (first, second) = (dir.path().join("first"), dir.path().join("second"));
@@ -310,7 +309,7 @@ fn a_folder_command_waits_for_a_store_held_for_a_moment() {
             .status
             .success()
     );
-    let (held, _) = Store::open_dir(StoreConfig::new(h.join("store"))).unwrap();
+    let held = open_store(h);
     let start = std::time::Instant::now();
     let add = std::thread::spawn({
         let (h, second) = (h.to_path_buf(), second.clone());

@@ -22,10 +22,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::node::{Node, sharing as node};
-use common::{run, wait};
+use common::{open_store, run, stdout, wait};
 use softadastra::core::{ContentHash, NodeId};
 use softadastra::folder::{self, FileRecord};
-use softadastra::store::{Store, StoreConfig};
 use softadastra::sync::SyncMessage;
 use softadastra::transport::identity::Identity;
 use softadastra::transport::quic::{BulkStream, Endpoint, QuicConfig};
@@ -34,7 +33,7 @@ use softadastra::transport::wire::{CHUNK_FOLLOWS, CHUNK_MISSING, ChunkRequest, H
 
 /// The index entry the (stopped) node in `home` has for `docs/<rel>`.
 fn record_of(home: &Path, rel: &str) -> FileRecord {
-    let (store, _) = Store::open_dir(StoreConfig::new(home.join("store"))).unwrap();
+    let store = open_store(home);
     folder::records(&store, "docs")
         .flatten()
         .find(|(p, _)| *p == rel)
@@ -379,6 +378,12 @@ fn a_peer_that_stops_answering_is_given_up_and_the_files_come_from_a_good_peer()
         Duration::from_secs(30),
         || asked.load(Ordering::SeqCst) >= chunks as u64,
     );
+    // `sync status` says what fails, and why.
+    let stalled = format!("{} sent nothing for 1s", evil.id);
+    wait("the stall in sync status", Duration::from_secs(30), || {
+        let shown = stdout(&run(victim.home.path(), &["sync", "status"]));
+        shown.contains("failing, retried with backoff") && shown.contains(&stalled)
+    });
 
     // The good peer arrives. Mallory is still a source, and still asked
     // (files start at different sources): each request to it is given up

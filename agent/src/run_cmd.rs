@@ -1081,10 +1081,17 @@ fn folder_line(f: &serde_json::Value) -> String {
     );
     if n(&p["failing"]) > 0 {
         line.push_str(&format!(
-            "\n         {} failing, retried with backoff: {}",
-            n(&p["failing"]),
-            strings(&p["failing_paths"]).join(", ")
+            "\n         {} failing, retried with backoff:",
+            n(&p["failing"])
         ));
+        for f in p["failing_files"].as_array().into_iter().flatten() {
+            line.push_str(&format!(
+                "\n           {}: {} ({} tries)",
+                f["path"].as_str().unwrap_or("?"),
+                f["why"].as_str().unwrap_or("?"),
+                n(&f["attempts"])
+            ));
+        }
     }
     line
 }

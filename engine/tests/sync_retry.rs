@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{docs_node, page, record};
 use softadastra::core::NodeId;
-use softadastra::sync::{Action, SyncEngine};
+use softadastra::sync::{Action, Failing, SyncEngine};
 
 /// The paths the actions hand out to be placed, in order.
 fn placed(actions: &[Action]) -> Vec<String> {
@@ -43,7 +43,7 @@ fn a_peer_connecting_makes_failed_work_due_at_once() {
     assert_eq!(places(&actions), 1, "{actions:?}");
 
     // The transfer failed: nothing is handed out during the backoff.
-    engine.failed("docs", "a.txt", t0);
+    engine.failed("docs", "a.txt", t0, "simulated failure");
     let later = t0 + Duration::from_millis(100);
     assert_eq!(places(&engine.tick(&mut store, later).unwrap().actions), 0);
 
@@ -55,9 +55,21 @@ fn a_peer_connecting_makes_failed_work_due_at_once() {
     assert_eq!(report.retried, 1);
 
     // Failing again backs off further: a connection is no busy loop.
-    engine.failed("docs", "a.txt", later);
+    engine.failed("docs", "a.txt", later, "peer sent nothing for 30s");
     let soon = later + Duration::from_millis(100);
     assert_eq!(places(&engine.tick(&mut store, soon).unwrap().actions), 0);
+
+    // What fails, and why, is there for `status` to show.
+    let p = engine.progress(&store, "docs");
+    assert_eq!(p.failing, 1);
+    assert_eq!(
+        p.failing_files,
+        vec![Failing {
+            path: "a.txt".into(),
+            why: "peer sent nothing for 30s".into(),
+            attempts: 2,
+        }]
+    );
 }
 
 /// A file inside a directory that is itself still to be created waits for

@@ -341,7 +341,7 @@ impl Sim {
         let on_disk = node.disk.get(&path).map(|b| hash(b));
         let expected = expect.as_ref().filter(|e| !e.deleted).and_then(|e| e.hash);
         if on_disk != expected {
-            node.engine.failed(FOLDER, &path, now);
+            node.engine.failed(FOLDER, &path, now, "simulated failure");
             return;
         }
         match &work {
@@ -353,7 +353,7 @@ impl Sim {
                     need,
                     expect.as_ref(),
                 ) {
-                    node.engine.failed(FOLDER, &path, now);
+                    node.engine.failed(FOLDER, &path, now, "simulated failure");
                     return;
                 }
                 if std::env::var_os("SOFTADASTRA_SIM_VERBOSE").is_some() {
@@ -389,7 +389,9 @@ impl Sim {
                     .filter(|s| self.connected(i, *s))
                     .collect();
                 let Some(&src) = sources.get(self.rng.usize(0..sources.len().max(1))) else {
-                    self.nodes[i].engine.failed(FOLDER, &path, now);
+                    self.nodes[i]
+                        .engine
+                        .failed(FOLDER, &path, now, "simulated failure");
                     return;
                 };
                 self.next_req += 1;
@@ -428,12 +430,12 @@ impl Sim {
             expect.as_ref(),
         ) {
             // Overtaken while the bytes travelled: drop them.
-            node.engine.failed(FOLDER, &path, now);
+            node.engine.failed(FOLDER, &path, now, "simulated failure");
             return;
         }
         let on_disk = node.disk.get(&path).map(|b| hash(b));
         if on_disk != expect.as_ref().filter(|e| !e.deleted).and_then(|e| e.hash) {
-            node.engine.failed(FOLDER, &path, now);
+            node.engine.failed(FOLDER, &path, now, "simulated failure");
             return;
         }
         let mut copy = None;
@@ -528,7 +530,9 @@ impl Sim {
                 };
                 match bytes.filter(|b| hash(b) == f.hash) {
                     Some(b) => self.finish_place(to, f.work, b),
-                    None => self.nodes[to].engine.failed(FOLDER, &f.path, now),
+                    None => self.nodes[to]
+                        .engine
+                        .failed(FOLDER, &f.path, now, "simulated failure"),
                 }
             }
         }
@@ -700,7 +704,9 @@ impl Sim {
             .collect();
         for r in late {
             let f = self.nodes[i].fetches.remove(&r).unwrap();
-            self.nodes[i].engine.failed(FOLDER, &f.path, now);
+            self.nodes[i]
+                .engine
+                .failed(FOLDER, &f.path, now, "simulated failure");
         }
         let node = &mut self.nodes[i];
         let report = node.engine.tick(node.store.as_mut().unwrap(), now).unwrap();

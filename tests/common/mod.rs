@@ -25,6 +25,24 @@ pub fn run(home: &Path, args: &[&str]) -> Output {
         .expect("run softadastra")
 }
 
+/// Open the store in `home` from the test process. A child that another
+/// test thread is starting holds a copy of every open descriptor until it
+/// execs — a store lock just released here among them — so a store that
+/// looks held is asked again for a few seconds.
+pub fn open_store(home: &Path) -> softadastra::store::Store {
+    use softadastra::store::{Store, StoreConfig, StoreError};
+    let t0 = std::time::Instant::now();
+    loop {
+        match Store::open_dir(StoreConfig::new(home.join("store"))) {
+            Ok((store, _)) => return store,
+            Err(StoreError::Locked { .. }) if t0.elapsed().as_secs() < 5 => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("cannot open the store in {}: {e}", home.display()),
+        }
+    }
+}
+
 /// Poll `done` (every 20 ms) until it holds, failing the test after
 /// `limit`; returns how long it took.
 pub fn wait(

@@ -933,7 +933,7 @@ fn finished(
         }
         Err(e) => {
             debug!(%folder, %path, error = %e, "file work will be retried");
-            lock(&s.engine).failed(folder, path, Instant::now());
+            lock(&s.engine).failed(folder, path, Instant::now(), &e);
         }
     }
 }

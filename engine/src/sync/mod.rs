@@ -116,8 +116,20 @@ pub struct FolderProgress {
     pub in_flight: u64,
     /// Failed at least once, waiting for a retry.
     pub failing: u64,
-    /// Some of the failing paths.
-    pub failing_paths: Vec<String>,
+    /// Some of the failing paths, with why.
+    pub failing_files: Vec<Failing>,
+}
+
+/// A path whose file work failed and waits for a retry (see
+/// [`FolderProgress`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failing {
+    /// Folder-relative path.
+    pub path: String,
+    /// Why the last attempt failed.
+    pub why: String,
+    /// Attempts so far.
+    pub attempts: u32,
 }
 
 /// Pending file work for one path.
@@ -259,6 +271,8 @@ struct Work {
     attempts: u32,
     /// Handed out and not yet reported.
     out: bool,
+    /// Why the last attempt failed.
+    why: Option<String>,
 }
 
 /// One finished piece of file work, for [`SyncEngine::completed_all`].
@@ -343,6 +357,7 @@ impl SyncEngine {
                         due: now,
                         attempts: 0,
                         out: false,
+                        why: None,
                     },
                 );
             }
@@ -1174,14 +1189,16 @@ impl SyncEngine {
     }
 
     /// The executor could not finish the work on `path` (content not
-    /// available, disk changed meanwhile, I/O error): retry later with
-    /// exponential backoff and jitter.
-    pub fn failed(&mut self, folder: &str, path: &str, now: Instant) {
+    /// available, disk changed meanwhile, I/O error; `why` says which, for
+    /// [`progress`](Self::progress)): retry later with exponential backoff
+    /// and jitter.
+    pub fn failed(&mut self, folder: &str, path: &str, now: Instant, why: &str) {
         let (min, max) = (self.config.retry_min, self.config.retry_max);
         let key = (folder.to_string(), path.to_string());
         self.set_out(&key, false);
         if let Some(w) = self.work.get_mut(&key) {
             w.attempts += 1;
+            w.why = Some(why.to_string());
             let base = min.saturating_mul(1 << w.attempts.min(16)).min(max);
             let jitter = Duration::from_millis(self.rng.u64(..=base.as_millis() as u64 / 2));
             w.due = now + base + jitter;
@@ -1502,8 +1519,12 @@ impl SyncEngine {
                 Some(w) if w.out => p.in_flight += 1,
                 Some(w) if w.attempts > 0 => {
                     p.failing += 1;
-                    if p.failing_paths.len() < 5 {
-                        p.failing_paths.push(path);
+                    if p.failing_files.len() < 5 {
+                        p.failing_files.push(Failing {
+                            path,
+                            why: w.why.clone().unwrap_or_default(),
+                            attempts: w.attempts,
+                        });
                     }
                 }
                 _ => p.queued += 1,
@@ -1555,6 +1576,7 @@ impl SyncEngine {
                     due: now,
                     attempts: 0,
                     out: false,
+                    why: None,
                 });
                 false
             }
