@@ -177,6 +177,29 @@ fn mallory(
     rt
 }
 
+/// Start `victim`, and Mallory (`evil`, on `port`) against it; the count
+/// of chunks asked of Mallory.
+fn start_against_mallory(
+    victim: &mut Node,
+    evil: &Node,
+    port: u16,
+    offered: Vec<(String, FileRecord)>,
+    how: Serve,
+) -> (tokio::runtime::Runtime, Arc<AtomicU64>) {
+    victim.start();
+    let asked = Arc::new(AtomicU64::new(0));
+    let victim_id: NodeId = victim.id.parse().unwrap();
+    let rt = mallory(
+        evil.home.path(),
+        (victim_id, victim.port),
+        port,
+        offered,
+        how,
+        asked.clone(),
+    );
+    (rt, asked)
+}
+
 /// A victim that trusts Mallory (at `port`) and gives a silent peer up
 /// after `stall_secs`.
 fn victim_of(evil: &Node, port: u16, stall_secs: Option<f64>) -> (Node, PathBuf) {
@@ -232,6 +255,30 @@ fn good_node(big: &[u8], small: &[(String, Vec<u8>)]) -> (Node, PathBuf) {
     node("good", &files)
 }
 
+/// Wait until `dir` holds `big.bin` and the small files, then check that
+/// nothing else is there (no temporary, hostile or phantom file).
+fn wait_for_dataset(dir: &Path, big: &[u8], small: &[(String, Vec<u8>)]) {
+    wait("big.bin synced", Duration::from_secs(60), || {
+        std::fs::read(dir.join("big.bin")).is_ok_and(|b| b == big)
+    });
+    for (p, bytes) in small {
+        wait("small files synced", Duration::from_secs(30), || {
+            std::fs::read(dir.join(p)).is_ok_and(|b| b == *bytes)
+        });
+    }
+    let mut expected = vec!["big.bin".to_string()];
+    expected.extend(small.iter().map(|(p, _)| p.clone()));
+    assert_eq!(names_in(dir), expected, "only the synced files are there");
+}
+
+/// A later edit on the good node reaches the victim: syncing goes on.
+fn still_syncing(good_dir: &Path, victim_dir: &Path) {
+    std::fs::write(good_dir.join("after.txt"), b"still syncing").unwrap();
+    wait("a later edit synced", Duration::from_secs(30), || {
+        std::fs::read(victim_dir.join("after.txt")).is_ok_and(|b| b == b"still syncing")
+    });
+}
+
 #[test]
 fn hostile_paths_are_refused_and_garbage_chunks_are_refetched_from_a_good_peer() {
     let (big, small) = dataset(7);
@@ -268,17 +315,8 @@ fn hostile_paths_are_refused_and_garbage_chunks_are_refetched_from_a_good_peer()
     victim.trust(&good);
 
     // Mallory alone first: the only source of big.bin serves garbage.
-    victim.start();
-    let asked = Arc::new(AtomicU64::new(0));
-    let victim_id: NodeId = victim.id.parse().unwrap();
-    let _mallory = mallory(
-        evil.home.path(),
-        (victim_id, victim.port),
-        evil_port,
-        offered,
-        Serve::Garbage,
-        asked.clone(),
-    );
+    let (_mallory, asked) =
+        start_against_mallory(&mut victim, &evil, evil_port, offered, Serve::Garbage);
     // Every chunk of big.bin and of the six small files asked of Mallory.
     let all = (big_chunks + small.len() + 1) as u64;
     wait("garbage served", Duration::from_secs(30), || {
@@ -299,14 +337,7 @@ fn hostile_paths_are_refused_and_garbage_chunks_are_refetched_from_a_good_peer()
     // Mallory sends is discarded and fetched again from the good peer.
     let before = asked.load(Ordering::SeqCst);
     good.start();
-    wait("big.bin synced", Duration::from_secs(60), || {
-        std::fs::read(victim_dir.join("big.bin")).is_ok_and(|b| b == big)
-    });
-    for (p, bytes) in &small {
-        wait("small files synced", Duration::from_secs(30), || {
-            std::fs::read(victim_dir.join(p)).is_ok_and(|b| b == *bytes)
-        });
-    }
+    wait_for_dataset(&victim_dir, &big, &small);
     assert!(
         asked.load(Ordering::SeqCst) > before,
         "the victim asked Mallory again once there were two sources"
@@ -321,19 +352,9 @@ fn hostile_paths_are_refused_and_garbage_chunks_are_refetched_from_a_good_peer()
     ] {
         assert!(!p.exists(), "{} was written", p.display());
     }
-    let mut expected = vec!["big.bin".to_string()];
-    expected.extend(small.iter().map(|(p, _)| p.clone()));
-    assert_eq!(
-        names_in(&victim_dir),
-        expected,
-        "no temporary, hostile or phantom file is left"
-    );
 
     // And syncing with the good peer goes on.
-    std::fs::write(good_dir.join("after.txt"), b"still syncing").unwrap();
-    wait("a later edit synced", Duration::from_secs(30), || {
-        std::fs::read(victim_dir.join("after.txt")).is_ok_and(|b| b == b"still syncing")
-    });
+    still_syncing(&good_dir, &victim_dir);
     victim.signal("-TERM");
     good.signal("-TERM");
 }
@@ -362,17 +383,8 @@ fn a_peer_that_stops_answering_is_given_up_and_the_files_come_from_a_good_peer()
     victim.trust(&good);
 
     // Mallory alone: every chunk is asked of it, and never comes.
-    victim.start();
-    let asked = Arc::new(AtomicU64::new(0));
-    let victim_id: NodeId = victim.id.parse().unwrap();
-    let _mallory = mallory(
-        evil.home.path(),
-        (victim_id, victim.port),
-        evil_port,
-        offered,
-        Serve::Stall,
-        asked.clone(),
-    );
+    let (_mallory, asked) =
+        start_against_mallory(&mut victim, &evil, evil_port, offered, Serve::Stall);
     wait(
         "every chunk asked of Mallory",
         Duration::from_secs(30),
@@ -390,25 +402,12 @@ fn a_peer_that_stops_answering_is_given_up_and_the_files_come_from_a_good_peer()
     // after a second of silence and asked of the good peer instead.
     let before = asked.load(Ordering::SeqCst);
     good.start();
-    wait("big.bin synced", Duration::from_secs(45), || {
-        std::fs::read(victim_dir.join("big.bin")).is_ok_and(|b| b == big)
-    });
-    for (p, bytes) in &small {
-        wait("small files synced", Duration::from_secs(30), || {
-            std::fs::read(victim_dir.join(p)).is_ok_and(|b| b == *bytes)
-        });
-    }
+    wait_for_dataset(&victim_dir, &big, &small);
     assert!(
         asked.load(Ordering::SeqCst) > before,
         "the victim asked the stalling peer again once there were two sources"
     );
-    let mut expected = vec!["big.bin".to_string()];
-    expected.extend(small.iter().map(|(p, _)| p.clone()));
-    assert_eq!(names_in(&victim_dir), expected, "no temporary file is left");
-    std::fs::write(good_dir.join("after.txt"), b"still syncing").unwrap();
-    wait("a later edit synced", Duration::from_secs(30), || {
-        std::fs::read(victim_dir.join("after.txt")).is_ok_and(|b| b == b"still syncing")
-    });
+    still_syncing(&good_dir, &victim_dir);
     victim.signal("-TERM");
     good.signal("-TERM");
 }
@@ -435,16 +434,12 @@ fn a_slow_peer_is_waited_for_while_it_sends() {
     let evil = Node::new("mallory");
     let evil_port = common::node::free_port();
     let (mut victim, victim_dir) = victim_of(&evil, evil_port, Some(1.0));
-    victim.start();
-    let asked = Arc::new(AtomicU64::new(0));
-    let victim_id: NodeId = victim.id.parse().unwrap();
-    let _mallory = mallory(
-        evil.home.path(),
-        (victim_id, victim.port),
+    let (_mallory, asked) = start_against_mallory(
+        &mut victim,
+        &evil,
         evil_port,
         vec![("big.bin".to_string(), record)],
         Serve::Trickle(Arc::new(bytes)),
-        asked.clone(),
     );
     let took = wait("big.bin synced", Duration::from_secs(60), || {
         std::fs::read(victim_dir.join("big.bin")).is_ok_and(|b| b == big)
