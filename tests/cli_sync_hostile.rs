@@ -18,11 +18,11 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::node::{Node, sharing as node};
-use common::{open_store, run, stdout, wait};
+use common::{json, open_store, run, stdout, wait};
 use softadastra::core::{ContentHash, NodeId};
 use softadastra::folder::{self, FileRecord};
 use softadastra::sync::SyncMessage;
@@ -50,7 +50,30 @@ enum Serve {
     Stall,
     /// The real bytes (found by hash), slowly, one request at a time: a
     /// request waits, receiving nothing, while another is sent.
-    Trickle(Arc<HashMap<ContentHash, Vec<u8>>>),
+    Trickle(Arc<Chunks>),
+    /// The real bytes, at once, of the chunks that end within the first
+    /// `upto` bytes of the file; the others only once `open` is set
+    /// (until then their requests get nothing).
+    Upto {
+        chunks: Arc<Chunks>,
+        upto: u64,
+        open: Arc<AtomicBool>,
+    },
+}
+
+/// A file's chunks by hash: where each starts, and its bytes.
+type Chunks = HashMap<ContentHash, (u64, Vec<u8>)>;
+
+/// The chunks of `file`, whose index entry is `record`.
+fn chunks_of(record: &FileRecord, file: &[u8]) -> Chunks {
+    record
+        .chunks
+        .iter()
+        .map(|c| {
+            let at = c.offset as usize;
+            (c.hash, (c.offset, file[at..at + c.len as usize].to_vec()))
+        })
+        .collect()
 }
 
 /// Answer one chunk request as `how` says; `asked` counts the chunks asked
@@ -87,7 +110,7 @@ async fn serve(
         Serve::Trickle(bytes) => {
             let _turn = turn.lock().await;
             for (hash, _) in request.chunks {
-                let Some(b) = bytes.get(&hash) else {
+                let Some((_, b)) = bytes.get(&hash) else {
                     let _ = stream.write_all(&[CHUNK_MISSING]).await;
                     continue;
                 };
@@ -98,6 +121,21 @@ async fn serve(
                         return;
                     }
                     tokio::time::sleep(Duration::from_millis(40)).await;
+                }
+            }
+        }
+        Serve::Upto { chunks, upto, open } => {
+            for (hash, len) in request.chunks {
+                let Some((at, b)) = chunks.get(&hash) else {
+                    let _ = stream.write_all(&[CHUNK_MISSING]).await;
+                    continue;
+                };
+                while at + u64::from(len) > upto && !open.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                let _ = stream.write_all(&[CHUNK_FOLLOWS]).await;
+                if stream.write_all(b).await.is_err() {
+                    return;
                 }
             }
         }
@@ -422,14 +460,7 @@ fn a_slow_peer_is_waited_for_while_it_sends() {
     // Only to index the file: the good node never runs.
     let (good, _) = good_node(&big, &small);
     let record = record_of(good.home.path(), "big.bin");
-    let bytes: HashMap<ContentHash, Vec<u8>> = record
-        .chunks
-        .iter()
-        .map(|c| {
-            let at = c.offset as usize;
-            (c.hash, big[at..at + c.len as usize].to_vec())
-        })
-        .collect();
+    let bytes = chunks_of(&record, &big);
     let chunks = record.chunks.len() as u64;
     let evil = Node::new("mallory");
     let evil_port = common::node::free_port();
@@ -449,6 +480,57 @@ fn a_slow_peer_is_waited_for_while_it_sends() {
         asked.load(Ordering::SeqCst),
         chunks,
         "a request to a peer that was sending was given up and asked again"
+    );
+    assert_eq!(names_in(&victim_dir), vec!["big.bin".to_string()]);
+    victim.signal("-TERM");
+}
+
+/// A large file whose transfer broke part-way goes on from where it broke:
+/// the chunks already written to its temporary file are checked and kept,
+/// and only the rest is fetched.
+#[test]
+fn a_large_transfer_cut_part_way_resumes_where_it_stopped() {
+    let (big, small) = dataset(10);
+    let (good, _) = good_node(&big, &small);
+    let record = record_of(good.home.path(), "big.bin");
+    let size = record.size;
+    let evil = Node::new("mallory");
+    let evil_port = common::node::free_port();
+    let (mut victim, victim_dir) = victim_of(&evil, evil_port, Some(1.0));
+    let open = Arc::new(AtomicBool::new(false));
+    let (_mallory, _) = start_against_mallory(
+        &mut victim,
+        &evil,
+        evil_port,
+        vec![("big.bin".to_string(), record.clone())],
+        Serve::Upto {
+            chunks: Arc::new(chunks_of(&record, &big)),
+            upto: size / 2,
+            open: open.clone(),
+        },
+    );
+    let fetched = || {
+        json(&run(victim.home.path(), &["status", "--json"]))["sync_bytes_fetched"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    // The first half comes, the rest does not: the transfer is given up
+    // after a second of silence (and again at each retry).
+    let stalled = format!("{} sent nothing for 1s", evil.id);
+    wait("the transfer given up", Duration::from_secs(30), || {
+        fetched() > 0 && stdout(&run(victim.home.path(), &["sync", "status"])).contains(&stalled)
+    });
+    assert!(!victim_dir.join("big.bin").exists());
+    let before = fetched();
+    open.store(true, Ordering::SeqCst);
+    wait("big.bin synced", Duration::from_secs(60), || {
+        std::fs::read(victim_dir.join("big.bin")).is_ok_and(|b| b == big)
+    });
+    let after = fetched() - before;
+    eprintln!("{size}-byte file: {before} bytes before the cut, {after} after");
+    assert!(
+        after < size,
+        "the whole file was fetched again ({after} of {size} bytes)"
     );
     assert_eq!(names_in(&victim_dir), vec!["big.bin".to_string()]);
     victim.signal("-TERM");

@@ -803,8 +803,9 @@ fn temp_path(abs: &Path) -> PathBuf {
 }
 
 /// At start, before the folder is scanned, deal with the temporary files
-/// a crash left. A transfer cut short is never resumed from its temporary
-/// file (the work restarts from the stored need): it is deleted. But a new
+/// a crash left. A transfer cut short by a stop is not resumed from its
+/// temporary file (the work restarts from the stored need; within a run,
+/// see [`Partials`]): it is deleted. But a new
 /// file whose entry became durable while its rename did not (a power cut
 /// right after its batch, see [`committer`]) is finished: when its
 /// destination is missing and the index says the destination holds
@@ -998,7 +999,11 @@ async fn place(
         }
         EntryKind::File => {}
     }
-    let dest = Dest::of(root_async(s, folder_id).await?, path)?;
+    let mut dest = Dest::of(root_async(s, folder_id).await?, path)?;
+    let resume = s.partials.take(folder_id, path, need.record.hash);
+    if let Some(tmp) = &resume {
+        dest.tmp = tmp.clone();
+    }
     let (d, folder2, path2) = (dest.clone(), folder_id.to_string(), path.to_string());
     tokio::task::spawn_blocking(move || d.prepare(&folder2, &path2))
         .await
@@ -1006,11 +1011,16 @@ async fn place(
     let tmp = dest.tmp.clone();
     let assembled = {
         let _permit = s.transfers.acquire().await;
-        assemble(s, &need, &dest).await
+        assemble(s, &need, &dest, resume.is_some()).await
     };
     if let Err(e) = assembled {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
+        if e.resumable {
+            s.partials
+                .keep(folder_id, path, tmp, need.record.hash, Instant::now());
+        } else {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        return Err(e.why);
     }
     let result = submit(
         s,
@@ -1192,7 +1202,7 @@ async fn copy_local(s: &Arc<Shared>, files: &mut [SmallFile]) {
         if f.failed.is_some() {
             continue;
         }
-        for job in plan(s, &f.need.record) {
+        for job in plan(s, &f.need.record, 0) {
             match job {
                 Job::Local(i, places) => local.push((n, i, places)),
                 Job::Remote(run) => f.want.extend(run),
@@ -1479,11 +1489,11 @@ enum Job {
 /// consecutive chunks, up to [`FETCH_BYTES`] (and [`MAX_REQUEST_CHUNKS`])
 /// each. Jobs in file order keep the chunks waiting for an earlier one
 /// few: the job holding the next chunk to write is always started.
-fn plan(s: &Shared, record: &FileRecord) -> Vec<Job> {
+fn plan(s: &Shared, record: &FileRecord, from: usize) -> Vec<Job> {
     let mut jobs = Vec::new();
     let mut run: Vec<usize> = Vec::new();
     let mut run_bytes = 0u64;
-    for (i, c) in record.chunks.iter().enumerate() {
+    for (i, c) in record.chunks.iter().enumerate().skip(from) {
         let places = locate_chunk(s, &c.hash, false, false);
         let len = u64::from(c.len);
         let full = run_bytes + len > FETCH_BYTES || run.len() == MAX_REQUEST_CHUNKS;
@@ -1572,12 +1582,109 @@ async fn run_job(
 /// Write a large file's bytes into its temporary file: local chunks
 /// copied, missing ones fetched (several runs at once, from every source),
 /// then the whole file checked and synced.
-async fn assemble(s: &Arc<Shared>, need: &Need, dest: &Dest) -> Result<(), String> {
+///
+/// `resume`: `dest.tmp` holds an earlier attempt (see [`Partials`]); the
+/// chunks at its start that check out are kept.
+async fn assemble(
+    s: &Arc<Shared>,
+    need: &Need,
+    dest: &Dest,
+    resume: bool,
+) -> Result<(), Unfinished> {
     check_tiles(&need.record)?;
     let record = Arc::new(need.record.clone());
     let sources = Arc::new(sources_of(&lock(&s.peers), need));
     // Boxed: the state of a large file's assembly is several KiB.
-    Box::pin(assemble_large(s, record, sources, &dest.tmp)).await
+    Box::pin(assemble_large(s, record, sources, &dest.tmp, resume)).await
+}
+
+/// Why a large file's assembly did not finish, and whether its temporary
+/// file is worth keeping: it holds the file's first chunks, checked, and
+/// only fetching the rest failed.
+#[derive(Debug)]
+struct Unfinished {
+    why: String,
+    resumable: bool,
+}
+
+impl From<String> for Unfinished {
+    fn from(why: String) -> Self {
+        Unfinished {
+            why,
+            resumable: false,
+        }
+    }
+}
+
+impl From<&str> for Unfinished {
+    fn from(why: &str) -> Self {
+        Unfinished::from(why.to_string())
+    }
+}
+
+/// Large files whose transfer broke part-way (a peer gone or silent), per
+/// folder and path: the temporary file holding the chunks written so far,
+/// and the content they belong to. The next attempt at the same content
+/// starts after them instead of from the first byte; an attempt at other
+/// content deletes it, and one left alone an hour is deleted (at start,
+/// [`recover_temp_files`] deletes every temporary file a stop left).
+#[derive(Default)]
+pub struct Partials(std::sync::Mutex<HashMap<(String, String), Partial>>);
+
+struct Partial {
+    tmp: PathBuf,
+    hash: Option<ContentHash>,
+    since: Instant,
+}
+
+impl Partials {
+    /// The temporary file an earlier attempt at `path` with content `hash`
+    /// left; one of other content is deleted.
+    fn take(&self, folder: &str, path: &str, hash: Option<ContentHash>) -> Option<PathBuf> {
+        let p = lock(&self.0).remove(&(folder.to_string(), path.to_string()))?;
+        if p.hash.is_some() && p.hash == hash {
+            return Some(p.tmp);
+        }
+        let _ = std::fs::remove_file(&p.tmp);
+        None
+    }
+
+    /// Keep `tmp`, an unfinished attempt at `path` with content `hash`.
+    fn keep(
+        &self,
+        folder: &str,
+        path: &str,
+        tmp: PathBuf,
+        hash: Option<ContentHash>,
+        now: Instant,
+    ) {
+        let key = (folder.to_string(), path.to_string());
+        let kept = Partial {
+            tmp: tmp.clone(),
+            hash,
+            since: now,
+        };
+        let before = lock(&self.0).insert(key, kept);
+        if let Some(before) = before.filter(|b| b.tmp != tmp) {
+            let _ = std::fs::remove_file(&before.tmp);
+        }
+    }
+
+    /// Delete those kept since before `now - keep`; how many.
+    pub fn prune(&self, now: Instant, keep: Duration) -> usize {
+        let mut all = lock(&self.0);
+        let old: Vec<_> = all
+            .iter()
+            .filter(|(_, p)| now.saturating_duration_since(p.since) >= keep)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &old {
+            if let Some(p) = all.remove(k) {
+                let _ = std::fs::remove_file(&p.tmp);
+            }
+        }
+        old.len()
+    }
 }
 
 /// [`assemble`] for a file larger than [`SMALL_FILE`], into `tmp`.
@@ -1586,7 +1693,8 @@ async fn assemble_large(
     record: Arc<FileRecord>,
     sources: Arc<Vec<NodeId>>,
     tmp: &Path,
-) -> Result<(), String> {
+    resume: bool,
+) -> Result<(), Unfinished> {
     // Jobs run several at a time and finish in any order; chunks are
     // written and hashed in order — they tile the file, so they follow one
     // another with no seek, and the whole-file hash needs no second read.
@@ -1594,16 +1702,16 @@ async fn assemble_large(
     // disk throttling its writers never stalls the async workers that
     // carry every connection's traffic.
     let (to_writer, mut inbox) = tokio::sync::mpsc::channel::<Data>(16);
-    let (tmp_path, size) = (tmp.to_path_buf(), record.size);
+    let (ready, from) = tokio::sync::oneshot::channel::<usize>();
+    let (tmp_path, r) = (tmp.to_path_buf(), record.clone());
     let writer = tokio::task::spawn_blocking(move || -> Result<_, String> {
-        // Created here, not on an async worker: creating a file waits
+        // Opened here, not on an async worker: creating a file waits
         // while the file system commits its journal (every commit batch's
         // syncfs).
-        let mut f = std::fs::File::create(&tmp_path)
-            .map_err(|e| format!("create {}: {e}", tmp_path.display()))?;
-        f.set_len(size).map_err(|e| e.to_string())?;
-        let mut hasher = blake3::Hasher::new();
-        let (mut at, mut flushed) = (0u64, 0u64);
+        let (mut f, mut hasher, kept) = open_assembly(&tmp_path, &r, resume)?;
+        let _ = ready.send(kept);
+        let mut at: u64 = r.chunks[..kept].iter().map(|c| u64::from(c.len)).sum();
+        let mut flushed = at;
         while let Some(data) = inbox.blocking_recv() {
             for piece in &data {
                 f.write_all(piece).map_err(|e| e.to_string())?;
@@ -1617,13 +1725,21 @@ async fn assemble_large(
         }
         Ok((f, hasher))
     });
+    let Ok(from) = from.await else {
+        // The writer could not open the file: its error says why.
+        return Err(match writer.await {
+            Ok(Err(e)) => e.into(),
+            Ok(Ok(_)) => "the file could not be opened".into(),
+            Err(e) => e.to_string().into(),
+        });
+    };
     let mut pending: std::collections::BTreeMap<usize, Data> = Default::default();
     let mut pending_bytes = 0u64;
-    let mut next = 0usize;
+    let mut next = from;
     let mut set = tokio::task::JoinSet::new();
     let mut fetched = 0u64;
     let mut writing = true;
-    let mut jobs = plan(s, &record).into_iter().enumerate();
+    let mut jobs = plan(s, &record, from).into_iter().enumerate();
     let mut failed = None;
     loop {
         // Start jobs while there is room; otherwise wait for one.
@@ -1667,8 +1783,13 @@ async fn assemble_large(
     // temporary file, which must not be created after that.
     drop(to_writer);
     let written = writer.await.map_err(|e| e.to_string())?;
-    if let Some(e) = failed {
-        return Err(e);
+    if let Some(why) = failed {
+        // What was written is the file's first chunks, each checked: a
+        // later attempt at the same content goes on from there.
+        return Err(Unfinished {
+            why,
+            resumable: written.is_ok() && writing && next > 0,
+        });
     }
     let (f, hasher) = written?;
     if !writing || next < record.chunks.len() {
@@ -1678,8 +1799,47 @@ async fn assemble_large(
     tokio::task::spawn_blocking(move || finish_file(&f, hasher.finalize().into(), &r))
         .await
         .map_err(|e| e.to_string())??;
-    debug!(bytes_fetched = fetched, size = record.size, "assembled");
+    debug!(
+        bytes_fetched = fetched,
+        size = record.size,
+        resumed_after_chunks = from,
+        "assembled"
+    );
     Ok(())
+}
+
+/// Open the temporary file a large file is assembled in: with `resume`,
+/// the earlier attempt's file if it has the file's size, keeping the
+/// chunks at its start whose bytes check out (their count is returned,
+/// the whole-file hash fed with them and the file positioned after them);
+/// otherwise a new file of the right size.
+fn open_assembly(
+    tmp: &Path,
+    record: &FileRecord,
+    resume: bool,
+) -> Result<(std::fs::File, blake3::Hasher, usize), String> {
+    let mut hasher = blake3::Hasher::new();
+    if resume
+        && let Ok(mut f) = std::fs::OpenOptions::new().read(true).write(true).open(tmp)
+        && f.metadata().is_ok_and(|m| m.len() == record.size)
+    {
+        let mut kept = 0;
+        let mut buf = Vec::new();
+        for c in &record.chunks {
+            buf.resize(c.len as usize, 0);
+            if f.read_exact(&mut buf).is_err() || ContentHash::of(&buf) != c.hash {
+                break;
+            }
+            hasher.update(&buf);
+            kept += 1;
+        }
+        let at: u64 = record.chunks[..kept].iter().map(|c| u64::from(c.len)).sum();
+        f.seek(SeekFrom::Start(at)).map_err(|e| e.to_string())?;
+        return Ok((f, hasher, kept));
+    }
+    let f = std::fs::File::create(tmp).map_err(|e| format!("create {}: {e}", tmp.display()))?;
+    f.set_len(record.size).map_err(|e| e.to_string())?;
+    Ok((f, hasher, 0))
 }
 
 /// Count a chunk's bytes as fetched from a peer or reused from a local
@@ -2550,6 +2710,74 @@ mod tests {
         record.hash = Some(other);
         assert_eq!(small_file_hash(&record, &bytes), hash);
         assert!(finish_file(&tempfile::tempfile().unwrap(), hash, &record).is_err());
+    }
+
+    /// Resuming keeps the chunks at the start of the earlier attempt's
+    /// file whose bytes check out, up to the first that does not, and the
+    /// whole-file hash comes out right when the rest is written after
+    /// them. A file of the wrong size, or none, starts afresh.
+    #[test]
+    fn a_resumed_assembly_keeps_only_the_checked_chunks_at_the_start() {
+        let mut rng = fastrand::Rng::with_seed(3);
+        let bytes: Vec<u8> = (0..1 << 20).map(|_| rng.u8(..)).collect();
+        let record = file_record(&bytes);
+        assert!(record.chunks.len() > 4, "{} chunks", record.chunks.len());
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path().join("partial");
+        // Chunks 0 and 1 written, chunk 2 damaged, chunk 3 right again.
+        let mut partial = vec![0u8; bytes.len()];
+        let end = |i: usize| (record.chunks[i].offset + u64::from(record.chunks[i].len)) as usize;
+        partial[..end(1)].copy_from_slice(&bytes[..end(1)]);
+        partial[end(2)..end(3)].copy_from_slice(&bytes[end(2)..end(3)]);
+        std::fs::write(&tmp, &partial).unwrap();
+        let (mut f, mut hasher, kept) = open_assembly(&tmp, &record, true).unwrap();
+        assert_eq!(kept, 2);
+        f.write_all(&bytes[end(1)..]).unwrap();
+        hasher.update(&bytes[end(1)..]);
+        assert_eq!(
+            ContentHash::from(hasher.finalize()),
+            ContentHash::of(&bytes)
+        );
+        drop(f);
+        assert_eq!(std::fs::read(&tmp).unwrap(), bytes);
+        // Not resuming, or a file of another size: a new, empty file.
+        for (resume, len) in [(false, bytes.len()), (true, 10)] {
+            std::fs::write(&tmp, &bytes[..len]).unwrap();
+            let (_, _, kept) = open_assembly(&tmp, &record, resume).unwrap();
+            assert_eq!(kept, 0);
+            assert_eq!(std::fs::read(&tmp).unwrap(), vec![0u8; bytes.len()]);
+        }
+    }
+
+    /// An unfinished download is handed back only for the content it was
+    /// for; otherwise, when replaced, or when left alone too long, its
+    /// file is deleted.
+    #[test]
+    fn unfinished_downloads_are_kept_for_their_content_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, b"partial").unwrap();
+            p
+        };
+        let (h1, h2) = (Some(ContentHash::of(b"one")), Some(ContentHash::of(b"two")));
+        let now = Instant::now();
+        let partials = Partials::default();
+        let a = file("a");
+        partials.keep("docs", "f", a.clone(), h1, now);
+        assert_eq!(partials.take("docs", "f", h2), None);
+        assert!(!a.exists(), "kept for other content: deleted");
+        let (b, c) = (file("b"), file("c"));
+        partials.keep("docs", "f", b.clone(), h1, now);
+        partials.keep("docs", "f", c.clone(), h1, now);
+        assert!(!b.exists(), "replaced: deleted");
+        assert_eq!(partials.take("docs", "f", h1), Some(c.clone()));
+        assert_eq!(partials.take("docs", "f", h1), None, "handed out once");
+        partials.keep("docs", "f", c.clone(), h1, now);
+        let hour = Duration::from_secs(3600);
+        assert_eq!(partials.prune(now + hour / 2, hour), 0);
+        assert_eq!(partials.prune(now + hour, hour), 1);
+        assert!(!c.exists(), "left alone an hour: deleted");
     }
 
     /// A destination's parents are refused when one is a symlink (or the

@@ -70,6 +70,8 @@ pub struct Shared {
     pub stall: Duration,
     /// When each peer last sent chunk bytes.
     pub heard: exec::Heard,
+    /// Large files whose transfer broke part-way, to resume.
+    pub partials: exec::Partials,
     /// Content bytes received from peers since start.
     pub bytes_fetched: std::sync::atomic::AtomicU64,
     /// Bytes taken from local files instead (renames, copies, reused chunks).
@@ -193,6 +195,7 @@ impl SyncRuntime {
             chunk_slots: tokio::sync::Semaphore::new(24),
             stall: options.stall,
             heard: Default::default(),
+            partials: Default::default(),
             bytes_fetched: Default::default(),
             bytes_reused: Default::default(),
             files_done: Default::default(),
@@ -551,6 +554,13 @@ async fn prune_trash_hourly(s: Arc<Shared>, keep: Duration) {
     let mut every = tokio::time::interval(Duration::from_secs(3600));
     loop {
         every.tick().await;
+        let dropped = s.partials.prune(Instant::now(), Duration::from_secs(3600));
+        if dropped > 0 {
+            info!(
+                files = dropped,
+                "deleted unfinished downloads left alone an hour"
+            );
+        }
         let folders = folder::list(&lock(&s.store)).unwrap_or_default();
         let _ = tokio::task::spawn_blocking(move || {
             let now =
