@@ -115,12 +115,12 @@ async fn serve(
                     continue;
                 };
                 let _ = stream.write_all(&[CHUNK_FOLLOWS]).await;
-                // ~400 KB/s: a 1 MiB request takes ~2.5 s.
+                // ~160 KB/s: a 1 MiB request takes ~6.5 s.
                 for piece in b.chunks(16 << 10) {
                     if stream.write_all(piece).await.is_err() {
                         return;
                     }
-                    tokio::time::sleep(Duration::from_millis(40)).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
         }
@@ -452,7 +452,8 @@ fn a_peer_that_stops_answering_is_given_up_and_the_files_come_from_a_good_peer()
 
 /// Only silence counts as a stall: a peer that sends slowly, one request
 /// at a time — so a request waits seconds with nothing on its own stream
-/// — is waited for, every request well past the stall time. No request
+/// — is waited for: with a stall time of 3 s, each 1 MiB request takes
+/// ~6.5 s and the last one waits ~13 s before its first byte. No request
 /// is given up: each chunk is asked for once.
 #[test]
 fn a_slow_peer_is_waited_for_while_it_sends() {
@@ -464,7 +465,7 @@ fn a_slow_peer_is_waited_for_while_it_sends() {
     let chunks = record.chunks.len() as u64;
     let evil = Node::new("mallory");
     let evil_port = common::node::free_port();
-    let (mut victim, victim_dir) = victim_of(&evil, evil_port, Some(1.0));
+    let (mut victim, victim_dir) = victim_of(&evil, evil_port, Some(3.0));
     let (_mallory, asked) = start_against_mallory(
         &mut victim,
         &evil,
