@@ -1005,9 +1005,16 @@ async fn place(
         dest.tmp = tmp.clone();
     }
     let (d, folder2, path2) = (dest.clone(), folder_id.to_string(), path.to_string());
-    tokio::task::spawn_blocking(move || d.prepare(&folder2, &path2))
+    let prepared = tokio::task::spawn_blocking(move || d.prepare(&folder2, &path2))
         .await
-        .map_err(|e| e.to_string())??;
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
+    if let Err(e) = prepared {
+        if resume.is_some() {
+            let _ = std::fs::remove_file(&dest.tmp);
+        }
+        return Err(e);
+    }
     let tmp = dest.tmp.clone();
     let assembled = {
         let _permit = s.transfers.acquire().await;
