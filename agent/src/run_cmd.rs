@@ -1085,11 +1085,14 @@ fn folder_line(f: &serde_json::Value) -> String {
             n(&p["failing"])
         ));
         for f in p["failing_files"].as_array().into_iter().flatten() {
+            let tries = match n(&f["attempts"]) {
+                1 => "failed once".to_string(),
+                k => format!("failed {k} times"),
+            };
             line.push_str(&format!(
-                "\n           {}: {} ({} tries)",
+                "\n           {}: {} ({tries})",
                 f["path"].as_str().unwrap_or("?"),
                 f["why"].as_str().unwrap_or("?"),
-                n(&f["attempts"])
             ));
         }
     }
