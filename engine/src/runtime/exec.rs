@@ -1715,9 +1715,8 @@ async fn assemble_large(
         // Opened here, not on an async worker: creating a file waits
         // while the file system commits its journal (every commit batch's
         // syncfs).
-        let (mut f, mut hasher, kept) = open_assembly(&tmp_path, &r, resume)?;
+        let (mut f, mut hasher, kept, mut at) = open_assembly(&tmp_path, &r, resume)?;
         let _ = ready.send(kept);
-        let mut at: u64 = r.chunks[..kept].iter().map(|c| u64::from(c.len)).sum();
         let mut flushed = at;
         while let Some(data) = inbox.blocking_recv() {
             for piece in &data {
@@ -1817,14 +1816,14 @@ async fn assemble_large(
 
 /// Open the temporary file a large file is assembled in: with `resume`,
 /// the earlier attempt's file if it has the file's size, keeping the
-/// chunks at its start whose bytes check out (their count is returned,
-/// the whole-file hash fed with them and the file positioned after them);
-/// otherwise a new file of the right size.
+/// chunks at its start whose bytes check out (their count and the offset
+/// after them are returned, the whole-file hash fed with them and the file
+/// positioned there); otherwise a new file of the right size.
 fn open_assembly(
     tmp: &Path,
     record: &FileRecord,
     resume: bool,
-) -> Result<(std::fs::File, blake3::Hasher, usize), String> {
+) -> Result<(std::fs::File, blake3::Hasher, usize, u64), String> {
     let mut hasher = blake3::Hasher::new();
     if resume
         && let Ok(mut f) = std::fs::OpenOptions::new().read(true).write(true).open(tmp)
@@ -1840,13 +1839,14 @@ fn open_assembly(
             hasher.update(&buf);
             kept += 1;
         }
-        let at: u64 = record.chunks[..kept].iter().map(|c| u64::from(c.len)).sum();
+        // The chunks tile the file: the next one starts where these end.
+        let at = record.chunks.get(kept).map_or(record.size, |c| c.offset);
         f.seek(SeekFrom::Start(at)).map_err(|e| e.to_string())?;
-        return Ok((f, hasher, kept));
+        return Ok((f, hasher, kept, at));
     }
     let f = std::fs::File::create(tmp).map_err(|e| format!("create {}: {e}", tmp.display()))?;
     f.set_len(record.size).map_err(|e| e.to_string())?;
-    Ok((f, hasher, 0))
+    Ok((f, hasher, 0, 0))
 }
 
 /// Count a chunk's bytes as fetched from a peer or reused from a local
@@ -2737,8 +2737,8 @@ mod tests {
         partial[..end(1)].copy_from_slice(&bytes[..end(1)]);
         partial[end(2)..end(3)].copy_from_slice(&bytes[end(2)..end(3)]);
         std::fs::write(&tmp, &partial).unwrap();
-        let (mut f, mut hasher, kept) = open_assembly(&tmp, &record, true).unwrap();
-        assert_eq!(kept, 2);
+        let (mut f, mut hasher, kept, at) = open_assembly(&tmp, &record, true).unwrap();
+        assert_eq!((kept, at), (2, end(1) as u64));
         f.write_all(&bytes[end(1)..]).unwrap();
         hasher.update(&bytes[end(1)..]);
         assert_eq!(
@@ -2750,8 +2750,8 @@ mod tests {
         // Not resuming, or a file of another size: a new, empty file.
         for (resume, len) in [(false, bytes.len()), (true, 10)] {
             std::fs::write(&tmp, &bytes[..len]).unwrap();
-            let (_, _, kept) = open_assembly(&tmp, &record, resume).unwrap();
-            assert_eq!(kept, 0);
+            let (_, _, kept, at) = open_assembly(&tmp, &record, resume).unwrap();
+            assert_eq!((kept, at), (0, 0));
             assert_eq!(std::fs::read(&tmp).unwrap(), vec![0u8; bytes.len()]);
         }
     }
