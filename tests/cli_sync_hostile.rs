@@ -215,12 +215,17 @@ fn mallory(
     rt
 }
 
-/// Start `victim`, and Mallory (`evil`, on `port`) against it; the count
-/// of chunks asked of Mallory.
+/// Mallory's identity (a node that never runs) and the port it will use.
+struct Evil {
+    node: Node,
+    port: u16,
+}
+
+/// Start `victim`, and Mallory against it; the count of chunks asked of
+/// Mallory.
 fn start_against_mallory(
     victim: &mut Node,
-    evil: &Node,
-    port: u16,
+    evil: &Evil,
     offered: Vec<(String, FileRecord)>,
     how: Serve,
 ) -> (tokio::runtime::Runtime, Arc<AtomicU64>) {
@@ -228,9 +233,9 @@ fn start_against_mallory(
     let asked = Arc::new(AtomicU64::new(0));
     let victim_id: NodeId = victim.id.parse().unwrap();
     let rt = mallory(
-        evil.home.path(),
+        evil.node.home.path(),
         (victim_id, victim.port),
-        port,
+        evil.port,
         offered,
         how,
         asked.clone(),
@@ -238,9 +243,13 @@ fn start_against_mallory(
     (rt, asked)
 }
 
-/// A victim that trusts Mallory (at `port`) and gives a silent peer up
-/// after `stall_secs`.
-fn victim_of(evil: &Node, port: u16, stall_secs: Option<f64>) -> (Node, PathBuf) {
+/// Mallory, and a victim that trusts it and gives a silent peer up after
+/// `stall_secs`.
+fn victim_and_mallory(stall_secs: Option<f64>) -> (Node, PathBuf, Evil) {
+    let evil = Evil {
+        node: Node::new("mallory"),
+        port: common::node::free_port(),
+    };
     let (victim, dir) = node("victim", &[]);
     if let Some(secs) = stall_secs {
         std::fs::write(
@@ -249,13 +258,13 @@ fn victim_of(evil: &Node, port: u16, stall_secs: Option<f64>) -> (Node, PathBuf)
         )
         .unwrap();
     }
-    let addr = format!("127.0.0.1:{port}");
+    let addr = format!("127.0.0.1:{}", evil.port);
     let out = run(
         victim.home.path(),
-        &["peer", "add", &evil.id, "--addr", &addr],
+        &["peer", "add", &evil.node.id, "--addr", &addr],
     );
     assert!(out.status.success());
-    (victim, dir)
+    (victim, dir, evil)
 }
 
 /// The names in `dir` but the node's own `.softadastra`, sorted.
@@ -321,9 +330,7 @@ fn still_syncing(good_dir: &Path, victim_dir: &Path) {
 fn hostile_paths_are_refused_and_garbage_chunks_are_refetched_from_a_good_peer() {
     let (big, small) = dataset(7);
     let (mut good, good_dir) = good_node(&big, &small);
-    let evil = Node::new("mallory");
-    let evil_port = common::node::free_port();
-    let (mut victim, victim_dir) = victim_of(&evil, evil_port, None);
+    let (mut victim, victim_dir, evil) = victim_and_mallory(None);
     let record = record_of(good.home.path(), "big.bin");
     let big_chunks = record.chunks.len();
     assert!(big_chunks > 4, "several chunks to spread over peers");
@@ -353,8 +360,7 @@ fn hostile_paths_are_refused_and_garbage_chunks_are_refetched_from_a_good_peer()
     victim.trust(&good);
 
     // Mallory alone first: the only source of big.bin serves garbage.
-    let (_mallory, asked) =
-        start_against_mallory(&mut victim, &evil, evil_port, offered, Serve::Garbage);
+    let (_mallory, asked) = start_against_mallory(&mut victim, &evil, offered, Serve::Garbage);
     // Every chunk of big.bin and of the six small files asked of Mallory.
     let all = (big_chunks + small.len() + 1) as u64;
     wait("garbage served", Duration::from_secs(30), || {
@@ -404,9 +410,7 @@ fn hostile_paths_are_refused_and_garbage_chunks_are_refetched_from_a_good_peer()
 fn a_peer_that_stops_answering_is_given_up_and_the_files_come_from_a_good_peer() {
     let (big, small) = dataset(8);
     let (mut good, good_dir) = good_node(&big, &small);
-    let evil = Node::new("mallory");
-    let evil_port = common::node::free_port();
-    let (mut victim, victim_dir) = victim_of(&evil, evil_port, Some(1.0));
+    let (mut victim, victim_dir, evil) = victim_and_mallory(Some(1.0));
     let mut offered = vec![(
         "big.bin".to_string(),
         record_of(good.home.path(), "big.bin"),
@@ -421,15 +425,14 @@ fn a_peer_that_stops_answering_is_given_up_and_the_files_come_from_a_good_peer()
     victim.trust(&good);
 
     // Mallory alone: every chunk is asked of it, and never comes.
-    let (_mallory, asked) =
-        start_against_mallory(&mut victim, &evil, evil_port, offered, Serve::Stall);
+    let (_mallory, asked) = start_against_mallory(&mut victim, &evil, offered, Serve::Stall);
     wait(
         "every chunk asked of Mallory",
         Duration::from_secs(30),
         || asked.load(Ordering::SeqCst) >= chunks as u64,
     );
     // `sync status` says what fails, and why.
-    let stalled = format!("{} sent nothing for 1s", evil.id);
+    let stalled = format!("{} sent nothing for 1s", evil.node.id);
     wait("the stall in sync status", Duration::from_secs(30), || {
         let shown = stdout(&run(victim.home.path(), &["sync", "status"]));
         shown.contains("failing, retried with backoff") && shown.contains(&stalled)
@@ -463,13 +466,10 @@ fn a_slow_peer_is_waited_for_while_it_sends() {
     let record = record_of(good.home.path(), "big.bin");
     let bytes = chunks_of(&record, &big);
     let chunks = record.chunks.len() as u64;
-    let evil = Node::new("mallory");
-    let evil_port = common::node::free_port();
-    let (mut victim, victim_dir) = victim_of(&evil, evil_port, Some(3.0));
+    let (mut victim, victim_dir, evil) = victim_and_mallory(Some(3.0));
     let (_mallory, asked) = start_against_mallory(
         &mut victim,
         &evil,
-        evil_port,
         vec![("big.bin".to_string(), record)],
         Serve::Trickle(Arc::new(bytes)),
     );
@@ -495,14 +495,11 @@ fn a_large_transfer_cut_part_way_resumes_where_it_stopped() {
     let (good, _) = good_node(&big, &small);
     let record = record_of(good.home.path(), "big.bin");
     let size = record.size;
-    let evil = Node::new("mallory");
-    let evil_port = common::node::free_port();
-    let (mut victim, victim_dir) = victim_of(&evil, evil_port, Some(1.0));
+    let (mut victim, victim_dir, evil) = victim_and_mallory(Some(1.0));
     let open = Arc::new(AtomicBool::new(false));
     let (_mallory, _) = start_against_mallory(
         &mut victim,
         &evil,
-        evil_port,
         vec![("big.bin".to_string(), record.clone())],
         Serve::Upto {
             chunks: Arc::new(chunks_of(&record, &big)),
@@ -517,7 +514,7 @@ fn a_large_transfer_cut_part_way_resumes_where_it_stopped() {
     };
     // The first half comes, the rest does not: the transfer is given up
     // after a second of silence (and again at each retry).
-    let stalled = format!("{} sent nothing for 1s", evil.id);
+    let stalled = format!("{} sent nothing for 1s", evil.node.id);
     wait("the transfer given up", Duration::from_secs(30), || {
         fetched() > 0 && stdout(&run(victim.home.path(), &["sync", "status"])).contains(&stalled)
     });
