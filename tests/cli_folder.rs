@@ -295,7 +295,7 @@ fn watch_records_changes_as_they_happen() {
 /// An agent holds the store from its first moment, a little before its
 /// control socket answers; a one-shot command holds it for a moment too.
 /// A folder command meeting a store in use waits for it (or for the agent
-/// to answer) instead of failing at once.
+/// to answer) instead of failing at once; so do `status` and `peers`.
 #[test]
 fn a_folder_command_waits_for_a_store_held_for_a_moment() {
     let home = tempfile::tempdir().unwrap();
@@ -311,18 +311,31 @@ fn a_folder_command_waits_for_a_store_held_for_a_moment() {
     );
     let held = open_store(h);
     let start = std::time::Instant::now();
-    let add = std::thread::spawn({
-        let (h, second) = (h.to_path_buf(), second.clone());
-        move || run(&h, &["folder", "add", second.to_str().unwrap()])
-    });
+    let commands: Vec<Vec<String>> = vec![
+        vec!["folder".into(), "add".into(), second.display().to_string()],
+        vec!["status".into()],
+        vec!["peers".into()],
+    ];
+    let running: Vec<_> = commands
+        .into_iter()
+        .map(|args| {
+            let h = h.to_path_buf();
+            std::thread::spawn(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                (args.join(" "), run(&h, &args))
+            })
+        })
+        .collect();
     std::thread::sleep(std::time::Duration::from_millis(1500));
     drop(held);
-    let add = add.join().unwrap();
-    assert!(
-        add.status.success(),
-        "{}",
-        String::from_utf8_lossy(&add.stderr)
-    );
+    for command in running {
+        let (args, out) = command.join().unwrap();
+        assert!(
+            out.status.success(),
+            "{args}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     assert!(start.elapsed() >= std::time::Duration::from_millis(1500));
     let list = json(&run(h, &["folder", "list", "--json"]));
     assert_eq!(list.as_array().unwrap().len(), 2, "{list}");

@@ -33,7 +33,7 @@ use softadastra::transport::trust;
 use softadastra::transport::wire::Hello;
 use tracing::{info, warn};
 
-use crate::control::{self, FolderChange, Request};
+use crate::control::{self, FolderChange, Reached, Request};
 use crate::home::Home;
 use crate::store_cmd::open_store;
 
@@ -795,18 +795,18 @@ pub fn run_join(
         code: code.clone(),
         path: path.clone(),
     };
-    let joined: Joined = match control::call(home, &request)? {
-        Some(answer) => Joined {
+    let joined: Joined = match control::call_or_open(home, &request)? {
+        Reached::Agent(answer) => Joined {
             inviter: answer["inviter"].as_str().unwrap_or_default().into(),
             name: answer["name"].as_str().unwrap_or_default().into(),
             addr: answer["addr"].as_str().unwrap_or_default().into(),
             folder: answer["folder"].as_str().map(String::from),
             path: answer["path"].as_str().map(PathBuf::from),
         },
-        None => {
+        Reached::Store(store) => {
             // No agent here: pair from a temporary endpoint and record the
             // trust in the store directly.
-            let store = Mutex::new(open_store(home)?);
+            let store = Mutex::new(*store);
             let identity = home.identity()?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -842,16 +842,13 @@ pub fn run_join(
 
 pub fn run_peers(home: &Home, json: bool) -> Result<ExitCode> {
     use std::io::Write;
-    let rows: Vec<serde_json::Value> = match control::call(home, &Request::Peers)? {
-        Some(serde_json::Value::Array(rows)) => rows,
-        Some(other) => bail!("unexpected answer from the agent: {other}"),
-        None => {
-            let store = open_store(home)?;
-            trust::list(&store)?
-                .into_iter()
-                .map(|p| json!({"id": p.id.to_string(), "addr": p.addr, "state": "agent not running"}))
-                .collect()
-        }
+    let rows: Vec<serde_json::Value> = match control::call_or_open(home, &Request::Peers)? {
+        Reached::Agent(serde_json::Value::Array(rows)) => rows,
+        Reached::Agent(other) => bail!("unexpected answer from the agent: {other}"),
+        Reached::Store(store) => trust::list(&store)?
+            .into_iter()
+            .map(|p| json!({"id": p.id.to_string(), "addr": p.addr, "state": "agent not running"}))
+            .collect(),
     };
     let mut out = std::io::stdout().lock();
     if json {
@@ -970,8 +967,8 @@ pub fn run_node(home: &Home, json: bool) -> Result<ExitCode> {
 pub fn run_status(home: &Home, json: bool) -> Result<ExitCode> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    match control::call(home, &Request::Status)? {
-        Some(s) => {
+    match control::call_or_open(home, &Request::Status)? {
+        Reached::Agent(s) => {
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&s)?)?;
             } else {
@@ -1011,8 +1008,7 @@ pub fn run_status(home: &Home, json: bool) -> Result<ExitCode> {
                 }
             }
         }
-        None => {
-            let store = open_store(home)?;
+        Reached::Store(store) => {
             let node = Identity::load(&home.root)?;
             let folders = folder::list(&store)?;
             let peers = trust::list(&store)?;
