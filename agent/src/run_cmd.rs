@@ -199,6 +199,19 @@ impl Daemon {
         }
         let progress = lock(&self.sync.engine).progress(store, &f.id);
         let error = lock(&self.sync.folder_errors).get(&f.id).cloned();
+        // What the scans leave out for good, and why (a name that cannot
+        // be synced, a special file, a node's home).
+        let (not_synced, not_synced_files) = lock(&self.sync.not_synced)
+            .get(&f.id)
+            .map(|list| {
+                let shown: Vec<_> = list
+                    .iter()
+                    .take(NOT_SYNCED_SHOWN)
+                    .map(|(path, why)| json!({"path": path, "why": why}))
+                    .collect();
+                (list.len(), shown)
+            })
+            .unwrap_or_default();
         let state = if f.paused {
             "paused"
         } else if error.is_some() {
@@ -219,9 +232,14 @@ impl Daemon {
             "files": files,
             "bytes": bytes,
             "progress": progress,
+            "not_synced": not_synced,
+            "not_synced_files": not_synced_files,
         })
     }
 }
+
+/// How many of a folder's paths that are not synced `status` lists.
+const NOT_SYNCED_SHOWN: usize = 20;
 
 impl control::Handler for Daemon {
     async fn handle(&self, request: Request) -> Result<serde_json::Value> {
@@ -1075,6 +1093,19 @@ fn folder_line(f: &serde_json::Value) -> String {
         n(&f["files"]),
         human_bytes(n(&f["bytes"]))
     );
+    if n(&f["not_synced"]) > 0 {
+        line.push_str(&format!(
+            "\n         {} not synced (left out on purpose; they stay on this machine only):",
+            n(&f["not_synced"])
+        ));
+        for f in f["not_synced_files"].as_array().into_iter().flatten() {
+            line.push_str(&format!(
+                "\n           {}: {}",
+                f["path"].as_str().unwrap_or("?"),
+                f["why"].as_str().unwrap_or("?"),
+            ));
+        }
+    }
     if n(&p["failing"]) > 0 {
         line.push_str(&format!(
             "\n         {} failing, retried with backoff:",

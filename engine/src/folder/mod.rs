@@ -693,7 +693,16 @@ impl Indexer {
         let mut forgets: Vec<String> = Vec::new();
         let mut deleted_hashes: HashSet<ContentHash> = HashSet::new();
         for (rel, rec) in known {
-            if rec.deleted || seen.contains(rel.as_str()) || obs.is_unsure(rel) {
+            if rec.deleted || seen.contains(rel.as_str()) {
+                continue;
+            }
+            // Recorded before homes were left out: forgotten, as ignored
+            // paths are (no deletion reaches peers).
+            if obs.is_in_node_home(rel) {
+                forgets.push(rel.clone());
+                continue;
+            }
+            if obs.is_unsure(rel) {
                 continue;
             }
             if self.ignore.is_ignored(rel, rec.kind == EntryKind::Dir) {

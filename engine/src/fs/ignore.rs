@@ -94,8 +94,38 @@ pub fn is_builtin_ignored(rel: &str) -> bool {
         || rel.split('/').any(|part| part.starts_with(TEMP_PREFIX))
 }
 
+/// Whether the directory `dir` is a Softadastra node's home: it holds a
+/// store (`store/LOCK`, made by a node's first write) or an identity
+/// (`identity/cert.der` and `identity/key.der`). A home inside a shared
+/// folder — this node's own, or any other — is never indexed or synced,
+/// whatever the ignore file says: it holds a private key, and its log
+/// changes with every change recorded (a loop, were it synced).
+pub fn is_node_home(dir: &Path) -> bool {
+    let exists = |p: PathBuf| std::fs::symlink_metadata(p).is_ok();
+    exists(dir.join("store").join("LOCK"))
+        || (exists(dir.join("identity").join("key.der"))
+            && exists(dir.join("identity").join("cert.der")))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_node_home_is_recognised_by_its_store_or_its_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("h");
+        std::fs::create_dir_all(home.join("identity")).unwrap();
+        std::fs::write(home.join("identity/key.der"), b"k").unwrap();
+        assert!(!is_node_home(&home), "a key alone is not an identity");
+        std::fs::write(home.join("identity/cert.der"), b"c").unwrap();
+        assert!(is_node_home(&home));
+        let other = dir.path().join("o");
+        std::fs::create_dir_all(other.join("store")).unwrap();
+        assert!(!is_node_home(&other));
+        std::fs::write(other.join("store/LOCK"), b"").unwrap();
+        assert!(is_node_home(&other));
+        assert!(!is_node_home(dir.path()));
+    }
+
     use super::*;
 
     #[test]

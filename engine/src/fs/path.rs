@@ -84,9 +84,36 @@ pub fn absolute(root: &Path, rel: &str) -> Result<PathBuf, PathError> {
         .fold(root.to_path_buf(), |p, part| p.join(part)))
 }
 
+/// The longest file name (one path component, in bytes) the file systems
+/// folders live on accept: ext4, btrfs, XFS and APFS all stop at 255.
+pub const NAME_MAX: usize = 255;
+
+/// `stem` followed by `suffix`, the stem cut (at a character boundary) so
+/// the whole stays within [`NAME_MAX`] bytes. Names the agent derives from
+/// a user's name — conflict copies, kept versions — use it, so a name that
+/// fits the file system never yields one that does not.
+pub fn fit_name(stem: &str, suffix: &str) -> String {
+    let room = NAME_MAX.saturating_sub(suffix.len());
+    let mut cut = stem.len().min(room);
+    while !stem.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{suffix}", &stem[..cut])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn derived_names_fit_whatever_the_name_length() {
+        assert_eq!(fit_name("report", ".~2~"), "report.~2~");
+        let long = "é".repeat(127); // 254 bytes
+        let fitted = fit_name(&long, ".~12~");
+        assert!(fitted.len() <= NAME_MAX, "{}", fitted.len());
+        assert!(fitted.ends_with(".~12~"));
+        assert!(fitted.starts_with("é"));
+    }
 
     #[test]
     fn hostile_paths_are_refused() {

@@ -43,7 +43,8 @@ pub struct FileStat {
     pub size: u64,
     /// Modification time, nanoseconds since the Unix epoch.
     pub mtime_ns: i64,
-    /// Permission bits (`mode & 0o7777` on Unix).
+    /// Permission bits (`mode & 0o777` on Unix: set-user-id, set-group-id
+    /// and sticky bits are never recorded, so never synced).
     pub mode: u32,
     /// Inode (or file id): a changed inode at the same path means a new file.
     pub inode: u64,
@@ -64,7 +65,7 @@ impl FileStat {
             use std::os::unix::fs::MetadataExt;
             (
                 meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-                meta.mode() & 0o7777,
+                meta.mode() & 0o777,
                 meta.ino(),
             )
         };
@@ -126,6 +127,23 @@ pub enum IssueKind {
     BadName,
     /// Two names that differ only in case (they collide on case-insensitive disks).
     CaseCollision,
+    /// A named pipe, socket or device node: not content, never opened,
+    /// never synced.
+    Special,
+    /// A Softadastra node's home (see [`super::ignore::is_node_home`]):
+    /// never indexed, never synced.
+    NodeHome,
+}
+
+impl IssueKind {
+    /// Whether the path stays out of sync for as long as it is what it is
+    /// (as opposed to trouble that may pass: unreadable, changing, gone).
+    pub fn is_lasting(self) -> bool {
+        matches!(
+            self,
+            IssueKind::BadName | IssueKind::Special | IssueKind::NodeHome
+        )
+    }
 }
 
 /// A problem with one path; the rest of the scan goes on.
@@ -183,13 +201,73 @@ impl Observation {
     /// not be taken as deleted.
     pub fn is_unsure(&self, rel: &str) -> bool {
         self.issues.iter().any(|i| {
-            i.kind != IssueKind::CaseCollision
-                && i.rel.as_deref().is_some_and(|p| {
-                    rel == p || (rel.starts_with(p) && rel.as_bytes().get(p.len()) == Some(&b'/'))
-                })
+            !matches!(i.kind, IssueKind::CaseCollision | IssueKind::Special)
+                && i.rel.as_deref().is_some_and(|p| is_within(rel, p))
+        })
+    }
+
+    /// Whether `rel` is in a node's home found by the walk: such paths are
+    /// not deleted, they are forgotten (as ignored paths are).
+    pub fn is_in_node_home(&self, rel: &str) -> bool {
+        self.issues.iter().any(|i| {
+            i.kind == IssueKind::NodeHome && i.rel.as_deref().is_some_and(|p| is_within(rel, p))
         })
     }
 }
+
+/// Whether `rel` is `dir` or inside it.
+fn is_within(rel: &str, dir: &str) -> bool {
+    rel == dir || (rel.starts_with(dir) && rel.as_bytes().get(dir.len()) == Some(&b'/'))
+}
+
+/// The kind of a special file (not a file, directory or symlink), if it
+/// is one.
+fn special_kind(t: std::fs::FileType) -> Option<&'static str> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return Some("named pipe");
+        }
+        if t.is_socket() {
+            return Some("socket");
+        }
+        if t.is_block_device() || t.is_char_device() {
+            return Some("device node");
+        }
+    }
+    let _ = t;
+    None
+}
+
+/// The first directory from `root` (exclusive) down to `start` (inclusive
+/// when `start` itself is looked at by the walk, so exclusive here) that
+/// is a node's home, as a folder-relative path.
+fn home_above(root: &Path, start: &Path) -> Option<(PathBuf, String)> {
+    let rest = start.strip_prefix(root).ok()?;
+    let mut at = root.to_path_buf();
+    let parts: Vec<_> = rest.components().collect();
+    for c in parts.iter().take(parts.len().saturating_sub(1)) {
+        at.push(c);
+        if super::ignore::is_node_home(&at) {
+            let rel = path::relative(root, &at).ok()?;
+            return Some((at, rel));
+        }
+    }
+    None
+}
+
+/// The issue that says a node's home is left out.
+fn home_issue(abs: &Path, rel: &str) -> ScanIssue {
+    issue(
+        abs,
+        Some(rel),
+        IssueKind::NodeHome,
+        "a Softadastra node's home (private key, log): never synced",
+    )
+}
+
+impl Observation {}
 
 fn issue(path: &Path, rel: Option<&str>, kind: IssueKind, detail: impl ToString) -> ScanIssue {
     ScanIssue {
@@ -226,7 +304,13 @@ pub fn observe(
         let start = match scope {
             Scope::All => root.to_path_buf(),
             Scope::Tree(rel) => match path::absolute(root, rel) {
-                Ok(p) => p,
+                Ok(p) => {
+                    if let Some((home, home_rel)) = home_above(root, &p) {
+                        out.issues.push(home_issue(&home, &home_rel));
+                        continue;
+                    }
+                    p
+                }
                 Err(e) => {
                     out.issues
                         .push(issue(root, Some(rel), IssueKind::BadName, e));
@@ -276,6 +360,20 @@ pub fn observe(
                 if is_dir {
                     it.skip_current_dir();
                 }
+                continue;
+            }
+            if is_dir && super::ignore::is_node_home(abs) {
+                out.issues.push(home_issue(abs, &rel));
+                it.skip_current_dir();
+                continue;
+            }
+            if let Some(what) = special_kind(entry.file_type()) {
+                out.issues.push(issue(
+                    abs,
+                    Some(&rel),
+                    IssueKind::Special,
+                    format!("a {what}: not a file, never synced"),
+                ));
                 continue;
             }
             let meta = match entry.metadata() {
@@ -386,11 +484,22 @@ fn read_settled(
 ) -> ReadResult {
     let fail = |e: io::Error| io_issue(abs, Some(rel), &e);
     for attempt in 0..3 {
-        let mut file = std::fs::File::open(abs).map_err(fail)?;
+        let mut file = open_regular(abs).map_err(fail)?;
+        let opened = file.metadata().map_err(fail)?;
+        if !opened.is_file() {
+            // Replaced since the walk (by a pipe, a directory…): looked at
+            // again by the next scan of this path.
+            return Err(issue(
+                abs,
+                Some(rel),
+                IssueKind::Changing,
+                "no longer a regular file",
+            ));
+        }
         let before = if attempt == 0 {
             walked
         } else {
-            FileStat::from_metadata(&file.metadata().map_err(fail)?)
+            FileStat::from_metadata(&opened)
         };
         let content = if before.size <= SMALL_FILE {
             let mut buf = Vec::with_capacity(before.size as usize + 1);
@@ -421,6 +530,20 @@ fn read_settled(
         IssueKind::Changing,
         "file kept changing while being read; it will be recorded once it settles",
     ))
+}
+
+/// Open a file found by the walk for reading without ever blocking or
+/// leaving the folder: a path swapped meanwhile for a named pipe opens at
+/// once (no writer needed), one swapped for a symlink is not followed.
+fn open_regular(abs: &Path) -> io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW);
+    }
+    options.open(abs)
 }
 
 struct CountingReader<'a, R> {

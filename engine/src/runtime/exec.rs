@@ -761,10 +761,25 @@ struct Dest {
     tmp: PathBuf,
 }
 
+/// Refuse to write or remove `abs` when it is inside this node's home
+/// (a shared folder that contains it leaves it out of the index, but a
+/// peer could still name paths there).
+fn outside_home(home: Option<&Path>, abs: &Path) -> Result<(), String> {
+    match home {
+        Some(h) if abs.starts_with(h) => Err(format!(
+            "refused: {} is inside this node's home",
+            abs.display()
+        )),
+        _ => Ok(()),
+    }
+}
+
 impl Dest {
-    /// Where `path` of the folder at `root` goes.
-    fn of(root: PathBuf, path: &str) -> Result<Dest, String> {
+    /// Where `path` of the folder at `root` goes (never into `home`, see
+    /// [`outside_home`]).
+    fn of(root: PathBuf, path: &str, home: Option<&Path>) -> Result<Dest, String> {
         let abs = crate::fs::path::absolute(&root, path).map_err(|e| e.to_string())?;
+        outside_home(home, &abs)?;
         Ok(Dest {
             tmp: temp_path(&abs),
             root,
@@ -794,12 +809,26 @@ fn symlinked_parent(folder: &str, path: &str) -> String {
     "a parent directory is a symlink".to_string()
 }
 
+/// The temporary file a download of `abs` is assembled in, beside it:
+/// `.softadastra-tmp-<8 hex>-<name>`, or, when that would be longer than a
+/// file name may be, `.softadastra-tmp-<8 hex>=<blake3 of the name, 32
+/// hex>` ([`lost_rename`] finds the destination either way).
 fn temp_path(abs: &Path) -> PathBuf {
     let name = abs
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    abs.with_file_name(format!("{TEMP_PREFIX}{:08x}-{name}", fastrand::u32(..)))
+    let tag = fastrand::u32(..);
+    let full = format!("{TEMP_PREFIX}{tag:08x}-{name}");
+    if full.len() <= crate::fs::path::NAME_MAX {
+        return abs.with_file_name(full);
+    }
+    abs.with_file_name(format!("{TEMP_PREFIX}{tag:08x}={}", name_digest(&name)))
+}
+
+/// What stands for a name too long to go into a temporary file's name.
+fn name_digest(name: &str) -> String {
+    blake3::hash(name.as_bytes()).to_hex()[..32].to_string()
 }
 
 /// At start, before the folder is scanned, deal with the temporary files
@@ -825,7 +854,7 @@ pub fn recover_temp_files(s: &Shared, folder: &folder::FolderConfig) {
             continue;
         }
         if let Some(dest) = lost_rename(s, folder, tmp) {
-            let moved = std::fs::rename(tmp, &dest)
+            let moved = rename_new(tmp, &dest)
                 .and_then(|()| make_durable(&[], &[dest.parent().unwrap_or(&folder.path)], 0));
             match moved {
                 Ok(()) => {
@@ -850,17 +879,39 @@ pub fn recover_temp_files(s: &Shared, folder: &folder::FolderConfig) {
 /// rename a crash lost (see [`recover_temp_files`]).
 fn lost_rename(s: &Shared, folder: &folder::FolderConfig, tmp: &Path) -> Option<PathBuf> {
     let rest = tmp.file_name()?.to_str()?.strip_prefix(TEMP_PREFIX)?;
-    // `temp_path`: 8 hex digits, a dash, the destination's name.
+    // `temp_path`: 8 hex digits, then a dash and the destination's name,
+    // or `=` and its digest.
     let (tag, name) = rest.split_at_checked(9)?;
-    if !tag.ends_with('-') || name.is_empty() {
+    if name.is_empty() {
         return None;
     }
-    let dest = tmp.with_file_name(name);
+    let (rel, record) = match tag.as_bytes()[8] {
+        b'-' => {
+            let dest = tmp.with_file_name(name);
+            let rel = crate::fs::path::relative(&folder.path, &dest).ok()?;
+            let record = folder::record(&lock(&s.store), &folder.id, &rel)?;
+            (rel, record)
+        }
+        b'=' => {
+            // The one record of that directory whose name has this digest.
+            let dir = crate::fs::path::relative(&folder.path, tmp.parent()?).ok();
+            let prefix = match &dir {
+                Some(d) => format!("{d}/"),
+                None => String::new(),
+            };
+            let store = lock(&s.store);
+            folder::records(&store, &folder.id)
+                .flatten()
+                .filter(|(p, _)| p.starts_with(&prefix) && !p[prefix.len()..].contains('/'))
+                .find(|(p, _)| name_digest(&p[prefix.len()..]) == name)
+                .map(|(p, r)| (p.to_string(), r))?
+        }
+        _ => return None,
+    };
+    let dest = crate::fs::path::absolute(&folder.path, &rel).ok()?;
     if std::fs::symlink_metadata(&dest).is_ok() || !parents_are_real(&folder.path, &dest) {
         return None;
     }
-    let rel = crate::fs::path::relative(&folder.path, &dest).ok()?;
-    let record = folder::record(&lock(&s.store), &folder.id, &rel)?;
     if record.deleted || record.kind != EntryKind::File {
         return None;
     }
@@ -999,7 +1050,7 @@ async fn place(
         }
         EntryKind::File => {}
     }
-    let mut dest = Dest::of(root_async(s, folder_id).await?, path)?;
+    let mut dest = Dest::of(root_async(s, folder_id).await?, path, s.home.as_deref())?;
     let resume = s.partials.take(folder_id, path, need.record.hash);
     if let Some(tmp) = &resume {
         dest.tmp = tmp.clone();
@@ -1127,7 +1178,7 @@ pub async fn run_small(s: Arc<Shared>, work: Vec<Action>) {
     for f in files.iter_mut().filter(|f| f.failed.is_none()) {
         match root_async(&s, &f.folder)
             .await
-            .and_then(|root| Dest::of(root, &f.path))
+            .and_then(|root| Dest::of(root, &f.path, s.home.as_deref()))
         {
             Ok(d) => f.dest = Some(d),
             Err(e) => f.failed = Some(e),
@@ -1984,7 +2035,9 @@ fn set_times_and_mode(f: &std::fs::File, mtime_ns: i64, mode: u32) {
         use std::os::unix::fs::PermissionsExt;
         // Usually already right (created 0644): one change event fewer
         // for every watcher of the folder, ours included.
-        let want = mode & 0o7777;
+        // Permission bits only: a peer never makes a file set-user-id,
+        // set-group-id or sticky here.
+        let want = mode & 0o777;
         if f.metadata().map(|m| m.permissions().mode() & 0o7777).ok() != Some(want) {
             let _ = f.set_permissions(std::fs::Permissions::from_mode(want));
         }
@@ -2434,35 +2487,57 @@ fn syncfs(dir: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Move the file at `abs` (folder path `path`) into the folder's trash,
-/// `.softadastra/trash/<unix seconds>/<path>`, and remember its chunks for
-/// reuse. Returns where it went.
+/// Move the file (or symlink) at `abs` (folder path `path`) into the
+/// folder's trash, `.softadastra/trash/<unix seconds>/<path>`, and
+/// remember its chunks for reuse. Returns where it went.
+///
+/// Nothing already in the trash is ever replaced: the move refuses to land
+/// on an existing name ([`rename_new`]), and a version of the same path
+/// kept in the same second takes the next free name `<name>.~2~`,
+/// `<name>.~3~`, … (cut to fit, see [`crate::fs::path::fit_name`]).
 fn to_trash(
-    s: &Shared,
+    chunks: &std::sync::Mutex<ChunkIndex>,
     root: &Path,
     path: &str,
     abs: &Path,
     record: Option<&FileRecord>,
 ) -> Result<PathBuf, String> {
     let stamp = crate::core::SystemClock.wall().as_nanos() / 1_000_000_000;
-    let trash = root
-        .join(META_DIR)
-        .join(TRASH_DIR)
-        .join(stamp.to_string())
-        .join(path);
-    if let Some(p) = trash.parent() {
+    let batch = root.join(META_DIR).join(TRASH_DIR).join(stamp.to_string());
+    let first = crate::fs::path::absolute(&batch, path).map_err(|e| e.to_string())?;
+    if let Some(p) = first.parent() {
         std::fs::create_dir_all(p).map_err(|e| format!("create {}: {e}", p.display()))?;
     }
-    if let Some(r) = record {
-        lock(&s.chunks).trashing(&trash, r);
+    let name = first
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for n in 1..=MAX_KEPT_PER_SECOND {
+        let trash = match n {
+            1 => first.clone(),
+            n => first.with_file_name(crate::fs::path::fit_name(&name, &format!(".~{n}~"))),
+        };
+        if let Some(r) = record {
+            lock(chunks).trashing(&trash, r);
+        }
+        let moved = rename_new(abs, &trash);
+        if let Some(r) = record {
+            lock(chunks).trashed(abs, &trash, r, moved.is_ok());
+        }
+        match moved {
+            Ok(()) => return Ok(trash),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(format!("move to trash: {e}")),
+        }
     }
-    let moved = std::fs::rename(abs, &trash);
-    if let Some(r) = record {
-        lock(&s.chunks).trashed(abs, &trash, r, moved.is_ok());
-    }
-    moved.map_err(|e| format!("move to trash: {e}"))?;
-    Ok(trash)
+    Err(format!(
+        "move to trash: {MAX_KEPT_PER_SECOND} versions of {path} already kept this second"
+    ))
 }
+
+/// Most versions of one path the trash takes in one second (the next
+/// replacement waits for the next second: it is retried, nothing is lost).
+const MAX_KEPT_PER_SECOND: u32 = 10_000;
 
 /// The trash of each folder, under its `.softadastra/` directory.
 pub const TRASH_DIR: &str = "trash";
@@ -2507,6 +2582,7 @@ fn place_one(
     tmp: Option<&Path>,
 ) -> Result<(Completed, Option<Placed>), String> {
     let (folder_id, path, need, expect) = (&c.folder, &c.path, &c.need, c.expect.as_ref());
+    outside_home(s.home.as_deref(), abs)?;
     if !SyncEngine::is_current(store, folder_id, path, need, expect) {
         return Err("overtaken by newer information".into());
     }
@@ -2534,13 +2610,15 @@ fn place_one(
         .map(|p| (p, e)),
         _ => None,
     };
+    let mut copied_to = None;
     if let Some((copy_path, e)) = target {
         let copy_path = &copy_path;
         let copy_abs = crate::fs::path::absolute(root, copy_path).map_err(|e| e.to_string())?;
-        if copy_abs.exists() {
-            return Err(format!("{} already exists", copy_abs.display()));
-        }
-        std::fs::rename(abs, &copy_abs).map_err(|e| format!("keep conflict copy: {e}"))?;
+        rename_new(abs, &copy_abs).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => format!("{} already exists", copy_abs.display()),
+            _ => format!("keep conflict copy: {e}"),
+        })?;
+        copied_to = Some(copy_abs.clone());
         let mut rec = e.clone();
         let mut v: VersionVector = folder::record(store, folder_id, copy_path)
             .map(|r| r.version)
@@ -2557,22 +2635,32 @@ fn place_one(
     let mut trashed = None;
     if copy.is_none()
         && tmp.is_some()
-        && let Some(old) = expect.filter(|e| !e.deleted && e.kind == EntryKind::File)
+        && let Some(old) = expect.filter(|e| !e.deleted)
     {
-        // A replaced file's previous content goes to the trash, so a bad
-        // remote edit can be undone.
-        trashed = Some(to_trash(s, root, path, abs, Some(old))?);
+        match old.kind {
+            // A replaced file's (or link's) previous version goes to the
+            // trash, so a bad remote edit can be undone.
+            EntryKind::File | EntryKind::Symlink => {
+                let chunks = (old.kind == EntryKind::File).then_some(old);
+                trashed = Some(to_trash(&s.chunks, root, path, abs, chunks)?);
+            }
+            // A directory gives way to a file only when empty.
+            EntryKind::Dir => {
+                std::fs::remove_dir(abs).map_err(|e| format!("a directory is in the way: {e}"))?
+            }
+            EntryKind::Value => {}
+        }
     }
     match tmp {
         Some(t) => {
-            let moved = if new_file {
-                rename_new(t, abs)
-            } else {
-                std::fs::rename(t, abs)
-            };
-            if let Err(e) = moved {
-                if let Some(back) = &trashed {
-                    let _ = std::fs::rename(back, abs);
+            // Whatever was at the path has been moved aside: the new file
+            // goes where nothing is, never over a file created meanwhile.
+            if let Err(e) = rename_new(t, abs) {
+                // Put back what was moved aside — unless the path is taken
+                // again, in which case it stays where it went (the trash,
+                // the conflict copy) and the scan decides.
+                if let Some(back) = trashed.as_ref().or(copied_to.as_ref()) {
+                    let _ = rename_new(back, abs);
                 }
                 if e.kind() == std::io::ErrorKind::AlreadyExists {
                     return Err(CHANGED_ON_DISK.into());
@@ -2603,6 +2691,10 @@ fn place_one(
     };
     Ok((done, placed))
 }
+
+/// Why the removal of a directory waits.
+const DIR_NOT_EMPTY: &str =
+    "the directory still holds files this node has not been asked to delete (new or ignored ones)";
 
 /// Why work on a path whose disk no longer matches its index entry waits
 /// (placing and removing alike).
@@ -2649,7 +2741,8 @@ fn rename_new(from: &Path, to: &Path) -> std::io::Result<()> {
 }
 
 /// Move a deleted file into the folder's trash (an empty directory is
-/// simply removed; one still holding files stays) and record it.
+/// simply removed; one still holding files fails, see [`DIR_NOT_EMPTY`])
+/// and record it.
 fn remove_one(
     s: &Arc<Shared>,
     store: &mut Store,
@@ -2658,6 +2751,7 @@ fn remove_one(
     abs: &Path,
 ) -> Result<Completed, String> {
     let (folder_id, path, need, expect) = (&c.folder, &c.path, &c.need, c.expect.as_ref());
+    outside_home(s.home.as_deref(), abs)?;
     if !SyncEngine::is_current(store, folder_id, path, need, expect) {
         return Err("overtaken by newer information".into());
     }
@@ -2666,9 +2760,21 @@ fn remove_one(
     }
     if let Ok(m) = std::fs::symlink_metadata(abs) {
         if m.is_dir() {
-            let _ = std::fs::remove_dir(abs);
+            // The sync engine hands a directory's removal out only once
+            // nothing under it waits for work; what is left is not the
+            // peer's to delete (a file made here meanwhile, an ignored
+            // one): the directory stays, and says why, rather than being
+            // recorded as gone while it is still there.
+            match std::fs::remove_dir(abs) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {
+                    return Err(DIR_NOT_EMPTY.into());
+                }
+                Err(e) => return Err(format!("remove directory: {e}")),
+            }
         } else {
-            to_trash(s, root, path, abs, expect)?;
+            to_trash(&s.chunks, root, path, abs, expect)?;
         }
     }
     Ok(Completed {
@@ -2969,6 +3075,58 @@ mod tests {
             ix.trashed(from, to, &record, moved);
             let end = if moved { to } else { from };
             assert_eq!(paths(&ix), [end]);
+        }
+    }
+
+    /// Issue 19: versions of one path kept in the same second each keep
+    /// a name of their own; nothing in the trash is ever replaced.
+    #[test]
+    fn versions_kept_in_one_second_never_replace_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("sub")).unwrap();
+        let chunks = std::sync::Mutex::new(ChunkIndex::default());
+        let abs = root.join("sub/x.txt");
+        let mut kept = Vec::new();
+        for i in 0..12 {
+            std::fs::write(&abs, format!("version {i}")).unwrap();
+            let record = file_record(format!("version {i}").as_bytes());
+            kept.push(to_trash(&chunks, root, "sub/x.txt", &abs, Some(&record)).unwrap());
+            assert!(!abs.exists());
+        }
+        let mut distinct = kept.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 12, "{kept:?}");
+        for (i, p) in kept.iter().enumerate() {
+            assert_eq!(std::fs::read_to_string(p).unwrap(), format!("version {i}"));
+            assert!(p.starts_with(root.join(META_DIR).join(TRASH_DIR)));
+        }
+        // A name as long as a name can be still gets numbered copies that fit.
+        let long = "n".repeat(255);
+        for i in 0..3 {
+            std::fs::write(root.join(&long), format!("long {i}")).unwrap();
+            let p = to_trash(&chunks, root, &long, &root.join(&long), None).unwrap();
+            assert!(p.file_name().unwrap().len() <= 255);
+            assert_eq!(std::fs::read_to_string(&p).unwrap(), format!("long {i}"));
+        }
+    }
+
+    /// Issue 19: a download of a file whose name is as long as a name may
+    /// be is assembled under a name that fits too.
+    #[test]
+    fn temporary_names_fit_whatever_the_name_length() {
+        for len in [1, 200, 229, 230, 255] {
+            let abs = Path::new("/f/d").join("é".repeat(len / 2) + &"x".repeat(len % 2));
+            let tmp = temp_path(&abs);
+            let name = tmp.file_name().unwrap().to_str().unwrap();
+            assert!(
+                name.len() <= crate::fs::path::NAME_MAX,
+                "{len}: {}",
+                name.len()
+            );
+            assert!(name.starts_with(TEMP_PREFIX));
+            assert_eq!(tmp.parent(), abs.parent());
         }
     }
 

@@ -86,6 +86,15 @@ pub struct Shared {
     /// [`exec::Echoes`]): the watcher's event for each is recognised
     /// without reconciling it against the index.
     pub echoes: exec::Echoes,
+    /// This node's home (the directory holding its store): nothing a peer
+    /// sends is ever written or removed there, even when a shared folder
+    /// contains it (its scan leaves it out, see
+    /// [`crate::fs::ignore::is_node_home`]).
+    pub home: Option<std::path::PathBuf>,
+    /// What each folder's scans left out for good — names that cannot be
+    /// synced, special files, node homes — by folder, then path: shown by
+    /// `status`, so nobody takes such a file for safe on the other machine.
+    pub not_synced: Mutex<HashMap<String, std::collections::BTreeMap<String, String>>>,
 }
 
 enum Local {
@@ -178,6 +187,11 @@ impl SyncRuntime {
             warn!(error = %e, "cannot check app values against the index");
         }
         engine.resume(&lock(&store), Instant::now());
+        let home = lock(&store)
+            .config()
+            .dir
+            .parent()
+            .and_then(|h| std::fs::canonicalize(h).ok());
         let shared = Arc::new(Shared {
             node,
             store: store.clone(),
@@ -202,6 +216,8 @@ impl SyncRuntime {
             scanning: Mutex::default(),
             folder_errors: Mutex::default(),
             echoes: Default::default(),
+            home,
+            not_synced: Mutex::default(),
         });
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let watchers = start_watchers(&shared, &stop);
@@ -504,6 +520,7 @@ fn watch_folder(
                     lock(&s.scanning).remove(&id);
                     match scanned {
                         Ok(r) => {
+                            note_not_synced(&s, &id, &config.path, None, &r.issues);
                             info!(folder = %id, added = r.added, modified = r.modified, deleted = r.deleted, "scanned")
                         }
                         Err(e) => warn!(folder = %id, error = %e, "scan failed"),
@@ -528,6 +545,10 @@ fn watch_folder(
                 {
                     watcher.set_ignore(indexer.ignore().clone());
                 }
+                if let Ok(r) = &report {
+                    let scope = (!batch.rescan_all).then_some(batch.paths.as_slice());
+                    note_not_synced(&s, &id, &config.path, scope, &r.issues);
+                }
                 match report {
                     Ok(r) if r.ops > 0 => {
                         debug!(folder = %id, added = r.added, modified = r.modified, deleted = r.deleted, "indexed");
@@ -545,6 +566,38 @@ fn watch_folder(
         stop,
         rescan,
         thread,
+    }
+}
+
+/// Keep `folder`'s list of what is not synced (see [`Shared::not_synced`])
+/// true after a reconcile of `scope` (the paths a watcher batch named, each
+/// with what is under it; `None`: the whole folder) found `issues`.
+fn note_not_synced(
+    s: &Shared,
+    folder: &str,
+    root: &std::path::Path,
+    scope: Option<&[String]>,
+    issues: &[crate::fs::scan::ScanIssue],
+) {
+    let within = |p: &str, dir: &str| {
+        p == dir || (p.starts_with(dir) && p.as_bytes().get(dir.len()) == Some(&b'/'))
+    };
+    let mut all = lock(&s.not_synced);
+    let list = all.entry(folder.to_string()).or_default();
+    match scope {
+        None => list.clear(),
+        Some(paths) => list.retain(|p, _| !paths.iter().any(|d| within(p, d))),
+    }
+    for i in issues.iter().filter(|i| i.kind.is_lasting()) {
+        // A name that is not UTF-8 has no folder path: shown as best we can.
+        let path = i.rel.clone().unwrap_or_else(|| {
+            i.path
+                .strip_prefix(root)
+                .unwrap_or(&i.path)
+                .to_string_lossy()
+                .into_owned()
+        });
+        list.insert(path, i.detail.clone());
     }
 }
 

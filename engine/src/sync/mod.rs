@@ -303,6 +303,9 @@ pub struct SyncEngine {
     /// The keys of `work` that create a directory: handed out before
     /// anything else, since the paths inside wait for them.
     dir_work: BTreeSet<(String, String)>,
+    /// The keys of `work` that remove a directory: handed out only when
+    /// no work inside it is left.
+    dir_removals: BTreeSet<(String, String)>,
     /// How many of `work` are handed out.
     out_count: usize,
     /// Folders whose index changed through completed work, with the last
@@ -336,6 +339,7 @@ impl SyncEngine {
             peers: BTreeMap::new(),
             work: BTreeMap::new(),
             dir_work: BTreeSet::new(),
+            dir_removals: BTreeSet::new(),
             out_count: 0,
             dirty: BTreeMap::new(),
             refused_paths: 0,
@@ -348,8 +352,9 @@ impl SyncEngine {
             if let Some(value) = entry.value.as_deref()
                 && let Some((f, p)) = key.split_once('/')
             {
-                if postcard::from_bytes::<Need>(value).is_ok_and(|n| creates_dir(&n.record)) {
-                    self.dir_work.insert((f.to_string(), p.to_string()));
+                if let Ok(n) = postcard::from_bytes::<Need>(value) {
+                    let key = (f.to_string(), p.to_string());
+                    self.note_dir_effect(&key, DirEffect::of(&n.record));
                 }
                 self.work.insert(
                     (f.to_string(), p.to_string()),
@@ -758,7 +763,7 @@ impl SyncEngine {
                         n.resolves = None;
                         n.conflict_copy = None;
                         ops.push(put(NEED_NS, key, encode(&n)));
-                        touched.push((path, creates_dir(&n.record)));
+                        touched.push((path, DirEffect::of(&n.record)));
                         continue;
                     }
                     Causality::Equal => {
@@ -863,7 +868,7 @@ impl SyncEngine {
                             resolves,
                         };
                         ops.push(put(NEED_NS, key, encode(&n)));
-                        touched.push((path, creates_dir(&n.record)));
+                        touched.push((path, DirEffect::of(&n.record)));
                     }
                 }
             }
@@ -878,19 +883,40 @@ impl SyncEngine {
             // A settled conflict is a change of ours peers must learn.
             self.mark_dirty(store, APP_SPACE.to_string());
         }
-        for (path, dir) in touched {
+        for (path, effect) in touched {
             // New information: hand it out again even if work was under way
             // (the older run finds itself overtaken before it writes).
             let key = (folder.to_string(), path);
-            if dir {
-                self.dir_work.insert(key.clone());
-            } else {
-                self.dir_work.remove(&key);
-            }
+            self.note_dir_effect(&key, effect);
             self.work_due(key, now);
         }
         out.extend(self.due_work(store, now)?.0);
         Ok(())
+    }
+
+    /// Remember what the work on `key` does to a directory.
+    fn note_dir_effect(&mut self, key: &(String, String), effect: DirEffect) {
+        self.dir_work.remove(key);
+        self.dir_removals.remove(key);
+        match effect {
+            DirEffect::Creates => self.dir_work.insert(key.clone()),
+            DirEffect::Removes => self.dir_removals.insert(key.clone()),
+            DirEffect::None => false,
+        };
+    }
+
+    /// Whether `key` removes a directory while work on paths inside it is
+    /// still pending: it waits for them (removed first, the directory can
+    /// go; removed before them, it could not, and would stay on disk while
+    /// the index said it was gone).
+    fn awaits_contents(&self, key: &(String, String)) -> bool {
+        if !self.dir_removals.contains(key) {
+            return false;
+        }
+        let (folder, path) = key;
+        // Every path under `path/` sorts in [`path/`, `path0`): '0' follows '/'.
+        let inside = (folder.clone(), format!("{path}/"))..(folder.clone(), format!("{path}0"));
+        self.work.range(inside).next().is_some()
     }
 
     /// Whether a directory above `path` is still to be created by pending
@@ -953,6 +979,7 @@ impl SyncEngine {
                     ready(k, w)
                         && !self.dir_work.contains(*k)
                         && !self.awaits_dir(&k.0, &k.1, &mut dirs)
+                        && !self.awaits_contents(k)
                 })
                 .map(|(k, _)| k.clone())
                 .take(slots - due.len()),
@@ -1419,7 +1446,9 @@ impl SyncEngine {
                         timestamp: ts,
                     });
                     ops.push(drop);
-                    self.work_due((folder.to_string(), path.to_string()), now);
+                    let key = (folder.to_string(), path.to_string());
+                    self.note_dir_effect(&key, DirEffect::of(&n.record));
+                    self.work_due(key, now);
                 }
             }
         }
@@ -1558,6 +1587,7 @@ impl SyncEngine {
 
     fn remove_work(&mut self, key: &(String, String)) {
         self.dir_work.remove(key);
+        self.dir_removals.remove(key);
         if self.work.remove(key).is_some_and(|w| w.out) {
             self.out_count = self.out_count.saturating_sub(1);
         }
@@ -1587,7 +1617,25 @@ impl SyncEngine {
     }
 }
 
-/// Whether reaching `record` creates a directory.
-fn creates_dir(record: &FileRecord) -> bool {
-    record.kind == EntryKind::Dir && !record.deleted
+/// What reaching a record does to a directory at its path (what orders
+/// file work: a directory is made before the paths inside it, and removed
+/// after them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DirEffect {
+    /// Makes one.
+    Creates,
+    /// Removes one (if that is what is there).
+    Removes,
+    /// Neither.
+    None,
+}
+
+impl DirEffect {
+    fn of(record: &FileRecord) -> DirEffect {
+        match (record.kind == EntryKind::Dir, record.deleted) {
+            (true, false) => DirEffect::Creates,
+            (true, true) => DirEffect::Removes,
+            _ => DirEffect::None,
+        }
+    }
 }

@@ -135,9 +135,12 @@ pub fn conflict_name(path: &str, record: &FileRecord) -> String {
     };
     let stamp = utc_stamp(record.mtime_ns.div_euclid(1_000_000_000));
     let short = record.modified_by.short();
+    // A long name's stem is cut so the copy's name still fits on disk.
     let name = match ext {
-        Some(ext) => format!("{stem}.sync-conflict-{stamp}-{short}.{ext}"),
-        None => format!("{stem}.sync-conflict-{stamp}-{short}"),
+        Some(ext) => {
+            crate::fs::path::fit_name(stem, &format!(".sync-conflict-{stamp}-{short}.{ext}"))
+        }
+        None => crate::fs::path::fit_name(stem, &format!(".sync-conflict-{stamp}-{short}")),
     };
     match dir {
         Some(d) => format!("{d}/{name}"),
@@ -171,7 +174,21 @@ pub fn copy_target(name: &str, probe: impl Fn(&str) -> Probe) -> Option<String> 
         match probe(&candidate) {
             Probe::Free => return Some(candidate),
             Probe::Same => return None,
-            Probe::Different => candidate = format!("{stem} ({n}){ext}"),
+            Probe::Different => {
+                let (dir, file_stem) = match stem.rsplit_once('/') {
+                    Some((d, f)) => (Some(d), f),
+                    None => (None, stem),
+                };
+                // Cut from the user's part of a long name, never the
+                // conflict marker (what makes a copy a copy).
+                let at = file_stem.find(".sync-conflict-").unwrap_or(file_stem.len());
+                let (head, marker) = file_stem.split_at(at);
+                let file = crate::fs::path::fit_name(head, &format!("{marker} ({n}){ext}"));
+                candidate = match dir {
+                    Some(d) => format!("{d}/{file}"),
+                    None => file,
+                };
+            }
         }
     }
     Some(candidate)
