@@ -27,7 +27,17 @@ pub fn free_port() -> u16 {
 
 impl Node {
     pub fn new(name: &str) -> Node {
-        let home = tempfile::tempdir().unwrap();
+        Node::with_home(name, tempfile::tempdir().unwrap())
+    }
+    /// A node whose home is a new directory inside `dir`.
+    pub fn new_in(name: &str, dir: &std::path::Path) -> Node {
+        let home = tempfile::Builder::new()
+            .prefix("home-")
+            .tempdir_in(dir)
+            .unwrap();
+        Node::with_home(name, home)
+    }
+    fn with_home(name: &str, home: tempfile::TempDir) -> Node {
         let out = run(home.path(), &["init", "--name", name]);
         let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
         Node {

@@ -271,6 +271,11 @@ pub fn add(store: &mut Store, id: &str, path: &Path) -> Result<FolderConfig, Fol
     if !root.is_dir() {
         return Err(bad("not a directory".into()));
     }
+    if crate::fs::ignore::is_node_home(&root) {
+        return Err(bad(
+            "it is a Softadastra node's home (its private key and log are never synced); share a folder beside it or one that contains it".into(),
+        ));
+    }
     for other in list(store)? {
         if other.id == id {
             return Err(FolderError::Exists {

@@ -761,12 +761,14 @@ struct Dest {
     tmp: PathBuf,
 }
 
-/// Refuse to write or remove `abs` when it is inside this node's home
-/// (a shared folder that contains it leaves it out of the index, but a
-/// peer could still name paths there).
-fn outside_home(home: Option<&Path>, abs: &Path) -> Result<(), String> {
+/// Refuse to write or remove `abs` (in the folder at `root`) when the
+/// folder contains this node's home and `abs` is inside it: the folder's
+/// scan leaves the home out of the index, but a peer could still name
+/// paths there. (A folder *inside* the home, as `<home>/docs`, is
+/// ordinary: it holds none of the home's own files.)
+fn outside_home(home: Option<&Path>, root: &Path, abs: &Path) -> Result<(), String> {
     match home {
-        Some(h) if abs.starts_with(h) => Err(format!(
+        Some(h) if h.starts_with(root) && abs.starts_with(h) => Err(format!(
             "refused: {} is inside this node's home",
             abs.display()
         )),
@@ -779,7 +781,7 @@ impl Dest {
     /// [`outside_home`]).
     fn of(root: PathBuf, path: &str, home: Option<&Path>) -> Result<Dest, String> {
         let abs = crate::fs::path::absolute(&root, path).map_err(|e| e.to_string())?;
-        outside_home(home, &abs)?;
+        outside_home(home, &root, &abs)?;
         Ok(Dest {
             tmp: temp_path(&abs),
             root,
@@ -2582,7 +2584,7 @@ fn place_one(
     tmp: Option<&Path>,
 ) -> Result<(Completed, Option<Placed>), String> {
     let (folder_id, path, need, expect) = (&c.folder, &c.path, &c.need, c.expect.as_ref());
-    outside_home(s.home.as_deref(), abs)?;
+    outside_home(s.home.as_deref(), root, abs)?;
     if !SyncEngine::is_current(store, folder_id, path, need, expect) {
         return Err("overtaken by newer information".into());
     }
@@ -2751,7 +2753,7 @@ fn remove_one(
     abs: &Path,
 ) -> Result<Completed, String> {
     let (folder_id, path, need, expect) = (&c.folder, &c.path, &c.need, c.expect.as_ref());
-    outside_home(s.home.as_deref(), abs)?;
+    outside_home(s.home.as_deref(), root, abs)?;
     if !SyncEngine::is_current(store, folder_id, path, need, expect) {
         return Err("overtaken by newer information".into());
     }
