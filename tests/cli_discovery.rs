@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::netns::Lab;
 use common::node::Node;
 use common::{json, run, wait};
 use softadastra::core::NodeId;
@@ -27,91 +28,6 @@ use softadastra::discovery::{Kind, Packet};
 
 /// Interval of announcements in this test (default: 5 s).
 const INTERVAL: &str = "0.5";
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// The namespaces; deleted (with their links) when dropped.
-struct Lab {
-    bridge: String,
-    nodes: Vec<String>,
-}
-
-impl Lab {
-    fn new(n: usize) -> Result<Lab, String> {
-        let tag = format!("sadisc{}", std::process::id() % 100_000);
-        let mut lab = Lab {
-            bridge: format!("{tag}-br"),
-            nodes: Vec::new(),
-        };
-        ip(&["netns", "add", &lab.bridge])?;
-        let br = lab.bridge.clone();
-        ip(&["-n", &br, "link", "add", "br0", "type", "bridge"])?;
-        // Flood multicast to every port; no IGMP querier is needed.
-        ip(&[
-            "-n",
-            &br,
-            "link",
-            "set",
-            "br0",
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ])?;
-        ip(&["-n", &br, "link", "set", "br0", "up"])?;
-        for i in 1..=n {
-            let ns = format!("{tag}-n{i}");
-            ip(&["netns", "add", &ns])?;
-            lab.nodes.push(ns.clone());
-            let (inner, outer) = (format!("v{i}"), format!("p{i}"));
-            ip(&[
-                "link", "add", &inner, "netns", &ns, "type", "veth", "peer", "name", &outer,
-                "netns", &br,
-            ])?;
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("10.77.0.{i}/24"),
-                "dev",
-                &inner,
-            ])?;
-            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-            ip(&["-n", &ns, "link", "set", &inner, "up"])?;
-            ip(&["-n", &br, "link", "set", &outer, "master", "br0"])?;
-            ip(&["-n", &br, "link", "set", &outer, "up"])?;
-        }
-        Ok(lab)
-    }
-
-    fn link(&self, i: usize, up: bool) {
-        let ns = &self.nodes[i];
-        ip(&[
-            "-n",
-            ns,
-            "link",
-            "set",
-            &format!("v{}", i + 1),
-            if up { "up" } else { "down" },
-        ])
-        .unwrap();
-    }
-}
 
 impl Lab {
     /// From inside namespace `i`, send one announcement claiming to be
@@ -136,20 +52,7 @@ impl Lab {
     }
 }
 
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for ns in self.nodes.iter().chain([&self.bridge]) {
-            let _ = ip(&["netns", "del", ns]);
-        }
-    }
-}
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
 
 /// A node sharing `docs`, on the default port (each has its namespace).
 fn node(name: &str) -> (Node, PathBuf) {
@@ -168,19 +71,8 @@ fn row<'a>(rows: &'a serde_json::Value, id: &str) -> Option<&'a serde_json::Valu
 
 #[test]
 fn nodes_in_namespaces_discover_each_other_sync_and_come_back() {
-    let required = std::env::var_os("SOFTADASTRA_NAMESPACE_TESTS").is_some();
-    if !is_root() {
-        assert!(!required, "SOFTADASTRA_NAMESPACE_TESTS=1 but not root");
-        eprintln!("skipped: needs root for network namespaces");
+    let Some(lab) = common::netns::lab_or_skip("sadisc", 3) else {
         return;
-    }
-    let lab = match Lab::new(3) {
-        Ok(l) => l,
-        Err(e) if !required => {
-            eprintln!("skipped: cannot create network namespaces: {e}");
-            return;
-        }
-        Err(e) => panic!("cannot create network namespaces: {e}"),
     };
     let mut nodes: Vec<(Node, PathBuf)> = ["one", "two", "three"].map(node).into();
     // Trust by id only: no address anywhere.

@@ -981,6 +981,7 @@ fn finished(
 ) {
     match result {
         Ok(more) => {
+            s.partials.forget(folder, path);
             s.files_done
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             actions.extend(more);
@@ -1728,6 +1729,30 @@ impl Partials {
         if let Some(before) = before.filter(|b| b.tmp != tmp) {
             let _ = std::fs::remove_file(&before.tmp);
         }
+    }
+
+    /// Delete the one kept for `path`, if any: its work is done.
+    fn forget(&self, folder: &str, path: &str) {
+        if let Some(p) = lock(&self.0).remove(&(folder.to_string(), path.to_string())) {
+            let _ = std::fs::remove_file(&p.tmp);
+        }
+    }
+
+    /// Delete those no longer wanted: the sync engine holds no work for
+    /// their path, or work for other content (the file was deleted, moved
+    /// or changed again at its origin meanwhile). How many went.
+    pub fn drop_unwanted(&self, store: &Store) -> usize {
+        let mut all = lock(&self.0);
+        let before = all.len();
+        all.retain(|(folder, path), p| {
+            let wanted = SyncEngine::need(store, folder, path)
+                .is_some_and(|n| !n.record.deleted && n.record.hash == p.hash);
+            if !wanted {
+                let _ = std::fs::remove_file(&p.tmp);
+            }
+            wanted
+        });
+        before - all.len()
     }
 
     /// Delete those kept since before `now - keep`; how many.

@@ -233,6 +233,7 @@ impl SyncRuntime {
             shared.clone(),
             options.trash_keep,
         )));
+        tasks.push(tokio::spawn(drop_unwanted_partials(shared.clone())));
         let s = shared.clone();
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -598,6 +599,24 @@ fn note_not_synced(
                 .into_owned()
         });
         list.insert(path, i.detail.clone());
+    }
+}
+
+/// Every few seconds, delete the unfinished downloads kept for a resume
+/// that will not come (see [`exec::Partials::drop_unwanted`]): a kept
+/// temporary file must not outlive the work it was for.
+async fn drop_unwanted_partials(s: Arc<Shared>) {
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        every.tick().await;
+        let s2 = s.clone();
+        let dropped =
+            tokio::task::spawn_blocking(move || s2.partials.drop_unwanted(&lock(&s2.store)))
+                .await
+                .unwrap_or(0);
+        if dropped > 0 {
+            debug!(files = dropped, "deleted unfinished downloads no longer wanted");
+        }
     }
 }
 

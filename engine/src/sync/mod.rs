@@ -677,6 +677,11 @@ impl SyncEngine {
     }
 
     /// The local state of a path: the need being worked on, else the index entry.
+    /// The work still wanted for `path` of `folder`, if any.
+    pub fn need(store: &Store, folder: &str, path: &str) -> Option<Need> {
+        Self::local_state(store, folder, path).0
+    }
+
     fn local_state(store: &Store, folder: &str, path: &str) -> (Option<Need>, Option<FileRecord>) {
         let key = folder::file_key(folder, path);
         let need = store
