@@ -52,8 +52,6 @@ impl Lab {
     }
 }
 
-
-
 /// A node sharing `docs`, on the default port (each has its namespace).
 fn node(name: &str) -> (Node, PathBuf) {
     let (mut n, dir) = common::node::sharing(name, &[]);

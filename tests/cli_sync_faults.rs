@@ -66,29 +66,16 @@ fn content(rng: &mut fastrand::Rng, node: usize, path: &str, n: u64) -> Vec<u8> 
     out
 }
 
-/// Every regular file and directory under `dir` (relative path; dirs end
-/// in `/`) with its content's hash; `.softadastra/` aside unless `meta`.
+/// Every directory (`path/`, no hash) and regular file (its content's
+/// hash) under `dir`; `.softadastra/` aside unless `meta`.
 fn listing(dir: &Path, meta: bool) -> BTreeMap<String, Option<blake3::Hash>> {
-    let mut out = BTreeMap::new();
-    for e in walkdir::WalkDir::new(dir).min_depth(1).into_iter().flatten() {
-        let rel = e
-            .path()
-            .strip_prefix(dir)
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        if !meta && (rel == ".softadastra" || rel.starts_with(".softadastra/")) {
-            continue;
-        }
-        if e.file_type().is_dir() {
-            out.insert(format!("{rel}/"), None);
-        } else if e.file_type().is_file()
-            && let Ok(bytes) = std::fs::read(e.path())
-        {
-            out.insert(rel, Some(blake3::hash(&bytes)));
-        }
-    }
-    out
+    common::entries(dir, meta)
+        .into_iter()
+        .map(|(p, bytes)| {
+            let hash = (!p.ends_with('/')).then(|| blake3::hash(&bytes));
+            (p, hash)
+        })
+        .collect()
 }
 
 /// Paths of files (not directories) directly or deeply under `area`.
@@ -331,9 +318,19 @@ fn random_writes_cuts_and_kills_lose_nothing_issue_19() {
         if healed.elapsed() > limit {
             for (i, t) in trees.iter().enumerate() {
                 for (j, u) in trees.iter().enumerate().skip(i + 1) {
-                    let only_i: Vec<_> = t.iter().filter(|(k, v)| u.get(*k) != Some(v)).map(|(k, _)| k).collect();
-                    let only_j: Vec<_> = u.iter().filter(|(k, v)| t.get(*k) != Some(v)).map(|(k, _)| k).collect();
-                    eprintln!("node{i} vs node{j}: only/different on {i}: {only_i:?}; on {j}: {only_j:?}");
+                    let only_i: Vec<_> = t
+                        .iter()
+                        .filter(|(k, v)| u.get(*k) != Some(v))
+                        .map(|(k, _)| k)
+                        .collect();
+                    let only_j: Vec<_> = u
+                        .iter()
+                        .filter(|(k, v)| t.get(*k) != Some(v))
+                        .map(|(k, _)| k)
+                        .collect();
+                    eprintln!(
+                        "node{i} vs node{j}: only/different on {i}: {only_i:?}; on {j}: {only_j:?}"
+                    );
                 }
             }
             for s in &sites {
@@ -354,7 +351,10 @@ fn random_writes_cuts_and_kills_lose_nothing_issue_19() {
         .keys()
         .filter(|k| k.contains(".softadastra-tmp-"))
         .collect();
-    assert!(temp.is_empty(), "seed {seed}: temporary files left: {temp:?}");
+    assert!(
+        temp.is_empty(),
+        "seed {seed}: temporary files left: {temp:?}"
+    );
 
     // Every node's last write to every path is somewhere.
     let mut everywhere: HashSet<blake3::Hash> = HashSet::new();

@@ -341,6 +341,9 @@ fn hostile_paths_are_refused_and_garbage_chunks_are_refetched_from_a_good_peer()
         "a/../../climbed.txt",
         "/tmp/softadastra-absolute-evil.txt",
         "C:/Windows/evil.txt",
+        // The agent's own files: its trash, a temporary file.
+        ".softadastra/trash/1/planted.txt",
+        "d/.softadastra-tmp-00000000-planted.txt",
         "big.bin",
     ]
     .iter()
@@ -393,6 +396,8 @@ fn hostile_paths_are_refused_and_garbage_chunks_are_refetched_from_a_good_peer()
         home.join("escaped.txt"),
         home.join("climbed.txt"),
         PathBuf::from("/tmp/softadastra-absolute-evil.txt"),
+        victim_dir.join(".softadastra/trash/1/planted.txt"),
+        victim_dir.join("d/.softadastra-tmp-00000000-planted.txt"),
     ] {
         assert!(!p.exists(), "{} was written", p.display());
     }

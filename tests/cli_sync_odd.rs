@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::node::Node;
-use common::{json, run, stdout, wait};
+use common::{entries, json, run, stdout, wait};
 
 fn pair() -> ((Node, PathBuf), (Node, PathBuf)) {
     let (a, b) = (
@@ -23,35 +23,6 @@ fn pair() -> ((Node, PathBuf), (Node, PathBuf)) {
     a.0.trust(&b.0);
     b.0.trust(&a.0);
     (a, b)
-}
-
-/// Every entry under `dir` — directories as `path/`, files with their
-/// bytes — the agent's own `.softadastra/` aside (unless `meta`).
-fn entries(dir: &Path, meta: bool) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    for e in walkdir::WalkDir::new(dir)
-        .min_depth(1)
-        .into_iter()
-        .flatten()
-    {
-        let rel = e
-            .path()
-            .strip_prefix(dir)
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        if !meta && (rel == ".softadastra" || rel.starts_with(".softadastra/")) {
-            continue;
-        }
-        if e.file_type().is_dir() {
-            out.insert(format!("{rel}/"), Vec::new());
-        } else if e.file_type().is_file()
-            && let Ok(bytes) = std::fs::read(e.path())
-        {
-            out.insert(rel, bytes);
-        }
-    }
-    out
 }
 
 /// Wait (up to `secs`) until both folders hold the same entries,

@@ -74,3 +74,33 @@ pub fn json(o: &Output) -> serde_json::Value {
     assert!(o.status.success(), "stderr: {}", stderr(o));
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(o)))
 }
+
+/// Every entry under `dir`: a directory as `path/` (no bytes), a regular
+/// file with its bytes; the agent's own `.softadastra/` aside unless
+/// `meta` (then its trash is listed too).
+pub fn entries(dir: &Path, meta: bool) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    for e in walkdir::WalkDir::new(dir)
+        .min_depth(1)
+        .into_iter()
+        .flatten()
+    {
+        let rel = e
+            .path()
+            .strip_prefix(dir)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        if !meta && (rel == ".softadastra" || rel.starts_with(".softadastra/")) {
+            continue;
+        }
+        if e.file_type().is_dir() {
+            out.insert(format!("{rel}/"), Vec::new());
+        } else if e.file_type().is_file()
+            && let Ok(bytes) = std::fs::read(e.path())
+        {
+            out.insert(rel, bytes);
+        }
+    }
+    out
+}

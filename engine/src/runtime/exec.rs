@@ -839,10 +839,12 @@ fn name_digest(name: &str) -> String {
 /// see [`Partials`]): it is deleted. But a new
 /// file whose entry became durable while its rename did not (a power cut
 /// right after its batch, see [`committer`]) is finished: when its
-/// destination is missing and the index says the destination holds
-/// exactly the temporary file's bytes, the file is moved into place —
-/// otherwise the scan would take the missing file for a local deletion
-/// and send it to every peer.
+/// destination is missing and the index — or the sync work still wanted
+/// for that path (a replacement stopped between moving the old version to
+/// the trash and moving the new one in) — says the destination holds
+/// exactly the temporary file's bytes, the file is moved into place
+/// (never over anything) — otherwise the scan would take the missing file
+/// for a local deletion and send it to every peer.
 pub fn recover_temp_files(s: &Shared, folder: &folder::FolderConfig) {
     let walker = walkdir::WalkDir::new(&folder.path)
         .follow_links(false)
@@ -914,16 +916,26 @@ fn lost_rename(s: &Shared, folder: &folder::FolderConfig, tmp: &Path) -> Option<
     if std::fs::symlink_metadata(&dest).is_ok() || !parents_are_real(&folder.path, &dest) {
         return None;
     }
-    if record.deleted || record.kind != EntryKind::File {
-        return None;
-    }
+    // What the path should hold: what the index says (a new file whose
+    // entry became durable) or what sync was placing there (a replaced
+    // file whose old version had gone to the trash when the node stopped:
+    // without its new one, the scan would take the path for deleted here
+    // and delete it everywhere).
+    let need = SyncEngine::need(&lock(&s.store), &folder.id, &rel).map(|n| n.record);
+    let wanted: Vec<&FileRecord> = [Some(&record), need.as_ref()]
+        .into_iter()
+        .flatten()
+        .filter(|r| !r.deleted && r.kind == EntryKind::File)
+        .collect();
     let mut f = std::fs::File::open(tmp).ok()?;
-    if f.metadata().ok()?.len() != record.size {
+    let len = f.metadata().ok()?.len();
+    if !wanted.iter().any(|r| r.size == len) {
         return None;
     }
     let mut hasher = blake3::Hasher::new();
     hasher.update_reader(&mut f).ok()?;
-    (record.hash == Some(hasher.finalize().into())).then_some(dest)
+    let got: ContentHash = hasher.finalize().into();
+    wanted.iter().any(|r| r.hash == Some(got)).then_some(dest)
 }
 
 /// Carry out one Place or Remove (a small file's place goes the way of a

@@ -615,7 +615,10 @@ async fn drop_unwanted_partials(s: Arc<Shared>) {
                 .await
                 .unwrap_or(0);
         if dropped > 0 {
-            debug!(files = dropped, "deleted unfinished downloads no longer wanted");
+            debug!(
+                files = dropped,
+                "deleted unfinished downloads no longer wanted"
+            );
         }
     }
 }

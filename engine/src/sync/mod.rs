@@ -721,7 +721,17 @@ impl SyncEngine {
             let valid = if app {
                 values::validate_key(&path).map_err(|e| e.to_string())
             } else {
-                crate::fs::path::validate(&path).map_err(|e| e.to_string())
+                crate::fs::path::validate(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| {
+                        // The agent's own files (trash, temporary files)
+                        // are never anyone's to name.
+                        if crate::fs::ignore::is_builtin_ignored(&path) {
+                            Err(format!("{path:?} is the agent's own file"))
+                        } else {
+                            Ok(())
+                        }
+                    })
             };
             let value = if app && !remote.deleted {
                 inline.remove(&path)
