@@ -109,6 +109,8 @@ pub fn is_node_home(dir: &Path) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn a_node_home_is_recognised_by_its_store_or_its_identity() {
         let dir = tempfile::tempdir().unwrap();
@@ -125,8 +127,6 @@ mod tests {
         assert!(is_node_home(&other));
         assert!(!is_node_home(dir.path()));
     }
-
-    use super::*;
 
     #[test]
     fn builtin_and_file_rules() {

@@ -240,9 +240,9 @@ fn special_kind(t: std::fs::FileType) -> Option<&'static str> {
     None
 }
 
-/// The first directory from `root` (exclusive) down to `start` (inclusive
-/// when `start` itself is looked at by the walk, so exclusive here) that
-/// is a node's home, as a folder-relative path.
+/// The first directory strictly between `root` and `start` that is a
+/// node's home, with its folder-relative path (`start` itself, when a
+/// directory, is looked at by the walk like any other).
 fn home_above(root: &Path, start: &Path) -> Option<(PathBuf, String)> {
     let rest = start.strip_prefix(root).ok()?;
     let mut at = root.to_path_buf();
@@ -266,8 +266,6 @@ fn home_issue(abs: &Path, rel: &str) -> ScanIssue {
         "a Softadastra node's home (private key, log): never synced",
     )
 }
-
-impl Observation {}
 
 fn issue(path: &Path, rel: Option<&str>, kind: IssueKind, detail: impl ToString) -> ScanIssue {
     ScanIssue {
