@@ -12,6 +12,7 @@
 //! * Peers' chunk requests are answered from local files, each chunk
 //!   checked against its hash before it leaves.
 
+pub mod echoes;
 pub mod exec;
 
 use std::collections::HashMap;
@@ -83,9 +84,9 @@ pub struct Shared {
     /// Folders that cannot be watched, and why.
     pub folder_errors: Mutex<HashMap<String, String>>,
     /// Files the agent just placed, as they were right after (see
-    /// [`exec::Echoes`]): the watcher's event for each is recognised
+    /// [`echoes::Echoes`]): the watcher's event for each is recognised
     /// without reconciling it against the index.
-    pub echoes: exec::Echoes,
+    pub echoes: echoes::Echoes,
     /// This node's home (the directory holding its store): nothing a peer
     /// sends is ever written or removed there, even when a shared folder
     /// contains it (its scan leaves it out, see

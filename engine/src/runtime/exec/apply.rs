@@ -1,0 +1,183 @@
+//! Changing the disk under the store lock: checks that the work is still
+//! wanted and the disk is as indexed, conflict copies, the move into place,
+//! removals.
+
+use super::*;
+
+/// Check the work is still wanted and the disk is what the index says,
+/// keep a conflict copy if asked, move the new file into place, and record
+/// it. Runs under the store lock, so the watcher cannot mistake the new
+/// file for a local edit.
+pub(super) fn place_one(
+    s: &Arc<Shared>,
+    store: &mut Store,
+    c: &Commit,
+    root: &Path,
+    abs: &Path,
+    tmp: Option<&Path>,
+) -> Result<(Completed, Option<Placed>), String> {
+    let (folder_id, path, need, expect) = (&c.folder, &c.path, &c.need, c.expect.as_ref());
+    outside_home(s.home.as_deref(), root, abs)?;
+    if !SyncEngine::is_current(store, folder_id, path, need, expect) {
+        return Err("overtaken by newer information".into());
+    }
+    // A new file needs nothing at its path: the rename checks that itself,
+    // atomically, where the file system can (`rename_new`).
+    let new_file = tmp.is_some() && expect.is_none_or(|e| e.deleted);
+    if !new_file && !disk_matches(abs, expect) {
+        return Err(CHANGED_ON_DISK.into());
+    }
+    let mut copy = None;
+    let target = match (&need.conflict_copy, expect.filter(|e| !e.deleted)) {
+        (Some(name), Some(e)) => copy_target(name, |p| {
+            let Ok(candidate) = crate::fs::path::absolute(root, p) else {
+                return Probe::Different;
+            };
+            match std::fs::symlink_metadata(&candidate) {
+                Err(_) => Probe::Free,
+                Ok(m) if m.is_file() && m.len() == e.size => match std::fs::read(&candidate) {
+                    Ok(b) if Some(ContentHash::of(&b)) == e.hash => Probe::Same,
+                    _ => Probe::Different,
+                },
+                Ok(_) => Probe::Different,
+            }
+        })
+        .map(|p| (p, e)),
+        _ => None,
+    };
+    let mut copied_to = None;
+    if let Some((copy_path, e)) = target {
+        let copy_path = &copy_path;
+        let copy_abs = crate::fs::path::absolute(root, copy_path).map_err(|e| e.to_string())?;
+        rename_new(abs, &copy_abs).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => format!("{} already exists", copy_abs.display()),
+            _ => format!("keep conflict copy: {e}"),
+        })?;
+        copied_to = Some(copy_abs.clone());
+        let mut rec = e.clone();
+        let mut v: VersionVector = folder::record(store, folder_id, copy_path)
+            .map(|r| r.version)
+            .unwrap_or_default();
+        v.bump(s.node);
+        rec.version = v;
+        rec.modified_by = s.node;
+        if let Ok(m) = std::fs::symlink_metadata(&copy_abs) {
+            rec.inode = FileStat::from_metadata(&m).inode;
+        }
+        info!(folder = %folder_id, %path, copy = %copy_path, "conflict: kept the other version beside the file");
+        copy = Some((copy_path.clone(), rec));
+    }
+    let mut trashed = None;
+    if copy.is_none()
+        && tmp.is_some()
+        && let Some(old) = expect.filter(|e| !e.deleted)
+    {
+        match old.kind {
+            // A replaced file's (or link's) previous version goes to the
+            // trash, so a bad remote edit can be undone.
+            EntryKind::File | EntryKind::Symlink => {
+                let chunks = (old.kind == EntryKind::File).then_some(old);
+                trashed = Some(to_trash(&s.chunks, root, path, abs, chunks)?);
+            }
+            // A directory gives way to a file only when empty.
+            EntryKind::Dir => {
+                std::fs::remove_dir(abs).map_err(|e| format!("a directory is in the way: {e}"))?
+            }
+            EntryKind::Value => {}
+        }
+    }
+    match tmp {
+        Some(t) => {
+            // Whatever was at the path has been moved aside: the new file
+            // goes where nothing is, never over a file created meanwhile.
+            if let Err(e) = rename_new(t, abs) {
+                // Put back what was moved aside — unless the path is taken
+                // again, in which case it stays where it went (the trash,
+                // the conflict copy) and the scan decides.
+                if let Some(back) = trashed.as_ref().or(copied_to.as_ref()) {
+                    let _ = rename_new(back, abs);
+                }
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    return Err(CHANGED_ON_DISK.into());
+                }
+                return Err(format!("move into place: {e}"));
+            }
+        }
+        None => {
+            if need.record.kind == EntryKind::Dir {
+                std::fs::create_dir_all(abs).map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    let mut record = need.record.clone();
+    let mut placed = None;
+    if let Ok(m) = std::fs::symlink_metadata(abs) {
+        let st = FileStat::from_metadata(&m);
+        record.inode = st.inode;
+        placed = tmp.and(Placed::of(&m));
+    }
+    lock(&s.chunks).insert(abs, &record);
+    let done = Completed {
+        folder: folder_id.clone(),
+        path: path.clone(),
+        done: need.clone(),
+        record,
+        conflict_copy: copy,
+    };
+    Ok((done, placed))
+}
+
+/// Why the removal of a directory waits.
+pub(super) const DIR_NOT_EMPTY: &str =
+    "the directory still holds files this node has not been asked to delete (new or ignored ones)";
+
+/// Why work on a path whose disk no longer matches its index entry waits
+/// (placing and removing alike).
+pub(super) const CHANGED_ON_DISK: &str =
+    "the file changed on disk since it was indexed; the scan decides first";
+
+/// Move a deleted file into the folder's trash (an empty directory is
+/// simply removed; one still holding files fails, see [`DIR_NOT_EMPTY`])
+/// and record it.
+pub(super) fn remove_one(
+    s: &Arc<Shared>,
+    store: &mut Store,
+    c: &Commit,
+    root: &Path,
+    abs: &Path,
+) -> Result<Completed, String> {
+    let (folder_id, path, need, expect) = (&c.folder, &c.path, &c.need, c.expect.as_ref());
+    outside_home(s.home.as_deref(), root, abs)?;
+    if !SyncEngine::is_current(store, folder_id, path, need, expect) {
+        return Err("overtaken by newer information".into());
+    }
+    if !disk_matches(abs, expect) {
+        return Err(CHANGED_ON_DISK.into());
+    }
+    if let Ok(m) = std::fs::symlink_metadata(abs) {
+        if m.is_dir() {
+            // The sync engine hands a directory's removal out only once
+            // nothing under it waits for work; what is left is not the
+            // peer's to delete (a file made here meanwhile, an ignored
+            // one): the directory stays, and says why, rather than being
+            // recorded as gone while it is still there.
+            match std::fs::remove_dir(abs) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {
+                    return Err(DIR_NOT_EMPTY.into());
+                }
+                Err(e) => return Err(format!("remove directory: {e}")),
+            }
+        } else {
+            to_trash(&s.chunks, root, path, abs, expect)?;
+        }
+    }
+    Ok(Completed {
+        folder: folder_id.clone(),
+        path: path.clone(),
+        done: need.clone(),
+        record: need.record.clone(),
+        conflict_copy: None,
+    })
+}

@@ -1,0 +1,180 @@
+//! Where each chunk can be read locally: the index of every shared file's
+//! chunks by hash, rebuilt from the store lazily, and the trash's.
+
+use super::*;
+
+/// Why the chunk index is asked to rebuild.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Rebuild {
+    /// Routine: when the store changed and 10 s have passed.
+    Lazy,
+    /// A place it gave no longer held the chunk.
+    Stale,
+    /// A peer asked for a chunk it does not know.
+    Missing,
+}
+
+/// Where a chunk can be read locally: file, offset, length, and the
+/// file's stamp when it was indexed.
+pub type Place = (PathBuf, u64, u32, Stamp);
+
+/// A file's size, mtime and inode: while they are what the index recorded,
+/// the file holds the bytes the index says (the scanner's own test for
+/// skipping a re-read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub(super) size: u64,
+    pub(super) mtime_ns: i64,
+    pub(super) inode: u64,
+}
+
+impl Stamp {
+    pub(super) fn of_record(r: &FileRecord) -> Stamp {
+        Stamp {
+            size: r.size,
+            mtime_ns: r.mtime_ns,
+            inode: r.inode,
+        }
+    }
+    pub(super) fn of_file(f: &std::fs::File) -> Option<Stamp> {
+        let st = FileStat::from_metadata(&f.metadata().ok()?);
+        Some(Stamp {
+            size: st.size,
+            mtime_ns: st.mtime_ns,
+            inode: st.inode,
+        })
+    }
+}
+
+/// Where each chunk hash can be read locally.
+#[derive(Debug, Default)]
+pub struct ChunkIndex {
+    pub(super) at_seq: u64,
+    pub(super) built: Option<Instant>,
+    pub(super) map: HashMap<ContentHash, Place>,
+    /// Chunks of files moved to the trash by sync: a rename arrives as a
+    /// deletion and an addition, and the deletion may be carried out first.
+    pub(super) trashed: HashMap<ContentHash, Place>,
+}
+
+impl ChunkIndex {
+    /// Rebuild from the store's index if it changed since the last build
+    /// and that was a while ago: a full rebuild per lookup would make a
+    /// bulk sync quadratic. Files placed by sync are added as they land
+    /// ([`ChunkIndex::insert`]); a chunk found stale is re-hashed on read
+    /// and simply fetched instead.
+    pub(super) fn refresh(&mut self, store: &Store, why: Rebuild) {
+        if !self.may_rebuild(why) {
+            return;
+        }
+        let seq = store.last_seq().0;
+        if seq == self.at_seq {
+            // Nothing changed: good for as long as a build would be.
+            self.built = Some(Instant::now());
+            return;
+        }
+        self.map.clear();
+        for f in folder::list(store).unwrap_or_default() {
+            for (rel, rec) in folder::records(store, &f.id).flatten() {
+                if rec.deleted || rec.kind != EntryKind::File {
+                    continue;
+                }
+                let Ok(abs) = crate::fs::path::absolute(&f.path, rel) else {
+                    continue;
+                };
+                let stamp = Stamp::of_record(&rec);
+                for c in &rec.chunks {
+                    self.map
+                        .entry(c.hash)
+                        .or_insert_with(|| (abs.clone(), c.offset, c.len, stamp));
+                }
+            }
+        }
+        self.at_seq = seq;
+        self.built = Some(Instant::now());
+    }
+
+    /// Whether the last build is old enough for a rebuild for `why` (if
+    /// the store changed since): a chunk a peer asks for and the index
+    /// lacks — whenever (the file was indexed a moment ago); a chunk not
+    /// where the index said — at most every 250 ms, so a burst of moved
+    /// files costs a few rebuilds, not one each; otherwise every 10 s.
+    /// When not, a lookup needs no store (nor its lock).
+    pub(super) fn may_rebuild(&self, why: Rebuild) -> bool {
+        let limit = match why {
+            Rebuild::Missing => Duration::ZERO,
+            Rebuild::Stale => Duration::from_millis(250),
+            Rebuild::Lazy => Duration::from_secs(10),
+        };
+        self.built.is_none_or(|t| t.elapsed() >= limit)
+    }
+
+    /// Where `hash` may be read locally, as of the last build.
+    pub(super) fn places(&self, hash: &ContentHash) -> Vec<Place> {
+        self.map
+            .get(hash)
+            .into_iter()
+            .chain(self.trashed.get(hash))
+            .cloned()
+            .collect()
+    }
+
+    /// Record the chunks of a file just placed at `path`.
+    pub(super) fn insert(&mut self, path: &Path, record: &FileRecord) {
+        let stamp = Stamp::of_record(record);
+        for c in &record.chunks {
+            self.map
+                .insert(c.hash, (path.to_path_buf(), c.offset, c.len, stamp));
+        }
+    }
+
+    /// Where `hash` may be read locally: a shared file, then the trash.
+    /// `serving`: a peer asks for it because this node announced it, so a
+    /// miss is worth a rebuild (the file may have been indexed a moment
+    /// ago); `stale`: the places given before did not hold it (the file
+    /// moved or changed), so the index is rebuilt first.
+    pub fn find(
+        &mut self,
+        store: &Store,
+        hash: &ContentHash,
+        serving: bool,
+        stale: bool,
+    ) -> Vec<Place> {
+        self.refresh(store, if stale { Rebuild::Stale } else { Rebuild::Lazy });
+        if serving && !self.map.contains_key(hash) {
+            self.refresh(store, Rebuild::Missing);
+        }
+        self.places(hash)
+    }
+
+    /// Remember the chunks of `record` at `to` in the trash, where its file
+    /// is about to move — before it does: while it moves, a reader finds
+    /// it at one of the two places ([`ChunkIndex::places`] lists the old
+    /// one first), never at neither.
+    pub(super) fn trashing(&mut self, to: &Path, record: &FileRecord) {
+        if self.trashed.len() > 1_000_000 {
+            self.trashed.clear();
+        }
+        // A move keeps size, mtime and inode.
+        let stamp = Stamp::of_record(record);
+        for c in &record.chunks {
+            self.trashed
+                .insert(c.hash, (to.to_path_buf(), c.offset, c.len, stamp));
+        }
+    }
+
+    /// The file of `record` moved from `from` (see [`ChunkIndex::trashing`])
+    /// — or, if `moved` is false, did not: its chunks are where they were.
+    pub(super) fn trashed(&mut self, from: &Path, to: &Path, record: &FileRecord, moved: bool) {
+        for c in &record.chunks {
+            let (stale, kept) = if moved {
+                (&mut self.map, from)
+            } else {
+                (&mut self.trashed, to)
+            };
+            if stale.get(&c.hash).is_some_and(|(p, ..)| p == kept) {
+                stale.remove(&c.hash);
+            }
+        }
+    }
+}

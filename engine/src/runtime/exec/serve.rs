@@ -1,0 +1,155 @@
+//! Serving peers' chunk requests from local files, each chunk checked
+//! against its hash before it leaves.
+
+use super::*;
+
+/// A chunk's bytes: in the pieces they came off the network in, or in one
+/// piece read from a local file.
+pub(super) type Data = Vec<Bytes>;
+
+pub(super) fn data_len(d: &Data) -> u64 {
+    d.iter().map(|b| b.len() as u64).sum()
+}
+
+/// A file kept open across chunk reads (the chunks of one request mostly
+/// come from one file, in order), with its stamp when it was opened.
+#[derive(Default)]
+pub(super) struct OpenFile(Option<(PathBuf, std::fs::File, Option<Stamp>)>);
+
+/// Read the chunk `hash` at `place`, checked: hashed again, unless
+/// `trust_stamp` and the file is unchanged since it was indexed (a node
+/// serving a peer; the peer checks every chunk itself). A node copying
+/// its own chunks into a file always hashes them.
+pub(super) fn read_chunk(
+    open: &mut OpenFile,
+    place: &Place,
+    hash: &ContentHash,
+    trust_stamp: bool,
+) -> Option<Vec<u8>> {
+    let (path, offset, len, stamp) = place;
+    if open.0.as_ref().is_none_or(|(p, ..)| p != path) {
+        let f = std::fs::File::open(path).ok()?;
+        let now = Stamp::of_file(&f);
+        open.0 = Some((path.clone(), f, now));
+    }
+    let (_, f, now) = open.0.as_ref()?;
+    let mut f: &std::fs::File = f;
+    f.seek(SeekFrom::Start(*offset)).ok()?;
+    // Read into spare capacity: the buffer is never zero-filled first.
+    let mut buf = Vec::with_capacity(*len as usize);
+    f.take(u64::from(*len)).read_to_end(&mut buf).ok()?;
+    let unchanged = trust_stamp && *now == Some(*stamp);
+    (buf.len() == *len as usize && (unchanged || ContentHash::of(&buf) == *hash)).then_some(buf)
+}
+
+/// The bytes of chunk `hash` from a local file, checked, starting from
+/// `places` the index gave. A place that no longer holds the chunk (the
+/// file moved or changed since) makes it look again with a fresh index.
+pub(super) fn local_chunk_from(
+    s: &Shared,
+    open: &mut OpenFile,
+    hash: &ContentHash,
+    serving: bool,
+    places: Vec<Place>,
+) -> Option<Vec<u8>> {
+    let mut places = places;
+    for stale in [false, true] {
+        if stale {
+            places = locate_chunk(s, hash, serving, true);
+        }
+        if places.is_empty() {
+            return None;
+        }
+        for place in places.drain(..) {
+            if let Some(d) = read_chunk(open, &place, hash, serving) {
+                return Some(d);
+            }
+        }
+    }
+    None
+}
+
+/// [`ChunkIndex::find`], taking the store's lock only when a rebuild may
+/// be due: the store is often held for a while (a commit batch's flush),
+/// and the chunk index is never held while the store is being taken (the
+/// committer takes them in the other order).
+pub(super) fn locate_chunk(
+    s: &Shared,
+    hash: &ContentHash,
+    serving: bool,
+    stale: bool,
+) -> Vec<Place> {
+    {
+        let index = lock(&s.chunks);
+        let why = if stale { Rebuild::Stale } else { Rebuild::Lazy };
+        if !index.may_rebuild(why) && (!serving || index.map.contains_key(hash)) {
+            return index.places(hash);
+        }
+    }
+    let store = lock(&s.store);
+    lock(&s.chunks).find(&store, hash, serving, stale)
+}
+
+/// Answer the chunk request a peer opened a bulk stream with (see
+/// [`ChunkRequest`]). The chunks are read and checked in order on a
+/// blocking thread, a few ahead of the network.
+pub async fn serve_chunks(s: Arc<Shared>, peer: NodeId, mut stream: BulkStream) {
+    let request = match read_request(&mut stream).await {
+        Ok(r) => r,
+        Err(e) => {
+            debug!(%peer, error = %e, "refused a chunk request");
+            return;
+        }
+    };
+    // The reader below holds a blocking thread until the peer has read
+    // everything: a bounded number of them at once (`SERVING`).
+    let Ok(_serving) = s.serving.acquire().await else {
+        return;
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Vec<u8>>>(4);
+    let s2 = s.clone();
+    let reader = tokio::task::spawn_blocking(move || {
+        let s = s2;
+        let mut open = OpenFile::default();
+        for (hash, len) in request.chunks {
+            let places = locate_chunk(&s, &hash, true, false);
+            let data = local_chunk_from(&s, &mut open, &hash, true, places)
+                .filter(|d| d.len() == len as usize);
+            if data.is_none() {
+                debug!(%peer, chunk = %hash, "asked for a chunk this node does not have");
+            }
+            if tx.blocking_send(data).is_err() {
+                break;
+            }
+        }
+    });
+    while let Some(data) = rx.recv().await {
+        let sent = match data {
+            Some(d) => {
+                stream.write_all(&[CHUNK_FOLLOWS]).await.is_ok()
+                    && stream.write_bytes(Bytes::from(d)).await.is_ok()
+            }
+            None => stream.write_all(&[CHUNK_MISSING]).await.is_ok(),
+        };
+        if !sent {
+            break;
+        }
+    }
+    drop(rx);
+    let _ = reader.await;
+    let _ = stream.finish();
+}
+
+pub(super) async fn read_request(stream: &mut BulkStream) -> Result<ChunkRequest, String> {
+    let mut head = [0u8; 2];
+    stream
+        .read_exact(&mut head)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut body = vec![0u8; ChunkRequest::body_len(head).map_err(|e| e.to_string())?];
+    stream
+        .read_exact(&mut body)
+        .await
+        .map_err(|e| e.to_string())?;
+    ChunkRequest::decode(head, &body).map_err(|e| e.to_string())
+}
