@@ -12,8 +12,8 @@
 //! or the GTK/AppIndicator development packages are missing — unless
 //! `SOFTADASTRA_TRAY_TESTS=1` (set by `.ci/run`, which installs them), which
 //! makes a missing one a failure. When this test binary was built without
-//! the `tray` feature, it builds the agent with it first (its own target
-//! directory under the test's temporary directory).
+//! the `tray` feature, it rebuilds the agent with it first (same target
+//! directory: only the tray's crates and the binary are compiled).
 
 mod common;
 
@@ -83,15 +83,20 @@ fn missing() -> Option<String> {
 }
 
 /// The agent binary with the tray: this one if it was built with it, else
-/// one built now with `--features tray`.
+/// the same binary rebuilt now with `--features tray`, in the same target
+/// directory and profile (only the tray's own crates and the binary are
+/// compiled; the next plain build relinks it without).
 fn tray_binary() -> PathBuf {
+    let bin = PathBuf::from(common::bin());
     if cfg!(feature = "tray") {
-        return PathBuf::from(common::bin());
+        return bin;
     }
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tray-build");
+    // <target>/<profile>/softadastra
+    let profile_dir = bin.parent().expect("the binary's directory");
+    let target = profile_dir.parent().expect("the target directory");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let t0 = Instant::now();
-    let built = Command::new(cargo)
+    let mut build = Command::new(cargo);
+    build
         .args([
             "build",
             "--quiet",
@@ -101,10 +106,13 @@ fn tray_binary() -> PathBuf {
             "tray",
         ])
         .args(["--bin", "softadastra", "--target-dir"])
-        .arg(&target)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("run cargo");
+        .arg(target)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        build.arg("--release");
+    }
+    let t0 = Instant::now();
+    let built = build.status().expect("run cargo");
     assert!(
         built.success(),
         "cannot build the agent with the tray feature"
@@ -113,7 +121,7 @@ fn tray_binary() -> PathBuf {
         "built the agent with the tray in {:.0} s",
         t0.elapsed().as_secs_f64()
     );
-    target.join("debug").join("softadastra")
+    bin
 }
 
 #[test]
