@@ -1,0 +1,268 @@
+//! The running agent as the control socket sees it: each request
+//! answered from the node's state (status, peers, invites, folder changes).
+
+use super::*;
+
+/// The running agent, as the control socket sees it.
+pub(super) struct Daemon {
+    pub(super) identity: Identity,
+    pub(super) sync: Arc<softadastra::runtime::Shared>,
+    pub(super) runtime: Mutex<Option<SyncRuntime>>,
+    pub(super) store: Arc<Mutex<Store>>,
+    pub(super) mesh: Mesh,
+    pub(super) trusted: TrustedIds,
+    pub(super) invitations: Arc<Invitations>,
+    pub(super) listen: SocketAddr,
+    pub(super) started: Instant,
+    pub(super) stop: tokio::sync::Notify,
+    pub(super) discovery: Option<Discovery>,
+}
+
+impl Daemon {
+    /// One folder's state for `status`: up to date, scanning, syncing (with
+    /// what is left), paused or error; its size; what is failing.
+    fn folder_status(&self, store: &Store, f: &folder::FolderConfig) -> serde_json::Value {
+        let (mut files, mut bytes) = (0u64, 0u64);
+        for (_, r) in folder::records(store, &f.id).flatten() {
+            if !r.deleted && r.kind == softadastra::fs::scan::EntryKind::File {
+                files += 1;
+                bytes += r.size;
+            }
+        }
+        let progress = lock(&self.sync.engine).progress(store, &f.id);
+        let error = lock(&self.sync.folder_errors).get(&f.id).cloned();
+        // What the scans leave out for good, and why (a name that cannot
+        // be synced, a special file, a node's home).
+        let (not_synced, not_synced_files) = lock(&self.sync.not_synced)
+            .get(&f.id)
+            .map(|list| {
+                let shown: Vec<_> = list
+                    .iter()
+                    .take(NOT_SYNCED_SHOWN)
+                    .map(|(path, why)| json!({"path": path, "why": why}))
+                    .collect();
+                (list.len(), shown)
+            })
+            .unwrap_or_default();
+        let state = if f.paused {
+            "paused"
+        } else if error.is_some() {
+            "error"
+        } else if lock(&self.sync.scanning).contains(&f.id) {
+            "scanning"
+        } else if progress.needed_files > 0 {
+            "syncing"
+        } else {
+            "up to date"
+        };
+        json!({
+            "id": f.id,
+            "path": f.path,
+            "paused": f.paused,
+            "state": state,
+            "error": error,
+            "files": files,
+            "bytes": bytes,
+            "progress": progress,
+            "not_synced": not_synced,
+            "not_synced_files": not_synced_files,
+        })
+    }
+}
+
+/// How many of a folder's paths that are not synced `status` lists.
+pub(super) const NOT_SYNCED_SHOWN: usize = 20;
+
+impl control::Handler for Daemon {
+    async fn handle(&self, request: Request) -> Result<serde_json::Value> {
+        let own = self.identity.node_id();
+        Ok(match request {
+            Request::Status => {
+                let peers = self.mesh.statuses();
+                let store = lock(&self.store);
+                let folders = folder::list(&store)?;
+                json!({
+                    "node": own.to_string(),
+                    "name": self.identity.name(),
+                    "listen": self.listen.to_string(),
+                    "uptime_secs": self.started.elapsed().as_secs(),
+                    "peers_trusted": peers.len(),
+                    "peers_connected": peers.iter().filter(|p| p.state == softadastra::transport::mesh::PeerState::Connected).count(),
+                    "folders": folders.iter().map(|f| self.folder_status(&store, f)).collect::<Vec<_>>(),
+                    "wal_dir": store.config().wal_dir(),
+                    "wal_last_seq": store.last_seq().0,
+                    "sync_pending": SyncEngine::needs(&store).len(),
+                    "sync_files_done": self.sync.files_done.load(std::sync::atomic::Ordering::Relaxed),
+                    "sync_bytes_fetched": self.sync.bytes_fetched.load(std::sync::atomic::Ordering::Relaxed),
+                    "sync_bytes_reused": self.sync.bytes_reused.load(std::sync::atomic::Ordering::Relaxed),
+                    "invites_outstanding": self.invitations.outstanding(SystemClock.wall()),
+                    "discovery": self.discovery.as_ref().map(|d| json!({
+                        "port": d.config().port,
+                        "interval_s": d.config().timing.interval.as_secs_f64(),
+                        "nearby": d.nearby().len(),
+                        "stats": d.stats(),
+                    })),
+                })
+            }
+            Request::Node => {
+                let now_ms = SystemClock.wall().as_nanos() / 1_000_000;
+                let mut info =
+                    serde_json::to_value(NodeInfo::from_hello(&hello_of(&self.identity), now_ms))?;
+                info["running"] = json!(true);
+                info["listen"] = json!(self.listen.to_string());
+                info
+            }
+            Request::Peers => serde_json::to_value(peer_rows(
+                self.mesh.statuses(),
+                self.discovery
+                    .as_ref()
+                    .map(Discovery::nearby)
+                    .unwrap_or_default(),
+            ))?,
+            Request::Invite {
+                folder: shared,
+                ttl_secs,
+                addrs,
+            } => {
+                if let Some(id) = &shared {
+                    folder::get(&lock(&self.store), id)?;
+                }
+                let ttl = Duration::from_secs(ttl_secs.clamp(10, 7 * 24 * 3600));
+                let invite = self.invitations.issue(
+                    own,
+                    invite_addrs(self.listen, &addrs)?,
+                    shared,
+                    ttl,
+                    SystemClock.wall(),
+                )?;
+                info!(folder = ?invite.folder, ttl_secs = ttl.as_secs(), "invite issued");
+                json!({
+                    "code": invite.to_code(),
+                    "expires_in_secs": ttl.as_secs(),
+                    "addrs": invite.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                    "folder": invite.folder,
+                })
+            }
+            Request::Join { code, path } => {
+                let (joined, id, addr) = join(
+                    self.mesh.endpoint(),
+                    self.listen.port(),
+                    &self.store,
+                    &code,
+                    path,
+                )
+                .await?;
+                self.trusted.insert(id);
+                self.mesh.add_peer(id, Some(addr));
+                if let Some(f) = &joined.folder
+                    && joined.path.is_some()
+                {
+                    let config = folder::get(&lock(&self.store), f)?;
+                    if let Some(rt) = lock(&self.runtime).as_mut() {
+                        rt.add_folder(config);
+                    }
+                }
+                serde_json::to_value(joined)?
+            }
+            Request::PeerAdd { id, addr } => {
+                let id: NodeId = id.parse()?;
+                let peer = trust::add(&mut lock(&self.store), own, id, addr)?;
+                self.trusted.insert(id);
+                self.mesh.add_peer(id, peer.addr.clone());
+                // Heard on the LAN already: no address needed.
+                let seen = self.discovery.as_ref().and_then(|d| d.get(&id));
+                if let Some(n) = &seen {
+                    self.mesh.discovered(id, n.addr);
+                }
+                json!({"id": id.to_string(), "addr": peer.addr, "discovered": seen.map(|n| n.addr.to_string())})
+            }
+            Request::PeerRemove { id } => {
+                let id: NodeId = id.parse()?;
+                trust::remove(&mut lock(&self.store), id)?;
+                let remaining = trust::list(&lock(&self.store))?;
+                self.trusted.replace(remaining.iter().map(|p| p.id));
+                self.mesh.remove_peer(id);
+                json!({"id": id.to_string()})
+            }
+            Request::FolderAdd { path, id } => {
+                let id = id.unwrap_or_else(|| folder::derive_id(&path));
+                let config = folder::add(&mut lock(&self.store), &id, &path)?;
+                if let Some(rt) = lock(&self.runtime).as_mut() {
+                    rt.add_folder(config.clone());
+                }
+                info!(folder = %config.id, path = %config.path.display(), "sharing a new folder");
+                json!({"id": config.id, "path": config.path})
+            }
+            Request::FolderSet { id, change } => {
+                let mut rt = lock(&self.runtime);
+                let said = match change {
+                    FolderChange::Pause => {
+                        folder::set_paused(&mut lock(&self.store), &id, true)?;
+                        if let Some(rt) = rt.as_mut() {
+                            rt.drop_folder(&id);
+                        }
+                        format!(
+                            "paused {id:?}: not synced until `softadastra folder resume {id}`; peers are told"
+                        )
+                    }
+                    FolderChange::Resume => {
+                        let config = folder::set_paused(&mut lock(&self.store), &id, false)?;
+                        if let Some(rt) = rt.as_mut() {
+                            rt.add_folder(config);
+                        }
+                        format!("resumed {id:?}: scanning, then syncing")
+                    }
+                    FolderChange::Remove => {
+                        let config = folder::remove(&mut lock(&self.store), &id)?;
+                        if let Some(rt) = rt.as_mut() {
+                            rt.drop_folder(&id);
+                        }
+                        format!(
+                            "stopped sharing {id:?}; files in {} are untouched",
+                            config.path.display()
+                        )
+                    }
+                    FolderChange::Rescan => {
+                        let config = folder::get(&lock(&self.store), &id)?;
+                        if config.paused {
+                            bail!(
+                                "{id:?} is paused; `softadastra folder resume {id}` scans and syncs it"
+                            );
+                        }
+                        if !rt.as_ref().is_some_and(|rt| rt.rescan_folder(&id)) {
+                            bail!("{id:?} is not being watched (see `softadastra status`)");
+                        }
+                        format!("rescanning {id:?}; `softadastra status` shows when it is done")
+                    }
+                };
+                info!(folder = %id, change = ?change, "folder changed");
+                json!({"id": id, "said": said})
+            }
+            Request::StoreRead { ns, key, prefix } => {
+                let store = lock(&self.store);
+                json!(crate::store_cmd::read_rows(
+                    &store,
+                    &ns,
+                    key.as_deref(),
+                    &prefix
+                ))
+            }
+            Request::StoreWrite { key, value } => {
+                let seq = crate::store_cmd::write_value(
+                    &mut lock(&self.store),
+                    self.identity.node_id(),
+                    &key,
+                    value.as_deref(),
+                )?;
+                if seq.is_some() {
+                    self.sync.changed(softadastra::folder::values::APP_SPACE);
+                }
+                json!(seq)
+            }
+            Request::Shutdown => {
+                self.stop.notify_one();
+                json!({"stopping": true})
+            }
+        })
+    }
+}

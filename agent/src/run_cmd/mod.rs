@@ -1,0 +1,358 @@
+//! `softadastra run`: the node in the foreground, and the commands that
+//! talk to it (`invite`, `join`, `peers`, `status`, `shutdown`).
+//!
+//! `run` opens the store (holding its lock, so a second `run` on the same
+//! home is refused), listens for QUIC, keeps a connection to every trusted
+//! peer through the engine's [`Mesh`], serves the control socket, logs each
+//! state change, and stops cleanly on SIGINT, SIGTERM or `shutdown`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::Serialize;
+use serde_json::json;
+use softadastra::core::{Clock, NodeId, SystemClock, lock};
+use softadastra::discovery::service::{Discovery, DiscoveryConfig};
+use softadastra::discovery::{Nearby, Timing};
+use softadastra::folder;
+use softadastra::metadata::{NodeInfo, NodeMeta};
+use softadastra::runtime::{RuntimeOptions, SyncRuntime};
+use softadastra::store::Store;
+use softadastra::sync::SyncEngine;
+use softadastra::transport::identity::Identity;
+use softadastra::transport::mesh::{JoinHandler, Mesh, PeerStatus};
+use softadastra::transport::pairing::{DEFAULT_INVITE_TTL, Invitations, Invite};
+use softadastra::transport::quic::{Endpoint, QuicConfig};
+use softadastra::transport::tls::TrustedIds;
+use softadastra::transport::trust;
+use softadastra::transport::wire::Hello;
+use tracing::{info, warn};
+
+use crate::control::{self, FolderChange, Reached, Request};
+use crate::home::Home;
+use crate::store_cmd::open_store;
+
+mod handler;
+mod log;
+mod pairing;
+mod render;
+
+use handler::*;
+pub use log::*;
+pub use pairing::*;
+pub use render::*;
+
+/// The default QUIC port.
+pub const DEFAULT_PORT: u16 = 7420;
+
+fn hello_of(identity: &Identity) -> Hello {
+    softadastra::metadata::local_hello(identity, started_at_ms())
+}
+
+/// When this process started (Unix milliseconds).
+fn started_at_ms() -> u64 {
+    static AT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *AT.get_or_init(|| SystemClock.wall().as_nanos() / 1_000_000)
+}
+
+/// LAN discovery options of `run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DiscoveryArgs {
+    /// Do not announce this node on the LAN nor listen for others
+    /// (configured peers are still dialled).
+    #[arg(
+        long,
+        env = "SOFTADASTRA_NO_DISCOVERY",
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
+    no_discovery: bool,
+    /// UDP port of LAN discovery (default 7421).
+    #[arg(long, value_name = "PORT")]
+    discovery_port: Option<u16>,
+    /// Seconds between announcements (default 5; a node is stale after 3
+    /// missed, and forgotten after 8).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_interval)]
+    discovery_interval: Option<f64>,
+    /// Announce only on this interface (repeatable; default: every
+    /// interface that is up, loopback aside).
+    #[arg(long, value_name = "NAME")]
+    discovery_interface: Vec<String>,
+}
+
+fn parse_interval(text: &str) -> std::result::Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if (0.05..=3600.0).contains(&s) => Ok(s),
+        Ok(s) => Err(format!("{s} s is out of range: 0.05 to 3600 seconds")),
+        Err(_) => Err(format!("{text:?} is not a number of seconds")),
+    }
+}
+
+/// What `run` was asked to do.
+pub struct RunOptions {
+    /// Share this directory first.
+    pub share: Option<PathBuf>,
+    /// Its folder id.
+    pub id: Option<String>,
+    /// Listening address.
+    pub listen: Option<String>,
+    /// Trash retention.
+    pub trash_days: Option<u32>,
+    /// LAN discovery.
+    pub lan: DiscoveryArgs,
+    /// Show the tray icon too.
+    pub tray: bool,
+}
+
+/// Open the store for the agent. A one-shot command (`status`, `ls`…)
+/// holds the store lock for a moment when no agent runs; starting the
+/// agent at that moment waits for it (up to 3 s) instead of failing. A
+/// store held longer — another agent — is refused as before.
+fn open_store_waiting(home: &Home) -> Result<Store> {
+    crate::store_cmd::while_store_in_use(Duration::from_secs(3), || open_store(home))
+}
+
+/// `run PATH`: share PATH unless it is already shared (under `id`, if
+/// given).
+fn share_first(store: &mut Store, path: &std::path::Path, id: Option<String>) -> Result<()> {
+    let root = std::fs::canonicalize(path).with_context(|| {
+        format!(
+            "cannot share {}: it does not exist or cannot be read",
+            path.display()
+        )
+    })?;
+    if let Some(f) = folder::list(store)?.into_iter().find(|f| f.path == root) {
+        if let Some(want) = id.filter(|want| *want != f.id) {
+            bail!(
+                "{} is already shared as folder {:?}, not {want:?}; remove it first with `softadastra folder remove {}`",
+                root.display(),
+                f.id,
+                f.id
+            );
+        }
+        eprintln!("sharing {} as folder {:?}", root.display(), f.id);
+        return Ok(());
+    }
+    let id = id.unwrap_or_else(|| folder::derive_id(&root));
+    folder::add(store, &id, &root)?;
+    eprintln!(
+        "now sharing {} as folder {id:?} (share it under the same id on your other machines)",
+        root.display()
+    );
+    Ok(())
+}
+
+pub fn run(home: &Home, opts: RunOptions) -> Result<ExitCode> {
+    let RunOptions {
+        share,
+        id,
+        listen,
+        trash_days,
+        lan,
+        tray,
+    } = opts;
+    if tray && !cfg!(feature = "tray") {
+        bail!(
+            "this softadastra was built without the tray icon; run without --tray, or build with `--features tray`"
+        );
+    }
+    // Flags and environment first, then the config file, then defaults.
+    let config = crate::config::Config::load(&home.config)?;
+    let listen = Some(listen.unwrap_or(config.node.listen.clone()));
+    let trash_days = trash_days.unwrap_or(config.sync.trash_days);
+    let lan = LanSettings {
+        enabled: !lan.no_discovery && config.discovery.enabled,
+        port: lan.discovery_port.unwrap_or(config.discovery.port),
+        interval: lan
+            .discovery_interval
+            .unwrap_or(config.discovery.interval_secs),
+        interfaces: if lan.discovery_interface.is_empty() {
+            config.discovery.interfaces.clone()
+        } else {
+            lan.discovery_interface
+        },
+    };
+    let options = RuntimeOptions {
+        trash_keep: Duration::from_secs(u64::from(trash_days) * 24 * 3600),
+        stall: Duration::from_secs_f64(config.sync.stall_secs),
+    };
+    let identity = home.identity()?;
+    let mut store = open_store_waiting(home)?;
+    if let Some(path) = &share {
+        share_first(&mut store, path, id)?;
+    }
+    let peers = trust::list(&store)?;
+    let trusted = TrustedIds::new(peers.iter().map(|p| p.id));
+    let listen: SocketAddr = match listen {
+        Some(l) => l.parse().with_context(|| {
+            format!("invalid --listen {l:?}: expected IP:PORT, e.g. 0.0.0.0:{DEFAULT_PORT}")
+        })?,
+        None => SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(softadastra::runtime::BLOCKING_THREADS)
+        .enable_all()
+        .build()?;
+    let store = Arc::new(Mutex::new(store));
+    let result = runtime.block_on(async {
+        let endpoint = Endpoint::bind(
+            listen,
+            identity.clone(),
+            trusted.clone(),
+            hello_of(&identity),
+            QuicConfig::default(),
+        )?;
+        let bound = endpoint.local_addr()?;
+        let own = identity.node_id();
+        let invitations = Arc::new(Invitations::new(trusted.clone()));
+        let on_join: JoinHandler = {
+            let (invitations, store, trusted) =
+                (invitations.clone(), store.clone(), trusted.clone());
+            Arc::new(move |j| {
+                let folder = invitations
+                    .redeem(&j.secret, SystemClock.wall())
+                    .map_err(|e| e.to_string())?;
+                let back = j.dial_back_addr().map(|a| a.to_string());
+                trust::add(&mut lock(&store), own, j.id, back)
+                    .map_err(|e| format!("cannot record the new peer: {e}"))?;
+                trusted.insert(j.id);
+                Ok(folder)
+            })
+        };
+        let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mesh = Mesh::start(
+            endpoint,
+            peers.iter().map(|p| (p.id, p.addr.clone())),
+            on_join,
+            Some(events_tx),
+        );
+        let sync = SyncRuntime::start(own, store.clone(), events_rx, options);
+        let discovery = start_discovery(own, bound.port(), &lan, &mesh);
+        for p in peers.iter().filter(|p| p.addr.is_none()) {
+            info!(peer = %p.id, "no address known; waiting for it to connect");
+        }
+        let daemon = Arc::new(Daemon {
+            identity: identity.clone(),
+            sync: sync.shared().clone(),
+            runtime: Mutex::new(None),
+            store: store.clone(),
+            mesh: mesh.clone(),
+            trusted,
+            invitations,
+            listen: bound,
+            started: Instant::now(),
+            stop: tokio::sync::Notify::new(),
+            discovery,
+        });
+        let control = control::serve(home, daemon.clone())?;
+        *lock(&daemon.runtime) = Some(sync);
+        info!(node = %own, name = %identity.name(), listen = %bound, trusted = peers.len(), "running");
+        // The tray is a process of its own (GTK wants its own main loop);
+        // it follows this agent over the control socket.
+        let mut tray_child = if tray {
+            match std::env::current_exe().and_then(|exe| {
+                std::process::Command::new(exe)
+                    .arg("--home")
+                    .arg(&home.root)
+                    .arg("tray")
+                    .spawn()
+            }) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    warn!(error = %e, "cannot start the tray icon");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        eprintln!(
+            "softadastra running as {} ({own}) on {bound}; Ctrl-C stops",
+            identity.name()
+        );
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = daemon.stop.notified() => {}
+        }
+        info!("stopping");
+        if let Some(c) = tray_child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        control.stop();
+        if let Some(sync) = lock(&daemon.runtime).take() {
+            sync.stop();
+        }
+        mesh.shutdown(Duration::from_secs(2)).await;
+        Ok::<_, anyhow::Error>(())
+    });
+    drop(runtime);
+    result?;
+    eprintln!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Start LAN discovery (unless disabled) and act on what it hears:
+/// trusted peers are dialled at the address they were heard from. A
+/// failure is logged and changes nothing else.
+/// LAN discovery settings in force (flags over config file over defaults).
+struct LanSettings {
+    enabled: bool,
+    port: u16,
+    interval: f64,
+    interfaces: Vec<String>,
+}
+
+fn start_discovery(own: NodeId, port: u16, args: &LanSettings, mesh: &Mesh) -> Option<Discovery> {
+    if !args.enabled {
+        info!("LAN discovery is off (--no-discovery or discovery.enabled = false)");
+        return None;
+    }
+    let config = DiscoveryConfig {
+        port: args.port,
+        interfaces: args.interfaces.clone(),
+        timing: Timing::every(Duration::from_secs_f64(args.interval)),
+    };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let started = match Discovery::start(own, port, config, tx) {
+        Ok(d) => d,
+        Err(e) => {
+            warn!(port = args.port, error = %e, "LAN discovery is off: cannot open its socket");
+            return None;
+        }
+    };
+    info!(
+        port = args.port,
+        interval_s = args.interval,
+        "LAN discovery on"
+    );
+    tokio::spawn(softadastra::runtime::follow_discovery(mesh.clone(), rx));
+    Some(started)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
