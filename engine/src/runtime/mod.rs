@@ -610,6 +610,10 @@ async fn drop_unwanted_partials(s: Arc<Shared>) {
     let mut every = tokio::time::interval(Duration::from_secs(5));
     loop {
         every.tick().await;
+        if s.partials.is_empty() {
+            // Nothing kept: the store's lock is not worth taking.
+            continue;
+        }
         let s2 = s.clone();
         let dropped =
             tokio::task::spawn_blocking(move || s2.partials.drop_unwanted(&lock(&s2.store)))

@@ -236,6 +236,11 @@ impl Partials {
         }
     }
 
+    /// Whether none is kept.
+    pub fn is_empty(&self) -> bool {
+        lock(&self.0).is_empty()
+    }
+
     /// Delete those no longer wanted: the sync engine holds no work for
     /// their path, or work for other content (the file was deleted, moved
     /// or changed again at its origin meanwhile). How many went.
