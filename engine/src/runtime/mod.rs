@@ -548,7 +548,13 @@ fn watch_folder(
                     watcher.set_ignore(indexer.ignore().clone());
                 }
                 if let Ok(r) = &report {
-                    let scope = (!batch.rescan_all).then_some(batch.paths.as_slice());
+                    // A changed ignore file made it a whole-folder reconcile.
+                    let whole = batch.rescan_all
+                        || batch
+                            .paths
+                            .iter()
+                            .any(|p| p == crate::fs::ignore::IGNORE_FILE);
+                    let scope = (!whole).then_some(batch.paths.as_slice());
                     note_not_synced(&s, &id, &config.path, scope, &r.issues);
                 }
                 match report {
