@@ -30,7 +30,7 @@ pub mod values;
 
 use crate::core::{ContentHash, ErrorContext, MAX_CHUNK_LEN, NodeId, Retry, Seq, VersionVector};
 use crate::fs::chunk::{Chunk, ChunkerConfig};
-use crate::fs::ignore::{IGNORE_FILE, IgnoreRules};
+use crate::fs::ignore::IgnoreRules;
 use crate::fs::scan::{
     self, EntryKind, FileStat, Observation, Observed, ScanIssue, ScanProgress, Scope,
 };
@@ -447,11 +447,10 @@ impl Indexer {
         store: impl Into<StoreAccess<'a>>,
         batch: &Batch,
     ) -> Result<ChangeReport, FolderError> {
-        let ignore_changed = batch.paths.iter().any(|p| p == IGNORE_FILE);
-        if ignore_changed {
+        if batch.changes_ignore_file() {
             self.reload_ignore();
         }
-        let scopes: Vec<Scope> = if batch.rescan_all || ignore_changed {
+        let scopes: Vec<Scope> = if batch.covers_whole_folder() {
             vec![Scope::All]
         } else {
             tree_scopes(batch.paths.iter())

@@ -84,6 +84,11 @@ pub fn absolute(root: &Path, rel: &str) -> Result<PathBuf, PathError> {
         .fold(root.to_path_buf(), |p, part| p.join(part)))
 }
 
+/// Whether the folder-relative path `rel` is `dir` or inside it.
+pub fn is_within(rel: &str, dir: &str) -> bool {
+    rel == dir || (rel.starts_with(dir) && rel.as_bytes().get(dir.len()) == Some(&b'/'))
+}
+
 /// The longest file name (one path component, in bytes) the file systems
 /// folders live on accept: ext4, btrfs, XFS and APFS all stop at 255.
 pub const NAME_MAX: usize = 255;

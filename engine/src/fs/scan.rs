@@ -202,7 +202,7 @@ impl Observation {
     pub fn is_unsure(&self, rel: &str) -> bool {
         self.issues.iter().any(|i| {
             !matches!(i.kind, IssueKind::CaseCollision | IssueKind::Special)
-                && i.rel.as_deref().is_some_and(|p| is_within(rel, p))
+                && i.rel.as_deref().is_some_and(|p| path::is_within(rel, p))
         })
     }
 
@@ -210,14 +210,10 @@ impl Observation {
     /// not deleted, they are forgotten (as ignored paths are).
     pub fn is_in_node_home(&self, rel: &str) -> bool {
         self.issues.iter().any(|i| {
-            i.kind == IssueKind::NodeHome && i.rel.as_deref().is_some_and(|p| is_within(rel, p))
+            i.kind == IssueKind::NodeHome
+                && i.rel.as_deref().is_some_and(|p| path::is_within(rel, p))
         })
     }
-}
-
-/// Whether `rel` is `dir` or inside it.
-fn is_within(rel: &str, dir: &str) -> bool {
-    rel == dir || (rel.starts_with(dir) && rel.as_bytes().get(dir.len()) == Some(&b'/'))
 }
 
 /// The kind of a special file (not a file, directory or symlink), if it

@@ -49,6 +49,19 @@ pub struct Batch {
     pub rescan_all: bool,
 }
 
+impl Batch {
+    /// Whether the folder's ignore file is among the changed paths.
+    pub fn changes_ignore_file(&self) -> bool {
+        self.paths.iter().any(|p| p == super::ignore::IGNORE_FILE)
+    }
+
+    /// Whether reconciling this batch means the whole folder: events were
+    /// lost, or the ignore rules changed (every path may be in or out).
+    pub fn covers_whole_folder(&self) -> bool {
+        self.rescan_all || self.changes_ignore_file()
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Pending {
     first: Instant,

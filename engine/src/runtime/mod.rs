@@ -540,21 +540,11 @@ fn watch_folder(
                     warn!(folder = %id, error = %e, "watch error");
                 }
                 let report = indexer.apply(&*s.store, &batch);
-                if batch
-                    .paths
-                    .iter()
-                    .any(|p| p == crate::fs::ignore::IGNORE_FILE)
-                {
+                if batch.changes_ignore_file() {
                     watcher.set_ignore(indexer.ignore().clone());
                 }
                 if let Ok(r) = &report {
-                    // A changed ignore file made it a whole-folder reconcile.
-                    let whole = batch.rescan_all
-                        || batch
-                            .paths
-                            .iter()
-                            .any(|p| p == crate::fs::ignore::IGNORE_FILE);
-                    let scope = (!whole).then_some(batch.paths.as_slice());
+                    let scope = (!batch.covers_whole_folder()).then_some(batch.paths.as_slice());
                     note_not_synced(&s, &id, &config.path, scope, &r.issues);
                 }
                 match report {
@@ -587,14 +577,11 @@ fn note_not_synced(
     scope: Option<&[String]>,
     issues: &[crate::fs::scan::ScanIssue],
 ) {
-    let within = |p: &str, dir: &str| {
-        p == dir || (p.starts_with(dir) && p.as_bytes().get(dir.len()) == Some(&b'/'))
-    };
     let mut all = lock(&s.not_synced);
     let list = all.entry(folder.to_string()).or_default();
     match scope {
         None => list.clear(),
-        Some(paths) => list.retain(|p, _| !paths.iter().any(|d| within(p, d))),
+        Some(paths) => list.retain(|p, _| !paths.iter().any(|d| crate::fs::path::is_within(p, d))),
     }
     for i in issues.iter().filter(|i| i.kind.is_lasting()) {
         // A name that is not UTF-8 has no folder path: shown as best we can.
