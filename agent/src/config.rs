@@ -45,6 +45,10 @@ pub struct SyncSection {
     /// they are asked of another peer (or the file is retried later). Only
     /// silence counts: a slow link or a busy peer still sending is waited for.
     pub stall_secs: f64,
+    /// Free space kept on each folder's disk: a file that would leave less
+    /// is not started (it waits, shown as failing, until space is freed).
+    /// A share ("1%") or a size ("500 MB", "2 GiB").
+    pub min_free: String,
 }
 
 /// `[discovery]`.
@@ -87,6 +91,7 @@ impl Default for SyncSection {
         SyncSection {
             trash_days: 30,
             stall_secs: softadastra::runtime::DEFAULT_STALL.as_secs_f64(),
+            min_free: "1%".into(),
         }
     }
 }
@@ -147,7 +152,16 @@ impl Config {
                 self.sync.stall_secs
             );
         }
+        self.min_free()?;
         Ok(())
+    }
+
+    /// `[sync] min_free`, read.
+    pub fn min_free(&self) -> Result<softadastra::runtime::exec::MinFree> {
+        self.sync
+            .min_free
+            .parse()
+            .map_err(|e| anyhow::anyhow!("sync.min_free: {e}"))
     }
 
     /// The whole configuration as TOML (every option, defaults included).
@@ -186,5 +200,10 @@ mod tests {
         assert!(e.contains("sync.stall_secs = 0 is out of range"), "{e}");
         std::fs::write(&p, "[sync]\nstall_secs = 2.5\n").unwrap();
         assert_eq!(Config::load(&p).unwrap().sync.stall_secs, 2.5);
+        std::fs::write(&p, "[sync]\nmin_free = \"plenty\"\n").unwrap();
+        let e = format!("{:#}", Config::load(&p).unwrap_err());
+        assert!(e.contains("sync.min_free") && e.contains("plenty"), "{e}");
+        std::fs::write(&p, "[sync]\nmin_free = \"2 GiB\"\n").unwrap();
+        assert_eq!(Config::load(&p).unwrap().min_free().unwrap().bytes, 2 << 30);
     }
 }

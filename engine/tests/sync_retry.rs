@@ -1,7 +1,9 @@
 //! When file work is handed out: work that failed waits out a backoff,
 //! unless a peer connects (then it has a source again and goes at once: a
 //! transfer broken by a replaced connection resumes without waiting a
-//! second); a path inside a directory still to be created waits for it.
+//! second); work that failed for want of a change (a full disk, a denied
+//! permission) waits for that change, not for a peer; a path inside a
+//! directory still to be created waits for it.
 
 mod common;
 
@@ -9,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{docs_node, page, record};
 use softadastra::core::NodeId;
-use softadastra::sync::{Action, Failing, SyncEngine};
+use softadastra::sync::{Action, Cause, Failing, SyncEngine, WorkError};
 
 /// The paths the actions hand out to be placed, in order.
 fn placed(actions: &[Action]) -> Vec<String> {
@@ -43,7 +45,12 @@ fn a_peer_connecting_makes_failed_work_due_at_once() {
     assert_eq!(places(&actions), 1, "{actions:?}");
 
     // The transfer failed: nothing is handed out during the backoff.
-    engine.failed("docs", "a.txt", t0, "simulated failure");
+    engine.failed(
+        "docs",
+        "a.txt",
+        t0,
+        &WorkError::transfer("simulated failure"),
+    );
     let later = t0 + Duration::from_millis(100);
     assert_eq!(places(&engine.tick(&mut store, later).unwrap().actions), 0);
 
@@ -55,7 +62,12 @@ fn a_peer_connecting_makes_failed_work_due_at_once() {
     assert_eq!(report.retried, 1);
 
     // Failing again backs off further: a connection is no busy loop.
-    engine.failed("docs", "a.txt", later, "peer sent nothing for 30s");
+    engine.failed(
+        "docs",
+        "a.txt",
+        later,
+        &WorkError::transfer("peer sent nothing for 30s"),
+    );
     let soon = later + Duration::from_millis(100);
     assert_eq!(places(&engine.tick(&mut store, soon).unwrap().actions), 0);
 
@@ -67,9 +79,64 @@ fn a_peer_connecting_makes_failed_work_due_at_once() {
         vec![Failing {
             path: "a.txt".into(),
             why: "peer sent nothing for 30s".into(),
+            cause: Cause::Transfer,
+            waits_for_change: false,
             attempts: 2,
         }]
     );
+}
+
+/// A full disk is not cured by time or by a peer: the work waits for the
+/// runtime to report a change (or the long backoff), and status says it
+/// waits for one.
+#[test]
+fn work_blocked_by_a_full_disk_waits_for_a_change_not_a_peer() {
+    let me = NodeId::derive(b"me");
+    let peer = NodeId::derive(b"peer");
+    let (mut store, mut engine): (_, SyncEngine) = docs_node(me, peer);
+    let t0 = Instant::now();
+    let actions = engine
+        .received(
+            &mut store,
+            peer,
+            page(vec![("a.txt".into(), record(peer))]),
+            t0,
+        )
+        .unwrap();
+    assert_eq!(places(&actions), 1, "{actions:?}");
+    let full = WorkError::new(
+        Cause::NoSpace { needed: 4096 },
+        "not enough space for a.txt",
+    );
+    engine.failed("docs", "a.txt", t0, &full);
+
+    // Not after the short backoff's longest delay, nor when a peer connects.
+    let later = t0 + Duration::from_secs(31);
+    engine.disconnected(peer);
+    engine.connected(&store, peer, later).unwrap();
+    assert_eq!(places(&engine.tick(&mut store, later).unwrap().actions), 0);
+    let p = engine.progress(&store, "docs");
+    assert_eq!((p.failing, p.blocked), (1, 1));
+    assert!(p.failing_files[0].waits_for_change);
+    assert_eq!(engine.waiting_for_space().get("docs"), Some(&4096));
+
+    // Space freed in another folder wakes nothing here; in this one, it does.
+    assert_eq!(engine.retry_blocked(Some("other"), |_| true, later), 0);
+    let woken = engine.retry_blocked(Some("docs"), |c| matches!(c, Cause::NoSpace { .. }), later);
+    assert_eq!(woken, 1);
+    assert_eq!(places(&engine.tick(&mut store, later).unwrap().actions), 1);
+
+    // With no change reported, the long backoff still tries again.
+    let t1 = later + Duration::from_secs(1);
+    engine.failed("docs", "a.txt", t1, &full);
+    let before = t1 + engine_config_blocked() - Duration::from_secs(1);
+    assert_eq!(places(&engine.tick(&mut store, before).unwrap().actions), 0);
+    let after = t1 + engine_config_blocked() * 5 / 4 + Duration::from_secs(1);
+    assert_eq!(places(&engine.tick(&mut store, after).unwrap().actions), 1);
+}
+
+fn engine_config_blocked() -> Duration {
+    softadastra::sync::SyncConfig::default().retry_blocked
 }
 
 /// A file inside a directory that is itself still to be created waits for

@@ -26,7 +26,7 @@ use softadastra::folder::{FOLDERS_NS, FileRecord, FolderConfig, file_key};
 use softadastra::fs::scan::EntryKind;
 use softadastra::store::{Op, Store, StoreConfig, ns};
 use softadastra::sync::resolve::{Probe, copy_target};
-use softadastra::sync::{Action, SyncConfig, SyncEngine, SyncMessage};
+use softadastra::sync::{Action, SyncConfig, SyncEngine, SyncMessage, WorkError};
 use softadastra::wal::{Durability, MemStorage};
 
 const FOLDER: &str = "f";
@@ -54,6 +54,11 @@ enum Msg {
         req: u64,
         bytes: Option<Vec<u8>>,
     },
+}
+
+/// A failure the simulation injects (a transfer that broke).
+fn simulated() -> WorkError {
+    WorkError::transfer("simulated failure")
 }
 
 #[derive(Debug)]
@@ -121,6 +126,7 @@ fn sync_config() -> SyncConfig {
         page_records: 3,
         retry_min: Duration::from_millis(200),
         retry_max: Duration::from_secs(5),
+        retry_blocked: Duration::from_secs(20),
         poll_every: Duration::from_secs(10),
         max_out: 3,
     }
@@ -341,7 +347,7 @@ impl Sim {
         let on_disk = node.disk.get(&path).map(|b| hash(b));
         let expected = expect.as_ref().filter(|e| !e.deleted).and_then(|e| e.hash);
         if on_disk != expected {
-            node.engine.failed(FOLDER, &path, now, "simulated failure");
+            node.engine.failed(FOLDER, &path, now, &simulated());
             return;
         }
         match &work {
@@ -353,7 +359,7 @@ impl Sim {
                     need,
                     expect.as_ref(),
                 ) {
-                    node.engine.failed(FOLDER, &path, now, "simulated failure");
+                    node.engine.failed(FOLDER, &path, now, &simulated());
                     return;
                 }
                 if std::env::var_os("SOFTADASTRA_SIM_VERBOSE").is_some() {
@@ -391,7 +397,7 @@ impl Sim {
                 let Some(&src) = sources.get(self.rng.usize(0..sources.len().max(1))) else {
                     self.nodes[i]
                         .engine
-                        .failed(FOLDER, &path, now, "simulated failure");
+                        .failed(FOLDER, &path, now, &simulated());
                     return;
                 };
                 self.next_req += 1;
@@ -430,12 +436,12 @@ impl Sim {
             expect.as_ref(),
         ) {
             // Overtaken while the bytes travelled: drop them.
-            node.engine.failed(FOLDER, &path, now, "simulated failure");
+            node.engine.failed(FOLDER, &path, now, &simulated());
             return;
         }
         let on_disk = node.disk.get(&path).map(|b| hash(b));
         if on_disk != expect.as_ref().filter(|e| !e.deleted).and_then(|e| e.hash) {
-            node.engine.failed(FOLDER, &path, now, "simulated failure");
+            node.engine.failed(FOLDER, &path, now, &simulated());
             return;
         }
         let mut copy = None;
@@ -532,7 +538,7 @@ impl Sim {
                     Some(b) => self.finish_place(to, f.work, b),
                     None => self.nodes[to]
                         .engine
-                        .failed(FOLDER, &f.path, now, "simulated failure"),
+                        .failed(FOLDER, &f.path, now, &simulated()),
                 }
             }
         }
@@ -706,7 +712,7 @@ impl Sim {
             let f = self.nodes[i].fetches.remove(&r).unwrap();
             self.nodes[i]
                 .engine
-                .failed(FOLDER, &f.path, now, "simulated failure");
+                .failed(FOLDER, &f.path, now, &simulated());
         }
         let node = &mut self.nodes[i];
         let report = node.engine.tick(node.store.as_mut().unwrap(), now).unwrap();

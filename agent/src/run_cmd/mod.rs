@@ -179,6 +179,7 @@ pub fn run(home: &Home, opts: RunOptions) -> Result<ExitCode> {
     let options = RuntimeOptions {
         trash_keep: Duration::from_secs(u64::from(trash_days) * 24 * 3600),
         stall: Duration::from_secs_f64(config.sync.stall_secs),
+        min_free: config.min_free()?,
     };
     let identity = home.identity()?;
     let mut store = open_store_waiting(home)?;

@@ -342,17 +342,27 @@ pub(super) fn folder_line(f: &serde_json::Value) -> String {
         }
     }
     if n(&p["failing"]) > 0 {
+        let blocked = n(&p["blocked"]);
         line.push_str(&format!(
-            "\n         {} failing, retried with backoff:",
-            n(&p["failing"])
+            "\n         {} failing, retried with backoff{}:",
+            n(&p["failing"]),
+            match blocked {
+                0 => String::new(),
+                b => format!("; {b} need you (they wait for space or a permission)"),
+            }
         ));
         for f in p["failing_files"].as_array().into_iter().flatten() {
             let tries = match n(&f["attempts"]) {
                 1 => "failed once".to_string(),
                 k => format!("failed {k} times"),
             };
+            let when = if f["waits_for_change"].as_bool() == Some(true) {
+                "; waits for a change"
+            } else {
+                ""
+            };
             line.push_str(&format!(
-                "\n           {}: {} ({tries})",
+                "\n           {}: {} ({tries}{when})",
                 f["path"].as_str().unwrap_or("?"),
                 f["why"].as_str().unwrap_or("?"),
             ));

@@ -69,6 +69,9 @@ pub struct Shared {
     /// How long a peer may send nothing before requests to it are given
     /// up ([`RuntimeOptions::stall`]).
     pub stall: Duration,
+    /// Free space kept on each folder's file system
+    /// ([`RuntimeOptions::min_free`]).
+    pub min_free: exec::MinFree,
     /// When each peer last sent chunk bytes.
     pub heard: exec::Heard,
     /// Large files whose transfer broke part-way, to resume.
@@ -149,6 +152,9 @@ pub struct RuntimeOptions {
     /// request crawling over a slow link, or waiting at a busy peer behind
     /// others that are flowing, is never cut.
     pub stall: Duration,
+    /// A file is not started unless it fits in its folder's file system
+    /// with this much left free.
+    pub min_free: exec::MinFree,
 }
 
 /// [`RuntimeOptions::stall`] unless set.
@@ -160,6 +166,7 @@ impl Default for RuntimeOptions {
         RuntimeOptions {
             trash_keep: Duration::from_secs(30 * 24 * 3600),
             stall: DEFAULT_STALL,
+            min_free: exec::MinFree::default(),
         }
     }
 }
@@ -209,6 +216,7 @@ impl SyncRuntime {
             roots: Mutex::default(),
             chunk_slots: tokio::sync::Semaphore::new(24),
             stall: options.stall,
+            min_free: options.min_free,
             heard: Default::default(),
             partials: Default::default(),
             bytes_fetched: Default::default(),
@@ -235,6 +243,7 @@ impl SyncRuntime {
             options.trash_keep,
         )));
         tasks.push(tokio::spawn(drop_unwanted_partials(shared.clone())));
+        tasks.push(tokio::spawn(wake_when_space_frees(shared.clone())));
         let s = shared.clone();
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -249,7 +258,13 @@ impl SyncRuntime {
                         Local::Changed(folder) => {
                             let actions = {
                                 let store = lock(&s.store);
-                                lock(&s.engine).local_changed(&store, &folder)
+                                let mut engine = lock(&s.engine);
+                                // A change in the folder (a permission
+                                // given, a file deleted, a rescan, the
+                                // folder resumed) may cure work that
+                                // waits for one.
+                                engine.retry_blocked(Some(&folder), |_| true, Instant::now());
+                                engine.local_changed(&store, &folder)
                             };
                             dispatch(&s, actions);
                         }
@@ -617,6 +632,48 @@ async fn drop_unwanted_partials(s: Arc<Shared>) {
                 files = dropped,
                 "deleted unfinished downloads no longer wanted"
             );
+        }
+    }
+}
+
+/// Every few seconds, wake the work that waits for free space in a folder
+/// whose file system now has room for at least one of its files beyond
+/// the minimum kept (see [`exec::MinFree`]): a file blocked by a full disk
+/// lands within seconds of space being freed.
+async fn wake_when_space_frees(s: Arc<Shared>) {
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        every.tick().await;
+        let waiting = lock(&s.engine).waiting_for_space();
+        if waiting.is_empty() {
+            continue;
+        }
+        let s2 = s.clone();
+        let roomy: Vec<String> = tokio::task::spawn_blocking(move || {
+            waiting
+                .into_iter()
+                .filter(|(folder, least)| {
+                    exec::root_of(&s2, folder)
+                        .ok()
+                        .and_then(|root| exec::room_beyond_minimum(&root, &s2.min_free))
+                        .is_some_and(|room| room >= *least)
+                })
+                .map(|(folder, _)| folder)
+                .collect()
+        })
+        .await
+        .unwrap_or_default();
+        let now = Instant::now();
+        let mut engine = lock(&s.engine);
+        for folder in roomy {
+            let woken = engine.retry_blocked(
+                Some(&folder),
+                |c| matches!(c, crate::sync::Cause::NoSpace { .. }),
+                now,
+            );
+            if woken > 0 {
+                info!(%folder, files = woken, "space was freed; trying the files that did not fit");
+            }
         }
     }
 }

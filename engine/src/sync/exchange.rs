@@ -16,9 +16,10 @@ impl SyncEngine {
         // Work waiting out a retry delay (typically its transfer broke with
         // the connection this one replaces) has a source again: due now.
         // Its attempt count stays, so a path that keeps failing still
-        // backs off.
+        // backs off. Work waiting for a change (a full disk) still waits:
+        // a peer coming back cures nothing there.
         for w in self.work.values_mut() {
-            if w.attempts > 0 && !w.out {
+            if w.attempts > 0 && !w.out && !w.why.as_ref().is_some_and(WorkError::needs_change) {
                 w.due = w.due.min(now);
             }
         }

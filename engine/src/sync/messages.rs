@@ -58,6 +58,9 @@ pub struct FolderProgress {
     pub in_flight: u64,
     /// Failed at least once, waiting for a retry.
     pub failing: u64,
+    /// Of those, waiting for something to change (space freed, a
+    /// permission given): a person may have to act.
+    pub blocked: u64,
     /// Some of the failing paths, with why.
     pub failing_files: Vec<Failing>,
 }
@@ -70,6 +73,11 @@ pub struct Failing {
     pub path: String,
     /// Why the last attempt failed.
     pub why: String,
+    /// The kind of failure.
+    pub cause: Cause,
+    /// Whether the work waits for something to change (see
+    /// [`Cause::needs_change`]) rather than for a retry soon.
+    pub waits_for_change: bool,
     /// Attempts so far.
     pub attempts: u32,
 }
@@ -153,6 +161,10 @@ pub struct SyncConfig {
     pub retry_min: Duration,
     /// Longest retry delay.
     pub retry_max: Duration,
+    /// Retry delay of file work that waits for a change (a full disk, a
+    /// denied permission: see [`Cause::needs_change`]) when no change is
+    /// reported sooner.
+    pub retry_blocked: Duration,
     /// Every shared folder is re-polled this often even with no hint.
     pub poll_every: Duration,
     /// File work handed out at once (the rest waits its turn, so a bulk
@@ -166,6 +178,7 @@ impl Default for SyncConfig {
             page_records: 1000,
             retry_min: Duration::from_millis(500),
             retry_max: Duration::from_secs(30),
+            retry_blocked: Duration::from_secs(60),
             poll_every: Duration::from_secs(60),
             max_out: 512,
         }

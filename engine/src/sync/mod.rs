@@ -22,18 +22,21 @@
 //!   before the cursor moves past it, and handed to the executor as an
 //!   [`Action::Place`] or [`Action::Remove`]. The executor reports back
 //!   through [`SyncEngine::completed`] (which records the new index entry
-//!   and drops the need in one batch) or [`SyncEngine::failed`] (retried
-//!   with backoff). After a restart every stored need is handed out again.
+//!   and drops the need in one batch) or [`SyncEngine::failed`] with a
+//!   typed [`WorkError`]: retried with backoff, or — a full disk, a denied
+//!   permission — held until something changes (see [`failure`]). After a restart every stored need is handed out again.
 //! * **Paths from peers** pass [`crate::fs::path::validate`]; a hostile one
 //!   (absolute, `..`, NUL, …) is refused, logged and counted, and the rest
 //!   of the page is still used.
 
 mod exchange;
+mod failure;
 mod held;
 mod messages;
 pub mod resolve;
 mod work;
 
+pub use failure::{Cause, WorkError};
 pub use messages::*;
 use work::DirEffect;
 
@@ -99,7 +102,7 @@ struct Work {
     /// Handed out and not yet reported.
     out: bool,
     /// Why the last attempt failed.
-    why: Option<String>,
+    why: Option<WorkError>,
 }
 
 /// The sync state machine of one node.

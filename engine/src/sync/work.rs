@@ -344,21 +344,75 @@ impl SyncEngine {
             && local.map(|l| l.version) == expect.map(|e| e.version.clone())
     }
 
-    /// The executor could not finish the work on `path` (content not
-    /// available, disk changed meanwhile, I/O error; `why` says which, for
-    /// [`progress`](Self::progress)): retry later with exponential backoff
-    /// and jitter.
-    pub fn failed(&mut self, folder: &str, path: &str, now: Instant, why: &str) {
+    /// The executor could not finish the work on `path` (`why` says what
+    /// and where, for [`progress`](Self::progress)). A failure that time
+    /// cures is retried with exponential backoff and jitter; one that needs
+    /// a change first ([`Cause::needs_change`]: a full disk, a denied
+    /// permission) waits for [`retry_blocked`](Self::retry_blocked) or
+    /// [`SyncConfig::retry_blocked`], whichever comes first.
+    pub fn failed(&mut self, folder: &str, path: &str, now: Instant, why: &WorkError) {
         let (min, max) = (self.config.retry_min, self.config.retry_max);
+        let blocked = self.config.retry_blocked;
         let key = (folder.to_string(), path.to_string());
         self.set_out(&key, false);
         if let Some(w) = self.work.get_mut(&key) {
             w.attempts += 1;
-            w.why = Some(why.to_string());
-            let base = min.saturating_mul(1 << w.attempts.min(16)).min(max);
-            let jitter = Duration::from_millis(self.rng.u64(..=base.as_millis() as u64 / 2));
+            w.why = Some(why.clone());
+            let base = if why.needs_change() {
+                blocked
+            } else {
+                min.saturating_mul(1 << w.attempts.min(16)).min(max)
+            };
+            let jitter = Duration::from_millis(self.rng.u64(..=base.as_millis() as u64 / 4));
             w.due = now + base + jitter;
         }
+    }
+
+    /// Something changed that may cure failures waiting for a change in
+    /// `folder` (`None`: every folder): its work whose last failure
+    /// `matches` is due again now. Returns how many were woken. The
+    /// runtime calls it when space is freed, when the folder changes
+    /// locally, is rescanned or resumed.
+    pub fn retry_blocked(
+        &mut self,
+        folder: Option<&str>,
+        matches: impl Fn(Cause) -> bool,
+        now: Instant,
+    ) -> usize {
+        let mut woken = 0;
+        for ((f, _), w) in self.work.iter_mut() {
+            if folder.is_some_and(|want| want != f) || w.out {
+                continue;
+            }
+            if let Some(why) = &w.why
+                && why.needs_change()
+                && matches(why.cause)
+                && w.due > now
+            {
+                w.due = now;
+                woken += 1;
+            }
+        }
+        woken
+    }
+
+    /// Folders with work waiting for free space, each with the fewest
+    /// bytes one such file needs (the runtime wakes them when at least
+    /// that much is free).
+    pub fn waiting_for_space(&self) -> HashMap<String, u64> {
+        let mut out: HashMap<String, u64> = HashMap::new();
+        for ((f, _), w) in &self.work {
+            if let Some(WorkError {
+                cause: Cause::NoSpace { needed },
+                ..
+            }) = &w.why
+                && !w.out
+            {
+                let least = out.entry(f.clone()).or_insert(*needed);
+                *least = (*least).min(*needed);
+            }
+        }
+        out
     }
 
     /// Drop a need whose file work cannot ever be done here (for example
@@ -409,10 +463,17 @@ impl SyncEngine {
                 Some(w) if w.out => p.in_flight += 1,
                 Some(w) if w.attempts > 0 => {
                     p.failing += 1;
+                    let (why, cause) = match &w.why {
+                        Some(e) => (e.what.clone(), e.cause),
+                        None => (String::new(), Cause::Io),
+                    };
+                    p.blocked += u64::from(cause.needs_change());
                     if p.failing_files.len() < 5 {
                         p.failing_files.push(Failing {
                             path,
-                            why: w.why.clone().unwrap_or_default(),
+                            why,
+                            cause,
+                            waits_for_change: cause.needs_change(),
                             attempts: w.attempts,
                         });
                     }

@@ -15,17 +15,17 @@ pub(super) fn place_one(
     root: &Path,
     abs: &Path,
     tmp: Option<&Path>,
-) -> Result<(Completed, Option<Placed>), String> {
+) -> Result<(Completed, Option<Placed>), WorkError> {
     let (folder_id, path, need, expect) = (&c.folder, &c.path, &c.need, c.expect.as_ref());
     outside_home(s.home.as_deref(), root, abs)?;
     if !SyncEngine::is_current(store, folder_id, path, need, expect) {
-        return Err("overtaken by newer information".into());
+        return Err(overtaken());
     }
     // A new file needs nothing at its path: the rename checks that itself,
     // atomically, where the file system can (`rename_new`).
     let new_file = tmp.is_some() && expect.is_none_or(|e| e.deleted);
     if !new_file && !disk_matches(abs, expect) {
-        return Err(CHANGED_ON_DISK.into());
+        return Err(changed_on_disk());
     }
     let mut copy = None;
     let target = match (&need.conflict_copy, expect.filter(|e| !e.deleted)) {
@@ -48,10 +48,16 @@ pub(super) fn place_one(
     let mut copied_to = None;
     if let Some((copy_path, e)) = target {
         let copy_path = &copy_path;
-        let copy_abs = crate::fs::path::absolute(root, copy_path).map_err(|e| e.to_string())?;
+        let copy_abs = absolute(root, copy_path)?;
         rename_new(abs, &copy_abs).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => format!("{} already exists", copy_abs.display()),
-            _ => format!("keep conflict copy: {e}"),
+            std::io::ErrorKind::AlreadyExists => WorkError::new(
+                Cause::ChangedOnDisk,
+                format!("{} already exists", copy_abs.display()),
+            ),
+            _ => WorkError::io(
+                format_args!("keep conflict copy {}", copy_abs.display()),
+                &e,
+            ),
         })?;
         copied_to = Some(copy_abs.clone());
         let mut rec = e.clone();
@@ -80,9 +86,12 @@ pub(super) fn place_one(
                 trashed = Some(to_trash(&s.chunks, root, path, abs, chunks)?);
             }
             // A directory gives way to a file only when empty.
-            EntryKind::Dir => {
-                std::fs::remove_dir(abs).map_err(|e| format!("a directory is in the way: {e}"))?
-            }
+            EntryKind::Dir => std::fs::remove_dir(abs).map_err(|e| {
+                WorkError::io(
+                    format_args!("a directory is in the way: {}", abs.display()),
+                    &e,
+                )
+            })?,
             EntryKind::Value => {}
         }
     }
@@ -98,14 +107,18 @@ pub(super) fn place_one(
                     let _ = rename_new(back, abs);
                 }
                 if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    return Err(CHANGED_ON_DISK.into());
+                    return Err(changed_on_disk());
                 }
-                return Err(format!("move into place: {e}"));
+                return Err(WorkError::io(
+                    format_args!("move {} into place", abs.display()),
+                    &e,
+                ));
             }
         }
         None => {
             if need.record.kind == EntryKind::Dir {
-                std::fs::create_dir_all(abs).map_err(|e| e.to_string())?;
+                std::fs::create_dir_all(abs)
+                    .map_err(|e| WorkError::io(format_args!("create {}", abs.display()), &e))?;
             }
         }
     }
@@ -136,6 +149,16 @@ pub(super) const DIR_NOT_EMPTY: &str =
 pub(super) const CHANGED_ON_DISK: &str =
     "the file changed on disk since it was indexed; the scan decides first";
 
+/// See [`CHANGED_ON_DISK`].
+pub(super) fn changed_on_disk() -> WorkError {
+    WorkError::new(Cause::ChangedOnDisk, CHANGED_ON_DISK)
+}
+
+/// The work is no longer wanted as it was handed out.
+fn overtaken() -> WorkError {
+    WorkError::new(Cause::Overtaken, "overtaken by newer information")
+}
+
 /// Move a deleted file into the folder's trash (an empty directory is
 /// simply removed; one still holding files fails, see [`DIR_NOT_EMPTY`])
 /// and record it.
@@ -145,14 +168,14 @@ pub(super) fn remove_one(
     c: &Commit,
     root: &Path,
     abs: &Path,
-) -> Result<Completed, String> {
+) -> Result<Completed, WorkError> {
     let (folder_id, path, need, expect) = (&c.folder, &c.path, &c.need, c.expect.as_ref());
     outside_home(s.home.as_deref(), root, abs)?;
     if !SyncEngine::is_current(store, folder_id, path, need, expect) {
-        return Err("overtaken by newer information".into());
+        return Err(overtaken());
     }
     if !disk_matches(abs, expect) {
-        return Err(CHANGED_ON_DISK.into());
+        return Err(changed_on_disk());
     }
     if let Ok(m) = std::fs::symlink_metadata(abs) {
         if m.is_dir() {
@@ -165,9 +188,14 @@ pub(super) fn remove_one(
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {
-                    return Err(DIR_NOT_EMPTY.into());
+                    return Err(WorkError::new(Cause::DirNotEmpty, DIR_NOT_EMPTY));
                 }
-                Err(e) => return Err(format!("remove directory: {e}")),
+                Err(e) => {
+                    return Err(WorkError::io(
+                        format_args!("remove directory {}", abs.display()),
+                        &e,
+                    ));
+                }
             }
         } else {
             to_trash(&s.chunks, root, path, abs, expect)?;

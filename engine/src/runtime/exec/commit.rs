@@ -25,12 +25,12 @@ pub(super) enum Step {
     Remove,
 }
 
-pub(super) type Reply = tokio::sync::oneshot::Sender<Result<Vec<Action>, String>>;
+pub(super) type Reply = tokio::sync::oneshot::Sender<Result<Vec<Action>, WorkError>>;
 
 /// The committer's inbox.
 pub type CommitQueue = std::sync::mpsc::Sender<(Commit, Reply)>;
 
-pub(super) async fn submit(s: &Shared, commit: Commit) -> Result<Vec<Action>, String> {
+pub(super) async fn submit(s: &Shared, commit: Commit) -> Result<Vec<Action>, WorkError> {
     answered(send_commit(s, commit)?).await
 }
 
@@ -38,19 +38,27 @@ pub(super) async fn submit(s: &Shared, commit: Commit) -> Result<Vec<Action>, St
 pub(super) fn send_commit(
     s: &Shared,
     commit: Commit,
-) -> Result<tokio::sync::oneshot::Receiver<Result<Vec<Action>, String>>, String> {
+) -> Result<tokio::sync::oneshot::Receiver<Result<Vec<Action>, WorkError>>, WorkError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    s.commits
-        .send((commit, tx))
-        .map_err(|_| "the node is stopping".to_string())?;
+    s.commits.send((commit, tx)).map_err(|_| stopping())?;
     Ok(rx)
 }
 
 /// The committer's answer to a commit.
 pub(super) async fn answered(
-    rx: tokio::sync::oneshot::Receiver<Result<Vec<Action>, String>>,
-) -> Result<Vec<Action>, String> {
-    rx.await.map_err(|_| "the node is stopping".to_string())?
+    rx: tokio::sync::oneshot::Receiver<Result<Vec<Action>, WorkError>>,
+) -> Result<Vec<Action>, WorkError> {
+    rx.await.map_err(|_| stopping())?
+}
+
+/// Work cut short because the node is stopping.
+pub(super) fn stopping() -> WorkError {
+    WorkError::new(Cause::Stopping, "the node is stopping")
+}
+
+/// Work that could not be recorded (the store failed).
+pub(super) fn unrecorded(e: impl std::fmt::Display) -> WorkError {
+    WorkError::new(Cause::Io, format!("cannot record the work: {e}"))
 }
 
 /// The committer: three threads that change the disk and the index for all
@@ -186,7 +194,7 @@ pub(super) struct Flushed {
 /// Step 1 of [`committer`]. Work that cannot go on (no such folder, a bad
 /// path, a failed flush) is answered here.
 pub(super) fn flush_batch(s: &Arc<Shared>, batch: Vec<(Commit, Reply)>) -> Flushed {
-    let mut roots: HashMap<String, Result<PathBuf, String>> = HashMap::new();
+    let mut roots: HashMap<String, Result<PathBuf, WorkError>> = HashMap::new();
     let mut items = Vec::with_capacity(batch.len());
     for (c, reply) in batch {
         let root = roots
@@ -194,7 +202,7 @@ pub(super) fn flush_batch(s: &Arc<Shared>, batch: Vec<(Commit, Reply)>) -> Flush
             .or_insert_with(|| root_of(s, &c.folder))
             .clone();
         let place = root.and_then(|root| {
-            let abs = crate::fs::path::absolute(&root, &c.path).map_err(|e| e.to_string())?;
+            let abs = absolute(&root, &c.path)?;
             Ok((root, abs))
         });
         match place {
@@ -231,7 +239,7 @@ pub(super) fn flush_batch(s: &Arc<Shared>, batch: Vec<(Commit, Reply)>) -> Flush
         .filter_map(|r| r.as_ref().ok().map(PathBuf::as_path))
         .collect();
     if let Err(e) = make_durable(&ok_roots, &durable, bytes) {
-        let e = format!("cannot make the received files durable: {e}");
+        let e = WorkError::io("cannot make the received files durable", &e);
         for (_, reply, ..) in items {
             let _ = reply.send(Err(e.clone()));
         }
@@ -267,7 +275,7 @@ pub(super) fn record_batch(s: &Arc<Shared>, batch: Flushed) -> Option<Logged> {
     let held = store.hold_deferred(|store| {
         let mut done = Vec::new();
         let mut placed = Vec::new();
-        let mut results: Vec<Result<Vec<Action>, String>> = items
+        let mut results: Vec<Result<Vec<Action>, WorkError>> = items
             .iter()
             .map(|(c, _, root, abs)| {
                 let parent = abs.parent().unwrap_or(root);
@@ -317,7 +325,7 @@ pub(super) fn record_batch(s: &Arc<Shared>, batch: Flushed) -> Option<Logged> {
             Err(e) => {
                 placed.clear();
                 for r in results.iter_mut().filter(|r| r.is_ok()) {
-                    *r = Err(e.to_string());
+                    *r = Err(unrecorded(&e));
                 }
             }
         }
@@ -331,7 +339,7 @@ pub(super) fn record_batch(s: &Arc<Shared>, batch: Flushed) -> Option<Logged> {
         }
         Err(e) => {
             for (_, reply, ..) in items {
-                let _ = reply.send(Err(e.to_string()));
+                let _ = reply.send(Err(unrecorded(&e)));
             }
             return None;
         }
@@ -350,7 +358,7 @@ pub(super) fn record_batch(s: &Arc<Shared>, batch: Flushed) -> Option<Logged> {
 pub(super) struct Logged {
     /// The log's fsync, if the batch appended anything.
     pub(super) pending: Option<PendingSync>,
-    pub(super) replies: Vec<(Reply, Result<Vec<Action>, String>)>,
+    pub(super) replies: Vec<(Reply, Result<Vec<Action>, WorkError>)>,
 }
 
 impl Logged {
@@ -384,7 +392,7 @@ pub(super) fn logger(s: std::sync::Weak<Shared>, inbox: std::sync::mpsc::Receive
         for (reply, result) in replies {
             let result = match &synced {
                 Ok(()) => result,
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(unrecorded(e)),
             };
             let _ = reply.send(result);
         }

@@ -70,11 +70,11 @@ pub(super) struct Dest {
 /// scan leaves the home out of the index, but a peer could still name
 /// paths there. (A folder *inside* the home, as `<home>/docs`, is
 /// ordinary: it holds none of the home's own files.)
-pub(super) fn outside_home(home: Option<&Path>, root: &Path, abs: &Path) -> Result<(), String> {
+pub(super) fn outside_home(home: Option<&Path>, root: &Path, abs: &Path) -> Result<(), WorkError> {
     match home {
-        Some(h) if h.starts_with(root) && abs.starts_with(h) => Err(format!(
-            "refused: {} is inside this node's home",
-            abs.display()
+        Some(h) if h.starts_with(root) && abs.starts_with(h) => Err(WorkError::new(
+            Cause::Refused,
+            format!("refused: {} is inside this node's home", abs.display()),
         )),
         _ => Ok(()),
     }
@@ -83,8 +83,8 @@ pub(super) fn outside_home(home: Option<&Path>, root: &Path, abs: &Path) -> Resu
 impl Dest {
     /// Where `path` of the folder at `root` goes (never into `home`, see
     /// [`outside_home`]).
-    pub(super) fn of(root: PathBuf, path: &str, home: Option<&Path>) -> Result<Dest, String> {
-        let abs = crate::fs::path::absolute(&root, path).map_err(|e| e.to_string())?;
+    pub(super) fn of(root: PathBuf, path: &str, home: Option<&Path>) -> Result<Dest, WorkError> {
+        let abs = absolute(&root, path)?;
         outside_home(home, &root, &abs)?;
         Ok(Dest {
             tmp: temp_path(&abs),
@@ -96,23 +96,30 @@ impl Dest {
     /// Make the directory the file goes in, refusing one reached through
     /// a symlink (writing through it could land outside the folder).
     /// Blocking.
-    pub(super) fn prepare(&self, folder: &str, path: &str) -> Result<(), String> {
+    pub(super) fn prepare(&self, folder: &str, path: &str) -> Result<(), WorkError> {
         match parents(&self.root, &self.abs) {
             Parents::Real => Ok(()),
             Parents::Refused => Err(symlinked_parent(folder, path)),
             Parents::Missing => {
                 let parent = self.abs.parent().unwrap_or(&self.root);
                 std::fs::create_dir_all(parent)
-                    .map_err(|e| format!("create {}: {e}", parent.display()))
+                    .map_err(|e| WorkError::io(format_args!("create {}", parent.display()), &e))
             }
         }
     }
 }
 
 /// Refuse `path` of `folder` (a parent directory is a symlink), loudly.
-pub(super) fn symlinked_parent(folder: &str, path: &str) -> String {
+pub(super) fn symlinked_parent(folder: &str, path: &str) -> WorkError {
     warn!(%folder, %path, "refused: a parent directory is a symlink");
-    "a parent directory is a symlink".to_string()
+    WorkError::new(Cause::Refused, "refused: a parent directory is a symlink")
+}
+
+/// `path` of the folder at `root` on disk, refused if it is not a plain
+/// folder-relative path (a peer's `..`, an absolute path).
+pub(super) fn absolute(root: &Path, path: &str) -> Result<PathBuf, WorkError> {
+    crate::fs::path::absolute(root, path)
+        .map_err(|e| WorkError::new(Cause::Refused, format!("refused: {e}")))
 }
 
 /// The temporary file a download of `abs` is assembled in, beside it:

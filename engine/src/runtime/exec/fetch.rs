@@ -41,11 +41,22 @@ pub(super) async fn fetch_chunks(
     s: &Shared,
     peer: NodeId,
     chunks: &[(ContentHash, u32)],
+) -> Result<Vec<Option<Data>>, WorkError> {
+    fetch_from(s, peer, chunks)
+        .await
+        .map_err(WorkError::transfer)
+}
+
+/// [`fetch_chunks`], failing with why the transfer broke (naming the peer).
+async fn fetch_from(
+    s: &Shared,
+    peer: NodeId,
+    chunks: &[(ContentHash, u32)],
 ) -> Result<Vec<Option<Data>>, String> {
     let handle = lock(&s.peers)
         .get(&peer)
         .cloned()
-        .ok_or("peer not connected")?;
+        .ok_or_else(|| format!("{peer} is not connected"))?;
     let request = ChunkRequest {
         chunks: chunks.to_vec(),
     }
@@ -151,7 +162,7 @@ pub(super) struct Wanted {
 
 /// What is done with a chunk's answer: its bytes, `None` when the peer
 /// does not have it (or sent it wrong), or why the request failed.
-pub(super) type ChunkReply = Box<dyn FnOnce(Result<Option<Data>, String>) + Send>;
+pub(super) type ChunkReply = Box<dyn FnOnce(Result<Option<Data>, WorkError>) + Send>;
 
 /// Ask `peer` for `chunks` in requests shared with other small runs for
 /// the same peer; each chunk's answer goes to its reply.
@@ -181,7 +192,7 @@ pub(super) async fn fetch_gathered(
     s: &Arc<Shared>,
     peer: NodeId,
     chunks: Vec<(ContentHash, u32)>,
-) -> Result<Vec<Option<Data>>, String> {
+) -> Result<Vec<Option<Data>>, WorkError> {
     let mut answers = Vec::with_capacity(chunks.len());
     ask_gathered(
         s,
@@ -198,7 +209,7 @@ pub(super) async fn fetch_gathered(
         got.push(
             answer
                 .await
-                .map_err(|_| "the fetch was dropped".to_string())??,
+                .map_err(|_| WorkError::transfer("the fetch was dropped"))??,
         );
     }
     Ok(got)

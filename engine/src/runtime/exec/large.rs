@@ -5,11 +5,14 @@ use super::*;
 
 /// Peers' records are checked when they arrive; a need stored by an older
 /// build is checked here.
-pub(super) fn check_tiles(record: &FileRecord) -> Result<(), String> {
+pub(super) fn check_tiles(record: &FileRecord) -> Result<(), WorkError> {
     if record.chunks_tile() {
         Ok(())
     } else {
-        Err("the file's chunks do not cover it exactly".into())
+        Err(WorkError::new(
+            Cause::Refused,
+            "refused: the file's chunks do not cover it exactly",
+        ))
     }
 }
 
@@ -17,8 +20,8 @@ pub(super) fn check_tiles(record: &FileRecord) -> Result<(), String> {
 pub(super) const NO_SOURCE: &str = "no connected peer has this file";
 
 /// Why `peer` was not enough for a file's chunks.
-pub(super) fn lacks_chunks(peer: NodeId) -> String {
-    format!("{peer} does not have every chunk asked for")
+pub(super) fn lacks_chunks(peer: NodeId) -> WorkError {
+    WorkError::transfer(format!("{peer} does not have every chunk asked for"))
 }
 
 /// Most bytes fetched on one bulk stream: enough that a stream costs little
@@ -77,7 +80,7 @@ pub(super) async fn run_job(
     sources: Arc<Vec<NodeId>>,
     k: usize,
     job: Job,
-) -> Result<Vec<(usize, Data, bool)>, String> {
+) -> Result<Vec<(usize, Data, bool)>, WorkError> {
     let mut want = match job {
         Job::Local(i, places) => {
             let _slot = s.chunk_slots.acquire().await;
@@ -87,7 +90,7 @@ pub(super) async fn run_job(
                 local_chunk_from(&s2, &mut OpenFile::default(), &c.hash, false, places)
             })
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| stopping())?;
             if let Some(d) = local {
                 return Ok(vec![(i, vec![Bytes::from(d)], false)]);
             }
@@ -96,7 +99,7 @@ pub(super) async fn run_job(
         Job::Remote(run) => run,
     };
     let mut done = Vec::with_capacity(want.len());
-    let mut last = NO_SOURCE.to_string();
+    let mut last = WorkError::transfer(NO_SOURCE);
     for t in 0..sources.len() {
         let peer = sources[(k + t) % sources.len()];
         let ask: Vec<(ContentHash, u32)> = want
@@ -157,22 +160,16 @@ pub(super) async fn assemble(
 /// only fetching the rest failed.
 #[derive(Debug)]
 pub(super) struct Unfinished {
-    pub(super) why: String,
+    pub(super) why: WorkError,
     pub(super) resumable: bool,
 }
 
-impl From<String> for Unfinished {
-    fn from(why: String) -> Self {
+impl From<WorkError> for Unfinished {
+    fn from(why: WorkError) -> Self {
         Unfinished {
             why,
             resumable: false,
         }
-    }
-}
-
-impl From<&str> for Unfinished {
-    fn from(why: &str) -> Self {
-        Unfinished::from(why.to_string())
     }
 }
 
@@ -292,7 +289,7 @@ pub(super) async fn assemble_large(
     let (to_writer, mut inbox) = tokio::sync::mpsc::channel::<Data>(16);
     let (ready, from) = tokio::sync::oneshot::channel::<usize>();
     let (tmp_path, r) = (tmp.to_path_buf(), record.clone());
-    let writer = tokio::task::spawn_blocking(move || -> Result<_, String> {
+    let writer = tokio::task::spawn_blocking(move || -> Result<_, WorkError> {
         // Opened here, not on an async worker: creating a file waits
         // while the file system commits its journal (every commit batch's
         // syncfs).
@@ -301,7 +298,8 @@ pub(super) async fn assemble_large(
         let mut flushed = at;
         while let Some(data) = inbox.blocking_recv() {
             for piece in &data {
-                f.write_all(piece).map_err(|e| e.to_string())?;
+                f.write_all(piece)
+                    .map_err(|e| WorkError::io(format_args!("write {}", tmp_path.display()), &e))?;
                 hasher.update(piece);
                 at += piece.len() as u64;
             }
@@ -316,8 +314,8 @@ pub(super) async fn assemble_large(
         // The writer could not open the file: its error says why.
         return Err(match writer.await {
             Ok(Err(e)) => e.into(),
-            Ok(Ok(_)) => "the file could not be opened".into(),
-            Err(e) => e.to_string().into(),
+            Ok(Ok(_)) => WorkError::new(Cause::Io, "the file could not be opened").into(),
+            Err(_) => stopping().into(),
         });
     };
     let mut pending: std::collections::BTreeMap<usize, Data> = Default::default();
@@ -341,7 +339,7 @@ pub(super) async fn assemble_large(
         let Some(done) = set.join_next().await else {
             break;
         };
-        let done = match done.map_err(|e| e.to_string()).and_then(|d| d) {
+        let done = match done.map_err(|_| stopping()).and_then(|d| d) {
             Ok(d) => d,
             Err(e) => {
                 failed = Some(e);
@@ -369,7 +367,7 @@ pub(super) async fn assemble_large(
     // Wait for the writer even after a failure: the caller deletes the
     // temporary file, which must not be created after that.
     drop(to_writer);
-    let written = writer.await.map_err(|e| e.to_string())?;
+    let written = writer.await.map_err(|_| stopping())?;
     if let Some(why) = failed {
         // What was written is the file's first chunks, each checked: a
         // later attempt at the same content goes on from there.
@@ -380,12 +378,12 @@ pub(super) async fn assemble_large(
     }
     let (f, hasher) = written?;
     if !writing || next < record.chunks.len() {
-        return Err("the file could not be written".into());
+        return Err(WorkError::new(Cause::Io, "the file could not be written").into());
     }
     let r = record.clone();
     tokio::task::spawn_blocking(move || finish_file(&f, hasher.finalize().into(), &r))
         .await
-        .map_err(|e| e.to_string())??;
+        .map_err(|_| stopping())??;
     debug!(
         bytes_fetched = fetched,
         size = record.size,
@@ -404,7 +402,7 @@ pub(super) fn open_assembly(
     tmp: &Path,
     record: &FileRecord,
     resume: bool,
-) -> Result<(std::fs::File, blake3::Hasher, usize, u64), String> {
+) -> Result<(std::fs::File, blake3::Hasher, usize, u64), WorkError> {
     let mut hasher = blake3::Hasher::new();
     if resume
         && let Ok(mut f) = std::fs::OpenOptions::new().read(true).write(true).open(tmp)
@@ -422,11 +420,14 @@ pub(super) fn open_assembly(
         }
         // The chunks tile the file: the next one starts where these end.
         let at = record.chunks.get(kept).map_or(record.size, |c| c.offset);
-        f.seek(SeekFrom::Start(at)).map_err(|e| e.to_string())?;
+        f.seek(SeekFrom::Start(at))
+            .map_err(|e| WorkError::io(format_args!("seek in {}", tmp.display()), &e))?;
         return Ok((f, hasher, kept, at));
     }
-    let f = std::fs::File::create(tmp).map_err(|e| format!("create {}: {e}", tmp.display()))?;
-    f.set_len(record.size).map_err(|e| e.to_string())?;
+    let f = std::fs::File::create(tmp)
+        .map_err(|e| WorkError::io(format_args!("create {}", tmp.display()), &e))?;
+    f.set_len(record.size)
+        .map_err(|e| WorkError::io(format_args!("size {}", tmp.display()), &e))?;
     Ok((f, hasher, 0, 0))
 }
 
@@ -451,15 +452,16 @@ pub(super) fn finish_file(
     f: &std::fs::File,
     got: ContentHash,
     record: &FileRecord,
-) -> Result<(), String> {
+) -> Result<(), WorkError> {
     if Some(got) != record.hash {
-        return Err(format!(
+        return Err(WorkError::transfer(format!(
             "assembled file hashes to {got}, not the announced hash; discarded"
-        ));
+        )));
     }
     set_times_and_mode(f, record.mtime_ns, record.mode);
     if record.size >= SYNC_ALONE {
-        f.sync_all().map_err(|e| e.to_string())?;
+        f.sync_all()
+            .map_err(|e| WorkError::io("sync the assembled file", &e))?;
     }
     Ok(())
 }

@@ -12,12 +12,15 @@
 //! index says, a conflict copy is made if asked, the temporary file is
 //! renamed into place and the new state recorded. A partial file never
 //! appears at its real path. Removing moves the file into the folder's
-//! `.softadastra/trash/` instead of deleting it.
+//! `.softadastra/trash/` instead of deleting it. A file that would not fit
+//! in the free space is not started ([`space`]). Every failure is a typed
+//! [`WorkError`] whose cause tells the engine whether to retry soon or
+//! wait for a change.
 //!
 //! Chunk requests (bulk stream): 32-byte chunk hash + u32 LE length;
 //! answer: one status byte (0 = here it is, 1 = not here) then the bytes.
 //!
-//! One job per file: [`chunk_index`], [`serve`], [`fetch`], [`dest`], [`work`], [`small`], [`large`], [`writers`], [`commit`], [`trash`], [`apply`], [`sys`].
+//! One job per file: [`chunk_index`], [`serve`], [`fetch`], [`dest`], [`work`], [`small`], [`large`], [`space`], [`writers`], [`commit`], [`trash`], [`apply`], [`sys`].
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -37,7 +40,7 @@ use crate::fs::ignore::{META_DIR, TEMP_PREFIX};
 use crate::fs::scan::{EntryKind, FileStat};
 use crate::store::Store;
 use crate::sync::resolve::{Probe, copy_target};
-use crate::sync::{Action, Completed, Need, SyncEngine};
+use crate::sync::{Action, Cause, Completed, Need, SyncEngine, WorkError};
 use crate::transport::quic::BulkStream;
 use crate::transport::wire::{
     CHUNK_FOLLOWS, CHUNK_MISSING, ChunkRequest, MAX_REQUEST_BYTES, MAX_REQUEST_CHUNKS,
@@ -52,6 +55,7 @@ mod fetch;
 mod large;
 mod serve;
 mod small;
+mod space;
 mod sys;
 mod trash;
 mod work;
@@ -65,6 +69,7 @@ pub use fetch::*;
 pub use large::*;
 pub use serve::*;
 pub use small::*;
+pub use space::*;
 use sys::*;
 pub use trash::*;
 pub use work::*;

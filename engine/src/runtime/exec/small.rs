@@ -34,13 +34,13 @@ pub(super) struct SmallFile {
     pub(super) outstanding: usize,
     pub(super) missing: Vec<usize>,
     /// Why the last source asked did not send them all.
-    pub(super) last: Option<String>,
+    pub(super) last: Option<WorkError>,
     /// Why it cannot go on, if it cannot.
-    pub(super) failed: Option<String>,
+    pub(super) failed: Option<WorkError>,
 }
 
 /// A chunk's answer for a batch: (file, chunk index, answer).
-pub(super) type BatchAnswer = (usize, usize, Result<Option<Data>, String>);
+pub(super) type BatchAnswer = (usize, usize, Result<Option<Data>, WorkError>);
 
 /// Place small files ([`is_small_place`]) in one task: thousands of small
 /// files cost one task, one answer channel and a few writer jobs per batch
@@ -88,11 +88,16 @@ pub async fn run_small(s: Arc<Shared>, work: Vec<Action>) {
             }
         }
     }
+    let mut space = SpaceBudget::default();
     for f in files.iter_mut().filter(|f| f.failed.is_none()) {
-        match root_async(&s, &f.folder)
+        let dest = root_async(&s, &f.folder)
             .await
             .and_then(|root| Dest::of(root, &f.path, s.home.as_deref()))
-        {
+            .and_then(|d| {
+                space.take(&s, &d.root, &f.path, f.need.record.size)?;
+                Ok(d)
+            });
+        match dest {
             Ok(d) => f.dest = Some(d),
             Err(e) => f.failed = Some(e),
         }
@@ -161,7 +166,7 @@ pub async fn run_small(s: Arc<Shared>, work: Vec<Action>) {
 pub(super) type SentCommit = (
     String,
     String,
-    tokio::sync::oneshot::Receiver<Result<Vec<Action>, String>>,
+    tokio::sync::oneshot::Receiver<Result<Vec<Action>, WorkError>>,
     PathBuf,
 );
 
@@ -214,9 +219,9 @@ pub(super) async fn copy_local(s: &Arc<Shared>, files: &mut [SmallFile]) {
                 }
             }
         }
-        Err(e) => {
+        Err(_) => {
             for f in files.iter_mut() {
-                f.failed.get_or_insert_with(|| e.to_string());
+                f.failed.get_or_insert_with(stopping);
             }
         }
     }
@@ -236,7 +241,7 @@ pub(super) fn ask_next(
     }
     if f.tries >= f.sources.len() {
         let last = f.last.take();
-        f.failed = Some(last.unwrap_or_else(|| NO_SOURCE.into()));
+        f.failed = Some(last.unwrap_or_else(|| WorkError::transfer(NO_SOURCE)));
         return false;
     }
     // Files of a batch start at different sources: the batch is spread
@@ -270,7 +275,7 @@ pub(super) struct Answering(
 );
 
 impl Answering {
-    pub(super) fn send(mut self, answer: Result<Option<Data>, String>) {
+    pub(super) fn send(mut self, answer: Result<Option<Data>, WorkError>) {
         if let Some((tx, n, i)) = self.0.take() {
             let _ = tx.send((n, i, answer));
         }
@@ -290,7 +295,7 @@ pub(super) fn batch_reply(
 impl Drop for Answering {
     fn drop(&mut self) {
         if let Some((tx, n, i)) = self.0.take() {
-            let _ = tx.send((n, i, Err("the fetch was dropped".into())));
+            let _ = tx.send((n, i, Err(WorkError::transfer("the fetch was dropped"))));
         }
     }
 }
@@ -301,7 +306,7 @@ pub(super) fn took_answer(
     s: &Shared,
     f: &mut SmallFile,
     i: usize,
-    answer: Result<Option<Data>, String>,
+    answer: Result<Option<Data>, WorkError>,
 ) -> bool {
     match answer {
         Ok(Some(d)) => {
@@ -364,7 +369,7 @@ pub(super) async fn write_and_commit(
                     Commit::place(&f.folder, &f.path, f.need, f.expect, Some(dest.tmp.clone()));
                 send_commit(s, commit).map(|rx| (rx, dest.tmp))
             }
-            (failed, _) => Err(failed.unwrap_or_else(|| "the file could not be written".into())),
+            (failed, _) => Err(failed.unwrap_or_else(not_written)),
         };
         match sent {
             Ok((rx, tmp)) => commits.push((f.folder, f.path, rx, tmp)),
@@ -384,17 +389,18 @@ pub(super) fn write_small(f: &mut SmallFile) {
     let written = (|| {
         dest.prepare(&f.folder, &f.path)?;
         if f.parts.iter().any(Option::is_none) {
-            return Err("the file could not be written".to_string());
+            return Err(not_written());
         }
         let tmp = &dest.tmp;
-        let mut file =
-            std::fs::File::create(tmp).map_err(|e| format!("create {}: {e}", tmp.display()))?;
+        let mut file = std::fs::File::create(tmp)
+            .map_err(|e| WorkError::io(format_args!("create {}", tmp.display()), &e))?;
         // In one write (the pieces are as the network delivered them).
         let mut bytes = Vec::with_capacity(record.size as usize);
         for piece in f.parts.iter().flatten().flatten() {
             bytes.extend_from_slice(piece);
         }
-        file.write_all(&bytes).map_err(|e| e.to_string())?;
+        file.write_all(&bytes)
+            .map_err(|e| WorkError::io(format_args!("write {}", tmp.display()), &e))?;
         finish_file(&file, small_file_hash(record, &bytes), record)
     })();
     f.parts = Vec::new();
@@ -402,6 +408,12 @@ pub(super) fn write_small(f: &mut SmallFile) {
         let _ = std::fs::remove_file(&dest.tmp);
         f.failed = Some(e);
     }
+}
+
+/// A file whose bytes did not all arrive, or whose write went wrong
+/// unseen.
+fn not_written() -> WorkError {
+    WorkError::new(Cause::Io, "the file could not be written")
 }
 
 /// The connected peers to fetch `need`'s file from: those that announced

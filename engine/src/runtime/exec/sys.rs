@@ -101,3 +101,28 @@ pub(super) fn set_times_and_mode(f: &std::fs::File, mtime_ns: i64, mode: u32) {
     #[cfg(not(unix))]
     let _ = mode;
 }
+
+/// The space of the file system holding `path`: (bytes available to this
+/// user, total bytes).
+#[cfg(unix)]
+pub(super) fn disk_space(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: an all-zero statvfs is a valid value of that plain C struct.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated string that lives across the call,
+    // which only reads it; `st` is ours to write for the call's duration.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let unit = u64::from(st.f_frsize.max(1) as u32);
+    #[allow(clippy::unnecessary_cast)] // the field types differ by platform
+    Ok((st.f_bavail as u64 * unit, st.f_blocks as u64 * unit))
+}
+
+/// Elsewhere the check is skipped: every file may start.
+#[cfg(not(unix))]
+pub(super) fn disk_space(_: &Path) -> std::io::Result<(u64, u64)> {
+    Ok((u64::MAX, u64::MAX))
+}

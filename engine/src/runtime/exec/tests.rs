@@ -156,7 +156,7 @@ fn writers_run_every_job_and_answer_its_caller() {
                 let got = w
                     .run(move || {
                         if i % 7 == 0 {
-                            Err(format!("no {i}"))
+                            Err(WorkError::new(Cause::Io, format!("no {i}")))
                         } else {
                             Ok(i * 2)
                         }
@@ -174,7 +174,7 @@ fn writers_run_every_job_and_answer_its_caller() {
         // none to run the jobs after.
         let mut failed = Vec::new();
         for _ in 0..4 {
-            let bug = || -> Result<u32, String> { panic!("a bug") };
+            let bug = || -> Result<u32, WorkError> { panic!("a bug") };
             failed.push(writers.run(bug).await);
         }
         let mut fine = Vec::new();
@@ -183,15 +183,18 @@ fn writers_run_every_job_and_answer_its_caller() {
         }
         (failed, fine)
     });
-    let failed = Err("writing the file failed unexpectedly".to_string());
+    let failed = Err(WorkError::new(
+        Cause::Io,
+        "writing the file failed unexpectedly",
+    ));
     assert!(after.0.iter().all(|r| *r == failed), "{:?}", after.0);
     assert_eq!(
         after.1,
-        (0..6).map(Ok).collect::<Vec<Result<u32, String>>>()
+        (0..6).map(Ok).collect::<Vec<Result<u32, WorkError>>>()
     );
     for (i, got) in results {
         if i % 7 == 0 {
-            assert_eq!(got, Err(format!("no {i}")));
+            assert_eq!(got, Err(WorkError::new(Cause::Io, format!("no {i}"))));
         } else {
             assert_eq!(got, Ok(i * 2));
         }
@@ -204,7 +207,10 @@ fn a_batch_chunk_reply_answers_once_even_when_dropped() {
     drop(batch_reply(tx.clone(), 3, 7));
     let (n, i, answer) = rx.try_recv().unwrap();
     assert_eq!((n, i), (3, 7));
-    assert_eq!(answer.unwrap_err(), "the fetch was dropped");
+    assert_eq!(
+        answer.unwrap_err(),
+        WorkError::transfer("the fetch was dropped")
+    );
     batch_reply(tx, 4, 1)(Ok(None));
     let (n, i, answer) = rx.try_recv().unwrap();
     assert_eq!((n, i), (4, 1));

@@ -17,12 +17,13 @@ pub(super) fn to_trash(
     path: &str,
     abs: &Path,
     record: Option<&FileRecord>,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, WorkError> {
     let stamp = crate::core::SystemClock.wall().as_nanos() / 1_000_000_000;
     let batch = root.join(META_DIR).join(TRASH_DIR).join(stamp.to_string());
-    let first = crate::fs::path::absolute(&batch, path).map_err(|e| e.to_string())?;
+    let first = absolute(&batch, path)?;
     if let Some(p) = first.parent() {
-        std::fs::create_dir_all(p).map_err(|e| format!("create {}: {e}", p.display()))?;
+        std::fs::create_dir_all(p)
+            .map_err(|e| WorkError::io(format_args!("create {}", p.display()), &e))?;
     }
     let name = first
         .file_name()
@@ -43,11 +44,17 @@ pub(super) fn to_trash(
         match moved {
             Ok(()) => return Ok(trash),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(format!("move to trash: {e}")),
+            Err(e) => {
+                return Err(WorkError::io(
+                    format_args!("move {} to the trash", abs.display()),
+                    &e,
+                ));
+            }
         }
     }
-    Err(format!(
-        "move to trash: {MAX_KEPT_PER_SECOND} versions of {path} already kept this second"
+    Err(WorkError::new(
+        Cause::Io,
+        format!("move to trash: {MAX_KEPT_PER_SECOND} versions of {path} already kept this second"),
     ))
 }
 

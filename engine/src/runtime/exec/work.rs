@@ -53,7 +53,7 @@ pub(super) fn finished(
     s: &Shared,
     folder: &str,
     path: &str,
-    result: Result<Vec<Action>, String>,
+    result: Result<Vec<Action>, WorkError>,
     actions: &mut Vec<Action>,
 ) {
     match result {
@@ -75,13 +75,14 @@ pub(super) fn cached_root(s: &Shared, folder_id: &str) -> Option<PathBuf> {
     lock(&s.roots).get(folder_id).cloned()
 }
 
-pub(super) fn root_of(s: &Shared, folder_id: &str) -> Result<PathBuf, String> {
+/// The root of `folder_id`: cached, or read from the store (its lock taken).
+pub fn root_of(s: &Shared, folder_id: &str) -> Result<PathBuf, WorkError> {
     if let Some(root) = cached_root(s, folder_id) {
         return Ok(root);
     }
     let root = folder::get(&lock(&s.store), folder_id)
         .map(|f| f.path)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| WorkError::new(Cause::Io, format!("folder {folder_id}: {e}")))?;
     lock(&s.roots).insert(folder_id.to_string(), root.clone());
     Ok(root)
 }
@@ -89,14 +90,14 @@ pub(super) fn root_of(s: &Shared, folder_id: &str) -> Result<PathBuf, String> {
 /// The root of `folder_id`: cached, or read from the store on a blocking
 /// thread — the store's lock may be held through a commit batch's flush,
 /// and the async workers carry every connection.
-pub(super) async fn root_async(s: &Arc<Shared>, folder_id: &str) -> Result<PathBuf, String> {
+pub(super) async fn root_async(s: &Arc<Shared>, folder_id: &str) -> Result<PathBuf, WorkError> {
     if let Some(root) = cached_root(s, folder_id) {
         return Ok(root);
     }
     let (s2, folder2) = (s.clone(), folder_id.to_string());
     tokio::task::spawn_blocking(move || root_of(&s2, &folder2))
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|_| stopping())?
 }
 
 /// Carry out a Place of anything but a small file (see [`run_small`]).
@@ -106,7 +107,7 @@ pub(super) async fn place(
     path: &str,
     need: Need,
     expect: Option<FileRecord>,
-) -> Result<Vec<Action>, String> {
+) -> Result<Vec<Action>, WorkError> {
     match need.record.kind {
         EntryKind::Dir => {
             return submit(s, Commit::place(folder_id, path, need, expect, None)).await;
@@ -116,7 +117,7 @@ pub(super) async fn place(
             let mut store = lock(&s.store);
             lock(&s.engine)
                 .abandon(&mut store, folder_id, path)
-                .map_err(|e| e.to_string())?;
+                .map_err(unrecorded)?;
             info!(folder = %folder_id, %path, "a peer's symlink is not recreated here");
             return Ok(Vec::new());
         }
@@ -125,12 +126,16 @@ pub(super) async fn place(
             let mut store = lock(&s.store);
             lock(&s.engine)
                 .abandon(&mut store, folder_id, path)
-                .map_err(|e| e.to_string())?;
-            return Err("an application value is not a file".into());
+                .map_err(unrecorded)?;
+            return Err(WorkError::new(
+                Cause::Refused,
+                "an application value is not a file",
+            ));
         }
         EntryKind::File => {}
     }
     let mut dest = Dest::of(root_async(s, folder_id).await?, path, s.home.as_deref())?;
+    SpaceBudget::default().take(s, &dest.root, path, need.record.size)?;
     let resume = s.partials.take(folder_id, path, need.record.hash);
     if let Some(tmp) = &resume {
         dest.tmp = tmp.clone();
@@ -138,7 +143,7 @@ pub(super) async fn place(
     let (d, folder2, path2) = (dest.clone(), folder_id.to_string(), path.to_string());
     let prepared = tokio::task::spawn_blocking(move || d.prepare(&folder2, &path2))
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|_| stopping())
         .and_then(|r| r);
     if let Err(e) = prepared {
         if resume.is_some() {

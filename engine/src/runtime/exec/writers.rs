@@ -40,18 +40,16 @@ impl Writers {
     /// Run `work` on a writer thread and wait for its result.
     pub(super) async fn run<T: Send + 'static>(
         &self,
-        work: impl FnOnce() -> Result<T, String> + Send + 'static,
-    ) -> Result<T, String> {
+        work: impl FnOnce() -> Result<T, WorkError> + Send + 'static,
+    ) -> Result<T, WorkError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: WriteJob = Box::new(move || {
             let _ = tx.send(work());
         });
-        self.queue
-            .send(job)
-            .map_err(|_| "the node is stopping".to_string())?;
+        self.queue.send(job).map_err(|_| stopping())?;
         // Dropped unanswered: the job panicked.
         rx.await
-            .map_err(|_| "writing the file failed unexpectedly".to_string())?
+            .map_err(|_| WorkError::new(Cause::Io, "writing the file failed unexpectedly"))?
     }
 }
 

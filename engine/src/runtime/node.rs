@@ -1,0 +1,313 @@
+//! [`Node`]: one running node, composed — the QUIC endpoint and its mesh
+//! of trusted peers, the sync runtime, LAN discovery — and the changes
+//! that touch several of them at once, each made in one call: trusting a
+//! peer (the store, the TLS trust set, the mesh) and a folder's lifecycle
+//! (the store's folder entry, its watcher, the peers told). The agent's
+//! daemon and the SDK [`Client`](crate::client::Client) both run a node
+//! through it; neither wires the pieces by hand.
+//!
+//! It owns no policy: what to sync is the sync engine's, how to connect
+//! the mesh's. It must be started and stopped inside a tokio runtime
+//! ([`async_runtime`] builds the one both callers use).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tracing::info;
+
+use super::trust::{self, TrustError, TrustedPeer};
+use super::{RuntimeOptions, Shared, SyncRuntime, lock};
+use crate::core::NodeId;
+use crate::discovery::service::{Discovery, DiscoveryConfig};
+use crate::folder::{self, FolderConfig, FolderError};
+use crate::store::Store;
+use crate::transport::TransportError;
+use crate::transport::identity::Identity;
+use crate::transport::mesh::{JoinHandler, Mesh, PeerStatus};
+use crate::transport::quic::{Endpoint, QuicConfig};
+use crate::transport::tls::TrustedIds;
+use crate::transport::wire::Hello;
+
+/// The async runtime a node runs in: two workers (the network is light
+/// work), and a bounded pool for file I/O ([`super::BLOCKING_THREADS`]).
+pub fn async_runtime(thread_name: &str) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(super::BLOCKING_THREADS)
+        .thread_name(thread_name)
+        .enable_all()
+        .build()
+}
+
+/// How a node is started.
+#[derive(Clone)]
+pub struct NodeOptions {
+    /// The QUIC address to listen on (port 0: any free port).
+    pub listen: SocketAddr,
+    /// The sync runtime's options.
+    pub runtime: RuntimeOptions,
+    /// The transport's timeouts.
+    pub quic: QuicConfig,
+    /// What to do with a peer that presents an invitation's secret: trust
+    /// it and say which folder the invitation shared. `None`: invitations
+    /// are refused.
+    pub on_join: Option<JoinHandler>,
+}
+
+/// Why a node could not start, or a change to it failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The endpoint could not be bound or the transport failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The trusted-peer list could not be read or changed.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    /// A folder change was refused or could not be stored.
+    #[error(transparent)]
+    Folder(#[from] FolderError),
+    /// A rescan was asked of a folder that is paused.
+    #[error("{0:?} is paused; resuming it scans and syncs it")]
+    Paused(String),
+    /// A rescan was asked of a folder that is not being watched (its
+    /// watcher could not start; status says why).
+    #[error("{0:?} is not being watched (see status)")]
+    NotWatched(String),
+}
+
+impl NodeError {
+    /// Whether trying again as is can help (a folder change refused for
+    /// what it asks cannot; a store or transport failure may pass).
+    pub fn retry(&self) -> bool {
+        matches!(self, NodeError::Transport(_))
+    }
+}
+
+/// A running node (see the module docs).
+pub struct Node {
+    own: NodeId,
+    store: Arc<Mutex<Store>>,
+    mesh: Mesh,
+    trusted: TrustedIds,
+    addr: SocketAddr,
+    sync: Mutex<Option<SyncRuntime>>,
+    shared: Arc<Shared>,
+    discovery: Mutex<Option<Discovery>>,
+}
+
+impl Node {
+    /// Bind the endpoint, connect to every trusted peer and start syncing
+    /// every shared folder. Must be called inside a tokio runtime.
+    pub fn start(
+        identity: &Identity,
+        hello: Hello,
+        store: Arc<Mutex<Store>>,
+        options: NodeOptions,
+    ) -> Result<Node, NodeError> {
+        let own = identity.node_id();
+        let peers = trust::list(&lock(&store))?;
+        let trusted = TrustedIds::new(peers.iter().map(|p| p.id));
+        let endpoint = Endpoint::bind(
+            options.listen,
+            identity.clone(),
+            trusted.clone(),
+            hello,
+            options.quic,
+        )?;
+        let addr = endpoint.local_addr()?;
+        let on_join = options
+            .on_join
+            .unwrap_or_else(|| Arc::new(|_| Err("this node does not take invitations".into())));
+        let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mesh = Mesh::start(
+            endpoint,
+            peers.iter().map(|p| (p.id, p.addr.clone())),
+            on_join,
+            Some(events_tx),
+        );
+        let sync = SyncRuntime::start(own, store.clone(), events_rx, options.runtime);
+        for p in peers.iter().filter(|p| p.addr.is_none()) {
+            info!(peer = %p.id, "no address known; waiting for it to connect");
+        }
+        Ok(Node {
+            own,
+            store,
+            mesh,
+            trusted,
+            addr,
+            shared: sync.shared().clone(),
+            sync: Mutex::new(Some(sync)),
+            discovery: Mutex::default(),
+        })
+    }
+
+    /// Announce this node on the LAN and listen for others; trusted peers
+    /// heard are dialled where they were heard. Calling it again changes
+    /// nothing. Inside the node's tokio runtime.
+    pub fn start_discovery(&self, config: DiscoveryConfig) -> std::io::Result<()> {
+        let mut discovery = lock(&self.discovery);
+        if discovery.is_some() {
+            return Ok(());
+        }
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let started = Discovery::start(self.own, self.addr.port(), config, tx)?;
+        tokio::spawn(super::follow_discovery(self.mesh.clone(), rx));
+        *discovery = Some(started);
+        Ok(())
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.own
+    }
+
+    /// The address the endpoint is bound to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Mutex<Store>> {
+        &self.store
+    }
+
+    /// The mesh of trusted peers.
+    pub fn mesh(&self) -> &Mesh {
+        &self.mesh
+    }
+
+    /// The sync runtime's shared state (progress, peers connected, counters).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Run `f` with LAN discovery, if it runs.
+    pub fn with_discovery<T>(&self, f: impl FnOnce(&Discovery) -> T) -> Option<T> {
+        lock(&self.discovery).as_ref().map(f)
+    }
+
+    /// Trust `peer`, optionally at `addr`: recorded in the store, admitted
+    /// by TLS, dialled by the mesh (at `addr`, or where discovery heard it).
+    pub fn trust(&self, peer: NodeId, addr: Option<String>) -> Result<TrustedPeer, NodeError> {
+        let added = trust::add(&mut lock(&self.store), self.own, peer, addr)?;
+        self.trusted.insert(peer);
+        self.mesh.add_peer(peer, added.addr.clone());
+        if let Some(heard) = self.with_discovery(|d| d.get(&peer)).flatten() {
+            self.mesh.discovered(peer, heard.addr);
+        }
+        Ok(added)
+    }
+
+    /// A peer already recorded as trusted (by a pairing) is admitted and
+    /// dialled at `addr`.
+    pub fn admit(&self, peer: NodeId, addr: Option<SocketAddr>) {
+        self.trusted.insert(peer);
+        self.mesh.add_peer(peer, addr.map(|a| a.to_string()));
+    }
+
+    /// Stop trusting `peer`: forgotten by the store and TLS, its
+    /// connection closed.
+    pub fn untrust(&self, peer: NodeId) -> Result<(), NodeError> {
+        let mut store = lock(&self.store);
+        trust::remove(&mut store, peer)?;
+        self.trusted
+            .replace(trust::list(&store)?.into_iter().map(|p| p.id));
+        drop(store);
+        self.mesh.remove_peer(peer);
+        Ok(())
+    }
+
+    /// Every trusted peer and its state.
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        self.mesh.statuses()
+    }
+
+    /// Share the directory `path` as folder `id` (derived from its name if
+    /// `None`): stored, watched and announced to peers.
+    pub fn add_folder(&self, path: &Path, id: Option<&str>) -> Result<FolderConfig, NodeError> {
+        let root = std::fs::canonicalize(path).map_err(|e| FolderError::BadPath {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let id = id.map_or_else(|| folder::derive_id(&root), str::to_string);
+        let config = folder::add(&mut lock(&self.store), &id, &root)?;
+        self.watch(config.clone());
+        info!(folder = %config.id, path = %config.path.display(), "sharing a new folder");
+        Ok(config)
+    }
+
+    /// Start syncing folder `id`, already in the store (shared by a
+    /// pairing, say).
+    pub fn folder_added(&self, id: &str) -> Result<FolderConfig, NodeError> {
+        let config = folder::get(&lock(&self.store), id)?;
+        self.watch(config.clone());
+        Ok(config)
+    }
+
+    /// Pause folder `id`: not watched or synced until resumed; peers told.
+    pub fn pause_folder(&self, id: &str) -> Result<FolderConfig, NodeError> {
+        let config = folder::set_paused(&mut lock(&self.store), id, true)?;
+        self.unwatch(id);
+        Ok(config)
+    }
+
+    /// Resume folder `id`: scanned, then synced.
+    pub fn resume_folder(&self, id: &str) -> Result<FolderConfig, NodeError> {
+        let config = folder::set_paused(&mut lock(&self.store), id, false)?;
+        self.watch(config.clone());
+        Ok(config)
+    }
+
+    /// Stop sharing folder `id` (its files are left as they are).
+    pub fn remove_folder(&self, id: &str) -> Result<FolderConfig, NodeError> {
+        let config = folder::remove(&mut lock(&self.store), id)?;
+        self.unwatch(id);
+        Ok(config)
+    }
+
+    /// Scan folder `id` again now.
+    pub fn rescan_folder(&self, id: &str) -> Result<(), NodeError> {
+        let config = folder::get(&lock(&self.store), id)?;
+        if config.paused {
+            return Err(NodeError::Paused(id.to_string()));
+        }
+        let watched = lock(&self.sync)
+            .as_ref()
+            .is_some_and(|rt| rt.rescan_folder(id));
+        if watched {
+            Ok(())
+        } else {
+            Err(NodeError::NotWatched(id.to_string()))
+        }
+    }
+
+    fn watch(&self, config: FolderConfig) {
+        if let Some(rt) = lock(&self.sync).as_mut() {
+            rt.add_folder(config);
+        }
+    }
+
+    fn unwatch(&self, id: &str) {
+        if let Some(rt) = lock(&self.sync).as_mut() {
+            rt.drop_folder(id);
+        }
+    }
+
+    /// The app's key/values changed (an app wrote one): peers are hinted.
+    pub fn values_changed(&self) {
+        self.shared.changed(crate::folder::values::APP_SPACE);
+    }
+
+    /// Stop discovery, syncing and the transport (peers are told goodbye,
+    /// waiting at most `grace`).
+    pub async fn stop(&self, grace: Duration) {
+        *lock(&self.discovery) = None;
+        let sync = lock(&self.sync).take();
+        if let Some(sync) = sync {
+            sync.stop();
+        }
+        self.mesh.shutdown(grace).await;
+    }
+}
