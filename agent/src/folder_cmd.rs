@@ -204,10 +204,7 @@ pub fn run_folder(home: &Home, cmd: FolderCommand) -> Result<ExitCode> {
     };
     match cmd {
         FolderCommand::Add { path, id } => {
-            let id = id.unwrap_or_else(|| {
-                folder::derive_id(&std::fs::canonicalize(&path).unwrap_or(path.clone()))
-            });
-            let config = folder::add(&mut store, &id, &path)?;
+            let config = folder::share(&mut store, &path, id.as_deref())?;
             eprintln!(
                 "sharing {} as folder {:?}",
                 config.path.display(),

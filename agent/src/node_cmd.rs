@@ -7,8 +7,8 @@ use anyhow::{Result, bail};
 use clap::Subcommand;
 use serde::Serialize;
 use softadastra::core::NodeId;
+use softadastra::runtime::trust;
 use softadastra::transport::identity::Identity;
-use softadastra::transport::trust;
 
 use crate::control::{self, Request};
 use crate::home::Home;

@@ -37,19 +37,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::core::{Clock, ErrorContext, NodeId, Retry, Seq, SystemClock, lock};
-use crate::discovery::service::{Discovery, DiscoveryConfig};
+use crate::discovery::service::DiscoveryConfig;
 use crate::folder::values::{self, APP_SPACE};
 use crate::folder::{self, FolderConfig, FolderError};
 use crate::metadata::{self, NodeInfo};
-use crate::runtime::{RuntimeOptions, SyncRuntime};
+use crate::runtime::RuntimeOptions;
+use crate::runtime::node::{Node, NodeError, NodeOptions};
+use crate::runtime::trust::{self, TrustError};
 use crate::store::{Store, StoreConfig, StoreError};
 use crate::sync::SyncEngine;
 use crate::transport::TransportError;
 use crate::transport::identity::Identity;
-use crate::transport::mesh::{JoinHandler, Mesh, PeerState, PeerStatus};
-use crate::transport::quic::{Endpoint, QuicConfig};
+use crate::transport::mesh::{PeerState, PeerStatus};
+use crate::transport::quic::QuicConfig;
 use crate::transport::tls::TrustedIds;
-use crate::transport::trust::{self, TrustError};
 
 /// How to open a [`Client`].
 #[derive(Debug, Clone)]
@@ -123,6 +124,23 @@ pub enum ClientError {
     TransportNotStarted,
 }
 
+impl From<NodeError> for ClientError {
+    fn from(e: NodeError) -> Self {
+        match e {
+            NodeError::Transport(e) => ClientError::Transport(e),
+            NodeError::Trust(e) => ClientError::Trust(e),
+            NodeError::Folder(e) => ClientError::Folder(e),
+            // The client asks for no rescan.
+            e @ (NodeError::Paused(_) | NodeError::NotWatched(_)) => {
+                ClientError::Folder(FolderError::BadPath {
+                    path: PathBuf::new(),
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
+}
+
 impl ErrorContext for ClientError {
     fn retry(&self) -> Retry {
         match self {
@@ -163,13 +181,6 @@ pub struct TickResult {
     pub snapshotted: bool,
 }
 
-struct Net {
-    mesh: Mesh,
-    sync: SyncRuntime,
-    addr: SocketAddr,
-    trusted: TrustedIds,
-}
-
 /// A Softadastra node embedded in an application.
 pub struct Client {
     options: ClientOptions,
@@ -177,9 +188,8 @@ pub struct Client {
     store: Arc<Mutex<Store>>,
     started_at_ms: u64,
     info: NodeInfo,
-    // Declared before the runtime, so they are dropped inside it.
-    discovery: Option<Discovery>,
-    net: Option<Net>,
+    // Declared before the runtime, so it is dropped inside it.
+    node: Option<Node>,
     rt: tokio::runtime::Runtime,
 }
 
@@ -201,16 +211,12 @@ impl Client {
         // App values are checked against the index when the sync runtime
         // starts (`start_transport`): only syncing reads the index.
         let (store, _recovery) = Store::open_dir(config)?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .max_blocking_threads(crate::runtime::BLOCKING_THREADS)
-            .thread_name("softadastra-client")
-            .enable_all()
-            .build()
-            .map_err(|source| ClientError::Io {
+        let rt = crate::runtime::node::async_runtime("softadastra-client").map_err(|source| {
+            ClientError::Io {
                 what: "start the async runtime",
                 source,
-            })?;
+            }
+        })?;
         let started_at_ms = SystemClock.wall().as_nanos() / 1_000_000;
         let info = NodeInfo::from_hello(
             &metadata::local_hello(&identity, started_at_ms),
@@ -222,8 +228,7 @@ impl Client {
             store: Arc::new(Mutex::new(store)),
             started_at_ms,
             info,
-            discovery: None,
-            net: None,
+            node: None,
             rt,
         })
     }
@@ -270,8 +275,8 @@ impl Client {
     }
 
     fn changed(&self) {
-        if let Some(net) = &self.net {
-            net.sync.shared().changed(APP_SPACE);
+        if let Some(node) = &self.node {
+            node.shared().changed(APP_SPACE);
         }
     }
 
@@ -281,8 +286,8 @@ impl Client {
     /// what was done and what is pending.
     pub fn tick(&self) -> Result<TickResult, ClientError> {
         let mut result = TickResult::default();
-        if let Some(net) = &self.net {
-            let shared = net.sync.shared();
+        if let Some(node) = &self.node {
+            let shared = node.shared();
             let _guard = self.rt.enter();
             match crate::runtime::step(shared) {
                 Ok(r) => {
@@ -306,48 +311,22 @@ impl Client {
     /// key/values and every shared folder. Returns the address bound.
     /// Calling it again returns the same address.
     pub fn start_transport(&mut self) -> Result<SocketAddr, ClientError> {
-        if let Some(net) = &self.net {
-            return Ok(net.addr);
+        if let Some(node) = &self.node {
+            return Ok(node.addr());
         }
-        let peers = trust::list(&lock(&self.store))?;
-        let trusted = TrustedIds::new(peers.iter().map(|p| p.id));
         let hello = metadata::local_hello(&self.identity, self.started_at_ms);
-        let (identity, listen, store) = (
-            self.identity.clone(),
-            self.options.listen,
-            self.store.clone(),
-        );
-        let node = self.node_id();
-        let runtime_options = self.options.runtime;
-        let net = self.rt.block_on(async {
-            let endpoint = Endpoint::bind(
-                listen,
-                identity,
-                trusted.clone(),
-                hello,
-                QuicConfig::default(),
-            )?;
-            let addr = endpoint.local_addr()?;
+        let options = NodeOptions {
+            listen: self.options.listen,
+            runtime: self.options.runtime,
+            quic: QuicConfig::default(),
             // An embedded node pairs through `trust`, not invitations.
-            let on_join: JoinHandler =
-                Arc::new(|_| Err("this node does not take invitations".to_string()));
-            let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-            let mesh = Mesh::start(
-                endpoint,
-                peers.iter().map(|p| (p.id, p.addr.clone())),
-                on_join,
-                Some(events_tx),
-            );
-            let sync = SyncRuntime::start(node, store, events_rx, runtime_options);
-            Ok::<_, ClientError>(Net {
-                mesh,
-                sync,
-                addr,
-                trusted,
-            })
-        })?;
-        let addr = net.addr;
-        self.net = Some(net);
+            on_join: None,
+            trusted: TrustedIds::default(),
+        };
+        let _guard = self.rt.enter();
+        let node = Node::start(&self.identity, hello, self.store.clone(), options)?;
+        let addr = node.addr();
+        self.node = Some(node);
         Ok(addr)
     }
 
@@ -356,29 +335,15 @@ impl Client {
     /// are dialled where they were heard. Needs the transport (it announces
     /// its port). Calling it again changes nothing.
     pub fn start_discovery(&mut self) -> Result<(), ClientError> {
-        let Some(net) = &self.net else {
+        let Some(node) = &self.node else {
             return Err(ClientError::TransportNotStarted);
         };
-        if self.discovery.is_some() {
-            return Ok(());
-        }
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let (own, port, config, mesh) = (
-            self.node_id(),
-            net.addr.port(),
-            self.options.discovery.clone(),
-            net.mesh.clone(),
-        );
-        let discovery = self.rt.block_on(async move {
-            let d = Discovery::start(own, port, config, tx)?;
-            tokio::spawn(crate::runtime::follow_discovery(mesh, rx));
-            Ok::<_, std::io::Error>(d)
-        });
-        self.discovery = Some(discovery.map_err(|source| ClientError::Io {
-            what: "start LAN discovery",
-            source,
-        })?);
-        Ok(())
+        let _guard = self.rt.enter();
+        node.start_discovery(self.options.discovery.clone())
+            .map_err(|source| ClientError::Io {
+                what: "start LAN discovery",
+                source,
+            })
     }
 
     /// Trust `peer` (its node id, as its owner reads it from
@@ -386,29 +351,27 @@ impl Client {
     /// must dial us or be discovered). Takes effect at once if the
     /// transport runs.
     pub fn trust(&self, peer: NodeId, addr: Option<SocketAddr>) -> Result<(), ClientError> {
-        let added = trust::add(
-            &mut lock(&self.store),
-            self.node_id(),
-            peer,
-            addr.map(|a| a.to_string()),
-        )?;
-        if let Some(net) = &self.net {
-            net.trusted.insert(peer);
-            let _guard = self.rt.enter();
-            net.mesh.add_peer(peer, added.addr);
+        let addr = addr.map(|a| a.to_string());
+        match &self.node {
+            Some(node) => {
+                let _guard = self.rt.enter();
+                node.trust(peer, addr)?;
+            }
+            None => {
+                trust::add(&mut lock(&self.store), self.node_id(), peer, addr)?;
+            }
         }
         Ok(())
     }
 
     /// Stop trusting `peer` (its connection, if any, is closed).
     pub fn untrust(&self, peer: NodeId) -> Result<(), ClientError> {
-        let mut store = lock(&self.store);
-        trust::remove(&mut store, peer)?;
-        if let Some(net) = &self.net {
-            net.trusted
-                .replace(trust::list(&store)?.into_iter().map(|p| p.id));
-            let _guard = self.rt.enter();
-            net.mesh.remove_peer(peer);
+        match &self.node {
+            Some(node) => {
+                let _guard = self.rt.enter();
+                node.untrust(peer)?;
+            }
+            None => trust::remove(&mut lock(&self.store), peer)?,
         }
         Ok(())
     }
@@ -416,8 +379,8 @@ impl Client {
     /// Every trusted peer and its state. Before the transport starts they
     /// are all `stopped`.
     pub fn peers(&self) -> Result<Vec<Peer>, ClientError> {
-        if let Some(net) = &self.net {
-            return Ok(net.mesh.statuses());
+        if let Some(node) = &self.node {
+            return Ok(node.peers());
         }
         Ok(trust::list(&lock(&self.store))?
             .into_iter()
@@ -427,8 +390,8 @@ impl Client {
 
     /// Peers connected now.
     pub fn connected_peers(&self) -> Vec<NodeId> {
-        self.net.as_ref().map_or_else(Vec::new, |n| {
-            lock(&n.sync.shared().peers).keys().copied().collect()
+        self.node.as_ref().map_or_else(Vec::new, |n| {
+            lock(&n.shared().peers).keys().copied().collect()
         })
     }
 
@@ -456,17 +419,11 @@ impl Client {
         path: &Path,
         id: Option<&str>,
     ) -> Result<FolderConfig, ClientError> {
-        let root = std::fs::canonicalize(path).map_err(|e| FolderError::BadPath {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        let id = id.map_or_else(|| folder::derive_id(&root), str::to_string);
-        let config = folder::add(&mut lock(&self.store), &id, &root)?;
-        if let Some(net) = &mut self.net {
+        if let Some(node) = &self.node {
             let _guard = self.rt.enter();
-            net.sync.add_folder(config.clone());
+            return Ok(node.add_folder(path, id)?);
         }
-        Ok(config)
+        Ok(folder::share(&mut lock(&self.store), path, id)?)
     }
 
     /// The folders this node shares.
@@ -481,11 +438,8 @@ impl Client {
     }
 
     fn stop_network(&mut self) {
-        self.discovery = None;
-        if let Some(net) = self.net.take() {
-            net.sync.stop();
-            self.rt
-                .block_on(net.mesh.shutdown(Duration::from_millis(500)));
+        if let Some(node) = self.node.take() {
+            self.rt.block_on(node.stop(Duration::from_millis(500)));
         }
     }
 }

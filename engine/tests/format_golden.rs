@@ -1,4 +1,4 @@
-//! Golden files pin the on-disk formats: `data/golden/*` must decode to the
+//! Golden files pin the on-disk and wire formats: `data/golden/*` must decode to the
 //! known contents, and today's encoder must produce them byte for byte. A
 //! format change that breaks either needs a new format version, not new
 //! golden files. Regenerate only for a deliberate new version:
@@ -273,4 +273,58 @@ fn chunk_request_v1_golden() {
         request.chunks,
         vec![(ContentHash([0xab; 32]), 65_536), (ContentHash([1; 32]), 1)]
     );
+}
+
+/// One of each sync protocol message, as its codec writes them, each
+/// preceded by its length (u32 LE) in the golden file.
+fn sync_messages() -> Vec<softadastra::sync::SyncMessage> {
+    use softadastra::sync::SyncMessage;
+    let record: softadastra::folder::FileRecord =
+        postcard::from_bytes(&expected_file_record()).unwrap();
+    vec![
+        SyncMessage::Folders {
+            ids: vec!["docs".into(), "photos".into()],
+            reply: true,
+        },
+        SyncMessage::IndexRequest {
+            folder: "docs".into(),
+            since: 41,
+        },
+        SyncMessage::IndexPage {
+            folder: "docs".into(),
+            since: 41,
+            upto: 42,
+            records: vec![("notes/a.txt".into(), record)],
+            more: false,
+            values: vec![("user:1".into(), b"Gaspard".to_vec())],
+        },
+        SyncMessage::IndexHint {
+            folder: "docs".into(),
+            seq: 42,
+        },
+    ]
+}
+
+fn expected_sync_messages() -> Vec<u8> {
+    let mut out = Vec::new();
+    for m in sync_messages() {
+        let bytes = m.encode();
+        out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        out.extend_from_slice(&bytes);
+    }
+    out
+}
+
+#[test]
+fn sync_messages_v1_golden() {
+    use softadastra::sync::SyncMessage;
+    let bytes = check("sync-messages-v1.bin", expected_sync_messages());
+    let mut rest = &bytes[..];
+    let mut decoded = Vec::new();
+    while !rest.is_empty() {
+        let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+        decoded.push(SyncMessage::decode(&rest[4..4 + len]).unwrap());
+        rest = &rest[4 + len..];
+    }
+    assert_eq!(decoded, sync_messages());
 }

@@ -18,10 +18,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("store", &["core", "wal"]),
     ("folder", &["core", "fs", "store", "wal"]),
     ("sync", &["core", "folder", "fs", "store"]),
-    // `store`: the trusted-peer list is persisted by `transport::trust`
-    // (issue 20 moves it out; transport will only ask "is this id
-    // trusted?").
-    ("transport", &["core", "store"]),
+    // Transport only asks "is this id trusted?" (`tls::TrustedIds`); the
+    // list is persisted by `runtime::trust`.
+    ("transport", &["core"]),
     ("discovery", &["core"]),
     ("metadata", &["core", "transport"]),
     (

@@ -6,16 +6,11 @@ use super::*;
 /// The running agent, as the control socket sees it.
 pub(super) struct Daemon {
     pub(super) identity: Identity,
-    pub(super) sync: Arc<softadastra::runtime::Shared>,
-    pub(super) runtime: Mutex<Option<SyncRuntime>>,
-    pub(super) store: Arc<Mutex<Store>>,
-    pub(super) mesh: Mesh,
-    pub(super) trusted: TrustedIds,
+    /// The running node: transport, sync, discovery, folders.
+    pub(super) node: Node,
     pub(super) invitations: Arc<Invitations>,
-    pub(super) listen: SocketAddr,
     pub(super) started: Instant,
     pub(super) stop: tokio::sync::Notify,
-    pub(super) discovery: Option<Discovery>,
 }
 
 impl Daemon {
@@ -29,11 +24,12 @@ impl Daemon {
                 bytes += r.size;
             }
         }
-        let progress = lock(&self.sync.engine).progress(store, &f.id);
-        let error = lock(&self.sync.folder_errors).get(&f.id).cloned();
+        let sync = self.node.shared();
+        let progress = lock(&sync.engine).progress(store, &f.id);
+        let error = lock(&sync.folder_errors).get(&f.id).cloned();
         // What the scans leave out for good, and why (a name that cannot
         // be synced, a special file, a node's home).
-        let (not_synced, not_synced_files) = lock(&self.sync.not_synced)
+        let (not_synced, not_synced_files) = lock(&sync.not_synced)
             .get(&f.id)
             .map(|list| {
                 let shown: Vec<_> = list
@@ -48,7 +44,7 @@ impl Daemon {
             "paused"
         } else if error.is_some() {
             "error"
-        } else if lock(&self.sync.scanning).contains(&f.id) {
+        } else if lock(&sync.scanning).contains(&f.id) {
             "scanning"
         } else if progress.needed_files > 0 {
             "syncing"
@@ -78,13 +74,14 @@ impl control::Handler for Daemon {
         let own = self.identity.node_id();
         Ok(match request {
             Request::Status => {
-                let peers = self.mesh.statuses();
-                let store = lock(&self.store);
+                let peers = self.node.peers();
+                let sync = self.node.shared();
+                let store = lock(self.node.store());
                 let folders = folder::list(&store)?;
                 json!({
                     "node": own.to_string(),
                     "name": self.identity.name(),
-                    "listen": self.listen.to_string(),
+                    "listen": self.node.addr().to_string(),
                     "uptime_secs": self.started.elapsed().as_secs(),
                     "peers_trusted": peers.len(),
                     "peers_connected": peers.iter().filter(|p| p.state == softadastra::transport::mesh::PeerState::Connected).count(),
@@ -92,11 +89,11 @@ impl control::Handler for Daemon {
                     "wal_dir": store.config().wal_dir(),
                     "wal_last_seq": store.last_seq().0,
                     "sync_pending": SyncEngine::needs(&store).len(),
-                    "sync_files_done": self.sync.files_done.load(std::sync::atomic::Ordering::Relaxed),
-                    "sync_bytes_fetched": self.sync.bytes_fetched.load(std::sync::atomic::Ordering::Relaxed),
-                    "sync_bytes_reused": self.sync.bytes_reused.load(std::sync::atomic::Ordering::Relaxed),
+                    "sync_files_done": sync.files_done.load(std::sync::atomic::Ordering::Relaxed),
+                    "sync_bytes_fetched": sync.bytes_fetched.load(std::sync::atomic::Ordering::Relaxed),
+                    "sync_bytes_reused": sync.bytes_reused.load(std::sync::atomic::Ordering::Relaxed),
                     "invites_outstanding": self.invitations.outstanding(SystemClock.wall()),
-                    "discovery": self.discovery.as_ref().map(|d| json!({
+                    "discovery": self.node.with_discovery(|d| json!({
                         "port": d.config().port,
                         "interval_s": d.config().timing.interval.as_secs_f64(),
                         "nearby": d.nearby().len(),
@@ -109,14 +106,13 @@ impl control::Handler for Daemon {
                 let mut info =
                     serde_json::to_value(NodeInfo::from_hello(&hello_of(&self.identity), now_ms))?;
                 info["running"] = json!(true);
-                info["listen"] = json!(self.listen.to_string());
+                info["listen"] = json!(self.node.addr().to_string());
                 info
             }
             Request::Peers => serde_json::to_value(peer_rows(
-                self.mesh.statuses(),
-                self.discovery
-                    .as_ref()
-                    .map(Discovery::nearby)
+                self.node.peers(),
+                self.node
+                    .with_discovery(Discovery::nearby)
                     .unwrap_or_default(),
             ))?,
             Request::Invite {
@@ -125,12 +121,12 @@ impl control::Handler for Daemon {
                 addrs,
             } => {
                 if let Some(id) = &shared {
-                    folder::get(&lock(&self.store), id)?;
+                    folder::get(&lock(self.node.store()), id)?;
                 }
                 let ttl = Duration::from_secs(ttl_secs.clamp(10, 7 * 24 * 3600));
                 let invite = self.invitations.issue(
                     own,
-                    invite_addrs(self.listen, &addrs)?,
+                    invite_addrs(self.node.addr(), &addrs)?,
                     shared,
                     ttl,
                     SystemClock.wall(),
@@ -145,92 +141,65 @@ impl control::Handler for Daemon {
             }
             Request::Join { code, path } => {
                 let (joined, id, addr) = join(
-                    self.mesh.endpoint(),
-                    self.listen.port(),
-                    &self.store,
+                    self.node.mesh().endpoint(),
+                    self.node.addr().port(),
+                    self.node.store(),
                     &code,
                     path,
                 )
                 .await?;
-                self.trusted.insert(id);
-                self.mesh.add_peer(id, Some(addr));
+                self.node.admit(id, Some(addr));
                 if let Some(f) = &joined.folder
                     && joined.path.is_some()
                 {
-                    let config = folder::get(&lock(&self.store), f)?;
-                    if let Some(rt) = lock(&self.runtime).as_mut() {
-                        rt.add_folder(config);
-                    }
+                    self.node.folder_added(f)?;
                 }
                 serde_json::to_value(joined)?
             }
             Request::PeerAdd { id, addr } => {
                 let id: NodeId = id.parse()?;
-                let peer = trust::add(&mut lock(&self.store), own, id, addr)?;
-                self.trusted.insert(id);
-                self.mesh.add_peer(id, peer.addr.clone());
+                let peer = self.node.trust(id, addr)?;
                 // Heard on the LAN already: no address needed.
-                let seen = self.discovery.as_ref().and_then(|d| d.get(&id));
-                if let Some(n) = &seen {
-                    self.mesh.discovered(id, n.addr);
-                }
+                let seen = self.node.with_discovery(|d| d.get(&id)).flatten();
                 json!({"id": id.to_string(), "addr": peer.addr, "discovered": seen.map(|n| n.addr.to_string())})
             }
             Request::PeerRemove { id } => {
                 let id: NodeId = id.parse()?;
-                trust::remove(&mut lock(&self.store), id)?;
-                let remaining = trust::list(&lock(&self.store))?;
-                self.trusted.replace(remaining.iter().map(|p| p.id));
-                self.mesh.remove_peer(id);
+                self.node.untrust(id)?;
                 json!({"id": id.to_string()})
             }
             Request::FolderAdd { path, id } => {
-                let id = id.unwrap_or_else(|| folder::derive_id(&path));
-                let config = folder::add(&mut lock(&self.store), &id, &path)?;
-                if let Some(rt) = lock(&self.runtime).as_mut() {
-                    rt.add_folder(config.clone());
-                }
-                info!(folder = %config.id, path = %config.path.display(), "sharing a new folder");
+                let config = self.node.add_folder(&path, id.as_deref())?;
                 json!({"id": config.id, "path": config.path})
             }
             Request::FolderSet { id, change } => {
-                let mut rt = lock(&self.runtime);
                 let said = match change {
                     FolderChange::Pause => {
-                        folder::set_paused(&mut lock(&self.store), &id, true)?;
-                        if let Some(rt) = rt.as_mut() {
-                            rt.drop_folder(&id);
-                        }
+                        self.node.pause_folder(&id)?;
                         format!(
                             "paused {id:?}: not synced until `softadastra folder resume {id}`; peers are told"
                         )
                     }
                     FolderChange::Resume => {
-                        let config = folder::set_paused(&mut lock(&self.store), &id, false)?;
-                        if let Some(rt) = rt.as_mut() {
-                            rt.add_folder(config);
-                        }
+                        self.node.resume_folder(&id)?;
                         format!("resumed {id:?}: scanning, then syncing")
                     }
                     FolderChange::Remove => {
-                        let config = folder::remove(&mut lock(&self.store), &id)?;
-                        if let Some(rt) = rt.as_mut() {
-                            rt.drop_folder(&id);
-                        }
+                        let config = self.node.remove_folder(&id)?;
                         format!(
                             "stopped sharing {id:?}; files in {} are untouched",
                             config.path.display()
                         )
                     }
                     FolderChange::Rescan => {
-                        let config = folder::get(&lock(&self.store), &id)?;
-                        if config.paused {
-                            bail!(
+                        match self.node.rescan_folder(&id) {
+                            Err(NodeError::Paused(_)) => bail!(
                                 "{id:?} is paused; `softadastra folder resume {id}` scans and syncs it"
-                            );
-                        }
-                        if !rt.as_ref().is_some_and(|rt| rt.rescan_folder(&id)) {
-                            bail!("{id:?} is not being watched (see `softadastra status`)");
+                            ),
+                            Err(NodeError::NotWatched(_)) => {
+                                bail!("{id:?} is not being watched (see `softadastra status`)")
+                            }
+                            other => other?,
                         }
                         format!("rescanning {id:?}; `softadastra status` shows when it is done")
                     }
@@ -239,7 +208,7 @@ impl control::Handler for Daemon {
                 json!({"id": id, "said": said})
             }
             Request::StoreRead { ns, key, prefix } => {
-                let store = lock(&self.store);
+                let store = lock(self.node.store());
                 json!(crate::store_cmd::read_rows(
                     &store,
                     &ns,
@@ -249,13 +218,13 @@ impl control::Handler for Daemon {
             }
             Request::StoreWrite { key, value } => {
                 let seq = crate::store_cmd::write_value(
-                    &mut lock(&self.store),
+                    &mut lock(self.node.store()),
                     self.identity.node_id(),
                     &key,
                     value.as_deref(),
                 )?;
                 if seq.is_some() {
-                    self.sync.changed(softadastra::folder::values::APP_SPACE);
+                    self.node.values_changed();
                 }
                 json!(seq)
             }

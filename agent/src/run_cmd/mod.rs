@@ -21,15 +21,16 @@ use softadastra::discovery::service::{Discovery, DiscoveryConfig};
 use softadastra::discovery::{Nearby, Timing};
 use softadastra::folder;
 use softadastra::metadata::{NodeInfo, NodeMeta};
-use softadastra::runtime::{RuntimeOptions, SyncRuntime};
+use softadastra::runtime::RuntimeOptions;
+use softadastra::runtime::node::{Node, NodeError, NodeOptions};
+use softadastra::runtime::trust;
 use softadastra::store::Store;
 use softadastra::sync::SyncEngine;
 use softadastra::transport::identity::Identity;
-use softadastra::transport::mesh::{JoinHandler, Mesh, PeerStatus};
+use softadastra::transport::mesh::{JoinHandler, PeerStatus};
 use softadastra::transport::pairing::{DEFAULT_INVITE_TTL, Invitations, Invite};
 use softadastra::transport::quic::{Endpoint, QuicConfig};
 use softadastra::transport::tls::TrustedIds;
-use softadastra::transport::trust;
 use softadastra::transport::wire::Hello;
 use tracing::{info, warn};
 
@@ -137,11 +138,11 @@ fn share_first(store: &mut Store, path: &std::path::Path, id: Option<String>) ->
         eprintln!("sharing {} as folder {:?}", root.display(), f.id);
         return Ok(());
     }
-    let id = id.unwrap_or_else(|| folder::derive_id(&root));
-    folder::add(store, &id, &root)?;
+    let config = folder::share(store, &root, id.as_deref())?;
     eprintln!(
-        "now sharing {} as folder {id:?} (share it under the same id on your other machines)",
-        root.display()
+        "now sharing {} as folder {:?} (share it under the same id on your other machines)",
+        root.display(),
+        config.id
     );
     Ok(())
 }
@@ -186,73 +187,42 @@ pub fn run(home: &Home, opts: RunOptions) -> Result<ExitCode> {
     if let Some(path) = &share {
         share_first(&mut store, path, id)?;
     }
-    let peers = trust::list(&store)?;
-    let trusted = TrustedIds::new(peers.iter().map(|p| p.id));
     let listen: SocketAddr = match listen {
         Some(l) => l.parse().with_context(|| {
             format!("invalid --listen {l:?}: expected IP:PORT, e.g. 0.0.0.0:{DEFAULT_PORT}")
         })?,
         None => SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .max_blocking_threads(softadastra::runtime::BLOCKING_THREADS)
-        .enable_all()
-        .build()?;
+    let runtime = softadastra::runtime::node::async_runtime("softadastra")?;
     let store = Arc::new(Mutex::new(store));
     let result = runtime.block_on(async {
-        let endpoint = Endpoint::bind(
-            listen,
-            identity.clone(),
-            trusted.clone(),
-            hello_of(&identity),
-            QuicConfig::default(),
-        )?;
-        let bound = endpoint.local_addr()?;
-        let own = identity.node_id();
+        let trusted_at_start = trust::list(&lock(&store))?.len();
+        let trusted = TrustedIds::default();
         let invitations = Arc::new(Invitations::new(trusted.clone()));
-        let on_join: JoinHandler = {
-            let (invitations, store, trusted) =
-                (invitations.clone(), store.clone(), trusted.clone());
-            Arc::new(move |j| {
-                let folder = invitations
-                    .redeem(&j.secret, SystemClock.wall())
-                    .map_err(|e| e.to_string())?;
-                let back = j.dial_back_addr().map(|a| a.to_string());
-                trust::add(&mut lock(&store), own, j.id, back)
-                    .map_err(|e| format!("cannot record the new peer: {e}"))?;
-                trusted.insert(j.id);
-                Ok(folder)
-            })
-        };
-        let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-        let mesh = Mesh::start(
-            endpoint,
-            peers.iter().map(|p| (p.id, p.addr.clone())),
-            on_join,
-            Some(events_tx),
-        );
-        let sync = SyncRuntime::start(own, store.clone(), events_rx, options);
-        let discovery = start_discovery(own, bound.port(), &lan, &mesh);
-        for p in peers.iter().filter(|p| p.addr.is_none()) {
-            info!(peer = %p.id, "no address known; waiting for it to connect");
-        }
+        let node = Node::start(
+            &identity,
+            hello_of(&identity),
+            store.clone(),
+            NodeOptions {
+                listen,
+                runtime: options,
+                quic: QuicConfig::default(),
+                on_join: Some(on_join(identity.node_id(), &invitations, &store, &trusted)),
+                trusted,
+            },
+        )?;
+        start_discovery(&node, &lan);
+        let own = node.id();
+        let bound = node.addr();
         let daemon = Arc::new(Daemon {
             identity: identity.clone(),
-            sync: sync.shared().clone(),
-            runtime: Mutex::new(None),
-            store: store.clone(),
-            mesh: mesh.clone(),
-            trusted,
+            node,
             invitations,
-            listen: bound,
             started: Instant::now(),
             stop: tokio::sync::Notify::new(),
-            discovery,
         });
         let control = control::serve(home, daemon.clone())?;
-        *lock(&daemon.runtime) = Some(sync);
-        info!(node = %own, name = %identity.name(), listen = %bound, trusted = peers.len(), "running");
+        info!(node = %own, name = %identity.name(), listen = %bound, trusted = trusted_at_start, "running");
         // The tray is a process of its own (GTK wants its own main loop);
         // it follows this agent over the control socket.
         let mut tray_child = if tray {
@@ -286,10 +256,7 @@ pub fn run(home: &Home, opts: RunOptions) -> Result<ExitCode> {
             let _ = c.wait();
         }
         control.stop();
-        if let Some(sync) = lock(&daemon.runtime).take() {
-            sync.stop();
-        }
-        mesh.shutdown(Duration::from_secs(2)).await;
+        daemon.node.stop(Duration::from_secs(2)).await;
         Ok::<_, anyhow::Error>(())
     });
     drop(runtime);
@@ -298,9 +265,6 @@ pub fn run(home: &Home, opts: RunOptions) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Start LAN discovery (unless disabled) and act on what it hears:
-/// trusted peers are dialled at the address they were heard from. A
-/// failure is logged and changes nothing else.
 /// LAN discovery settings in force (flags over config file over defaults).
 struct LanSettings {
     enabled: bool,
@@ -309,31 +273,51 @@ struct LanSettings {
     interfaces: Vec<String>,
 }
 
-fn start_discovery(own: NodeId, port: u16, args: &LanSettings, mesh: &Mesh) -> Option<Discovery> {
+/// Start LAN discovery (unless disabled): trusted peers heard are dialled
+/// at the address they were heard from. A failure is logged and changes
+/// nothing else.
+fn start_discovery(node: &Node, args: &LanSettings) {
     if !args.enabled {
         info!("LAN discovery is off (--no-discovery or discovery.enabled = false)");
-        return None;
+        return;
     }
     let config = DiscoveryConfig {
         port: args.port,
         interfaces: args.interfaces.clone(),
         timing: Timing::every(Duration::from_secs_f64(args.interval)),
     };
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let started = match Discovery::start(own, port, config, tx) {
-        Ok(d) => d,
+    match node.start_discovery(config) {
+        Ok(()) => info!(
+            port = args.port,
+            interval_s = args.interval,
+            "LAN discovery on"
+        ),
         Err(e) => {
-            warn!(port = args.port, error = %e, "LAN discovery is off: cannot open its socket");
-            return None;
+            warn!(port = args.port, error = %e, "LAN discovery is off: cannot open its socket")
         }
-    };
-    info!(
-        port = args.port,
-        interval_s = args.interval,
-        "LAN discovery on"
-    );
-    tokio::spawn(softadastra::runtime::follow_discovery(mesh.clone(), rx));
-    Some(started)
+    }
+}
+
+/// What the node does with a peer presenting an invitation's secret: the
+/// invitation is redeemed (once), the peer trusted (stored, admitted by
+/// TLS) and the folder it shared, if any, named.
+fn on_join(
+    own: NodeId,
+    invitations: &Arc<Invitations>,
+    store: &Arc<Mutex<Store>>,
+    trusted: &TrustedIds,
+) -> JoinHandler {
+    let (invitations, store, trusted) = (invitations.clone(), store.clone(), trusted.clone());
+    Arc::new(move |j| {
+        let folder = invitations
+            .redeem(&j.secret, SystemClock.wall())
+            .map_err(|e| e.to_string())?;
+        let back = j.dial_back_addr().map(|a| a.to_string());
+        trust::add(&mut lock(&store), own, j.id, back)
+            .map_err(|e| format!("cannot record the new peer: {e}"))?;
+        trusted.insert(j.id);
+        Ok(folder)
+    })
 }
 
 async fn shutdown_signal() {

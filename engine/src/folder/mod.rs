@@ -260,6 +260,25 @@ pub fn get(store: &Store, id: &str) -> Result<FolderConfig, FolderError> {
     }
 }
 
+/// Share the directory at `path` under `id`, or, when `None`, under an id
+/// derived from its name ([`derive_id`]).
+pub fn share(
+    store: &mut Store,
+    path: &Path,
+    id: Option<&str>,
+) -> Result<FolderConfig, FolderError> {
+    match id {
+        Some(id) => add(store, id, path),
+        None => {
+            let root = std::fs::canonicalize(path).map_err(|e| FolderError::BadPath {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+            add(store, &derive_id(&root), &root)
+        }
+    }
+}
+
 /// Share the directory at `path` under `id`.
 pub fn add(store: &mut Store, id: &str, path: &Path) -> Result<FolderConfig, FolderError> {
     validate_id(id)?;

@@ -14,6 +14,8 @@
 
 pub mod echoes;
 pub mod exec;
+pub mod node;
+pub mod trust;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -363,13 +365,13 @@ fn on_mesh_event(s: &Arc<Shared>, ev: MeshEvent) {
             lock(&s.engine).disconnected(id);
             Ok(Vec::new())
         }
-        MeshEvent::Message(id, bytes) => match postcard::from_bytes::<SyncMessage>(&bytes) {
+        MeshEvent::Message(id, bytes) => match SyncMessage::decode(&bytes) {
             Ok(m) => {
                 let mut store = lock(&s.store);
                 lock(&s.engine).received(&mut store, id, m, now)
             }
             Err(e) => {
-                warn!(peer = %id, error = %e, "ignored an undecodable sync message");
+                warn!(peer = %id, error = %e, "ignored a sync message");
                 Ok(Vec::new())
             }
         },
@@ -437,11 +439,8 @@ pub fn dispatch(s: &Arc<Shared>, actions: Vec<Action>) {
     for a in actions {
         match a {
             Action::Send { peer, message } => {
-                let Ok(bytes) = postcard::to_allocvec(&message) else {
-                    continue;
-                };
                 if let Some(h) = lock(&s.peers).get(&peer) {
-                    h.send(bytes);
+                    h.send(message.encode());
                 }
             }
             work if exec::is_small_place(&work) => {

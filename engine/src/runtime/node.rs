@@ -54,6 +54,10 @@ pub struct NodeOptions {
     /// it and say which folder the invitation shared. `None`: invitations
     /// are refused.
     pub on_join: Option<JoinHandler>,
+    /// The set of ids TLS admits. Filled from the store's trusted peers at
+    /// start; pass a clone of one that other parts also admit peers
+    /// through (invitations), or a new one.
+    pub trusted: TrustedIds,
 }
 
 /// Why a node could not start, or a change to it failed.
@@ -108,7 +112,8 @@ impl Node {
     ) -> Result<Node, NodeError> {
         let own = identity.node_id();
         let peers = trust::list(&lock(&store))?;
-        let trusted = TrustedIds::new(peers.iter().map(|p| p.id));
+        let trusted = options.trusted;
+        trusted.replace(peers.iter().map(|p| p.id));
         let endpoint = Endpoint::bind(
             options.listen,
             identity.clone(),
@@ -178,6 +183,11 @@ impl Node {
         &self.mesh
     }
 
+    /// The ids TLS admits.
+    pub fn trusted(&self) -> &TrustedIds {
+        &self.trusted
+    }
+
     /// The sync runtime's shared state (progress, peers connected, counters).
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
@@ -202,9 +212,9 @@ impl Node {
 
     /// A peer already recorded as trusted (by a pairing) is admitted and
     /// dialled at `addr`.
-    pub fn admit(&self, peer: NodeId, addr: Option<SocketAddr>) {
+    pub fn admit(&self, peer: NodeId, addr: Option<String>) {
         self.trusted.insert(peer);
-        self.mesh.add_peer(peer, addr.map(|a| a.to_string()));
+        self.mesh.add_peer(peer, addr);
     }
 
     /// Stop trusting `peer`: forgotten by the store and TLS, its
@@ -227,12 +237,7 @@ impl Node {
     /// Share the directory `path` as folder `id` (derived from its name if
     /// `None`): stored, watched and announced to peers.
     pub fn add_folder(&self, path: &Path, id: Option<&str>) -> Result<FolderConfig, NodeError> {
-        let root = std::fs::canonicalize(path).map_err(|e| FolderError::BadPath {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        let id = id.map_or_else(|| folder::derive_id(&root), str::to_string);
-        let config = folder::add(&mut lock(&self.store), &id, &root)?;
+        let config = folder::share(&mut lock(&self.store), path, id)?;
         self.watch(config.clone());
         info!(folder = %config.id, path = %config.path.display(), "sharing a new folder");
         Ok(config)

@@ -29,6 +29,7 @@
 //!   (absolute, `..`, NUL, …) is refused, logged and counted, and the rest
 //!   of the page is still used.
 
+mod codec;
 mod exchange;
 mod failure;
 mod held;
@@ -36,6 +37,7 @@ mod messages;
 pub mod resolve;
 mod work;
 
+pub use codec::DecodeError;
 pub use failure::{Cause, WorkError};
 pub use messages::*;
 use work::DirEffect;

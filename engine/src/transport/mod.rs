@@ -28,7 +28,6 @@ pub mod mesh;
 pub mod pairing;
 pub mod quic;
 pub mod tls;
-pub mod trust;
 pub mod wire;
 
 use std::path::PathBuf;

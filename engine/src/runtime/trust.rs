@@ -1,8 +1,11 @@
-//! Trusted peers: trust is explicit, by node id.
+//! Trusted peers, persisted: trust is explicit, by node id.
 //!
 //! Kept in the store's `peers` namespace (key: the node id's hex form,
 //! value: a postcard [`TrustedPeer`]), so the list is durable and recovers
-//! like everything else.
+//! like everything else. The transport never reads it: it only asks its
+//! in-memory [`TrustedIds`](crate::transport::tls::TrustedIds) "is this id
+//! trusted?", and the [`Node`](super::node::Node) keeps the two in step.
+//! This module reads and writes the store; it opens no connection.
 
 use serde::{Deserialize, Serialize};
 
