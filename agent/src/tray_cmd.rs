@@ -18,7 +18,9 @@ use std::time::Instant;
 use anyhow::Result;
 #[cfg(feature = "tray")]
 use anyhow::{Context, anyhow};
-use serde_json::Value;
+#[cfg(test)]
+use softadastra::runtime::status::FolderStatus;
+use softadastra::runtime::status::{FolderState, NodeStatus};
 
 #[cfg(feature = "tray")]
 use crate::control::{self, FolderChange, Request};
@@ -42,32 +44,27 @@ pub enum TrayState {
 }
 
 /// The state and tooltip for an agent's `status` answer (`None`: no agent).
-pub fn summarize(status: Option<&Value>) -> (TrayState, String) {
+pub fn summarize(status: Option<&NodeStatus>) -> (TrayState, String) {
     let Some(s) = status else {
         return (
             TrayState::NotRunning,
             "Softadastra: agent not running".into(),
         );
     };
-    let folders: Vec<&Value> = s["folders"].as_array().into_iter().flatten().collect();
-    let peers = s["peers_connected"].as_u64().unwrap_or(0);
-    let (mut files, mut bytes) = (0u64, 0u64);
-    for f in &folders {
-        files += f["progress"]["needed_files"].as_u64().unwrap_or(0);
-        bytes += f["progress"]["needed_bytes"].as_u64().unwrap_or(0);
-    }
+    let files: u64 = s.folders.iter().map(|f| f.progress.needed_files).sum();
+    let bytes: u64 = s.folders.iter().map(|f| f.progress.needed_bytes).sum();
     let plural = |n: u64, one: &str| format!("{n} {one}{}", if n == 1 { "" } else { "s" });
-    if let Some(bad) = folders.iter().find(|f| f["state"] == "error") {
+    if let Some(bad) = s.folders.iter().find(|f| f.state == FolderState::Error) {
         return (
             TrayState::Error,
             format!(
                 "Error in {}: {}",
-                bad["id"].as_str().unwrap_or("?"),
-                bad["error"].as_str().unwrap_or("?")
+                bad.id,
+                bad.error.as_deref().unwrap_or("?")
             ),
         );
     }
-    if !folders.is_empty() && folders.iter().all(|f| f["paused"] == true) {
+    if !s.folders.is_empty() && s.folders.iter().all(|f| f.paused) {
         return (TrayState::Paused, "Paused".into());
     }
     if files > 0 {
@@ -80,12 +77,12 @@ pub fn summarize(status: Option<&Value>) -> (TrayState, String) {
             ),
         );
     }
-    if peers == 0 {
+    if s.peers_connected == 0 {
         return (TrayState::Offline, "Offline · no peer connected".into());
     }
     (
         TrayState::UpToDate,
-        format!("Up to date · {}", plural(peers, "peer")),
+        format!("Up to date · {}", plural(s.peers_connected as u64, "peer")),
     )
 }
 
@@ -127,9 +124,12 @@ pub fn icon_rgba(state: TrayState) -> Vec<u8> {
     px
 }
 
+/// The agent's status, if one answers (an answer of another shape counts
+/// as none).
 #[cfg(feature = "tray")]
-fn status(home: &Home) -> Option<Value> {
-    control::call(home, &Request::Status).ok().flatten()
+fn status(home: &Home) -> Option<NodeStatus> {
+    let answer = control::call(home, &Request::Status).ok().flatten()?;
+    serde_json::from_value(answer).ok()
 }
 
 #[cfg(feature = "tray")]
@@ -195,7 +195,7 @@ pub fn run_tray(home: &Home, exit_after: Option<Duration>) -> Result<ExitCode> {
     eprintln!("tray: {tip}");
     let started = Instant::now();
     let mut polled: Option<Instant> = None;
-    let mut last: Option<Value> = None;
+    let mut last: Option<NodeStatus> = None;
     loop {
         #[cfg(target_os = "linux")]
         while gtk::events_pending() {
@@ -221,17 +221,12 @@ pub fn run_tray(home: &Home, exit_after: Option<Duration>) -> Result<ExitCode> {
         }
         if let Ok(event) = MenuEvent::receiver().try_recv() {
             let folders: Vec<String> = last
-                .as_ref()
-                .and_then(|s| s["folders"].as_array().cloned())
-                .unwrap_or_default()
                 .iter()
-                .filter_map(|f| f["id"].as_str().map(String::from))
+                .flat_map(|s| s.folders.iter().map(|f| f.id.clone()))
                 .collect();
-            let first_path = last.as_ref().and_then(|s| {
-                s["folders"][0]["path"]
-                    .as_str()
-                    .map(std::path::PathBuf::from)
-            });
+            let first_path = last
+                .as_ref()
+                .and_then(|s| s.folders.first().map(|f| f.path.clone()));
             if event.id == quit.id() {
                 break;
             } else if event.id == open_folder.id() {
@@ -265,27 +260,73 @@ pub fn run_tray(home: &Home, exit_after: Option<Duration>) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use softadastra::sync::FolderProgress;
+
+    fn folder(state: FolderState, needed: (u64, u64)) -> FolderStatus {
+        FolderStatus {
+            id: "docs".into(),
+            path: "/docs".into(),
+            paused: state == FolderState::Paused,
+            state,
+            error: (state == FolderState::Error).then(|| "cannot watch".into()),
+            files: 3,
+            bytes: 300,
+            progress: FolderProgress {
+                needed_files: needed.0,
+                needed_bytes: needed.1,
+                ..Default::default()
+            },
+            not_synced: 0,
+            not_synced_files: Vec::new(),
+        }
+    }
+
+    fn node(peers: usize, folders: Vec<FolderStatus>) -> NodeStatus {
+        NodeStatus {
+            node: "N".into(),
+            name: "laptop".into(),
+            listen: "127.0.0.1:7420".into(),
+            uptime_secs: 5,
+            peers_trusted: peers,
+            peers_connected: peers,
+            folders,
+            wal_dir: "/home/wal".into(),
+            wal_last_seq: 9,
+            sync_pending: 0,
+            sync_files_done: 0,
+            sync_bytes_fetched: 0,
+            sync_bytes_reused: 0,
+            invites_outstanding: 0,
+            discovery: None,
+        }
+    }
 
     #[test]
     fn states_and_tooltips() {
         assert_eq!(summarize(None).0, TrayState::NotRunning);
-        let s = |peers: u64, folders: Value| json!({"peers_connected": peers, "folders": folders});
-        let ok = json!([{"id": "docs", "state": "up to date", "paused": false, "progress": {"needed_files": 0, "needed_bytes": 0}}]);
+        let ok = || vec![folder(FolderState::UpToDate, (0, 0))];
         assert_eq!(
-            summarize(Some(&s(2, ok.clone()))),
+            summarize(Some(&node(2, ok()))),
             (TrayState::UpToDate, "Up to date · 2 peers".into())
         );
-        assert_eq!(summarize(Some(&s(0, ok))).0, TrayState::Offline);
-        let busy = json!([{"id": "docs", "state": "syncing", "paused": false, "progress": {"needed_files": 14, "needed_bytes": 3_200_000}}]);
+        assert_eq!(summarize(Some(&node(0, ok()))).0, TrayState::Offline);
+        let busy = vec![folder(FolderState::Syncing, (14, 3_200_000))];
         assert_eq!(
-            summarize(Some(&s(1, busy))),
+            summarize(Some(&node(1, busy))),
             (TrayState::Syncing, "Syncing 14 files (3.2 MB)".into())
         );
-        let paused = json!([{"id": "docs", "state": "paused", "paused": true, "progress": {}}]);
-        assert_eq!(summarize(Some(&s(1, paused))).0, TrayState::Paused);
-        let broken = json!([{"id": "docs", "state": "error", "error": "cannot watch", "paused": false, "progress": {}}]);
-        assert_eq!(summarize(Some(&s(1, broken))).0, TrayState::Error);
+        let paused = vec![folder(FolderState::Paused, (0, 0))];
+        assert_eq!(summarize(Some(&node(1, paused))).0, TrayState::Paused);
+        let broken = vec![folder(FolderState::Error, (0, 0))];
+        assert_eq!(summarize(Some(&node(1, broken))).0, TrayState::Error);
+    }
+
+    #[test]
+    fn a_status_survives_the_control_socket_as_json() {
+        let s = node(1, vec![folder(FolderState::Syncing, (2, 20))]);
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["folders"][0]["state"], "syncing");
+        assert_eq!(serde_json::from_value::<NodeStatus>(json).unwrap(), s);
     }
 
     #[test]

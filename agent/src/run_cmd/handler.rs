@@ -9,97 +9,17 @@ pub(super) struct Daemon {
     /// The running node: transport, sync, discovery, folders.
     pub(super) node: Node,
     pub(super) invitations: Arc<Invitations>,
-    pub(super) started: Instant,
     pub(super) stop: tokio::sync::Notify,
 }
-
-impl Daemon {
-    /// One folder's state for `status`: up to date, scanning, syncing (with
-    /// what is left), paused or error; its size; what is failing.
-    fn folder_status(&self, store: &Store, f: &folder::FolderConfig) -> serde_json::Value {
-        let (mut files, mut bytes) = (0u64, 0u64);
-        for (_, r) in folder::records(store, &f.id).flatten() {
-            if !r.deleted && r.kind == softadastra::fs::scan::EntryKind::File {
-                files += 1;
-                bytes += r.size;
-            }
-        }
-        let sync = self.node.shared();
-        let progress = lock(&sync.engine).progress(store, &f.id);
-        let error = lock(&sync.folder_errors).get(&f.id).cloned();
-        // What the scans leave out for good, and why (a name that cannot
-        // be synced, a special file, a node's home).
-        let (not_synced, not_synced_files) = lock(&sync.not_synced)
-            .get(&f.id)
-            .map(|list| {
-                let shown: Vec<_> = list
-                    .iter()
-                    .take(NOT_SYNCED_SHOWN)
-                    .map(|(path, why)| json!({"path": path, "why": why}))
-                    .collect();
-                (list.len(), shown)
-            })
-            .unwrap_or_default();
-        let state = if f.paused {
-            "paused"
-        } else if error.is_some() {
-            "error"
-        } else if lock(&sync.scanning).contains(&f.id) {
-            "scanning"
-        } else if progress.needed_files > 0 {
-            "syncing"
-        } else {
-            "up to date"
-        };
-        json!({
-            "id": f.id,
-            "path": f.path,
-            "paused": f.paused,
-            "state": state,
-            "error": error,
-            "files": files,
-            "bytes": bytes,
-            "progress": progress,
-            "not_synced": not_synced,
-            "not_synced_files": not_synced_files,
-        })
-    }
-}
-
-/// How many of a folder's paths that are not synced `status` lists.
-pub(super) const NOT_SYNCED_SHOWN: usize = 20;
 
 impl control::Handler for Daemon {
     async fn handle(&self, request: Request) -> Result<serde_json::Value> {
         let own = self.identity.node_id();
         Ok(match request {
             Request::Status => {
-                let peers = self.node.peers();
-                let sync = self.node.shared();
-                let store = lock(self.node.store());
-                let folders = folder::list(&store)?;
-                json!({
-                    "node": own.to_string(),
-                    "name": self.identity.name(),
-                    "listen": self.node.addr().to_string(),
-                    "uptime_secs": self.started.elapsed().as_secs(),
-                    "peers_trusted": peers.len(),
-                    "peers_connected": peers.iter().filter(|p| p.state == softadastra::transport::mesh::PeerState::Connected).count(),
-                    "folders": folders.iter().map(|f| self.folder_status(&store, f)).collect::<Vec<_>>(),
-                    "wal_dir": store.config().wal_dir(),
-                    "wal_last_seq": store.last_seq().0,
-                    "sync_pending": SyncEngine::needs(&store).len(),
-                    "sync_files_done": sync.files_done.load(std::sync::atomic::Ordering::Relaxed),
-                    "sync_bytes_fetched": sync.bytes_fetched.load(std::sync::atomic::Ordering::Relaxed),
-                    "sync_bytes_reused": sync.bytes_reused.load(std::sync::atomic::Ordering::Relaxed),
-                    "invites_outstanding": self.invitations.outstanding(SystemClock.wall()),
-                    "discovery": self.node.with_discovery(|d| json!({
-                        "port": d.config().port,
-                        "interval_s": d.config().timing.interval.as_secs_f64(),
-                        "nearby": d.nearby().len(),
-                        "stats": d.stats(),
-                    })),
-                })
+                let mut status = self.node.status()?;
+                status.invites_outstanding = self.invitations.outstanding(SystemClock.wall());
+                serde_json::to_value(status)?
             }
             Request::Node => {
                 let now_ms = SystemClock.wall().as_nanos() / 1_000_000;

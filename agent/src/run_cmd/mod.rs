@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
@@ -23,9 +23,9 @@ use softadastra::folder;
 use softadastra::metadata::{NodeInfo, NodeMeta};
 use softadastra::runtime::RuntimeOptions;
 use softadastra::runtime::node::{Node, NodeError, NodeOptions};
+use softadastra::runtime::status::{FolderState, FolderStatus, NodeStatus};
 use softadastra::runtime::trust;
 use softadastra::store::Store;
-use softadastra::sync::SyncEngine;
 use softadastra::transport::identity::Identity;
 use softadastra::transport::mesh::{JoinHandler, PeerStatus};
 use softadastra::transport::pairing::{DEFAULT_INVITE_TTL, Invitations, Invite};
@@ -218,7 +218,6 @@ pub fn run(home: &Home, opts: RunOptions) -> Result<ExitCode> {
             identity: identity.clone(),
             node,
             invitations,
-            started: Instant::now(),
             stop: tokio::sync::Notify::new(),
         });
         let control = control::serve(home, daemon.clone())?;

@@ -221,42 +221,39 @@ pub fn run_status(home: &Home, json: bool) -> Result<ExitCode> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     match control::call_or_open(home, &Request::Status)? {
-        Reached::Agent(s) => {
+        Reached::Agent(answer) => {
             if json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&s)?)?;
+                writeln!(out, "{}", serde_json::to_string_pretty(&answer)?)?;
             } else {
-                writeln!(
-                    out,
-                    "node     {} ({})",
-                    s["name"].as_str().unwrap_or(""),
-                    s["node"].as_str().unwrap_or("")
+                let s: NodeStatus = serde_json::from_value(answer).context(
+                    "the agent's status is not what this softadastra reads; is it another version?",
                 )?;
+                writeln!(out, "node     {} ({})", s.name, s.node)?;
                 writeln!(
                     out,
                     "agent    running {} s, listening on {}",
-                    s["uptime_secs"],
-                    s["listen"].as_str().unwrap_or("")
+                    s.uptime_secs, s.listen
                 )?;
                 writeln!(
                     out,
                     "peers    {} connected of {} trusted",
-                    s["peers_connected"], s["peers_trusted"]
+                    s.peers_connected, s.peers_trusted
                 )?;
                 writeln!(
                     out,
                     "store    WAL at sequence {} in {}",
-                    s["wal_last_seq"],
-                    s["wal_dir"].as_str().unwrap_or("?")
+                    s.wal_last_seq,
+                    s.wal_dir.display()
                 )?;
-                match s["discovery"].as_object() {
+                match &s.discovery {
                     Some(d) => writeln!(
                         out,
                         "lan      discovery on UDP {}, every {} s, {} node(s) heard",
-                        d["port"], d["interval_s"], d["nearby"]
+                        d.port, d.interval_s, d.nearby
                     )?,
                     None => writeln!(out, "lan      discovery off")?,
                 }
-                for f in s["folders"].as_array().into_iter().flatten() {
+                for f in &s.folders {
                     writeln!(out, "{}", folder_line(f))?;
                 }
             }
@@ -306,65 +303,58 @@ pub(super) fn strings(v: &serde_json::Value) -> Vec<&str> {
 
 /// One folder of `status`, for people: "folder docs at PATH — up to date ·
 /// 1204 files, 3.2 GB" or "… — syncing 14 files (3.2 MB left) · 2 failing".
-pub(super) fn folder_line(f: &serde_json::Value) -> String {
+pub(super) fn folder_line(f: &FolderStatus) -> String {
     use crate::folder_cmd::human_bytes;
-    let p = &f["progress"];
-    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
-    let state = match f["state"].as_str().unwrap_or("?") {
-        "syncing" => format!(
+    let p = &f.progress;
+    let state = match f.state {
+        FolderState::Syncing => format!(
             "syncing {} files ({} left; {} in flight, {} queued)",
-            n(&p["needed_files"]),
-            human_bytes(n(&p["needed_bytes"])),
-            n(&p["in_flight"]),
-            n(&p["queued"])
+            p.needed_files,
+            human_bytes(p.needed_bytes),
+            p.in_flight,
+            p.queued
         ),
-        "error" => format!("error: {}", f["error"].as_str().unwrap_or("?")),
-        other => other.to_string(),
+        FolderState::Error => format!("error: {}", f.error.as_deref().unwrap_or("?")),
+        other => other.as_str().to_string(),
     };
     let mut line = format!(
         "folder   {} at {} — {state} · {} files, {}",
-        f["id"].as_str().unwrap_or(""),
-        f["path"].as_str().unwrap_or(""),
-        n(&f["files"]),
-        human_bytes(n(&f["bytes"]))
+        f.id,
+        f.path.display(),
+        f.files,
+        human_bytes(f.bytes)
     );
-    if n(&f["not_synced"]) > 0 {
+    if f.not_synced > 0 {
         line.push_str(&format!(
             "\n         {} not synced (left out on purpose; they stay on this machine only):",
-            n(&f["not_synced"])
+            f.not_synced
         ));
-        for f in f["not_synced_files"].as_array().into_iter().flatten() {
-            line.push_str(&format!(
-                "\n           {}: {}",
-                f["path"].as_str().unwrap_or("?"),
-                f["why"].as_str().unwrap_or("?"),
-            ));
+        for n in &f.not_synced_files {
+            line.push_str(&format!("\n           {}: {}", n.path, n.why));
         }
     }
-    if n(&p["failing"]) > 0 {
-        let blocked = n(&p["blocked"]);
+    if p.failing > 0 {
         line.push_str(&format!(
             "\n         {} failing, retried with backoff{}:",
-            n(&p["failing"]),
-            match blocked {
+            p.failing,
+            match p.blocked {
                 0 => String::new(),
                 b => format!("; {b} need you (they wait for space or a permission)"),
             }
         ));
-        for f in p["failing_files"].as_array().into_iter().flatten() {
-            let tries = match n(&f["attempts"]) {
+        for f in &p.failing_files {
+            let tries = match f.attempts {
                 1 => "failed once".to_string(),
                 k => format!("failed {k} times"),
             };
-            let when = if f["waits_for_change"].as_bool() == Some(true) {
+            let when = if f.waits_for_change {
                 "; waits for a change"
             } else {
                 ""
             };
             line.push_str(&format!(
                 "\n           {}: {} ({tries}{when})",
-                f["path"].as_str().unwrap_or("?"),
-                f["why"].as_str().unwrap_or("?"),
+                f.path, f.why
             ));
         }
     }
@@ -380,26 +370,27 @@ pub fn run_sync_status(home: &Home, json_out: bool) -> Result<ExitCode> {
             "sync progress lives in the agent; `softadastra status` shows what is on disk",
         )
     })?;
+    let s: NodeStatus = serde_json::from_value(s)
+        .context("the agent's status is not what this softadastra reads; is it another version?")?;
     let mut out = std::io::stdout().lock();
     if json_out {
-        let folders = s["folders"].clone();
-        writeln!(out, "{}", serde_json::to_string_pretty(&folders)?)?;
+        writeln!(out, "{}", serde_json::to_string_pretty(&s.folders)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     writeln!(
         out,
         "peers    {} connected of {} trusted",
-        s["peers_connected"], s["peers_trusted"]
+        s.peers_connected, s.peers_trusted
     )?;
-    for f in s["folders"].as_array().into_iter().flatten() {
+    for f in &s.folders {
         writeln!(out, "{}", folder_line(f))?;
     }
     writeln!(
         out,
         "since start: {} files placed or removed, {} fetched, {} reused locally",
-        s["sync_files_done"],
-        crate::folder_cmd::human_bytes(s["sync_bytes_fetched"].as_u64().unwrap_or(0)),
-        crate::folder_cmd::human_bytes(s["sync_bytes_reused"].as_u64().unwrap_or(0))
+        s.sync_files_done,
+        crate::folder_cmd::human_bytes(s.sync_bytes_fetched),
+        crate::folder_cmd::human_bytes(s.sync_bytes_reused)
     )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -15,6 +15,7 @@
 pub mod echoes;
 pub mod exec;
 pub mod node;
+pub mod status;
 pub mod trust;
 
 use std::collections::HashMap;

@@ -17,15 +17,19 @@ use std::time::Duration;
 
 use tracing::info;
 
+use super::status::{
+    DiscoveryStatus, FolderState, FolderStatus, NOT_SYNCED_SHOWN, NodeStatus, NotSynced,
+};
 use super::trust::{self, TrustError, TrustedPeer};
 use super::{RuntimeOptions, Shared, SyncRuntime, lock};
 use crate::core::NodeId;
 use crate::discovery::service::{Discovery, DiscoveryConfig};
 use crate::folder::{self, FolderConfig, FolderError};
 use crate::store::Store;
+use crate::sync::SyncEngine;
 use crate::transport::TransportError;
 use crate::transport::identity::Identity;
-use crate::transport::mesh::{JoinHandler, Mesh, PeerStatus};
+use crate::transport::mesh::{JoinHandler, Mesh, PeerState, PeerStatus};
 use crate::transport::quic::{Endpoint, QuicConfig};
 use crate::transport::tls::TrustedIds;
 use crate::transport::wire::Hello;
@@ -92,6 +96,8 @@ impl NodeError {
 /// A running node (see the module docs).
 pub struct Node {
     own: NodeId,
+    name: String,
+    started: std::time::Instant,
     store: Arc<Mutex<Store>>,
     mesh: Mesh,
     trusted: TrustedIds,
@@ -138,6 +144,8 @@ impl Node {
         }
         Ok(Node {
             own,
+            name: identity.name().to_string(),
+            started: std::time::Instant::now(),
             store,
             mesh,
             trusted,
@@ -303,6 +311,97 @@ impl Node {
     /// The app's key/values changed (an app wrote one): peers are hinted.
     pub fn values_changed(&self) {
         self.shared.changed(crate::folder::values::APP_SPACE);
+    }
+
+    /// The node's state now: every folder's, the peers', the log's and the
+    /// transfer counters. `invites_outstanding` is left 0 for the caller
+    /// that issues invitations to fill in.
+    pub fn status(&self) -> Result<NodeStatus, NodeError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let peers = self.mesh.statuses();
+        let store = lock(&self.store);
+        let folders = folder::list(&store)?
+            .iter()
+            .map(|f| self.folder_status(&store, f))
+            .collect();
+        let s = &self.shared;
+        Ok(NodeStatus {
+            node: self.own.to_string(),
+            name: self.name.clone(),
+            listen: self.addr.to_string(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            peers_trusted: peers.len(),
+            peers_connected: peers
+                .iter()
+                .filter(|p| p.state == PeerState::Connected)
+                .count(),
+            folders,
+            wal_dir: store.config().wal_dir(),
+            wal_last_seq: store.last_seq().0,
+            sync_pending: SyncEngine::needs(&store).len(),
+            sync_files_done: s.files_done.load(Relaxed),
+            sync_bytes_fetched: s.bytes_fetched.load(Relaxed),
+            sync_bytes_reused: s.bytes_reused.load(Relaxed),
+            invites_outstanding: 0,
+            discovery: self.with_discovery(|d| DiscoveryStatus {
+                port: d.config().port,
+                interval_s: d.config().timing.interval.as_secs_f64(),
+                nearby: d.nearby().len(),
+                stats: d.stats(),
+            }),
+        })
+    }
+
+    /// One folder's state: paused, in error, scanning, syncing (with what
+    /// is left) or up to date; its size; what fails; what is not synced.
+    fn folder_status(&self, store: &Store, f: &FolderConfig) -> FolderStatus {
+        let (mut files, mut bytes) = (0u64, 0u64);
+        for (_, r) in folder::records(store, &f.id).flatten() {
+            if !r.deleted && r.kind == crate::fs::scan::EntryKind::File {
+                files += 1;
+                bytes += r.size;
+            }
+        }
+        let s = &self.shared;
+        let progress = lock(&s.engine).progress(store, &f.id);
+        let error = lock(&s.folder_errors).get(&f.id).cloned();
+        let (not_synced, not_synced_files) = lock(&s.not_synced)
+            .get(&f.id)
+            .map(|list| {
+                let shown = list
+                    .iter()
+                    .take(NOT_SYNCED_SHOWN)
+                    .map(|(path, why)| NotSynced {
+                        path: path.clone(),
+                        why: why.clone(),
+                    })
+                    .collect();
+                (list.len() as u64, shown)
+            })
+            .unwrap_or_default();
+        let state = if f.paused {
+            FolderState::Paused
+        } else if error.is_some() {
+            FolderState::Error
+        } else if lock(&s.scanning).contains(&f.id) {
+            FolderState::Scanning
+        } else if progress.needed_files > 0 {
+            FolderState::Syncing
+        } else {
+            FolderState::UpToDate
+        };
+        FolderStatus {
+            id: f.id.clone(),
+            path: f.path.clone(),
+            paused: f.paused,
+            state,
+            error,
+            files,
+            bytes,
+            progress,
+            not_synced,
+            not_synced_files,
+        }
     }
 
     /// Stop discovery, syncing and the transport (peers are told goodbye,

@@ -46,7 +46,7 @@ pub enum SyncMessage {
 }
 
 /// What is still to do for one folder (see [`SyncEngine::progress`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FolderProgress {
     /// Files still to fetch, place or remove.
     pub needed_files: u64,
@@ -67,7 +67,7 @@ pub struct FolderProgress {
 
 /// A path whose file work failed and waits for a retry (see
 /// [`FolderProgress`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failing {
     /// Folder-relative path.
     pub path: String,
