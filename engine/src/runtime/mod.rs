@@ -11,12 +11,24 @@
 //!   every settled change is indexed and hinted to peers at once.
 //! * Peers' chunk requests are answered from local files, each chunk
 //!   checked against its hash before it leaves.
+//!
+//! Files: this one holds the shared state and the event loop; [`node`]
+//! composes a whole node (transport, sync, discovery, trust, folder
+//! lifecycle) around it; [`status`] is what a node reports; [`trust`] the
+//! stored trusted-peer list; [`exec`] the executor; [`echoes`] the
+//! watcher's filter for the agent's own writes; `watching` the folder
+//! watcher threads; `housekeeping` the timed tidy-ups.
 
 pub mod echoes;
 pub mod exec;
+mod housekeeping;
 pub mod node;
 pub mod status;
 pub mod trust;
+mod watching;
+
+use housekeeping::*;
+use watching::*;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -129,20 +141,6 @@ const LARGE_TRANSFERS: usize = 16;
 /// Chunk requests served at once, over all peers (see
 /// [`BLOCKING_THREADS`]); more wait, holding no thread.
 const SERVING: usize = 16;
-
-/// One folder's watcher thread and its switches.
-struct FolderWatch {
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    rescan: Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl FolderWatch {
-    fn stop(self) {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        let _ = self.thread.join();
-    }
-}
 
 /// How a node behaves, beyond what the store holds.
 #[derive(Debug, Clone, Copy)]
@@ -475,234 +473,5 @@ impl Shared {
     /// watchers — an app wrote a value: peers are hinted at once.
     pub fn changed(&self, folder: &str) {
         let _ = self.local.send(Local::Changed(folder.to_string()));
-    }
-}
-
-/// One watcher thread per shared folder: catch-up scan, then one indexed
-/// batch per settled change, each followed by a hint to peers.
-fn start_watchers(
-    s: &Arc<Shared>,
-    stop: &Arc<std::sync::atomic::AtomicBool>,
-) -> HashMap<String, FolderWatch> {
-    let folders = match folder::list(&lock(&s.store)) {
-        Ok(f) => f,
-        Err(e) => {
-            warn!(error = %e, "cannot list folders; nothing is synced");
-            return HashMap::new();
-        }
-    };
-    folders
-        .into_iter()
-        .filter(|f| !f.paused)
-        .map(|config| (config.id.clone(), watch_folder(s, stop, config)))
-        .collect()
-}
-
-/// Watch and sync one folder in a thread of its own: catch-up scan, then
-/// one indexed batch per settled change; a full scan again when asked
-/// (`rescan`); ends when the node or this folder is stopped.
-fn watch_folder(
-    s: &Arc<Shared>,
-    all_stop: &Arc<std::sync::atomic::AtomicBool>,
-    config: folder::FolderConfig,
-) -> FolderWatch {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let stop = Arc::new(AtomicBool::new(false));
-    let rescan = Arc::new(AtomicBool::new(true));
-    let thread = {
-        let (s, all_stop, stop, rescan) =
-            (s.clone(), all_stop.clone(), stop.clone(), rescan.clone());
-        let spawned = std::thread::Builder::new().name("sync-watcher".into()).spawn(move || {
-            let id = config.id.clone();
-            exec::recover_temp_files(&s, &config);
-            let mut indexer = Indexer::new(config.clone(), s.node);
-            let mut watcher = match Watcher::new(
-                &config.path,
-                indexer.ignore().clone(),
-                WatchConfig::default(),
-            ) {
-                Ok(w) => w,
-                Err(e) => {
-                    warn!(folder = %id, error = %e, "cannot watch; the folder is not synced");
-                    lock(&s.folder_errors).insert(id.clone(), format!("cannot watch: {e}"));
-                    return;
-                }
-            };
-            lock(&s.folder_errors).remove(&id);
-            let stopped = || all_stop.load(Ordering::SeqCst) || stop.load(Ordering::SeqCst);
-            while !stopped() {
-                if rescan.swap(false, Ordering::SeqCst) {
-                    lock(&s.scanning).insert(id.clone());
-                    let scanned = indexer.scan(&*s.store, &Default::default());
-                    lock(&s.scanning).remove(&id);
-                    match scanned {
-                        Ok(r) => {
-                            note_not_synced(&s, &id, &config.path, None, &r.issues);
-                            info!(folder = %id, added = r.added, modified = r.modified, deleted = r.deleted, "scanned")
-                        }
-                        Err(e) => warn!(folder = %id, error = %e, "scan failed"),
-                    }
-                    let _ = s.local.send(Local::Changed(id.clone()));
-                }
-                let Some(mut batch) = watcher.next_batch(Duration::from_millis(200)) else {
-                    continue;
-                };
-                s.echoes.drop_from(&id, &config.path, &mut batch);
-                if batch.paths.is_empty() && !batch.rescan_all {
-                    continue;
-                }
-                for e in watcher.take_errors() {
-                    warn!(folder = %id, error = %e, "watch error");
-                }
-                let report = indexer.apply(&*s.store, &batch);
-                if batch.changes_ignore_file() {
-                    watcher.set_ignore(indexer.ignore().clone());
-                }
-                if let Ok(r) = &report {
-                    let scope = (!batch.covers_whole_folder()).then_some(batch.paths.as_slice());
-                    note_not_synced(&s, &id, &config.path, scope, &r.issues);
-                }
-                match report {
-                    Ok(r) if r.ops > 0 => {
-                        debug!(folder = %id, added = r.added, modified = r.modified, deleted = r.deleted, "indexed");
-                        let _ = s.local.send(Local::Changed(id.clone()));
-                    }
-                    Ok(_) => {}
-                    Err(e) => warn!(folder = %id, error = %e, "indexing failed"),
-                }
-            }
-        });
-        // As `thread::spawn`.
-        spawned.expect("cannot start a folder's watcher thread")
-    };
-    FolderWatch {
-        stop,
-        rescan,
-        thread,
-    }
-}
-
-/// Keep `folder`'s list of what is not synced (see [`Shared::not_synced`])
-/// true after a reconcile of `scope` (the paths a watcher batch named, each
-/// with what is under it; `None`: the whole folder) found `issues`.
-fn note_not_synced(
-    s: &Shared,
-    folder: &str,
-    root: &std::path::Path,
-    scope: Option<&[String]>,
-    issues: &[crate::fs::scan::ScanIssue],
-) {
-    let mut all = lock(&s.not_synced);
-    let list = all.entry(folder.to_string()).or_default();
-    match scope {
-        None => list.clear(),
-        Some(paths) => list.retain(|p, _| !paths.iter().any(|d| crate::fs::path::is_within(p, d))),
-    }
-    for i in issues.iter().filter(|i| i.kind.is_lasting()) {
-        // A name that is not UTF-8 has no folder path: shown as best we can.
-        let path = i.rel.clone().unwrap_or_else(|| {
-            i.path
-                .strip_prefix(root)
-                .unwrap_or(&i.path)
-                .to_string_lossy()
-                .into_owned()
-        });
-        list.insert(path, i.detail.clone());
-    }
-}
-
-/// Every few seconds, delete the unfinished downloads kept for a resume
-/// that will not come (see [`exec::Partials::drop_unwanted`]): a kept
-/// temporary file must not outlive the work it was for.
-async fn drop_unwanted_partials(s: Arc<Shared>) {
-    let mut every = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        every.tick().await;
-        if s.partials.is_empty() {
-            // Nothing kept: the store's lock is not worth taking.
-            continue;
-        }
-        let s2 = s.clone();
-        let dropped =
-            tokio::task::spawn_blocking(move || s2.partials.drop_unwanted(&lock(&s2.store)))
-                .await
-                .unwrap_or(0);
-        if dropped > 0 {
-            debug!(
-                files = dropped,
-                "deleted unfinished downloads no longer wanted"
-            );
-        }
-    }
-}
-
-/// Every few seconds, wake the work that waits for free space in a folder
-/// whose file system now has room for at least one of its files beyond
-/// the minimum kept (see [`exec::MinFree`]): a file blocked by a full disk
-/// lands within seconds of space being freed.
-async fn wake_when_space_frees(s: Arc<Shared>) {
-    let mut every = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        every.tick().await;
-        let waiting = lock(&s.engine).waiting_for_space();
-        if waiting.is_empty() {
-            continue;
-        }
-        let s2 = s.clone();
-        let roomy: Vec<String> = tokio::task::spawn_blocking(move || {
-            waiting
-                .into_iter()
-                .filter(|(folder, least)| {
-                    exec::root_of(&s2, folder)
-                        .ok()
-                        .and_then(|root| exec::room_beyond_minimum(&root, &s2.min_free))
-                        .is_some_and(|room| room >= *least)
-                })
-                .map(|(folder, _)| folder)
-                .collect()
-        })
-        .await
-        .unwrap_or_default();
-        let now = Instant::now();
-        let mut engine = lock(&s.engine);
-        for folder in roomy {
-            let woken = engine.retry_blocked(
-                Some(&folder),
-                |c| matches!(c, crate::sync::Cause::NoSpace { .. }),
-                now,
-            );
-            if woken > 0 {
-                info!(%folder, files = woken, "space was freed; trying the files that did not fit");
-            }
-        }
-    }
-}
-
-/// Empty every folder's trash of what is older than `keep`: at start, then
-/// hourly.
-async fn prune_trash_hourly(s: Arc<Shared>, keep: Duration) {
-    let mut every = tokio::time::interval(Duration::from_secs(3600));
-    loop {
-        every.tick().await;
-        let dropped = s.partials.prune(Instant::now(), Duration::from_secs(3600));
-        if dropped > 0 {
-            info!(
-                files = dropped,
-                "deleted unfinished downloads left alone an hour"
-            );
-        }
-        let folders = folder::list(&lock(&s.store)).unwrap_or_default();
-        let _ = tokio::task::spawn_blocking(move || {
-            let now =
-                crate::core::Clock::wall(&crate::core::SystemClock).as_nanos() / 1_000_000_000;
-            for f in folders {
-                match exec::prune_trash(&f.path, keep, now) {
-                    Ok(0) => {}
-                    Ok(n) => info!(folder = %f.id, batches = n, "emptied old trash"),
-                    Err(e) => warn!(folder = %f.id, error = %e, "cannot empty old trash"),
-                }
-            }
-        })
-        .await;
     }
 }

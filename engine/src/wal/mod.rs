@@ -68,6 +68,12 @@
 //! assert_eq!(seen, vec![b"hello".to_vec()]);
 //! ```
 
+// Why this file is long (about 1,000 lines): most of it is `impl Wal`, whose
+// append, group commit, rotation, recovery and compaction all work on the
+// same private state (the open segment, the pending fsync, the segment
+// list) under invariants that hold only together; the byte format is in
+// `format`, the file access in `storage`, the tests in `tests.rs`.
+
 pub mod format;
 pub mod storage;
 

@@ -1,0 +1,527 @@
+//! The indexer: reconciles what is on disk under a shared folder with its
+//! records — a whole scan, or the paths a watcher batch names — and writes
+//! the changes with group commit. The one part of `folder` that reads the
+//! disk.
+
+use super::*;
+
+/// Operations per WAL batch (one fsync each).
+const OPS_PER_COMMIT: usize = 2048;
+
+/// What one reconciliation changed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ChangeReport {
+    /// Entries found on disk in the scope looked at.
+    pub entries: u64,
+    /// New paths.
+    pub added: u64,
+    /// Paths whose content, type or permissions changed.
+    pub modified: u64,
+    /// Paths gone from disk.
+    pub deleted: u64,
+    /// Of the added paths, those whose content matches a path deleted in
+    /// the same reconciliation (a rename or move: no content to transfer).
+    pub renamed: u64,
+    /// Paths that became ignored and were dropped from the index.
+    pub forgotten: u64,
+    /// Files read and hashed.
+    pub hashed_files: u64,
+    /// Bytes read and hashed.
+    pub hashed_bytes: u64,
+    /// Store operations written.
+    pub ops: u64,
+    /// Last store sequence after writing.
+    pub last_seq: u64,
+    /// Per-path trouble.
+    pub issues: Vec<ScanIssue>,
+    /// Time taken, ms.
+    pub elapsed_ms: u64,
+}
+
+/// Reconciles one folder's disk state into the store.
+#[derive(Debug)]
+pub struct Indexer {
+    config: FolderConfig,
+    node: NodeId,
+    ignore: IgnoreRules,
+    /// Warnings from reading the ignore file.
+    pub ignore_warnings: Vec<String>,
+    chunker: ChunkerConfig,
+}
+
+impl Indexer {
+    /// An indexer for `config`, recording changes as made by `node`.
+    pub fn new(config: FolderConfig, node: NodeId) -> Indexer {
+        let (ignore, ignore_warnings) = IgnoreRules::load(&config.path);
+        Indexer {
+            config,
+            node,
+            ignore,
+            ignore_warnings,
+            chunker: ChunkerConfig::default(),
+        }
+    }
+
+    /// The folder.
+    pub fn config(&self) -> &FolderConfig {
+        &self.config
+    }
+
+    /// The ignore rules in force.
+    pub fn ignore(&self) -> &IgnoreRules {
+        &self.ignore
+    }
+
+    fn check_root(&self) -> Result<(), FolderError> {
+        match std::fs::metadata(&self.config.path) {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err(FolderError::BadPath {
+                path: self.config.path.clone(),
+                reason: "no longer a directory".into(),
+            }),
+            // A vanished root must not be read as "everything was deleted".
+            Err(e) => Err(FolderError::BadPath {
+                path: self.config.path.clone(),
+                reason: format!("{e} (nothing recorded)"),
+            }),
+        }
+    }
+
+    /// Reconcile the whole folder.
+    pub fn scan<'a>(
+        &mut self,
+        store: impl Into<StoreAccess<'a>>,
+        progress: &ScanProgress,
+    ) -> Result<ChangeReport, FolderError> {
+        self.reconcile(store.into(), &[Scope::All], progress)
+    }
+
+    /// Reconcile the paths of a watcher batch.
+    pub fn apply<'a>(
+        &mut self,
+        store: impl Into<StoreAccess<'a>>,
+        batch: &Batch,
+    ) -> Result<ChangeReport, FolderError> {
+        if batch.changes_ignore_file() {
+            self.reload_ignore();
+        }
+        let scopes: Vec<Scope> = if batch.covers_whole_folder() {
+            vec![Scope::All]
+        } else {
+            tree_scopes(batch.paths.iter())
+        };
+        self.reconcile(store.into(), &scopes, &ScanProgress::default())
+    }
+
+    /// Reload `.softadastraignore`.
+    pub fn reload_ignore(&mut self) {
+        let (ignore, warnings) = IgnoreRules::load(&self.config.path);
+        self.ignore = ignore;
+        self.ignore_warnings = warnings;
+    }
+
+    /// Record a file the agent itself wrote (e.g. sync placing a download):
+    /// `record` is stored as given, with the local stat of the file, so the
+    /// watcher's event for this write finds nothing new.
+    pub fn record_local_write(
+        &self,
+        store: &mut Store,
+        rel: &str,
+        mut record: FileRecord,
+    ) -> Result<Seq, FolderError> {
+        let abs = crate::fs::path::absolute(&self.config.path, rel).map_err(|e| {
+            FolderError::BadPath {
+                path: self.config.path.join(rel),
+                reason: e.to_string(),
+            }
+        })?;
+        if let Ok(meta) = std::fs::symlink_metadata(&abs) {
+            let stat = FileStat::from_metadata(&meta);
+            record.mtime_ns = stat.mtime_ns;
+            record.inode = stat.inode;
+        }
+        let op = self.put_op(rel, &record, store);
+        Ok(store.apply(op)?)
+    }
+
+    fn put_op(&self, rel: &str, record: &FileRecord, store: &Store) -> Op {
+        Op::Put {
+            ns: ns::FILES.into(),
+            key: file_key(&self.config.id, rel),
+            value: encode(record),
+            origin: self.node,
+            timestamp: store.wall_time(),
+        }
+    }
+
+    /// Reconcile `scopes`: read what the index knows of them, look at the
+    /// disk (stat, and hash what changed), record the differences. With a
+    /// shared store the lock is taken only to read and to record, never
+    /// while the disk is walked and files are hashed — sync keeps placing
+    /// files meanwhile. What it recorded meanwhile for a path looked at
+    /// (a download placed, a deletion carried out) makes that observation
+    /// stale: those paths are looked at again under the lock.
+    fn reconcile(
+        &mut self,
+        mut store: StoreAccess<'_>,
+        scopes: &[Scope],
+        progress: &ScanProgress,
+    ) -> Result<ChangeReport, FolderError> {
+        let started = Instant::now();
+        self.check_root()?;
+        let (known, read_at) = store.with(|st| self.known(st, scopes))?;
+        let obs = self.observe(scopes, &known, progress);
+        store.with(|st| self.settle(st, scopes, known, read_at, obs, progress, started))
+    }
+
+    /// The locked end of [`Indexer::reconcile`]: look again at the paths
+    /// whose entry changed since `known` was read (at sequence `read_at`),
+    /// then record.
+    #[allow(clippy::too_many_arguments)]
+    fn settle(
+        &self,
+        store: &mut Store,
+        scopes: &[Scope],
+        mut known: HashMap<String, FileRecord>,
+        read_at: Seq,
+        mut obs: Observation,
+        progress: &ScanProgress,
+        started: Instant,
+    ) -> Result<ChangeReport, FolderError> {
+        let moved = self.moved_since(store, scopes, read_at, &known, &obs);
+        if !moved.is_empty() {
+            let again = tree_scopes(moved.iter());
+            let covered: HashSet<&str> = moved.iter().map(String::as_str).collect();
+            let (known_now, _) = self.known(store, &again)?;
+            let obs_now = self.observe(&again, &known_now, progress);
+            known.retain(|p, _| !is_covered(&covered, p));
+            known.extend(known_now);
+            obs.entries.retain(|o| !is_covered(&covered, &o.path));
+            obs.entries.extend(obs_now.entries);
+            obs.issues
+                .retain(|i| i.rel.as_deref().is_none_or(|p| !is_covered(&covered, p)));
+            obs.issues.extend(obs_now.issues);
+            obs.hashed_files += obs_now.hashed_files;
+            obs.hashed_bytes += obs_now.hashed_bytes;
+        }
+        self.record(store, &known, obs, started)
+    }
+
+    /// What the index knows about `scopes`, and the log's last sequence
+    /// when it was read (see [`Indexer::moved_since`]).
+    fn known(
+        &self,
+        store: &Store,
+        scopes: &[Scope],
+    ) -> Result<(HashMap<String, FileRecord>, Seq), FolderError> {
+        let mut known: HashMap<String, FileRecord> = HashMap::new();
+        let strip = self.config.id.len() + 1;
+        self.each_entry(store, scopes, |k, e| {
+            if let Some(v) = e.value.as_deref() {
+                known.insert(k[strip..].to_string(), decode(k, v)?);
+            }
+            Ok(())
+        })?;
+        Ok((known, store.last_seq()))
+    }
+
+    /// Every index entry (key, entry) of `scopes`, tombstones included,
+    /// until `visit` fails.
+    fn each_entry(
+        &self,
+        store: &Store,
+        scopes: &[Scope],
+        mut visit: impl FnMut(&str, &crate::store::Entry) -> Result<(), FolderError>,
+    ) -> Result<(), FolderError> {
+        for scope in scopes {
+            match scope {
+                Scope::All => {
+                    let prefix = format!("{}/", self.config.id);
+                    for (k, e) in store.scan_prefix(ns::FILES, &prefix) {
+                        visit(k, e)?;
+                    }
+                }
+                Scope::Tree(p) => {
+                    let key = file_key(&self.config.id, p);
+                    if let Some(e) = store.entry(ns::FILES, &key) {
+                        visit(&key, e)?;
+                    }
+                    let prefix = format!("{key}/");
+                    for (k, e) in store.scan_prefix(ns::FILES, &prefix) {
+                        visit(k, e)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Walk and stat `scopes`, hashing only what differs from `known`.
+    fn observe(
+        &self,
+        scopes: &[Scope],
+        known: &HashMap<String, FileRecord>,
+        progress: &ScanProgress,
+    ) -> Observation {
+        let stats: HashMap<&str, FileStat> = known
+            .iter()
+            .filter(|(_, r)| !r.deleted)
+            .map(|(k, r)| (k.as_str(), r.stat()))
+            .collect();
+        let lookup = |rel: &str| stats.get(rel).copied();
+        scan::observe(
+            &self.config.path,
+            scopes,
+            &self.ignore,
+            &lookup,
+            self.chunker,
+            progress,
+        )
+    }
+
+    /// Paths looked at (known or found) whose index entry changed after
+    /// sequence `read_at` (when `known` was read): one walk of the scopes'
+    /// entries, each changed one with a version past that mark.
+    fn moved_since(
+        &self,
+        store: &Store,
+        scopes: &[Scope],
+        read_at: Seq,
+        known: &HashMap<String, FileRecord>,
+        obs: &Observation,
+    ) -> Vec<String> {
+        let strip = self.config.id.len() + 1;
+        let mut changed: Vec<String> = Vec::new();
+        // The walk itself cannot fail.
+        let _ = self.each_entry(store, scopes, |k, e| {
+            if e.version > read_at {
+                changed.push(k[strip..].to_string());
+            }
+            Ok(())
+        });
+        if changed.is_empty() {
+            return Vec::new();
+        }
+        let found: HashSet<&str> = obs.entries.iter().map(|o| o.path.as_str()).collect();
+        let mut moved: Vec<String> = changed
+            .into_iter()
+            .filter(|p| known.contains_key(p) || found.contains(p.as_str()))
+            .collect();
+        moved.sort();
+        moved.dedup();
+        moved
+    }
+
+    /// Record what `obs` found against what the index knew (`known`).
+    fn record(
+        &self,
+        store: &mut Store,
+        known: &HashMap<String, FileRecord>,
+        obs: Observation,
+        started: Instant,
+    ) -> Result<ChangeReport, FolderError> {
+        let mut report = ChangeReport {
+            entries: obs.entries.len() as u64,
+            hashed_files: obs.hashed_files,
+            hashed_bytes: obs.hashed_bytes,
+            ..ChangeReport::default()
+        };
+        let mut puts: Vec<(String, FileRecord)> = Vec::new();
+        let mut added_hashes: Vec<ContentHash> = Vec::new();
+        let seen: HashSet<&str> = obs.entries.iter().map(|o| o.path.as_str()).collect();
+        for o in &obs.entries {
+            let prev = known.get(&o.path);
+            match self.observed_record(o, prev) {
+                Change::None => {}
+                Change::LocalOnly(rec) => puts.push((o.path.clone(), rec)),
+                Change::Substance(rec) => {
+                    if prev.is_none_or(|p| p.deleted) {
+                        report.added += 1;
+                        if let Some(h) = rec.hash {
+                            added_hashes.push(h);
+                        }
+                    } else {
+                        report.modified += 1;
+                    }
+                    puts.push((o.path.clone(), rec));
+                }
+            }
+        }
+        // Known, live, in scope, not on disk and not in doubt: deleted.
+        let mut deletions: Vec<(String, FileRecord)> = Vec::new();
+        let mut forgets: Vec<String> = Vec::new();
+        let mut deleted_hashes: HashSet<ContentHash> = HashSet::new();
+        for (rel, rec) in known {
+            if rec.deleted || seen.contains(rel.as_str()) {
+                continue;
+            }
+            // Recorded before homes were left out: forgotten, as ignored
+            // paths are (no deletion reaches peers).
+            if obs.is_in_node_home(rel) {
+                forgets.push(rel.clone());
+                continue;
+            }
+            if obs.is_unsure(rel) {
+                continue;
+            }
+            if self.ignore.is_ignored(rel, rec.kind == EntryKind::Dir) {
+                forgets.push(rel.clone());
+                continue;
+            }
+            let mut gone = rec.clone();
+            gone.deleted = true;
+            gone.version.bump(self.node);
+            gone.modified_by = self.node;
+            if let Some(h) = rec.hash {
+                deleted_hashes.insert(h);
+            }
+            deletions.push((rel.clone(), gone));
+        }
+        report.deleted = deletions.len() as u64;
+        report.forgotten = forgets.len() as u64;
+        report.renamed = added_hashes
+            .iter()
+            .filter(|h| deleted_hashes.contains(h))
+            .count() as u64;
+        // Parents before children for additions; children before parents for deletions.
+        deletions.sort_by(|a, b| b.0.cmp(&a.0));
+        let mut ops: Vec<Op> = Vec::with_capacity(puts.len() + deletions.len() + forgets.len());
+        for (rel, rec) in puts.iter().chain(deletions.iter()) {
+            ops.push(self.put_op(rel, rec, store));
+        }
+        for rel in forgets {
+            ops.push(Op::Forget {
+                ns: ns::FILES.into(),
+                key: file_key(&self.config.id, &rel),
+            });
+        }
+        report.ops = ops.len() as u64;
+        let mut ops = ops.into_iter().peekable();
+        while ops.peek().is_some() {
+            let batch: Vec<Op> = ops.by_ref().take(OPS_PER_COMMIT).collect();
+            store.apply_batch(batch)?;
+        }
+        for issue in &obs.issues {
+            tracing::warn!(path = %issue.path.display(), kind = ?issue.kind, detail = %issue.detail, "scan issue");
+        }
+        report.issues = obs.issues;
+        report.last_seq = store.last_seq().0;
+        report.elapsed_ms = started.elapsed().as_millis() as u64;
+        if report.renamed > 0 {
+            tracing::info!(folder = %self.config.id, renamed = report.renamed, "renames detected by content hash");
+        }
+        Ok(report)
+    }
+
+    fn observed_record(&self, o: &Observed, prev: Option<&FileRecord>) -> Change {
+        let live_prev = prev.filter(|p| !p.deleted);
+        let (hash, chunks) = match (&o.content, live_prev) {
+            (Some(c), _) => (Some(c.hash), c.chunks.clone()),
+            // Metadata matched: the content is what we recorded.
+            (None, Some(p)) if o.stat.kind == EntryKind::File => (p.hash, p.chunks.clone()),
+            _ => (None, Vec::new()),
+        };
+        let mut rec = FileRecord {
+            kind: o.stat.kind,
+            size: o.stat.size,
+            mtime_ns: o.stat.mtime_ns,
+            mode: o.stat.mode,
+            inode: o.stat.inode,
+            hash,
+            chunks,
+            link_target: o.link_target.clone(),
+            version: prev.map(|p| p.version.clone()).unwrap_or_default(),
+            modified_by: self.node,
+            deleted: false,
+        };
+        match prev {
+            Some(p) if !rec.differs_in_substance(p) => {
+                // The recorded mtime belongs to the version (sync settles
+                // conflicts by it, identically on every node), so a touch
+                // that changed no content does not move it; only the
+                // local-only inode is updated.
+                rec.mtime_ns = p.mtime_ns;
+                if rec.stat() == p.stat() {
+                    Change::None
+                } else {
+                    rec.modified_by = p.modified_by;
+                    Change::LocalOnly(rec)
+                }
+            }
+            _ => {
+                rec.version.bump(self.node);
+                Change::Substance(rec)
+            }
+        }
+    }
+}
+
+/// Tree scopes for `paths`; a path inside another one is covered by it.
+fn tree_scopes<'a>(paths: impl Iterator<Item = &'a String>) -> Vec<Scope> {
+    let mut sorted: Vec<&String> = paths.collect();
+    sorted.sort();
+    let mut scopes: Vec<Scope> = Vec::new();
+    let mut last: Option<&str> = None;
+    for p in sorted {
+        if let Some(l) = last
+            && p.starts_with(l)
+            && p.as_bytes().get(l.len()) == Some(&b'/')
+        {
+            continue;
+        }
+        scopes.push(Scope::Tree(p.clone()));
+        last = Some(p);
+    }
+    scopes
+}
+
+/// Whether `rel` is one of `trees` or inside one.
+fn is_covered(trees: &HashSet<&str>, rel: &str) -> bool {
+    trees.contains(rel)
+        || rel
+            .match_indices('/')
+            .any(|(i, _)| trees.contains(&rel[..i]))
+}
+
+/// How an [`Indexer`] reaches the store: to itself for the whole
+/// reconcile (a command holding the store), or shared with a running node
+/// — its lock is then taken only to read and to record, so sync is not
+/// held up while the disk is walked and files are hashed.
+pub enum StoreAccess<'a> {
+    /// The caller's own store.
+    Own(&'a mut Store),
+    /// A running node's store.
+    Shared(&'a std::sync::Mutex<Store>),
+}
+
+impl StoreAccess<'_> {
+    fn with<R>(&mut self, work: impl FnOnce(&mut Store) -> R) -> R {
+        match self {
+            StoreAccess::Own(store) => work(store),
+            StoreAccess::Shared(store) => work(&mut crate::core::lock(store)),
+        }
+    }
+}
+
+impl<'a> From<&'a mut Store> for StoreAccess<'a> {
+    fn from(store: &'a mut Store) -> Self {
+        StoreAccess::Own(store)
+    }
+}
+
+impl<'a> From<&'a std::sync::Mutex<Store>> for StoreAccess<'a> {
+    fn from(store: &'a std::sync::Mutex<Store>) -> Self {
+        StoreAccess::Shared(store)
+    }
+}
+
+enum Change {
+    None,
+    /// mtime or inode moved, content did not: update locally, no new version.
+    LocalOnly(FileRecord),
+    /// Something peers must learn about: new version.
+    Substance(FileRecord),
+}
+
+#[cfg(test)]
+mod tests;

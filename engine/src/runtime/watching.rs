@@ -1,0 +1,153 @@
+//! The folder watchers: one thread per shared folder that scans it to
+//! catch up, then indexes each settled batch of changes and hints peers;
+//! and the list of what each folder's scans leave out for good. They read
+//! the disk and write the index; they never change a file.
+
+use super::*;
+
+/// One folder's watcher thread and its switches.
+pub(super) struct FolderWatch {
+    pub(super) stop: Arc<std::sync::atomic::AtomicBool>,
+    pub(super) rescan: Arc<std::sync::atomic::AtomicBool>,
+    pub(super) thread: std::thread::JoinHandle<()>,
+}
+
+impl FolderWatch {
+    pub(super) fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = self.thread.join();
+    }
+}
+
+/// One watcher thread per shared folder: catch-up scan, then one indexed
+/// batch per settled change, each followed by a hint to peers.
+pub(super) fn start_watchers(
+    s: &Arc<Shared>,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+) -> HashMap<String, FolderWatch> {
+    let folders = match folder::list(&lock(&s.store)) {
+        Ok(f) => f,
+        Err(e) => {
+            warn!(error = %e, "cannot list folders; nothing is synced");
+            return HashMap::new();
+        }
+    };
+    folders
+        .into_iter()
+        .filter(|f| !f.paused)
+        .map(|config| (config.id.clone(), watch_folder(s, stop, config)))
+        .collect()
+}
+
+/// Watch and sync one folder in a thread of its own: catch-up scan, then
+/// one indexed batch per settled change; a full scan again when asked
+/// (`rescan`); ends when the node or this folder is stopped.
+pub(super) fn watch_folder(
+    s: &Arc<Shared>,
+    all_stop: &Arc<std::sync::atomic::AtomicBool>,
+    config: folder::FolderConfig,
+) -> FolderWatch {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let rescan = Arc::new(AtomicBool::new(true));
+    let thread = {
+        let (s, all_stop, stop, rescan) =
+            (s.clone(), all_stop.clone(), stop.clone(), rescan.clone());
+        let spawned = std::thread::Builder::new().name("sync-watcher".into()).spawn(move || {
+            let id = config.id.clone();
+            exec::recover_temp_files(&s, &config);
+            let mut indexer = Indexer::new(config.clone(), s.node);
+            let mut watcher = match Watcher::new(
+                &config.path,
+                indexer.ignore().clone(),
+                WatchConfig::default(),
+            ) {
+                Ok(w) => w,
+                Err(e) => {
+                    warn!(folder = %id, error = %e, "cannot watch; the folder is not synced");
+                    lock(&s.folder_errors).insert(id.clone(), format!("cannot watch: {e}"));
+                    return;
+                }
+            };
+            lock(&s.folder_errors).remove(&id);
+            let stopped = || all_stop.load(Ordering::SeqCst) || stop.load(Ordering::SeqCst);
+            while !stopped() {
+                if rescan.swap(false, Ordering::SeqCst) {
+                    lock(&s.scanning).insert(id.clone());
+                    let scanned = indexer.scan(&*s.store, &Default::default());
+                    lock(&s.scanning).remove(&id);
+                    match scanned {
+                        Ok(r) => {
+                            note_not_synced(&s, &id, &config.path, None, &r.issues);
+                            info!(folder = %id, added = r.added, modified = r.modified, deleted = r.deleted, "scanned")
+                        }
+                        Err(e) => warn!(folder = %id, error = %e, "scan failed"),
+                    }
+                    let _ = s.local.send(Local::Changed(id.clone()));
+                }
+                let Some(mut batch) = watcher.next_batch(Duration::from_millis(200)) else {
+                    continue;
+                };
+                s.echoes.drop_from(&id, &config.path, &mut batch);
+                if batch.paths.is_empty() && !batch.rescan_all {
+                    continue;
+                }
+                for e in watcher.take_errors() {
+                    warn!(folder = %id, error = %e, "watch error");
+                }
+                let report = indexer.apply(&*s.store, &batch);
+                if batch.changes_ignore_file() {
+                    watcher.set_ignore(indexer.ignore().clone());
+                }
+                if let Ok(r) = &report {
+                    let scope = (!batch.covers_whole_folder()).then_some(batch.paths.as_slice());
+                    note_not_synced(&s, &id, &config.path, scope, &r.issues);
+                }
+                match report {
+                    Ok(r) if r.ops > 0 => {
+                        debug!(folder = %id, added = r.added, modified = r.modified, deleted = r.deleted, "indexed");
+                        let _ = s.local.send(Local::Changed(id.clone()));
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!(folder = %id, error = %e, "indexing failed"),
+                }
+            }
+        });
+        // As `thread::spawn`.
+        spawned.expect("cannot start a folder's watcher thread")
+    };
+    FolderWatch {
+        stop,
+        rescan,
+        thread,
+    }
+}
+
+/// Keep `folder`'s list of what is not synced (see [`Shared::not_synced`])
+/// true after a reconcile of `scope` (the paths a watcher batch named, each
+/// with what is under it; `None`: the whole folder) found `issues`.
+fn note_not_synced(
+    s: &Shared,
+    folder: &str,
+    root: &std::path::Path,
+    scope: Option<&[String]>,
+    issues: &[crate::fs::scan::ScanIssue],
+) {
+    let mut all = lock(&s.not_synced);
+    let list = all.entry(folder.to_string()).or_default();
+    match scope {
+        None => list.clear(),
+        Some(paths) => list.retain(|p, _| !paths.iter().any(|d| crate::fs::path::is_within(p, d))),
+    }
+    for i in issues.iter().filter(|i| i.kind.is_lasting()) {
+        // A name that is not UTF-8 has no folder path: shown as best we can.
+        let path = i.rel.clone().unwrap_or_else(|| {
+            i.path
+                .strip_prefix(root)
+                .unwrap_or(&i.path)
+                .to_string_lossy()
+                .into_owned()
+        });
+        list.insert(path, i.detail.clone());
+    }
+}
