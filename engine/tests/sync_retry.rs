@@ -28,8 +28,9 @@ fn places(actions: &[Action]) -> usize {
     placed(actions).iter().filter(|p| *p == "a.txt").count()
 }
 
-#[test]
-fn a_peer_connecting_makes_failed_work_due_at_once() {
+/// A node that has just been told of `a.txt` by `peer` and handed out its
+/// placing: (store, engine, peer, when).
+fn a_txt_handed_out() -> (softadastra::store::Store, SyncEngine, NodeId, Instant) {
     let me = NodeId::derive(b"me");
     let peer = NodeId::derive(b"peer");
     let (mut store, mut engine): (_, SyncEngine) = docs_node(me, peer);
@@ -43,6 +44,12 @@ fn a_peer_connecting_makes_failed_work_due_at_once() {
         )
         .unwrap();
     assert_eq!(places(&actions), 1, "{actions:?}");
+    (store, engine, peer, t0)
+}
+
+#[test]
+fn a_peer_connecting_makes_failed_work_due_at_once() {
+    let (mut store, mut engine, peer, t0) = a_txt_handed_out();
 
     // The transfer failed: nothing is handed out during the backoff.
     engine.failed(
@@ -91,19 +98,7 @@ fn a_peer_connecting_makes_failed_work_due_at_once() {
 /// waits for one.
 #[test]
 fn work_blocked_by_a_full_disk_waits_for_a_change_not_a_peer() {
-    let me = NodeId::derive(b"me");
-    let peer = NodeId::derive(b"peer");
-    let (mut store, mut engine): (_, SyncEngine) = docs_node(me, peer);
-    let t0 = Instant::now();
-    let actions = engine
-        .received(
-            &mut store,
-            peer,
-            page(vec![("a.txt".into(), record(peer))]),
-            t0,
-        )
-        .unwrap();
-    assert_eq!(places(&actions), 1, "{actions:?}");
+    let (mut store, mut engine, peer, t0) = a_txt_handed_out();
     let full = WorkError::new(
         Cause::NoSpace { needed: 4096 },
         "not enough space for a.txt",
