@@ -21,8 +21,8 @@
 //! echo goes back to peers.
 //!
 //! Files: this one holds the record and key layout (`FileRecord`,
-//! `file_key`, `record`, `records`) and the errors; [`registry`] which
-//! folders are shared; [`indexer`] the reconciliation of the disk into
+//! `file_key`, `record`, `records`) and the errors; `registry.rs` which
+//! folders are shared; `indexer.rs` the reconciliation of the disk into
 //! the index (the only part that reads files); [`values`] the app's
 //! key/values, kept as records of the app space.
 

@@ -6,7 +6,7 @@
 //! does not fit fails at once with [`Cause::NoSpace`] — nothing is
 //! fetched, so one big file neither fills the disk nor is fetched again
 //! and again, and the small files that do fit go on. The work waits until
-//! the runtime sees enough space freed ([`super::super::wake_when_space_frees`]).
+//! the runtime sees enough space freed (its housekeeping checks every 5 s).
 //! This module reads the file system's figures; it never writes.
 
 use std::str::FromStr;
