@@ -33,6 +33,7 @@ pub mod core;
 pub mod discovery;
 pub mod folder;
 pub mod fs;
+pub mod index;
 pub mod metadata;
 pub mod runtime;
 pub mod store;

@@ -8,16 +8,20 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Module → the modules it may use. Mirrors ARCHITECTURE.md's dependency
-/// order: `core ← fs, wal ← store ← folder ← sync`, `core ← transport`,
+/// order: `core ← store ← index`, `core, index ← fs`, `wal ← store`,
+/// `fs, index ← folder`, `index, store ← sync`, `core ← transport`,
 /// `core ← discovery`, `transport ← metadata`, and the runtime and the
 /// SDK client above all of them.
 const ALLOWED: &[(&str, &[&str])] = &[
     ("core", &[]),
-    ("fs", &["core"]),
+    ("index", &["core", "store"]),
+    ("fs", &["core", "index"]),
     ("wal", &["core"]),
     ("store", &["core", "wal"]),
-    ("folder", &["core", "fs", "store", "wal"]),
-    ("sync", &["core", "folder", "fs", "store"]),
+    ("folder", &["core", "fs", "index", "store", "wal"]),
+    // Nothing that reads the disk: the records and keys are `index`'s,
+    // the path checks `core::path`'s.
+    ("sync", &["core", "index", "store"]),
     // Transport only asks "is this id trusted?" (`tls::TrustedIds`); the
     // list is persisted by `runtime::trust`.
     ("transport", &["core"]),
@@ -30,6 +34,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "discovery",
             "folder",
             "fs",
+            "index",
             "metadata",
             "store",
             "sync",
@@ -44,6 +49,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "discovery",
             "folder",
             "fs",
+            "index",
             "metadata",
             "runtime",
             "store",

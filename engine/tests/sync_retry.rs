@@ -128,6 +128,18 @@ fn work_blocked_by_a_full_disk_waits_for_a_change_not_a_peer() {
     assert_eq!(places(&engine.tick(&mut store, before).unwrap().actions), 0);
     let after = t1 + engine_config_blocked() * 5 / 4 + Duration::from_secs(1);
     assert_eq!(places(&engine.tick(&mut store, after).unwrap().actions), 1);
+
+    // A write that found the disk full mid-way does not know the size it
+    // needs; the engine does, and waits for that much.
+    let mid_write = WorkError::io(
+        "write /docs/a.txt",
+        &std::io::Error::from(std::io::ErrorKind::StorageFull),
+    );
+    engine.failed("docs", "a.txt", after, &mid_write);
+    assert_eq!(
+        engine.waiting_for_space().get("docs"),
+        Some(&record(peer).size)
+    );
 }
 
 fn engine_config_blocked() -> Duration {

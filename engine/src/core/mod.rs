@@ -30,6 +30,7 @@ mod clock;
 mod error;
 mod hash;
 mod id;
+pub mod path;
 mod version;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};

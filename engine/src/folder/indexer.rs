@@ -266,7 +266,7 @@ impl Indexer {
         let stats: HashMap<&str, FileStat> = known
             .iter()
             .filter(|(_, r)| !r.deleted)
-            .map(|(k, r)| (k.as_str(), r.stat()))
+            .map(|(k, r)| (k.as_str(), stat_of(r)))
             .collect();
         let lookup = |rel: &str| stats.get(rel).copied();
         scan::observe(
@@ -441,7 +441,7 @@ impl Indexer {
                 // that changed no content does not move it; only the
                 // local-only inode is updated.
                 rec.mtime_ns = p.mtime_ns;
-                if rec.stat() == p.stat() {
+                if stat_of(&rec) == stat_of(p) {
                     Change::None
                 } else {
                     rec.modified_by = p.modified_by;

@@ -46,22 +46,6 @@ pub fn derive_id(path: &Path) -> String {
     }
 }
 
-/// Every shared folder, by id.
-pub fn list(store: &Store) -> Result<Vec<FolderConfig>, FolderError> {
-    store
-        .list(FOLDERS_NS, "")
-        .map(|(k, e)| decode(k, e.value.as_deref().unwrap_or_default()))
-        .collect()
-}
-
-/// The folder with this id.
-pub fn get(store: &Store, id: &str) -> Result<FolderConfig, FolderError> {
-    match store.get(FOLDERS_NS, id) {
-        Some(e) => decode(id, e.value.as_deref().unwrap_or_default()),
-        None => Err(FolderError::NotFound(id.to_string())),
-    }
-}
-
 /// Share the directory at `path` under `id`, or, when `None`, under an id
 /// derived from its name ([`derive_id`]).
 pub fn share(

@@ -6,8 +6,6 @@
 
 use std::io::{self, Read};
 
-use serde::{Deserialize, Serialize};
-
 use crate::core::ContentHash;
 
 /// Chunk size limits, in bytes.
@@ -33,16 +31,7 @@ impl Default for ChunkerConfig {
     }
 }
 
-/// One chunk of a file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Chunk {
-    /// Byte offset in the file.
-    pub offset: u64,
-    /// Length in bytes.
-    pub len: u32,
-    /// blake3 of the chunk's bytes.
-    pub hash: ContentHash,
-}
+pub use crate::index::Chunk;
 
 /// A file's content summary: whole-content hash, size and chunks.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,10 +11,7 @@ use std::path::{Path, PathBuf};
 
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
-/// Per-folder directory the agent owns (trash, transfer state).
-pub const META_DIR: &str = ".softadastra";
-/// Prefix of temporary files the agent writes while assembling a download.
-pub const TEMP_PREFIX: &str = ".softadastra-tmp-";
+pub use crate::core::path::{META_DIR, TEMP_PREFIX, is_builtin_ignored};
 /// Name of the per-folder ignore file.
 pub const IGNORE_FILE: &str = ".softadastraignore";
 
@@ -85,13 +82,6 @@ impl IgnoreRules {
     pub fn file(&self) -> &Path {
         &self.file
     }
-}
-
-/// The agent's own files, whatever the ignore file says.
-pub fn is_builtin_ignored(rel: &str) -> bool {
-    rel == META_DIR
-        || rel.starts_with(".softadastra/")
-        || rel.split('/').any(|part| part.starts_with(TEMP_PREFIX))
 }
 
 /// Whether the directory `dir` is a Softadastra node's home: it holds a

@@ -25,7 +25,8 @@
 
 pub mod chunk;
 pub mod ignore;
-pub mod path;
+/// Folder-relative paths: checks and joins (pure; they live in `core`).
+pub use crate::core::path;
 pub mod scan;
 pub mod watch;
 

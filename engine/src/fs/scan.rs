@@ -14,25 +14,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::chunk::{ChunkerConfig, Content, chunk_bytes, chunk_reader};
 use super::ignore::IgnoreRules;
 use super::path;
 
-/// What kind of entry a path is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum EntryKind {
-    /// Regular file.
-    File,
-    /// Directory.
-    Dir,
-    /// Symbolic link (recorded, never followed).
-    Symlink,
-    /// An application value (SDK key/value data, synced in the app space;
-    /// never on disk in a folder).
-    Value,
-}
+pub use crate::index::EntryKind;
 
 /// The metadata that decides whether a file must be re-read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -332,12 +332,12 @@ impl SyncEngine {
             let valid = if app {
                 values::validate_key(&path).map_err(|e| e.to_string())
             } else {
-                crate::fs::path::validate(&path)
+                crate::core::path::validate(&path)
                     .map_err(|e| e.to_string())
                     .and_then(|()| {
                         // The agent's own files (trash, temporary files)
                         // are never anyone's to name.
-                        if crate::fs::ignore::is_builtin_ignored(&path) {
+                        if crate::core::path::is_builtin_ignored(&path) {
                             Err(format!("{path:?} is the agent's own file"))
                         } else {
                             Ok(())
@@ -375,7 +375,7 @@ impl SyncEngine {
                 tracing::warn!(%peer, %folder, path = ?path, error = %e, "refused a record from a peer");
                 continue;
             }
-            let key = folder::file_key(folder, &path);
+            let key = index::file_key(folder, &path);
             let (need, local) = Self::local_state(store, folder, &path);
             if let Some(mut n) = need {
                 // Work in progress: its content is not on this disk.

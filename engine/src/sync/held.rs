@@ -85,7 +85,7 @@ impl SyncEngine {
                     record.inode = l.inode;
                     ops.push(Op::Put {
                         ns: ns::FILES.into(),
-                        key: folder::file_key(folder, path),
+                        key: index::file_key(folder, path),
                         value: encode(&record),
                         origin,
                         timestamp: ts,
@@ -103,7 +103,7 @@ impl SyncEngine {
                     };
                     ops.push(Op::Put {
                         ns: NEED_NS.into(),
-                        key: folder::file_key(folder, path),
+                        key: index::file_key(folder, path),
                         value: encode(&n),
                         origin,
                         timestamp: ts,

@@ -193,7 +193,7 @@ pub enum SyncError {
     Store(#[from] StoreError),
     /// The folder layer failed.
     #[error(transparent)]
-    Folder(#[from] folder::FolderError),
+    Folder(#[from] index::FolderError),
 }
 
 /// One finished piece of file work, for [`SyncEngine::completed_all`].

@@ -25,7 +25,7 @@
 //!   and drops the need in one batch) or [`SyncEngine::failed`] with a
 //!   typed [`WorkError`]: retried with backoff, or — a full disk, a denied
 //!   permission — held until something changes (see [`failure`]). After a restart every stored need is handed out again.
-//! * **Paths from peers** pass [`crate::fs::path::validate`]; a hostile one
+//! * **Paths from peers** pass [`crate::core::path::validate`]; a hostile one
 //!   (absolute, `..`, NUL, …) is refused, logged and counted, and the rest
 //!   of the page is still used.
 
@@ -48,9 +48,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::core::{Causality, ContentHash, NodeId, VersionVector};
-use crate::folder::values::{self, APP_SPACE};
-use crate::folder::{self, FileRecord};
-use crate::fs::scan::EntryKind;
+use crate::index::values::{self, APP_SPACE};
+use crate::index::{self, EntryKind, FileRecord};
 use crate::store::{Op, Store, StoreError, ns};
 use resolve::{Decision, Probe, copy_target};
 
@@ -105,6 +104,8 @@ struct Work {
     out: bool,
     /// Why the last attempt failed.
     why: Option<WorkError>,
+    /// Bytes of the file it places (set when handed out).
+    size: u64,
 }
 
 /// The sync state machine of one node.
@@ -180,6 +181,7 @@ impl SyncEngine {
                         attempts: 0,
                         out: false,
                         why: None,
+                        size: 0,
                     },
                 );
             }
@@ -189,7 +191,7 @@ impl SyncEngine {
     /// The folders this node shares (not paused), and the app space,
     /// which every node shares.
     fn local_folders(store: &Store) -> Result<HashSet<String>, SyncError> {
-        Ok(folder::list(store)?
+        Ok(index::list(store)?
             .into_iter()
             .filter(|f| !f.paused)
             .map(|f| f.id)
@@ -202,7 +204,7 @@ impl SyncEngine {
     pub fn tick(&mut self, store: &mut Store, now: Instant) -> Result<TickReport, SyncError> {
         let mut report = TickReport::default();
         // Work of a folder no longer shared here is dropped with its need.
-        let known: HashSet<String> = folder::list(store)?.into_iter().map(|f| f.id).collect();
+        let known: HashSet<String> = index::list(store)?.into_iter().map(|f| f.id).collect();
         let gone: Vec<(String, String)> = self
             .work
             .keys()
@@ -212,7 +214,7 @@ impl SyncEngine {
         for (f, p) in gone {
             store.apply(Op::Remove {
                 ns: NEED_NS.into(),
-                key: folder::file_key(&f, &p),
+                key: index::file_key(&f, &p),
                 origin: self.node,
                 timestamp: store.wall_time(),
             })?;

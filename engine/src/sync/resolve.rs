@@ -22,8 +22,7 @@
 //!   found the data loss the other way round).
 
 use crate::core::{Causality, NodeId};
-use crate::folder::FileRecord;
-use crate::fs::scan::EntryKind;
+use crate::index::{EntryKind, FileRecord};
 
 /// The decision about one announced record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,9 +137,9 @@ pub fn conflict_name(path: &str, record: &FileRecord) -> String {
     // A long name's stem is cut so the copy's name still fits on disk.
     let name = match ext {
         Some(ext) => {
-            crate::fs::path::fit_name(stem, &format!(".sync-conflict-{stamp}-{short}.{ext}"))
+            crate::core::path::fit_name(stem, &format!(".sync-conflict-{stamp}-{short}.{ext}"))
         }
-        None => crate::fs::path::fit_name(stem, &format!(".sync-conflict-{stamp}-{short}")),
+        None => crate::core::path::fit_name(stem, &format!(".sync-conflict-{stamp}-{short}")),
     };
     match dir {
         Some(d) => format!("{d}/{name}"),
@@ -183,7 +182,7 @@ pub fn copy_target(name: &str, probe: impl Fn(&str) -> Probe) -> Option<String> 
                 // conflict marker (what makes a copy a copy).
                 let at = file_stem.find(".sync-conflict-").unwrap_or(file_stem.len());
                 let (head, marker) = file_stem.split_at(at);
-                let file = crate::fs::path::fit_name(head, &format!("{marker} ({n}){ext}"));
+                let file = crate::core::path::fit_name(head, &format!("{marker} ({n}){ext}"));
                 candidate = match dir {
                     Some(d) => format!("{d}/{file}"),
                     None => file,

@@ -15,12 +15,12 @@ impl SyncEngine {
         folder: &str,
         path: &str,
     ) -> (Option<Need>, Option<FileRecord>) {
-        let key = folder::file_key(folder, path);
+        let key = index::file_key(folder, path);
         let need = store
             .get(NEED_NS, &key)
             .and_then(|e| e.value.as_deref())
             .and_then(|v| postcard::from_bytes::<Need>(v).ok());
-        (need, folder::record(store, folder, path))
+        (need, index::record(store, folder, path))
     }
 
     /// Remember what the work on `key` does to a directory.
@@ -127,7 +127,7 @@ impl SyncEngine {
                 None => l.version.compare(&need.record.version) != Causality::Before,
             };
             if let Some(l) = local.as_ref().filter(|l| changed(l)) {
-                let key = folder::file_key(&folder, &path);
+                let key = index::file_key(&folder, &path);
                 let (origin, ts) = (self.node, store.wall_time());
                 let drop_need = Op::Remove {
                     ns: NEED_NS.into(),
@@ -185,6 +185,9 @@ impl SyncEngine {
                 retried += 1;
             }
             self.set_out(&key, true);
+            if let Some(w) = self.work.get_mut(&key) {
+                w.size = need.record.size;
+            }
             out.push(if need.record.deleted {
                 Action::Remove {
                     folder,
@@ -258,7 +261,7 @@ impl SyncEngine {
             conflict_copy,
         } in all
         {
-            let key = folder::file_key(&folder, &path);
+            let key = index::file_key(&folder, &path);
             let (need, local) = Self::local_state(store, &folder, &path);
             record.version = done.record.version.clone();
             if let Some(against) = &done.resolves {
@@ -274,7 +277,7 @@ impl SyncEngine {
             if let Some((copy_path, copy)) = conflict_copy {
                 ops.push(Op::Put {
                     ns: ns::FILES.into(),
-                    key: folder::file_key(&folder, &copy_path),
+                    key: index::file_key(&folder, &copy_path),
                     value: encode(&copy),
                     origin,
                     timestamp: ts,
@@ -357,13 +360,21 @@ impl SyncEngine {
         self.set_out(&key, false);
         if let Some(w) = self.work.get_mut(&key) {
             w.attempts += 1;
-            w.why = Some(why.clone());
-            let base = if why.needs_change() {
-                blocked
+            let mut why = why.clone();
+            // A write that found the disk full does not know the file's
+            // size; the work does: space is waited for until it fits.
+            if why.cause == (Cause::NoSpace { needed: 0 }) {
+                why.cause = Cause::NoSpace { needed: w.size };
+            }
+            // Jitter: up to half the delay for a short backoff, a quarter
+            // for work waiting for a change.
+            let (base, spread) = if why.needs_change() {
+                (blocked, 4)
             } else {
-                min.saturating_mul(1 << w.attempts.min(16)).min(max)
+                (min.saturating_mul(1 << w.attempts.min(16)).min(max), 2)
             };
-            let jitter = Duration::from_millis(self.rng.u64(..=base.as_millis() as u64 / 4));
+            w.why = Some(why);
+            let jitter = Duration::from_millis(self.rng.u64(..=base.as_millis() as u64 / spread));
             w.due = now + base + jitter;
         }
     }
@@ -427,7 +438,7 @@ impl SyncEngine {
         self.remove_work(&(folder.to_string(), path.to_string()));
         store.apply(Op::Remove {
             ns: NEED_NS.into(),
-            key: folder::file_key(folder, path),
+            key: index::file_key(folder, path),
             origin: self.node,
             timestamp: store.wall_time(),
         })?;
@@ -519,6 +530,7 @@ impl SyncEngine {
                     attempts: 0,
                     out: false,
                     why: None,
+                    size: 0,
                 });
                 false
             }

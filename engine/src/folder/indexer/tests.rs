@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::core::ManualClock;
+use crate::core::VersionVector;
 use crate::store::StoreConfig;
 use crate::wal::MemStorage;
 

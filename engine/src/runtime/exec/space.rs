@@ -83,7 +83,8 @@ impl FromStr for MinFree {
 /// file that fits takes its size off what the next may use.
 #[derive(Default)]
 pub(super) struct SpaceBudget {
-    left: HashMap<PathBuf, Option<u64>>,
+    /// Per folder root: bytes left beyond the minimum, and that minimum.
+    left: HashMap<PathBuf, Option<(u64, u64)>>,
 }
 
 impl SpaceBudget {
@@ -97,37 +98,39 @@ impl SpaceBudget {
         path: &str,
         size: u64,
     ) -> Result<(), WorkError> {
-        let left = self.left.entry(root.to_path_buf()).or_insert_with(|| {
-            disk_space(root)
-                .ok()
-                .map(|(avail, total)| avail.saturating_sub(s.min_free.keep(total)))
-        });
+        let left = self
+            .left
+            .entry(root.to_path_buf())
+            .or_insert_with(|| room_and_minimum(root, &s.min_free));
         match left {
             None => Ok(()),
-            Some(room) if *room >= size => {
+            Some((room, _)) if *room >= size => {
                 *room -= size;
                 Ok(())
             }
-            Some(room) => Err(WorkError::new(
+            Some((room, keep)) => Err(WorkError::new(
                 Cause::NoSpace { needed: size },
                 format!(
-                    "not enough free space for {path} in {}: it needs {size} bytes, {room} are free beyond the {} kept free",
+                    "not enough free space for {path} in {}: it needs {size} bytes, {room} are free beyond the {keep} kept free",
                     root.display(),
-                    disk_space(root)
-                        .map(|(_, t)| s.min_free.keep(t))
-                        .unwrap_or(0)
                 ),
             )),
         }
     }
 }
 
+/// On the file system of `root`: the bytes free beyond the minimum kept,
+/// and that minimum (`None` if the file system cannot be read).
+fn room_and_minimum(root: &Path, min_free: &MinFree) -> Option<(u64, u64)> {
+    let (avail, total) = disk_space(root).ok()?;
+    let keep = min_free.keep(total);
+    Some((avail.saturating_sub(keep), keep))
+}
+
 /// Bytes free beyond the minimum kept, on the file system of `root`
 /// (`None` if it cannot be read).
 pub fn room_beyond_minimum(root: &Path, min_free: &MinFree) -> Option<u64> {
-    disk_space(root)
-        .ok()
-        .map(|(avail, total)| avail.saturating_sub(min_free.keep(total)))
+    room_and_minimum(root, min_free).map(|(room, _)| room)
 }
 
 #[cfg(test)]

@@ -15,8 +15,8 @@
 //! wins the key on every node, the other is kept under
 //! `KEY.sync-conflict-YYYYMMDD-HHMMSS-<node>` (itself a synced key).
 
+use super::EntryKind;
 use crate::core::{ContentHash, NodeId, Seq, Timestamp, VersionVector};
-use crate::fs::scan::EntryKind;
 use crate::store::{Op, Store, ns};
 
 use super::{FileRecord, FolderError, decode, encode, file_key};

@@ -106,6 +106,18 @@ pub fn fit_name(stem: &str, suffix: &str) -> String {
     format!("{}{suffix}", &stem[..cut])
 }
 
+/// Per-folder directory the agent owns (trash, transfer state).
+pub const META_DIR: &str = ".softadastra";
+/// Prefix of temporary files the agent writes while assembling a download.
+pub const TEMP_PREFIX: &str = ".softadastra-tmp-";
+
+/// The agent's own files, whatever the ignore file says.
+pub fn is_builtin_ignored(rel: &str) -> bool {
+    rel == META_DIR
+        || rel.starts_with(".softadastra/")
+        || rel.split('/').any(|part| part.starts_with(TEMP_PREFIX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,245 @@
+//! # index — the file index as data: records, keys, the folder list
+//!
+//! What the index *is*, with no disk behind it: a [`FileRecord`] per path
+//! (kind, size, mtime, permissions, content hash and [`Chunk`]s, version
+//! vector, last writer, deletion flag), stored in the store's `files`
+//! namespace under [`file_key`] `<folder id>/<path>`; the shared folders'
+//! configurations ([`FolderConfig`], namespace `folders`); and the app's
+//! key/values ([`values`]), kept as records of the app space. `folder`
+//! (which reads the disk to make records) and `sync` (which exchanges
+//! them) both build on it. This module reads and writes the store only;
+//! it never touches a file.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::{ContentHash, ErrorContext, MAX_CHUNK_LEN, NodeId, Retry, VersionVector};
+use crate::store::{Store, StoreError, ns};
+
+pub mod values;
+
+/// What kind of entry a path is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    /// Regular file.
+    File,
+    /// Directory.
+    Dir,
+    /// Symbolic link (recorded, never followed).
+    Symlink,
+    /// An application value (SDK key/value data, synced in the app space;
+    /// never on disk in a folder).
+    Value,
+}
+
+/// One chunk of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// Byte offset in the file.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u32,
+    /// blake3 of the chunk's bytes.
+    pub hash: ContentHash,
+}
+
+/// Namespace of folder configurations.
+pub const FOLDERS_NS: &str = "folders";
+
+/// A shared folder on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FolderConfig {
+    /// Id shared by every node that syncs this folder.
+    pub id: String,
+    /// Absolute root path on this node.
+    pub path: PathBuf,
+    /// Paused folders are neither watched nor synced.
+    pub paused: bool,
+}
+
+/// One path's state in the index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    /// File, directory or symlink.
+    pub kind: EntryKind,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, ns since the Unix epoch.
+    pub mtime_ns: i64,
+    /// Permission bits.
+    pub mode: u32,
+    /// Local inode (not meaningful on other nodes).
+    pub inode: u64,
+    /// blake3 of the content (files only).
+    pub hash: Option<ContentHash>,
+    /// Content-defined chunks (files only).
+    pub chunks: Vec<Chunk>,
+    /// Symlink target, recorded, never followed.
+    pub link_target: Option<String>,
+    /// Change history across nodes.
+    pub version: VersionVector,
+    /// Node that made the last change.
+    pub modified_by: NodeId,
+    /// The path was deleted.
+    pub deleted: bool,
+}
+
+impl FileRecord {
+    /// Whether the chunks cover the content exactly, in order, each of 1
+    /// to [`MAX_CHUNK_LEN`] bytes: true of every record a node makes from
+    /// a file (an empty file has no chunks). A peer's file record that is
+    /// not so is refused.
+    pub fn chunks_tile(&self) -> bool {
+        self.chunks.iter().try_fold(0u64, |at, c| {
+            (c.offset == at && c.len > 0 && c.len <= MAX_CHUNK_LEN).then_some(at + u64::from(c.len))
+        }) == Some(self.size)
+    }
+
+    /// Whether the content or type differs (what peers must learn about),
+    /// as opposed to local-only metadata like mtime or inode.
+    pub fn differs_in_substance(&self, other: &FileRecord) -> bool {
+        self.deleted != other.deleted
+            || self.kind != other.kind
+            || self.size != other.size
+            || self.hash != other.hash
+            || self.mode != other.mode
+            || self.link_target != other.link_target
+    }
+}
+
+/// Errors of the index and folder layers.
+#[derive(Debug, thiserror::Error)]
+pub enum FolderError {
+    /// The store failed; nothing of the failed batch was recorded.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A folder id that is not allowed.
+    #[error("invalid folder id {id:?}: use 1-64 characters from a-z, A-Z, 0-9, '.', '_' and '-'")]
+    InvalidId {
+        /// The id given.
+        id: String,
+    },
+    /// The folder path is unusable.
+    #[error("cannot share {path}: {reason}")]
+    BadPath {
+        /// The path given.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The id is taken.
+    #[error("a folder with id {id:?} already exists (at {path})")]
+    Exists {
+        /// The id.
+        id: String,
+        /// Where the existing folder is.
+        path: PathBuf,
+    },
+    /// No folder with that id.
+    #[error("no folder with id {0:?} (see `softadastra folder list`)")]
+    NotFound(String),
+    /// An application key that is not allowed.
+    #[error("invalid key {key:?}: {reason}")]
+    InvalidKey {
+        /// The key given.
+        key: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// An application value over the size limit.
+    #[error(
+        "value of {len} bytes for key {key:?} exceeds the {max}-byte limit; store large data as files in a shared folder"
+    )]
+    ValueTooLarge {
+        /// The key.
+        key: String,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A stored record cannot be decoded.
+    #[error("corrupt index entry {key}: {reason}")]
+    Corruption {
+        /// Store key.
+        key: String,
+        /// Decoder message.
+        reason: String,
+    },
+}
+
+impl ErrorContext for FolderError {
+    fn retry(&self) -> Retry {
+        match self {
+            FolderError::Store(e) => e.retry(),
+            _ => Retry::Never,
+        }
+    }
+    fn is_corruption(&self) -> bool {
+        match self {
+            FolderError::Store(e) => e.is_corruption(),
+            FolderError::Corruption { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(
+    key: &str,
+    bytes: &[u8],
+) -> Result<T, FolderError> {
+    postcard::from_bytes(bytes).map_err(|e| FolderError::Corruption {
+        key: key.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Encoding plain data into memory cannot fail.
+    postcard::to_allocvec(value).unwrap_or_default()
+}
+
+/// The index key of `rel` in folder `id`.
+pub fn file_key(id: &str, rel: &str) -> String {
+    format!("{id}/{rel}")
+}
+
+/// The record of `rel` in folder `id`, if the index has one (deleted or not).
+pub fn record(store: &Store, id: &str, rel: &str) -> Option<FileRecord> {
+    store
+        .get(ns::FILES, &file_key(id, rel))
+        .and_then(|e| e.value.as_deref())
+        .and_then(|v| postcard::from_bytes::<FileRecord>(v).ok())
+}
+
+/// Every record of folder `id` (deleted ones included), in path order.
+pub fn records<'a>(
+    store: &'a Store,
+    id: &str,
+) -> impl Iterator<Item = Result<(&'a str, FileRecord), FolderError>> + use<'a> {
+    let prefix_len = id.len() + 1;
+    store
+        .scan_prefix(ns::FILES, &format!("{id}/"))
+        .filter_map(move |(key, e)| {
+            e.value
+                .as_deref()
+                .map(|v| decode::<FileRecord>(key, v).map(|r| (&key[prefix_len..], r)))
+        })
+}
+
+/// Every shared folder, by id.
+pub fn list(store: &Store) -> Result<Vec<FolderConfig>, FolderError> {
+    store
+        .list(FOLDERS_NS, "")
+        .map(|(k, e)| decode(k, e.value.as_deref().unwrap_or_default()))
+        .collect()
+}
+
+/// The folder with this id.
+pub fn get(store: &Store, id: &str) -> Result<FolderConfig, FolderError> {
+    match store.get(FOLDERS_NS, id) {
+        Some(e) => decode(id, e.value.as_deref().unwrap_or_default()),
+        None => Err(FolderError::NotFound(id.to_string())),
+    }
+}
