@@ -24,7 +24,8 @@
 //!   through [`SyncEngine::completed`] (which records the new index entry
 //!   and drops the need in one batch) or [`SyncEngine::failed`] with a
 //!   typed [`WorkError`]: retried with backoff, or — a full disk, a denied
-//!   permission — held until something changes (see [`failure`]). After a restart every stored need is handed out again.
+//!   permission — held until something changes (see `failure.rs`). After
+//!   a restart every stored need is handed out again.
 //! * **Paths from peers** pass [`crate::core::path::validate`]; a hostile one
 //!   (absolute, `..`, NUL, …) is refused, logged and counted, and the rest
 //!   of the page is still used.
