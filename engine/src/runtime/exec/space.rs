@@ -12,6 +12,7 @@
 use std::str::FromStr;
 
 use super::*;
+use crate::core::human_bytes;
 
 /// Free space a node keeps on each folder's file system: whichever of a
 /// share of the file system and a number of bytes is larger.
@@ -111,8 +112,12 @@ impl SpaceBudget {
             Some((room, keep)) => Err(WorkError::new(
                 Cause::NoSpace { needed: size },
                 format!(
-                    "not enough free space for {path} in {}: it needs {size} bytes, {room} are free beyond the {keep} kept free",
+                    "not enough free space for {path} in {}: it needs {}, {} {} free beyond the {} kept free ([sync] min_free)",
                     root.display(),
+                    human_bytes(size),
+                    human_bytes(*room),
+                    if *room == 1 { "is" } else { "are" },
+                    human_bytes(*keep),
                 ),
             )),
         }
