@@ -176,6 +176,18 @@ fn edits_deletes_and_renames_propagate_and_renames_move_no_bytes() {
         human.contains("docs at") && human.contains("up to date · 2 files"),
         "{human}"
     );
+    // The index can be listed while the agent holds the store.
+    let ls = json(&run(b.home.path(), &["ls", "docs", "--json"]));
+    let paths: Vec<&str> = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["path"].as_str())
+        .collect();
+    assert!(paths.contains(&"photos/big-renamed.bin"), "{paths:?}");
+    let text = common::stdout(&run(b.home.path(), &["ls", "docs"]));
+    assert!(text.contains("photos/big-renamed.bin"), "{text}");
+    assert!(!run(b.home.path(), &["ls", "nope"]).status.success());
     stop(&mut a);
     stop(&mut b);
 }

@@ -86,6 +86,14 @@ pub enum Request {
         /// Its new value, or `None` to remove it.
         value: Option<String>,
     },
+    /// The index entries of one folder (all if `None`), deletions too
+    /// with `all`: what `ls` prints.
+    Ls {
+        /// Folder id.
+        folder: Option<String>,
+        /// Deletions too.
+        all: bool,
+    },
     /// Stop the agent.
     Shutdown,
 }

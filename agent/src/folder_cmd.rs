@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use softadastra::core::ManualClock;
 use softadastra::folder::{self, ChangeReport, FolderConfig, Indexer};
 use softadastra::fs::scan::{EntryKind, ScanProgress};
@@ -298,10 +298,11 @@ pub fn run_folder(home: &Home, cmd: FolderCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-#[derive(Serialize)]
-struct LsRow<'a> {
-    folder: &'a str,
-    path: &'a str,
+/// One index entry as `ls` shows it.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct LsRow {
+    folder: String,
+    path: String,
     kind: EntryKind,
     size: u64,
     hash: Option<String>,
@@ -312,22 +313,27 @@ struct LsRow<'a> {
     link_target: Option<String>,
 }
 
-pub fn run_ls(home: &Home, folder_id: Option<String>, json: bool, all: bool) -> Result<ExitCode> {
-    let store = open_store(home)?;
+/// What `ls` lists: every entry of `folder_id` (all folders if `None`),
+/// deletions too with `all`, and how many folders were looked at.
+pub(crate) fn ls_rows(
+    store: &Store,
+    folder_id: Option<&str>,
+    all: bool,
+) -> Result<(Vec<LsRow>, usize)> {
     let folders = match folder_id {
-        Some(id) => vec![folder::get(&store, &id)?],
-        None => folder::list(&store)?,
+        Some(id) => vec![folder::get(store, id)?],
+        None => folder::list(store)?,
     };
     let mut rows = Vec::new();
     for f in &folders {
-        for r in folder::records(&store, &f.id) {
+        for r in folder::records(store, &f.id) {
             let (path, rec) = r?;
             if rec.deleted && !all {
                 continue;
             }
             rows.push(LsRow {
-                folder: &f.id,
-                path,
+                folder: f.id.clone(),
+                path: path.to_string(),
                 kind: rec.kind,
                 size: rec.size,
                 hash: rec.hash.map(|h| h.to_string()),
@@ -339,13 +345,27 @@ pub fn run_ls(home: &Home, folder_id: Option<String>, json: bool, all: bool) -> 
             });
         }
     }
+    Ok((rows, folders.len()))
+}
+
+/// `ls`: from the running agent (which holds the store), else from disk.
+pub fn run_ls(home: &Home, folder_id: Option<String>, json: bool, all: bool) -> Result<ExitCode> {
+    let request = Request::Ls {
+        folder: folder_id.clone(),
+        all,
+    };
+    let (rows, folders) = match crate::control::call(home, &request)? {
+        Some(answer) => serde_json::from_value(answer)
+            .context("the agent's answer is not a list of index entries")?,
+        None => ls_rows(&open_store(home)?, folder_id.as_deref(), all)?,
+    };
     let mut out = std::io::stdout().lock();
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
     } else if rows.is_empty() {
         eprintln!(
             "nothing indexed{}",
-            if folders.is_empty() {
+            if folders == 0 {
                 "; add a folder with `softadastra folder add PATH`"
             } else {
                 ""
@@ -358,7 +378,7 @@ pub fn run_ls(home: &Home, folder_id: Option<String>, json: bool, all: bool) -> 
             "FOLDER", "SIZE", "HASH", "VER"
         )?;
         for r in rows {
-            let hash = r.hash.as_deref().map_or("-", |h| &h[..8]);
+            let hash = r.hash.as_deref().map_or("-", |h| h.get(..8).unwrap_or(h));
             let mut path = match r.kind {
                 EntryKind::Dir => format!("{}/", r.path),
                 EntryKind::Symlink => {

@@ -148,6 +148,10 @@ impl control::Handler for Daemon {
                 }
                 json!(seq)
             }
+            Request::Ls { folder, all } => {
+                let store = lock(self.node.store());
+                json!(crate::folder_cmd::ls_rows(&store, folder.as_deref(), all)?)
+            }
             Request::Shutdown => {
                 self.stop.notify_one();
                 json!({"stopping": true})
