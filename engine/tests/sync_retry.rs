@@ -79,7 +79,7 @@ fn a_peer_connecting_makes_failed_work_due_at_once() {
     assert_eq!(places(&engine.tick(&mut store, soon).unwrap().actions), 0);
 
     // What fails, and why, is there for `status` to show.
-    let p = engine.progress(&store, "docs");
+    let p = engine.progress(&mut store, "docs");
     assert_eq!(p.failing, 1);
     assert_eq!(
         p.failing_files,
@@ -110,7 +110,7 @@ fn work_blocked_by_a_full_disk_waits_for_a_change_not_a_peer() {
     engine.disconnected(peer);
     engine.connected(&store, peer, later).unwrap();
     assert_eq!(places(&engine.tick(&mut store, later).unwrap().actions), 0);
-    let p = engine.progress(&store, "docs");
+    let p = engine.progress(&mut store, "docs");
     assert_eq!((p.failing, p.blocked), (1, 1));
     assert!(p.failing_files[0].waits_for_change);
     assert_eq!(engine.waiting_for_space().get("docs"), Some(&4096));

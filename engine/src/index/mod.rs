@@ -200,6 +200,13 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     postcard::to_allocvec(value).unwrap_or_default()
 }
 
+/// What a stored record counts for in a folder's totals
+/// ([`Store::tally`]): a live regular file, its size.
+pub fn file_tally(value: &[u8]) -> Option<u64> {
+    let r: FileRecord = postcard::from_bytes(value).ok()?;
+    (!r.deleted && r.kind == EntryKind::File).then_some(r.size)
+}
+
 /// The index key of `rel` in folder `id`.
 pub fn file_key(id: &str, rel: &str) -> String {
     format!("{id}/{rel}")

@@ -142,6 +142,15 @@ impl Node {
         for p in peers.iter().filter(|p| p.addr.is_none()) {
             info!(peer = %p.id, "no address known; waiting for it to connect");
         }
+        // The store's running totals (files and bytes per folder, pending
+        // work) are built once, off the async workers, so that no status
+        // call pays for the walk.
+        let totals_of = store.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut store = lock(&totals_of);
+            store.tally(crate::store::ns::FILES, None, crate::index::file_tally);
+            SyncEngine::pending(&mut store);
+        });
         Ok(Node {
             own,
             name: identity.name().to_string(),
@@ -319,10 +328,10 @@ impl Node {
     pub fn status(&self) -> Result<NodeStatus, NodeError> {
         use std::sync::atomic::Ordering::Relaxed;
         let peers = self.mesh.statuses();
-        let store = lock(&self.store);
+        let mut store = lock(&self.store);
         let folders = folder::list(&store)?
             .iter()
-            .map(|f| self.folder_status(&store, f))
+            .map(|f| self.folder_status(&mut store, f))
             .collect();
         let s = &self.shared;
         Ok(NodeStatus {
@@ -338,7 +347,7 @@ impl Node {
             folders,
             wal_dir: store.config().wal_dir(),
             wal_last_seq: store.last_seq().0,
-            sync_pending: SyncEngine::needs(&store).len(),
+            sync_pending: SyncEngine::pending(&mut store) as usize,
             sync_files_done: s.files_done.load(Relaxed),
             sync_bytes_fetched: s.bytes_fetched.load(Relaxed),
             sync_bytes_reused: s.bytes_reused.load(Relaxed),
@@ -354,14 +363,16 @@ impl Node {
 
     /// One folder's state: paused, in error, scanning, syncing (with what
     /// is left) or up to date; its size; what fails; what is not synced.
-    fn folder_status(&self, store: &Store, f: &FolderConfig) -> FolderStatus {
-        let (mut files, mut bytes) = (0u64, 0u64);
-        for (_, r) in folder::records(store, &f.id).flatten() {
-            if !r.deleted && r.kind == crate::fs::scan::EntryKind::File {
-                files += 1;
-                bytes += r.size;
-            }
-        }
+    /// Costs the same whatever the folder's size: the file counts are the
+    /// store's running totals, the progress the engine's (see
+    /// [`SyncEngine::progress`]).
+    fn folder_status(&self, store: &mut Store, f: &FolderConfig) -> FolderStatus {
+        let files = store.tally(
+            crate::store::ns::FILES,
+            Some(&f.id),
+            crate::index::file_tally,
+        );
+        let (files, bytes) = (files.items, files.bytes);
         let s = &self.shared;
         let progress = lock(&s.engine).progress(store, &f.id);
         let error = lock(&s.folder_errors).get(&f.id).cloned();

@@ -47,6 +47,9 @@
 //! format is in [`snapshot`], the tests in `tests.rs`.
 
 pub mod snapshot;
+mod tally;
+
+pub use tally::{TallyFn, Totals};
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -293,6 +296,8 @@ type Map = BTreeMap<String, Space>;
 struct Space {
     entries: BTreeMap<Arc<str>, Entry>,
     by_seq: BTreeMap<Seq, Arc<str>>,
+    /// Running totals, once asked for ([`Store::tally`]).
+    tally: Option<tally::Tally>,
 }
 
 impl Space {
@@ -306,7 +311,11 @@ impl Space {
                 (k, e)
             })
             .collect();
-        Space { entries, by_seq }
+        Space {
+            entries,
+            by_seq,
+            tally: None,
+        }
     }
 
     fn set(&mut self, key: String, entry: Entry) {
@@ -315,8 +324,13 @@ impl Space {
             Some((k, _)) => k.clone(),
             None => Arc::from(key),
         };
-        if let Some(old) = self.entries.insert(key.clone(), entry) {
+        let old = self.entries.insert(key.clone(), entry);
+        if let Some(old) = &old {
             self.by_seq.remove(&old.version);
+        }
+        if let Some(t) = &mut self.tally {
+            let new = self.entries.get(&key).and_then(|e| e.value.as_deref());
+            t.changed(&key, old.as_ref().and_then(|o| o.value.as_deref()), new);
         }
         self.by_seq.insert(version, key);
     }
@@ -324,15 +338,22 @@ impl Space {
     fn remove(&mut self, key: &str) {
         if let Some(old) = self.entries.remove(key) {
             self.by_seq.remove(&old.version);
+            if let Some(t) = &mut self.tally {
+                t.changed(key, old.value.as_deref(), None);
+            }
         }
     }
 
     fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) {
         let by_seq = &mut self.by_seq;
-        self.entries.retain(|_, e| {
+        let mut tally = self.tally.as_mut();
+        self.entries.retain(|k, e| {
             let kept = keep(e);
             if !kept {
                 by_seq.remove(&e.version);
+                if let Some(t) = tally.as_mut() {
+                    t.changed(k, e.value.as_deref(), None);
+                }
             }
             kept
         });
@@ -741,6 +762,27 @@ impl Store {
     ) -> impl Iterator<Item = (&'a str, &'a Entry)> + 'a {
         self.scan_prefix(ns, prefix)
             .filter(|(_, e)| !e.is_tombstone())
+    }
+
+    /// The running totals of `group` (keys `<group>/…`; `None`: every
+    /// group) in `ns`, counted by `count`: the first call for a namespace
+    /// walks it once, later ones cost nothing — the totals are kept as
+    /// entries change. One counting function per namespace (the first one
+    /// given stays).
+    pub fn tally(&mut self, ns: &str, group: Option<&str>, count: TallyFn) -> Totals {
+        let space = self.data.entry(ns.to_string()).or_default();
+        if space.tally.is_none() {
+            let mut t = tally::Tally::new(count);
+            for (k, e) in &space.entries {
+                t.changed(k, None, e.value.as_deref());
+            }
+            space.tally = Some(t);
+        }
+        space
+            .tally
+            .as_ref()
+            .map(|t| t.totals(group))
+            .unwrap_or_default()
     }
 
     /// Number of live entries in `ns`.

@@ -262,3 +262,57 @@ fn changes_after_a_sequence_are_listed_oldest_first() {
     assert_eq!(changed(&store, 0), expect_after);
     assert!(store.changed_since("nothing here", Seq(0)).next().is_none());
 }
+
+/// A value counts for its length, unless it is "skip".
+fn by_len(v: &[u8]) -> Option<u64> {
+    (v != b"skip").then_some(v.len() as u64)
+}
+
+/// The totals kept as entries change always equal a recount.
+#[test]
+fn running_totals_follow_every_kind_of_change() {
+    let storage = MemStorage::new();
+    let (mut store, _) = open(&storage, config()).unwrap();
+    let ns = "things";
+    store.put(ns, "a/1", b"xx".to_vec()).unwrap();
+    let t = store.tally(ns, Some("a"), by_len);
+    assert_eq!((t.items, t.bytes), (1, 2));
+    store.put(ns, "a/2", b"yyy".to_vec()).unwrap();
+    store.put(ns, "a/1", b"zzzz".to_vec()).unwrap(); // replaced
+    store.put(ns, "b/1", b"skip".to_vec()).unwrap(); // not counted
+    store.put(ns, "b/2", b"q".to_vec()).unwrap();
+    let recount = |store: &Store, group: &str| {
+        let mut t = Totals::default();
+        for (_, e) in store.list(ns, &format!("{group}/")) {
+            if let Some(b) = e.value.as_deref().and_then(by_len) {
+                t.items += 1;
+                t.bytes += b;
+            }
+        }
+        t
+    };
+    let check = |store: &mut Store| {
+        for g in ["a", "b"] {
+            let want = recount(store, g);
+            assert_eq!(store.tally(ns, Some(g), by_len), want, "group {g}");
+        }
+    };
+    check(&mut store);
+    store.remove(ns, "a/2").unwrap(); // tombstone
+    check(&mut store);
+    store
+        .apply(Op::Forget {
+            ns: ns.into(),
+            key: "a/1".into(),
+        })
+        .unwrap();
+    check(&mut store);
+    store
+        .apply(Op::DropPrefix {
+            ns: ns.into(),
+            prefix: "b/".into(),
+        })
+        .unwrap();
+    check(&mut store);
+    assert_eq!(store.tally(ns, None, by_len), Totals::default());
+}

@@ -460,39 +460,51 @@ impl SyncEngine {
     /// What is still to do for `folder`, for people: files and bytes still
     /// needed, how many are queued, in flight, or failing (waiting for a
     /// retry), with the last paths that fail.
-    pub fn progress(&self, store: &Store, folder: &str) -> FolderProgress {
-        let mut p = FolderProgress::default();
-        for (f, path, need) in Self::needs(store) {
-            if f != folder {
-                continue;
-            }
-            p.needed_files += 1;
-            if !need.record.deleted {
-                p.needed_bytes += need.record.size;
-            }
-            match self.work.get(&(f, path.clone())) {
-                Some(w) if w.out => p.in_flight += 1,
-                Some(w) if w.attempts > 0 => {
-                    p.failing += 1;
-                    let (why, cause) = match &w.why {
-                        Some(e) => (e.what.clone(), e.cause),
-                        None => (String::new(), Cause::Io),
-                    };
-                    p.blocked += u64::from(cause.needs_change());
-                    if p.failing_files.len() < 5 {
-                        p.failing_files.push(Failing {
-                            path,
-                            why,
-                            cause,
-                            waits_for_change: cause.needs_change(),
-                            attempts: w.attempts,
-                        });
-                    }
+    pub fn progress(&self, store: &mut Store, folder: &str) -> FolderProgress {
+        // The store keeps the needs' totals as they change, and the work
+        // in memory says what is in flight or failing: nothing here walks
+        // or decodes the needs, so status costs the same for ten files or
+        // a million.
+        let needed = store.tally(NEED_NS, Some(folder), need_tally);
+        let mut p = FolderProgress {
+            needed_files: needed.items,
+            needed_bytes: needed.bytes,
+            ..FolderProgress::default()
+        };
+        let from = (folder.to_string(), String::new());
+        for ((_, path), w) in self
+            .work
+            .range(from..)
+            .take_while(|((f, _), _)| f == folder)
+        {
+            if w.out {
+                p.in_flight += 1;
+            } else if w.attempts > 0 {
+                p.failing += 1;
+                let (why, cause) = match &w.why {
+                    Some(e) => (e.what.clone(), e.cause),
+                    None => (String::new(), Cause::Io),
+                };
+                p.blocked += u64::from(cause.needs_change());
+                if p.failing_files.len() < 5 {
+                    p.failing_files.push(Failing {
+                        path: path.clone(),
+                        why,
+                        cause,
+                        waits_for_change: cause.needs_change(),
+                        attempts: w.attempts,
+                    });
                 }
-                _ => p.queued += 1,
             }
         }
+        p.queued = p.needed_files.saturating_sub(p.in_flight + p.failing);
         p
+    }
+
+    /// Paths with file work pending, over every folder (and the app
+    /// space), from the store's running totals.
+    pub fn pending(store: &mut Store) -> u64 {
+        store.tally(NEED_NS, None, need_tally).items
     }
 
     pub(super) fn set_out(&mut self, key: &(String, String), out: bool) {
@@ -562,4 +574,11 @@ impl DirEffect {
             _ => DirEffect::None,
         }
     }
+}
+
+/// What a stored need counts for in the totals ([`Store::tally`]): one
+/// path, with the bytes still to place (none for a removal).
+fn need_tally(value: &[u8]) -> Option<u64> {
+    let n: Need = postcard::from_bytes(value).ok()?;
+    Some(if n.record.deleted { 0 } else { n.record.size })
 }

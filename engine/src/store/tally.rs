@@ -1,0 +1,69 @@
+//! Running totals of a namespace, kept as its entries change, so a
+//! question like "how many files, how many bytes in this folder" costs
+//! nothing per call instead of a walk of every entry.
+//!
+//! The store knows nothing of what values mean: the layer that owns a
+//! namespace registers a [`TallyFn`] saying what one value counts for
+//! (`None`: nothing). Totals are kept per *group*, the key up to its first
+//! `/` (a folder id in the `files` namespace). This module only adds and
+//! subtracts; it writes nothing.
+
+use std::collections::HashMap;
+
+/// What one stored value counts for: `Some(bytes)` to count it as one
+/// item of that many bytes, `None` not to count it.
+pub type TallyFn = fn(&[u8]) -> Option<u64>;
+
+/// Items and bytes of one group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Items counted.
+    pub items: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// The totals of one namespace, by group.
+#[derive(Debug)]
+pub(super) struct Tally {
+    count: TallyFn,
+    groups: HashMap<String, Totals>,
+}
+
+impl Tally {
+    pub(super) fn new(count: TallyFn) -> Tally {
+        Tally {
+            count,
+            groups: HashMap::new(),
+        }
+    }
+
+    /// `key`'s value went from `old` to `new` (`None`: absent or a
+    /// tombstone).
+    pub(super) fn changed(&mut self, key: &str, old: Option<&[u8]>, new: Option<&[u8]>) {
+        let (was, is) = (old.and_then(self.count), new.and_then(self.count));
+        if was == is {
+            return;
+        }
+        let group = key.split_once('/').map_or(key, |(g, _)| g);
+        let t = self.groups.entry(group.to_string()).or_default();
+        if let Some(b) = was {
+            t.items = t.items.saturating_sub(1);
+            t.bytes = t.bytes.saturating_sub(b);
+        }
+        if let Some(b) = is {
+            t.items += 1;
+            t.bytes += b;
+        }
+    }
+
+    pub(super) fn totals(&self, group: Option<&str>) -> Totals {
+        match group {
+            Some(g) => self.groups.get(g).copied().unwrap_or_default(),
+            None => self.groups.values().fold(Totals::default(), |a, t| Totals {
+                items: a.items + t.items,
+                bytes: a.bytes + t.bytes,
+            }),
+        }
+    }
+}
