@@ -116,8 +116,8 @@ fn work_blocked_by_a_full_disk_waits_for_a_change_not_a_peer() {
     assert_eq!(engine.waiting_for_space().get("docs"), Some(&4096));
 
     // Space freed in another folder wakes nothing here; in this one, it does.
-    assert_eq!(engine.retry_blocked(Some("other"), |_| true, later), 0);
-    let woken = engine.retry_blocked(Some("docs"), |c| matches!(c, Cause::NoSpace { .. }), later);
+    assert_eq!(engine.retry_blocked("other", |_| true, later), 0);
+    let woken = engine.retry_blocked("docs", |c| matches!(c, Cause::NoSpace { .. }), later);
     assert_eq!(woken, 1);
     assert_eq!(places(&engine.tick(&mut store, later).unwrap().actions), 1);
 

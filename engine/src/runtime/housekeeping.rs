@@ -61,7 +61,7 @@ pub(super) async fn wake_when_space_frees(s: Arc<Shared>) {
         let mut engine = lock(&s.engine);
         for folder in roomy {
             let woken = engine.retry_blocked(
-                Some(&folder),
+                &folder,
                 |c| matches!(c, crate::sync::Cause::NoSpace { .. }),
                 now,
             );

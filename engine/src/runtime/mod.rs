@@ -264,7 +264,7 @@ impl SyncRuntime {
                                 // given, a file deleted, a rescan, the
                                 // folder resumed) may cure work that
                                 // waits for one.
-                                engine.retry_blocked(Some(&folder), |_| true, Instant::now());
+                                engine.retry_blocked(&folder, |_| true, Instant::now());
                                 engine.local_changed(&store, &folder)
                             };
                             dispatch(&s, actions);

@@ -324,13 +324,15 @@ impl Space {
             Some((k, _)) => k.clone(),
             None => Arc::from(key),
         };
+        // Counted before the entry moves into the map (no second lookup).
+        let counted = self.tally.as_ref().map(|t| t.count(entry.value.as_deref()));
         let old = self.entries.insert(key.clone(), entry);
         if let Some(old) = &old {
             self.by_seq.remove(&old.version);
         }
-        if let Some(t) = &mut self.tally {
-            let new = self.entries.get(&key).and_then(|e| e.value.as_deref());
-            t.changed(&key, old.as_ref().and_then(|o| o.value.as_deref()), new);
+        if let (Some(t), Some(is)) = (&mut self.tally, counted) {
+            let was = t.count(old.as_ref().and_then(|o| o.value.as_deref()));
+            t.counted(&key, was, is);
         }
         self.by_seq.insert(version, key);
     }

@@ -38,10 +38,20 @@ impl Tally {
         }
     }
 
+    /// What a value (`None`: absent or a tombstone) counts for.
+    pub(super) fn count(&self, value: Option<&[u8]>) -> Option<u64> {
+        value.and_then(self.count)
+    }
+
     /// `key`'s value went from `old` to `new` (`None`: absent or a
     /// tombstone).
     pub(super) fn changed(&mut self, key: &str, old: Option<&[u8]>, new: Option<&[u8]>) {
-        let (was, is) = (old.and_then(self.count), new.and_then(self.count));
+        let (was, is) = (self.count(old), self.count(new));
+        self.counted(key, was, is);
+    }
+
+    /// `key` went from counting for `was` to counting for `is`.
+    pub(super) fn counted(&mut self, key: &str, was: Option<u64>, is: Option<u64>) {
         if was == is {
             return;
         }

@@ -380,22 +380,25 @@ impl SyncEngine {
     }
 
     /// Something changed that may cure failures waiting for a change in
-    /// `folder` (`None`: every folder): its work whose last failure
-    /// `matches` is due again now. Returns how many were woken. The
-    /// runtime calls it when space is freed, when the folder changes
-    /// locally, is rescanned or resumed.
+    /// `folder`: its work whose last failure `matches` is due again now.
+    /// Returns how many were woken. The runtime calls it when space is
+    /// freed, when the folder changes locally, is rescanned or resumed —
+    /// on every local change, so it looks at this folder's work only.
     pub fn retry_blocked(
         &mut self,
-        folder: Option<&str>,
+        folder: &str,
         matches: impl Fn(Cause) -> bool,
         now: Instant,
     ) -> usize {
         let mut woken = 0;
-        for ((f, _), w) in self.work.iter_mut() {
-            if folder.is_some_and(|want| want != f) || w.out {
-                continue;
-            }
-            if let Some(why) = &w.why
+        let from = (folder.to_string(), String::new());
+        for (_, w) in self
+            .work
+            .range_mut(from..)
+            .take_while(|((f, _), _)| f == folder)
+        {
+            if !w.out
+                && let Some(why) = &w.why
                 && why.needs_change()
                 && matches(why.cause)
                 && w.due > now
