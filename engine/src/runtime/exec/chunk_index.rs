@@ -2,6 +2,8 @@
 //! chunks by hash, rebuilt from the store lazily, and the trash's.
 
 use super::*;
+use crate::core::Seq;
+use crate::store::ns;
 
 /// Why the chunk index is asked to rebuild.
 #[derive(Debug, Clone, Copy)]
@@ -55,43 +57,89 @@ pub struct ChunkIndex {
     /// Chunks of files moved to the trash by sync: a rename arrives as a
     /// deletion and an addition, and the deletion may be carried out first.
     pub(super) trashed: HashMap<ContentHash, Place>,
+    /// Records read one by one since the last whole rebuild.
+    pub(super) changes_since_whole: usize,
 }
 
 impl ChunkIndex {
-    /// Rebuild from the store's index if it changed since the last build
-    /// and that was a while ago: a full rebuild per lookup would make a
-    /// bulk sync quadratic. Files placed by sync are added as they land
-    /// ([`ChunkIndex::insert`]); a chunk found stale is re-hashed on read
-    /// and simply fetched instead.
+    /// Bring the index up to date with the store if it changed since the
+    /// last look and that was a while ago (see [`ChunkIndex::may_rebuild`]).
+    /// Usually only the records changed since are read (the store finds
+    /// them by sequence), so the cost follows the change, not the folder:
+    /// a peer asking for the chunks of one new file among a million costs
+    /// one record. The whole index is rebuilt when a place it gave proved
+    /// stale (a file's old chunks still point at it until then), when the
+    /// shared folders changed, and after as many changes as it holds
+    /// chunks, so entries that went stale cannot pile up.
     pub(super) fn refresh(&mut self, store: &Store, why: Rebuild) {
         if !self.may_rebuild(why) {
             return;
         }
         let seq = store.last_seq().0;
-        if seq == self.at_seq {
+        let stale = matches!(why, Rebuild::Stale);
+        // A stale place is worth a whole rebuild if records were read one
+        // by one since the last (a changed file's old chunks still point
+        // at it), even when nothing changed since the last look.
+        if seq == self.at_seq && !(stale && self.changes_since_whole > 0) {
             // Nothing changed: good for as long as a build would be.
             self.built = Some(Instant::now());
             return;
         }
-        self.map.clear();
-        for f in folder::list(store).unwrap_or_default() {
-            for (rel, rec) in folder::records(store, &f.id).flatten() {
-                if rec.deleted || rec.kind != EntryKind::File {
-                    continue;
+        let folders = folder::list(store).unwrap_or_default();
+        let since = Seq(self.at_seq);
+        let whole = self.built.is_none()
+            || stale
+            || store
+                .changed_since(folder::FOLDERS_NS, since)
+                .next()
+                .is_some()
+            || self.changes_since_whole > self.map.len().max(100_000);
+        if whole {
+            self.map.clear();
+            self.changes_since_whole = 0;
+            for f in &folders {
+                for (rel, rec) in folder::records(store, &f.id).flatten() {
+                    self.add(&f.path, rel, &rec, false);
                 }
-                let Ok(abs) = crate::fs::path::absolute(&f.path, rel) else {
+            }
+        } else {
+            for (key, entry) in store.changed_since(ns::FILES, since) {
+                self.changes_since_whole += 1;
+                let (Some((id, rel)), Some(value)) = (key.split_once('/'), &entry.value) else {
                     continue;
                 };
-                let stamp = Stamp::of_record(&rec);
-                for c in &rec.chunks {
-                    self.map
-                        .entry(c.hash)
-                        .or_insert_with(|| (abs.clone(), c.offset, c.len, stamp));
-                }
+                let (Some(f), Ok(rec)) = (
+                    folders.iter().find(|f| f.id == id),
+                    postcard::from_bytes::<FileRecord>(value),
+                ) else {
+                    continue;
+                };
+                // The newest record of a path says what it holds now.
+                self.add(&f.path, rel, &rec, true);
             }
         }
         self.at_seq = seq;
         self.built = Some(Instant::now());
+    }
+
+    /// Enter the chunks of `rec` (at `rel` in the folder at `root`), if it
+    /// is a live file; `replace`: over a place already known for a hash.
+    fn add(&mut self, root: &Path, rel: &str, rec: &FileRecord, replace: bool) {
+        if rec.deleted || rec.kind != EntryKind::File {
+            return;
+        }
+        let Ok(abs) = crate::fs::path::absolute(root, rel) else {
+            return;
+        };
+        let stamp = Stamp::of_record(rec);
+        for c in &rec.chunks {
+            let place = (abs.clone(), c.offset, c.len, stamp);
+            if replace {
+                self.map.insert(c.hash, place);
+            } else {
+                self.map.entry(c.hash).or_insert(place);
+            }
+        }
     }
 
     /// Whether the last build is old enough for a rebuild for `why` (if

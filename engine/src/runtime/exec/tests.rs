@@ -341,3 +341,58 @@ fn old_trash_batches_go_and_recent_ones_stay() {
         "no trash yet"
     );
 }
+
+/// Issue 21: a peer asking for the chunks of a file just indexed costs
+/// the records changed since the last look, not a walk of the folder;
+/// a stale place or a change of folders still rebuilds the whole index.
+#[test]
+fn the_chunk_index_reads_only_what_changed_since_its_last_look() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) =
+        Store::open_dir(crate::store::StoreConfig::new(dir.path().join("store"))).unwrap();
+    let root = dir.path().join("docs");
+    std::fs::create_dir(&root).unwrap();
+    folder::add(&mut store, "docs", &root).unwrap();
+    let put = |store: &mut Store, rel: &str, record: &FileRecord| {
+        let value = postcard::to_allocvec(record).unwrap();
+        store
+            .put(
+                crate::store::ns::FILES,
+                &folder::file_key("docs", rel),
+                value,
+            )
+            .unwrap();
+    };
+    for i in 0..50 {
+        put(
+            &mut store,
+            &format!("f{i}"),
+            &file_record(format!("old {i}").as_bytes()),
+        );
+    }
+    let mut ix = ChunkIndex::default();
+    let first = file_record(b"old 7").chunks[0].hash;
+    assert_eq!(ix.find(&store, &first, true, false)[0].0, root.join("f7"));
+    assert_eq!(ix.changes_since_whole, 0, "the first look reads everything");
+
+    let fresh = file_record(b"a new file");
+    put(&mut store, "new", &fresh);
+    let places = ix.find(&store, &fresh.chunks[0].hash, true, false);
+    assert_eq!(places[0].0, root.join("new"));
+    assert_eq!(ix.changes_since_whole, 1, "one record read, not 51");
+
+    // A deleted file's place stays until it proves stale; then the whole
+    // index is rebuilt and the chunk is found nowhere.
+    let mut gone = file_record(b"a new file");
+    gone.deleted = true;
+    put(&mut store, "new", &gone);
+    ix.refresh(&store, Rebuild::Missing);
+    assert_eq!(ix.places(&fresh.chunks[0].hash).len(), 1);
+    // (A stale place rebuilds at most every 250 ms.)
+    ix.built = Instant::now().checked_sub(Duration::from_secs(1));
+    assert!(
+        ix.find(&store, &fresh.chunks[0].hash, true, true)
+            .is_empty()
+    );
+    assert_eq!(ix.changes_since_whole, 0);
+}
