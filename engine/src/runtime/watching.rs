@@ -71,19 +71,20 @@ pub(super) fn watch_folder(
             };
             lock(&s.folder_errors).remove(&id);
             let stopped = || all_stop.load(Ordering::SeqCst) || stop.load(Ordering::SeqCst);
+            // The catch-up scan (and any asked for) runs beside this loop,
+            // not in it: at start, changes are indexed and sent while an
+            // unchanged million files is still being looked at. The two
+            // reconcile safely side by side (each looks again at a path
+            // the other recorded meanwhile, as with sync's placements).
+            let mut scan: Option<std::thread::JoinHandle<()>> = None;
             while !stopped() {
-                if rescan.swap(false, Ordering::SeqCst) {
-                    lock(&s.scanning).insert(id.clone());
-                    let scanned = indexer.scan(&*s.store, &Default::default());
-                    lock(&s.scanning).remove(&id);
-                    match scanned {
-                        Ok(r) => {
-                            note_not_synced(&s, &id, &config.path, None, &r.issues);
-                            info!(folder = %id, added = r.added, modified = r.modified, deleted = r.deleted, "scanned")
-                        }
-                        Err(e) => warn!(folder = %id, error = %e, "scan failed"),
+                if scan.as_ref().is_none_or(|t| t.is_finished()) {
+                    if let Some(done) = scan.take() {
+                        let _ = done.join();
                     }
-                    let _ = s.local.send(Local::Changed(id.clone()));
+                    if rescan.swap(false, Ordering::SeqCst) {
+                        scan = Some(scan_in_background(&s, &config));
+                    }
                 }
                 let Some(mut batch) = watcher.next_batch(Duration::from_millis(200)) else {
                     continue;
@@ -112,6 +113,9 @@ pub(super) fn watch_folder(
                     Err(e) => warn!(folder = %id, error = %e, "indexing failed"),
                 }
             }
+            if let Some(running) = scan {
+                let _ = running.join();
+            }
         });
         // As `thread::spawn`.
         spawned.expect("cannot start a folder's watcher thread")
@@ -121,6 +125,35 @@ pub(super) fn watch_folder(
         rescan,
         thread,
     }
+}
+
+/// Scan the whole folder of `config` in a thread of its own, then tell
+/// the engine (its result may be work for peers).
+fn scan_in_background(
+    s: &Arc<Shared>,
+    config: &folder::FolderConfig,
+) -> std::thread::JoinHandle<()> {
+    let (s, config) = (s.clone(), config.clone());
+    let id = config.id.clone();
+    let run = move || {
+        let mut indexer = Indexer::new(config.clone(), s.node);
+        lock(&s.scanning).insert(id.clone());
+        let scanned = indexer.scan(&*s.store, &Default::default());
+        lock(&s.scanning).remove(&id);
+        match scanned {
+            Ok(r) => {
+                note_not_synced(&s, &id, &config.path, None, &r.issues);
+                info!(folder = %id, added = r.added, modified = r.modified, deleted = r.deleted, took_ms = r.elapsed_ms, "scanned")
+            }
+            Err(e) => warn!(folder = %id, error = %e, "scan failed"),
+        }
+        let _ = s.local.send(Local::Changed(id));
+    };
+    std::thread::Builder::new()
+        .name("sync-scan".into())
+        .spawn(run)
+        // As `thread::spawn`.
+        .expect("cannot start a folder's scan thread")
 }
 
 /// Keep `folder`'s list of what is not synced (see [`Shared::not_synced`])
