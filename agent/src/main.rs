@@ -10,6 +10,7 @@ mod folder_cmd;
 mod home;
 mod install_cmd;
 mod node_cmd;
+mod repair_cmd;
 mod run_cmd;
 mod store_cmd;
 mod tray_cmd;
@@ -215,6 +216,13 @@ enum Command {
     /// Inspect the write-ahead log.
     #[command(subcommand)]
     Wal(store_cmd::WalCommand),
+    /// Make a damaged store open again (the agent stopped): keeps a copy of
+    /// the damaged files, salvages every readable change, says what was
+    /// lost, and indexes each folder again from its disk.
+    Repair {
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage shared folders.
     #[command(subcommand)]
     Folder(folder_cmd::FolderCommand),
@@ -361,6 +369,7 @@ fn main() -> ExitCode {
         Command::Shutdown => run_cmd::run_shutdown(&home),
         Command::Store(cmd) => store_cmd::run_store(&home, cmd),
         Command::Wal(cmd) => store_cmd::run_wal(&home, cmd),
+        Command::Repair { json } => repair_cmd::run_repair(&home, json),
         Command::Folder(cmd) => folder_cmd::run_folder(&home, cmd),
         Command::Ls { folder, all, json } => folder_cmd::run_ls(&home, folder, json, all),
         Command::Scan { path, json } => folder_cmd::run_scan(&home, &path, json),

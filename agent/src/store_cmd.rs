@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use serde::{Deserialize, Serialize};
-use softadastra::core::NodeId;
+use softadastra::core::{ErrorContext, NodeId};
 use softadastra::folder::values;
 use softadastra::store::{Entry, Store, StoreConfig, ns};
 use softadastra::wal::{StdStorage, Wal};
@@ -83,8 +83,17 @@ pub fn while_store_in_use<T>(wait: Duration, mut attempt: impl FnMut() -> Result
 pub fn open_store(home: &Home) -> Result<Store> {
     let mut config = StoreConfig::new(home.store_dir());
     config.node = home.node_id()?;
-    let (store, recovery) = Store::open_dir(config)
-        .with_context(|| format!("cannot open the store in {}", home.store_dir().display()))?;
+    let (store, recovery) = Store::open_dir(config).map_err(|e| {
+        let damaged = e.is_corruption();
+        anyhow::Error::new(e).context(if damaged {
+            format!(
+                "cannot open the store in {}: it is damaged. `softadastra repair` (agent stopped) keeps a copy of the damaged files, salvages every readable change and indexes the folders again",
+                home.store_dir().display()
+            )
+        } else {
+            format!("cannot open the store in {}", home.store_dir().display())
+        })
+    })?;
     for fallback in &recovery.snapshot_fallbacks {
         eprintln!("warning: snapshot unusable, fell back: {fallback}");
     }
@@ -263,6 +272,7 @@ struct VerifyJson {
     wal_dir: String,
     segments: usize,
     records: u64,
+    records_after_damage: u64,
     first_seq: Option<u64>,
     last_seq: u64,
     torn_tail: Option<String>,
@@ -296,6 +306,7 @@ pub fn run_wal(home: &Home, cmd: WalCommand) -> Result<ExitCode> {
             wal_dir: dir.display().to_string(),
             segments: report.segments,
             records: report.records,
+            records_after_damage: report.records_after_damage,
             first_seq: report.first_seq.map(|s| s.0),
             last_seq: report.last_seq.0,
             torn_tail: torn,
@@ -307,7 +318,14 @@ pub fn run_wal(home: &Home, cmd: WalCommand) -> Result<ExitCode> {
         let mut out = std::io::stdout().lock();
         writeln!(out, "WAL        {}", dir.display())?;
         writeln!(out, "segments   {}", report.segments)?;
-        writeln!(out, "records    {}", report.records)?;
+        match &report.corruption {
+            Some(_) => writeln!(
+                out,
+                "records    {} before the damage, {} readable after it",
+                report.records, report.records_after_damage
+            )?,
+            None => writeln!(out, "records    {}", report.records)?,
+        }
         match report.first_seq {
             Some(first) => writeln!(out, "sequences  {first} to {}", report.last_seq)?,
             None => writeln!(
@@ -320,7 +338,13 @@ pub fn run_wal(home: &Home, cmd: WalCommand) -> Result<ExitCode> {
             writeln!(out, "torn tail  {t}")?;
         }
         match &report.corruption {
-            Some(c) => writeln!(out, "CORRUPTION {c}")?,
+            Some(c) => {
+                writeln!(out, "CORRUPTION {c}")?;
+                writeln!(
+                    out,
+                    "repair     stop the agent, then `softadastra repair` keeps every readable change"
+                )?;
+            }
             None => writeln!(out, "status     ok")?,
         }
     }

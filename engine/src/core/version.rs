@@ -43,9 +43,18 @@ impl VersionVector {
 
     /// Record one more change by `node`.
     pub fn bump(&mut self, node: NodeId) {
+        self.advance(node, 1);
+    }
+
+    /// Count `by` more changes by `node` at once (a repaired store moves
+    /// its own count past any it may have given out in lost records).
+    pub fn advance(&mut self, node: NodeId, by: u64) {
+        if by == 0 {
+            return;
+        }
         match self.0.binary_search_by_key(&node, |(n, _)| *n) {
-            Ok(i) => self.0[i].1 += 1,
-            Err(i) => self.0.insert(i, (node, 1)),
+            Ok(i) => self.0[i].1 = self.0[i].1.saturating_add(by),
+            Err(i) => self.0.insert(i, (node, by)),
         }
     }
 

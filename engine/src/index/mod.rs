@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::core::{ContentHash, ErrorContext, MAX_CHUNK_LEN, NodeId, Retry, VersionVector};
-use crate::store::{Store, StoreError, ns};
+use crate::store::{Op, Store, StoreError, ns};
 
 pub mod values;
 
@@ -233,6 +233,37 @@ pub fn records<'a>(
                 .as_deref()
                 .map(|v| decode::<FileRecord>(key, v).map(|r| (&key[prefix_len..], r)))
         })
+}
+
+/// Count `by` more changes by `node` in every record of the index (files
+/// of every folder, and values), deleted ones included, as one change
+/// each. After a store repair lost records this node may have given some
+/// record a count it no longer knows of; a peer holding that version
+/// must see every version made from now on as newer (or, if it changed
+/// the record too, as a conflict), never as the same one. Returns the
+/// records rewritten.
+pub fn advance_own_versions(store: &mut Store, node: NodeId, by: u64) -> Result<u64, FolderError> {
+    let mut ops = Vec::new();
+    for (key, entry) in store.scan_prefix(ns::FILES, "") {
+        let Some(value) = entry.value.as_deref() else {
+            continue;
+        };
+        let mut record: FileRecord = decode(key, value)?;
+        record.version.advance(node, by);
+        ops.push(Op::Put {
+            ns: ns::FILES.into(),
+            key: key.to_string(),
+            value: encode(&record),
+            origin: node,
+            timestamp: store.wall_time(),
+        });
+    }
+    let n = ops.len() as u64;
+    let mut ops = ops.into_iter().peekable();
+    while ops.peek().is_some() {
+        store.apply_batch(ops.by_ref().take(4096).collect())?;
+    }
+    Ok(n)
 }
 
 /// Every shared folder, by id.

@@ -23,6 +23,7 @@ pub mod echoes;
 pub mod exec;
 mod housekeeping;
 pub mod node;
+pub mod repair;
 pub mod status;
 pub mod trust;
 mod watching;

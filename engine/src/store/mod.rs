@@ -46,9 +46,11 @@
 //! ([`Op`], [`Entry`], the errors, the config) are small. The snapshot
 //! format is in [`snapshot`], the tests in `tests.rs`.
 
+pub mod repair;
 pub mod snapshot;
 mod tally;
 
+pub use repair::{RepairReport, repair};
 pub use tally::{TallyFn, Totals};
 
 use std::collections::BTreeMap;
@@ -384,18 +386,6 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn snapshot_name(seq: Seq) -> String {
-    format!("snap-{:020}.snap", seq.0)
-}
-
-fn parse_snapshot_name(name: &str) -> Option<Seq> {
-    name.strip_prefix("snap-")?
-        .strip_suffix(".snap")?
-        .parse()
-        .ok()
-        .map(Seq)
-}
-
 fn apply_op(data: &mut Map, seq: Seq, op: Op) {
     match op {
         Op::Put {
@@ -457,6 +447,57 @@ fn apply_op(data: &mut Map, seq: Seq, op: Op) {
     }
 }
 
+/// A [`StoreError::Io`] maker for `op` on `path`.
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + use<> {
+    let path = path.to_path_buf();
+    move |source| StoreError::Io { op, path, source }
+}
+
+/// Take the exclusive lock on `dir/LOCK` (creating both if need be), held
+/// for as long as the file returned stays open: a second process gets
+/// [`StoreError::Locked`].
+pub(crate) fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
+    let path = dir.join("LOCK");
+    std::fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err("open", &path))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
+            dir: dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io_err("lock", &path)(e)),
+    }
+}
+
+/// The namespaces of a snapshot's rows (stored sorted): grouped and each
+/// map bulk-built, not inserted one by one.
+fn map_of_rows(rows: Vec<(String, String, Entry)>) -> Map {
+    let mut data = Map::new();
+    let mut rows = rows.into_iter().peekable();
+    while let Some((n, k, e)) = rows.next() {
+        let mut keys = vec![(k, e)];
+        while let Some((_, k, e)) = rows.next_if(|(next, _, _)| *next == n) {
+            keys.push((k, e));
+        }
+        match data.entry(n) {
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(Space::from_sorted(keys));
+            }
+            std::collections::btree_map::Entry::Occupied(mut o) => {
+                for (k, e) in keys {
+                    o.get_mut().set(k, e);
+                }
+            }
+        }
+    }
+    data
+}
+
 fn validate(op: &Op) -> Result<(), StoreError> {
     let bad = |reason| StoreError::InvalidKey {
         ns: op.ns().to_string(),
@@ -479,24 +520,7 @@ impl Store {
     /// long as the store is open: a second process gets
     /// [`StoreError::Locked`] instead of a second writer on the same log.
     pub fn open_dir(config: StoreConfig) -> Result<(Store, StoreRecovery), StoreError> {
-        let dir = config.dir.clone();
-        let io = |op, source| StoreError::Io {
-            op,
-            path: dir.join("LOCK"),
-            source,
-        };
-        std::fs::create_dir_all(&dir).map_err(|e| io("create directory", e))?;
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join("LOCK"))
-            .map_err(|e| io("open", e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(StoreError::Locked { dir }),
-            Err(std::fs::TryLockError::Error(e)) => return Err(io("lock", e)),
-        }
+        let lock = lock_dir(&config.dir)?;
         let (mut store, recovery) =
             Store::open(config, Arc::new(StdStorage), Arc::new(SystemClock))?;
         store.lock = Some(lock);
@@ -510,68 +534,24 @@ impl Store {
         clock: Arc<dyn Clock>,
     ) -> Result<(Store, StoreRecovery), StoreError> {
         let snap_dir = config.snapshot_dir();
-        let io = |op, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StoreError::Io { op, path, source }
-        };
         storage
             .create_dir_all(&snap_dir)
-            .map_err(io("create directory", &snap_dir))?;
+            .map_err(io_err("create directory", &snap_dir))?;
         let mut recovery = StoreRecovery::default();
-        let mut snapshots = Vec::new();
-        for name in storage.list(&snap_dir).map_err(io("list", &snap_dir))? {
+        for name in storage.list(&snap_dir).map_err(io_err("list", &snap_dir))? {
             if name.ends_with(".tmp") {
                 // An interrupted snapshot write: never renamed, never relied on.
                 let path = snap_dir.join(&name);
-                storage.remove(&path).map_err(io("remove", &path))?;
-            } else if let Some(seq) = parse_snapshot_name(&name) {
-                snapshots.push(seq);
+                storage.remove(&path).map_err(io_err("remove", &path))?;
             }
         }
-        snapshots.sort_unstable_by(|a, b| b.cmp(a));
-
-        let mut data = Map::new();
-        let mut base = Seq::ZERO;
-        for seq in &snapshots {
-            let path = snap_dir.join(snapshot_name(*seq));
-            let decoded = storage
-                .read(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|bytes| snapshot::decode(&bytes));
-            match decoded {
-                Ok(d) if d.seq == *seq => {
-                    // Rows are stored sorted: group them by namespace and
-                    // bulk-build each map instead of inserting one by one.
-                    let mut rows = d.rows.into_iter().peekable();
-                    while let Some((n, k, e)) = rows.next() {
-                        let mut keys = vec![(k, e)];
-                        while let Some((_, k, e)) = rows.next_if(|(next, _, _)| *next == n) {
-                            keys.push((k, e));
-                        }
-                        match data.entry(n) {
-                            std::collections::btree_map::Entry::Vacant(v) => {
-                                v.insert(Space::from_sorted(keys));
-                            }
-                            std::collections::btree_map::Entry::Occupied(mut o) => {
-                                for (k, e) in keys {
-                                    o.get_mut().set(k, e);
-                                }
-                            }
-                        }
-                    }
-                    base = *seq;
-                    recovery.snapshot = Some(*seq);
-                    break;
-                }
-                Ok(d) => recovery.snapshot_fallbacks.push(format!(
-                    "{}: covers sequence {} but is named for {seq}",
-                    path.display(),
-                    d.seq
-                )),
-                Err(reason) => recovery
-                    .snapshot_fallbacks
-                    .push(format!("{}: {reason}", path.display())),
-            }
+        let (newest, fallbacks) = snapshot::newest_usable(storage.as_ref(), &snap_dir)?;
+        recovery.snapshot_fallbacks = fallbacks;
+        let (mut data, mut base) = (Map::new(), Seq::ZERO);
+        if let Some(d) = newest {
+            base = d.seq;
+            recovery.snapshot = Some(d.seq);
+            data = map_of_rows(d.rows);
         }
         for fallback in &recovery.snapshot_fallbacks {
             tracing::warn!(%fallback, "snapshot unusable, falling back");
@@ -906,43 +886,21 @@ impl Store {
             .iter()
             .flat_map(|(n, m)| m.entries.iter().map(move |(k, e)| (n.as_str(), &**k, e)));
         let bytes = snapshot::encode(seq, count, rows);
-        let path = dir.join(snapshot_name(seq));
-        let tmp = dir.join(format!("{}.tmp", snapshot_name(seq)));
-        let io = |op, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StoreError::Io { op, path, source }
-        };
-        let written = self
-            .storage
-            .create(&tmp)
-            .map_err(io("create", &tmp))
-            .and_then(|mut file| {
-                file.write_all(&bytes).map_err(io("write", &tmp))?;
-                file.sync().map_err(io("fsync", &tmp))
-            })
-            .and_then(|()| self.storage.rename(&tmp, &path).map_err(io("rename", &tmp)));
-        if let Err(e) = written {
-            // The log still holds everything; only this snapshot is lost.
-            let _ = self.storage.remove(&tmp);
-            return Err(e);
-        }
-        self.storage
-            .sync_dir(&dir)
-            .map_err(io("sync directory", &dir))?;
+        snapshot::write_file(self.storage.as_ref(), &dir, seq, &bytes)?;
         self.snapshot_seq = seq;
 
         let mut kept: Vec<Seq> = self
             .storage
             .list(&dir)
-            .map_err(io("list", &dir))?
+            .map_err(io_err("list", &dir))?
             .iter()
-            .filter_map(|n| parse_snapshot_name(n))
+            .filter_map(|n| snapshot::parse_file_name(n))
             .collect();
         kept.sort_unstable_by(|a, b| b.cmp(a));
         let keep = self.config.snapshots_kept.max(1);
         for old in kept.iter().skip(keep) {
-            let p = dir.join(snapshot_name(*old));
-            self.storage.remove(&p).map_err(io("remove", &p))?;
+            let p = dir.join(snapshot::file_name(*old));
+            self.storage.remove(&p).map_err(io_err("remove", &p))?;
         }
         kept.truncate(keep);
         // Start a fresh segment so everything the snapshot covers can later be

@@ -13,8 +13,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Entry;
+use std::path::Path;
+
+use super::{Entry, StoreError, io_err};
 use crate::core::Seq;
+use crate::wal::Storage;
 
 /// First bytes of a snapshot file.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"SDASNAP\n";
@@ -103,4 +106,79 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, String> {
         seq,
         rows: rows.into_iter().map(|Row(n, k, e)| (n, k, e)).collect(),
     })
+}
+
+/// The file name of the snapshot covering the WAL up to `seq`.
+pub fn file_name(seq: Seq) -> String {
+    format!("snap-{:020}.snap", seq.0)
+}
+
+/// The sequence a snapshot file's name says it covers.
+pub fn parse_file_name(name: &str) -> Option<Seq> {
+    name.strip_prefix("snap-")?
+        .strip_suffix(".snap")?
+        .parse()
+        .ok()
+        .map(Seq)
+}
+
+/// Write `bytes` (see [`encode`]) as the snapshot for `seq` in `dir`,
+/// atomically: a temporary file, fsync, rename, fsync of the directory.
+/// On failure the temporary file is removed and nothing else changed.
+pub(super) fn write_file(
+    storage: &dyn Storage,
+    dir: &Path,
+    seq: Seq,
+    bytes: &[u8],
+) -> Result<(), StoreError> {
+    let path = dir.join(file_name(seq));
+    let tmp = dir.join(format!("{}.tmp", file_name(seq)));
+    let written = storage
+        .create(&tmp)
+        .map_err(io_err("create", &tmp))
+        .and_then(|mut file| {
+            file.write_all(bytes).map_err(io_err("write", &tmp))?;
+            file.sync().map_err(io_err("fsync", &tmp))
+        })
+        .and_then(|()| storage.rename(&tmp, &path).map_err(io_err("rename", &tmp)));
+    if let Err(e) = written {
+        // The log still holds everything; only this snapshot is lost.
+        let _ = storage.remove(&tmp);
+        return Err(e);
+    }
+    storage.sync_dir(dir).map_err(io_err("sync directory", dir))
+}
+
+/// The newest snapshot in `dir` that checks out — its digest, its format
+/// and the sequence its name gives — and, newest first, why each newer
+/// one does not.
+pub(super) fn newest_usable(
+    storage: &dyn Storage,
+    dir: &Path,
+) -> Result<(Option<Decoded>, Vec<String>), StoreError> {
+    let mut seqs: Vec<Seq> = storage
+        .list(dir)
+        .map_err(io_err("list", dir))?
+        .iter()
+        .filter_map(|n| parse_file_name(n))
+        .collect();
+    seqs.sort_unstable_by(|a, b| b.cmp(a));
+    let mut unusable = Vec::new();
+    for seq in seqs {
+        let path = dir.join(file_name(seq));
+        match storage
+            .read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| decode(&bytes))
+        {
+            Ok(d) if d.seq == seq => return Ok((Some(d), unusable)),
+            Ok(d) => unusable.push(format!(
+                "{}: covers sequence {} but is named for {seq}",
+                path.display(),
+                d.seq
+            )),
+            Err(reason) => unusable.push(format!("{}: {reason}", path.display())),
+        }
+    }
+    Ok((None, unusable))
 }

@@ -111,7 +111,7 @@ fn corrupt_newest_snapshot_falls_back_and_says_so() {
     store.put(ns::APP, "c", b"3".to_vec()).unwrap();
     store.snapshot().unwrap();
     drop(store);
-    let newest = PathBuf::from("/node/snapshots").join(snapshot_name(Seq(3)));
+    let newest = PathBuf::from("/node/snapshots").join(snapshot::file_name(Seq(3)));
     let mut bytes = s.read(&newest).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;

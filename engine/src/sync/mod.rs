@@ -144,6 +144,25 @@ fn cursor_key(peer: NodeId, folder: &str) -> String {
     format!("{}/{folder}", peer.to_hex())
 }
 
+/// Forget how far this node has read each peer's log (the sync cursors),
+/// so that every peer sends its whole index again at the next exchange:
+/// after a store repair lost records, what they said may be among them.
+/// Returns how many cursors there were.
+pub fn forget_cursors(store: &mut Store) -> Result<usize, crate::store::StoreError> {
+    let ops: Vec<crate::store::Op> = store
+        .scan_prefix(CURSOR_NS, "")
+        .map(|(key, _)| crate::store::Op::Forget {
+            ns: CURSOR_NS.into(),
+            key: key.to_string(),
+        })
+        .collect();
+    let n = ops.len();
+    if n > 0 {
+        store.apply_batch(ops)?;
+    }
+    Ok(n)
+}
+
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     postcard::to_allocvec(v).unwrap_or_default()
 }

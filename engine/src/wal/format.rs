@@ -268,6 +268,65 @@ fn find_valid_record_after(bytes: &[u8], from: usize) -> Option<usize> {
         .find(|&at| matches!(decode_record(&bytes[at..]), Decoded::Record(..)))
 }
 
+/// What [`salvage_segment`] could read of a segment, damaged or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Salvaged<'a> {
+    /// The base sequence from the header, if the header is intact.
+    pub base: Option<Seq>,
+    /// Every checksum-valid record with its byte offset, in file order,
+    /// sequences rising.
+    pub records: Vec<(u64, RecordRef<'a>)>,
+    /// Byte ranges that hold no readable record: offset, length, why.
+    pub damage: Vec<(u64, u64, &'static str)>,
+}
+
+/// Read every record of a segment that can still be read, stepping over
+/// damage: past a bad record (or header), reading resumes at the next
+/// offset where a checksum-valid record starts. A record whose sequence
+/// does not rise (or falls below the header's base) is taken for bytes
+/// that only look like one and stepped over too. Used by repair; normal
+/// recovery never skips damage ([`scan_segment`]).
+pub fn salvage_segment(bytes: &[u8]) -> Salvaged<'_> {
+    let mut out = Salvaged {
+        base: None,
+        records: Vec::new(),
+        damage: Vec::new(),
+    };
+    let mut pos = match decode_segment_header(bytes) {
+        Ok(base) => {
+            out.base = Some(base);
+            SEGMENT_HEADER_LEN
+        }
+        Err(_) => {
+            let len = bytes.len().min(SEGMENT_HEADER_LEN);
+            out.damage
+                .push((0, len as u64, "segment header unreadable"));
+            len
+        }
+    };
+    let mut floor = out.base.unwrap_or(Seq::ZERO);
+    while pos < bytes.len() {
+        let reason = match decode_record(&bytes[pos..]) {
+            Decoded::Record(rec, used) if rec.seq >= floor => {
+                floor = rec.seq.next();
+                out.records.push((pos as u64, rec));
+                pos += used;
+                continue;
+            }
+            Decoded::Record(..) => "record out of sequence",
+            Decoded::Invalid(reason) => reason,
+            Decoded::Incomplete => "incomplete record",
+        };
+        let next = (pos + 1..bytes.len().saturating_sub(RECORD_HEADER_LEN - 1)).find(
+            |&at| matches!(decode_record(&bytes[at..]), Decoded::Record(r, _) if r.seq >= floor),
+        );
+        let end = next.unwrap_or(bytes.len());
+        out.damage.push((pos as u64, (end - pos) as u64, reason));
+        pos = end;
+    }
+    out
+}
+
 /// Why [`scan_segment`] could not read a segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SegmentScanError {
@@ -321,6 +380,31 @@ mod tests {
         encode_record(Seq(1), 1, b"a", &mut out);
         encode_record(Seq(3), 1, b"b", &mut out);
         assert!(matches!(collect(&out), Err(SegmentScanError::Corrupt(_))));
+    }
+
+    /// Repair reads past damage: every record but the damaged one, and
+    /// the damaged bytes' place and length.
+    #[test]
+    fn salvage_steps_over_damage_and_keeps_the_rest() {
+        let clean = segment(6);
+        let mut damaged = clean.clone();
+        let at = SEGMENT_HEADER_LEN + 3 * (RECORD_HEADER_LEN + "payload-1".len()) + 20;
+        damaged[at] ^= 0xff;
+        let s = salvage_segment(&damaged);
+        let seqs: Vec<u64> = s.records.iter().map(|(_, r)| r.seq.0).collect();
+        assert_eq!(seqs, vec![1, 2, 3, 5, 6]);
+        assert_eq!(s.damage.len(), 1);
+        assert_eq!(s.base, Some(Seq(1)));
+        // A damaged header: the records are still read.
+        let mut headless = clean.clone();
+        headless[2] ^= 1;
+        let s = salvage_segment(&headless);
+        assert_eq!(s.records.len(), 6);
+        assert_eq!((s.base, s.damage[0].0), (None, 0));
+        // Nothing to salvage from noise, and no panic.
+        let noise: Vec<u8> = (0..4000u32).map(|i| (i * 7919 % 251) as u8).collect();
+        assert!(salvage_segment(&noise).records.is_empty());
+        assert_eq!(salvage_segment(&clean).damage, vec![]);
     }
 
     #[test]

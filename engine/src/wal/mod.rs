@@ -252,6 +252,9 @@ pub struct VerifyReport {
     pub torn_tail: Option<TornTail>,
     /// Corruption found, if any (reading stops there).
     pub corruption: Option<String>,
+    /// Checksum-valid records after the corruption, which repair keeps
+    /// (0 when there is none).
+    pub records_after_damage: u64,
 }
 
 /// The write-ahead log. See the [module documentation](self).
@@ -546,25 +549,33 @@ impl Wal {
             last_seq: Seq::ZERO,
             torn_tail: None,
             corruption: None,
+            records_after_damage: 0,
         };
         let mut expected: Option<Seq> = None;
         for (i, seg) in segments.iter().enumerate() {
             let is_last = i + 1 == segments.len();
             let bytes = storage.read(&seg.path).map_err(io_err("read", &seg.path))?;
             let name = seg.path.display();
-            match format::scan_segment(&bytes, |_| Ok(())) {
+            // Records read before any damage count too.
+            let mut read = 0u64;
+            match format::scan_segment(&bytes, |_| {
+                read += 1;
+                Ok(())
+            }) {
                 Ok(scan) => {
                     if let Some(exp) = expected.filter(|e| *e != scan.base) {
                         report.corruption = Some(format!(
                             "{name}: starts at sequence {} where {exp} was expected",
                             scan.base
                         ));
+                        report.records_after_damage =
+                            Self::readable_after(storage, &segments[i..], None)?;
                         return Ok(report);
                     }
                     if scan.records > 0 && report.first_seq.is_none() {
                         report.first_seq = Some(scan.base);
                     }
-                    report.records += scan.records;
+                    report.records += read;
                     report.last_seq = report.last_seq.max(scan.last);
                     expected = Some(scan.last.next());
                     if let SegmentEnd::Torn { offset, reason } = scan.end {
@@ -572,6 +583,8 @@ impl Wal {
                             report.corruption = Some(format!(
                                 "{name} at byte {offset}: {reason}, and later segments follow"
                             ));
+                            report.records_after_damage =
+                                Self::readable_after(storage, &segments[i + 1..], None)?;
                             return Ok(report);
                         }
                         report.torn_tail = Some(TornTail {
@@ -592,15 +605,53 @@ impl Wal {
                 }
                 Err(SegmentScanError::Header(p)) => {
                     report.corruption = Some(format!("{name} at byte 0: {p}"));
+                    report.records_after_damage =
+                        Self::readable_after(storage, &segments[i..], None)?;
                     return Ok(report);
                 }
                 Err(SegmentScanError::Corrupt(c)) => {
+                    report.records += read;
                     report.corruption = Some(format!("{name} at byte {}: {}", c.offset, c.reason));
+                    report.records_after_damage =
+                        Self::readable_after(storage, &segments[i..], Some(c.offset))?;
                     return Ok(report);
                 }
             }
         }
         Ok(report)
+    }
+
+    /// Checksum-valid records in `segments` (in the first one, only past
+    /// byte `past`): what repair can still keep after damage.
+    fn readable_after(
+        storage: &dyn Storage,
+        segments: &[Segment],
+        past: Option<u64>,
+    ) -> Result<u64, WalError> {
+        let mut n = 0;
+        for (i, seg) in segments.iter().enumerate() {
+            let bytes = storage.read(&seg.path).map_err(io_err("read", &seg.path))?;
+            let skip = if i == 0 { past } else { None };
+            let salvaged = format::salvage_segment(&bytes);
+            n += salvaged
+                .records
+                .iter()
+                .filter(|(at, _)| skip.is_none_or(|p| *at > p))
+                .count() as u64;
+        }
+        Ok(n)
+    }
+
+    /// The segment files in `dir`, oldest first, with the sequence each
+    /// one's name says it starts at: what repair reads one by one.
+    pub fn segment_files(
+        storage: &dyn Storage,
+        dir: &Path,
+    ) -> Result<Vec<(Seq, PathBuf)>, WalError> {
+        Ok(list_segments(storage, dir)?
+            .into_iter()
+            .map(|s| (s.base, s.path))
+            .collect())
     }
 
     /// Read records with sequence `>= from` again, in order (e.g. to resend

@@ -1,0 +1,282 @@
+//! Scale benchmark (issue 21): two real `softadastra run` nodes on
+//! 127.0.0.1 and one folder of many small files.
+//!
+//! `cargo bench -p softadastra-agent --bench scale` makes a folder of
+//! `SOFTADASTRA_SCALE_FILES` files (default 1,000,000; 64 B–2 KiB, 100 per
+//! directory) in alpha's folder and prints, each next to its target:
+//! the first index (`folder add`, files/s), the initial sync to beta
+//! (wall time, and `rsync -a` + `sync` of the same tree measured in the
+//! same run), `status --json` while it runs (as a once-a-second tray
+//! would call it), each node's peak and idle memory, `status --json` and
+//! `sync status --json` when idle, propagation of one 4 KiB file (p50,
+//! p99 over 20 writes), the homes' size per file, and a restart of alpha:
+//! until its control socket answers, until its peer is connected, until
+//! a change made right then reaches beta, and until its catch-up scan is
+//! done. `SOFTADASTRA_BENCH_BIN=PATH` measures another build.
+//!
+//! A million files need about 3 million inodes (alpha, beta, the rsync
+//! copy) and a quiet disk: run it on a fresh ext4 image made with
+//! `mkfs.ext4 -i 4096`, loop-mounted, as `TMPDIR`. The large-file target
+//! (a file of 100 GB) is not measured here: see `docs/benchmarks.md`.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// One figure and its target: printed with "met" or "NOT met".
+fn report(what: &str, value: f64, unit: &str, target: &str, met: bool) {
+    println!(
+        "{what}: {value:.1} {unit}  (target {target}: {})",
+        if met { "met" } else { "NOT met" }
+    );
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Median and largest of `times`, ms.
+fn p50_max(mut times: Vec<Duration>) -> (f64, f64) {
+    times.sort();
+    let max = times.last().copied().unwrap_or_default();
+    (ms(times[times.len() / 2]), ms(max))
+}
+
+/// The time of one CLI call on `home`, and whether it answered.
+fn timed_cli(home: &Path, args: &[&str]) -> (Duration, bool) {
+    let t = Instant::now();
+    let ok = cli(home, args).status.success();
+    (t.elapsed(), ok)
+}
+
+/// The first folder of a `status --json` answer.
+fn folder_field(status: &serde_json::Value, key: &str) -> serde_json::Value {
+    status["folders"][0][key].clone()
+}
+
+/// Write `files` files of 64 B–2 KiB, 100 per directory, under `dir`.
+fn make_tree(dir: &Path, files: usize) {
+    let mut rng = fastrand::Rng::with_seed(21);
+    let body = random_bytes(&mut rng, 2048);
+    for i in 0..files {
+        let d = dir.join(format!("d{:05}", i / 100));
+        if i % 100 == 0 {
+            std::fs::create_dir_all(&d).expect("mkdir");
+        }
+        let len = rng.usize(64..=2048);
+        // A distinct file each: its number, then shared filler.
+        let mut v = format!("{i}\n").into_bytes();
+        v.extend_from_slice(&body[..len.saturating_sub(v.len())]);
+        std::fs::write(d.join(format!("f{i:07}.txt")), v).expect("write");
+    }
+}
+
+/// Total size of the files under `dir`, bytes (apparent size).
+fn size_of_home(dir: &Path) -> u64 {
+    walk(dir, true).1
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let files: usize = std::env::var("SOFTADASTRA_SCALE_FILES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let root = scratch.path();
+    println!("softadastra scale benchmark: {files} files, two nodes on 127.0.0.1 (same machine)");
+    let (mut a, mut b) = pair(root);
+    let t = Instant::now();
+    make_tree(&a.dir, files);
+    let (n, bytes) = count(&a.dir);
+    let _ = Command::new("sync").status();
+    println!(
+        "made {n} files, {:.1} MB in {:.1} s",
+        bytes as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
+
+    // First index, warm caches (the tree was just written).
+    let t = Instant::now();
+    a.share();
+    let index = t.elapsed().as_secs_f64();
+    report(
+        "first index",
+        n as f64 / index,
+        "files/s",
+        ">= 50,000 files/s",
+        n as f64 / index >= 50_000.0,
+    );
+
+    // Initial sync, with a tray-like status poller on each node.
+    b.share();
+    let _ = Command::new("sync").status();
+    a.start();
+    b.start();
+    let t = Instant::now();
+    let mut polls = Vec::new();
+    let limit = Duration::from_secs(3600);
+    loop {
+        for node in [&a, &b] {
+            let (took, _) = timed_cli(&node.home, &["status", "--json"]);
+            polls.push(took);
+        }
+        let sb = b.status();
+        let synced = folder_field(&sb, "files").as_u64() == Some(n)
+            && folder_field(&sb, "state") == "up to date"
+            && folder_field(&a.status(), "state") == "up to date";
+        if synced || t.elapsed() > limit {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let sync_secs = t.elapsed().as_secs_f64();
+    let whole = count(&b.dir) == (n, bytes);
+    println!(
+        "initial sync: {n} files in {sync_secs:.1} s = {:.0} files/s{}",
+        n as f64 / sync_secs,
+        if whole {
+            ""
+        } else {
+            "  (INCOMPLETE: beta's copy differs)"
+        }
+    );
+    let (poll50, poll_max) = p50_max(polls);
+    println!("  status --json while syncing: p50 {poll50:.1} ms, max {poll_max:.1} ms");
+    let (peak_a, peak_b) = (a.peak_rss_mb(), b.peak_rss_mb());
+    report(
+        "  peak RSS alpha / beta",
+        peak_a.max(peak_b),
+        &format!("MB (alpha {peak_a:.1}, beta {peak_b:.1})"),
+        "<= 150 MiB",
+        peak_a.max(peak_b) <= 157.3,
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    let (idle_a, idle_b) = (a.rss_mb(), b.rss_mb());
+    report(
+        "idle RSS alpha / beta",
+        idle_a.max(idle_b),
+        &format!("MB (alpha {idle_a:.1}, beta {idle_b:.1})"),
+        "<= 64 MiB",
+        idle_a.max(idle_b) <= 67.1,
+    );
+
+    // The floor: rsync -a of the same tree, then sync, with the nodes idle.
+    let floor = root.join("rsync-floor");
+    let t = Instant::now();
+    let rsync = Command::new("rsync")
+        .arg("-a")
+        .arg(format!("{}/", a.dir.display()))
+        .arg(&floor)
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new("sync").status().is_ok_and(|s| s.success());
+    if rsync {
+        let floor_secs = t.elapsed().as_secs_f64();
+        report(
+            "initial sync / (rsync -a + sync)",
+            sync_secs / floor_secs,
+            &format!("x (rsync {floor_secs:.1} s)"),
+            "<= 1.5x",
+            sync_secs <= 1.5 * floor_secs,
+        );
+    } else {
+        println!("rsync -a: not installed; no floor");
+    }
+
+    // Idle read commands.
+    for args in [&["status", "--json"][..], &["sync", "status", "--json"][..]] {
+        let times = (0..20).map(|_| timed_cli(&a.home, args).0).collect();
+        let (p50, max) = p50_max(times);
+        report(
+            &format!("{} (CLI start included)", args.join(" ")),
+            p50,
+            &format!("ms p50, max {max:.1} ms"),
+            "<= 10 ms",
+            p50 <= 10.0,
+        );
+    }
+
+    // Propagation of one small file.
+    let lat = propagation(&a.dir, &b.dir, 20);
+    let (p50, p99) = p50_max(lat);
+    report(
+        "propagation of one 4 KiB file",
+        p50,
+        &format!("ms p50, p99 {p99:.1} ms"),
+        "p50 <= 100 ms, p99 <= 250 ms",
+        p50 <= 100.0 && p99 <= 250.0,
+    );
+
+    // The homes on disk.
+    let (home_a, home_b) = (size_of_home(&a.home), size_of_home(&b.home));
+    let per_file = home_a.max(home_b) as f64 / n as f64;
+    report(
+        "home per file",
+        per_file,
+        &format!(
+            "bytes (alpha {:.1} MB, beta {:.1} MB)",
+            home_a as f64 / 1e6,
+            home_b as f64 / 1e6
+        ),
+        "<= 250 bytes",
+        per_file <= 250.0,
+    );
+
+    // Restart alpha; a change is made as soon as its socket answers.
+    a.stop();
+    let t = Instant::now();
+    a.spawn();
+    wait_for("control socket", Duration::from_secs(120), || {
+        cli(&a.home, &["status", "--json"]).status.success()
+    });
+    let answers = t.elapsed();
+    let body = random_bytes(&mut fastrand::Rng::with_seed(3), 4096);
+    std::fs::write(a.dir.join("after-restart.bin"), &body).expect("write");
+    wait_for("peer", Duration::from_secs(60), || {
+        a.status()["peers_connected"].as_u64() >= Some(1)
+    });
+    let connected = t.elapsed();
+    let target = b.dir.join("after-restart.bin");
+    wait_for(
+        "first change after restart",
+        Duration::from_secs(120),
+        || std::fs::read(&target).is_ok_and(|v| v == body),
+    );
+    let ready = t.elapsed();
+    wait_for("catch-up scan", Duration::from_secs(600), || {
+        folder_field(&a.status(), "state") == "up to date"
+    });
+    let caught_up = t.elapsed();
+    report(
+        "restart: control socket answers",
+        ms(answers),
+        "ms",
+        "<= 1 s",
+        answers <= Duration::from_secs(1),
+    );
+    println!("  peer connected by {:.0} ms", ms(connected));
+    report(
+        "  a change written then reaches beta (ready)",
+        ms(ready),
+        "ms after start",
+        "<= 1 s",
+        ready <= Duration::from_secs(1),
+    );
+    report(
+        "  up to date (catch-up scan done)",
+        caught_up.as_secs_f64(),
+        "s after start",
+        "<= 5 s",
+        caught_up <= Duration::from_secs(5),
+    );
+    a.stop();
+    b.stop();
+    let _ = std::fs::remove_dir_all(&floor);
+}

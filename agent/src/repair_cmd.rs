@@ -1,0 +1,166 @@
+//! `softadastra repair`: make a damaged store open again (the agent
+//! stopped), saying exactly what was kept and what was lost. The work is
+//! `runtime::repair::repair_node`; this file runs it and prints it.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use softadastra::runtime::repair::repair_node;
+use softadastra::store::{StoreConfig, StoreError};
+
+use crate::home::Home;
+
+#[derive(Serialize)]
+struct RepairJson {
+    store_dir: String,
+    damaged_files_kept_in: String,
+    snapshot_used: Option<u64>,
+    unusable_snapshots: Vec<String>,
+    wal_damage: Vec<String>,
+    records_kept: u64,
+    lost_changes: u64,
+    lost_sequences: Vec<(u64, u64)>,
+    unreadable_tail_bytes: u64,
+    entries: u64,
+    sync_cursors_reset: usize,
+    index_records_advanced: u64,
+    folders: Vec<FolderJson>,
+}
+
+#[derive(Serialize)]
+struct FolderJson {
+    id: String,
+    path: String,
+    added: u64,
+    modified: u64,
+    deleted: u64,
+    error: Option<String>,
+}
+
+pub fn run_repair(home: &Home, json: bool) -> Result<ExitCode> {
+    let mut config = StoreConfig::new(home.store_dir());
+    config.node = home.node_id()?;
+    let repaired = match repair_node(config, &home.root) {
+        Err(softadastra::runtime::repair::RepairError::Store(StoreError::Locked { .. })) => {
+            anyhow::bail!(
+                "the store in {} is in use: stop the agent first (softadastra shutdown), then repair",
+                home.store_dir().display()
+            )
+        }
+        r => {
+            r.with_context(|| format!("cannot repair the store in {}", home.store_dir().display()))?
+        }
+    };
+    let s = &repaired.store;
+    let out = RepairJson {
+        store_dir: home.store_dir().display().to_string(),
+        damaged_files_kept_in: s.kept_copy.display().to_string(),
+        snapshot_used: s.snapshot.map(|q| q.0),
+        unusable_snapshots: s.unusable_snapshots.clone(),
+        wal_damage: s.damage.clone(),
+        records_kept: s.records_kept,
+        lost_changes: s.lost_records(),
+        lost_sequences: s.lost.iter().map(|(a, b)| (a.0, b.0)).collect(),
+        unreadable_tail_bytes: s.unreadable_tail_bytes,
+        entries: s.entries,
+        sync_cursors_reset: repaired.cursors_forgotten,
+        index_records_advanced: repaired.records_advanced,
+        folders: repaired
+            .scans
+            .iter()
+            .map(|(id, path, r)| FolderJson {
+                id: id.clone(),
+                path: path.display().to_string(),
+                added: r.as_ref().map_or(0, |r| r.added),
+                modified: r.as_ref().map_or(0, |r| r.modified),
+                deleted: r.as_ref().map_or(0, |r| r.deleted),
+                error: r.as_ref().err().map(|e| e.to_string()),
+            })
+            .collect(),
+    };
+    let mut w = std::io::stdout().lock();
+    if json {
+        writeln!(w, "{}", serde_json::to_string_pretty(&out)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(w, "repaired the store in {}", out.store_dir)?;
+    writeln!(
+        w,
+        "  the damaged files are kept in {}",
+        out.damaged_files_kept_in
+    )?;
+    match out.snapshot_used {
+        Some(seq) => writeln!(w, "  started from the snapshot of sequence {seq}")?,
+        None => writeln!(w, "  no usable snapshot: started from the log alone")?,
+    }
+    for u in &out.unusable_snapshots {
+        writeln!(w, "  unusable snapshot: {u}")?;
+    }
+    for d in &out.wal_damage {
+        writeln!(w, "  damage: {d}")?;
+    }
+    writeln!(
+        w,
+        "  {} changes read back from the log; {} entries now",
+        out.records_kept, out.entries
+    )?;
+    if out.lost_changes == 0 && out.unreadable_tail_bytes == 0 {
+        writeln!(w, "  nothing was lost")?;
+    } else {
+        let ranges: Vec<String> = out
+            .lost_sequences
+            .iter()
+            .map(|(a, b)| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                }
+            })
+            .collect();
+        writeln!(
+            w,
+            "  LOST: {} changes (sequences {}){}",
+            out.lost_changes,
+            if ranges.is_empty() {
+                "none whole".into()
+            } else {
+                ranges.join(", ")
+            },
+            if out.unreadable_tail_bytes > 0 {
+                format!(
+                    ", and {} unreadable bytes at the end of the log",
+                    out.unreadable_tail_bytes
+                )
+            } else {
+                String::new()
+            }
+        )?;
+        writeln!(
+            w,
+            "    app values changed only there are gone unless a peer has them; files are on disk and are indexed again below"
+        )?;
+        writeln!(
+            w,
+            "    {} sync cursors reset (peers send their whole index again); {} index records given newer versions",
+            out.sync_cursors_reset, out.index_records_advanced
+        )?;
+    }
+    for f in &out.folders {
+        match &f.error {
+            Some(e) => writeln!(w, "  folder {} ({}): NOT scanned: {e}", f.id, f.path)?,
+            None => writeln!(
+                w,
+                "  folder {} ({}): indexed again from disk: {} added, {} modified, {} deleted",
+                f.id, f.path, f.added, f.modified, f.deleted
+            )?,
+        }
+    }
+    writeln!(
+        w,
+        "start the agent again (softadastra run) to sync with peers"
+    )?;
+    Ok(ExitCode::SUCCESS)
+}

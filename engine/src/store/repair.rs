@@ -1,0 +1,220 @@
+//! # store::repair — a store that no longer opens, made to open again
+//!
+//! Opening refuses a damaged store ([`StoreError::Corruption`]): nothing
+//! is invented and nothing is skipped silently. [`repair`] is the explicit
+//! step after that refusal. It copies the damaged files aside first, then
+//! keeps everything still readable — the newest snapshot that checks out,
+//! and every checksum-valid WAL record before *and after* the damage
+//! ([`crate::wal::format::salvage_segment`]) — replays it in sequence order
+//! and writes the result as one fresh snapshot with an empty log. The
+//! report says exactly which sequences were lost.
+//!
+//! New sequences continue past anything the damaged log may have held
+//! (peers remember how far they read this node's log; a number given out
+//! twice would hide a change from them). What the lost records *meant* —
+//! a file index that must be looked at again, sync cursors that must
+//! start over — is for the layers that own those namespaces to settle
+//! (`runtime::repair`); this module knows keys and values only. It never
+//! touches anything outside the store directory but the copy it keeps.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::{
+    OP_RECORD_KIND, Op, StoreConfig, StoreError, apply_op, io_err, lock_dir, map_of_rows, snapshot,
+};
+use crate::core::Seq;
+use crate::wal::{StdStorage, Wal, format, format::RECORD_HEADER_LEN};
+
+/// What [`repair`] did and could not do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepairReport {
+    /// Where the damaged files were copied before anything changed.
+    pub kept_copy: PathBuf,
+    /// The snapshot the repaired state starts from, if one checked out.
+    pub snapshot: Option<Seq>,
+    /// Snapshots that did not check out, with the reason.
+    pub unusable_snapshots: Vec<String>,
+    /// WAL records read and replayed.
+    pub records_kept: u64,
+    /// Unreadable places in the WAL: file, byte offset, length, why.
+    pub damage: Vec<String>,
+    /// Sequences that neither a snapshot nor the WAL could supply, as
+    /// inclusive ranges: the changes lost with the damage.
+    pub lost: Vec<(Seq, Seq)>,
+    /// Unreadable bytes after the last record kept, at the end of the
+    /// log: changes that may have been there (or a write cut short).
+    pub unreadable_tail_bytes: u64,
+    /// Entries (tombstones included) in the repaired store.
+    pub entries: u64,
+    /// The sequence the repaired store's next change gets.
+    pub next_seq: Seq,
+}
+
+impl RepairReport {
+    /// How many sequences were lost (see [`RepairReport::lost`]).
+    pub fn lost_records(&self) -> u64 {
+        self.lost.iter().map(|(a, b)| b.0 - a.0 + 1).sum()
+    }
+    /// Whether anything that was ever recorded may be missing.
+    pub fn lost_anything(&self) -> bool {
+        !self.lost.is_empty() || self.unreadable_tail_bytes > 0
+    }
+}
+
+/// Repair the store in `config.dir` (see the [module docs](self)); the
+/// damaged `wal/` and `snapshots/` are first copied into a new directory
+/// under `keep_in`. Fails with [`StoreError::Locked`] while the store is
+/// open elsewhere; a failure before the new snapshot is written leaves the
+/// store as it was.
+pub fn repair(config: &StoreConfig, keep_in: &Path) -> Result<RepairReport, StoreError> {
+    let _lock = lock_dir(&config.dir)?;
+    let mut report = RepairReport {
+        kept_copy: keep_copy(config, keep_in)?,
+        ..RepairReport::default()
+    };
+
+    // The newest snapshot that checks out.
+    let snap_dir = config.snapshot_dir();
+    let (newest, unusable) = if snap_dir.is_dir() {
+        snapshot::newest_usable(&StdStorage, &snap_dir)?
+    } else {
+        (None, Vec::new())
+    };
+    report.unusable_snapshots = unusable;
+    let (rows, base) = match newest {
+        Some(d) => {
+            report.snapshot = Some(d.seq);
+            (d.rows, d.seq)
+        }
+        None => (Vec::new(), Seq::ZERO),
+    };
+
+    // Every readable operation after it, by sequence.
+    let mut ops: BTreeMap<Seq, Op> = BTreeMap::new();
+    let mut highest = base;
+    let wal_dir = config.wal_dir();
+    let segments = if wal_dir.is_dir() {
+        Wal::segment_files(&StdStorage, &wal_dir)?
+    } else {
+        Vec::new()
+    };
+    let mut tail_damage = 0;
+    for (_, path) in &segments {
+        let bytes = std::fs::read(path).map_err(io_err("read", path))?;
+        let salvaged = format::salvage_segment(&bytes);
+        let last_record_end = salvaged.records.last().map_or(0, |(at, r)| {
+            at + (RECORD_HEADER_LEN + r.payload.len()) as u64
+        });
+        tail_damage = 0;
+        for (at, len, why) in &salvaged.damage {
+            report.damage.push(format!(
+                "{} at byte {at}: {len} bytes unreadable ({why})",
+                path.display()
+            ));
+            if *at >= last_record_end {
+                tail_damage = *len;
+            }
+        }
+        for (_, rec) in salvaged.records {
+            highest = highest.max(rec.seq);
+            if rec.seq <= base || rec.kind != OP_RECORD_KIND {
+                continue;
+            }
+            // A record that checks out but does not decode is lost too:
+            // its sequence stays a gap.
+            if let Ok(op) = postcard::from_bytes::<Op>(rec.payload) {
+                ops.insert(rec.seq, op);
+            }
+        }
+    }
+    report.unreadable_tail_bytes = tail_damage;
+
+    let mut data = map_of_rows(rows);
+    let mut expected = base.next();
+    for (seq, op) in ops {
+        if seq > expected {
+            report.lost.push((expected, Seq(seq.0 - 1)));
+        }
+        apply_op(&mut data, seq, op);
+        report.records_kept += 1;
+        expected = seq.next();
+    }
+    if highest >= expected {
+        // Records numbered past the last kept one that did not decode.
+        report.lost.push((expected, highest));
+    }
+    // Unreadable bytes at the end may have held as many records as fit.
+    let tail_records = tail_damage / RECORD_HEADER_LEN as u64;
+    let last = Seq(highest.max(Seq(expected.0 - 1)).0 + tail_records);
+    report.next_seq = last.next();
+    report.entries = data.values().map(|m| m.entries.len() as u64).sum();
+
+    // The repaired state: one snapshot at `last`, no log. The old files
+    // are in the kept copy; a crash from here on leaves either the old
+    // files or the new snapshot (written before the log goes) to open.
+    std::fs::create_dir_all(&snap_dir).map_err(io_err("create directory", &snap_dir))?;
+    let rows = data
+        .iter()
+        .flat_map(|(n, m)| m.entries.iter().map(move |(k, e)| (n.as_str(), &**k, e)));
+    let bytes = snapshot::encode(last, report.entries, rows);
+    snapshot::write_file(&StdStorage, &snap_dir, last, &bytes)?;
+    for (_, path) in &segments {
+        std::fs::remove_file(path).map_err(io_err("remove", path))?;
+    }
+    for name in list(&snap_dir)? {
+        if snapshot::parse_file_name(&name).is_some_and(|s| s != last) {
+            let path = snap_dir.join(name);
+            std::fs::remove_file(&path).map_err(io_err("remove", &path))?;
+        }
+    }
+    Ok(report)
+}
+
+/// Copy the store's `wal/` and `snapshots/` into a new directory under
+/// `keep_in`, named for the time; returns it.
+fn keep_copy(config: &StoreConfig, keep_in: &Path) -> Result<PathBuf, StoreError> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut kept = keep_in.join(format!("store-damaged-{secs}"));
+    let mut n = 1;
+    while kept.exists() {
+        n += 1;
+        kept = keep_in.join(format!("store-damaged-{secs}-{n}"));
+    }
+    for dir in [config.wal_dir(), config.snapshot_dir()] {
+        let Some(name) = dir.file_name() else {
+            continue;
+        };
+        let to = kept.join(name);
+        std::fs::create_dir_all(&to).map_err(io_err("create directory", &to))?;
+        for file in list(&dir)? {
+            let (from, into) = (dir.join(&file), to.join(&file));
+            std::fs::copy(&from, &into).map_err(io_err("copy", &from))?;
+            let copied = std::fs::File::open(&into).map_err(io_err("open", &into))?;
+            copied.sync_all().map_err(io_err("fsync", &into))?;
+        }
+        let f = std::fs::File::open(&to).map_err(io_err("open", &to))?;
+        f.sync_all().map_err(io_err("fsync", &to))?;
+    }
+    Ok(kept)
+}
+
+/// The file names in `dir` (none if it does not exist).
+fn list(dir: &Path) -> Result<Vec<String>, StoreError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err("list", dir)(e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_err("list", dir))?;
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
