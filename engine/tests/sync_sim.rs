@@ -26,7 +26,7 @@ use softadastra::folder::{FOLDERS_NS, FileRecord, FolderConfig, file_key};
 use softadastra::fs::scan::EntryKind;
 use softadastra::store::{Op, Store, StoreConfig, ns};
 use softadastra::sync::resolve::{Probe, copy_target};
-use softadastra::sync::{Action, SyncConfig, SyncEngine, SyncMessage, WorkError};
+use softadastra::sync::{self, Action, SyncConfig, SyncEngine, SyncMessage, WorkError};
 use softadastra::wal::{Durability, MemStorage};
 
 // The executor stand-in (what `runtime::exec` does, played on the
@@ -710,6 +710,19 @@ impl Sim {
                     }
                 }
                 return Err(format!("node {i} still needs {needs:?}{detail}"));
+            }
+            // Finished work leaves nothing behind, not even a tombstone:
+            // the engine's bookkeeping is never synced (issue 21: a
+            // tombstone per file ever synced filled memory and snapshots).
+            let store = n.store.as_ref().unwrap();
+            for ns in [sync::NEED_NS, sync::HELD_NS, sync::HELD_VALUE_NS] {
+                let left = store
+                    .scan_prefix(ns, "")
+                    .filter(|(_, e)| e.is_tombstone())
+                    .count();
+                if left > 0 {
+                    return Err(format!("node {i} keeps {left} tombstones in {ns}"));
+                }
             }
             if n.disk != first.disk {
                 let mut detail = String::new();

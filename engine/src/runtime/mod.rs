@@ -196,7 +196,13 @@ impl SyncRuntime {
         if let Err(e) = crate::folder::values::reconcile(&mut lock(&store), node) {
             warn!(error = %e, "cannot check app values against the index");
         }
-        engine.resume(&lock(&store), Instant::now());
+        {
+            let mut held = lock(&store);
+            if let Err(e) = crate::sync::purge_bookkeeping_tombstones(&mut held) {
+                warn!(error = %e, "could not drop old bookkeeping tombstones");
+            }
+            engine.resume(&held, Instant::now());
+        }
         let home = lock(&store)
             .config()
             .dir
@@ -301,7 +307,7 @@ impl SyncRuntime {
         if let Some(old) = self.watchers.remove(&id) {
             old.stop();
         }
-        let watch = watch_folder(&self.shared, &self.stop, config);
+        let watch = watch_folder(&self.shared, &self.stop, config, None);
         self.watchers.insert(id, watch);
         self.announce_folders();
     }

@@ -20,7 +20,8 @@ impl FolderWatch {
 }
 
 /// One watcher thread per shared folder: catch-up scan, then one indexed
-/// batch per settled change, each followed by a hint to peers.
+/// batch per settled change, each followed by a hint to peers. Returns
+/// once every folder's watches are in place (at most 10 s).
 pub(super) fn start_watchers(
     s: &Arc<Shared>,
     stop: &Arc<std::sync::atomic::AtomicBool>,
@@ -32,11 +33,30 @@ pub(super) fn start_watchers(
             return HashMap::new();
         }
     };
-    folders
+    // Each watcher says when its watches are in place (or could not be):
+    // the node is not called started before, so a change made as soon as
+    // the control socket answers is seen by a watcher, not only by the
+    // catch-up scan a large folder takes seconds over. A watcher slower
+    // than `WATCHES_WAIT` is not waited for longer.
+    const WATCHES_WAIT: Duration = Duration::from_secs(10);
+    let (ready, watching) = std::sync::mpsc::channel();
+    let watchers: HashMap<String, FolderWatch> = folders
         .into_iter()
         .filter(|f| !f.paused)
-        .map(|config| (config.id.clone(), watch_folder(s, stop, config)))
-        .collect()
+        .map(|config| {
+            let id = config.id.clone();
+            (id, watch_folder(s, stop, config, Some(ready.clone())))
+        })
+        .collect();
+    drop(ready);
+    let deadline = std::time::Instant::now() + WATCHES_WAIT;
+    for _ in 0..watchers.len() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if watching.recv_timeout(left).is_err() {
+            break;
+        }
+    }
+    watchers
 }
 
 /// Watch and sync one folder in a thread of its own: catch-up scan, then
@@ -46,6 +66,7 @@ pub(super) fn watch_folder(
     s: &Arc<Shared>,
     all_stop: &Arc<std::sync::atomic::AtomicBool>,
     config: folder::FolderConfig,
+    ready: Option<std::sync::mpsc::Sender<()>>,
 ) -> FolderWatch {
     use std::sync::atomic::{AtomicBool, Ordering};
     let stop = Arc::new(AtomicBool::new(false));
@@ -57,11 +78,12 @@ pub(super) fn watch_folder(
             let id = config.id.clone();
             exec::recover_temp_files(&s, &config);
             let mut indexer = Indexer::new(config.clone(), s.node);
-            let mut watcher = match Watcher::new(
-                &config.path,
-                indexer.ignore().clone(),
-                WatchConfig::default(),
-            ) {
+            let started = std::time::Instant::now();
+            let watcher = Watcher::new(&config.path, indexer.ignore().clone(), WatchConfig::default());
+            if let Some(ready) = ready {
+                let _ = ready.send(());
+            }
+            let mut watcher = match watcher {
                 Ok(w) => w,
                 Err(e) => {
                     warn!(folder = %id, error = %e, "cannot watch; the folder is not synced");
@@ -70,6 +92,7 @@ pub(super) fn watch_folder(
                 }
             };
             lock(&s.folder_errors).remove(&id);
+            debug!(folder = %id, took_ms = started.elapsed().as_millis() as u64, "watching");
             let stopped = || all_stop.load(Ordering::SeqCst) || stop.load(Ordering::SeqCst);
             // The catch-up scan (and any asked for) runs beside this loop,
             // not in it: at start, changes are indexed and sent while an

@@ -414,11 +414,9 @@ impl SyncEngine {
                         // hold: drop the intention and decide against the
                         // disk; the record it aimed for is held, to be
                         // decided again against whatever the disk becomes.
-                        ops.push(Op::Remove {
+                        ops.push(Op::Forget {
                             ns: NEED_NS.into(),
                             key: key.clone(),
-                            origin,
-                            timestamp: ts,
                         });
                         let from = n.sources.first().copied().unwrap_or(peer);
                         ops.push(put(

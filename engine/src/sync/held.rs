@@ -34,17 +34,13 @@ impl SyncEngine {
                 continue; // settled when that work is done
             }
             let app = folder == APP_SPACE;
-            let drop_value = app.then(|| Op::Remove {
+            let drop_value = app.then(|| Op::Forget {
                 ns: HELD_VALUE_NS.into(),
                 key: key.clone(),
-                origin,
-                timestamp: ts,
             });
-            let drop = Op::Remove {
+            let drop = Op::Forget {
                 ns: HELD_NS.into(),
                 key: key.clone(),
-                origin,
-                timestamp: ts,
             };
             let Some(l) = local else {
                 ops.push(drop);

@@ -163,6 +163,21 @@ pub fn forget_cursors(store: &mut Store) -> Result<usize, crate::store::StoreErr
     Ok(n)
 }
 
+/// Drop the tombstones of the engine's own bookkeeping (needs and held
+/// records). They are never sent to a peer; releases before this one left
+/// one per file ever synced, in memory and in every snapshot. Done once
+/// at start when any is found; returns whether a purge was logged.
+pub fn purge_bookkeeping_tombstones(store: &mut Store) -> Result<bool, crate::store::StoreError> {
+    let mut purged = false;
+    for ns in [NEED_NS, HELD_NS, HELD_VALUE_NS] {
+        if store.scan_prefix(ns, "").any(|(_, e)| e.is_tombstone()) {
+            store.purge_tombstones(ns, crate::core::Timestamp(u64::MAX))?;
+            purged = true;
+        }
+    }
+    Ok(purged)
+}
+
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     postcard::to_allocvec(v).unwrap_or_default()
 }
@@ -232,11 +247,9 @@ impl SyncEngine {
             .cloned()
             .collect();
         for (f, p) in gone {
-            store.apply(Op::Remove {
+            store.apply(Op::Forget {
                 ns: NEED_NS.into(),
                 key: index::file_key(&f, &p),
-                origin: self.node,
-                timestamp: store.wall_time(),
             })?;
             self.remove_work(&(f, p));
             report.pruned += 1;
@@ -321,5 +334,33 @@ impl SyncEngine {
     /// The node this engine runs for.
     pub fn node(&self) -> NodeId {
         self.node
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A home from an earlier release kept a tombstone per finished need:
+    /// they go once, at start, and the live needs stay.
+    #[test]
+    fn old_bookkeeping_tombstones_are_purged_once_and_live_needs_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = Store::open_dir(crate::store::StoreConfig::new(dir.path())).unwrap();
+        for i in 0..10 {
+            store.put(NEED_NS, &format!("docs/f{i}"), vec![1]).unwrap();
+        }
+        for i in 0..7 {
+            store.remove(NEED_NS, &format!("docs/f{i}")).unwrap();
+        }
+        store.put(HELD_NS, "docs/x\0peer", vec![2]).unwrap();
+        store.remove(HELD_NS, "docs/x\0peer").unwrap();
+        assert!(purge_bookkeeping_tombstones(&mut store).unwrap());
+        assert_eq!(store.scan_prefix(NEED_NS, "").count(), 3);
+        assert_eq!(store.scan_prefix(HELD_NS, "").count(), 0);
+        assert!(
+            !purge_bookkeeping_tombstones(&mut store).unwrap(),
+            "nothing left to purge"
+        );
     }
 }

@@ -129,11 +129,9 @@ impl SyncEngine {
             if let Some(l) = local.as_ref().filter(|l| changed(l)) {
                 let key = index::file_key(&folder, &path);
                 let (origin, ts) = (self.node, store.wall_time());
-                let drop_need = Op::Remove {
+                let drop_need = Op::Forget {
                     ns: NEED_NS.into(),
                     key: key.clone(),
-                    origin,
-                    timestamp: ts,
                 };
                 match resolve::decide(self.node, &path, Some(l), &need.record) {
                     Decision::Ignore => {
@@ -311,11 +309,9 @@ impl SyncEngine {
                 folders.push(work.0.clone());
                 self.work_due(work, now);
             } else {
-                ops.push(Op::Remove {
+                ops.push(Op::Forget {
                     ns: NEED_NS.into(),
                     key,
-                    origin,
-                    timestamp: ts,
                 });
                 self.remove_work(&work);
                 folders.push(work.0);
@@ -439,11 +435,9 @@ impl SyncEngine {
         path: &str,
     ) -> Result<(), SyncError> {
         self.remove_work(&(folder.to_string(), path.to_string()));
-        store.apply(Op::Remove {
+        store.apply(Op::Forget {
             ns: NEED_NS.into(),
             key: index::file_key(folder, path),
-            origin: self.node,
-            timestamp: store.wall_time(),
         })?;
         Ok(())
     }
