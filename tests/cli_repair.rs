@@ -149,6 +149,7 @@ fn repair_refuses_while_the_agent_runs() {
             .success()
     );
     n.start();
+    n.wait_for(&["running"]);
     let busy = run(n.home.path(), &["repair"]);
     assert!(!busy.status.success());
     assert!(

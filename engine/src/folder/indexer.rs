@@ -263,12 +263,7 @@ impl Indexer {
         known: &HashMap<String, FileRecord>,
         progress: &ScanProgress,
     ) -> Observation {
-        let stats: HashMap<&str, FileStat> = known
-            .iter()
-            .filter(|(_, r)| !r.deleted)
-            .map(|(k, r)| (k.as_str(), stat_of(r)))
-            .collect();
-        let lookup = |rel: &str| stats.get(rel).copied();
+        let lookup = |rel: &str| known.get(rel).filter(|r| !r.deleted).map(stat_of);
         scan::observe(
             &self.config.path,
             scopes,

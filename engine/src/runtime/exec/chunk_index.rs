@@ -1,5 +1,7 @@
 //! Where each chunk can be read locally: the index of every shared file's
-//! chunks by hash, rebuilt from the store lazily, and the trash's.
+//! chunks by hash, kept up to date from the records changed since its last
+//! look (rebuilt whole only when a place it gave proved stale), and the
+//! trash's.
 
 use super::*;
 use crate::core::Seq;
