@@ -76,13 +76,16 @@ pub(super) fn watch_folder(
             (s.clone(), all_stop.clone(), stop.clone(), rescan.clone());
         let spawned = std::thread::Builder::new().name("sync-watcher".into()).spawn(move || {
             let id = config.id.clone();
-            exec::recover_temp_files(&s, &config);
             let mut indexer = Indexer::new(config.clone(), s.node);
             let started = std::time::Instant::now();
             let watcher = Watcher::new(&config.path, indexer.ignore().clone(), WatchConfig::default());
             if let Some(ready) = ready {
                 let _ = ready.send(());
             }
+            // After the watches (the node's start waits for those, not for
+            // a walk of the whole folder): what this finishes or removes is
+            // the agent's own, and the watcher makes nothing of it.
+            exec::recover_temp_files(&s, &config);
             let mut watcher = match watcher {
                 Ok(w) => w,
                 Err(e) => {
