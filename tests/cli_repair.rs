@@ -97,6 +97,10 @@ fn a_damaged_store_is_repaired_and_the_node_converges_with_nothing_lost() {
         "records before the damage are counted: {v}"
     );
     assert!(v["records_after_damage"].as_u64().unwrap() > 0, "{v}");
+    assert!(
+        v["last_seq"].as_u64().unwrap() > 0,
+        "sequences read are named: {v}"
+    );
 
     let repaired = run(bh, &["repair", "--json"]);
     assert!(repaired.status.success(), "{}", stderr(&repaired));

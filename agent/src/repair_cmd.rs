@@ -103,7 +103,7 @@ pub fn run_repair(home: &Home, json: bool) -> Result<ExitCode> {
     }
     writeln!(
         w,
-        "  {} changes read back from the log; {} entries now",
+        "  {} change(s) read back from the log; {} entries now",
         out.records_kept, out.entries
     )?;
     if out.lost_changes == 0 && out.unreadable_tail_bytes == 0 {
@@ -120,24 +120,21 @@ pub fn run_repair(home: &Home, json: bool) -> Result<ExitCode> {
                 }
             })
             .collect();
-        writeln!(
-            w,
-            "  LOST: {} changes (sequences {}){}",
-            out.lost_changes,
-            if ranges.is_empty() {
-                "none whole".into()
-            } else {
+        if !ranges.is_empty() {
+            writeln!(
+                w,
+                "  LOST: {} change(s) (sequences {})",
+                out.lost_changes,
                 ranges.join(", ")
-            },
-            if out.unreadable_tail_bytes > 0 {
-                format!(
-                    ", and {} unreadable bytes at the end of the log",
-                    out.unreadable_tail_bytes
-                )
-            } else {
-                String::new()
-            }
-        )?;
+            )?;
+        }
+        if out.unreadable_tail_bytes > 0 {
+            writeln!(
+                w,
+                "  LOST, perhaps: {} unreadable bytes at the end of the log (a write cut short, or changes)",
+                out.unreadable_tail_bytes
+            )?;
+        }
         writeln!(
             w,
             "    app values changed only there are gone unless a peer has them; files are on disk and are indexed again below"

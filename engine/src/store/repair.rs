@@ -151,8 +151,9 @@ pub fn repair(config: &StoreConfig, keep_in: &Path) -> Result<RepairReport, Stor
     report.entries = data.values().map(|m| m.entries.len() as u64).sum();
 
     // The repaired state: one snapshot at `last`, no log. The old files
-    // are in the kept copy; a crash from here on leaves either the old
-    // files or the new snapshot (written before the log goes) to open.
+    // are in the kept copy. A crash before the old segments are gone
+    // leaves a store that still refuses to open, and is repaired again
+    // the same way (the new snapshot is then the one used).
     std::fs::create_dir_all(&snap_dir).map_err(io_err("create directory", &snap_dir))?;
     let rows = data
         .iter()

@@ -611,6 +611,11 @@ impl Wal {
                 }
                 Err(SegmentScanError::Corrupt(c)) => {
                     report.records += read;
+                    // The records read before the damage hold sequences too.
+                    if let (true, Ok(base)) = (read > 0, format::decode_segment_header(&bytes)) {
+                        report.first_seq.get_or_insert(base);
+                        report.last_seq = report.last_seq.max(Seq(base.0 + read - 1));
+                    }
                     report.corruption = Some(format!("{name} at byte {}: {}", c.offset, c.reason));
                     report.records_after_damage =
                         Self::readable_after(storage, &segments[i..], Some(c.offset))?;
