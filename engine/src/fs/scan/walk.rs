@@ -1,0 +1,144 @@
+//! One part of a folder's walk: a subtree (or a single entry) walked
+//! with walkdir, every entry stat'ed and checked (ignored, a node's home,
+//! a special file, a bad name), and the files whose metadata differs from
+//! what is known noted for reading. It reads metadata and symlink
+//! targets only; it never opens a file and never follows a link.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use super::{
+    EntryKind, FileStat, IgnoreRules, IssueKind, Observed, ScanIssue, ScanProgress, home_issue,
+    io_issue, issue, path, special_kind,
+};
+
+/// What one part of a walk found: entries in walk order, the indexes of
+/// those to read, and trouble.
+#[derive(Default)]
+pub(super) struct Walked {
+    pub(super) entries: Vec<Observed>,
+    pub(super) to_hash: Vec<(usize, PathBuf)>,
+    pub(super) issues: Vec<ScanIssue>,
+}
+
+/// Walk `start` (itself included) under the folder at `root`: stat every
+/// entry, note the files whose metadata differs from `known` for reading.
+pub(super) fn walk(
+    root: &Path,
+    start: &Path,
+    ignore: &IgnoreRules,
+    known: &(dyn Fn(&str) -> Option<FileStat> + Sync),
+    progress: &ScanProgress,
+) -> Walked {
+    let mut out = Walked::default();
+    let to_hash = &mut out.to_hash;
+    let walker = walkdir::WalkDir::new(start)
+        .follow_links(false)
+        .follow_root_links(false)
+        .min_depth(0);
+    let mut it = walker.into_iter();
+    while let Some(item) = it.next() {
+        let entry = match item {
+            Ok(e) => e,
+            Err(e) => {
+                let p = e.path().unwrap_or(start).to_path_buf();
+                let rel = path::relative(root, &p).ok();
+                // A missing start path is not trouble: the caller learns it is gone.
+                if e.io_error()
+                    .is_some_and(|io| io.kind() == io::ErrorKind::NotFound)
+                    && p == start
+                {
+                    continue;
+                }
+                let detail = e.to_string();
+                out.issues.push(match e.io_error() {
+                    Some(io) => io_issue(&p, rel.as_deref(), io),
+                    None => issue(&p, rel.as_deref(), IssueKind::Unreadable, detail),
+                });
+                continue;
+            }
+        };
+        let abs = entry.path();
+        let rel = match path::relative(root, abs) {
+            Ok(r) => r,
+            Err(e) => {
+                out.issues.push(issue(abs, None, IssueKind::BadName, e));
+                if entry.file_type().is_dir() {
+                    it.skip_current_dir();
+                }
+                continue;
+            }
+        };
+        let is_dir = entry.file_type().is_dir();
+        if ignore.is_ignored(&rel, is_dir) {
+            if is_dir {
+                it.skip_current_dir();
+            }
+            continue;
+        }
+        if is_dir && crate::fs::ignore::is_node_home(abs) {
+            out.issues.push(home_issue(abs, &rel));
+            it.skip_current_dir();
+            continue;
+        }
+        if let Some(what) = special_kind(entry.file_type()) {
+            out.issues.push(issue(
+                abs,
+                Some(&rel),
+                IssueKind::Special,
+                format!("a {what}: not a file, never synced"),
+            ));
+            continue;
+        }
+        let meta = match entry.metadata() {
+            Ok(m) => m,
+            Err(e) => {
+                let detail = e.to_string();
+                out.issues.push(match e.io_error() {
+                    Some(io) => io_issue(abs, Some(&rel), io),
+                    None => issue(abs, Some(&rel), IssueKind::Unreadable, detail),
+                });
+                continue;
+            }
+        };
+        progress.entries.fetch_add(1, Ordering::Relaxed);
+        let stat = FileStat::from_metadata(&meta);
+        let link_target = if stat.kind == EntryKind::Symlink {
+            match std::fs::read_link(abs) {
+                Ok(t) => match t.to_str() {
+                    Some(s) => Some(s.to_string()),
+                    None => {
+                        out.issues.push(issue(
+                            abs,
+                            Some(&rel),
+                            IssueKind::BadName,
+                            "symlink target is not UTF-8",
+                        ));
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    out.issues.push(io_issue(abs, Some(&rel), &e));
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        if stat.kind == EntryKind::File && known(&rel) != Some(stat) {
+            progress.files_to_hash.fetch_add(1, Ordering::Relaxed);
+            progress
+                .bytes_to_hash
+                .fetch_add(stat.size, Ordering::Relaxed);
+            to_hash.push((out.entries.len(), abs.to_path_buf()));
+        }
+        out.entries.push(Observed {
+            path: rel,
+            stat,
+            content: None,
+            link_target,
+        });
+    }
+    out
+}
