@@ -84,9 +84,12 @@ pub fn absolute(root: &Path, rel: &str) -> Result<PathBuf, PathError> {
         .fold(root.to_path_buf(), |p, part| p.join(part)))
 }
 
-/// Whether the folder-relative path `rel` is `dir` or inside it.
+/// Whether the folder-relative path `rel` is `dir` or inside it; `dir`
+/// empty is the folder's root, which holds every path.
 pub fn is_within(rel: &str, dir: &str) -> bool {
-    rel == dir || (rel.starts_with(dir) && rel.as_bytes().get(dir.len()) == Some(&b'/'))
+    dir.is_empty()
+        || rel == dir
+        || (rel.starts_with(dir) && rel.as_bytes().get(dir.len()) == Some(&b'/'))
 }
 
 /// The longest file name (one path component, in bytes) the file systems
@@ -161,6 +164,16 @@ mod tests {
         ] {
             assert_eq!(validate(good), Ok(()), "{good:?} refused");
         }
+    }
+
+    #[test]
+    fn within_is_by_whole_components_and_the_root_holds_everything() {
+        assert!(is_within("a/b", "a"));
+        assert!(is_within("a", "a"));
+        assert!(!is_within("ab", "a"));
+        assert!(!is_within("a", "a/b"));
+        assert!(is_within("a/b", ""), "the folder's root");
+        assert!(is_within("", ""));
     }
 
     #[test]

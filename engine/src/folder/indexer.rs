@@ -391,11 +391,7 @@ impl Indexer {
             });
         }
         report.ops = ops.len() as u64;
-        let mut ops = ops.into_iter().peekable();
-        while ops.peek().is_some() {
-            let batch: Vec<Op> = ops.by_ref().take(OPS_PER_COMMIT).collect();
-            store.apply_batch(batch)?;
-        }
+        store.apply_in_batches(ops, OPS_PER_COMMIT)?;
         for issue in &obs.issues {
             tracing::warn!(path = %issue.path.display(), kind = ?issue.kind, detail = %issue.detail, "scan issue");
         }

@@ -194,9 +194,7 @@ impl Observation {
     pub fn is_unsure(&self, rel: &str) -> bool {
         self.issues.iter().any(|i| {
             !matches!(i.kind, IssueKind::CaseCollision | IssueKind::Special)
-                && i.rel
-                    .as_deref()
-                    .is_some_and(|p| p.is_empty() || path::is_within(rel, p))
+                && i.rel.as_deref().is_some_and(|p| path::is_within(rel, p))
         })
     }
 

@@ -259,10 +259,7 @@ pub fn advance_own_versions(store: &mut Store, node: NodeId, by: u64) -> Result<
         });
     }
     let n = ops.len() as u64;
-    let mut ops = ops.into_iter().peekable();
-    while ops.peek().is_some() {
-        store.apply_batch(ops.by_ref().take(4096).collect())?;
-    }
+    store.apply_in_batches(ops, 4096)?;
     Ok(n)
 }
 

@@ -447,6 +447,16 @@ fn apply_op(data: &mut Map, seq: Seq, op: Op) {
     }
 }
 
+/// The snapshot bytes of `data` covering the WAL up to `seq`, and how
+/// many entries (tombstones included) it holds.
+fn snapshot_of(data: &Map, seq: Seq) -> (Vec<u8>, u64) {
+    let count: u64 = data.values().map(|m| m.entries.len() as u64).sum();
+    let rows = data
+        .iter()
+        .flat_map(|(n, m)| m.entries.iter().map(move |(k, e)| (n.as_str(), &**k, e)));
+    (snapshot::encode(seq, count, rows), count)
+}
+
 /// A [`StoreError::Io`] maker for `op` on `path`.
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + use<> {
     let path = path.to_path_buf();
@@ -655,6 +665,18 @@ impl Store {
         let seq = self.wal.append(OP_RECORD_KIND, &payload)?;
         apply_op(&mut self.data, seq, op);
         Ok(seq)
+    }
+
+    /// Apply `ops` in order as batches of at most `per_batch` (each one
+    /// [`Store::apply_batch`]: one fsync): a long run of changes made
+    /// durable a batch at a time. On a failure, the batches before it
+    /// stay applied.
+    pub fn apply_in_batches(&mut self, ops: Vec<Op>, per_batch: usize) -> Result<(), StoreError> {
+        let mut ops = ops.into_iter().peekable();
+        while ops.peek().is_some() {
+            self.apply_batch(ops.by_ref().take(per_batch.max(1)).collect())?;
+        }
+        Ok(())
     }
 
     /// Log several operations durably together (one fsync), then apply them.
@@ -880,12 +902,7 @@ impl Store {
     pub fn snapshot(&mut self) -> Result<SnapshotInfo, StoreError> {
         let seq = self.wal.flush()?;
         let dir = self.config.snapshot_dir();
-        let count: u64 = self.data.values().map(|m| m.entries.len() as u64).sum();
-        let rows = self
-            .data
-            .iter()
-            .flat_map(|(n, m)| m.entries.iter().map(move |(k, e)| (n.as_str(), &**k, e)));
-        let bytes = snapshot::encode(seq, count, rows);
+        let (bytes, count) = snapshot_of(&self.data, seq);
         snapshot::write_file(self.storage.as_ref(), &dir, seq, &bytes)?;
         self.snapshot_seq = seq;
 

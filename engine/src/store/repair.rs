@@ -22,9 +22,10 @@ use std::path::{Path, PathBuf};
 
 use super::{
     OP_RECORD_KIND, Op, StoreConfig, StoreError, apply_op, io_err, lock_dir, map_of_rows, snapshot,
+    snapshot_of,
 };
 use crate::core::Seq;
-use crate::wal::{StdStorage, Wal, format, format::RECORD_HEADER_LEN};
+use crate::wal::{StdStorage, Storage, Wal, format, format::RECORD_HEADER_LEN};
 
 /// What [`repair`] did and could not do.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -100,7 +101,7 @@ pub fn repair(config: &StoreConfig, keep_in: &Path) -> Result<RepairReport, Stor
         Vec::new()
     };
     let mut tail_damage = 0;
-    for (_, path) in &segments {
+    for path in &segments {
         let bytes = std::fs::read(path).map_err(io_err("read", path))?;
         let salvaged = format::salvage_segment(&bytes);
         let last_record_end = salvaged.records.last().map_or(0, |(at, r)| {
@@ -148,19 +149,16 @@ pub fn repair(config: &StoreConfig, keep_in: &Path) -> Result<RepairReport, Stor
     let tail_records = tail_damage / RECORD_HEADER_LEN as u64;
     let last = Seq(highest.max(Seq(expected.0 - 1)).0 + tail_records);
     report.next_seq = last.next();
-    report.entries = data.values().map(|m| m.entries.len() as u64).sum();
 
     // The repaired state: one snapshot at `last`, no log. The old files
     // are in the kept copy. A crash before the old segments are gone
     // leaves a store that still refuses to open, and is repaired again
     // the same way (the new snapshot is then the one used).
     std::fs::create_dir_all(&snap_dir).map_err(io_err("create directory", &snap_dir))?;
-    let rows = data
-        .iter()
-        .flat_map(|(n, m)| m.entries.iter().map(move |(k, e)| (n.as_str(), &**k, e)));
-    let bytes = snapshot::encode(last, report.entries, rows);
+    let (bytes, entries) = snapshot_of(&data, last);
+    report.entries = entries;
     snapshot::write_file(&StdStorage, &snap_dir, last, &bytes)?;
-    for (_, path) in &segments {
+    for path in &segments {
         std::fs::remove_file(path).map_err(io_err("remove", path))?;
     }
     for name in list(&snap_dir)? {
@@ -202,20 +200,10 @@ fn keep_copy(config: &StoreConfig, keep_in: &Path) -> Result<PathBuf, StoreError
     Ok(kept)
 }
 
-/// The file names in `dir` (none if it does not exist).
+/// The file names in `dir`, in order (none if it does not exist).
 fn list(dir: &Path) -> Result<Vec<String>, StoreError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err("list", dir)(e)),
-    };
-    let mut names = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(io_err("list", dir))?;
-        if entry.file_type().is_ok_and(|t| t.is_file()) {
-            names.push(entry.file_name().to_string_lossy().into_owned());
-        }
+    match StdStorage.list(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        listed => listed.map_err(io_err("list", dir)),
     }
-    names.sort();
-    Ok(names)
 }

@@ -240,7 +240,7 @@ pub fn scan_segment(
                 };
                 // A damaged length field can make a record look incomplete,
                 // so both cases ask the same question: does valid data follow?
-                if let Some(at) = find_valid_record_after(bytes, pos + 1) {
+                if let Some(at) = find_valid_record_after(bytes, pos + 1, Seq::ZERO) {
                     return Err(SegmentScanError::Corrupt(SegmentCorruption {
                         offset: pos as u64,
                         reason: format!("{reason}; a valid record follows at offset {at}"),
@@ -262,10 +262,11 @@ pub fn scan_segment(
     })
 }
 
-/// Whether any checksum-valid record starts at or after `from`.
-fn find_valid_record_after(bytes: &[u8], from: usize) -> Option<usize> {
+/// Where the first checksum-valid record with a sequence of at least
+/// `floor` starts, at or after `from`.
+fn find_valid_record_after(bytes: &[u8], from: usize, floor: Seq) -> Option<usize> {
     (from..bytes.len().saturating_sub(RECORD_HEADER_LEN - 1))
-        .find(|&at| matches!(decode_record(&bytes[at..]), Decoded::Record(..)))
+        .find(|&at| matches!(decode_record(&bytes[at..]), Decoded::Record(r, _) if r.seq >= floor))
 }
 
 /// What [`salvage_segment`] could read of a segment, damaged or not.
@@ -317,10 +318,7 @@ pub fn salvage_segment(bytes: &[u8]) -> Salvaged<'_> {
             Decoded::Invalid(reason) => reason,
             Decoded::Incomplete => "incomplete record",
         };
-        let next = (pos + 1..bytes.len().saturating_sub(RECORD_HEADER_LEN - 1)).find(
-            |&at| matches!(decode_record(&bytes[at..]), Decoded::Record(r, _) if r.seq >= floor),
-        );
-        let end = next.unwrap_or(bytes.len());
+        let end = find_valid_record_after(bytes, pos + 1, floor).unwrap_or(bytes.len());
         out.damage.push((pos as u64, (end - pos) as u64, reason));
         pos = end;
     }

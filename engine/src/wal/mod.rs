@@ -647,15 +647,12 @@ impl Wal {
         Ok(n)
     }
 
-    /// The segment files in `dir`, oldest first, with the sequence each
-    /// one's name says it starts at: what repair reads one by one.
-    pub fn segment_files(
-        storage: &dyn Storage,
-        dir: &Path,
-    ) -> Result<Vec<(Seq, PathBuf)>, WalError> {
+    /// The segment files in `dir`, oldest first: what repair reads one
+    /// by one.
+    pub fn segment_files(storage: &dyn Storage, dir: &Path) -> Result<Vec<PathBuf>, WalError> {
         Ok(list_segments(storage, dir)?
             .into_iter()
-            .map(|s| (s.base, s.path))
+            .map(|s| s.path)
             .collect())
     }
 
