@@ -79,6 +79,7 @@ fn nodes_in_namespaces_discover_each_other_sync_and_come_back() {
             if i != j {
                 let out = run(nodes[i].0.home.path(), &["peer", "add", &nodes[j].0.id]);
                 assert!(out.status.success());
+                nodes[i].0.share_all_with(&nodes[j].0);
             }
         }
     }

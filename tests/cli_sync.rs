@@ -404,11 +404,19 @@ fn a_folder_shared_while_running_syncs_at_once() {
     b.start();
     a.connected_to(&b);
     let (ma, mb) = (a.home.path().join("music"), b.home.path().join("music"));
-    for (n, dir) in [(&a, &ma), (&b, &mb)] {
+    for (n, dir, other) in [(&a, &ma, &b), (&b, &mb, &a)] {
         std::fs::create_dir(dir).unwrap();
         let out = run(
             n.home.path(),
-            &["folder", "add", dir.to_str().unwrap(), "--id", "music"],
+            &[
+                "folder",
+                "add",
+                dir.to_str().unwrap(),
+                "--id",
+                "music",
+                "--share",
+                &other.id,
+            ],
         );
         assert!(
             out.status.success(),

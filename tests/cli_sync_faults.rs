@@ -247,6 +247,7 @@ fn random_writes_cuts_and_kills_lose_nothing_issue_19() {
                     &["peer", "add", &sites[j].node.id, "--addr", &addr],
                 );
                 assert!(out.status.success(), "{}", common::stderr(&out));
+                sites[i].node.share_all_with(&sites[j].node);
             }
         }
     }

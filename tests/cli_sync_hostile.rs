@@ -264,6 +264,13 @@ fn victim_and_mallory(stall_secs: Option<f64>) -> (Node, PathBuf, Evil) {
         &["peer", "add", &evil.node.id, "--addr", &addr],
     );
     assert!(out.status.success());
+    // Mallory is a member of docs: what it sends there is weighed, not
+    // refused unread (a non-member is tested in cli_membership.rs).
+    let out = run(
+        victim.home.path(),
+        &["folder", "share", "docs", &evil.node.id],
+    );
+    assert!(out.status.success(), "{}", common::stderr(&out));
     (victim, dir, evil)
 }
 

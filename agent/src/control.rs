@@ -50,6 +50,41 @@ pub enum Request {
         id: String,
         /// Its address.
         addr: Option<String>,
+        /// A name to call it by.
+        #[serde(default)]
+        name: Option<String>,
+    },
+    /// Pause or resume everything with a device.
+    PeerPause {
+        /// Its id or name.
+        device: String,
+        /// Pause (true) or resume.
+        paused: bool,
+    },
+    /// Share a folder with a device, or stop.
+    FolderMember {
+        /// Folder id.
+        id: String,
+        /// The device's id or name.
+        device: String,
+        /// Share (true) or unshare.
+        share: bool,
+    },
+    /// The shared folders with their members.
+    FolderList,
+    /// Folders devices offer this node.
+    Offers,
+    /// Accept an offered folder into a directory.
+    OfferAccept {
+        /// Folder id.
+        id: String,
+        /// Where to keep it (absolute).
+        path: PathBuf,
+    },
+    /// Decline an offered folder (remembered).
+    OfferDecline {
+        /// Folder id.
+        id: String,
     },
     /// Stop trusting a node.
     PeerRemove {
@@ -62,6 +97,9 @@ pub enum Request {
         path: PathBuf,
         /// Its id (default: derived from the directory name).
         id: Option<String>,
+        /// Devices (ids or names) to share it with.
+        #[serde(default)]
+        share: Vec<String>,
     },
     /// Pause, resume, remove or rescan a folder.
     FolderSet {

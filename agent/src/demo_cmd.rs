@@ -166,7 +166,10 @@ pub fn run_demo(dir: Option<PathBuf>, once: bool) -> Result<ExitCode> {
             &format!("127.0.0.1:{}", a.port),
         ],
     )?;
+    cli(&a.home, &["folder", "share", "demo", &b_id])?;
+    cli(&b.home, &["folder", "share", "demo", &a_id])?;
     println!("  they trust each other by id (QUIC, mutual TLS; loopback only)");
+    println!("  and each shares its Documents folder with the other (and with no one else)");
     start(&mut a)?;
     start(&mut b)?;
     let connected = wait("the connection", Duration::from_secs(20), || {

@@ -22,18 +22,57 @@ use crate::store_cmd::open_store;
 
 #[derive(Debug, Subcommand)]
 pub enum FolderCommand {
-    /// Share a directory: register it and index its contents.
+    /// Share a directory: register it and index its contents. It syncs
+    /// with the devices it is shared with (`--share`, `folder share`), none
+    /// by default.
     Add {
         /// The directory.
         path: PathBuf,
         /// Folder id, the same on every node (default: derived from the directory name).
         #[arg(long)]
         id: Option<String>,
+        /// Share it with this trusted device (id or name; repeatable).
+        #[arg(long, value_name = "DEVICE")]
+        share: Vec<String>,
     },
-    /// List shared folders.
+    /// List shared folders, with the devices each is shared with.
     List {
         #[arg(long)]
         json: bool,
+    },
+    /// Share a folder with a trusted device (id or name); `@app` is the
+    /// app's key/value space.
+    Share {
+        /// Folder id.
+        id: String,
+        /// The device's id or name.
+        device: String,
+    },
+    /// Stop sharing a folder with a device: it is told at once, and
+    /// transfers in flight with it stop.
+    Unshare {
+        /// Folder id.
+        id: String,
+        /// The device's id or name.
+        device: String,
+    },
+    /// Folders connected devices share with this node that it does not
+    /// have yet.
+    Offers {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Keep an offered folder at PATH (created if missing) and sync it.
+    Accept {
+        /// Folder id.
+        id: String,
+        /// Where to keep it.
+        path: PathBuf,
+    },
+    /// Decline an offered folder (it is not shown again).
+    Decline {
+        /// Folder id.
+        id: String,
     },
     /// Stop sharing a folder on this node (files on disk are left alone).
     Remove {
@@ -160,11 +199,27 @@ pub fn run_folder(home: &Home, cmd: FolderCommand) -> Result<ExitCode> {
             change,
         })
     };
+    match &cmd {
+        FolderCommand::List { json } => return crate::members_cmd::run_list(home, *json),
+        FolderCommand::Share { id, device } => {
+            return crate::members_cmd::run_member(home, id, device, true);
+        }
+        FolderCommand::Unshare { id, device } => {
+            return crate::members_cmd::run_member(home, id, device, false);
+        }
+        FolderCommand::Offers { json } => return crate::members_cmd::run_offers(home, *json),
+        FolderCommand::Accept { id, path } => {
+            return crate::members_cmd::run_accept(home, id, path);
+        }
+        FolderCommand::Decline { id } => return crate::members_cmd::run_decline(home, id),
+        _ => {}
+    }
     let request = match &cmd {
-        FolderCommand::Add { path, id } => Some(Request::FolderAdd {
+        FolderCommand::Add { path, id, share } => Some(Request::FolderAdd {
             path: std::fs::canonicalize(path)
                 .with_context(|| format!("cannot share {}", path.display()))?,
             id: id.clone(),
+            share: share.clone(),
         }),
         FolderCommand::Remove { id } => set(id, FolderChange::Remove),
         FolderCommand::Pause { id } => set(id, FolderChange::Pause),
@@ -190,12 +245,24 @@ pub fn run_folder(home: &Home, cmd: FolderCommand) -> Result<ExitCode> {
         None => open_store(home)?,
     };
     match cmd {
-        FolderCommand::Add { path, id } => {
+        FolderCommand::Add { path, id, share } => {
+            let devices = share
+                .iter()
+                .map(|d| softadastra::runtime::trust::resolve(&store, d))
+                .collect::<Result<Vec<_>, _>>()?;
             let config = folder::share(&mut store, &path, id.as_deref())?;
+            for d in &devices {
+                softadastra::index::members::set_member(&mut store, &config.id, *d, true)?;
+            }
             eprintln!(
-                "sharing {} as folder {:?}",
+                "sharing {} as folder {:?}{}",
                 config.path.display(),
-                config.id
+                config.id,
+                if devices.is_empty() {
+                    " (with no device yet: `softadastra folder share ID DEVICE`)".to_string()
+                } else {
+                    format!(" with {} device(s)", devices.len())
+                }
             );
             let mut indexer = Indexer::new(config, home.node_id()?);
             for w in &indexer.ignore_warnings {
@@ -203,72 +270,6 @@ pub fn run_folder(home: &Home, cmd: FolderCommand) -> Result<ExitCode> {
             }
             let report = scan_with_progress(&mut indexer, &mut store, false)?;
             print_report(&report, true);
-        }
-        FolderCommand::List { json } => {
-            #[derive(Serialize)]
-            struct Row {
-                id: String,
-                path: PathBuf,
-                paused: bool,
-                files: u64,
-                dirs: u64,
-                bytes: u64,
-            }
-            let mut rows = Vec::new();
-            for f in folder::list(&store)? {
-                let (mut files, mut dirs, mut bytes) = (0, 0, 0);
-                for r in folder::records(&store, &f.id) {
-                    let (_, rec) = r?;
-                    if rec.deleted {
-                        continue;
-                    }
-                    match rec.kind {
-                        EntryKind::Dir => dirs += 1,
-                        _ => {
-                            files += 1;
-                            bytes += rec.size;
-                        }
-                    }
-                }
-                rows.push(Row {
-                    id: f.id,
-                    path: f.path,
-                    paused: f.paused,
-                    files,
-                    dirs,
-                    bytes,
-                });
-            }
-            if json {
-                writeln!(
-                    std::io::stdout(),
-                    "{}",
-                    serde_json::to_string_pretty(&rows)?
-                )?;
-            } else if rows.is_empty() {
-                eprintln!("no shared folders; add one with `softadastra folder add PATH`");
-            } else {
-                let w = rows.iter().map(|r| r.id.len()).max().unwrap_or(2).max(2);
-                let mut out = std::io::stdout().lock();
-                writeln!(
-                    out,
-                    "{:<w$}  {:>8}  {:>6}  {:>10}  {:<7}  PATH",
-                    "ID", "FILES", "DIRS", "SIZE", "STATE"
-                )?;
-                for r in rows {
-                    let state = if r.paused { "paused" } else { "active" };
-                    writeln!(
-                        out,
-                        "{:<w$}  {:>8}  {:>6}  {:>10}  {:<7}  {}",
-                        r.id,
-                        r.files,
-                        r.dirs,
-                        human_bytes(r.bytes),
-                        state,
-                        r.path.display()
-                    )?;
-                }
-            }
         }
         FolderCommand::Remove { id } => {
             let config = folder::remove(&mut store, &id)?;
@@ -294,6 +295,12 @@ pub fn run_folder(home: &Home, cmd: FolderCommand) -> Result<ExitCode> {
             let report = scan_with_progress(&mut indexer, &mut store, false)?;
             print_report(&report, true);
         }
+        FolderCommand::List { .. }
+        | FolderCommand::Share { .. }
+        | FolderCommand::Unshare { .. }
+        | FolderCommand::Offers { .. }
+        | FolderCommand::Accept { .. }
+        | FolderCommand::Decline { .. } => {}
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -425,11 +432,7 @@ pub fn run_scan(home: &Home, path: &Path, json: bool) -> Result<ExitCode> {
             c.durability = Durability::None;
             let (mut scratch, _) =
                 Store::open(c, Arc::new(MemStorage::new()), Arc::new(ManualClock::new()))?;
-            let config = FolderConfig {
-                id: "scan".into(),
-                path: canonical.clone(),
-                paused: false,
-            };
+            let config = FolderConfig::new("scan", canonical.clone());
             let mut indexer = Indexer::new(config, home.node_id()?);
             let started = Instant::now();
             let mut report = scan_with_progress(&mut indexer, &mut scratch, json)?;

@@ -9,6 +9,7 @@ mod demo_cmd;
 mod folder_cmd;
 mod home;
 mod install_cmd;
+mod members_cmd;
 mod node_cmd;
 mod repair_cmd;
 mod run_cmd;

@@ -24,6 +24,19 @@ pub enum PeerCommand {
         /// Where to reach it.
         #[arg(long, value_name = "HOST:PORT")]
         addr: Option<String>,
+        /// A name to call it by (in place of the id, wherever a device is asked for).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Sync nothing with a device for now (it stays trusted).
+    Pause {
+        /// Its id or name.
+        device: String,
+    },
+    /// Sync with a paused device again.
+    Resume {
+        /// Its id or name.
+        device: String,
     },
     /// Stop trusting a node.
     Remove {
@@ -71,12 +84,23 @@ pub fn run_peer(home: &Home, cmd: PeerCommand) -> Result<ExitCode> {
     // With the agent running (it holds the store), changes go through it
     // and take effect on its connections at once.
     let request = match &cmd {
-        PeerCommand::Add { node_id, addr } => Some(Request::PeerAdd {
+        PeerCommand::Pause { device } => {
+            return crate::members_cmd::run_peer_pause(home, device, true);
+        }
+        PeerCommand::Resume { device } => {
+            return crate::members_cmd::run_peer_pause(home, device, false);
+        }
+        PeerCommand::Add {
+            node_id,
+            addr,
+            name,
+        } => Some(Request::PeerAdd {
             id: parse_id(node_id)?.to_string(),
             addr: addr.clone(),
+            name: name.clone(),
         }),
         PeerCommand::Remove { node_id } => Some(Request::PeerRemove {
-            id: parse_id(node_id)?.to_string(),
+            id: node_id.clone(),
         }),
         PeerCommand::List { json } => {
             if control::call(home, &Request::Peers)?.is_some() {
@@ -114,8 +138,15 @@ pub fn run_peer(home: &Home, cmd: PeerCommand) -> Result<ExitCode> {
     };
     let own = home.node_id()?;
     match cmd {
-        PeerCommand::Add { node_id, addr } => {
+        PeerCommand::Add {
+            node_id,
+            addr,
+            name,
+        } => {
             let peer = trust::add(&mut store, own, parse_id(&node_id)?, addr)?;
+            if let Some(name) = name {
+                trust::set_name(&mut store, peer.id, &name, true)?;
+            }
             eprintln!(
                 "trusting {}{}",
                 peer.id,
@@ -123,21 +154,26 @@ pub fn run_peer(home: &Home, cmd: PeerCommand) -> Result<ExitCode> {
             );
         }
         PeerCommand::Remove { node_id } => {
-            let id = parse_id(&node_id)?;
+            let id = trust::resolve(&store, &node_id)?;
             trust::remove(&mut store, id)?;
             eprintln!("no longer trusting {id}");
         }
+        PeerCommand::Pause { .. } | PeerCommand::Resume { .. } => {}
         PeerCommand::List { json } => {
             #[derive(Serialize)]
             struct Row {
                 id: String,
+                name: Option<String>,
                 addr: Option<String>,
+                paused: bool,
             }
             let rows: Vec<Row> = trust::list(&store)?
                 .into_iter()
                 .map(|p| Row {
                     id: p.id.to_string(),
+                    name: trust::name_of(&store, p.id),
                     addr: p.addr,
+                    paused: softadastra::index::members::is_paused(&store, &p.id),
                 })
                 .collect();
             let mut out = std::io::stdout().lock();
@@ -148,13 +184,15 @@ pub fn run_peer(home: &Home, cmd: PeerCommand) -> Result<ExitCode> {
                     "no trusted peers; add one with `softadastra peer add NODE_ID --addr HOST:PORT`"
                 );
             } else {
-                writeln!(out, "{:<60}  ADDRESS", "NODE ID")?;
+                writeln!(out, "{:<60}  {:<16}  ADDRESS", "NODE ID", "NAME")?;
                 for r in rows {
                     writeln!(
                         out,
-                        "{:<60}  {}",
+                        "{:<60}  {:<16}  {}{}",
                         r.id,
-                        r.addr.as_deref().unwrap_or("(not known yet)")
+                        r.name.as_deref().unwrap_or("-"),
+                        r.addr.as_deref().unwrap_or("(not known yet)"),
+                        if r.paused { "  (paused)" } else { "" }
                     )?;
                 }
             }

@@ -83,7 +83,7 @@ pub fn while_store_in_use<T>(wait: Duration, mut attempt: impl FnMut() -> Result
 pub fn open_store(home: &Home) -> Result<Store> {
     let mut config = StoreConfig::new(home.store_dir());
     config.node = home.node_id()?;
-    let (store, recovery) = Store::open_dir(config).map_err(|e| {
+    let (mut store, recovery) = Store::open_dir(config).map_err(|e| {
         let damaged = e.is_corruption();
         anyhow::Error::new(e).context(if damaged {
             format!(
@@ -103,6 +103,13 @@ pub fn open_store(home: &Home) -> Result<Store> {
             t.discarded,
             t.offset,
             t.segment.display()
+        );
+    }
+    let (folders, _) = softadastra::runtime::trust::upgrade_membership(&mut store)?;
+    if !folders.is_empty() {
+        eprintln!(
+            "note: upgraded this home: folders {} stay shared with the devices trusted now (as they synced); a folder added from now on is shared with no device until `softadastra folder share`",
+            folders.join(", ")
         );
     }
     Ok(store)

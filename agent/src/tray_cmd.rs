@@ -278,6 +278,8 @@ mod tests {
             },
             not_synced: 0,
             not_synced_files: Vec::new(),
+            kind: Default::default(),
+            members: Vec::new(),
         }
     }
 
@@ -298,6 +300,9 @@ mod tests {
             sync_bytes_reused: 0,
             invites_outstanding: 0,
             discovery: None,
+            offers: Vec::new(),
+            refused_not_member: 0,
+            refused_paths: 0,
         }
     }
 

@@ -130,8 +130,10 @@ impl From<NodeError> for ClientError {
             NodeError::Transport(e) => ClientError::Transport(e),
             NodeError::Trust(e) => ClientError::Trust(e),
             NodeError::Folder(e) => ClientError::Folder(e),
+            NodeError::Sync(crate::sync::SyncError::Store(e)) => ClientError::Store(e),
+            NodeError::Sync(crate::sync::SyncError::Folder(e)) => ClientError::Folder(e),
             // The client asks for no rescan.
-            e @ (NodeError::Paused(_) | NodeError::NotWatched(_)) => {
+            e @ (NodeError::Paused(_) | NodeError::NotWatched(_) | NodeError::NoOffer(_)) => {
                 ClientError::Folder(FolderError::BadPath {
                     path: PathBuf::new(),
                     reason: e.to_string(),
@@ -210,7 +212,8 @@ impl Client {
         config.node = identity.node_id();
         // App values are checked against the index when the sync runtime
         // starts (`start_transport`): only syncing reads the index.
-        let (store, _recovery) = Store::open_dir(config)?;
+        let (mut store, _recovery) = Store::open_dir(config)?;
+        crate::runtime::trust::upgrade_membership(&mut store)?;
         let rt = crate::runtime::node::async_runtime("softadastra-client").map_err(|source| {
             ClientError::Io {
                 what: "start the async runtime",
@@ -413,7 +416,8 @@ impl Client {
 
     /// Share the directory `path` as folder `id` (derived from its name if
     /// `None`), as `softadastra folder add` does; synced at once if the
-    /// transport runs. Peers sync it if they share a folder with that id.
+    /// transport runs, with the devices it is shared with
+    /// ([`Client::share_folder`]) that have a folder with that id.
     pub fn add_folder(
         &mut self,
         path: &Path,
@@ -424,6 +428,26 @@ impl Client {
             return Ok(node.add_folder(path, id)?);
         }
         Ok(folder::share(&mut lock(&self.store), path, id)?)
+    }
+
+    /// Share folder `id` with the trusted device `peer` (`member`), or stop
+    /// sharing it, as `softadastra folder share`/`unshare` do. A folder is
+    /// shared with no device until this is called. Returns whether
+    /// anything changed.
+    pub fn share_folder(&self, id: &str, peer: NodeId, member: bool) -> Result<bool, ClientError> {
+        if let Some(node) = &self.node {
+            let _guard = self.rt.enter();
+            return Ok(node.set_member(id, peer, member)?);
+        }
+        let mut store = lock(&self.store);
+        if member && !trust::is_trusted(&store, peer) {
+            return Err(TrustError::NotTrusted(peer).into());
+        }
+        let changed = crate::index::members::set_member(&mut store, id, peer, member)?;
+        if changed && !member {
+            crate::sync::forget_peer_folder(&mut store, id, peer)?;
+        }
+        Ok(changed)
     }
 
     /// The folders this node shares.

@@ -129,6 +129,14 @@ fn a_folder_added_through_the_client_syncs() {
     pair(&mut a, &mut b);
     assert_eq!(a.add_folder(&fa, Some("notes")).unwrap().id, "notes");
     b.add_folder(&fb, Some("notes")).unwrap();
+    // A folder is shared with no device until the user says so.
+    assert!(a.folders().unwrap()[0].members.is_empty());
+    assert!(a.share_folder("notes", b.node_id(), true).unwrap());
+    assert!(b.share_folder("notes", a.node_id(), true).unwrap());
+    assert!(
+        !b.share_folder("notes", a.node_id(), true).unwrap(),
+        "already"
+    );
     wait("the file", || {
         std::fs::read(fb.join("notes.txt")).ok().as_deref() == Some(b"from alice's disk")
     });

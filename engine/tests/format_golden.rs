@@ -328,3 +328,29 @@ fn sync_messages_v1_golden() {
     }
     assert_eq!(decoded, sync_messages());
 }
+
+fn expected_folder_config() -> Vec<u8> {
+    let mut config = softadastra::index::FolderConfig::new("photos", "/home/ada/Photos");
+    config.members.insert(NodeId([3; 32]));
+    config.members.insert(NodeId([9; 32]));
+    config.kind = softadastra::index::FolderType::ReceiveOnly;
+    softadastra::index::folders::encode_config(&config)
+}
+
+#[test]
+fn folder_config_v2_golden() {
+    use softadastra::index::folders::decode_config;
+    let bytes = check("folder-config-v2.bin", expected_folder_config());
+    let stored = decode_config("photos", &bytes).unwrap();
+    assert!(!stored.legacy);
+    assert_eq!(stored.config.members.len(), 2);
+    assert_eq!(
+        stored.config.kind,
+        softadastra::index::FolderType::ReceiveOnly
+    );
+    // The form releases before folder members wrote (id, path, paused)
+    // still reads, with no members: the upgrade settles them.
+    let legacy = postcard::to_allocvec(&("photos", "/home/ada/Photos", false)).unwrap();
+    let stored = decode_config("photos", &legacy).unwrap();
+    assert!(stored.legacy && stored.config.members.is_empty());
+}

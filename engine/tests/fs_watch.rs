@@ -78,18 +78,8 @@ impl Rig {
     fn assert_matches_disk(&mut self) {
         self.settle();
         let mut fresh = mem_store();
-        let config = FolderConfig {
-            id: "f".into(),
-            path: self.root.clone(),
-            paused: false,
-        };
-        fresh
-            .put(
-                folder::FOLDERS_NS,
-                "f",
-                postcard::to_allocvec(&config).unwrap(),
-            )
-            .unwrap();
+        let config = FolderConfig::new("f", self.root.clone());
+        softadastra::index::folders::put(&mut fresh, &config).unwrap();
         Indexer::new(config, NODE)
             .scan(&mut fresh, &ScanProgress::default())
             .unwrap();

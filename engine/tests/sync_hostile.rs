@@ -11,6 +11,7 @@ use softadastra::core::{ContentHash, NodeId, VersionVector};
 use softadastra::folder::FileRecord;
 use softadastra::folder::values::{self, APP_SPACE};
 use softadastra::fs::chunk::Chunk;
+use softadastra::index::members;
 use softadastra::store::ns;
 use softadastra::sync::{Action, SyncConfig, SyncEngine, SyncMessage};
 
@@ -105,6 +106,7 @@ fn hostile_app_values_are_refused_and_the_rest_is_taken() {
     let me = NodeId::derive(b"me");
     let mallory = NodeId::derive(b"mallory");
     let mut store = open(me);
+    members::set_member(&mut store, APP_SPACE, mallory, true).unwrap();
     let mut engine = SyncEngine::new(me, SyncConfig::default(), 1);
     let now = Instant::now();
     engine.connected(&store, mallory, now).unwrap();
@@ -164,7 +166,7 @@ fn hostile_app_values_are_refused_and_the_rest_is_taken() {
     assert!(SyncEngine::needs(&store).is_empty());
 
     // A value record announced for a folder of files is refused too.
-    share_docs(&mut store);
+    share_docs(&mut store, &[mallory]);
     engine
         .received(
             &mut store,

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use softadastra::core::{Causality, Clock, ContentHash, ManualClock, NodeId, VersionVector};
 use softadastra::folder::values::{self, APP_SPACE};
-use softadastra::folder::{FOLDERS_NS, FileRecord, FolderConfig, file_key};
+use softadastra::folder::{FileRecord, FolderConfig, file_key};
 use softadastra::fs::scan::EntryKind;
 use softadastra::store::{Op, Store, StoreConfig, ns};
 use softadastra::sync::resolve::{Probe, copy_target};
@@ -184,8 +184,11 @@ impl Sim {
         let n = rng.usize(3..=5);
         let clock = ManualClock::new();
         let mut nodes = Vec::new();
+        let ids: Vec<NodeId> = (0..n)
+            .map(|i| NodeId::derive(&[i as u8, (seed & 0xff) as u8]))
+            .collect();
         for i in 0..n {
-            let id = NodeId::derive(&[i as u8, (seed & 0xff) as u8]);
+            let id = ids[i];
             let storage = Arc::new(MemStorage::new());
             let mut node = Node {
                 id,
@@ -197,14 +200,13 @@ impl Sim {
             };
             node.open(&clock, seed);
             let store = node.store.as_mut().unwrap();
-            let folder = FolderConfig {
-                id: FOLDER.into(),
-                path: "/sim/folder".into(),
-                paused: false,
-            };
-            store
-                .put(FOLDERS_NS, FOLDER, postcard::to_allocvec(&folder).unwrap())
-                .unwrap();
+            // Every node shares the folder and the app space with the others.
+            let mut folder = FolderConfig::new(FOLDER, "/sim/folder");
+            folder.members = ids.iter().copied().filter(|o| *o != id).collect();
+            softadastra::index::folders::put(store, &folder).unwrap();
+            for other in &folder.members {
+                softadastra::index::members::set_member(store, APP_SPACE, *other, true).unwrap();
+            }
             nodes.push(node);
         }
         let mut links = BTreeMap::new();

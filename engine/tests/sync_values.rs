@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use softadastra::core::{ManualClock, NodeId};
 use softadastra::folder::values::{self, APP_SPACE, MAX_VALUE};
+use softadastra::index::members;
 use softadastra::store::{Store, StoreConfig};
 use softadastra::sync::{Action, SyncConfig, SyncEngine, SyncMessage};
 use softadastra::wal::MemStorage;
@@ -60,6 +61,9 @@ fn pump(a: &mut Node, b: &mut Node, first: Vec<(usize, Action)>) -> Vec<SyncMess
 
 fn connect(a: &mut Node, b: &mut Node) -> Vec<SyncMessage> {
     let now = Instant::now();
+    // Each shares the app space with the other (as a pairing does).
+    members::set_member(&mut a.store, APP_SPACE, b.id, true).unwrap();
+    members::set_member(&mut b.store, APP_SPACE, a.id, true).unwrap();
     let mut first: Vec<(usize, Action)> = a
         .engine
         .connected(&a.store, b.id, now)

@@ -49,6 +49,7 @@ impl Node {
             unmatched: Default::default(),
         }
     }
+    /// Trust `other` and share every folder this node has with it.
     pub fn trust(&self, other: &Node) {
         let addr = format!("127.0.0.1:{}", other.port);
         assert!(
@@ -59,6 +60,22 @@ impl Node {
             .status
             .success()
         );
+        self.share_all_with(other);
+    }
+    /// Share every folder this node has with `other` (already trusted).
+    pub fn share_all_with(&self, other: &Node) {
+        let out = run(self.home.path(), &["folder", "list", "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        for f in rows.as_array().unwrap() {
+            let id = f["id"].as_str().unwrap();
+            let o = run(self.home.path(), &["folder", "share", id, &other.id]);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
     }
     pub fn start(&mut self) {
         let mut cmd = Command::new(bin());

@@ -78,6 +78,11 @@ impl Node {
                 .status
                 .success()
         );
+        assert!(
+            cli(&self.home, &["folder", "share", "docs", &other.id])
+                .status
+                .success()
+        );
     }
     /// Start the node and wait for its control socket to appear.
     pub fn start(&mut self) {

@@ -12,6 +12,17 @@ pub(super) struct Daemon {
     pub(super) stop: tokio::sync::Notify,
 }
 
+impl Daemon {
+    /// The trusted devices `names` name (ids or names), all or an error.
+    fn devices(&self, names: &[String]) -> Result<Vec<NodeId>> {
+        let store = lock(self.node.store());
+        Ok(names
+            .iter()
+            .map(|n| trust::resolve(&store, n))
+            .collect::<Result<_, _>>()?)
+    }
+}
+
 impl control::Handler for Daemon {
     async fn handle(&self, request: Request) -> Result<serde_json::Value> {
         let own = self.identity.node_id();
@@ -40,9 +51,18 @@ impl control::Handler for Daemon {
                 ttl_secs,
                 addrs,
             } => {
-                if let Some(id) = &shared {
-                    folder::get(&lock(self.node.store()), id)?;
-                }
+                let shared = match shared {
+                    Some(id) => {
+                        folder::get(&lock(self.node.store()), &id)?;
+                        Some(id)
+                    }
+                    // A node sharing exactly one folder offers that one:
+                    // `run PATH` then `invite` is enough to pair for it.
+                    None => match folder::list(&lock(self.node.store()))?.as_slice() {
+                        [only] => Some(only.id.clone()),
+                        _ => None,
+                    },
+                };
                 let ttl = Duration::from_secs(ttl_secs.clamp(10, 7 * 24 * 3600));
                 let invite = self.invitations.issue(
                     own,
@@ -76,21 +96,51 @@ impl control::Handler for Daemon {
                 }
                 serde_json::to_value(joined)?
             }
-            Request::PeerAdd { id, addr } => {
+            Request::PeerAdd { id, addr, name } => {
                 let id: NodeId = id.parse()?;
                 let peer = self.node.trust(id, addr)?;
+                if let Some(name) = name {
+                    trust::set_name(&mut lock(self.node.store()), id, &name, true)?;
+                }
                 // Heard on the LAN already: no address needed.
                 let seen = self.node.with_discovery(|d| d.get(&id)).flatten();
                 json!({"id": id.to_string(), "addr": peer.addr, "discovered": seen.map(|n| n.addr.to_string())})
             }
             Request::PeerRemove { id } => {
-                let id: NodeId = id.parse()?;
+                let id = self.devices(std::slice::from_ref(&id))?[0];
                 self.node.untrust(id)?;
                 json!({"id": id.to_string()})
             }
-            Request::FolderAdd { path, id } => {
+            Request::FolderAdd { path, id, share } => {
+                // Every device is checked before anything is shared.
+                let devices = self.devices(&share)?;
                 let config = self.node.add_folder(&path, id.as_deref())?;
+                for d in devices {
+                    self.node.set_member(&config.id, d, true)?;
+                }
                 json!({"id": config.id, "path": config.path})
+            }
+            Request::FolderMember { id, device, share } => {
+                let d = self.devices(std::slice::from_ref(&device))?[0];
+                let changed = self.node.set_member(&id, d, share)?;
+                json!({"id": id, "device": d.to_string(), "changed": changed})
+            }
+            Request::PeerPause { device, paused } => {
+                let d = self.devices(std::slice::from_ref(&device))?[0];
+                let changed = self.node.pause_device(d, paused)?;
+                json!({"device": d.to_string(), "changed": changed})
+            }
+            Request::FolderList => {
+                json!(crate::members_cmd::folder_rows(&lock(self.node.store()))?)
+            }
+            Request::Offers => json!(self.node.offers()),
+            Request::OfferAccept { id, path } => {
+                let config = self.node.accept_offer(&id, &path)?;
+                json!({"id": config.id, "path": config.path})
+            }
+            Request::OfferDecline { id } => {
+                self.node.decline_offer(&id)?;
+                json!({"id": id})
             }
             Request::FolderSet { id, change } => {
                 let said = match change {

@@ -312,8 +312,15 @@ fn on_join(
             .redeem(&j.secret, SystemClock.wall())
             .map_err(|e| e.to_string())?;
         let back = j.dial_back_addr().map(|a| a.to_string());
-        trust::add(&mut lock(&store), own, j.id, back)
+        let mut held = lock(&store);
+        trust::add(&mut held, own, j.id, back)
             .map_err(|e| format!("cannot record the new peer: {e}"))?;
+        // The folder the invite names is shared with the joiner (and only it).
+        if let Some(id) = &folder {
+            softadastra::index::members::set_member(&mut held, id, j.id, true)
+                .map_err(|e| format!("cannot share folder {id:?} with the new peer: {e}"))?;
+        }
+        drop(held);
         trusted.insert(j.id);
         Ok(folder)
     })

@@ -45,6 +45,7 @@ pub(super) async fn join(
         if let (Some(id), Some(p)) = (&folder, &path) {
             std::fs::create_dir_all(p).with_context(|| format!("cannot create {}", p.display()))?;
             folder::add(&mut store, id, p)?;
+            softadastra::index::members::set_member(&mut store, id, invite.inviter, true)?;
         }
     }
     Ok((

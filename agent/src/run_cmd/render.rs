@@ -256,6 +256,27 @@ pub fn run_status(home: &Home, json: bool) -> Result<ExitCode> {
                 for f in &s.folders {
                     writeln!(out, "{}", folder_line(f))?;
                 }
+                for o in &s.offers {
+                    let by: Vec<&str> =
+                        o.by.iter()
+                            .map(|b| b.name.as_deref().unwrap_or(&b.device))
+                            .collect();
+                    writeln!(
+                        out,
+                        "offer    folder {} from {} — `softadastra folder accept {} PATH` or `folder decline {}`",
+                        o.id,
+                        by.join(", "),
+                        o.id,
+                        o.id
+                    )?;
+                }
+                if s.refused_not_member > 0 {
+                    writeln!(
+                        out,
+                        "refused  {} request(s) for folders not shared with the device that sent them (see the log)",
+                        s.refused_not_member
+                    )?;
+                }
             }
         }
         Reached::Store(store) => {
@@ -317,12 +338,18 @@ pub(super) fn folder_line(f: &FolderStatus) -> String {
         FolderState::Error => format!("error: {}", f.error.as_deref().unwrap_or("?")),
         other => other.as_str().to_string(),
     };
+    let shared = match f.members.len() {
+        0 => "shared with no device".to_string(),
+        1 => "shared with 1 device".to_string(),
+        n => format!("shared with {n} devices"),
+    };
     let mut line = format!(
-        "folder   {} at {} — {state} · {} files, {}",
+        "folder   {} at {} — {state} · {} files, {} · {} · {shared}",
         f.id,
         f.path.display(),
         f.files,
-        human_bytes(f.bytes)
+        human_bytes(f.bytes),
+        f.kind
     );
     if f.not_synced > 0 {
         line.push_str(&format!(

@@ -5,21 +5,7 @@
 
 use super::*;
 
-/// Check a folder id.
-pub fn validate_id(id: &str) -> Result<(), FolderError> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        && id != "."
-        && id != "..";
-    if ok {
-        Ok(())
-    } else {
-        Err(FolderError::InvalidId { id: id.to_string() })
-    }
-}
+pub use crate::index::folders::validate_id;
 
 /// A folder id derived from a directory name: `My Photos` → `my-photos`.
 pub fn derive_id(path: &Path) -> String {
@@ -65,7 +51,8 @@ pub fn share(
     }
 }
 
-/// Share the directory at `path` under `id`.
+/// Share the directory at `path` under `id` (with no device yet: see
+/// [`crate::index::members::set_member`]).
 pub fn add(store: &mut Store, id: &str, path: &Path) -> Result<FolderConfig, FolderError> {
     validate_id(id)?;
     let bad = |reason: String| FolderError::BadPath {
@@ -96,12 +83,8 @@ pub fn add(store: &mut Store, id: &str, path: &Path) -> Result<FolderConfig, Fol
             )));
         }
     }
-    let config = FolderConfig {
-        id: id.to_string(),
-        path: root,
-        paused: false,
-    };
-    store.put(FOLDERS_NS, id, encode(&config))?;
+    let config = FolderConfig::new(id, root);
+    crate::index::folders::put(store, &config)?;
     Ok(config)
 }
 
@@ -126,6 +109,6 @@ pub fn remove(store: &mut Store, id: &str) -> Result<FolderConfig, FolderError> 
 pub fn set_paused(store: &mut Store, id: &str, paused: bool) -> Result<FolderConfig, FolderError> {
     let mut config = get(store, id)?;
     config.paused = paused;
-    store.put(FOLDERS_NS, id, encode(&config))?;
+    crate::index::folders::put(store, &config)?;
     Ok(config)
 }

@@ -17,7 +17,11 @@ use serde::{Deserialize, Serialize};
 use crate::core::{ContentHash, ErrorContext, MAX_CHUNK_LEN, NodeId, Retry, VersionVector};
 use crate::store::{Op, Store, StoreError, ns};
 
+pub mod folders;
+pub mod members;
 pub mod values;
+
+pub use folders::{FOLDERS_NS, FolderConfig, FolderType, get, list};
 
 /// What kind of entry a path is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,20 +46,6 @@ pub struct Chunk {
     pub len: u32,
     /// blake3 of the chunk's bytes.
     pub hash: ContentHash,
-}
-
-/// Namespace of folder configurations.
-pub const FOLDERS_NS: &str = "folders";
-
-/// A shared folder on this node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FolderConfig {
-    /// Id shared by every node that syncs this folder.
-    pub id: String,
-    /// Absolute root path on this node.
-    pub path: PathBuf,
-    /// Paused folders are neither watched nor synced.
-    pub paused: bool,
 }
 
 /// One path's state in the index.
@@ -159,6 +149,19 @@ pub enum FolderError {
         /// The limit.
         max: usize,
     },
+    /// A stored folder configuration of a format this release does not know.
+    #[error(
+        "folder configuration {key:?} is in format {version}, newer than this release reads: run the release that wrote it, or a newer one"
+    )]
+    NewerFormat {
+        /// Store key.
+        key: String,
+        /// The format found.
+        version: u8,
+    },
+    /// A device named where a trusted one is expected.
+    #[error("{0} is not a trusted device (see `softadastra peer list`)")]
+    NotTrusted(NodeId),
     /// A stored record cannot be decoded.
     #[error("corrupt index entry {key}: {reason}")]
     Corruption {
@@ -261,20 +264,4 @@ pub fn advance_own_versions(store: &mut Store, node: NodeId, by: u64) -> Result<
     let n = ops.len() as u64;
     store.apply_in_batches(ops, 4096)?;
     Ok(n)
-}
-
-/// Every shared folder, by id.
-pub fn list(store: &Store) -> Result<Vec<FolderConfig>, FolderError> {
-    store
-        .list(FOLDERS_NS, "")
-        .map(|(k, e)| decode(k, e.value.as_deref().unwrap_or_default()))
-        .collect()
-}
-
-/// The folder with this id.
-pub fn get(store: &Store, id: &str) -> Result<FolderConfig, FolderError> {
-    match store.get(FOLDERS_NS, id) {
-        Some(e) => decode(id, e.value.as_deref().unwrap_or_default()),
-        None => Err(FolderError::NotFound(id.to_string())),
-    }
 }

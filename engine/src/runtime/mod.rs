@@ -15,7 +15,8 @@
 //! Files: this one holds the shared state and the event loop; [`node`]
 //! composes a whole node (transport, sync, discovery, trust, folder
 //! lifecycle) around it; [`status`] is what a node reports; [`trust`] the
-//! stored trusted-peer list; [`exec`] the executor; [`echoes`] the
+//! stored trusted-peer list and device names; [`offers`] the folders
+//! other devices offer; [`exec`] the executor; [`echoes`] the
 //! watcher's filter for the agent's own writes; `watching` the folder
 //! watcher threads; `housekeeping` the timed tidy-ups.
 
@@ -23,6 +24,7 @@ pub mod echoes;
 pub mod exec;
 mod housekeeping;
 pub mod node;
+pub mod offers;
 pub mod repair;
 pub mod status;
 pub mod trust;
@@ -334,7 +336,9 @@ impl SyncRuntime {
         }
     }
 
-    fn announce_folders(&self) {
+    /// Tell every peer the folders shared with it (after a change of
+    /// folders or of their members).
+    pub fn announce_folders(&self) {
         let actions = {
             let store = lock(&self.shared.store);
             lock(&self.shared.engine).folders_changed(&store, Instant::now())
@@ -362,8 +366,13 @@ fn on_mesh_event(s: &Arc<Shared>, ev: MeshEvent) {
     let actions = match ev {
         MeshEvent::Connected(handle) => {
             let id = handle.id;
+            let mut store = lock(&s.store);
+            // Its own name, unless one was given: devices can be named
+            // wherever an id is asked for.
+            if let Err(e) = trust::set_name(&mut store, id, &handle.name, false) {
+                debug!(peer = %id, error = %e, "did not record the device's name");
+            }
             lock(&s.peers).insert(id, handle);
-            let store = lock(&s.store);
             lock(&s.engine).connected(&store, id, now)
         }
         MeshEvent::Disconnected(id) => {

@@ -25,6 +25,7 @@ use super::{RuntimeOptions, Shared, SyncRuntime, lock};
 use crate::core::NodeId;
 use crate::discovery::service::{Discovery, DiscoveryConfig};
 use crate::folder::{self, FolderConfig, FolderError};
+use crate::index::members;
 use crate::store::Store;
 use crate::sync::SyncEngine;
 use crate::transport::TransportError;
@@ -76,6 +77,12 @@ pub enum NodeError {
     /// A folder change was refused or could not be stored.
     #[error(transparent)]
     Folder(#[from] FolderError),
+    /// The sync engine's bookkeeping could not be changed.
+    #[error(transparent)]
+    Sync(#[from] crate::sync::SyncError),
+    /// No connected device offers that folder.
+    #[error("no connected device offers a folder {0:?} (see `softadastra folder offers`)")]
+    NoOffer(String),
     /// A rescan was asked of a folder that is paused.
     #[error("{0:?} is paused; resuming it scans and syncs it")]
     Paused(String),
@@ -117,6 +124,7 @@ impl Node {
         options: NodeOptions,
     ) -> Result<Node, NodeError> {
         let own = identity.node_id();
+        trust::upgrade_membership(&mut lock(&store))?;
         let peers = trust::list(&lock(&store))?;
         let trusted = options.trusted;
         trusted.replace(peers.iter().map(|p| p.id));
@@ -246,6 +254,92 @@ impl Node {
         Ok(())
     }
 
+    /// Share folder `id` (or the app space) with `device`, or stop
+    /// sharing it. Takes effect at once: the device is told its new
+    /// folder list; when it loses one, what this node read of its index
+    /// there is forgotten, work only it could supply is dropped, and the
+    /// connection to it is closed and made again, so no transfer in
+    /// flight for that folder goes on (nothing is left half-written at a
+    /// real path: files are assembled aside). Returns whether anything
+    /// changed.
+    pub fn set_member(&self, id: &str, device: NodeId, member: bool) -> Result<bool, NodeError> {
+        let changed = {
+            let mut store = lock(&self.store);
+            if member && !trust::is_trusted(&store, device) {
+                return Err(TrustError::NotTrusted(device).into());
+            }
+            let changed = members::set_member(&mut store, id, device, member)?;
+            if changed && !member {
+                lock(&self.shared.engine).unshared(&mut store, id, device)?;
+            }
+            changed
+        };
+        if changed {
+            info!(folder = %id, %device, shared = member, "folder membership changed");
+            self.membership_changed(device, !member);
+        }
+        Ok(changed)
+    }
+
+    /// Pause (or resume) everything with `device`: while paused it is
+    /// told of no folder and served nothing. Returns whether it changed.
+    pub fn pause_device(&self, device: NodeId, paused: bool) -> Result<bool, NodeError> {
+        let changed = {
+            let mut store = lock(&self.store);
+            if !trust::is_trusted(&store, device) {
+                return Err(TrustError::NotTrusted(device).into());
+            }
+            members::set_device_paused(&mut store, device, paused)?
+        };
+        if changed {
+            info!(%device, paused, "device paused or resumed");
+            self.membership_changed(device, paused);
+        }
+        Ok(changed)
+    }
+
+    /// Folders connected devices offer this node (not declined, not here).
+    pub fn offers(&self) -> Vec<super::offers::Offer> {
+        let store = lock(&self.store);
+        let engine = lock(&self.shared.engine);
+        super::offers::visible(&store, engine.offers())
+    }
+
+    /// Keep the folder `id` that devices offer at `path`, shared with
+    /// them, and start syncing it.
+    pub fn accept_offer(&self, id: &str, path: &Path) -> Result<FolderConfig, NodeError> {
+        let by = lock(&self.shared.engine)
+            .offers()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| NodeError::NoOffer(id.to_string()))?;
+        let config = super::offers::accept(&mut lock(&self.store), id, path, &by)?;
+        info!(folder = %id, path = %config.path.display(), devices = by.len(), "accepted an offered folder");
+        self.watch(config.clone());
+        Ok(config)
+    }
+
+    /// Decline the folder `id` devices offer: not shown again.
+    pub fn decline_offer(&self, id: &str) -> Result<(), NodeError> {
+        super::offers::decline(&mut lock(&self.store), id)?;
+        Ok(())
+    }
+
+    /// Tell every peer its folder list again; if `cut`, close the
+    /// connection to `device` (it is made again at once) so that nothing
+    /// in flight goes on under the old membership.
+    fn membership_changed(&self, device: NodeId, cut: bool) {
+        if let Some(rt) = lock(&self.sync).as_ref() {
+            rt.announce_folders();
+        }
+        if cut && let Some(h) = lock(&self.shared.peers).get(&device) {
+            h.close(
+                crate::transport::wire::close_code::NORMAL,
+                "folder membership changed",
+            );
+        }
+    }
+
     /// Every trusted peer and its state.
     pub fn peers(&self) -> Vec<PeerStatus> {
         self.mesh.statuses()
@@ -334,6 +428,14 @@ impl Node {
             .map(|f| self.folder_status(&mut store, f))
             .collect();
         let s = &self.shared;
+        let (offers, refused_not_member, refused_paths) = {
+            let engine = lock(&s.engine);
+            (
+                super::offers::visible(&store, engine.offers()),
+                engine.refused_requests,
+                engine.refused_paths,
+            )
+        };
         Ok(NodeStatus {
             node: self.own.to_string(),
             name: self.name.clone(),
@@ -352,6 +454,9 @@ impl Node {
             sync_bytes_fetched: s.bytes_fetched.load(Relaxed),
             sync_bytes_reused: s.bytes_reused.load(Relaxed),
             invites_outstanding: 0,
+            offers,
+            refused_not_member,
+            refused_paths,
             discovery: self.with_discovery(|d| DiscoveryStatus {
                 port: d.config().port,
                 interval_s: d.config().timing.interval.as_secs_f64(),
@@ -412,6 +517,8 @@ impl Node {
             progress,
             not_synced,
             not_synced_files,
+            kind: f.kind,
+            members: f.members.iter().map(|m| m.to_string()).collect(),
         }
     }
 

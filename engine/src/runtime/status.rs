@@ -80,6 +80,12 @@ pub struct FolderStatus {
     pub not_synced: u64,
     /// The first [`NOT_SYNCED_SHOWN`] of them.
     pub not_synced_files: Vec<NotSynced>,
+    /// How it syncs on this node.
+    #[serde(rename = "type", default)]
+    pub kind: crate::index::FolderType,
+    /// The devices it is shared with (ids, text form).
+    #[serde(default)]
+    pub members: Vec<String>,
 }
 
 /// How many not-synced paths a [`FolderStatus`] lists.
@@ -131,6 +137,16 @@ pub struct NodeStatus {
     pub invites_outstanding: usize,
     /// LAN discovery, if on.
     pub discovery: Option<DiscoveryStatus>,
+    /// Folders connected devices offer this node (`folder accept`).
+    #[serde(default)]
+    pub offers: Vec<crate::runtime::offers::Offer>,
+    /// Requests, hints, pages and chunk requests refused because the folder
+    /// was not shared with the device that sent them.
+    #[serde(default)]
+    pub refused_not_member: u64,
+    /// Records refused from peers (hostile or invalid paths).
+    #[serde(default)]
+    pub refused_paths: u64,
 }
 
 impl NodeStatus {

@@ -9,11 +9,18 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeSet;
+
 use crate::core::NodeId;
+use crate::index::{FolderError, members};
 use crate::store::{Op, Store, StoreError};
 
 /// Namespace of trusted peers.
 pub const PEERS_NS: &str = "peers";
+/// Namespace of devices' names: key the hex id, value the name (UTF-8):
+/// the one given with `peer add --name`, else the one the device gave
+/// itself when it last connected.
+pub const NAMES_NS: &str = "peers.name";
 
 /// A peer this node trusts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,9 +48,26 @@ pub enum TrustError {
     /// Not a trusted peer.
     #[error("{0} is not a trusted peer (see `softadastra peer list`)")]
     NotTrusted(NodeId),
+    /// No trusted device has that id or name.
+    #[error("no trusted device is called {0:?} (give its id or name, see `softadastra peer list`)")]
+    UnknownDevice(String),
+    /// More than one trusted device has that name.
+    #[error("{name:?} names {count} trusted devices: give the id instead")]
+    AmbiguousName {
+        /// The name given.
+        name: String,
+        /// How many devices have it.
+        count: usize,
+    },
+    /// A name that cannot be used.
+    #[error("invalid device name {0:?}: use 1-64 characters, not all spaces")]
+    BadName(String),
     /// A stored entry does not decode.
     #[error("corrupt trusted-peer entry {0}")]
     Corruption(String),
+    /// A folder's membership could not be read or changed.
+    #[error(transparent)]
+    Folder(#[from] FolderError),
 }
 
 /// Check a `host:port` address (host: name, IPv4, or bracketed IPv6).
@@ -83,12 +107,18 @@ pub fn add(
     }
     // Re-adding without an address keeps the one already known.
     let addr = addr.or_else(|| list(store).ok()?.into_iter().find(|p| p.id == id)?.addr);
+    let new = !is_trusted(store, id);
     let peer = TrustedPeer { id, addr };
     store.put(
         PEERS_NS,
         &id.to_hex(),
         postcard::to_allocvec(&peer).unwrap_or_default(),
     )?;
+    if new {
+        // A device you pair with shares the app's key/values, as before
+        // folders had members; no folder is shared with it by this.
+        members::set_member(store, crate::index::values::APP_SPACE, id, true)?;
+    }
     Ok(peer)
 }
 
@@ -101,7 +131,91 @@ pub fn remove(store: &mut Store, id: NodeId) -> Result<(), TrustError> {
         ns: PEERS_NS.into(),
         key: id.to_hex(),
     })?;
+    // Trusting it again later shares nothing by itself.
+    members::forget_device(store, id)?;
+    if store.contains(NAMES_NS, &id.to_hex()) {
+        store.apply(Op::Forget {
+            ns: NAMES_NS.into(),
+            key: id.to_hex(),
+        })?;
+    }
     Ok(())
+}
+
+/// Settle, once, what a home from a release before folder membership
+/// means: each folder it shared becomes shared with the devices trusted
+/// now (it synced with all of them), and so does the app space; said
+/// once in the log. Returns the folders settled and whether the app
+/// space was. Nothing to do (the usual case) costs a look at the folder
+/// list.
+pub fn upgrade_membership(store: &mut Store) -> Result<(Vec<String>, bool), TrustError> {
+    let (legacy, app) = members::unsettled(store)?;
+    if legacy.is_empty() && (!app || store.list(PEERS_NS, "").next().is_none()) {
+        return Ok((Vec::new(), false));
+    }
+    let trusted: BTreeSet<NodeId> = list(store)?.into_iter().map(|p| p.id).collect();
+    let (folders, app) = members::settle_upgrade(store, &trusted)?;
+    if !folders.is_empty() || (app && !trusted.is_empty()) {
+        tracing::info!(
+            folders = ?folders,
+            devices = trusted.len(),
+            "upgrade: folders now have members; each folder shared before, and the app's values, stay shared with the devices trusted now (as they synced); a folder added from now on is shared with no device until you say so (`softadastra folder share`)"
+        );
+    }
+    Ok((folders, app))
+}
+
+/// Record `name` for `id`. A name already given is replaced only when
+/// `chosen` (the user named it); a device's own name fills a gap only.
+pub fn set_name(store: &mut Store, id: NodeId, name: &str, chosen: bool) -> Result<(), TrustError> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 64 {
+        return Err(TrustError::BadName(name.to_string()));
+    }
+    let key = id.to_hex();
+    let same = store
+        .get(NAMES_NS, &key)
+        .and_then(|e| e.value.as_deref())
+        .map(|v| v == name.as_bytes());
+    if same == Some(true) || (same.is_some() && !chosen) {
+        return Ok(());
+    }
+    store.put(NAMES_NS, &key, name.as_bytes().to_vec())?;
+    Ok(())
+}
+
+/// The name recorded for `id`, if any.
+pub fn name_of(store: &Store, id: NodeId) -> Option<String> {
+    store
+        .get(NAMES_NS, &id.to_hex())
+        .and_then(|e| e.value.as_deref())
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// The trusted device `text` names: its id (in any form `NodeId` reads),
+/// or its name, compared without case.
+pub fn resolve(store: &Store, text: &str) -> Result<NodeId, TrustError> {
+    if let Ok(id) = text.parse::<NodeId>() {
+        return if is_trusted(store, id) {
+            Ok(id)
+        } else {
+            Err(TrustError::NotTrusted(id))
+        };
+    }
+    let wanted = text.trim().to_lowercase();
+    let found: Vec<NodeId> = list(store)?
+        .into_iter()
+        .map(|p| p.id)
+        .filter(|id| name_of(store, *id).is_some_and(|n| n.to_lowercase() == wanted))
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(TrustError::UnknownDevice(text.to_string())),
+        many => Err(TrustError::AmbiguousName {
+            name: text.to_string(),
+            count: many.len(),
+        }),
+    }
 }
 
 /// Every trusted peer.

@@ -33,8 +33,8 @@ impl SyncEngine {
         reply: bool,
         now: Instant,
     ) -> Result<Action, SyncError> {
-        let mut ids: Vec<String> = Self::local_folders(store)?.into_iter().collect();
-        ids.sort();
+        // Only what is shared with this peer: it never learns of the rest.
+        let ids: Vec<String> = members::shared_with(store, &peer)?.into_iter().collect();
         if let Some(p) = self.peers.get_mut(&peer) {
             p.told = Some(now);
         }
@@ -44,22 +44,78 @@ impl SyncEngine {
         })
     }
 
-    /// This node's folders changed (added, removed, paused): tell every peer.
+    /// This node's folders or their members changed (added, removed,
+    /// paused, shared, unshared): what each peer syncs shrinks to what is
+    /// still shared with it at once, and every peer is told.
     pub fn folders_changed(
         &mut self,
         store: &Store,
         now: Instant,
     ) -> Result<Vec<Action>, SyncError> {
         let peers: Vec<NodeId> = self.peers.keys().copied().collect();
-        peers
-            .into_iter()
-            .map(|p| self.folders_message(store, p, true, now))
-            .collect()
+        let mut out = Vec::new();
+        for peer in peers {
+            let shared = members::shared_with(store, &peer)?;
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.folders.retain(|f| shared.contains(f));
+                p.requests.retain(|f, _| shared.contains(f));
+                p.rehint.retain(|f| shared.contains(f));
+            }
+            out.push(self.folders_message(store, peer, true, now)?);
+        }
+        Ok(out)
     }
 
-    /// A peer went away: its outstanding requests are void.
+    /// Folder `folder` (or the app space) is no longer shared with
+    /// `peer`: what this node read of the peer's index of it is forgotten
+    /// (sharing it again exchanges the whole index anew), and work that
+    /// only the peer could supply is dropped; the peer stops being a
+    /// source of the rest. The files on disk stay as they are. Call
+    /// [`SyncEngine::folders_changed`] too (and close transfers in flight).
+    pub fn unshared(
+        &mut self,
+        store: &mut Store,
+        folder: &str,
+        peer: NodeId,
+    ) -> Result<usize, SyncError> {
+        let dropped = forget_peer_folder(store, folder, peer)?;
+        let n = dropped.len();
+        for path in dropped {
+            self.remove_work(&(folder.to_string(), path));
+        }
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.folders.remove(folder);
+            p.requests.remove(folder);
+        }
+        Ok(n)
+    }
+
+    /// Most folders one peer's list may offer (a longer list is cut).
+    const MAX_OFFERS: usize = 256;
+
+    /// Folders trusted peers share with this node that it does not have,
+    /// each with the peers offering it (connected now).
+    pub fn offers(&self) -> &BTreeMap<String, BTreeSet<NodeId>> {
+        &self.offered
+    }
+
+    /// Count (and log, once per peer and folder) something `peer` sent
+    /// about `folder`, which is not shared with it.
+    fn refuse(&mut self, peer: NodeId, folder: &str, what: &str) {
+        self.refused_requests += 1;
+        if self.refusals_logged.insert((peer, folder.to_string())) {
+            tracing::warn!(%peer, %folder, what, "refused: this folder is not shared with that device (logged once)");
+        }
+    }
+
+    /// A peer went away: its outstanding requests are void, its offers
+    /// withdrawn until it says them again.
     pub fn disconnected(&mut self, peer: NodeId) {
         self.peers.remove(&peer);
+        self.offered.retain(|_, by| {
+            by.remove(&peer);
+            !by.is_empty()
+        });
     }
 
     /// Whether `peer` is connected.
@@ -149,7 +205,24 @@ impl SyncEngine {
                 if reply {
                     out.push(self.folders_message(store, peer, false, now)?);
                 }
-                let ours = Self::local_folders(store)?;
+                let ours = members::shared_with(store, &peer)?;
+                let known: HashSet<String> =
+                    index::list(store)?.into_iter().map(|f| f.id).collect();
+                // A folder this node does not have at all is an offer; one
+                // it has but does not share with the peer stays private.
+                self.offered.retain(|_, by| {
+                    by.remove(&peer);
+                    !by.is_empty()
+                });
+                for f in ids
+                    .iter()
+                    .filter(|f| !known.contains(*f) && *f != APP_SPACE)
+                    .take(Self::MAX_OFFERS)
+                {
+                    if index::folders::validate_id(f).is_ok() {
+                        self.offered.entry(f.clone()).or_default().insert(peer);
+                    }
+                }
                 let shared: BTreeSet<String> =
                     ids.into_iter().filter(|f| ours.contains(f)).collect();
                 let sorted: Vec<String> = shared.iter().cloned().collect();
@@ -177,6 +250,9 @@ impl SyncEngine {
                     .peers
                     .get(&peer)
                     .is_some_and(|p| p.folders.contains(&folder));
+                if !shares && !members::shared_with(store, &peer)?.contains(&folder) {
+                    self.refuse(peer, &folder, "a hint");
+                }
                 let behind = Self::cursor(store, peer, &folder) < seq;
                 let asking = self
                     .peers
@@ -193,11 +269,13 @@ impl SyncEngine {
                 }
             }
             SyncMessage::IndexRequest { folder, since } => {
-                if Self::local_folders(store)?.contains(&folder) {
+                if members::shared_with(store, &peer)?.contains(&folder) {
                     out.push(Action::Send {
                         peer,
                         message: self.page(store, &folder, since),
                     });
+                } else {
+                    self.refuse(peer, &folder, "an index request");
                 }
             }
             SyncMessage::IndexPage {
@@ -217,7 +295,9 @@ impl SyncEngine {
                 // Only the answer to the outstanding request, from where we
                 // stand: a late duplicate or a reordered page is dropped
                 // (what it holds is asked for again).
-                if expected == Some(since) && since == cursor && upto >= since {
+                if expected.is_none() && !members::shared_with(store, &peer)?.contains(&folder) {
+                    self.refuse(peer, &folder, "an index page");
+                } else if expected == Some(since) && since == cursor && upto >= since {
                     self.take_page(store, peer, &folder, upto, records, values, now, &mut out)?;
                     let mut again = more;
                     if let Some(p) = self.peers.get_mut(&peer) {

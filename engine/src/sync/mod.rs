@@ -50,7 +50,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::{Causality, ContentHash, NodeId, VersionVector};
 use crate::index::values::{self, APP_SPACE};
-use crate::index::{self, EntryKind, FileRecord};
+use crate::index::{self, EntryKind, FileRecord, members};
 use crate::store::{Op, Store, StoreError, ns};
 use resolve::{Decision, Probe, copy_target};
 
@@ -134,6 +134,14 @@ pub struct SyncEngine {
     dirty: BTreeMap<String, u64>,
     /// Paths refused from peers (hostile or invalid), counted for status.
     pub refused_paths: u64,
+    /// Requests, hints and pages refused because the folder is not shared
+    /// with the peer that sent them, counted for status.
+    pub refused_requests: u64,
+    /// The (peer, folder) pairs whose refusal was logged: once each.
+    refusals_logged: HashSet<(NodeId, String)>,
+    /// Folders peers share with this node that it does not have, and who
+    /// offers each (see [`SyncEngine::offers`]).
+    offered: BTreeMap<String, BTreeSet<NodeId>>,
 }
 
 fn held_key(file_key: &str, peer: NodeId) -> String {
@@ -161,6 +169,53 @@ pub fn forget_cursors(store: &mut Store) -> Result<usize, crate::store::StoreErr
         store.apply_batch(ops)?;
     }
     Ok(n)
+}
+
+/// The store's side of [`SyncEngine::unshared`], for a node whose engine
+/// is not running too: forget the cursor of `peer`'s index of `folder`,
+/// drop the needs only `peer` could supply, and take `peer` off the
+/// sources of the rest. Returns the paths whose need was dropped.
+pub fn forget_peer_folder(
+    store: &mut Store,
+    folder: &str,
+    peer: NodeId,
+) -> Result<Vec<String>, StoreError> {
+    let (origin, ts) = (store.config().node, store.wall_time());
+    let mut ops = vec![Op::Forget {
+        ns: CURSOR_NS.into(),
+        key: cursor_key(peer, folder),
+    }];
+    let mut dropped = Vec::new();
+    for (key, e) in store.scan_prefix(NEED_NS, &format!("{folder}/")) {
+        let Some(mut need) = e
+            .value
+            .as_deref()
+            .and_then(|v| postcard::from_bytes::<Need>(v).ok())
+        else {
+            continue;
+        };
+        if !need.sources.contains(&peer) {
+            continue;
+        }
+        need.sources.retain(|s| *s != peer);
+        if need.sources.is_empty() {
+            ops.push(Op::Forget {
+                ns: NEED_NS.into(),
+                key: key.to_string(),
+            });
+            dropped.push(key[folder.len() + 1..].to_string());
+        } else {
+            ops.push(Op::Put {
+                ns: NEED_NS.into(),
+                key: key.to_string(),
+                value: encode(&need),
+                origin,
+                timestamp: ts,
+            });
+        }
+    }
+    store.apply_batch(ops)?;
+    Ok(dropped)
 }
 
 /// Drop the tombstones of the engine's own bookkeeping (needs and held
@@ -196,6 +251,9 @@ impl SyncEngine {
             out_count: 0,
             dirty: BTreeMap::new(),
             refused_paths: 0,
+            refused_requests: 0,
+            refusals_logged: HashSet::new(),
+            offered: BTreeMap::new(),
         }
     }
 

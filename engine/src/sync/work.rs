@@ -92,6 +92,11 @@ impl SyncEngine {
         let active = Self::local_folders(store)?;
         let ready =
             |k: &(String, String), w: &Work| !w.out && w.due <= now && active.contains(&k.0);
+        // Content comes only from devices the folder is shared with.
+        let members: HashMap<String, BTreeSet<NodeId>> = index::list(store)?
+            .into_iter()
+            .map(|f| (f.id, f.members))
+            .collect();
         // Directories first: the paths inside them wait for them.
         let mut due: Vec<(String, String)> = self
             .dir_work
@@ -174,6 +179,9 @@ impl SyncEngine {
                         })?;
                     }
                 }
+            }
+            if let Some(m) = members.get(&folder) {
+                need.sources.retain(|s| m.contains(s));
             }
             let key = (folder.clone(), path.clone());
             let Some(w) = self.work.get(&key) else {

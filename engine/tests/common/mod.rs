@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use softadastra::core::{ContentHash, ManualClock, NodeId, VersionVector};
-use softadastra::folder::{FOLDERS_NS, FileRecord, FolderConfig};
+use softadastra::folder::{FileRecord, FolderConfig};
 use softadastra::fs::chunk::Chunk;
 use softadastra::fs::scan::EntryKind;
+use softadastra::index::folders;
 use softadastra::store::{Store, StoreConfig};
 use softadastra::sync::{Action, SyncConfig, SyncEngine, SyncMessage};
 use softadastra::wal::MemStorage;
@@ -48,22 +49,17 @@ pub fn open(me: NodeId) -> Store {
     store
 }
 
-/// Share the folder `docs` (at `/hostile/docs`, never touched).
-pub fn share_docs(store: &mut Store) {
-    let folder = FolderConfig {
-        id: "docs".into(),
-        path: "/hostile/docs".into(),
-        paused: false,
-    };
-    store
-        .put(FOLDERS_NS, "docs", postcard::to_allocvec(&folder).unwrap())
-        .unwrap();
+/// Share the folder `docs` (at `/hostile/docs`, never touched) with `with`.
+pub fn share_docs(store: &mut Store, with: &[NodeId]) {
+    let mut folder = FolderConfig::new("docs", "/hostile/docs");
+    folder.members = with.iter().copied().collect();
+    folders::put(store, &folder).unwrap();
 }
 
 /// A node sharing `docs`, connected to `mallory`, having asked for its index.
 pub fn docs_node(me: NodeId, mallory: NodeId) -> (Store, SyncEngine) {
     let mut store = open(me);
-    share_docs(&mut store);
+    share_docs(&mut store, &[mallory]);
     let mut engine = SyncEngine::new(me, SyncConfig::default(), 1);
     let now = Instant::now();
     engine.connected(&store, mallory, now).unwrap();

@@ -87,7 +87,7 @@ pub(super) async fn run_job(
             let c = record.chunks[i];
             let s2 = s.clone();
             let local = tokio::task::spawn_blocking(move || {
-                local_chunk_from(&s2, &mut OpenFile::default(), &c.hash, false, places)
+                local_chunk_from(&s2, &mut OpenFile::default(), &c.hash, None, places)
             })
             .await
             .map_err(|_| stopping())?;

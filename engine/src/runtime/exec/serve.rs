@@ -45,23 +45,29 @@ pub(super) fn read_chunk(
 /// The bytes of chunk `hash` from a local file, checked, starting from
 /// `places` the index gave. A place that no longer holds the chunk (the
 /// file moved or changed since) makes it look again with a fresh index.
+/// Serving a peer (`serving` holds the roots of the folders shared with
+/// it), only places under those roots count: a chunk hash must not let a
+/// device read a folder it is not a member of.
 pub(super) fn local_chunk_from(
     s: &Shared,
     open: &mut OpenFile,
     hash: &ContentHash,
-    serving: bool,
+    serving: Option<&[PathBuf]>,
     places: Vec<Place>,
 ) -> Option<Vec<u8>> {
     let mut places = places;
     for stale in [false, true] {
         if stale {
-            places = locate_chunk(s, hash, serving, true);
+            places = locate_chunk(s, hash, serving.is_some(), true);
+        }
+        if let Some(roots) = serving {
+            places.retain(|(path, ..)| roots.iter().any(|r| path.starts_with(r)));
         }
         if places.is_empty() {
             return None;
         }
         for place in places.drain(..) {
-            if let Some(d) = read_chunk(open, &place, hash, serving) {
+            if let Some(d) = read_chunk(open, &place, hash, serving.is_some()) {
                 return Some(d);
             }
         }
@@ -106,6 +112,14 @@ pub async fn serve_chunks(s: Arc<Shared>, peer: NodeId, mut stream: BulkStream) 
     let Ok(_serving) = s.serving.acquire().await else {
         return;
     };
+    // Only from the folders shared with the asker, as they are now.
+    let roots = shared_roots(&s, peer);
+    if roots.is_empty() {
+        lock(&s.engine).refused_requests += 1;
+        debug!(%peer, "refused a chunk request: no folder is shared with that device");
+        let _ = stream.finish();
+        return;
+    }
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Vec<u8>>>(4);
     let s2 = s.clone();
     let reader = tokio::task::spawn_blocking(move || {
@@ -113,7 +127,7 @@ pub async fn serve_chunks(s: Arc<Shared>, peer: NodeId, mut stream: BulkStream) 
         let mut open = OpenFile::default();
         for (hash, len) in request.chunks {
             let places = locate_chunk(&s, &hash, true, false);
-            let data = local_chunk_from(&s, &mut open, &hash, true, places)
+            let data = local_chunk_from(&s, &mut open, &hash, Some(&roots), places)
                 .filter(|d| d.len() == len as usize);
             if data.is_none() {
                 debug!(%peer, chunk = %hash, "asked for a chunk this node does not have");
@@ -138,6 +152,18 @@ pub async fn serve_chunks(s: Arc<Shared>, peer: NodeId, mut stream: BulkStream) 
     drop(rx);
     let _ = reader.await;
     let _ = stream.finish();
+}
+
+/// The roots of the active folders shared with `peer`.
+fn shared_roots(s: &Shared, peer: NodeId) -> Vec<PathBuf> {
+    let store = lock(&s.store);
+    let Ok(ids) = crate::index::members::shared_with(&store, &peer) else {
+        return Vec::new();
+    };
+    ids.iter()
+        .filter_map(|id| crate::index::get(&store, id).ok())
+        .map(|f| f.path)
+        .collect()
 }
 
 pub(super) async fn read_request(stream: &mut BulkStream) -> Result<ChunkRequest, String> {

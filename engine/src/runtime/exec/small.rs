@@ -200,7 +200,7 @@ pub(super) async fn copy_local(s: &Arc<Shared>, files: &mut [SmallFile]) {
             .into_iter()
             .zip(hashes)
             .map(|((n, i, places), hash)| {
-                (n, i, local_chunk_from(&s2, &mut open, &hash, false, places))
+                (n, i, local_chunk_from(&s2, &mut open, &hash, None, places))
             })
             .collect::<Vec<_>>()
     })

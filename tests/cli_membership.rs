@@ -1,0 +1,423 @@
+//! Folder membership end to end: a folder syncs only with the devices it
+//! is shared with; a trusted device that is not a member gets nothing of
+//! it (not its list, index, or chunks by hash, even while it is a member
+//! of another folder) and plants nothing in it; unsharing stops a device
+//! at once and leaves nothing half-written; an offer is accepted into a
+//! path; a home from the release before membership keeps syncing with
+//! the devices it trusted.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use common::node::{Node, free_port, sharing};
+use common::{json, open_store, run, stderr, wait};
+use softadastra::core::{ContentHash, NodeId, VersionVector};
+use softadastra::folder::{self, FileRecord};
+use softadastra::sync::SyncMessage;
+use softadastra::transport::identity::Identity;
+use softadastra::transport::quic::{Endpoint, QuicConfig};
+use softadastra::transport::tls::TrustedIds;
+use softadastra::transport::wire::{CHUNK_FOLLOWS, CHUNK_MISSING, ChunkRequest, Hello};
+
+fn ok(home: &Path, args: &[&str]) -> String {
+    let out = run(home, args);
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    stderr(&out)
+}
+
+fn trust(a: &Node, b: &Node) {
+    ok(
+        a.home.path(),
+        &[
+            "peer",
+            "add",
+            &b.id,
+            "--addr",
+            &format!("127.0.0.1:{}", b.port),
+        ],
+    );
+}
+
+fn status(n: &Node) -> serde_json::Value {
+    json(&run(n.home.path(), &["status", "--json"]))
+}
+
+/// Pseudo-random bytes (incompressible, deterministic).
+fn bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    (0..len).map(|_| rng.u8(..)).collect()
+}
+
+#[test]
+fn a_folder_syncs_only_with_its_members_and_unsharing_stops_a_device_at_once() {
+    let (mut alpha, a_dir) = sharing("alpha", &[("secret.txt", b"for beta only")]);
+    let (mut beta, b_dir) = sharing("beta", &[]);
+    let (mut carol, c_dir) = sharing("carol", &[]);
+    // Alpha trusts both, shares docs with beta only, by name.
+    trust(&alpha, &beta);
+    trust(&alpha, &carol);
+    ok(
+        alpha.home.path(),
+        &["peer", "add", &beta.id, "--name", "Beta-Laptop"],
+    );
+    let said = ok(
+        alpha.home.path(),
+        &["folder", "share", "docs", "beta-laptop"],
+    );
+    assert!(said.contains("sharing \"docs\""), "{said}");
+    // Both others trust alpha and share their docs with it.
+    beta.trust(&alpha);
+    carol.trust(&alpha);
+    // Bad input: a device nobody trusts, a folder that is not there.
+    let o = run(alpha.home.path(), &["folder", "share", "docs", "nobody"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("no trusted device is called \"nobody\""),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(alpha.home.path(), &["folder", "share", "nope", &beta.id]);
+    assert!(
+        stderr(&o).contains("no folder with id \"nope\""),
+        "{}",
+        stderr(&o)
+    );
+
+    let list = json(&run(alpha.home.path(), &["folder", "list", "--json"]));
+    let members = &list[0]["members"];
+    assert_eq!(members.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(members[0]["name"], "Beta-Laptop");
+    assert_eq!(list[0]["type"], "send-receive");
+
+    alpha.start();
+    beta.start();
+    carol.start();
+    alpha.connected_to(&beta);
+    alpha.connected_to(&carol);
+    wait("beta gets the file", Duration::from_secs(20), || {
+        std::fs::read(b_dir.join("secret.txt")).is_ok_and(|b| b == b"for beta only")
+    });
+    // Carol is trusted and connected, and has a folder docs too: it gets
+    // nothing, and alpha takes nothing from it.
+    std::fs::write(c_dir.join("planted.txt"), b"from carol").unwrap();
+    std::fs::write(a_dir.join("later.txt"), b"still for beta").unwrap();
+    wait("beta gets the later file", Duration::from_secs(20), || {
+        b_dir.join("later.txt").exists()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!c_dir.join("secret.txt").exists() && !c_dir.join("later.txt").exists());
+    assert!(!a_dir.join("planted.txt").exists() && !b_dir.join("planted.txt").exists());
+    let st = status(&alpha);
+    assert_eq!(st["folders"][0]["members"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        st["offers"],
+        serde_json::json!([]),
+        "carol's docs is no offer"
+    );
+
+    // A big file starts towards beta; alpha stops sharing with beta while
+    // it may still be in flight.
+    let big = bytes(48 << 20, 7);
+    std::fs::write(a_dir.join("big.bin"), &big).unwrap();
+    wait("beta starts on big.bin", Duration::from_secs(20), || {
+        status(&beta)["folders"][0]["progress"]["needed_files"].as_u64() > Some(0)
+            || b_dir.join("big.bin").exists()
+    });
+    let said = ok(alpha.home.path(), &["folder", "unshare", "docs", &beta.id]);
+    assert!(said.contains("stopped sharing \"docs\""), "{said}");
+    std::fs::write(a_dir.join("after.txt"), b"not for beta").unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !b_dir.join("after.txt").exists(),
+        "beta is no longer a member"
+    );
+    // Nothing half-written at a real path: big.bin is whole or absent.
+    if let Ok(got) = std::fs::read(b_dir.join("big.bin")) {
+        assert!(got == big, "a partial big.bin at its real path");
+    }
+    // Beta's docs is still its own; the connection came back for the rest.
+    alpha.connected_to(&beta);
+    let list = json(&run(alpha.home.path(), &["folder", "list", "--json"]));
+    assert_eq!(list[0]["members"], serde_json::json!([]));
+}
+
+/// A trusted device, member of `pub` only, speaking the protocol itself.
+struct Outsider {
+    rt: tokio::runtime::Runtime,
+    handle: softadastra::transport::quic::PeerHandle,
+    inbox: std::sync::Arc<std::sync::Mutex<Vec<SyncMessage>>>,
+}
+
+impl Outsider {
+    fn connect(home: &Path, victim: NodeId, victim_port: u16) -> Outsider {
+        let identity = Identity::load(home).unwrap().unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let inbox = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = inbox.clone();
+        let handle = rt.block_on(async move {
+            let endpoint = Endpoint::bind(
+                SocketAddr::from(([127, 0, 0, 1], free_port())),
+                identity.clone(),
+                TrustedIds::new([victim]),
+                Hello {
+                    protocol: 0,
+                    node: identity.node_id(),
+                    name: "outsider".into(),
+                    hostname: "localhost".into(),
+                    os: std::env::consts::OS.into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    meta: Vec::new(),
+                },
+                QuicConfig::default(),
+            )
+            .unwrap();
+            let addr = SocketAddr::from(([127, 0, 0, 1], victim_port));
+            let peer = loop {
+                match endpoint.connect(addr, victim).await {
+                    Ok(p) => break p,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            };
+            let handle = peer.handle();
+            tokio::spawn(async move {
+                let _keep = endpoint;
+                peer.serve(move |bytes| {
+                    if let Ok(m) = postcard::from_bytes::<SyncMessage>(&bytes) {
+                        sink.lock().unwrap().push(m);
+                    }
+                })
+                .await
+            });
+            handle
+        });
+        Outsider { rt, handle, inbox }
+    }
+
+    fn send(&self, m: &SyncMessage) {
+        self.handle.send(postcard::to_allocvec(m).unwrap());
+    }
+
+    /// Ask for `chunks` on a bulk stream: `Some(bytes)` per chunk served,
+    /// `None` per chunk refused; an empty list if the stream was closed.
+    fn chunks(&self, chunks: Vec<(ContentHash, u32)>) -> Vec<Option<Vec<u8>>> {
+        let handle = self.handle.clone();
+        self.rt.block_on(async move {
+            let mut s = handle.open_bulk().await.unwrap();
+            let wanted: Vec<u32> = chunks.iter().map(|c| c.1).collect();
+            s.write_all(&ChunkRequest { chunks }.encode().unwrap())
+                .await
+                .unwrap();
+            let mut out = Vec::new();
+            for len in wanted {
+                let mut mark = [0u8; 1];
+                if s.read_exact(&mut mark).await.is_err() {
+                    break;
+                }
+                match mark[0] {
+                    CHUNK_FOLLOWS => {
+                        let mut buf = vec![0u8; len as usize];
+                        s.read_exact(&mut buf).await.unwrap();
+                        out.push(Some(buf));
+                    }
+                    CHUNK_MISSING => out.push(None),
+                    other => panic!("unexpected chunk mark {other}"),
+                }
+            }
+            out
+        })
+    }
+
+    fn pages_for(&self, folder: &str) -> usize {
+        self.inbox
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| matches!(m, SyncMessage::IndexPage { folder: f, .. } if f == folder))
+            .count()
+    }
+
+    fn folders_told(&self) -> Vec<Vec<String>> {
+        self.inbox
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|m| match m {
+                SyncMessage::Folders { ids, .. } => Some(ids.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn record_in(home: &Path, folder: &str, rel: &str) -> FileRecord {
+    let store = open_store(home);
+    folder::records(&store, folder)
+        .flatten()
+        .find(|(p, _)| *p == rel)
+        .map(|(_, r)| r)
+        .unwrap_or_else(|| panic!("{folder}/{rel} is not indexed"))
+}
+
+fn chunk_list(r: &FileRecord) -> Vec<(ContentHash, u32)> {
+    r.chunks.iter().map(|c| (c.hash, c.len)).collect()
+}
+
+#[test]
+fn a_trusted_device_gets_nothing_of_a_folder_it_is_not_a_member_of() {
+    let secret = bytes(300_000, 1);
+    let (mut victim, docs) = sharing("victim", &[("secret.bin", &secret)]);
+    let public = victim.home.path().join("pub");
+    std::fs::create_dir(&public).unwrap();
+    std::fs::write(public.join("public.txt"), b"anyone in pub may read this").unwrap();
+    ok(
+        victim.home.path(),
+        &["folder", "add", public.to_str().unwrap(), "--id", "pub"],
+    );
+    let outsider = Node::new("outsider");
+    trust(&victim, &outsider);
+    ok(
+        victim.home.path(),
+        &["folder", "share", "pub", &outsider.id],
+    );
+    let secret_rec = record_in(victim.home.path(), "docs", "secret.bin");
+    let public_rec = record_in(victim.home.path(), "pub", "public.txt");
+    victim.start();
+    let victim_id: NodeId = victim.id.parse().unwrap();
+    let o = Outsider::connect(outsider.home.path(), victim_id, victim.port);
+    wait("the victim's folder list", Duration::from_secs(20), || {
+        !o.folders_told().is_empty()
+    });
+    // It is told of pub (and the app space it was paired into), never of docs.
+    for ids in o.folders_told() {
+        assert!(!ids.contains(&"docs".to_string()), "{ids:?}");
+        assert!(ids.contains(&"pub".to_string()), "{ids:?}");
+    }
+    // It claims docs, asks for its index, hints, and pushes a record.
+    o.send(&SyncMessage::Folders {
+        ids: vec!["docs".into(), "pub".into()],
+        reply: false,
+    });
+    o.send(&SyncMessage::IndexRequest {
+        folder: "docs".into(),
+        since: 0,
+    });
+    o.send(&SyncMessage::IndexHint {
+        folder: "docs".into(),
+        seq: 1000,
+    });
+    let mut version = VersionVector::default();
+    version.bump(NodeId::derive(b"outsider"));
+    let mut planted = secret_rec.clone();
+    planted.version = version;
+    o.send(&SyncMessage::IndexPage {
+        folder: "docs".into(),
+        since: 0,
+        upto: 10,
+        records: vec![("planted.bin".into(), planted)],
+        more: false,
+        values: vec![],
+    });
+    // Chunks by hash: pub's are served, docs' are not (no oracle).
+    let got = o.chunks(chunk_list(&public_rec));
+    assert_eq!(got, vec![Some(b"anyone in pub may read this".to_vec())]);
+    let got = o.chunks(chunk_list(&secret_rec));
+    assert!(
+        !got.is_empty() && got.iter().all(Option::is_none),
+        "{got:?}"
+    );
+    wait("the refusals counted", Duration::from_secs(10), || {
+        status(&victim)["refused_not_member"].as_u64() >= Some(3)
+    });
+    assert_eq!(o.pages_for("docs"), 0);
+    assert!(!docs.join("planted.bin").exists());
+    // Logged once per device and folder, not per request.
+    let refusals = victim.wait_for(&["refused: this folder is not shared with that device"]);
+    assert!(refusals.contains("folder=docs"), "{refusals}");
+    // Shared with it, docs is answered.
+    ok(
+        victim.home.path(),
+        &["folder", "share", "docs", &outsider.id],
+    );
+    o.send(&SyncMessage::IndexRequest {
+        folder: "docs".into(),
+        since: 0,
+    });
+    wait("an index page of docs", Duration::from_secs(10), || {
+        o.pages_for("docs") > 0
+    });
+    drop(o);
+}
+
+#[test]
+fn an_offered_folder_is_accepted_into_a_path_and_syncs() {
+    let (mut alpha, _a_dir) = sharing("alpha", &[("hello.txt", b"offered")]);
+    let mut beta = Node::new("beta");
+    trust(&alpha, &beta);
+    trust(&beta, &alpha);
+    ok(alpha.home.path(), &["folder", "share", "docs", &beta.id]);
+    alpha.start();
+    beta.start();
+    beta.connected_to(&alpha);
+    wait("the offer", Duration::from_secs(20), || {
+        status(&beta)["offers"][0]["id"] == "docs"
+    });
+    let offers = json(&run(beta.home.path(), &["folder", "offers", "--json"]));
+    assert_eq!(offers[0]["by"][0]["name"], "alpha", "{offers}");
+    let target = beta.home.path().join("from-alpha");
+    ok(
+        beta.home.path(),
+        &["folder", "accept", "docs", target.to_str().unwrap()],
+    );
+    wait("the offered folder's file", Duration::from_secs(20), || {
+        std::fs::read(target.join("hello.txt")).is_ok_and(|b| b == b"offered")
+    });
+    let list = json(&run(beta.home.path(), &["folder", "list", "--json"]));
+    assert_eq!(list[0]["members"][0]["id"], alpha.id.as_str());
+    // Declining an offer nobody makes is an error that names the fix.
+    let o = run(
+        beta.home.path(),
+        &["folder", "accept", "nope", "/tmp/x-nope"],
+    );
+    assert!(
+        stderr(&o).contains("no connected device offers"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_home_from_before_membership_keeps_syncing_with_the_devices_it_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let tar = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/homes/before-membership.tar");
+    let out = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let home = dir.path().join("home");
+    let first = run(&home, &["folder", "list", "--json"]);
+    let said = stderr(&first);
+    assert!(said.contains("upgraded this home"), "{said}");
+    let list = json(&first);
+    let members = list[0]["members"].as_array().unwrap();
+    assert_eq!(members.len(), 2, "both devices trusted before: {list}");
+    // Said once: the next open has nothing to upgrade.
+    let again = run(&home, &["folder", "list", "--json"]);
+    assert!(!stderr(&again).contains("upgraded"), "{}", stderr(&again));
+    assert_eq!(json(&again), list);
+    // The app's values stay shared with them too, and what was there is intact.
+    let store = open_store(&home);
+    let app = softadastra::index::members::app_members(&store);
+    assert_eq!(app.len(), 2);
+    assert_eq!(
+        softadastra::folder::values::get(&store, "greeting"),
+        Some(&b"hi"[..])
+    );
+    assert_eq!(folder::records(&store, "docs").count(), 3);
+}
