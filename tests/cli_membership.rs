@@ -421,3 +421,73 @@ fn a_home_from_before_membership_keeps_syncing_with_the_devices_it_trusted() {
     );
     assert_eq!(folder::records(&store, "docs").count(), 3);
 }
+
+#[test]
+fn a_send_only_folder_sends_its_changes_shows_remote_ones_and_overrides_them() {
+    let (mut alpha, a_dir) = sharing("alpha", &[("plan.txt", b"the reference")]);
+    let (mut beta, b_dir) = sharing("beta", &[]);
+    alpha.trust(&beta);
+    beta.trust(&alpha);
+    let said = ok(alpha.home.path(), &["folder", "type", "docs", "send-only"]);
+    assert!(said.contains("send-only"), "{said}");
+    let o = run(
+        alpha.home.path(),
+        &["folder", "type", "docs", "receive-only"],
+    );
+    assert!(
+        !o.status.success() && stderr(&o).contains("not available"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(alpha.home.path(), &["folder", "type", "docs", "sideways"]);
+    assert!(stderr(&o).contains("unknown folder type"), "{}", stderr(&o));
+    let o = run(beta.home.path(), &["folder", "override", "docs"]);
+    assert!(
+        stderr(&o).contains("override is for send-only folders"),
+        "{}",
+        stderr(&o)
+    );
+    alpha.start();
+    beta.start();
+    wait("beta gets the reference", Duration::from_secs(20), || {
+        std::fs::read(b_dir.join("plan.txt")).is_ok_and(|b| b == b"the reference")
+    });
+    // Beta edits and adds: alpha applies neither, and says so.
+    std::fs::write(b_dir.join("plan.txt"), b"beta's idea").unwrap();
+    std::fs::write(b_dir.join("extra.txt"), b"beta only").unwrap();
+    wait(
+        "alpha sees the remote changes",
+        Duration::from_secs(20),
+        || status(&alpha)["folders"][0]["remote_differs"] == 2,
+    );
+    assert_eq!(
+        std::fs::read(a_dir.join("plan.txt")).unwrap(),
+        b"the reference"
+    );
+    assert!(!a_dir.join("extra.txt").exists());
+    assert_eq!(status(&alpha)["folders"][0]["type"], "send-only");
+    // Override: beta gets alpha's state back; its own goes to its trash.
+    let said = ok(alpha.home.path(), &["folder", "override", "docs"]);
+    assert!(said.contains("2 path(s)"), "{said}");
+    wait(
+        "beta is back to the reference",
+        Duration::from_secs(20),
+        || {
+            std::fs::read(b_dir.join("plan.txt")).is_ok_and(|b| b == b"the reference")
+                && !b_dir.join("extra.txt").exists()
+        },
+    );
+    let kept = common::entries(&b_dir, true);
+    assert!(
+        kept.iter()
+            .any(|(k, v)| k.contains("trash") && v == b"beta's idea"),
+        "beta's edit is in its trash: {:?}",
+        kept.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(status(&alpha)["folders"][0]["remote_differs"], 0);
+    // Alpha's own changes still go out.
+    std::fs::write(a_dir.join("plan.txt"), b"the reference, v2").unwrap();
+    wait("beta gets v2", Duration::from_secs(20), || {
+        std::fs::read(b_dir.join("plan.txt")).is_ok_and(|b| b == b"the reference, v2")
+    });
+}

@@ -72,6 +72,18 @@ pub enum Request {
     },
     /// The shared folders with their members.
     FolderList,
+    /// Set how a folder syncs on this node.
+    FolderType {
+        /// Folder id.
+        id: String,
+        /// send-receive, send-only or receive-only.
+        kind: String,
+    },
+    /// Push a send-only folder's state back over the remote changes.
+    FolderOverride {
+        /// Folder id.
+        id: String,
+    },
     /// Folders devices offer this node.
     Offers,
     /// Accept an offered folder into a directory.
@@ -80,6 +92,9 @@ pub enum Request {
         id: String,
         /// Where to keep it (absolute).
         path: PathBuf,
+        /// How it syncs here (default send-receive).
+        #[serde(default)]
+        kind: Option<String>,
     },
     /// Decline an offered folder (remembered).
     OfferDecline {
@@ -100,6 +115,9 @@ pub enum Request {
         /// Devices (ids or names) to share it with.
         #[serde(default)]
         share: Vec<String>,
+        /// How it syncs here (default send-receive).
+        #[serde(default)]
+        kind: Option<String>,
     },
     /// Pause, resume, remove or rescan a folder.
     FolderSet {

@@ -34,6 +34,23 @@ pub enum FolderCommand {
         /// Share it with this trusted device (id or name; repeatable).
         #[arg(long, value_name = "DEVICE")]
         share: Vec<String>,
+        /// How it syncs here: send-receive (default) or send-only.
+        #[arg(long = "type", value_name = "TYPE")]
+        kind: Option<String>,
+    },
+    /// How a folder syncs on this node: send-receive, or send-only (local
+    /// changes go out, remote ones are shown as "remote differs").
+    Type {
+        /// Folder id.
+        id: String,
+        /// send-receive or send-only.
+        kind: String,
+    },
+    /// Send-only folder: push this node's state back over every remote
+    /// change it did not take (peers keep theirs in their trash).
+    Override {
+        /// Folder id.
+        id: String,
     },
     /// List shared folders, with the devices each is shared with.
     List {
@@ -68,6 +85,9 @@ pub enum FolderCommand {
         id: String,
         /// Where to keep it.
         path: PathBuf,
+        /// How it syncs here: send-receive (default) or send-only.
+        #[arg(long = "type", value_name = "TYPE")]
+        kind: Option<String>,
     },
     /// Decline an offered folder (it is not shown again).
     Decline {
@@ -208,19 +228,30 @@ pub fn run_folder(home: &Home, cmd: FolderCommand) -> Result<ExitCode> {
             return crate::members_cmd::run_member(home, id, device, false);
         }
         FolderCommand::Offers { json } => return crate::members_cmd::run_offers(home, *json),
-        FolderCommand::Accept { id, path } => {
-            return crate::members_cmd::run_accept(home, id, path);
+        FolderCommand::Accept { id, path, kind } => {
+            return crate::members_cmd::run_accept(home, id, path, kind.clone());
         }
+        FolderCommand::Type { id, kind } => return crate::members_cmd::run_type(home, id, kind),
+        FolderCommand::Override { id } => return crate::members_cmd::run_override(home, id),
         FolderCommand::Decline { id } => return crate::members_cmd::run_decline(home, id),
         _ => {}
     }
     let request = match &cmd {
-        FolderCommand::Add { path, id, share } => Some(Request::FolderAdd {
-            path: std::fs::canonicalize(path)
-                .with_context(|| format!("cannot share {}", path.display()))?,
-            id: id.clone(),
-            share: share.clone(),
-        }),
+        FolderCommand::Add {
+            path,
+            id,
+            share,
+            kind,
+        } => {
+            crate::members_cmd::parse_type(kind.as_deref())?;
+            Some(Request::FolderAdd {
+                path: std::fs::canonicalize(path)
+                    .with_context(|| format!("cannot share {}", path.display()))?,
+                id: id.clone(),
+                share: share.clone(),
+                kind: kind.clone(),
+            })
+        }
         FolderCommand::Remove { id } => set(id, FolderChange::Remove),
         FolderCommand::Pause { id } => set(id, FolderChange::Pause),
         FolderCommand::Resume { id } => set(id, FolderChange::Resume),
@@ -245,12 +276,21 @@ pub fn run_folder(home: &Home, cmd: FolderCommand) -> Result<ExitCode> {
         None => open_store(home)?,
     };
     match cmd {
-        FolderCommand::Add { path, id, share } => {
+        FolderCommand::Add {
+            path,
+            id,
+            share,
+            kind,
+        } => {
             let devices = share
                 .iter()
                 .map(|d| softadastra::runtime::trust::resolve(&store, d))
                 .collect::<Result<Vec<_>, _>>()?;
-            let config = folder::share(&mut store, &path, id.as_deref())?;
+            let mut config = folder::share(&mut store, &path, id.as_deref())?;
+            if let Some(kind) = crate::members_cmd::parse_type(kind.as_deref())? {
+                config.kind = kind;
+                softadastra::index::folders::put(&mut store, &config)?;
+            }
             for d in &devices {
                 softadastra::index::members::set_member(&mut store, &config.id, *d, true)?;
             }
@@ -300,6 +340,8 @@ pub fn run_folder(home: &Home, cmd: FolderCommand) -> Result<ExitCode> {
         | FolderCommand::Unshare { .. }
         | FolderCommand::Offers { .. }
         | FolderCommand::Accept { .. }
+        | FolderCommand::Type { .. }
+        | FolderCommand::Override { .. }
         | FolderCommand::Decline { .. } => {}
     }
     Ok(ExitCode::SUCCESS)

@@ -23,6 +23,20 @@ use crate::control::{self, Reached, Request, call_or_open};
 use crate::folder_cmd::human_bytes;
 use crate::home::Home;
 
+/// A folder type named on the command line, if one was. Receive-only is
+/// in the stored format but not built yet: refused, never half-applied.
+pub fn parse_type(kind: Option<&str>) -> Result<Option<softadastra::index::FolderType>> {
+    let kind = kind
+        .map(|k| k.parse().map_err(|e: String| anyhow::anyhow!(e)))
+        .transpose()?;
+    if kind == Some(softadastra::index::FolderType::ReceiveOnly) {
+        bail!(
+            "receive-only folders are not available in this release; use send-receive, or send-only on the node whose copy is the reference"
+        );
+    }
+    Ok(kind)
+}
+
 /// One device a folder is shared with.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct MemberRow {
@@ -257,8 +271,14 @@ pub fn run_offers(home: &Home, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `folder accept ID PATH`.
-pub fn run_accept(home: &Home, id: &str, path: &std::path::Path) -> Result<ExitCode> {
+/// `folder accept ID PATH [--type TYPE]`.
+pub fn run_accept(
+    home: &Home,
+    id: &str,
+    path: &std::path::Path,
+    kind: Option<String>,
+) -> Result<ExitCode> {
+    parse_type(kind.as_deref())?;
     std::fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))?;
     let path = std::fs::canonicalize(path)?;
     let answer = agent_only(
@@ -266,6 +286,7 @@ pub fn run_accept(home: &Home, id: &str, path: &std::path::Path) -> Result<ExitC
         &Request::OfferAccept {
             id: id.to_string(),
             path: path.clone(),
+            kind,
         },
         "accepting an offer",
     )?;
@@ -285,5 +306,70 @@ pub fn run_decline(home: &Home, id: &str) -> Result<ExitCode> {
         "declining an offer",
     )?;
     eprintln!("declined {id:?}: it is not offered again here (`folder accept` still takes it)");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `folder type ID TYPE`.
+pub fn run_type(home: &Home, id: &str, kind: &str) -> Result<ExitCode> {
+    let Some(wanted) = parse_type(Some(kind))? else {
+        bail!("no folder type given");
+    };
+    let request = Request::FolderType {
+        id: id.to_string(),
+        kind: kind.to_string(),
+    };
+    match call_or_open(home, &request)? {
+        Reached::Agent(_) => {}
+        Reached::Store(mut store) => {
+            let mut config = folder::get(&store, id)?;
+            if config.kind != wanted {
+                config.kind = wanted;
+                softadastra::index::folders::put(&mut store, &config)?;
+                if wanted == softadastra::index::FolderType::SendOnly {
+                    offline_engine(home)?.became_send_only(&mut store, id)?;
+                }
+            }
+        }
+    }
+    eprintln!(
+        "{id:?} is {wanted} on this node{}",
+        match wanted {
+            softadastra::index::FolderType::SendOnly => {
+                ": its changes go out; a peer's are shown as \"remote differs\" (`folder override` pushes this node's state back)"
+            }
+            _ => "",
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A sync engine for a command run without the agent: bookkeeping only.
+fn offline_engine(home: &Home) -> Result<softadastra::sync::SyncEngine> {
+    Ok(softadastra::sync::SyncEngine::new(
+        home.node_id()?,
+        softadastra::sync::SyncConfig::default(),
+        0,
+    ))
+}
+
+/// `folder override ID`.
+pub fn run_override(home: &Home, id: &str) -> Result<ExitCode> {
+    let request = Request::FolderOverride { id: id.to_string() };
+    let n = match call_or_open(home, &request)? {
+        Reached::Agent(answer) => answer["paths"].as_u64().unwrap_or(0) as usize,
+        Reached::Store(mut store) => {
+            let config = folder::get(&store, id)?;
+            if config.kind != softadastra::index::FolderType::SendOnly {
+                bail!(
+                    "{id:?} is {}; override is for send-only folders (`softadastra folder type {id} send-only`)",
+                    config.kind
+                );
+            }
+            offline_engine(home)?.override_remote(&mut store, id)?
+        }
+    };
+    eprintln!(
+        "{n} path(s) of {id:?} now carry this node's version; peers take it back (theirs go to their trash)"
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -280,6 +280,7 @@ mod tests {
             not_synced_files: Vec::new(),
             kind: Default::default(),
             members: Vec::new(),
+            remote_differs: 0,
         }
     }
 

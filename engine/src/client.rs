@@ -133,12 +133,14 @@ impl From<NodeError> for ClientError {
             NodeError::Sync(crate::sync::SyncError::Store(e)) => ClientError::Store(e),
             NodeError::Sync(crate::sync::SyncError::Folder(e)) => ClientError::Folder(e),
             // The client asks for no rescan.
-            e @ (NodeError::Paused(_) | NodeError::NotWatched(_) | NodeError::NoOffer(_)) => {
-                ClientError::Folder(FolderError::BadPath {
-                    path: PathBuf::new(),
-                    reason: e.to_string(),
-                })
-            }
+            e @ (NodeError::Paused(_)
+            | NodeError::NotWatched(_)
+            | NodeError::NoOffer(_)
+            | NodeError::WrongType { .. }
+            | NodeError::NotAvailable(_)) => ClientError::Folder(FolderError::BadPath {
+                path: PathBuf::new(),
+                reason: e.to_string(),
+            }),
         }
     }
 }

@@ -251,3 +251,74 @@ fn a_folder_this_node_lacks_is_an_offer_while_the_device_is_connected() {
     engine.disconnected(alice);
     assert!(engine.offers().is_empty());
 }
+
+#[test]
+fn a_send_only_folder_keeps_remote_changes_aside_and_overrides_them() {
+    use softadastra::index::{FolderType, folders};
+    let (me, alice) = (NodeId::derive(b"me"), NodeId::derive(b"alice"));
+    let (mut store, mut engine) = docs_node(me, alice);
+    let mut config = folders::get(&store, "docs").unwrap();
+    config.kind = FolderType::SendOnly;
+    folders::put(&mut store, &config).unwrap();
+    // This node has mine.txt; alice changes it and adds new.txt.
+    let mut mine = record(me);
+    mine.modified_by = me;
+    store
+        .put(
+            ns::FILES,
+            "docs/mine.txt",
+            postcard::to_allocvec(&mine).unwrap(),
+        )
+        .unwrap();
+    let mut theirs = record(alice);
+    theirs.version = mine.version.clone();
+    theirs.version.bump(alice);
+    theirs.size = 4;
+    theirs.hash = Some(softadastra::core::ContentHash::of(b"abcd"));
+    theirs.chunks[0].len = 4;
+    theirs.chunks[0].hash = softadastra::core::ContentHash::of(b"abcd");
+    let now = Instant::now();
+    engine
+        .received(
+            &mut store,
+            alice,
+            page(vec![
+                ("mine.txt".into(), theirs.clone()),
+                ("new.txt".into(), record(alice)),
+            ]),
+            now,
+        )
+        .unwrap();
+    // Nothing of alice's is applied: no work, the index unchanged.
+    assert!(SyncEngine::needs(&store).is_empty());
+    assert_eq!(
+        softadastra::index::record(&store, "docs", "mine.txt"),
+        Some(mine.clone())
+    );
+    assert!(softadastra::index::record(&store, "docs", "new.txt").is_none());
+    assert_eq!(SyncEngine::remote_differs(&mut store, "docs").items, 2);
+    let differing: Vec<String> = SyncEngine::differing(&store, "docs")
+        .into_iter()
+        .map(|(p, by, _)| {
+            assert_eq!(by, alice);
+            p
+        })
+        .collect();
+    assert_eq!(differing, ["mine.txt", "new.txt"]);
+
+    // Override: this node's state wins over both, by version.
+    assert_eq!(engine.override_remote(&mut store, "docs").unwrap(), 2);
+    assert_eq!(SyncEngine::remote_differs(&mut store, "docs").items, 0);
+    let kept = softadastra::index::record(&store, "docs", "mine.txt").unwrap();
+    assert_eq!(kept.hash, mine.hash, "same content");
+    assert_eq!(
+        kept.version.compare(&theirs.version),
+        softadastra::core::Causality::After
+    );
+    let gone = softadastra::index::record(&store, "docs", "new.txt").unwrap();
+    assert!(gone.deleted, "a path only the peer has becomes a deletion");
+    assert_eq!(
+        gone.version.compare(&record(alice).version),
+        softadastra::core::Causality::After
+    );
+}

@@ -12,6 +12,8 @@ pub(super) struct Daemon {
     pub(super) stop: tokio::sync::Notify,
 }
 
+use crate::members_cmd::parse_type;
+
 impl Daemon {
     /// The trusted devices `names` name (ids or names), all or an error.
     fn devices(&self, names: &[String]) -> Result<Vec<NodeId>> {
@@ -111,14 +113,32 @@ impl control::Handler for Daemon {
                 self.node.untrust(id)?;
                 json!({"id": id.to_string()})
             }
-            Request::FolderAdd { path, id, share } => {
-                // Every device is checked before anything is shared.
+            Request::FolderAdd {
+                path,
+                id,
+                share,
+                kind,
+            } => {
+                // Every device and the type are checked before anything is added.
                 let devices = self.devices(&share)?;
+                let kind = parse_type(kind.as_deref())?;
                 let config = self.node.add_folder(&path, id.as_deref())?;
+                if let Some(kind) = kind {
+                    self.node.set_folder_type(&config.id, kind)?;
+                }
                 for d in devices {
                     self.node.set_member(&config.id, d, true)?;
                 }
                 json!({"id": config.id, "path": config.path})
+            }
+            Request::FolderType { id, kind } => {
+                let kind = parse_type(Some(&kind))?.unwrap_or_default();
+                let config = self.node.set_folder_type(&id, kind)?;
+                json!({"id": id, "type": config.kind})
+            }
+            Request::FolderOverride { id } => {
+                let n = self.node.override_folder(&id)?;
+                json!({"id": id, "paths": n})
             }
             Request::FolderMember { id, device, share } => {
                 let d = self.devices(std::slice::from_ref(&device))?[0];
@@ -134,8 +154,12 @@ impl control::Handler for Daemon {
                 json!(crate::members_cmd::folder_rows(&lock(self.node.store()))?)
             }
             Request::Offers => json!(self.node.offers()),
-            Request::OfferAccept { id, path } => {
+            Request::OfferAccept { id, path, kind } => {
+                let kind = parse_type(kind.as_deref())?;
                 let config = self.node.accept_offer(&id, &path)?;
+                if let Some(kind) = kind {
+                    self.node.set_folder_type(&id, kind)?;
+                }
                 json!({"id": config.id, "path": config.path})
             }
             Request::OfferDecline { id } => {

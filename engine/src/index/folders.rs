@@ -35,7 +35,9 @@ pub const FOLDERS_NS: &str = "folders";
 pub const FOLDER_FORMAT: u8 = 2;
 
 /// How a folder syncs on this node (each node chooses its own).
+/// (Stored by variant index; the names are for JSON: `send-receive`, …)
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum FolderType {
     /// Local changes go out, remote changes are applied.
     #[default]

@@ -22,10 +22,11 @@ use super::status::{
 };
 use super::trust::{self, TrustError, TrustedPeer};
 use super::{RuntimeOptions, Shared, SyncRuntime, lock};
+
+mod sharing;
 use crate::core::NodeId;
 use crate::discovery::service::{Discovery, DiscoveryConfig};
 use crate::folder::{self, FolderConfig, FolderError};
-use crate::index::members;
 use crate::store::Store;
 use crate::sync::SyncEngine;
 use crate::transport::TransportError;
@@ -80,6 +81,21 @@ pub enum NodeError {
     /// The sync engine's bookkeeping could not be changed.
     #[error(transparent)]
     Sync(#[from] crate::sync::SyncError),
+    /// The folder is not of the type the operation is for.
+    #[error(
+        "{id:?} is {kind}; this is for {wanted} folders (`softadastra folder type {id} {wanted}`)"
+    )]
+    WrongType {
+        /// Folder id.
+        id: String,
+        /// Its type.
+        kind: crate::index::FolderType,
+        /// The type the operation needs.
+        wanted: crate::index::FolderType,
+    },
+    /// Something this release does not do.
+    #[error("not available in this release: {0}")]
+    NotAvailable(&'static str),
     /// No connected device offers that folder.
     #[error("no connected device offers a folder {0:?} (see `softadastra folder offers`)")]
     NoOffer(String),
@@ -252,92 +268,6 @@ impl Node {
         drop(store);
         self.mesh.remove_peer(peer);
         Ok(())
-    }
-
-    /// Share folder `id` (or the app space) with `device`, or stop
-    /// sharing it. Takes effect at once: the device is told its new
-    /// folder list; when it loses one, what this node read of its index
-    /// there is forgotten, work only it could supply is dropped, and the
-    /// connection to it is closed and made again, so no transfer in
-    /// flight for that folder goes on (nothing is left half-written at a
-    /// real path: files are assembled aside). Returns whether anything
-    /// changed.
-    pub fn set_member(&self, id: &str, device: NodeId, member: bool) -> Result<bool, NodeError> {
-        let changed = {
-            let mut store = lock(&self.store);
-            if member && !trust::is_trusted(&store, device) {
-                return Err(TrustError::NotTrusted(device).into());
-            }
-            let changed = members::set_member(&mut store, id, device, member)?;
-            if changed && !member {
-                lock(&self.shared.engine).unshared(&mut store, id, device)?;
-            }
-            changed
-        };
-        if changed {
-            info!(folder = %id, %device, shared = member, "folder membership changed");
-            self.membership_changed(device, !member);
-        }
-        Ok(changed)
-    }
-
-    /// Pause (or resume) everything with `device`: while paused it is
-    /// told of no folder and served nothing. Returns whether it changed.
-    pub fn pause_device(&self, device: NodeId, paused: bool) -> Result<bool, NodeError> {
-        let changed = {
-            let mut store = lock(&self.store);
-            if !trust::is_trusted(&store, device) {
-                return Err(TrustError::NotTrusted(device).into());
-            }
-            members::set_device_paused(&mut store, device, paused)?
-        };
-        if changed {
-            info!(%device, paused, "device paused or resumed");
-            self.membership_changed(device, paused);
-        }
-        Ok(changed)
-    }
-
-    /// Folders connected devices offer this node (not declined, not here).
-    pub fn offers(&self) -> Vec<super::offers::Offer> {
-        let store = lock(&self.store);
-        let engine = lock(&self.shared.engine);
-        super::offers::visible(&store, engine.offers())
-    }
-
-    /// Keep the folder `id` that devices offer at `path`, shared with
-    /// them, and start syncing it.
-    pub fn accept_offer(&self, id: &str, path: &Path) -> Result<FolderConfig, NodeError> {
-        let by = lock(&self.shared.engine)
-            .offers()
-            .get(id)
-            .cloned()
-            .ok_or_else(|| NodeError::NoOffer(id.to_string()))?;
-        let config = super::offers::accept(&mut lock(&self.store), id, path, &by)?;
-        info!(folder = %id, path = %config.path.display(), devices = by.len(), "accepted an offered folder");
-        self.watch(config.clone());
-        Ok(config)
-    }
-
-    /// Decline the folder `id` devices offer: not shown again.
-    pub fn decline_offer(&self, id: &str) -> Result<(), NodeError> {
-        super::offers::decline(&mut lock(&self.store), id)?;
-        Ok(())
-    }
-
-    /// Tell every peer its folder list again; if `cut`, close the
-    /// connection to `device` (it is made again at once) so that nothing
-    /// in flight goes on under the old membership.
-    fn membership_changed(&self, device: NodeId, cut: bool) {
-        if let Some(rt) = lock(&self.sync).as_ref() {
-            rt.announce_folders();
-        }
-        if cut && let Some(h) = lock(&self.shared.peers).get(&device) {
-            h.close(
-                crate::transport::wire::close_code::NORMAL,
-                "folder membership changed",
-            );
-        }
     }
 
     /// Every trusted peer and its state.
@@ -519,6 +449,7 @@ impl Node {
             not_synced_files,
             kind: f.kind,
             members: f.members.iter().map(|m| m.to_string()).collect(),
+            remote_differs: SyncEngine::remote_differs(store, &f.id).items,
         }
     }
 

@@ -86,6 +86,10 @@ pub struct FolderStatus {
     /// The devices it is shared with (ids, text form).
     #[serde(default)]
     pub members: Vec<String>,
+    /// Send-only: paths a peer changed that this node did not take
+    /// (`folder override` pushes the local state back).
+    #[serde(default)]
+    pub remote_differs: u64,
 }
 
 /// How many not-synced paths a [`FolderStatus`] lists.

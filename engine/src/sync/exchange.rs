@@ -66,48 +66,6 @@ impl SyncEngine {
         Ok(out)
     }
 
-    /// Folder `folder` (or the app space) is no longer shared with
-    /// `peer`: what this node read of the peer's index of it is forgotten
-    /// (sharing it again exchanges the whole index anew), and work that
-    /// only the peer could supply is dropped; the peer stops being a
-    /// source of the rest. The files on disk stay as they are. Call
-    /// [`SyncEngine::folders_changed`] too (and close transfers in flight).
-    pub fn unshared(
-        &mut self,
-        store: &mut Store,
-        folder: &str,
-        peer: NodeId,
-    ) -> Result<usize, SyncError> {
-        let dropped = forget_peer_folder(store, folder, peer)?;
-        let n = dropped.len();
-        for path in dropped {
-            self.remove_work(&(folder.to_string(), path));
-        }
-        if let Some(p) = self.peers.get_mut(&peer) {
-            p.folders.remove(folder);
-            p.requests.remove(folder);
-        }
-        Ok(n)
-    }
-
-    /// Most folders one peer's list may offer (a longer list is cut).
-    const MAX_OFFERS: usize = 256;
-
-    /// Folders trusted peers share with this node that it does not have,
-    /// each with the peers offering it (connected now).
-    pub fn offers(&self) -> &BTreeMap<String, BTreeSet<NodeId>> {
-        &self.offered
-    }
-
-    /// Count (and log, once per peer and folder) something `peer` sent
-    /// about `folder`, which is not shared with it.
-    fn refuse(&mut self, peer: NodeId, folder: &str, what: &str) {
-        self.refused_requests += 1;
-        if self.refusals_logged.insert((peer, folder.to_string())) {
-            tracing::warn!(%peer, %folder, what, "refused: this folder is not shared with that device (logged once)");
-        }
-    }
-
     /// A peer went away: its outstanding requests are void, its offers
     /// withdrawn until it says them again.
     pub fn disconnected(&mut self, peer: NodeId) {
@@ -395,6 +353,8 @@ impl SyncEngine {
         out: &mut Vec<Action>,
     ) -> Result<(), SyncError> {
         let app = folder == APP_SPACE;
+        let send_only =
+            !app && index::get(store, folder).is_ok_and(|f| f.kind == index::FolderType::SendOnly);
         let mut inline: std::collections::HashMap<String, Vec<u8>> = values.into_iter().collect();
         let mut app_changed = false;
         let mut ops = Vec::new();
@@ -507,11 +467,19 @@ impl SyncEngine {
                     }
                 }
             }
+            // A send-only folder keeps what differs (see `types.rs`); an
+            // entry no longer true goes.
+            let mut differs = false;
+            let differed = send_only && store.contains(DIFFERS_NS, &key);
             match resolve::decide(self.node, &path, local.as_ref(), &remote) {
                 Decision::Ignore => {
-                    if local.as_ref().is_some_and(|l| {
+                    let concurrent = local.as_ref().is_some_and(|l| {
                         l.version.compare(&remote.version) == Causality::Concurrent
-                    }) {
+                    });
+                    if concurrent && send_only {
+                        differs = true;
+                        ops.push(put(DIFFERS_NS, key.clone(), encode(&(peer, &remote))));
+                    } else if concurrent {
                         ops.push(put(HELD_NS, held_key(&key, peer), encode(&(peer, &remote))));
                         if let Some(v) = value {
                             ops.push(put(HELD_VALUE_NS, held_key(&key, peer), v));
@@ -537,7 +505,7 @@ impl SyncEngine {
                     if let Some(l) = &local {
                         rec.inode = l.inode;
                     }
-                    ops.push(put(ns::FILES, key, encode(&rec)));
+                    ops.push(put(ns::FILES, key.clone(), encode(&rec)));
                 }
                 Decision::Take {
                     record,
@@ -560,7 +528,11 @@ impl SyncEngine {
                         if let Some(l) = on_disk {
                             rec.inode = l.inode;
                         }
-                        ops.push(put(ns::FILES, key, encode(&rec)));
+                        ops.push(put(ns::FILES, key.clone(), encode(&rec)));
+                    } else if send_only {
+                        // Not applied here: kept to show, and to override.
+                        differs = true;
+                        ops.push(put(DIFFERS_NS, key.clone(), encode(&(peer, &remote))));
                     } else {
                         let resolves = (record.version != remote.version)
                             .then(|| local.as_ref().map(|l| l.version.clone()))
@@ -571,10 +543,16 @@ impl SyncEngine {
                             sources: vec![peer],
                             resolves,
                         };
-                        ops.push(put(NEED_NS, key, encode(&n)));
+                        ops.push(put(NEED_NS, key.clone(), encode(&n)));
                         touched.push((path, DirEffect::of(&n.record)));
                     }
                 }
+            }
+            if differed && !differs {
+                ops.push(Op::Forget {
+                    ns: DIFFERS_NS.into(),
+                    key,
+                });
             }
         }
         ops.push(put(

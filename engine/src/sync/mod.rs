@@ -34,13 +34,16 @@ mod codec;
 mod exchange;
 mod failure;
 mod held;
+mod membership;
 mod messages;
 pub mod resolve;
+mod types;
 mod work;
 
 pub use codec::DecodeError;
 pub use failure::{Cause, WorkError};
 pub use messages::*;
+pub use types::{DIFFERS_NS, differs_tally};
 use work::DirEffect;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
