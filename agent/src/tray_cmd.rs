@@ -51,6 +51,25 @@ pub fn summarize(status: Option<&NodeStatus>) -> (TrayState, String) {
             "Softadastra: agent not running".into(),
         );
     };
+    let (state, mut text) = state_of(s);
+    // What waits for the user, whatever the state: offers, and remote
+    // changes a send-only folder did not take.
+    for o in &s.offers {
+        text.push_str(&format!(
+            "\nFolder {} offered: softadastra folder accept {} PATH",
+            o.id, o.id
+        ));
+    }
+    for f in s.folders.iter().filter(|f| f.remote_differs > 0) {
+        text.push_str(&format!(
+            "\n{} ({}): {} remote change(s) not applied; softadastra folder override {}",
+            f.id, f.kind, f.remote_differs, f.id
+        ));
+    }
+    (state, text)
+}
+
+fn state_of(s: &NodeStatus) -> (TrayState, String) {
     let files: u64 = s.folders.iter().map(|f| f.progress.needed_files).sum();
     let bytes: u64 = s.folders.iter().map(|f| f.progress.needed_bytes).sum();
     let plural = |n: u64, one: &str| format!("{n} {one}{}", if n == 1 { "" } else { "s" });
@@ -305,6 +324,28 @@ mod tests {
             refused_not_member: 0,
             refused_paths: 0,
         }
+    }
+
+    #[test]
+    fn offers_and_remote_changes_are_in_the_tooltip() {
+        let mut differs = folder(FolderState::UpToDate, (0, 0));
+        differs.kind = softadastra::index::FolderType::SendOnly;
+        differs.remote_differs = 3;
+        let mut n = node(1, vec![differs]);
+        n.offers.push(softadastra::runtime::offers::Offer {
+            id: "photos".into(),
+            by: Vec::new(),
+        });
+        let (state, text) = summarize(Some(&n));
+        assert_eq!(state, TrayState::UpToDate);
+        assert!(
+            text.contains("Folder photos offered: softadastra folder accept photos PATH"),
+            "{text}"
+        );
+        assert!(
+            text.contains("docs (send-only): 3 remote change(s) not applied"),
+            "{text}"
+        );
     }
 
     #[test]

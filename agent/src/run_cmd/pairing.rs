@@ -176,7 +176,7 @@ pub fn run_join(
     match (&joined.folder, &joined.path) {
         (Some(f), Some(p)) => eprintln!("sharing folder {f:?} at {}", p.display()),
         (Some(f), None) => eprintln!(
-            "the inviter shares folder {f:?}; keep it here with `softadastra folder add PATH --id {f}`"
+            "the inviter shares folder {f:?} with this node: it is offered here; keep it with `softadastra folder accept {f} PATH` (agent running)"
         ),
         _ => {}
     }

@@ -196,7 +196,9 @@ pub fn name_of(store: &Store, id: NodeId) -> Option<String> {
 /// or its name, compared without case.
 pub fn resolve(store: &Store, text: &str) -> Result<NodeId, TrustError> {
     if let Ok(id) = text.parse::<NodeId>() {
-        return if is_trusted(store, id) {
+        return if id == store.config().node {
+            Err(TrustError::SelfTrust(id))
+        } else if is_trusted(store, id) {
             Ok(id)
         } else {
             Err(TrustError::NotTrusted(id))
