@@ -430,15 +430,6 @@ fn a_send_only_folder_sends_its_changes_shows_remote_ones_and_overrides_them() {
     beta.trust(&alpha);
     let said = ok(alpha.home.path(), &["folder", "type", "docs", "send-only"]);
     assert!(said.contains("send-only"), "{said}");
-    let o = run(
-        alpha.home.path(),
-        &["folder", "type", "docs", "receive-only"],
-    );
-    assert!(
-        !o.status.success() && stderr(&o).contains("not available"),
-        "{}",
-        stderr(&o)
-    );
     let o = run(alpha.home.path(), &["folder", "type", "docs", "sideways"]);
     assert!(stderr(&o).contains("unknown folder type"), "{}", stderr(&o));
     let o = run(beta.home.path(), &["folder", "override", "docs"]);
@@ -490,4 +481,104 @@ fn a_send_only_folder_sends_its_changes_shows_remote_ones_and_overrides_them() {
     wait("beta gets v2", Duration::from_secs(20), || {
         std::fs::read(b_dir.join("plan.txt")).is_ok_and(|b| b == b"the reference, v2")
     });
+}
+
+#[test]
+fn a_receive_only_folder_takes_changes_keeps_its_own_and_reverts_them() {
+    let files: [(&str, &[u8]); 3] = [
+        ("a.txt", b"alpha's a"),
+        ("b.txt", b"alpha's b"),
+        ("sub/c.txt", b"alpha's c"),
+    ];
+    let (mut alpha, a_dir) = sharing("alpha", &[]);
+    std::fs::create_dir(a_dir.join("sub")).unwrap();
+    for (rel, bytes) in files {
+        std::fs::write(a_dir.join(rel), bytes).unwrap();
+    }
+    ok(alpha.home.path(), &["folder", "rescan", "docs"]);
+    let mut beta = Node::new("beta");
+    let b_dir = beta.home.path().join("docs");
+    std::fs::create_dir(&b_dir).unwrap();
+    ok(
+        beta.home.path(),
+        &[
+            "folder",
+            "add",
+            b_dir.to_str().unwrap(),
+            "--id",
+            "docs",
+            "--type",
+            "receive-only",
+        ],
+    );
+    alpha.trust(&beta);
+    beta.trust(&alpha);
+    alpha.start();
+    beta.start();
+    wait("beta gets alpha's files", Duration::from_secs(20), || {
+        files
+            .iter()
+            .all(|(rel, bytes)| std::fs::read(b_dir.join(rel)).is_ok_and(|b| b == *bytes))
+    });
+    assert_eq!(status(&beta)["folders"][0]["type"], "receive-only");
+    assert_eq!(status(&beta)["folders"][0]["locally_changed"], 0);
+    // Beta edits one, deletes one, adds one: none of it reaches alpha.
+    std::fs::write(b_dir.join("a.txt"), b"beta's edit").unwrap();
+    std::fs::remove_file(b_dir.join("b.txt")).unwrap();
+    std::fs::write(b_dir.join("local.txt"), b"beta only").unwrap();
+    wait(
+        "beta counts its local changes",
+        Duration::from_secs(20),
+        || status(&beta)["folders"][0]["locally_changed"] == 3,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    for (rel, bytes) in files {
+        assert_eq!(std::fs::read(a_dir.join(rel)).unwrap(), bytes, "{rel}");
+    }
+    assert!(!a_dir.join("local.txt").exists());
+    // Alpha's changes still come in.
+    std::fs::write(a_dir.join("sub/c.txt"), b"alpha's c, v2").unwrap();
+    wait("beta gets alpha's edit", Duration::from_secs(20), || {
+        std::fs::read(b_dir.join("sub/c.txt")).is_ok_and(|b| b == b"alpha's c, v2")
+    });
+    // Revert: alpha's version of everything, byte for byte; beta's own
+    // copies are in its trash.
+    let said = ok(beta.home.path(), &["folder", "revert", "docs"]);
+    assert!(said.contains("3 path(s)"), "{said}");
+    let expected: Vec<(&str, &[u8])> = vec![
+        ("a.txt", b"alpha's a"),
+        ("b.txt", b"alpha's b"),
+        ("sub/c.txt", b"alpha's c, v2"),
+    ];
+    wait(
+        "beta is alpha's copy again",
+        Duration::from_secs(20),
+        || {
+            expected
+                .iter()
+                .all(|(rel, bytes)| std::fs::read(b_dir.join(rel)).is_ok_and(|b| b == *bytes))
+                && !b_dir.join("local.txt").exists()
+        },
+    );
+    assert_eq!(
+        common::entries(&b_dir, false),
+        common::entries(&a_dir, false)
+    );
+    let kept = common::entries(&b_dir, true);
+    for mine in [&b"beta's edit"[..], b"beta only"] {
+        assert!(
+            kept.iter().any(|(k, v)| k.contains("trash") && v == mine),
+            "{mine:?} is in beta's trash: {:?}",
+            kept.keys().collect::<Vec<_>>()
+        );
+    }
+    wait("nothing locally changed", Duration::from_secs(10), || {
+        status(&beta)["folders"][0]["locally_changed"] == 0
+    });
+    let o = run(alpha.home.path(), &["folder", "revert", "docs"]);
+    assert!(
+        stderr(&o).contains("for receive-only folders"),
+        "{}",
+        stderr(&o)
+    );
 }

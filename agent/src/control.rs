@@ -84,6 +84,11 @@ pub enum Request {
         /// Folder id.
         id: String,
     },
+    /// Put the peers' version back over a receive-only folder's local changes.
+    FolderRevert {
+        /// Folder id.
+        id: String,
+    },
     /// Folders devices offer this node.
     Offers,
     /// Accept an offered folder into a directory.

@@ -34,21 +34,29 @@ pub enum FolderCommand {
         /// Share it with this trusted device (id or name; repeatable).
         #[arg(long, value_name = "DEVICE")]
         share: Vec<String>,
-        /// How it syncs here: send-receive (default) or send-only.
+        /// How it syncs here: send-receive (default), send-only or receive-only.
         #[arg(long = "type", value_name = "TYPE")]
         kind: Option<String>,
     },
-    /// How a folder syncs on this node: send-receive, or send-only (local
-    /// changes go out, remote ones are shown as "remote differs").
+    /// How a folder syncs on this node: send-receive; send-only (local
+    /// changes go out, remote ones are shown as "remote differs"); or
+    /// receive-only (remote changes come in, local ones are kept here as
+    /// "locally changed").
     Type {
         /// Folder id.
         id: String,
-        /// send-receive or send-only.
+        /// send-receive, send-only or receive-only.
         kind: String,
     },
     /// Send-only folder: push this node's state back over every remote
     /// change it did not take (peers keep theirs in their trash).
     Override {
+        /// Folder id.
+        id: String,
+    },
+    /// Receive-only folder: put the peers' version back over every local
+    /// change (this node's copies go to the folder's trash).
+    Revert {
         /// Folder id.
         id: String,
     },
@@ -85,7 +93,7 @@ pub enum FolderCommand {
         id: String,
         /// Where to keep it.
         path: PathBuf,
-        /// How it syncs here: send-receive (default) or send-only.
+        /// How it syncs here: send-receive (default), send-only or receive-only.
         #[arg(long = "type", value_name = "TYPE")]
         kind: Option<String>,
     },
@@ -233,6 +241,7 @@ pub fn run_folder(home: &Home, cmd: FolderCommand) -> Result<ExitCode> {
         }
         FolderCommand::Type { id, kind } => return crate::members_cmd::run_type(home, id, kind),
         FolderCommand::Override { id } => return crate::members_cmd::run_override(home, id),
+        FolderCommand::Revert { id } => return crate::members_cmd::run_revert(home, id),
         FolderCommand::Decline { id } => return crate::members_cmd::run_decline(home, id),
         _ => {}
     }
@@ -288,8 +297,10 @@ pub fn run_folder(home: &Home, cmd: FolderCommand) -> Result<ExitCode> {
                 .collect::<Result<Vec<_>, _>>()?;
             let mut config = folder::share(&mut store, &path, id.as_deref())?;
             if let Some(kind) = crate::members_cmd::parse_type(kind.as_deref())? {
-                config.kind = kind;
-                softadastra::index::folders::put(&mut store, &config)?;
+                // Before the first scan: a receive-only folder's files are
+                // its own changes from the start.
+                config = crate::members_cmd::offline_engine(home)?
+                    .retype(&mut store, &config.id, kind)?;
             }
             for d in &devices {
                 softadastra::index::members::set_member(&mut store, &config.id, *d, true)?;
@@ -342,6 +353,7 @@ pub fn run_folder(home: &Home, cmd: FolderCommand) -> Result<ExitCode> {
         | FolderCommand::Accept { .. }
         | FolderCommand::Type { .. }
         | FolderCommand::Override { .. }
+        | FolderCommand::Revert { .. }
         | FolderCommand::Decline { .. } => {}
     }
     Ok(ExitCode::SUCCESS)

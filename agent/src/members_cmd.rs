@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use softadastra::core::NodeId;
 use softadastra::folder;
 use softadastra::fs::scan::EntryKind;
-use softadastra::index::members;
+use softadastra::index::{FolderType, members};
 use softadastra::runtime::trust;
 use softadastra::store::Store;
 
@@ -23,18 +23,10 @@ use crate::control::{self, Reached, Request, call_or_open};
 use crate::folder_cmd::human_bytes;
 use crate::home::Home;
 
-/// A folder type named on the command line, if one was. Receive-only is
-/// in the stored format but not built yet: refused, never half-applied.
+/// A folder type named on the command line, if one was.
 pub fn parse_type(kind: Option<&str>) -> Result<Option<softadastra::index::FolderType>> {
-    let kind = kind
-        .map(|k| k.parse().map_err(|e: String| anyhow::anyhow!(e)))
-        .transpose()?;
-    if kind == Some(softadastra::index::FolderType::ReceiveOnly) {
-        bail!(
-            "receive-only folders are not available in this release; use send-receive, or send-only on the node whose copy is the reference"
-        );
-    }
-    Ok(kind)
+    kind.map(|k| k.parse().map_err(|e: String| anyhow::anyhow!(e)))
+        .transpose()
 }
 
 /// One device a folder is shared with.
@@ -224,11 +216,20 @@ pub fn run_peer_pause(home: &Home, device: &str, paused: bool) -> Result<ExitCod
 }
 
 fn agent_only(home: &Home, request: &Request, what: &str) -> Result<serde_json::Value> {
-    match control::call(home, request)? {
-        Some(answer) => Ok(answer),
-        None => bail!(
+    agent_only_for(
+        home,
+        request,
+        &format!(
             "{what} needs the running agent (offers come from connected devices): start it with `softadastra run`"
         ),
+    )
+}
+
+/// The running agent's answer to `request`, or `refusal` as the error.
+fn agent_only_for(home: &Home, request: &Request, refusal: &str) -> Result<serde_json::Value> {
+    match control::call(home, request)? {
+        Some(answer) => Ok(answer),
+        None => bail!("{refusal}"),
     }
 }
 
@@ -321,30 +322,26 @@ pub fn run_type(home: &Home, id: &str, kind: &str) -> Result<ExitCode> {
     match call_or_open(home, &request)? {
         Reached::Agent(_) => {}
         Reached::Store(mut store) => {
-            let mut config = folder::get(&store, id)?;
-            if config.kind != wanted {
-                config.kind = wanted;
-                softadastra::index::folders::put(&mut store, &config)?;
-                if wanted == softadastra::index::FolderType::SendOnly {
-                    offline_engine(home)?.became_send_only(&mut store, id)?;
-                }
-            }
+            offline_engine(home)?.retype(&mut store, id, wanted)?;
         }
     }
     eprintln!(
         "{id:?} is {wanted} on this node{}",
         match wanted {
-            softadastra::index::FolderType::SendOnly => {
+            FolderType::SendOnly => {
                 ": its changes go out; a peer's are shown as \"remote differs\" (`folder override` pushes this node's state back)"
             }
-            _ => "",
+            FolderType::ReceiveOnly => {
+                ": a peer's changes come in; its own are kept here, shown as \"locally changed\" (`folder revert` puts the peers' version back)"
+            }
+            FolderType::SendReceive => "",
         }
     );
     Ok(ExitCode::SUCCESS)
 }
 
 /// A sync engine for a command run without the agent: bookkeeping only.
-fn offline_engine(home: &Home) -> Result<softadastra::sync::SyncEngine> {
+pub fn offline_engine(home: &Home) -> Result<softadastra::sync::SyncEngine> {
     Ok(softadastra::sync::SyncEngine::new(
         home.node_id()?,
         softadastra::sync::SyncConfig::default(),
@@ -370,6 +367,20 @@ pub fn run_override(home: &Home, id: &str) -> Result<ExitCode> {
     };
     eprintln!(
         "{n} path(s) of {id:?} now carry this node's version; peers take it back (theirs go to their trash)"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `folder revert ID`.
+pub fn run_revert(home: &Home, id: &str) -> Result<ExitCode> {
+    let answer = agent_only_for(
+        home,
+        &Request::FolderRevert { id: id.to_string() },
+        "reverting a folder needs the running agent (it asks the peers for their version): start it with `softadastra run`",
+    )?;
+    eprintln!(
+        "{} path(s) of {id:?} go back to the peers' version; this node's copies are in {id:?}'s trash",
+        answer["paths"].as_u64().unwrap_or(0)
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -60,6 +60,12 @@ pub fn summarize(status: Option<&NodeStatus>) -> (TrayState, String) {
             o.id, o.id
         ));
     }
+    for f in s.folders.iter().filter(|f| f.locally_changed > 0) {
+        text.push_str(&format!(
+            "\n{} ({}): {} local change(s) not sent; softadastra folder revert {}",
+            f.id, f.kind, f.locally_changed, f.id
+        ));
+    }
     for f in s.folders.iter().filter(|f| f.remote_differs > 0) {
         text.push_str(&format!(
             "\n{} ({}): {} remote change(s) not applied; softadastra folder override {}",
@@ -300,6 +306,7 @@ mod tests {
             kind: Default::default(),
             members: Vec::new(),
             remote_differs: 0,
+            locally_changed: 0,
         }
     }
 

@@ -137,7 +137,7 @@ impl From<NodeError> for ClientError {
             | NodeError::NotWatched(_)
             | NodeError::NoOffer(_)
             | NodeError::WrongType { .. }
-            | NodeError::NotAvailable(_)) => ClientError::Folder(FolderError::BadPath {
+            | NodeError::Revert(_)) => ClientError::Folder(FolderError::BadPath {
                 path: PathBuf::new(),
                 reason: e.to_string(),
             }),

@@ -322,3 +322,108 @@ fn a_send_only_folder_keeps_remote_changes_aside_and_overrides_them() {
         softadastra::core::Causality::After
     );
 }
+
+#[test]
+fn a_receive_only_folder_withholds_its_own_changes_until_reverted() {
+    use softadastra::index::FolderType;
+    let (me, alice) = (NodeId::derive(b"me"), NodeId::derive(b"alice"));
+    let (mut store, mut engine) = docs_node(me, alice);
+    let now = Instant::now();
+    // Alice's file arrives and is recorded as taken (as a completed need).
+    store
+        .put(
+            ns::FILES,
+            "docs/theirs.txt",
+            postcard::to_allocvec(&record(alice)).unwrap(),
+        )
+        .unwrap();
+    engine
+        .retype(&mut store, "docs", FolderType::ReceiveOnly)
+        .unwrap();
+    assert_eq!(engine.locally_changed(&store, "docs"), 0);
+    // This node edits theirs.txt and makes mine.txt.
+    for path in ["theirs.txt", "mine.txt"] {
+        let mut rec = record(me);
+        rec.modified_by = me;
+        rec.version = record(alice).version;
+        rec.version.bump(me);
+        store
+            .put(
+                ns::FILES,
+                &format!("docs/{path}"),
+                postcard::to_allocvec(&rec).unwrap(),
+            )
+            .unwrap();
+    }
+    assert_eq!(engine.locally_changed(&store, "docs"), 2);
+    // Alice asks for the index: neither goes out.
+    let out = engine
+        .received(
+            &mut store,
+            alice,
+            SyncMessage::IndexRequest {
+                folder: "docs".into(),
+                since: 0,
+            },
+            now,
+        )
+        .unwrap();
+    let pages: Vec<_> = sent(&out)
+        .into_iter()
+        .filter_map(|m| match m {
+            SyncMessage::IndexPage { records, .. } => Some(records.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(pages, [0], "{out:?}");
+    // Revert: the records are forgotten and alice's cursor too, so her
+    // whole index comes back.
+    let paths: Vec<String> = engine
+        .revert_paths(&store, "docs")
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(paths, ["mine.txt", "theirs.txt"]);
+    let told = engine.reverted(&mut store, "docs", &paths, now).unwrap();
+    assert!(matches!(
+        sent(&told).as_slice(),
+        [SyncMessage::Folders { reply: true, .. }]
+    ));
+    assert_eq!(engine.locally_changed(&store, "docs"), 0);
+    assert!(store.get(ns::FILES, "docs/mine.txt").is_none());
+    assert!(
+        store
+            .get("sync.cursor", &format!("{}/docs", alice.to_hex()))
+            .is_none()
+    );
+    // Leaving receive-only publishes what was withheld.
+    let mut rec = record(me);
+    rec.modified_by = me;
+    store
+        .put(
+            ns::FILES,
+            "docs/kept.txt",
+            postcard::to_allocvec(&rec).unwrap(),
+        )
+        .unwrap();
+    let before = store.last_seq();
+    engine
+        .retype(&mut store, "docs", FolderType::SendReceive)
+        .unwrap();
+    let page = engine
+        .received(
+            &mut store,
+            alice,
+            SyncMessage::IndexRequest {
+                folder: "docs".into(),
+                since: before.0,
+            },
+            now,
+        )
+        .unwrap();
+    assert!(
+        sent(&page).iter().any(|m| matches!(m,
+            SyncMessage::IndexPage { records, .. } if records.iter().any(|(p, _)| p == "kept.txt"))),
+        "{page:?}"
+    );
+}

@@ -121,11 +121,8 @@ impl control::Handler for Daemon {
             } => {
                 // Every device and the type are checked before anything is added.
                 let devices = self.devices(&share)?;
-                let kind = parse_type(kind.as_deref())?;
-                let config = self.node.add_folder(&path, id.as_deref())?;
-                if let Some(kind) = kind {
-                    self.node.set_folder_type(&config.id, kind)?;
-                }
+                let kind = parse_type(kind.as_deref())?.unwrap_or_default();
+                let config = self.node.add_folder_as(&path, id.as_deref(), kind)?;
                 for d in devices {
                     self.node.set_member(&config.id, d, true)?;
                 }
@@ -135,6 +132,10 @@ impl control::Handler for Daemon {
                 let kind = parse_type(Some(&kind))?.unwrap_or_default();
                 let config = self.node.set_folder_type(&id, kind)?;
                 json!({"id": id, "type": config.kind})
+            }
+            Request::FolderRevert { id } => {
+                let n = self.node.revert_folder(&id)?;
+                json!({"id": id, "paths": n})
             }
             Request::FolderOverride { id } => {
                 let n = self.node.override_folder(&id)?;
@@ -155,11 +156,8 @@ impl control::Handler for Daemon {
             }
             Request::Offers => json!(self.node.offers()),
             Request::OfferAccept { id, path, kind } => {
-                let kind = parse_type(kind.as_deref())?;
-                let config = self.node.accept_offer(&id, &path)?;
-                if let Some(kind) = kind {
-                    self.node.set_folder_type(&id, kind)?;
-                }
+                let kind = parse_type(kind.as_deref())?.unwrap_or_default();
+                let config = self.node.accept_offer(&id, &path, kind)?;
                 json!({"id": config.id, "path": config.path})
             }
             Request::OfferDecline { id } => {

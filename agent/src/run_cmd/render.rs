@@ -351,6 +351,18 @@ pub(super) fn folder_line(f: &FolderStatus) -> String {
         human_bytes(f.bytes),
         f.kind
     );
+    if f.remote_differs > 0 {
+        line.push_str(&format!(
+            "\n         {} remote change(s) not applied here (send-only): `softadastra folder override {}` pushes this node's version back",
+            f.remote_differs, f.id
+        ));
+    }
+    if f.locally_changed > 0 {
+        line.push_str(&format!(
+            "\n         {} local change(s) not sent (receive-only): `softadastra folder revert {}` puts the peers' version back",
+            f.locally_changed, f.id
+        ));
+    }
     if f.not_synced > 0 {
         line.push_str(&format!(
             "\n         {} not synced (left out on purpose; they stay on this machine only):",

@@ -93,9 +93,10 @@ pub enum NodeError {
         /// The type the operation needs.
         wanted: crate::index::FolderType,
     },
-    /// Something this release does not do.
-    #[error("not available in this release: {0}")]
-    NotAvailable(&'static str),
+    /// A local copy could not be moved to the trash for a revert (nothing
+    /// of the revert was recorded).
+    #[error("cannot revert: {0}")]
+    Revert(String),
     /// No connected device offers that folder.
     #[error("no connected device offers a folder {0:?} (see `softadastra folder offers`)")]
     NoOffer(String),
@@ -278,10 +279,7 @@ impl Node {
     /// Share the directory `path` as folder `id` (derived from its name if
     /// `None`): stored, watched and announced to peers.
     pub fn add_folder(&self, path: &Path, id: Option<&str>) -> Result<FolderConfig, NodeError> {
-        let config = folder::share(&mut lock(&self.store), path, id)?;
-        self.watch(config.clone());
-        info!(folder = %config.id, path = %config.path.display(), "sharing a new folder");
-        Ok(config)
+        self.add_folder_as(path, id, crate::index::FolderType::SendReceive)
     }
 
     /// Start syncing folder `id`, already in the store (shared by a
@@ -450,6 +448,7 @@ impl Node {
             kind: f.kind,
             members: f.members.iter().map(|m| m.to_string()).collect(),
             remote_differs: SyncEngine::remote_differs(store, &f.id).items,
+            locally_changed: lock(&s.engine).locally_changed(store, &f.id),
         }
     }
 

@@ -90,6 +90,10 @@ pub struct FolderStatus {
     /// (`folder override` pushes the local state back).
     #[serde(default)]
     pub remote_differs: u64,
+    /// Receive-only: paths this node changed and did not send (`folder
+    /// revert` puts the peers' version back).
+    #[serde(default)]
+    pub locally_changed: u64,
 }
 
 /// How many not-synced paths a [`FolderStatus`] lists.

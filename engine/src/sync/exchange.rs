@@ -292,12 +292,16 @@ impl SyncEngine {
                 ))
             })
             .peekable();
+        // A receive-only folder withholds this node's own changes.
+        let base = receive_only::baseline(store, folder);
         let mut changed: Vec<(u64, String, FileRecord)> = Vec::new();
         while changed.len() < self.config.page_records {
             let Some((seq, path, value)) = later.next() else {
                 break;
             };
-            if let Ok(rec) = postcard::from_bytes::<FileRecord>(value) {
+            if let Ok(rec) = postcard::from_bytes::<FileRecord>(value)
+                && !self.withheld(base, seq, &rec)
+            {
                 changed.push((seq, path.to_string(), rec));
             }
         }

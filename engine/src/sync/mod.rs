@@ -36,6 +36,7 @@ mod failure;
 mod held;
 mod membership;
 mod messages;
+mod receive_only;
 pub mod resolve;
 mod types;
 mod work;
@@ -43,6 +44,7 @@ mod work;
 pub use codec::DecodeError;
 pub use failure::{Cause, WorkError};
 pub use messages::*;
+pub use receive_only::{RECEIVE_ONLY_NS, baseline};
 pub use types::{DIFFERS_NS, differs_tally};
 use work::DirEffect;
 
@@ -145,6 +147,8 @@ pub struct SyncEngine {
     /// Folders peers share with this node that it does not have, and who
     /// offers each (see [`SyncEngine::offers`]).
     offered: BTreeMap<String, BTreeSet<NodeId>>,
+    /// Receive-only folders' locally changed paths (see `receive_only.rs`).
+    local_changes: HashMap<String, receive_only::LocalChanges>,
 }
 
 fn held_key(file_key: &str, peer: NodeId) -> String {
@@ -257,6 +261,7 @@ impl SyncEngine {
             refused_requests: 0,
             refusals_logged: HashSet::new(),
             offered: BTreeMap::new(),
+            local_changes: HashMap::new(),
         }
     }
 

@@ -122,3 +122,38 @@ impl SyncEngine {
         Ok(paths.len())
     }
 }
+
+impl SyncEngine {
+    /// Make folder `id` sync as `kind` on this node, in the store and in
+    /// the engine's bookkeeping: a folder leaving receive-only publishes
+    /// what it withheld; one becoming send-only keeps its undone work as
+    /// "remote differs"; one becoming receive-only withholds its changes
+    /// from now on. Returns the new configuration.
+    pub fn retype(
+        &mut self,
+        store: &mut Store,
+        id: &str,
+        kind: index::FolderType,
+    ) -> Result<index::FolderConfig, SyncError> {
+        use index::FolderType;
+        let mut config = index::get(store, id)?;
+        if config.kind == kind {
+            return Ok(config);
+        }
+        let was = config.kind;
+        config.kind = kind;
+        index::folders::put(store, &config)?;
+        if was == FolderType::ReceiveOnly {
+            let published = self.left_receive_only(store, id)?;
+            tracing::info!(folder = %id, published, "no longer receive-only: local changes published");
+        }
+        match kind {
+            FolderType::SendOnly => {
+                self.became_send_only(store, id)?;
+            }
+            FolderType::ReceiveOnly => self.became_receive_only(store, id)?,
+            FolderType::SendReceive => {}
+        }
+        Ok(config)
+    }
+}

@@ -11,7 +11,7 @@ use super::*;
 /// on an existing name ([`rename_new`]), and a version of the same path
 /// kept in the same second takes the next free name `<name>.~2~`,
 /// `<name>.~3~`, … (cut to fit, see [`crate::fs::path::fit_name`]).
-pub(super) fn to_trash(
+pub(crate) fn to_trash(
     chunks: &std::sync::Mutex<ChunkIndex>,
     root: &Path,
     path: &str,

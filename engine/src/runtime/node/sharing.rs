@@ -59,29 +59,34 @@ impl Node {
     }
 
     /// Make folder `id` sync as `kind` on this node (see
-    /// [`crate::index::FolderType`]). A folder becoming send-only keeps
-    /// the work it had not done as "remote differs".
+    /// [`crate::index::FolderType`] and [`crate::sync::SyncEngine::retype`]).
     pub fn set_folder_type(
         &self,
         id: &str,
         kind: crate::index::FolderType,
     ) -> Result<FolderConfig, NodeError> {
-        if kind == crate::index::FolderType::ReceiveOnly {
-            return Err(NodeError::NotAvailable(
-                "receive-only folders (not built yet: use send-receive, or send-only on the reference node)",
-            ));
-        }
         let mut store = lock(&self.store);
-        let mut config = folder::get(&store, id)?;
-        if config.kind == kind {
-            return Ok(config);
-        }
-        config.kind = kind;
-        crate::index::folders::put(&mut store, &config)?;
-        if kind == crate::index::FolderType::SendOnly {
-            lock(&self.shared.engine).became_send_only(&mut store, id)?;
-        }
+        let config = lock(&self.shared.engine).retype(&mut store, id, kind)?;
         info!(folder = %id, %kind, "folder type changed");
+        Ok(config)
+    }
+
+    /// Share the directory `path` as folder `id` (derived from its name if
+    /// `None`), syncing as `kind` from its first scan on, and start
+    /// watching it.
+    pub fn add_folder_as(
+        &self,
+        path: &Path,
+        id: Option<&str>,
+        kind: crate::index::FolderType,
+    ) -> Result<FolderConfig, NodeError> {
+        let config = {
+            let mut store = lock(&self.store);
+            let config = folder::share(&mut store, path, id)?;
+            lock(&self.shared.engine).retype(&mut store, &config.id, kind)?
+        };
+        self.watch(config.clone());
+        info!(folder = %config.id, path = %config.path.display(), %kind, "sharing a new folder");
         Ok(config)
     }
 
@@ -102,6 +107,62 @@ impl Node {
         Ok(n)
     }
 
+    /// Receive-only folder `id`: put back the peers' version of every path
+    /// this node changed — its own copy goes to the folder's trash, its
+    /// record is forgotten, and the peers are asked for their whole index
+    /// again, which brings their version back as new. Paths only this node
+    /// had stay in the trash. Returns how many paths.
+    pub fn revert_folder(&self, id: &str) -> Result<usize, NodeError> {
+        use crate::index::{EntryKind, FolderType};
+        let (config, paths) = {
+            let store = lock(&self.store);
+            let config = folder::get(&store, id)?;
+            if config.kind != FolderType::ReceiveOnly {
+                return Err(NodeError::WrongType {
+                    id: id.to_string(),
+                    kind: config.kind,
+                    wanted: FolderType::ReceiveOnly,
+                });
+            }
+            let paths = lock(&self.shared.engine).revert_paths(&store, id);
+            (config, paths)
+        };
+        let mut dirs = Vec::new();
+        for (path, rec) in &paths {
+            let Ok(abs) = crate::fs::path::absolute(&config.path, path) else {
+                continue;
+            };
+            match rec.kind {
+                _ if rec.deleted => {}
+                EntryKind::Dir => dirs.push(abs),
+                _ if std::fs::symlink_metadata(&abs).is_ok() => {
+                    super::super::exec::to_trash(
+                        &self.shared.chunks,
+                        &config.path,
+                        path,
+                        &abs,
+                        Some(rec),
+                    )
+                    .map_err(|e| NodeError::Revert(format!("{}: {e}", abs.display())))?;
+                }
+                _ => {}
+            }
+        }
+        // A directory only this node made goes once empty (deepest first).
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for d in dirs {
+            let _ = std::fs::remove_dir(d);
+        }
+        let names: Vec<String> = paths.into_iter().map(|(p, _)| p).collect();
+        let actions = {
+            let mut store = lock(&self.store);
+            lock(&self.shared.engine).reverted(&mut store, id, &names, std::time::Instant::now())?
+        };
+        super::super::dispatch(&self.shared, actions);
+        info!(folder = %id, paths = names.len(), "reverted local changes");
+        Ok(names.len())
+    }
+
     /// Folders connected devices offer this node (not declined, not here).
     pub fn offers(&self) -> Vec<crate::runtime::offers::Offer> {
         let store = lock(&self.store);
@@ -110,14 +171,23 @@ impl Node {
     }
 
     /// Keep the folder `id` that devices offer at `path`, shared with
-    /// them, and start syncing it.
-    pub fn accept_offer(&self, id: &str, path: &Path) -> Result<FolderConfig, NodeError> {
+    /// them, syncing as `kind`, and start syncing it.
+    pub fn accept_offer(
+        &self,
+        id: &str,
+        path: &Path,
+        kind: crate::index::FolderType,
+    ) -> Result<FolderConfig, NodeError> {
         let by = lock(&self.shared.engine)
             .offers()
             .get(id)
             .cloned()
             .ok_or_else(|| NodeError::NoOffer(id.to_string()))?;
-        let config = crate::runtime::offers::accept(&mut lock(&self.store), id, path, &by)?;
+        let config = {
+            let mut store = lock(&self.store);
+            crate::runtime::offers::accept(&mut store, id, path, &by)?;
+            lock(&self.shared.engine).retype(&mut store, id, kind)?
+        };
         info!(folder = %id, path = %config.path.display(), devices = by.len(), "accepted an offered folder");
         self.watch(config.clone());
         Ok(config)
