@@ -68,6 +68,12 @@ fn a_folder_syncs_only_with_its_members_and_unsharing_stops_a_device_at_once() {
         &["folder", "share", "docs", "beta-laptop"],
     );
     assert!(said.contains("sharing \"docs\""), "{said}");
+    let again = json(&run(
+        alpha.home.path(),
+        &["folder", "share", "docs", "beta-laptop", "--json"],
+    ));
+    assert_eq!(again["changed"], false, "{again}");
+    assert_eq!(again["device"], beta.id.as_str());
     // Both others trust alpha and share their docs with it.
     beta.trust(&alpha);
     carol.trust(&alpha);
@@ -581,4 +587,58 @@ fn a_receive_only_folder_takes_changes_keeps_its_own_and_reverts_them() {
         "{}",
         stderr(&o)
     );
+}
+
+#[test]
+fn run_path_then_a_plain_invite_pairs_for_that_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("Photos");
+    std::fs::create_dir(&photos).unwrap();
+    std::fs::write(photos.join("p1.jpg"), b"a picture").unwrap();
+    let mut nas = Node::new("nas");
+    let mut laptop = Node::new("laptop");
+    // `run PATH` shares PATH; started by hand to pass it.
+    let mut cmd = std::process::Command::new(common::bin());
+    cmd.arg("--home")
+        .arg(nas.home.path())
+        .args(["run", photos.to_str().unwrap(), "--listen"])
+        .arg(format!("127.0.0.1:{}", nas.port))
+        .env("SOFTADASTRA_NO_DISCOVERY", "1")
+        .env("SOFTADASTRA_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    nas.child = Some(cmd.spawn().unwrap());
+    laptop.start();
+    // `invite` needs the running agent: asked until it answers.
+    let mut said = String::new();
+    wait(
+        "an invite from the running agent",
+        Duration::from_secs(20),
+        || {
+            let invite = run(nas.home.path(), &["invite"]);
+            said = stderr(&invite);
+            invite.status.success()
+        },
+    );
+    assert!(said.contains("shares folder \"photos\""), "{said}");
+    let code = said
+        .split_whitespace()
+        .find(|w| w.starts_with("SA1-"))
+        .unwrap()
+        .to_string();
+    let target = laptop.home.path().join("Photos");
+    ok(
+        laptop.home.path(),
+        &["join", &code, target.to_str().unwrap()],
+    );
+    wait(
+        "the folder's file on the laptop",
+        Duration::from_secs(20),
+        || std::fs::read(target.join("p1.jpg")).is_ok_and(|b| b == b"a picture"),
+    );
+    // Both sides recorded the other as the folder's member.
+    for (n, other) in [(&nas, &laptop), (&laptop, &nas)] {
+        let list = json(&run(n.home.path(), &["folder", "list", "--json"]));
+        assert_eq!(list[0]["members"][0]["id"], other.id.as_str(), "{list}");
+    }
 }

@@ -47,18 +47,24 @@ pub enum FolderCommand {
         id: String,
         /// send-receive, send-only or receive-only.
         kind: String,
+        #[arg(long)]
+        json: bool,
     },
     /// Send-only folder: push this node's state back over every remote
     /// change it did not take (peers keep theirs in their trash).
     Override {
         /// Folder id.
         id: String,
+        #[arg(long)]
+        json: bool,
     },
     /// Receive-only folder: put the peers' version back over every local
     /// change (this node's copies go to the folder's trash).
     Revert {
         /// Folder id.
         id: String,
+        #[arg(long)]
+        json: bool,
     },
     /// List shared folders, with the devices each is shared with.
     List {
@@ -72,6 +78,8 @@ pub enum FolderCommand {
         id: String,
         /// The device's id or name.
         device: String,
+        #[arg(long)]
+        json: bool,
     },
     /// Stop sharing a folder with a device: it is told at once, and
     /// transfers in flight with it stop.
@@ -80,6 +88,8 @@ pub enum FolderCommand {
         id: String,
         /// The device's id or name.
         device: String,
+        #[arg(long)]
+        json: bool,
     },
     /// Folders connected devices share with this node that it does not
     /// have yet.
@@ -96,11 +106,15 @@ pub enum FolderCommand {
         /// How it syncs here: send-receive (default), send-only or receive-only.
         #[arg(long = "type", value_name = "TYPE")]
         kind: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
     /// Decline an offered folder (it is not shown again).
     Decline {
         /// Folder id.
         id: String,
+        #[arg(long)]
+        json: bool,
     },
     /// Stop sharing a folder on this node (files on disk are left alone).
     Remove {
@@ -229,20 +243,33 @@ pub fn run_folder(home: &Home, cmd: FolderCommand) -> Result<ExitCode> {
     };
     match &cmd {
         FolderCommand::List { json } => return crate::members_cmd::run_list(home, *json),
-        FolderCommand::Share { id, device } => {
-            return crate::members_cmd::run_member(home, id, device, true);
+        FolderCommand::Share { id, device, json } => {
+            return crate::members_cmd::run_member(home, id, device, true, *json);
         }
-        FolderCommand::Unshare { id, device } => {
-            return crate::members_cmd::run_member(home, id, device, false);
+        FolderCommand::Unshare { id, device, json } => {
+            return crate::members_cmd::run_member(home, id, device, false, *json);
         }
         FolderCommand::Offers { json } => return crate::members_cmd::run_offers(home, *json),
-        FolderCommand::Accept { id, path, kind } => {
-            return crate::members_cmd::run_accept(home, id, path, kind.clone());
+        FolderCommand::Accept {
+            id,
+            path,
+            kind,
+            json,
+        } => {
+            return crate::members_cmd::run_accept(home, id, path, kind.clone(), *json);
         }
-        FolderCommand::Type { id, kind } => return crate::members_cmd::run_type(home, id, kind),
-        FolderCommand::Override { id } => return crate::members_cmd::run_override(home, id),
-        FolderCommand::Revert { id } => return crate::members_cmd::run_revert(home, id),
-        FolderCommand::Decline { id } => return crate::members_cmd::run_decline(home, id),
+        FolderCommand::Type { id, kind, json } => {
+            return crate::members_cmd::run_type(home, id, kind, *json);
+        }
+        FolderCommand::Override { id, json } => {
+            return crate::members_cmd::run_override(home, id, *json);
+        }
+        FolderCommand::Revert { id, json } => {
+            return crate::members_cmd::run_revert(home, id, *json);
+        }
+        FolderCommand::Decline { id, json } => {
+            return crate::members_cmd::run_decline(home, id, *json);
+        }
         _ => {}
     }
     let request = match &cmd {

@@ -93,6 +93,21 @@ pub fn folder_rows(store: &Store) -> Result<Vec<FolderRow>> {
     Ok(rows)
 }
 
+/// Say what a command did: `data` as JSON on stdout with `--json`, else
+/// `prose` on stderr.
+fn say(json: bool, data: serde_json::Value, prose: &str) -> Result<ExitCode> {
+    if json {
+        writeln!(
+            std::io::stdout(),
+            "{}",
+            serde_json::to_string_pretty(&data)?
+        )?;
+    } else {
+        eprintln!("{prose}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn who(m: &MemberRow) -> String {
     match &m.name {
         Some(n) => n.clone(),
@@ -146,7 +161,13 @@ pub fn run_list(home: &Home, json: bool) -> Result<ExitCode> {
 
 /// `folder share ID DEVICE` / `folder unshare ID DEVICE` (`id` may be the
 /// app space, `@app`).
-pub fn run_member(home: &Home, id: &str, device: &str, share: bool) -> Result<ExitCode> {
+pub fn run_member(
+    home: &Home,
+    id: &str,
+    device: &str,
+    share: bool,
+    json: bool,
+) -> Result<ExitCode> {
     let request = Request::FolderMember {
         id: id.to_string(),
         device: device.to_string(),
@@ -169,22 +190,23 @@ pub fn run_member(home: &Home, id: &str, device: &str, share: bool) -> Result<Ex
             (changed, d.to_string())
         }
     };
-    eprintln!(
-        "{}",
-        match (share, changed) {
-            (true, true) => format!("sharing {id:?} with {device}"),
-            (true, false) => format!("{id:?} was already shared with {device}"),
-            (false, true) => format!(
-                "stopped sharing {id:?} with {device}: it is told at once and gets nothing more of it"
-            ),
-            (false, false) => format!("{id:?} was not shared with {device}"),
-        }
-    );
-    Ok(ExitCode::SUCCESS)
+    let prose = match (share, changed) {
+        (true, true) => format!("sharing {id:?} with {device}"),
+        (true, false) => format!("{id:?} was already shared with {device}"),
+        (false, true) => format!(
+            "stopped sharing {id:?} with {device}: it is told at once and gets nothing more of it"
+        ),
+        (false, false) => format!("{id:?} was not shared with {device}"),
+    };
+    say(
+        json,
+        serde_json::json!({"id": id, "device": device, "shared": share, "changed": changed}),
+        &prose,
+    )
 }
 
 /// `peer pause DEVICE` / `peer resume DEVICE`.
-pub fn run_peer_pause(home: &Home, device: &str, paused: bool) -> Result<ExitCode> {
+pub fn run_peer_pause(home: &Home, device: &str, paused: bool, json: bool) -> Result<ExitCode> {
     let request = Request::PeerPause {
         device: device.to_string(),
         paused,
@@ -202,17 +224,19 @@ pub fn run_peer_pause(home: &Home, device: &str, paused: bool) -> Result<ExitCod
             )
         }
     };
-    eprintln!(
-        "{}",
-        match (paused, changed) {
-            (true, true) =>
-                format!("paused {device}: nothing syncs with it until `softadastra peer resume`"),
-            (true, false) => format!("{device} was already paused"),
-            (false, true) => format!("resumed {device}"),
-            (false, false) => format!("{device} was not paused"),
+    let prose = match (paused, changed) {
+        (true, true) => {
+            format!("paused {device}: nothing syncs with it until `softadastra peer resume`")
         }
-    );
-    Ok(ExitCode::SUCCESS)
+        (true, false) => format!("{device} was already paused"),
+        (false, true) => format!("resumed {device}"),
+        (false, false) => format!("{device} was not paused"),
+    };
+    say(
+        json,
+        serde_json::json!({"device": device, "paused": paused, "changed": changed}),
+        &prose,
+    )
 }
 
 fn agent_only(home: &Home, request: &Request, what: &str) -> Result<serde_json::Value> {
@@ -278,6 +302,7 @@ pub fn run_accept(
     id: &str,
     path: &std::path::Path,
     kind: Option<String>,
+    json: bool,
 ) -> Result<ExitCode> {
     parse_type(kind.as_deref())?;
     std::fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))?;
@@ -291,27 +316,29 @@ pub fn run_accept(
         },
         "accepting an offer",
     )?;
-    eprintln!(
-        "keeping folder {:?} at {}; it syncs now",
-        answer["id"].as_str().unwrap_or(id),
-        path.display()
-    );
-    Ok(ExitCode::SUCCESS)
+    say(
+        json,
+        answer,
+        &format!("keeping folder {id:?} at {}; it syncs now", path.display()),
+    )
 }
 
 /// `folder decline ID`.
-pub fn run_decline(home: &Home, id: &str) -> Result<ExitCode> {
-    agent_only(
+pub fn run_decline(home: &Home, id: &str, json: bool) -> Result<ExitCode> {
+    let answer = agent_only(
         home,
         &Request::OfferDecline { id: id.to_string() },
         "declining an offer",
     )?;
-    eprintln!("declined {id:?}: it is not offered again here (`folder accept` still takes it)");
-    Ok(ExitCode::SUCCESS)
+    say(
+        json,
+        answer,
+        &format!("declined {id:?}: it is not offered again here (`folder accept` still takes it)"),
+    )
 }
 
 /// `folder type ID TYPE`.
-pub fn run_type(home: &Home, id: &str, kind: &str) -> Result<ExitCode> {
+pub fn run_type(home: &Home, id: &str, kind: &str, json: bool) -> Result<ExitCode> {
     let Some(wanted) = parse_type(Some(kind))? else {
         bail!("no folder type given");
     };
@@ -325,7 +352,7 @@ pub fn run_type(home: &Home, id: &str, kind: &str) -> Result<ExitCode> {
             offline_engine(home)?.retype(&mut store, id, wanted)?;
         }
     }
-    eprintln!(
+    let prose = format!(
         "{id:?} is {wanted} on this node{}",
         match wanted {
             FolderType::SendOnly => {
@@ -337,7 +364,7 @@ pub fn run_type(home: &Home, id: &str, kind: &str) -> Result<ExitCode> {
             FolderType::SendReceive => "",
         }
     );
-    Ok(ExitCode::SUCCESS)
+    say(json, serde_json::json!({"id": id, "type": wanted}), &prose)
 }
 
 /// A sync engine for a command run without the agent: bookkeeping only.
@@ -350,7 +377,7 @@ pub fn offline_engine(home: &Home) -> Result<softadastra::sync::SyncEngine> {
 }
 
 /// `folder override ID`.
-pub fn run_override(home: &Home, id: &str) -> Result<ExitCode> {
+pub fn run_override(home: &Home, id: &str, json: bool) -> Result<ExitCode> {
     let request = Request::FolderOverride { id: id.to_string() };
     let n = match call_or_open(home, &request)? {
         Reached::Agent(answer) => answer["paths"].as_u64().unwrap_or(0) as usize,
@@ -365,22 +392,25 @@ pub fn run_override(home: &Home, id: &str) -> Result<ExitCode> {
             offline_engine(home)?.override_remote(&mut store, id)?
         }
     };
-    eprintln!(
-        "{n} path(s) of {id:?} now carry this node's version; peers take it back (theirs go to their trash)"
-    );
-    Ok(ExitCode::SUCCESS)
+    say(
+        json,
+        serde_json::json!({"id": id, "paths": n}),
+        &format!(
+            "{n} path(s) of {id:?} now carry this node's version; peers take it back (theirs go to their trash)"
+        ),
+    )
 }
 
 /// `folder revert ID`.
-pub fn run_revert(home: &Home, id: &str) -> Result<ExitCode> {
+pub fn run_revert(home: &Home, id: &str, json: bool) -> Result<ExitCode> {
     let answer = agent_only_for(
         home,
         &Request::FolderRevert { id: id.to_string() },
         "reverting a folder needs the running agent (it asks the peers for their version): start it with `softadastra run`",
     )?;
-    eprintln!(
+    let prose = format!(
         "{} path(s) of {id:?} go back to the peers' version; this node's copies are in {id:?}'s trash",
         answer["paths"].as_u64().unwrap_or(0)
     );
-    Ok(ExitCode::SUCCESS)
+    say(json, answer, &prose)
 }

@@ -32,11 +32,15 @@ pub enum PeerCommand {
     Pause {
         /// Its id or name.
         device: String,
+        #[arg(long)]
+        json: bool,
     },
     /// Sync with a paused device again.
     Resume {
         /// Its id or name.
         device: String,
+        #[arg(long)]
+        json: bool,
     },
     /// Stop trusting a node.
     Remove {
@@ -84,11 +88,11 @@ pub fn run_peer(home: &Home, cmd: PeerCommand) -> Result<ExitCode> {
     // With the agent running (it holds the store), changes go through it
     // and take effect on its connections at once.
     let request = match &cmd {
-        PeerCommand::Pause { device } => {
-            return crate::members_cmd::run_peer_pause(home, device, true);
+        PeerCommand::Pause { device, json } => {
+            return crate::members_cmd::run_peer_pause(home, device, true, *json);
         }
-        PeerCommand::Resume { device } => {
-            return crate::members_cmd::run_peer_pause(home, device, false);
+        PeerCommand::Resume { device, json } => {
+            return crate::members_cmd::run_peer_pause(home, device, false, *json);
         }
         PeerCommand::Add {
             node_id,

@@ -88,3 +88,34 @@ pub fn accept(
     }
     Ok(config)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_declined_offer_is_hidden_and_an_accepted_one_is_a_shared_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) =
+            Store::open_dir(crate::store::StoreConfig::new(dir.path().join("store"))).unwrap();
+        let alice = NodeId::derive(b"alice");
+        let mut offered = std::collections::BTreeMap::new();
+        for id in ["photos", "music"] {
+            offered.insert(id.to_string(), BTreeSet::from([alice]));
+        }
+        let ids = |store: &Store| -> Vec<String> {
+            visible(store, &offered).into_iter().map(|o| o.id).collect()
+        };
+        assert_eq!(ids(&store), ["music", "photos"]);
+        decline(&mut store, "music").unwrap();
+        assert_eq!(ids(&store), ["photos"]);
+        assert!(decline(&mut store, "../bad").is_err());
+        // Accepting still works after a decline, and clears it.
+        let target = dir.path().join("music");
+        std::fs::create_dir(&target).unwrap();
+        let config = accept(&mut store, "music", &target, &BTreeSet::from([alice])).unwrap();
+        assert!(config.shared_with(&alice));
+        assert!(!store.contains(DECLINED_NS, "music"));
+        assert_eq!(ids(&store), ["photos"], "a folder here is no offer");
+    }
+}
