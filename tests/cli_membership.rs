@@ -642,3 +642,106 @@ fn run_path_then_a_plain_invite_pairs_for_that_folder() {
         assert_eq!(list[0]["members"][0]["id"], other.id.as_str(), "{list}");
     }
 }
+
+/// Whether any key or value of the stopped node in `home`'s store, or any
+/// line of its log, mentions `word`.
+fn knows_of(home: &Path, log: &[String], word: &str) -> Vec<String> {
+    let store = open_store(home);
+    let mut seen: Vec<String> = Vec::new();
+    let spaces: Vec<String> = store.namespaces().map(String::from).collect();
+    for ns in spaces {
+        for (k, e) in store.scan_prefix(&ns, "") {
+            let value = e.value.as_deref().unwrap_or_default();
+            if k.contains(word) || value.windows(word.len()).any(|w| w == word.as_bytes()) {
+                seen.push(format!("store {ns}/{k}"));
+            }
+        }
+    }
+    seen.extend(log.iter().filter(|l| l.contains(word)).cloned());
+    seen
+}
+
+#[test]
+fn three_agents_each_learn_only_the_folders_shared_with_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes: Vec<Node> = ["one", "two", "three"]
+        .iter()
+        .map(|n| Node::new_in(n, dir.path()))
+        .collect();
+    let folder = |n: &Node, id: &str, file: Option<(&str, &[u8])>| {
+        let path = n.home.path().join(id);
+        std::fs::create_dir(&path).unwrap();
+        if let Some((name, bytes)) = file {
+            std::fs::write(path.join(name), bytes).unwrap();
+        }
+        ok(
+            n.home.path(),
+            &["folder", "add", path.to_str().unwrap(), "--id", id],
+        );
+        path
+    };
+    let a1 = folder(
+        &nodes[0],
+        "alphafolder",
+        Some(("a.txt", b"for one and two")),
+    );
+    let a2 = folder(&nodes[1], "alphafolder", None);
+    let b2 = folder(&nodes[1], "bravofolder", None);
+    let b3 = folder(
+        &nodes[2],
+        "bravofolder",
+        Some(("b.txt", b"for two and three")),
+    );
+    // Everyone trusts everyone; folders are shared pairwise only.
+    for i in 0..3 {
+        for j in 0..3 {
+            if i != j {
+                trust(&nodes[i], &nodes[j]);
+            }
+        }
+    }
+    let share =
+        |n: &Node, id: &str, with: &Node| ok(n.home.path(), &["folder", "share", id, &with.id]);
+    share(&nodes[0], "alphafolder", &nodes[1]);
+    share(&nodes[1], "alphafolder", &nodes[0]);
+    share(&nodes[1], "bravofolder", &nodes[2]);
+    share(&nodes[2], "bravofolder", &nodes[1]);
+    for n in nodes.iter_mut() {
+        n.start();
+    }
+    nodes[0].connected_to(&nodes[2]);
+    wait("both folders sync", Duration::from_secs(20), || {
+        std::fs::read(a2.join("a.txt")).is_ok_and(|b| b == b"for one and two")
+            && std::fs::read(b2.join("b.txt")).is_ok_and(|b| b == b"for two and three")
+    });
+    // Changes keep flowing both ways.
+    std::fs::write(b2.join("back.txt"), b"from two").unwrap();
+    std::fs::write(a2.join("back.txt"), b"from two").unwrap();
+    wait(
+        "two's changes reach one and three",
+        Duration::from_secs(20),
+        || a1.join("back.txt").exists() && b3.join("back.txt").exists(),
+    );
+    assert!(
+        json(&run(nodes[0].home.path(), &["folder", "offers", "--json"]))
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        json(&run(nodes[2].home.path(), &["folder", "offers", "--json"]))
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let logs: Vec<Vec<String>> = nodes.iter().map(|n| n.log_so_far()).collect();
+    for n in nodes.iter_mut() {
+        n.signal("-TERM");
+    }
+    let one = knows_of(nodes[0].home.path(), &logs[0], "bravofolder");
+    assert!(one.is_empty(), "one learnt of bravofolder: {one:#?}");
+    let three = knows_of(nodes[2].home.path(), &logs[2], "alphafolder");
+    assert!(three.is_empty(), "three learnt of alphafolder: {three:#?}");
+    // (Two knows both, as it should.)
+    assert!(!knows_of(nodes[1].home.path(), &logs[1], "bravofolder").is_empty());
+}

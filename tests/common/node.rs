@@ -138,6 +138,14 @@ impl Node {
             }
         }
     }
+    /// Every log line not matched by a wait so far (kept for later waits).
+    pub fn log_so_far(&self) -> Vec<String> {
+        let mut unmatched = self.unmatched.borrow_mut();
+        if let Some(rx) = &self.lines {
+            unmatched.extend(rx.try_iter());
+        }
+        unmatched.clone()
+    }
     /// Forget every log line so far: later waits see only newer lines.
     pub fn clear_log(&self) {
         self.unmatched.borrow_mut().clear();

@@ -50,12 +50,14 @@ impl Stamp {
     }
 }
 
-/// Where each chunk hash can be read locally.
+/// Where each chunk hash can be read locally: one place per folder that
+/// holds it (keyed by the folder's root), so a chunk can be served from a
+/// folder shared with the asker even when another folder holds it too.
 #[derive(Debug, Default)]
 pub struct ChunkIndex {
     pub(super) at_seq: u64,
     pub(super) built: Option<Instant>,
-    pub(super) map: HashMap<ContentHash, Place>,
+    pub(super) map: HashMap<PathBuf, HashMap<ContentHash, Place>>,
     /// Chunks of files moved to the trash by sync: a rename arrives as a
     /// deletion and an addition, and the deletion may be carried out first.
     pub(super) trashed: HashMap<ContentHash, Place>,
@@ -95,7 +97,7 @@ impl ChunkIndex {
                 .changed_since(folder::FOLDERS_NS, since)
                 .next()
                 .is_some()
-            || self.changes_since_whole > self.map.len().max(100_000);
+            || self.changes_since_whole > self.len().max(100_000);
         if whole {
             self.map.clear();
             self.changes_since_whole = 0;
@@ -134,14 +136,37 @@ impl ChunkIndex {
             return;
         };
         let stamp = Stamp::of_record(rec);
+        let map = self.map.entry(root.to_path_buf()).or_default();
         for c in &rec.chunks {
             let place = (abs.clone(), c.offset, c.len, stamp);
             if replace {
-                self.map.insert(c.hash, place);
+                map.insert(c.hash, place);
             } else {
-                self.map.entry(c.hash).or_insert(place);
+                map.entry(c.hash).or_insert(place);
             }
         }
+    }
+
+    /// Chunks known, over all folders.
+    fn len(&self) -> usize {
+        self.map.values().map(HashMap::len).sum()
+    }
+
+    /// Whether `hash` is known in a shared file.
+    pub(super) fn contains(&self, hash: &ContentHash) -> bool {
+        self.map.values().any(|m| m.contains_key(hash))
+    }
+
+    /// The map of the folder holding `path` (the one whose root it is
+    /// under; a file outside every folder goes under the empty root).
+    fn map_for(&mut self, path: &Path) -> &mut HashMap<ContentHash, Place> {
+        let root = self
+            .map
+            .keys()
+            .find(|r| !r.as_os_str().is_empty() && path.starts_with(r))
+            .cloned()
+            .unwrap_or_default();
+        self.map.entry(root).or_default()
     }
 
     /// Whether the last build is old enough for a rebuild for `why` (if
@@ -162,8 +187,8 @@ impl ChunkIndex {
     /// Where `hash` may be read locally, as of the last build.
     pub(super) fn places(&self, hash: &ContentHash) -> Vec<Place> {
         self.map
-            .get(hash)
-            .into_iter()
+            .values()
+            .filter_map(|m| m.get(hash))
             .chain(self.trashed.get(hash))
             .cloned()
             .collect()
@@ -172,9 +197,9 @@ impl ChunkIndex {
     /// Record the chunks of a file just placed at `path`.
     pub(super) fn insert(&mut self, path: &Path, record: &FileRecord) {
         let stamp = Stamp::of_record(record);
+        let map = self.map_for(path);
         for c in &record.chunks {
-            self.map
-                .insert(c.hash, (path.to_path_buf(), c.offset, c.len, stamp));
+            map.insert(c.hash, (path.to_path_buf(), c.offset, c.len, stamp));
         }
     }
 
@@ -191,7 +216,7 @@ impl ChunkIndex {
         stale: bool,
     ) -> Vec<Place> {
         self.refresh(store, if stale { Rebuild::Stale } else { Rebuild::Lazy });
-        if serving && !self.map.contains_key(hash) {
+        if serving && !self.contains(hash) {
             self.refresh(store, Rebuild::Missing);
         }
         self.places(hash)
@@ -216,12 +241,13 @@ impl ChunkIndex {
     /// The file of `record` moved from `from` (see [`ChunkIndex::trashing`])
     /// — or, if `moved` is false, did not: its chunks are where they were.
     pub(super) fn trashed(&mut self, from: &Path, to: &Path, record: &FileRecord, moved: bool) {
+        let kept = if moved { from } else { to };
+        let stale = if moved {
+            self.map_for(from)
+        } else {
+            &mut self.trashed
+        };
         for c in &record.chunks {
-            let (stale, kept) = if moved {
-                (&mut self.map, from)
-            } else {
-                (&mut self.trashed, to)
-            };
             if stale.get(&c.hash).is_some_and(|(p, ..)| p == kept) {
                 stale.remove(&c.hash);
             }

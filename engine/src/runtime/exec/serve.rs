@@ -88,7 +88,7 @@ pub(super) fn locate_chunk(
     {
         let index = lock(&s.chunks);
         let why = if stale { Rebuild::Stale } else { Rebuild::Lazy };
-        if !index.may_rebuild(why) && (!serving || index.map.contains_key(hash)) {
+        if !index.may_rebuild(why) && (!serving || index.contains(hash)) {
             return index.places(hash);
         }
     }

@@ -396,3 +396,39 @@ fn the_chunk_index_reads_only_what_changed_since_its_last_look() {
     );
     assert_eq!(ix.changes_since_whole, 0);
 }
+
+/// The same bytes in two folders: the chunk index knows a place in each,
+/// so a device that is a member of only one of them can still be served.
+#[test]
+fn a_chunk_in_two_folders_has_a_place_in_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) =
+        Store::open_dir(crate::store::StoreConfig::new(dir.path().join("store"))).unwrap();
+    let record = file_record(b"the same bytes");
+    for id in ["alpha", "bravo"] {
+        let root = dir.path().join(id);
+        std::fs::create_dir(&root).unwrap();
+        folder::add(&mut store, id, &root).unwrap();
+        store
+            .put(
+                crate::store::ns::FILES,
+                &folder::file_key(id, "same.txt"),
+                postcard::to_allocvec(&record).unwrap(),
+            )
+            .unwrap();
+    }
+    let mut ix = ChunkIndex::default();
+    let mut found: Vec<PathBuf> = ix
+        .find(&store, &record.chunks[0].hash, true, false)
+        .into_iter()
+        .map(|p| p.0)
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            dir.path().join("alpha/same.txt"),
+            dir.path().join("bravo/same.txt")
+        ]
+    );
+}
