@@ -127,7 +127,11 @@ fn a_folder_syncs_only_with_its_members_and_unsharing_stops_a_device_at_once() {
     // A big file starts towards beta; alpha stops sharing with beta while
     // it may still be in flight.
     let big = bytes(48 << 20, 7);
-    std::fs::write(a_dir.join("big.bin"), &big).unwrap();
+    // Written aside and renamed in: alpha indexes only the whole file (a
+    // slow write could be indexed part-way, a complete earlier version).
+    let aside = alpha.home.path().join("big.tmp");
+    std::fs::write(&aside, &big).unwrap();
+    std::fs::rename(&aside, a_dir.join("big.bin")).unwrap();
     wait("beta starts on big.bin", Duration::from_secs(20), || {
         status(&beta)["folders"][0]["progress"]["needed_files"].as_u64() > Some(0)
             || b_dir.join("big.bin").exists()

@@ -1,7 +1,9 @@
 //! A node's sharing decisions: who each folder is shared with, devices
 //! paused, folder types, and offers accepted or declined — each applied
 //! at once to the running sync (peers told, transfers with a removed
-//! member cut). Part of [`Node`]; it never touches a shared file.
+//! member cut). Part of [`Node`]. The one shared file it touches is a
+//! receive-only folder's local copy on `revert_folder`, moved into that
+//! folder's trash (never deleted).
 
 use std::path::Path;
 
