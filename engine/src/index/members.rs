@@ -94,15 +94,26 @@ pub fn shared_with(store: &Store, peer: &NodeId) -> Result<BTreeSet<String>, Fol
     if is_paused(store, peer) {
         return Ok(BTreeSet::new());
     }
-    let mut out: BTreeSet<String> = folders::list(store)?
+    let mut out: BTreeSet<String> = folders_shared_with(store, peer)?
         .into_iter()
-        .filter(|f| !f.paused && f.shared_with(peer))
         .map(|f| f.id)
         .collect();
     if store.contains(APP_MEMBERS_NS, &peer.to_hex()) {
         out.insert(APP_SPACE.to_string());
     }
     Ok(out)
+}
+
+/// The active folders shared with `peer` (none while it is paused), whole:
+/// what it may be served from.
+pub fn folders_shared_with(store: &Store, peer: &NodeId) -> Result<Vec<FolderConfig>, FolderError> {
+    if is_paused(store, peer) {
+        return Ok(Vec::new());
+    }
+    Ok(folders::list(store)?
+        .into_iter()
+        .filter(|f| !f.paused && f.shared_with(peer))
+        .collect())
 }
 
 /// Whether folder `id` (or the app space) is shared with `peer`, paused

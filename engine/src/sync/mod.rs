@@ -289,17 +289,6 @@ impl SyncEngine {
         }
     }
 
-    /// The folders this node shares (not paused), and the app space,
-    /// which every node shares.
-    fn local_folders(store: &Store) -> Result<HashSet<String>, SyncError> {
-        Ok(index::list(store)?
-            .into_iter()
-            .filter(|f| !f.paused)
-            .map(|f| f.id)
-            .chain([APP_SPACE.to_string()])
-            .collect())
-    }
-
     /// Advance time: re-send unanswered requests (backoff with jitter),
     /// poll folders not asked for a while, hand out due file work.
     pub fn tick(&mut self, store: &mut Store, now: Instant) -> Result<TickReport, SyncError> {

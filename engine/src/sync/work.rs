@@ -89,14 +89,22 @@ impl SyncEngine {
         let slots = self.config.max_out.saturating_sub(self.out_count);
         // Work of a paused folder waits (work of a removed one is dropped
         // by `tick`).
-        let active = Self::local_folders(store)?;
-        let ready =
-            |k: &(String, String), w: &Work| !w.out && w.due <= now && active.contains(&k.0);
-        // Content comes only from devices the folder is shared with.
-        let members: HashMap<String, BTreeSet<NodeId>> = index::list(store)?
-            .into_iter()
-            .map(|f| (f.id, f.members))
+        // One read of the folder list: which are active, and the devices
+        // each is shared with (content comes only from those).
+        let folders = index::list(store)?;
+        let active: HashSet<&str> = folders
+            .iter()
+            .filter(|f| !f.paused)
+            .map(|f| f.id.as_str())
+            .chain([APP_SPACE])
             .collect();
+        let members: HashMap<&str, &BTreeSet<NodeId>> = folders
+            .iter()
+            .map(|f| (f.id.as_str(), &f.members))
+            .collect();
+        let ready = |k: &(String, String), w: &Work| {
+            !w.out && w.due <= now && active.contains(k.0.as_str())
+        };
         // Directories first: the paths inside them wait for them.
         let mut due: Vec<(String, String)> = self
             .dir_work
@@ -180,7 +188,7 @@ impl SyncEngine {
                     }
                 }
             }
-            if let Some(m) = members.get(&folder) {
+            if let Some(m) = members.get(folder.as_str()) {
                 need.sources.retain(|s| m.contains(s));
             }
             let key = (folder.clone(), path.clone());

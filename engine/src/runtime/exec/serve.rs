@@ -156,12 +156,9 @@ pub async fn serve_chunks(s: Arc<Shared>, peer: NodeId, mut stream: BulkStream) 
 
 /// The roots of the active folders shared with `peer`.
 fn shared_roots(s: &Shared, peer: NodeId) -> Vec<PathBuf> {
-    let store = lock(&s.store);
-    let Ok(ids) = crate::index::members::shared_with(&store, &peer) else {
-        return Vec::new();
-    };
-    ids.iter()
-        .filter_map(|id| crate::index::get(&store, id).ok())
+    crate::index::members::folders_shared_with(&lock(&s.store), &peer)
+        .unwrap_or_default()
+        .into_iter()
         .map(|f| f.path)
         .collect()
 }
