@@ -89,6 +89,20 @@ pub enum Request {
         /// Folder id.
         id: String,
     },
+    /// Accept or undo the deletions a folder's deletion guard holds back.
+    FolderDeletions {
+        /// Folder id.
+        id: String,
+        /// What to do with them.
+        decision: crate::guard_cmd::Decision,
+    },
+    /// Switch a folder's deletion guard on or off.
+    FolderGuard {
+        /// Folder id.
+        id: String,
+        /// On (true) or off.
+        on: bool,
+    },
     /// Folders devices offer this node.
     Offers,
     /// Accept an offered folder into a directory.

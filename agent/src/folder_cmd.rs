@@ -66,6 +66,33 @@ pub enum FolderCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Let the deletions the deletion guard holds back go ahead: found
+    /// here, they are sent to other devices; from other devices, applied here.
+    AcceptDeletions {
+        /// Folder id.
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Undo the deletions the deletion guard holds back: files gone here
+    /// are fetched again from other devices; files other devices deleted
+    /// keep this node's version, which goes back to them.
+    RestoreDeletions {
+        /// Folder id.
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Switch the deletion guard on or off (on by default: a deletion of
+    /// more than half of a folder's files, and at least 100, waits for you).
+    Guard {
+        /// Folder id.
+        id: String,
+        /// on or off.
+        state: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// List shared folders, with the devices each is shared with.
     List {
         #[arg(long)]
@@ -270,6 +297,25 @@ pub fn run_folder(home: &Home, cmd: FolderCommand) -> Result<ExitCode> {
         FolderCommand::Decline { id, json } => {
             return crate::members_cmd::run_decline(home, id, *json);
         }
+        FolderCommand::AcceptDeletions { id, json } => {
+            return crate::guard_cmd::run_decide(
+                home,
+                id,
+                crate::guard_cmd::Decision::Accept,
+                *json,
+            );
+        }
+        FolderCommand::RestoreDeletions { id, json } => {
+            return crate::guard_cmd::run_decide(
+                home,
+                id,
+                crate::guard_cmd::Decision::Restore,
+                *json,
+            );
+        }
+        FolderCommand::Guard { id, state, json } => {
+            return crate::guard_cmd::run_switch(home, id, state, *json);
+        }
         _ => {}
     }
     let request = match &cmd {
@@ -381,7 +427,10 @@ pub fn run_folder(home: &Home, cmd: FolderCommand) -> Result<ExitCode> {
         | FolderCommand::Type { .. }
         | FolderCommand::Override { .. }
         | FolderCommand::Revert { .. }
-        | FolderCommand::Decline { .. } => {}
+        | FolderCommand::Decline { .. }
+        | FolderCommand::AcceptDeletions { .. }
+        | FolderCommand::RestoreDeletions { .. }
+        | FolderCommand::Guard { .. } => {}
     }
     Ok(ExitCode::SUCCESS)
 }

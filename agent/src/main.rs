@@ -7,6 +7,7 @@ mod config;
 mod control;
 mod demo_cmd;
 mod folder_cmd;
+mod guard_cmd;
 mod home;
 mod install_cmd;
 mod members_cmd;

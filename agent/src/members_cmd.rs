@@ -95,7 +95,7 @@ pub fn folder_rows(store: &Store) -> Result<Vec<FolderRow>> {
 
 /// Say what a command did: `data` as JSON on stdout with `--json`, else
 /// `prose` on stderr.
-fn say(json: bool, data: serde_json::Value, prose: &str) -> Result<ExitCode> {
+pub(crate) fn say(json: bool, data: serde_json::Value, prose: &str) -> Result<ExitCode> {
     if json {
         writeln!(
             std::io::stdout(),

@@ -60,6 +60,19 @@ pub fn summarize(status: Option<&NodeStatus>) -> (TrayState, String) {
             o.id, o.id
         ));
     }
+    for f in s
+        .folders
+        .iter()
+        .filter(|f| f.state == FolderState::DeletionsHeld)
+    {
+        let held = f.deletions_held;
+        text.push_str(&format!(
+            "\n{}: {} deletion(s) held back; softadastra folder accept-deletions {} (or restore-deletions)",
+            f.id,
+            held.local + held.remote,
+            f.id
+        ));
+    }
     for f in s.folders.iter().filter(|f| f.locally_changed > 0) {
         text.push_str(&format!(
             "\n{} ({}): {} local change(s) not sent; softadastra folder revert {}",
@@ -307,6 +320,7 @@ mod tests {
             members: Vec::new(),
             remote_differs: 0,
             locally_changed: 0,
+            deletions_held: Default::default(),
         }
     }
 

@@ -42,6 +42,7 @@ use crate::folder::values::{self, APP_SPACE};
 use crate::folder::{self, FolderConfig, FolderError};
 use crate::metadata::{self, NodeInfo};
 use crate::runtime::RuntimeOptions;
+use crate::runtime::guard::Decided;
 use crate::runtime::node::{Node, NodeError, NodeOptions};
 use crate::runtime::trust::{self, TrustError};
 use crate::store::{Store, StoreConfig, StoreError};
@@ -119,6 +120,9 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    /// A decision about held deletions could not be made.
+    #[error(transparent)]
+    Guard(#[from] crate::runtime::guard::GuardError),
     /// A call that needs the transport came before [`Client::start_transport`].
     #[error("the transport is not started: call start_transport() first")]
     TransportNotStarted,
@@ -132,6 +136,7 @@ impl From<NodeError> for ClientError {
             NodeError::Folder(e) => ClientError::Folder(e),
             NodeError::Sync(crate::sync::SyncError::Store(e)) => ClientError::Store(e),
             NodeError::Sync(crate::sync::SyncError::Folder(e)) => ClientError::Folder(e),
+            NodeError::Guard(e) => ClientError::Guard(e),
             // The client asks for no rescan.
             e @ (NodeError::Paused(_)
             | NodeError::NotWatched(_)
@@ -151,6 +156,7 @@ impl ErrorContext for ClientError {
             ClientError::Store(e) => e.retry(),
             ClientError::Folder(e) => e.retry(),
             ClientError::Io { .. } => Retry::Later,
+            ClientError::Guard(e) if e.retry() => Retry::Later,
             _ => Retry::Never,
         }
     }
@@ -450,6 +456,34 @@ impl Client {
             crate::sync::forget_peer_folder(&mut store, id, peer)?;
         }
         Ok(changed)
+    }
+
+    /// Let the deletions the deletion guard holds for folder `id` go
+    /// ahead, as `softadastra folder accept-deletions` does.
+    pub fn accept_deletions(&self, id: &str) -> Result<Decided, ClientError> {
+        if let Some(node) = &self.node {
+            let _guard = self.rt.enter();
+            return Ok(node.accept_deletions(id)?);
+        }
+        let mut engine = self.offline_engine();
+        Ok(crate::runtime::guard::accept(&mut engine, &mut lock(&self.store), id)?.0)
+    }
+
+    /// Undo the deletions the deletion guard holds for folder `id`, as
+    /// `softadastra folder restore-deletions` does.
+    pub fn restore_deletions(&self, id: &str) -> Result<Decided, ClientError> {
+        if let Some(node) = &self.node {
+            let _guard = self.rt.enter();
+            return Ok(node.restore_deletions(id)?);
+        }
+        let mut engine = self.offline_engine();
+        Ok(crate::runtime::guard::restore(&mut engine, &mut lock(&self.store), id)?.0)
+    }
+
+    /// An engine for a decision made while the network is not started:
+    /// its bookkeeping is in the store, which the node reads when it starts.
+    fn offline_engine(&self) -> crate::sync::SyncEngine {
+        crate::sync::SyncEngine::new(self.node_id(), crate::sync::SyncConfig::default(), 0)
     }
 
     /// The folders this node shares.

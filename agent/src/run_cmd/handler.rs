@@ -137,6 +137,17 @@ impl control::Handler for Daemon {
                 let n = self.node.revert_folder(&id)?;
                 json!({"id": id, "paths": n})
             }
+            Request::FolderDeletions { id, decision } => {
+                let decided = match decision {
+                    crate::guard_cmd::Decision::Accept => self.node.accept_deletions(&id)?,
+                    crate::guard_cmd::Decision::Restore => self.node.restore_deletions(&id)?,
+                };
+                json!({"id": id, "decision": decision, "decided": decided})
+            }
+            Request::FolderGuard { id, on } => {
+                self.node.set_deletion_guard(&id, on)?;
+                json!({"id": id, "guard": on})
+            }
             Request::FolderOverride { id } => {
                 let n = self.node.override_folder(&id)?;
                 json!({"id": id, "paths": n})

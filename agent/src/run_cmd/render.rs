@@ -357,6 +357,21 @@ pub(super) fn folder_line(f: &FolderStatus) -> String {
             f.remote_differs, f.id
         ));
     }
+    let held = f.deletions_held;
+    if held.local > 0 {
+        line.push_str(&format!(
+            "\n         {} path(s) gone from this folder are not deleted on other devices (deletion guard): \
+             `softadastra folder accept-deletions {}` deletes them everywhere, `restore-deletions {}` brings them back",
+            held.local, f.id, f.id
+        ));
+    }
+    if held.remote > 0 {
+        line.push_str(&format!(
+            "\n         {} deletion(s) from other devices are held back (deletion guard): \
+             `softadastra folder accept-deletions {}` applies them, `restore-deletions {}` keeps this node's files",
+            held.remote, f.id, f.id
+        ));
+    }
     if f.locally_changed > 0 {
         line.push_str(&format!(
             "\n         {} local change(s) not sent (receive-only): `softadastra folder revert {}` puts the peers' version back",

@@ -4,6 +4,7 @@
 //! disk.
 
 use super::*;
+use crate::index::guard::{self, Direction};
 
 /// Operations per WAL batch (one fsync each).
 const OPS_PER_COMMIT: usize = 2048;
@@ -24,6 +25,9 @@ pub struct ChangeReport {
     pub renamed: u64,
     /// Paths that became ignored and were dropped from the index.
     pub forgotten: u64,
+    /// Paths found gone but not recorded as deleted: the deletion guard
+    /// holds them back ([`crate::index::guard`]).
+    pub held: u64,
     /// Files read and hashed.
     pub hashed_files: u64,
     /// Bytes read and hashed.
@@ -47,7 +51,16 @@ pub struct Indexer {
     /// Warnings from reading the ignore file.
     pub ignore_warnings: Vec<String>,
     chunker: ChunkerConfig,
+    /// Regular files this indexer recorded as deleted lately, and when:
+    /// the deletion guard counts them with the next ones (see
+    /// [`RECENT_DELETIONS`]).
+    recent: std::cell::RefCell<std::collections::VecDeque<(Instant, u64)>>,
 }
+
+/// How far back deletions already recorded count with new ones for the
+/// deletion guard: a folder emptied faster than a watcher batch (a few
+/// hundred ms) is seen in many batches, none of them most of what is left.
+pub const RECENT_DELETIONS: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Indexer {
     /// An indexer for `config`, recording changes as made by `node`.
@@ -59,6 +72,7 @@ impl Indexer {
             ignore,
             ignore_warnings,
             chunker: ChunkerConfig::default(),
+            recent: Default::default(),
         }
     }
 
@@ -168,6 +182,8 @@ impl Indexer {
         progress: &ScanProgress,
     ) -> Result<ChangeReport, FolderError> {
         let started = Instant::now();
+        // The marker first: a marked folder whose root is gone is stopped.
+        store.with(|st| super::marker::check(st, &self.config.id, &self.config.path))?;
         self.check_root()?;
         let (known, read_at) = store.with(|st| self.known(st, scopes))?;
         let obs = self.observe(scopes, &known, progress);
@@ -204,7 +220,8 @@ impl Indexer {
             obs.hashed_files += obs_now.hashed_files;
             obs.hashed_bytes += obs_now.hashed_bytes;
         }
-        self.record(store, &known, obs, started)
+        let whole = scopes.iter().any(|s| matches!(s, Scope::All));
+        self.record(store, &known, obs, whole, started)
     }
 
     /// What the index knows about `scopes`, and the log's last sequence
@@ -307,12 +324,14 @@ impl Indexer {
         moved
     }
 
-    /// Record what `obs` found against what the index knew (`known`).
+    /// Record what `obs` found against what the index knew (`known`);
+    /// `whole`: the whole folder was looked at.
     fn record(
         &self,
         store: &mut Store,
         known: &HashMap<String, FileRecord>,
         obs: Observation,
+        whole: bool,
         started: Instant,
     ) -> Result<ChangeReport, FolderError> {
         let mut report = ChangeReport {
@@ -372,6 +391,7 @@ impl Indexer {
             }
             deletions.push((rel.clone(), gone));
         }
+        report.held = self.guard_deletions(store, &mut deletions, whole)?;
         report.deleted = deletions.len() as u64;
         report.forgotten = forgets.len() as u64;
         report.renamed = added_hashes
@@ -402,6 +422,69 @@ impl Indexer {
             tracing::info!(folder = %self.config.id, renamed = report.renamed, "renames detected by content hash");
         }
         Ok(report)
+    }
+
+    /// The deletion guard, this node's side: `deletions` found by a
+    /// reconcile are held back (emptied, their number returned) when they
+    /// are most of the folder ([`guard::trips`]; with those this indexer
+    /// recorded in the last [`RECENT_DELETIONS`]) or deletions are held
+    /// already, unless the guard is off or a person accepted them. A look
+    /// at the whole folder that finds nothing deleted ends a hold (the
+    /// files are back) and uses up an acceptance.
+    fn guard_deletions(
+        &self,
+        store: &mut Store,
+        deletions: &mut Vec<(String, FileRecord)>,
+        whole: bool,
+    ) -> Result<u64, FolderError> {
+        let id = self.config.id.as_str();
+        if guard::is_off(store, id) {
+            return Ok(0);
+        }
+        if deletions.is_empty() || guard::is_accepted(store, id, Direction::Local) {
+            if whole {
+                guard::settle(store, id, Direction::Local)?;
+            }
+            return Ok(0);
+        }
+        let files = store
+            .tally(ns::FILES, Some(id), crate::index::file_tally)
+            .items;
+        let deleting = deletions
+            .iter()
+            .filter(|(_, r)| r.kind == EntryKind::File)
+            .count() as u64;
+        // What was deleted lately counts too, against the folder as it
+        // was before.
+        let now = Instant::now();
+        let mut recent = self.recent.borrow_mut();
+        while recent
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > RECENT_DELETIONS)
+        {
+            recent.pop_front();
+        }
+        let lately: u64 = recent.iter().map(|(_, n)| n).sum();
+        let holding = guard::held(store, id, Direction::Local);
+        if holding.is_none() && !guard::trips(deleting + lately, files + lately) {
+            recent.push_back((now, deleting));
+            return Ok(0);
+        }
+        let n = deletions.len() as u64;
+        // A hold covers what a whole look finds gone; a part of the
+        // folder adds to it (a path seen twice meanwhile counts twice
+        // until the next whole look).
+        let paths = match holding {
+            Some(h) if !whole => h.paths + n,
+            _ => n,
+        };
+        guard::hold(store, id, Direction::Local, paths, files)?;
+        if holding.is_none() {
+            tracing::warn!(folder = %id, deleting, files, "most of the folder is gone from disk: \
+                deletions held back (softadastra folder accept-deletions or restore-deletions)");
+        }
+        deletions.clear();
+        Ok(n)
     }
 
     fn observed_record(&self, o: &Observed, prev: Option<&FileRecord>) -> Change {

@@ -21,7 +21,10 @@
 //! echo goes back to peers.
 //!
 //! Files: `registry.rs` says which folders are shared; `indexer.rs`
-//! reconciles the disk into the index (the only part that reads files).
+//! reconciles the disk into the index (the only part that reads files),
+//! holding back a deletion of most of the folder (the deletion guard,
+//! [`crate::index::guard`]); `marker.rs` keeps the root marker whose
+//! absence stops a folder.
 //! The record and key layout, the folder list and the app's key/values are
 //! [`crate::index`]'s, re-exported here.
 
@@ -32,6 +35,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 mod indexer;
+pub mod marker;
 mod registry;
 
 pub use crate::index::{

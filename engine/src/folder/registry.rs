@@ -97,6 +97,10 @@ pub fn remove(store: &mut Store, id: &str) -> Result<FolderConfig, FolderError> 
             ns: ns::FILES.into(),
             prefix: format!("{id}/"),
         },
+        Op::DropPrefix {
+            ns: crate::index::guard::GUARD_NS.into(),
+            prefix: format!("{id}/"),
+        },
         Op::Forget {
             ns: FOLDERS_NS.into(),
             key: id.to_string(),

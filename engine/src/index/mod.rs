@@ -18,6 +18,7 @@ use crate::core::{ContentHash, ErrorContext, MAX_CHUNK_LEN, NodeId, Retry, Versi
 use crate::store::{Op, Store, StoreError, ns};
 
 pub mod folders;
+pub mod guard;
 pub mod members;
 pub mod values;
 
@@ -118,6 +119,15 @@ pub enum FolderError {
         /// Why.
         reason: String,
     },
+    /// The folder's root marker is gone (see [`crate::folder::marker`]):
+    /// the folder is stopped until it is back or a person says so.
+    #[error("folder at {path} is stopped: {reason}")]
+    MarkerMissing {
+        /// The folder's root.
+        path: PathBuf,
+        /// What happened and what to do.
+        reason: String,
+    },
     /// The id is taken.
     #[error("a folder with id {id:?} already exists (at {path})")]
     Exists {
@@ -176,6 +186,8 @@ impl ErrorContext for FolderError {
     fn retry(&self) -> Retry {
         match self {
             FolderError::Store(e) => e.retry(),
+            // Not as is: the drive must be mounted again, or the folder
+            // put back, first.
             _ => Retry::Never,
         }
     }

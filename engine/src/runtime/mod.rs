@@ -22,6 +22,7 @@
 
 pub mod echoes;
 pub mod exec;
+pub mod guard;
 mod housekeeping;
 pub mod node;
 pub mod offers;

@@ -23,6 +23,7 @@ use super::status::{
 use super::trust::{self, TrustError, TrustedPeer};
 use super::{RuntimeOptions, Shared, SyncRuntime, lock};
 
+mod deletions;
 mod sharing;
 use crate::core::NodeId;
 use crate::discovery::service::{Discovery, DiscoveryConfig};
@@ -97,6 +98,9 @@ pub enum NodeError {
     /// of the revert was recorded).
     #[error("cannot revert: {0}")]
     Revert(String),
+    /// A decision about held deletions could not be made.
+    #[error(transparent)]
+    Guard(#[from] super::guard::GuardError),
     /// No connected device offers that folder.
     #[error("no connected device offers a folder {0:?} (see `softadastra folder offers`)")]
     NoOffer(String),
@@ -113,7 +117,11 @@ impl NodeError {
     /// Whether trying again as is can help (a folder change refused for
     /// what it asks cannot; a store or transport failure may pass).
     pub fn retry(&self) -> bool {
-        matches!(self, NodeError::Transport(_))
+        match self {
+            NodeError::Transport(_) => true,
+            NodeError::Guard(e) => e.retry(),
+            _ => false,
+        }
     }
 }
 
@@ -311,11 +319,18 @@ impl Node {
         Ok(config)
     }
 
-    /// Scan folder `id` again now.
+    /// Scan folder `id` again now. A folder stopped because its marker is
+    /// gone is taken as it is now: the marker is written again (what the
+    /// scan then finds gone is still subject to the deletion guard).
     pub fn rescan_folder(&self, id: &str) -> Result<(), NodeError> {
         let config = folder::get(&lock(&self.store), id)?;
         if config.paused {
             return Err(NodeError::Paused(id.to_string()));
+        }
+        if lock(&self.shared.engine).is_halted(id) {
+            folder::marker::write(&config.path, id)?;
+            info!(folder = %id, "marker written again on request: the folder is taken as it is now");
+            super::watching::marker_back(&self.shared, id);
         }
         let watched = lock(&self.sync)
             .as_ref()
@@ -423,10 +438,13 @@ impl Node {
                 (list.len() as u64, shown)
             })
             .unwrap_or_default();
+        let deletions_held = super::guard::held(store, &f.id);
         let state = if f.paused {
             FolderState::Paused
         } else if error.is_some() {
             FolderState::Error
+        } else if deletions_held != Default::default() {
+            FolderState::DeletionsHeld
         } else if lock(&s.scanning).contains(&f.id) {
             FolderState::Scanning
         } else if progress.needed_files > 0 {
@@ -449,6 +467,7 @@ impl Node {
             members: f.members.iter().map(|m| m.to_string()).collect(),
             remote_differs: SyncEngine::remote_differs(store, &f.id).items,
             locally_changed: lock(&s.engine).locally_changed(store, &f.id),
+            deletions_held,
         }
     }
 

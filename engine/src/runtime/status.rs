@@ -14,7 +14,7 @@ use crate::discovery::service::Stats;
 use crate::sync::FolderProgress;
 
 /// A shared folder's state, in the order it is decided: paused, in error,
-/// being scanned, syncing, or up to date.
+/// deletions held, being scanned, syncing, or up to date.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FolderState {
     /// Paused by its owner: not watched or synced.
@@ -23,6 +23,10 @@ pub enum FolderState {
     /// It cannot be watched ([`FolderStatus::error`] says why).
     #[serde(rename = "error")]
     Error,
+    /// Deletions are held back by the deletion guard, waiting for a
+    /// person ([`FolderStatus::deletions_held`]); the rest syncs.
+    #[serde(rename = "deletions held")]
+    DeletionsHeld,
     /// Its catch-up scan is running.
     #[serde(rename = "scanning")]
     Scanning,
@@ -40,6 +44,7 @@ impl FolderState {
         match self {
             FolderState::Paused => "paused",
             FolderState::Error => "error",
+            FolderState::DeletionsHeld => "deletions held",
             FolderState::Scanning => "scanning",
             FolderState::Syncing => "syncing",
             FolderState::UpToDate => "up to date",
@@ -94,6 +99,10 @@ pub struct FolderStatus {
     /// revert` puts the peers' version back).
     #[serde(default)]
     pub locally_changed: u64,
+    /// Deletions the deletion guard holds back, by direction (`folder
+    /// accept-deletions` or `restore-deletions`).
+    #[serde(default)]
+    pub deletions_held: crate::runtime::guard::Decided,
 }
 
 /// How many not-synced paths a [`FolderStatus`] lists.

@@ -103,7 +103,18 @@ pub(super) fn watch_folder(
             // reconcile safely side by side (each looks again at a path
             // the other recorded meanwhile, as with sync's placements).
             let mut scan: Option<std::thread::JoinHandle<()>> = None;
+            let mut marker_looked = std::time::Instant::now();
             while !stopped() {
+                // A folder stopped for its marker goes on once it is back
+                // (a drive mounted again), looked for every few seconds.
+                if marker_looked.elapsed() >= MARKER_LOOK && lock(&s.engine).is_halted(&id) {
+                    marker_looked = std::time::Instant::now();
+                    if folder::marker::marker_path(&config.path).exists() {
+                        info!(folder = %id, "the folder's marker is back: syncing it again");
+                        marker_back(&s, &id);
+                        rescan.store(true, Ordering::SeqCst);
+                    }
+                }
                 if scan.as_ref().is_none_or(|t| t.is_finished()) {
                     if let Some(done) = scan.take() {
                         let _ = done.join();
@@ -129,6 +140,9 @@ pub(super) fn watch_folder(
                 if let Ok(r) = &report {
                     let scope = (!batch.covers_whole_folder()).then_some(batch.paths.as_slice());
                     note_not_synced(&s, &id, &config.path, scope, &r.issues);
+                }
+                if let Err(e) = &report {
+                    marker_gone(&s, &id, e);
                 }
                 match report {
                     Ok(r) if r.ops > 0 => {
@@ -171,7 +185,10 @@ fn scan_in_background(
                 note_not_synced(&s, &id, &config.path, None, &r.issues);
                 info!(folder = %id, added = r.added, modified = r.modified, deleted = r.deleted, took_ms = r.elapsed_ms, "scanned")
             }
-            Err(e) => warn!(folder = %id, error = %e, "scan failed"),
+            Err(e) => {
+                marker_gone(&s, &id, &e);
+                warn!(folder = %id, error = %e, "scan failed")
+            }
         }
         let _ = s.local.send(Local::Changed(id));
     };
@@ -180,6 +197,28 @@ fn scan_in_background(
         .spawn(run)
         // As `thread::spawn`.
         .expect("cannot start a folder's scan thread")
+}
+
+/// How often a folder stopped for its marker is looked at again.
+const MARKER_LOOK: Duration = Duration::from_secs(2);
+
+/// A reconcile of `folder` failed with `e`: if for its marker, the folder
+/// stops — none of its work is handed out, and status says why.
+fn marker_gone(s: &Shared, folder: &str, e: &folder::FolderError) {
+    if let folder::FolderError::MarkerMissing { reason, .. } = e {
+        let newly = !lock(&s.engine).is_halted(folder);
+        lock(&s.engine).halt(folder);
+        lock(&s.folder_errors).insert(folder.to_string(), reason.clone());
+        if newly {
+            warn!(folder, "{reason}");
+        }
+    }
+}
+
+/// `folder`'s marker is there again: its work goes on.
+pub(super) fn marker_back(s: &Shared, folder: &str) {
+    lock(&s.engine).unhalt(folder, std::time::Instant::now());
+    lock(&s.folder_errors).remove(folder);
 }
 
 /// Keep `folder`'s list of what is not synced (see [`Shared::not_synced`])

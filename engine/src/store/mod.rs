@@ -298,8 +298,9 @@ type Map = BTreeMap<String, Space>;
 struct Space {
     entries: BTreeMap<Arc<str>, Entry>,
     by_seq: BTreeMap<Seq, Arc<str>>,
-    /// Running totals, once asked for ([`Store::tally`]).
-    tally: Option<tally::Tally>,
+    /// Running totals, one per counting function asked for
+    /// ([`Store::tally`]).
+    tallies: Vec<tally::Tally>,
 }
 
 impl Space {
@@ -316,7 +317,7 @@ impl Space {
         Space {
             entries,
             by_seq,
-            tally: None,
+            tallies: Vec::new(),
         }
     }
 
@@ -327,12 +328,16 @@ impl Space {
             None => Arc::from(key),
         };
         // Counted before the entry moves into the map (no second lookup).
-        let counted = self.tally.as_ref().map(|t| t.count(entry.value.as_deref()));
+        let counted: Vec<Option<u64>> = self
+            .tallies
+            .iter()
+            .map(|t| t.count(entry.value.as_deref()))
+            .collect();
         let old = self.entries.insert(key.clone(), entry);
         if let Some(old) = &old {
             self.by_seq.remove(&old.version);
         }
-        if let (Some(t), Some(is)) = (&mut self.tally, counted) {
+        for (t, is) in self.tallies.iter_mut().zip(counted) {
             let was = t.count(old.as_ref().and_then(|o| o.value.as_deref()));
             t.counted(&key, was, is);
         }
@@ -342,7 +347,7 @@ impl Space {
     fn remove(&mut self, key: &str) {
         if let Some(old) = self.entries.remove(key) {
             self.by_seq.remove(&old.version);
-            if let Some(t) = &mut self.tally {
+            for t in &mut self.tallies {
                 t.changed(key, old.value.as_deref(), None);
             }
         }
@@ -350,12 +355,12 @@ impl Space {
 
     fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) {
         let by_seq = &mut self.by_seq;
-        let mut tally = self.tally.as_mut();
+        let tallies = &mut self.tallies;
         self.entries.retain(|k, e| {
             let kept = keep(e);
             if !kept {
                 by_seq.remove(&e.version);
-                if let Some(t) = tally.as_mut() {
+                for t in tallies.iter_mut() {
                     t.changed(k, e.value.as_deref(), None);
                 }
             }
@@ -770,23 +775,23 @@ impl Store {
 
     /// The running totals of `group` (keys `<group>/…`; `None`: every
     /// group) in `ns`, counted by `count`: the first call for a namespace
-    /// walks it once, later ones cost nothing — the totals are kept as
-    /// entries change. One counting function per namespace (the first one
-    /// given stays).
+    /// and counting function walks the namespace once, later ones cost
+    /// nothing — the totals are kept as entries change. A namespace may be
+    /// counted several ways, each function keeping totals of its own.
     pub fn tally(&mut self, ns: &str, group: Option<&str>, count: TallyFn) -> Totals {
         let space = self.data.entry(ns.to_string()).or_default();
-        if space.tally.is_none() {
-            let mut t = tally::Tally::new(count);
-            for (k, e) in &space.entries {
-                t.changed(k, None, e.value.as_deref());
+        let at = match space.tallies.iter().position(|t| t.counts_with(count)) {
+            Some(at) => at,
+            None => {
+                let mut t = tally::Tally::new(count);
+                for (k, e) in &space.entries {
+                    t.changed(k, None, e.value.as_deref());
+                }
+                space.tallies.push(t);
+                space.tallies.len() - 1
             }
-            space.tally = Some(t);
-        }
-        space
-            .tally
-            .as_ref()
-            .map(|t| t.totals(group))
-            .unwrap_or_default()
+        };
+        space.tallies[at].totals(group)
     }
 
     /// Number of live entries in `ns`.

@@ -38,6 +38,13 @@ impl Tally {
         }
     }
 
+    /// Whether these are the totals `count` keeps. Functions are told apart
+    /// by address: two with the same body merged into one count the same
+    /// anyway, and one found at two addresses only costs a second set.
+    pub(super) fn counts_with(&self, count: TallyFn) -> bool {
+        self.count as usize == count as usize
+    }
+
     /// What a value (`None`: absent or a tombstone) counts for.
     pub(super) fn count(&self, value: Option<&[u8]>) -> Option<u64> {
         value.and_then(self.count)

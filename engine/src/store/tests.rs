@@ -316,3 +316,29 @@ fn running_totals_follow_every_kind_of_change() {
     check(&mut store);
     assert_eq!(store.tally(ns, None, by_len), Totals::default());
 }
+
+/// Values of one byte, counted as one byte each.
+fn only_short(v: &[u8]) -> Option<u64> {
+    (v.len() == 1).then_some(1)
+}
+
+/// One namespace counted two ways keeps two sets of totals, each true
+/// after later changes.
+#[test]
+fn a_namespace_counted_two_ways_keeps_both() {
+    let storage = MemStorage::new();
+    let (mut store, _) = open(&storage, config()).unwrap();
+    let ns = "things";
+    store.put(ns, "a/1", b"xx".to_vec()).unwrap();
+    store.put(ns, "a/2", b"y".to_vec()).unwrap();
+    assert_eq!(store.tally(ns, Some("a"), by_len).items, 2);
+    assert_eq!(store.tally(ns, Some("a"), only_short).items, 1);
+    store.put(ns, "a/3", b"z".to_vec()).unwrap();
+    store.remove(ns, "a/1").unwrap();
+    let (all, short) = (
+        store.tally(ns, Some("a"), by_len),
+        store.tally(ns, Some("a"), only_short),
+    );
+    assert_eq!((all.items, all.bytes), (2, 2));
+    assert_eq!((short.items, short.bytes), (2, 2));
+}

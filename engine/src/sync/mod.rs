@@ -33,6 +33,7 @@
 mod codec;
 mod exchange;
 mod failure;
+mod guard;
 mod held;
 mod membership;
 mod messages;
@@ -149,6 +150,9 @@ pub struct SyncEngine {
     offered: BTreeMap<String, BTreeSet<NodeId>>,
     /// Receive-only folders' locally changed paths (see `receive_only.rs`).
     local_changes: HashMap<String, receive_only::LocalChanges>,
+    /// Folders none of whose work is handed out: their root marker is
+    /// gone (see `guard.rs`).
+    halted: HashSet<String>,
 }
 
 fn held_key(file_key: &str, peer: NodeId) -> String {
@@ -262,6 +266,7 @@ impl SyncEngine {
             refusals_logged: HashSet::new(),
             offered: BTreeMap::new(),
             local_changes: HashMap::new(),
+            halted: HashSet::new(),
         }
     }
 

@@ -43,9 +43,30 @@ impl SyncEngine {
     /// their trash, as any replaced file does. Returns the paths
     /// overridden; peers are hinted once the log has them.
     pub fn override_remote(&mut self, store: &mut Store, folder: &str) -> Result<usize, SyncError> {
+        let differing = Self::differing(store, folder)
+            .into_iter()
+            .map(|(path, _, remote)| (path, remote))
+            .collect();
+        self.outvote(store, folder, differing, DIFFERS_NS)
+    }
+
+    /// Give this node's record of each `(path, remote record)` of
+    /// `folder` a version past both its own and the remote one, so that
+    /// every peer takes it back (a path this node does not have becomes a
+    /// deletion), and forget the path's entry in `bookkeeping` (what kept
+    /// the remote record aside). Returns how many paths; peers are hinted
+    /// once the log has them.
+    pub(super) fn outvote(
+        &mut self,
+        store: &mut Store,
+        folder: &str,
+        remote: Vec<(String, FileRecord)>,
+        bookkeeping: &str,
+    ) -> Result<usize, SyncError> {
         let (origin, ts) = (self.node, store.wall_time());
         let mut ops = Vec::new();
-        for (path, _, remote) in Self::differing(store, folder) {
+        let mut paths = Vec::new();
+        for (path, remote) in remote {
             let key = index::file_key(folder, &path);
             let mut mine = match index::record(store, folder, &path) {
                 Some(local) => local,
@@ -70,16 +91,19 @@ impl SyncEngine {
                 timestamp: ts,
             });
             ops.push(Op::Forget {
-                ns: DIFFERS_NS.into(),
+                ns: bookkeeping.into(),
                 key,
             });
+            paths.push(path);
         }
-        let n = ops.len() / 2;
-        if n > 0 {
+        if !paths.is_empty() {
             store.apply_batch(ops)?;
             self.mark_dirty(store, folder.to_string());
         }
-        Ok(n)
+        for p in &paths {
+            self.remove_work(&(folder.to_string(), p.clone()));
+        }
+        Ok(paths.len())
     }
 }
 

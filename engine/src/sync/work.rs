@@ -94,10 +94,12 @@ impl SyncEngine {
         let folders = index::list(store)?;
         let active: HashSet<&str> = folders
             .iter()
-            .filter(|f| !f.paused)
+            .filter(|f| !f.paused && !self.halted.contains(&f.id))
             .map(|f| f.id.as_str())
             .chain([APP_SPACE])
             .collect();
+        // Removals of a folder the deletion guard holds wait for a person.
+        let held = self.held_deletions(store, &active)?;
         let members: HashMap<&str, &BTreeSet<NodeId>> = folders
             .iter()
             .map(|f| (f.id.as_str(), &f.members))
@@ -192,6 +194,10 @@ impl SyncEngine {
                 need.sources.retain(|s| m.contains(s));
             }
             let key = (folder.clone(), path.clone());
+            if need.record.deleted && held.contains(&folder) {
+                self.wait_held(&key, now);
+                continue;
+            }
             let Some(w) = self.work.get(&key) else {
                 continue;
             };

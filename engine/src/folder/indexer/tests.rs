@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::*;
 use crate::core::ManualClock;
 use crate::core::VersionVector;
+use crate::index::guard::{self, Direction};
 use crate::store::StoreConfig;
 use crate::wal::MemStorage;
 
@@ -79,4 +80,112 @@ fn what_sync_recorded_while_the_disk_was_read_is_looked_at_again() {
     );
     let mine = record(&store, "f", "mine.txt").unwrap();
     assert_eq!(mine.hash, Some(ContentHash::of(b"mine, edited")));
+}
+
+/// The deletion guard, this node's side: a scan that finds most of a
+/// folder gone records no deletion and holds them; a part of the folder
+/// looked at while held adds to the hold; accepted, the next scan records
+/// them; a folder whose marker goes is stopped and records nothing.
+#[test]
+fn most_of_a_folder_gone_is_held_and_a_missing_marker_stops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    for i in 0..200 {
+        std::fs::write(root.join(format!("f{i:03}")), format!("{i}")).unwrap();
+    }
+    let (mut store, _) = Store::open(
+        StoreConfig::new("/idx"),
+        Arc::new(MemStorage::new()),
+        Arc::new(ManualClock::new()),
+    )
+    .unwrap();
+    let config = add(&mut store, "f", &root).unwrap();
+    let mut ix = Indexer::new(config, ME);
+    ix.scan(&mut store, &ScanProgress::default()).unwrap();
+    let live = |store: &Store| {
+        crate::index::records(store, "f")
+            .filter(|r| r.as_ref().is_ok_and(|(_, r)| !r.deleted))
+            .count()
+    };
+    assert_eq!(live(&store), 200);
+
+    // 40 gone: recorded (not most of the folder).
+    for i in 0..40 {
+        std::fs::remove_file(root.join(format!("f{i:03}"))).unwrap();
+    }
+    let r = ix.scan(&mut store, &ScanProgress::default()).unwrap();
+    assert_eq!((r.deleted, r.held), (40, 0));
+    // 120 of the 160 left gone: held, nothing recorded.
+    for i in 40..160 {
+        std::fs::remove_file(root.join(format!("f{i:03}"))).unwrap();
+    }
+    let r = ix.scan(&mut store, &ScanProgress::default()).unwrap();
+    assert_eq!((r.deleted, r.held), (0, 120));
+    assert_eq!(live(&store), 160);
+    let held = guard::held(&store, "f", Direction::Local).unwrap();
+    assert_eq!((held.paths, held.of_files), (120, 160));
+    // While held, one more deletion seen by the watcher joins the hold.
+    std::fs::remove_file(root.join("f170")).unwrap();
+    let batch = crate::fs::watch::Batch {
+        paths: vec!["f170".into()],
+        rescan_all: false,
+    };
+    let r = ix.apply(&mut store, &batch).unwrap();
+    assert_eq!((r.deleted, r.held), (0, 1));
+    assert_eq!(live(&store), 160);
+
+    // Accepted: the next scan records every one, and the hold is over.
+    guard::decide(&mut store, "f", Direction::Local, true).unwrap();
+    let r = ix.scan(&mut store, &ScanProgress::default()).unwrap();
+    assert_eq!((r.deleted, r.held), (121, 0));
+    assert_eq!(live(&store), 39);
+    assert!(!guard::is_accepted(&store, "f", Direction::Local));
+
+    // The marker goes: the scan fails and records nothing, even with
+    // every file gone.
+    std::fs::remove_dir_all(root.join(crate::fs::ignore::META_DIR)).unwrap();
+    for i in 160..200 {
+        let _ = std::fs::remove_file(root.join(format!("f{i:03}")));
+    }
+    let err = ix.scan(&mut store, &ScanProgress::default()).unwrap_err();
+    assert!(matches!(err, FolderError::MarkerMissing { .. }), "{err}");
+    assert_eq!(live(&store), 39);
+}
+
+/// A folder emptied in many small watcher batches trips the guard once
+/// what was deleted lately is most of it: each batch alone never is.
+#[test]
+fn deletions_spread_over_batches_add_up_for_the_guard() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::fs::canonicalize(dir.path()).unwrap();
+    for i in 0..300 {
+        std::fs::write(root.join(format!("f{i:03}")), format!("{i}")).unwrap();
+    }
+    let (mut store, _) = Store::open(
+        StoreConfig::new("/idx"),
+        Arc::new(MemStorage::new()),
+        Arc::new(ManualClock::new()),
+    )
+    .unwrap();
+    let config = add(&mut store, "f", &root).unwrap();
+    let mut ix = Indexer::new(config, ME);
+    ix.scan(&mut store, &ScanProgress::default()).unwrap();
+    let mut batch = |from: usize| {
+        let paths: Vec<String> = (from..from + 60).map(|i| format!("f{i:03}")).collect();
+        for p in &paths {
+            std::fs::remove_file(root.join(p)).unwrap();
+        }
+        let batch = crate::fs::watch::Batch {
+            paths,
+            rescan_all: false,
+        };
+        let r = ix.apply(&mut store, &batch).unwrap();
+        (r.deleted, r.held)
+    };
+    assert_eq!(batch(0), (60, 0));
+    assert_eq!(batch(60), (60, 0));
+    assert_eq!(batch(120), (0, 60), "180 of 300 within a minute");
+    assert_eq!(batch(180), (0, 60), "held: the rest joins the hold");
+    let held = guard::held(&store, "f", Direction::Local).unwrap();
+    assert_eq!(held.paths, 120);
 }

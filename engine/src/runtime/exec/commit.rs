@@ -199,7 +199,7 @@ pub(super) fn flush_batch(s: &Arc<Shared>, batch: Vec<(Commit, Reply)>) -> Flush
     for (c, reply) in batch {
         let root = roots
             .entry(c.folder.clone())
-            .or_insert_with(|| root_of(s, &c.folder))
+            .or_insert_with(|| root_of(s, &c.folder).and_then(|r| marker_present(s, &c.folder, r)))
             .clone();
         let place = root.and_then(|root| {
             let abs = absolute(&root, &c.path)?;
@@ -252,6 +252,21 @@ pub(super) fn flush_batch(s: &Arc<Shared>, batch: Vec<(Commit, Reply)>) -> Flush
         items,
         only_new_files,
     }
+}
+
+/// `root` of `folder`, unless the folder's marker is gone (it is being
+/// stopped, see [`crate::folder::marker`]): nothing is written into a
+/// folder that may be an empty mount point or a wiped one.
+fn marker_present(s: &Shared, folder: &str, root: PathBuf) -> Result<PathBuf, WorkError> {
+    if crate::folder::marker::marker_path(&root).exists()
+        || !crate::index::guard::is_marked(&lock(&s.store), folder)
+    {
+        return Ok(root);
+    }
+    Err(WorkError::new(
+        Cause::Refused,
+        crate::folder::marker::missing_reason(&root),
+    ))
 }
 
 /// Step 2 of [`committer`]: carry out and record the batch under the store
