@@ -247,6 +247,18 @@ fn a_home_inside_a_shared_folder_is_never_synced_issue_19() {
 #[test]
 fn deleted_directory_trees_leave_nothing_behind_issue_19() {
     let ((mut a, da), (mut b, db)) = pair();
+    // Each tree is nearly the whole folder, and its deletion arrives on
+    // the other node as most of the folder going: the deletion guard
+    // would rightly hold it (tests/cli_guard.rs). Here it is what the
+    // trees leave behind that is tested.
+    for n in [&a, &b] {
+        let out = run(n.home.path(), &["folder", "guard", "docs", "off"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     std::fs::write(da.join("keep.txt"), b"stays").unwrap();
     a.start();
     b.start();

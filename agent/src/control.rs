@@ -103,6 +103,18 @@ pub enum Request {
         /// On (true) or off.
         on: bool,
     },
+    /// The conflicts of a folder, or of every folder.
+    Conflicts {
+        /// Folder id (none: every folder).
+        folder: Option<String>,
+    },
+    /// Settle the conflict of a file or of its conflict copy.
+    ConflictResolve {
+        /// The file or copy (absolute).
+        path: PathBuf,
+        /// What to keep.
+        keep: softadastra::runtime::conflicts::Keep,
+    },
     /// Folders devices offer this node.
     Offers,
     /// Accept an offered folder into a directory.

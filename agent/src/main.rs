@@ -4,6 +4,7 @@
 //! exit status; `--json` output is for scripts and never mixes in prose.
 
 mod config;
+mod conflicts_cmd;
 mod control;
 mod demo_cmd;
 mod folder_cmd;
@@ -228,6 +229,17 @@ enum Command {
     /// Manage shared folders.
     #[command(subcommand)]
     Folder(folder_cmd::FolderCommand),
+    /// Files two devices changed at once: each with both versions'
+    /// devices and times and where the conflict copy is.
+    Conflicts {
+        #[command(subcommand)]
+        command: Option<conflicts_cmd::ConflictsCommand>,
+        /// Only this folder.
+        #[arg(long)]
+        folder: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the index: every path of a folder (or all folders) with size, hash and version.
     Ls {
         /// Folder id (default: all folders).
@@ -373,6 +385,16 @@ fn main() -> ExitCode {
         Command::Wal(cmd) => store_cmd::run_wal(&home, cmd),
         Command::Repair { json } => repair_cmd::run_repair(&home, json),
         Command::Folder(cmd) => folder_cmd::run_folder(&home, cmd),
+        Command::Conflicts {
+            command,
+            folder,
+            json,
+        } => match command {
+            None => conflicts_cmd::run_list(&home, folder.as_deref(), json),
+            Some(conflicts_cmd::ConflictsCommand::Resolve { path, keep, json }) => {
+                conflicts_cmd::run_resolve(&home, &path, &keep, json)
+            }
+        },
         Command::Ls { folder, all, json } => folder_cmd::run_ls(&home, folder, json, all),
         Command::Scan { path, json } => folder_cmd::run_scan(&home, &path, json),
         Command::Watch { folder } => folder_cmd::run_watch(&home, folder),

@@ -73,6 +73,10 @@ pub fn summarize(status: Option<&NodeStatus>) -> (TrayState, String) {
             f.id
         ));
     }
+    let conflicts: u64 = s.folders.iter().map(|f| f.conflicts).sum();
+    if conflicts > 0 {
+        text.push_str(&format!("\n{conflicts} conflict(s): softadastra conflicts"));
+    }
     for f in s.folders.iter().filter(|f| f.locally_changed > 0) {
         text.push_str(&format!(
             "\n{} ({}): {} local change(s) not sent; softadastra folder revert {}",
@@ -321,6 +325,7 @@ mod tests {
             remote_differs: 0,
             locally_changed: 0,
             deletions_held: Default::default(),
+            conflicts: 0,
         }
     }
 

@@ -42,6 +42,7 @@ use crate::folder::values::{self, APP_SPACE};
 use crate::folder::{self, FolderConfig, FolderError};
 use crate::metadata::{self, NodeInfo};
 use crate::runtime::RuntimeOptions;
+use crate::runtime::conflicts::{self, Conflict, Keep, Settled};
 use crate::runtime::guard::Decided;
 use crate::runtime::node::{Node, NodeError, NodeOptions};
 use crate::runtime::trust::{self, TrustError};
@@ -123,6 +124,9 @@ pub enum ClientError {
     /// A decision about held deletions could not be made.
     #[error(transparent)]
     Guard(#[from] crate::runtime::guard::GuardError),
+    /// A conflict could not be listed or settled.
+    #[error(transparent)]
+    Conflict(#[from] crate::runtime::conflicts::ConflictError),
     /// A call that needs the transport came before [`Client::start_transport`].
     #[error("the transport is not started: call start_transport() first")]
     TransportNotStarted,
@@ -137,6 +141,7 @@ impl From<NodeError> for ClientError {
             NodeError::Sync(crate::sync::SyncError::Store(e)) => ClientError::Store(e),
             NodeError::Sync(crate::sync::SyncError::Folder(e)) => ClientError::Folder(e),
             NodeError::Guard(e) => ClientError::Guard(e),
+            NodeError::Conflict(e) => ClientError::Conflict(e),
             // The client asks for no rescan.
             e @ (NodeError::Paused(_)
             | NodeError::NotWatched(_)
@@ -157,6 +162,7 @@ impl ErrorContext for ClientError {
             ClientError::Folder(e) => e.retry(),
             ClientError::Io { .. } => Retry::Later,
             ClientError::Guard(e) if e.retry() => Retry::Later,
+            ClientError::Conflict(e) if e.retry() => Retry::Later,
             _ => Retry::Never,
         }
     }
@@ -478,6 +484,37 @@ impl Client {
         }
         let mut engine = self.offline_engine();
         Ok(crate::runtime::guard::restore(&mut engine, &mut lock(&self.store), id)?.0)
+    }
+
+    /// Every conflict of folder `id`, or of every folder, as `softadastra
+    /// conflicts` lists them.
+    pub fn conflicts(&self, id: Option<&str>) -> Result<Vec<Conflict>, ClientError> {
+        let store = lock(&self.store);
+        let folders = match id {
+            Some(id) => vec![folder::get(&store, id)?],
+            None => folder::list(&store)?,
+        };
+        Ok(conflicts::list(&store, self.node_id(), &folders)?)
+    }
+
+    /// Settle the conflict of the file (or conflict copy) at `path`,
+    /// keeping `keep`, as `softadastra conflicts resolve` does.
+    pub fn resolve_conflict(&self, path: &Path, keep: Keep) -> Result<Settled, ClientError> {
+        if let Some(node) = &self.node {
+            let _guard = self.rt.enter();
+            return Ok(node.settle_conflict(path, keep)?);
+        }
+        let folders = folder::list(&lock(&self.store))?;
+        let (config, rel) = conflicts::locate(&folders, path)?;
+        let chunks = std::sync::Mutex::new(crate::runtime::exec::ChunkIndex::default());
+        Ok(conflicts::settle(
+            crate::folder::StoreAccess::Shared(&self.store),
+            &chunks,
+            self.node_id(),
+            &config,
+            &rel,
+            keep,
+        )?)
     }
 
     /// An engine for a decision made while the network is not started:

@@ -354,3 +354,19 @@ fn folder_config_v2_golden() {
     let stored = decode_config("photos", &legacy).unwrap();
     assert!(stored.legacy && stored.config.members.is_empty());
 }
+
+fn expected_guard_held() -> Vec<u8> {
+    let held = softadastra::index::guard::Held {
+        paths: 251,
+        of_files: 300,
+        since: softadastra::core::Timestamp(1_764_700_000_000_000_000),
+    };
+    postcard::to_allocvec(&held).unwrap()
+}
+
+#[test]
+fn guard_held_v1_golden() {
+    let bytes = check("guard-held-v1.bin", expected_guard_held());
+    let held: softadastra::index::guard::Held = postcard::from_bytes(&bytes).unwrap();
+    assert_eq!((held.paths, held.of_files), (251, 300));
+}

@@ -137,6 +137,10 @@ impl control::Handler for Daemon {
                 let n = self.node.revert_folder(&id)?;
                 json!({"id": id, "paths": n})
             }
+            Request::Conflicts { folder } => json!(self.node.conflicts(folder.as_deref())?),
+            Request::ConflictResolve { path, keep } => {
+                json!(self.node.settle_conflict(&path, keep)?)
+            }
             Request::FolderDeletions { id, decision } => {
                 let decided = match decision {
                     crate::guard_cmd::Decision::Accept => self.node.accept_deletions(&id)?,

@@ -357,6 +357,12 @@ pub(super) fn folder_line(f: &FolderStatus) -> String {
             f.remote_differs, f.id
         ));
     }
+    if f.conflicts > 0 {
+        line.push_str(&format!(
+            "\n         {} conflict(s), both versions kept: `softadastra conflicts --folder {}` lists them",
+            f.conflicts, f.id
+        ));
+    }
     let held = f.deletions_held;
     if held.local > 0 {
         line.push_str(&format!(

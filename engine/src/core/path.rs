@@ -109,6 +109,43 @@ pub fn fit_name(stem: &str, suffix: &str) -> String {
     format!("{}{suffix}", &stem[..cut])
 }
 
+/// What marks a conflict copy's name: `NAME.sync-conflict-<when>-<device>.EXT`.
+pub const CONFLICT_MARKER: &str = ".sync-conflict-";
+
+/// Whether `path` is a conflict copy (such files never get copies of their own).
+pub fn is_conflict_copy(path: &str) -> bool {
+    path.rsplit('/')
+        .next()
+        .is_some_and(|f| f.contains(CONFLICT_MARKER))
+}
+
+/// The path a conflict copy was made for, and the stamp and short device
+/// id its name carries: `dir/NAME.sync-conflict-20261203-194612-abc1234 (2).txt`
+/// → (`dir/NAME.txt`, `20261203-194612`, `abc1234`). `None` for a path
+/// that is not a conflict copy.
+pub fn original_of_copy(path: &str) -> Option<(String, String, String)> {
+    let (dir, file) = match path.rsplit_once('/') {
+        Some((d, f)) => (Some(d), f),
+        None => (None, path),
+    };
+    let at = file.find(CONFLICT_MARKER)?;
+    let (stem, rest) = (&file[..at], &file[at + CONFLICT_MARKER.len()..]);
+    // `<date>-<time>-<device>`, then maybe ` (n)`, then maybe `.ext`.
+    let ext = rest.find('.').map_or("", |i| &rest[i..]);
+    let tag = rest[..rest.len() - ext.len()]
+        .split(' ')
+        .next()
+        .unwrap_or_default();
+    let mut parts = tag.splitn(3, '-');
+    let (date, time, device) = (parts.next()?, parts.next()?, parts.next()?);
+    let name = format!("{stem}{ext}");
+    let original = match dir {
+        Some(d) => format!("{d}/{name}"),
+        None => name,
+    };
+    Some((original, format!("{date}-{time}"), device.to_string()))
+}
+
 /// Per-folder directory the agent owns (trash, transfer state).
 pub const META_DIR: &str = ".softadastra";
 /// Prefix of temporary files the agent writes while assembling a download.
@@ -124,6 +161,28 @@ pub fn is_builtin_ignored(rel: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_conflict_copy_names_its_original() {
+        assert_eq!(
+            original_of_copy("a/report.sync-conflict-20261203-194612-abc1234.txt"),
+            Some((
+                "a/report.txt".into(),
+                "20261203-194612".into(),
+                "abc1234".into()
+            ))
+        );
+        assert_eq!(
+            original_of_copy("notes.sync-conflict-20261203-194612-abc1234 (2)").map(|o| o.0),
+            Some("notes".into())
+        );
+        assert_eq!(
+            original_of_copy("x.tar.sync-conflict-20261203-194612-abc1234 (3).gz").map(|o| o.0),
+            Some("x.tar.gz".into())
+        );
+        assert_eq!(original_of_copy("a/report.txt"), None);
+        assert_eq!(original_of_copy("bad.sync-conflict-nodash"), None);
+    }
 
     #[test]
     fn derived_names_fit_whatever_the_name_length() {

@@ -51,10 +51,11 @@ pub struct Indexer {
     /// Warnings from reading the ignore file.
     pub ignore_warnings: Vec<String>,
     chunker: ChunkerConfig,
-    /// Regular files this indexer recorded as deleted lately, and when:
+    /// Regular files this indexer recorded as deleted and as added lately,
+    /// and when:
     /// the deletion guard counts them with the next ones (see
     /// [`RECENT_DELETIONS`]).
-    recent: std::cell::RefCell<std::collections::VecDeque<(Instant, u64)>>,
+    recent: std::cell::RefCell<std::collections::VecDeque<(Instant, (u64, u64))>>,
 }
 
 /// How far back deletions already recorded count with new ones for the
@@ -391,7 +392,13 @@ impl Indexer {
             }
             deletions.push((rel.clone(), gone));
         }
-        report.held = self.guard_deletions(store, &mut deletions, whole)?;
+        let adding = puts
+            .iter()
+            .filter(|(p, r)| {
+                r.kind == EntryKind::File && !r.deleted && known.get(p).is_none_or(|k| k.deleted)
+            })
+            .count() as u64;
+        report.held = self.guard_deletions(store, &mut deletions, adding, whole)?;
         report.deleted = deletions.len() as u64;
         report.forgotten = forgets.len() as u64;
         report.renamed = added_hashes
@@ -425,37 +432,28 @@ impl Indexer {
     }
 
     /// The deletion guard, this node's side: `deletions` found by a
-    /// reconcile are held back (emptied, their number returned) when they
-    /// are most of the folder ([`guard::trips`]; with those this indexer
-    /// recorded in the last [`RECENT_DELETIONS`]) or deletions are held
-    /// already, unless the guard is off or a person accepted them. A look
-    /// at the whole folder that finds nothing deleted ends a hold (the
-    /// files are back) and uses up an acceptance.
+    /// reconcile (which also found `adding` new regular files) are held
+    /// back (emptied, their number returned) when they lose most of the
+    /// folder ([`guard::trips`]) or deletions are held already, unless the
+    /// guard is off or a person accepted them. What is lost is counted net
+    /// of files added — a tree moved inside the folder, or build output
+    /// made and cleaned, loses nothing — over this reconcile and the ones
+    /// this indexer recorded in the last [`RECENT_DELETIONS`], so a folder
+    /// emptied over many watcher batches is caught too. A look at the
+    /// whole folder that finds nothing deleted ends a hold (the files are
+    /// back) and uses up an acceptance.
     fn guard_deletions(
         &self,
         store: &mut Store,
         deletions: &mut Vec<(String, FileRecord)>,
+        adding: u64,
         whole: bool,
     ) -> Result<u64, FolderError> {
         let id = self.config.id.as_str();
-        if guard::is_off(store, id) {
-            return Ok(0);
-        }
-        if deletions.is_empty() || guard::is_accepted(store, id, Direction::Local) {
-            if whole {
-                guard::settle(store, id, Direction::Local)?;
-            }
-            return Ok(0);
-        }
-        let files = store
-            .tally(ns::FILES, Some(id), crate::index::file_tally)
-            .items;
         let deleting = deletions
             .iter()
             .filter(|(_, r)| r.kind == EntryKind::File)
             .count() as u64;
-        // What was deleted lately counts too, against the folder as it
-        // was before.
         let now = Instant::now();
         let mut recent = self.recent.borrow_mut();
         while recent
@@ -464,11 +462,31 @@ impl Indexer {
         {
             recent.pop_front();
         }
-        let lately: u64 = recent.iter().map(|(_, n)| n).sum();
+        let (lately_deleted, lately_added) = recent
+            .iter()
+            .fold((0u64, 0u64), |(d, a), (_, c)| (d + c.0, a + c.1));
+        let go_ahead = |recent: &mut std::collections::VecDeque<(Instant, (u64, u64))>| {
+            recent.push_back((now, (deleting, adding)));
+            Ok(0)
+        };
+        if guard::is_off(store, id) {
+            return go_ahead(&mut recent);
+        }
+        if deletions.is_empty() || guard::is_accepted(store, id, Direction::Local) {
+            if whole {
+                guard::settle(store, id, Direction::Local)?;
+            }
+            return go_ahead(&mut recent);
+        }
+        let files = store
+            .tally(ns::FILES, Some(id), crate::index::file_tally)
+            .items;
+        // The folder as it was at the start of the window, and what it lost.
+        let before = (files + lately_deleted).saturating_sub(lately_added);
+        let lost = (deleting + lately_deleted).saturating_sub(adding + lately_added);
         let holding = guard::held(store, id, Direction::Local);
-        if holding.is_none() && !guard::trips(deleting + lately, files + lately) {
-            recent.push_back((now, deleting));
-            return Ok(0);
+        if holding.is_none() && !guard::trips(lost, before) {
+            return go_ahead(&mut recent);
         }
         let n = deletions.len() as u64;
         // A hold covers what a whole look finds gone; a part of the
@@ -478,9 +496,9 @@ impl Indexer {
             Some(h) if !whole => h.paths + n,
             _ => n,
         };
-        guard::hold(store, id, Direction::Local, paths, files)?;
+        guard::hold(store, id, Direction::Local, paths, before)?;
         if holding.is_none() {
-            tracing::warn!(folder = %id, deleting, files, "most of the folder is gone from disk: \
+            tracing::warn!(folder = %id, lost, files = before, "most of the folder is gone from disk: \
                 deletions held back (softadastra folder accept-deletions or restore-deletions)");
         }
         deletions.clear();
@@ -569,7 +587,7 @@ pub enum StoreAccess<'a> {
 }
 
 impl StoreAccess<'_> {
-    fn with<R>(&mut self, work: impl FnOnce(&mut Store) -> R) -> R {
+    pub(crate) fn with<R>(&mut self, work: impl FnOnce(&mut Store) -> R) -> R {
         match self {
             StoreAccess::Own(store) => work(store),
             StoreAccess::Shared(store) => work(&mut crate::core::lock(store)),

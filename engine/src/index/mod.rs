@@ -217,9 +217,18 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 
 /// What a stored record counts for in a folder's totals
 /// ([`Store::tally`]): a live regular file, its size.
-pub fn file_tally(value: &[u8]) -> Option<u64> {
+pub fn file_tally(_key: &str, value: &[u8]) -> Option<u64> {
     let r: FileRecord = postcard::from_bytes(value).ok()?;
     (!r.deleted && r.kind == EntryKind::File).then_some(r.size)
+}
+
+/// What a stored record counts for in a folder's conflict count: a live
+/// conflict copy (see [`crate::core::path::is_conflict_copy`]).
+pub fn conflict_tally(key: &str, value: &[u8]) -> Option<u64> {
+    if !crate::core::path::is_conflict_copy(key) {
+        return None;
+    }
+    file_tally(key, value)
 }
 
 /// The index key of `rel` in folder `id`.

@@ -20,6 +20,7 @@
 //! watcher's filter for the agent's own writes; `watching` the folder
 //! watcher threads; `housekeeping` the timed tidy-ups.
 
+pub mod conflicts;
 pub mod echoes;
 pub mod exec;
 pub mod guard;

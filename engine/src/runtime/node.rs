@@ -23,6 +23,7 @@ use super::status::{
 use super::trust::{self, TrustError, TrustedPeer};
 use super::{RuntimeOptions, Shared, SyncRuntime, lock};
 
+mod conflicts;
 mod deletions;
 mod sharing;
 use crate::core::NodeId;
@@ -101,6 +102,9 @@ pub enum NodeError {
     /// A decision about held deletions could not be made.
     #[error(transparent)]
     Guard(#[from] super::guard::GuardError),
+    /// A conflict could not be listed or settled.
+    #[error(transparent)]
+    Conflict(#[from] super::conflicts::ConflictError),
     /// No connected device offers that folder.
     #[error("no connected device offers a folder {0:?} (see `softadastra folder offers`)")]
     NoOffer(String),
@@ -120,6 +124,7 @@ impl NodeError {
         match self {
             NodeError::Transport(_) => true,
             NodeError::Guard(e) => e.retry(),
+            NodeError::Conflict(e) => e.retry(),
             _ => false,
         }
     }
@@ -468,6 +473,13 @@ impl Node {
             remote_differs: SyncEngine::remote_differs(store, &f.id).items,
             locally_changed: lock(&s.engine).locally_changed(store, &f.id),
             deletions_held,
+            conflicts: store
+                .tally(
+                    crate::store::ns::FILES,
+                    Some(&f.id),
+                    crate::index::conflict_tally,
+                )
+                .items,
         }
     }
 

@@ -103,6 +103,9 @@ pub struct FolderStatus {
     /// accept-deletions` or `restore-deletions`).
     #[serde(default)]
     pub deletions_held: crate::runtime::guard::Decided,
+    /// Conflict copies in the folder (`softadastra conflicts`).
+    #[serde(default)]
+    pub conflicts: u64,
 }
 
 /// How many not-synced paths a [`FolderStatus`] lists.

@@ -331,14 +331,14 @@ impl Space {
         let counted: Vec<Option<u64>> = self
             .tallies
             .iter()
-            .map(|t| t.count(entry.value.as_deref()))
+            .map(|t| t.count(&key, entry.value.as_deref()))
             .collect();
         let old = self.entries.insert(key.clone(), entry);
         if let Some(old) = &old {
             self.by_seq.remove(&old.version);
         }
         for (t, is) in self.tallies.iter_mut().zip(counted) {
-            let was = t.count(old.as_ref().and_then(|o| o.value.as_deref()));
+            let was = t.count(&key, old.as_ref().and_then(|o| o.value.as_deref()));
             t.counted(&key, was, is);
         }
         self.by_seq.insert(version, key);

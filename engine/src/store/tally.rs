@@ -10,9 +10,9 @@
 
 use std::collections::HashMap;
 
-/// What one stored value counts for: `Some(bytes)` to count it as one
-/// item of that many bytes, `None` not to count it.
-pub type TallyFn = fn(&[u8]) -> Option<u64>;
+/// What one stored entry (its key and value) counts for: `Some(bytes)` to
+/// count it as one item of that many bytes, `None` not to count it.
+pub type TallyFn = fn(&str, &[u8]) -> Option<u64>;
 
 /// Items and bytes of one group.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -45,15 +45,15 @@ impl Tally {
         self.count as usize == count as usize
     }
 
-    /// What a value (`None`: absent or a tombstone) counts for.
-    pub(super) fn count(&self, value: Option<&[u8]>) -> Option<u64> {
-        value.and_then(self.count)
+    /// What `key`'s value (`None`: absent or a tombstone) counts for.
+    pub(super) fn count(&self, key: &str, value: Option<&[u8]>) -> Option<u64> {
+        value.and_then(|v| (self.count)(key, v))
     }
 
     /// `key`'s value went from `old` to `new` (`None`: absent or a
     /// tombstone).
     pub(super) fn changed(&mut self, key: &str, old: Option<&[u8]>, new: Option<&[u8]>) {
-        let (was, is) = (self.count(old), self.count(new));
+        let (was, is) = (self.count(key, old), self.count(key, new));
         self.counted(key, was, is);
     }
 

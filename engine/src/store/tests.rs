@@ -264,7 +264,7 @@ fn changes_after_a_sequence_are_listed_oldest_first() {
 }
 
 /// A value counts for its length, unless it is "skip".
-fn by_len(v: &[u8]) -> Option<u64> {
+fn by_len(_key: &str, v: &[u8]) -> Option<u64> {
     (v != b"skip").then_some(v.len() as u64)
 }
 
@@ -284,7 +284,7 @@ fn running_totals_follow_every_kind_of_change() {
     let recount = |store: &Store, group: &str| {
         let mut t = Totals::default();
         for (_, e) in store.list(ns, &format!("{group}/")) {
-            if let Some(b) = e.value.as_deref().and_then(by_len) {
+            if let Some(b) = e.value.as_deref().and_then(|v| by_len("", v)) {
                 t.items += 1;
                 t.bytes += b;
             }
@@ -318,7 +318,7 @@ fn running_totals_follow_every_kind_of_change() {
 }
 
 /// Values of one byte, counted as one byte each.
-fn only_short(v: &[u8]) -> Option<u64> {
+fn only_short(_key: &str, v: &[u8]) -> Option<u64> {
     (v.len() == 1).then_some(1)
 }
 

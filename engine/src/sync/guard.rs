@@ -16,9 +16,16 @@ const HELD_WAIT: Duration = Duration::from_secs(3600);
 
 /// What a stored need counts for in the guard's totals: a regular file's
 /// removal.
-fn deletion_tally(value: &[u8]) -> Option<u64> {
+fn deletion_tally(_key: &str, value: &[u8]) -> Option<u64> {
     let n: Need = postcard::from_bytes(value).ok()?;
     (n.record.deleted && n.record.kind == EntryKind::File).then_some(0)
+}
+
+/// A regular file to place (new or changed): what offsets removals when a
+/// peer moved files rather than lost them.
+fn placement_tally(_key: &str, value: &[u8]) -> Option<u64> {
+    let n: Need = postcard::from_bytes(value).ok()?;
+    (!n.record.deleted && n.record.kind == EntryKind::File).then_some(0)
 }
 
 impl SyncEngine {
@@ -28,9 +35,9 @@ impl SyncEngine {
     }
 
     /// The folders among `active` whose removals are held back now, the
-    /// holds brought up to date: one trips when removals pending are most
-    /// of the folder ([`guard::trips`]), and ends when none is left (an
-    /// acceptance is then used up too).
+    /// holds brought up to date: one trips when removals pending, net of
+    /// files pending placement, are most of the folder ([`guard::trips`]),
+    /// and ends when none is left (an acceptance is then used up too).
     pub(super) fn held_deletions(
         &self,
         store: &mut Store,
@@ -55,7 +62,9 @@ impl SyncEngine {
             let files = store
                 .tally(ns::FILES, Some(folder), index::file_tally)
                 .items;
-            if holding.is_none() && !guard::trips(pending, files) {
+            // Net of files to place: a tree a peer moved loses nothing.
+            let placing = store.tally(NEED_NS, Some(folder), placement_tally).items;
+            if holding.is_none() && !guard::trips(pending.saturating_sub(placing), files) {
                 continue;
             }
             // While a hold lasts, the folder's count stays the one it

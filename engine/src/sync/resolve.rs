@@ -193,15 +193,10 @@ pub fn copy_target(name: &str, probe: impl Fn(&str) -> Probe) -> Option<String> 
     Some(candidate)
 }
 
-/// Whether `path` is a conflict copy (such files never get copies of their own).
-pub fn is_conflict_copy(path: &str) -> bool {
-    path.rsplit('/')
-        .next()
-        .is_some_and(|f| f.contains(".sync-conflict-"))
-}
+pub use crate::core::path::{CONFLICT_MARKER, is_conflict_copy, original_of_copy};
 
 /// `YYYYMMDD-HHMMSS` of a Unix time in seconds (proleptic Gregorian, UTC).
-fn utc_stamp(secs: i64) -> String {
+pub(crate) fn utc_stamp(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Civil-from-days (Howard Hinnant's algorithm).

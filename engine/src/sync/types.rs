@@ -12,7 +12,7 @@ pub const DIFFERS_NS: &str = "sync.differs";
 
 /// What a `sync.differs` entry counts for in a folder's totals: one file,
 /// the remote record's size.
-pub fn differs_tally(value: &[u8]) -> Option<u64> {
+pub fn differs_tally(_key: &str, value: &[u8]) -> Option<u64> {
     let (_, r): (NodeId, FileRecord) = postcard::from_bytes(value).ok()?;
     Some(if r.deleted { 0 } else { r.size })
 }

@@ -597,7 +597,7 @@ impl DirEffect {
 
 /// What a stored need counts for in the totals ([`Store::tally`]): one
 /// path, with the bytes still to place (none for a removal).
-fn need_tally(value: &[u8]) -> Option<u64> {
+fn need_tally(_key: &str, value: &[u8]) -> Option<u64> {
     let n: Need = postcard::from_bytes(value).ok()?;
     Some(if n.record.deleted { 0 } else { n.record.size })
 }

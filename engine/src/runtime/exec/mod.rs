@@ -216,6 +216,7 @@ pub use large::*;
 pub use serve::*;
 pub use small::*;
 pub use space::*;
+pub(crate) use sys::rename_new;
 use sys::*;
 pub use trash::*;
 pub use work::*;

@@ -7,7 +7,7 @@ use super::*;
 /// does): a file created there meanwhile is never replaced. One atomic
 /// call on Linux file systems that support it; a check, then the rename,
 /// elsewhere.
-pub(super) fn rename_new(from: &Path, to: &Path) -> std::io::Result<()> {
+pub(crate) fn rename_new(from: &Path, to: &Path) -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::ffi::OsStrExt;
