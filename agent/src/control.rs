@@ -103,6 +103,25 @@ pub enum Request {
         /// On (true) or off.
         on: bool,
     },
+    /// A file's kept versions.
+    History {
+        /// The file (absolute).
+        path: PathBuf,
+    },
+    /// A folder's deleted files with a kept version.
+    DeletedFiles {
+        /// Folder id.
+        folder: String,
+    },
+    /// Restore a kept version.
+    Restore {
+        /// The file (absolute).
+        path: PathBuf,
+        /// Which version.
+        pick: softadastra::runtime::history::Pick,
+        /// Where to write it (absolute; none: in place).
+        to: Option<PathBuf>,
+    },
     /// The conflicts of a folder, or of every folder.
     Conflicts {
         /// Folder id (none: every folder).

@@ -9,6 +9,7 @@ mod control;
 mod demo_cmd;
 mod folder_cmd;
 mod guard_cmd;
+mod history_cmd;
 mod home;
 mod install_cmd;
 mod members_cmd;
@@ -229,6 +230,38 @@ enum Command {
     /// Manage shared folders.
     #[command(subcommand)]
     Folder(folder_cmd::FolderCommand),
+    /// A file's kept versions (what sync replaced or deleted, a settled
+    /// conflict's loser, …), newest first; or, with --deleted FOLDER, the
+    /// deleted files that can come back.
+    History {
+        /// The file (it may be deleted).
+        #[arg(required_unless_present = "deleted")]
+        path: Option<PathBuf>,
+        /// List deleted files of this folder that have a kept version.
+        #[arg(long, value_name = "FOLDER", conflicts_with = "path")]
+        deleted: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Get a kept version back: in place (what is there is kept first; the
+    /// change syncs) or --to another path.
+    #[command(disable_version_flag = true)]
+    Restore {
+        /// The file (it may be deleted).
+        path: PathBuf,
+        /// Which version, as `history` numbers them (default 1, the newest).
+        #[arg(long, value_name = "N")]
+        version: Option<usize>,
+        /// The version that was the file at this time (UTC "YYYY-MM-DD
+        /// HH:MM[:SS]", or Unix seconds).
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+        /// Write it there instead (never over an existing file).
+        #[arg(long, value_name = "DEST")]
+        to: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Files two devices changed at once: each with both versions'
     /// devices and times and where the conflict copy is.
     Conflicts {
@@ -385,6 +418,22 @@ fn main() -> ExitCode {
         Command::Wal(cmd) => store_cmd::run_wal(&home, cmd),
         Command::Repair { json } => repair_cmd::run_repair(&home, json),
         Command::Folder(cmd) => folder_cmd::run_folder(&home, cmd),
+        Command::History {
+            path,
+            deleted,
+            json,
+        } => match (path, deleted) {
+            (_, Some(id)) => history_cmd::run_deleted(&home, &id, json),
+            (Some(path), None) => history_cmd::run_history(&home, &path, json),
+            (None, None) => Err(anyhow::anyhow!("give a PATH, or --deleted FOLDER")),
+        },
+        Command::Restore {
+            path,
+            version,
+            at,
+            to,
+            json,
+        } => history_cmd::run_restore(&home, &path, version, at.as_deref(), to.as_deref(), json),
         Command::Conflicts {
             command,
             folder,

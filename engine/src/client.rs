@@ -44,6 +44,7 @@ use crate::metadata::{self, NodeInfo};
 use crate::runtime::RuntimeOptions;
 use crate::runtime::conflicts::{self, Conflict, Keep, Settled};
 use crate::runtime::guard::Decided;
+use crate::runtime::history;
 use crate::runtime::node::{Node, NodeError, NodeOptions};
 use crate::runtime::trust::{self, TrustError};
 use crate::store::{Store, StoreConfig, StoreError};
@@ -127,6 +128,9 @@ pub enum ClientError {
     /// A conflict could not be listed or settled.
     #[error(transparent)]
     Conflict(#[from] crate::runtime::conflicts::ConflictError),
+    /// A file's history could not be read or a version restored.
+    #[error(transparent)]
+    History(#[from] crate::runtime::history::HistoryError),
     /// A call that needs the transport came before [`Client::start_transport`].
     #[error("the transport is not started: call start_transport() first")]
     TransportNotStarted,
@@ -142,6 +146,7 @@ impl From<NodeError> for ClientError {
             NodeError::Sync(crate::sync::SyncError::Folder(e)) => ClientError::Folder(e),
             NodeError::Guard(e) => ClientError::Guard(e),
             NodeError::Conflict(e) => ClientError::Conflict(e),
+            NodeError::History(e) => ClientError::History(e),
             // The client asks for no rescan.
             e @ (NodeError::Paused(_)
             | NodeError::NotWatched(_)
@@ -163,6 +168,7 @@ impl ErrorContext for ClientError {
             ClientError::Io { .. } => Retry::Later,
             ClientError::Guard(e) if e.retry() => Retry::Later,
             ClientError::Conflict(e) if e.retry() => Retry::Later,
+            ClientError::History(e) if e.retry() => Retry::Later,
             _ => Retry::Never,
         }
     }
@@ -514,6 +520,40 @@ impl Client {
             &config,
             &rel,
             keep,
+        )?)
+    }
+
+    /// The kept versions of the file at `path` (in a shared folder),
+    /// newest first, as `softadastra history` lists them.
+    pub fn history(&self, path: &Path) -> Result<Vec<history::Version>, ClientError> {
+        let store = lock(&self.store);
+        let (config, rel) = conflicts::locate(&folder::list(&store)?, path)?;
+        Ok(history::versions(&store, &config, &rel)?)
+    }
+
+    /// Restore version `pick` of the file at `path`, in place (an ordinary
+    /// change that syncs) or to `to`, as `softadastra restore` does.
+    pub fn restore(
+        &self,
+        path: &Path,
+        pick: history::Pick,
+        to: Option<&Path>,
+    ) -> Result<history::Restored, ClientError> {
+        if let Some(node) = &self.node {
+            let _guard = self.rt.enter();
+            return Ok(node.restore(path, pick, to)?);
+        }
+        let folders = folder::list(&lock(&self.store))?;
+        let (config, rel) = conflicts::locate(&folders, path)?;
+        let chunks = std::sync::Mutex::new(crate::runtime::exec::ChunkIndex::default());
+        Ok(history::restore(
+            crate::folder::StoreAccess::Shared(&self.store),
+            &chunks,
+            self.node_id(),
+            &config,
+            &rel,
+            pick,
+            to,
         )?)
     }
 

@@ -370,3 +370,30 @@ fn guard_held_v1_golden() {
     let held: softadastra::index::guard::Held = postcard::from_bytes(&bytes).unwrap();
     assert_eq!((held.paths, held.of_files), (251, 300));
 }
+
+fn expected_history_kept() -> Vec<u8> {
+    use softadastra::index::history::{HISTORY_NS, Kept, Stored, Why, keep_op};
+    use softadastra::store::{Op, Store, StoreConfig};
+    let record: softadastra::folder::FileRecord =
+        postcard::from_bytes(&expected_file_record()).unwrap();
+    let kept = Kept {
+        record,
+        kept_at: softadastra::core::Timestamp(1_764_700_000_000_000_000),
+        why: Why::Replaced,
+        stored: Stored::File(".softadastra/trash/1764700000/report.txt".into()),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open_dir(StoreConfig::new(dir.path())).unwrap();
+    match keep_op(&store, "docs", "report.txt", &kept) {
+        Op::Put { ns, value, .. } if ns == HISTORY_NS => value,
+        other => panic!("not a history entry: {other:?}"),
+    }
+}
+
+#[test]
+fn history_kept_v1_golden() {
+    let bytes = check("history-kept-v1.bin", expected_history_kept());
+    let kept = softadastra::index::history::decode("docs/report.txt", &bytes).unwrap();
+    assert_eq!(kept.record.size, 70_000);
+    assert_eq!(kept.why, softadastra::index::history::Why::Replaced);
+}

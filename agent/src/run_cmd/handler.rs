@@ -137,6 +137,11 @@ impl control::Handler for Daemon {
                 let n = self.node.revert_folder(&id)?;
                 json!({"id": id, "paths": n})
             }
+            Request::History { path } => json!(self.node.history(&path)?),
+            Request::DeletedFiles { folder } => json!(self.node.deleted_files(&folder)?),
+            Request::Restore { path, pick, to } => {
+                json!(self.node.restore(&path, pick, to.as_deref())?)
+            }
             Request::Conflicts { folder } => json!(self.node.conflicts(folder.as_deref())?),
             Request::ConflictResolve { path, keep } => {
                 json!(self.node.settle_conflict(&path, keep)?)

@@ -587,6 +587,14 @@ pub enum StoreAccess<'a> {
 }
 
 impl StoreAccess<'_> {
+    /// The same store, lent for one call.
+    pub(crate) fn reborrow(&mut self) -> StoreAccess<'_> {
+        match self {
+            StoreAccess::Own(store) => StoreAccess::Own(store),
+            StoreAccess::Shared(store) => StoreAccess::Shared(store),
+        }
+    }
+
     pub(crate) fn with<R>(&mut self, work: impl FnOnce(&mut Store) -> R) -> R {
         match self {
             StoreAccess::Own(store) => work(store),

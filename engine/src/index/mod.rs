@@ -19,6 +19,7 @@ use crate::store::{Op, Store, StoreError, ns};
 
 pub mod folders;
 pub mod guard;
+pub mod history;
 pub mod members;
 pub mod values;
 

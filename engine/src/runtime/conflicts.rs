@@ -16,7 +16,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use super::exec::{ChunkIndex, rename_new, to_trash};
+use super::exec::{ChunkIndex, record_kept, rename_new, to_trash};
 use crate::core::NodeId;
 use crate::core::path::{is_conflict_copy, original_of_copy};
 use crate::folder::{FolderConfig, FolderError, Indexer, StoreAccess};
@@ -313,6 +313,7 @@ pub fn settle(
             Some(Side::Original) => {
                 let to = to_trash(chunks, &config.path, &c.copy, &c.copy_at, copy_rec.as_ref())
                     .map_err(|e| failed(format!("move {} to the trash", c.copy_at.display()), e))?;
+                kept_aside(&mut store, config, &c.copy, &to, copy_rec.as_ref())?;
                 settled.trashed.push(to);
                 changed.push(c.copy.clone());
             }
@@ -322,6 +323,7 @@ pub fn settle(
                     let rec = record_of(&mut store, &c.path);
                     let to = to_trash(chunks, &config.path, &c.path, &at, rec.as_ref())
                         .map_err(|e| failed(format!("move {} to the trash", at.display()), e))?;
+                    kept_aside(&mut store, config, &c.path, &to, rec.as_ref())?;
                     settled.trashed.push(to);
                 }
                 rename_new(&c.copy_at, &at).map_err(|e| {
@@ -356,6 +358,33 @@ pub fn settle(
     )?;
     tracing::info!(folder = %config.id, path = rel, ?kept, conflicts = conflicts.len(), "conflict settled");
     Ok(settled)
+}
+
+/// Record in the history that `record` of `path` lost a conflict and was
+/// kept at `trash`.
+fn kept_aside(
+    store: &mut StoreAccess<'_>,
+    config: &FolderConfig,
+    path: &str,
+    trash: &Path,
+    record: Option<&FileRecord>,
+) -> Result<(), ConflictError> {
+    let Some(record) = record else {
+        return Ok(());
+    };
+    store
+        .with(|st| {
+            record_kept(
+                st,
+                &config.path,
+                &config.id,
+                path,
+                trash,
+                record,
+                crate::index::history::Why::Conflict,
+            )
+        })
+        .map_err(|e| failed(format!("record {path}'s kept version"), e))
 }
 
 /// A free ordinary name for a conflict copy of `path` kept beside it:

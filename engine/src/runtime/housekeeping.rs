@@ -86,14 +86,22 @@ pub(super) async fn prune_trash_hourly(s: Arc<Shared>, keep: Duration) {
             );
         }
         let folders = folder::list(&lock(&s.store)).unwrap_or_default();
+        let s = s.clone();
         let _ = tokio::task::spawn_blocking(move || {
             let now =
                 crate::core::Clock::wall(&crate::core::SystemClock).as_nanos() / 1_000_000_000;
+            let cutoff = crate::core::Timestamp(now.saturating_sub(keep.as_secs()) * 1_000_000_000);
             for f in folders {
                 match exec::prune_trash(&f.path, keep, now) {
                     Ok(0) => {}
                     Ok(n) => info!(folder = %f.id, batches = n, "emptied old trash"),
                     Err(e) => warn!(folder = %f.id, error = %e, "cannot empty old trash"),
+                }
+                // The versions whose bytes went with it leave the history.
+                match crate::index::history::forget_before(&mut lock(&s.store), &f.id, cutoff) {
+                    Ok(0) => {}
+                    Ok(n) => info!(folder = %f.id, versions = n, "old versions left the history with the trash"),
+                    Err(e) => warn!(folder = %f.id, error = %e, "cannot forget old versions"),
                 }
             }
         })

@@ -24,6 +24,7 @@ pub mod conflicts;
 pub mod echoes;
 pub mod exec;
 pub mod guard;
+pub mod history;
 mod housekeeping;
 pub mod node;
 pub mod offers;

@@ -25,6 +25,7 @@ use super::{RuntimeOptions, Shared, SyncRuntime, lock};
 
 mod conflicts;
 mod deletions;
+mod history;
 mod sharing;
 use crate::core::NodeId;
 use crate::discovery::service::{Discovery, DiscoveryConfig};
@@ -105,6 +106,9 @@ pub enum NodeError {
     /// A conflict could not be listed or settled.
     #[error(transparent)]
     Conflict(#[from] super::conflicts::ConflictError),
+    /// A file's history could not be read or a version restored.
+    #[error(transparent)]
+    History(#[from] super::history::HistoryError),
     /// No connected device offers that folder.
     #[error("no connected device offers a folder {0:?} (see `softadastra folder offers`)")]
     NoOffer(String),
@@ -125,6 +129,7 @@ impl NodeError {
             NodeError::Transport(_) => true,
             NodeError::Guard(e) => e.retry(),
             NodeError::Conflict(e) => e.retry(),
+            NodeError::History(e) => e.retry(),
             _ => false,
         }
     }

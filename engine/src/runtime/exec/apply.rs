@@ -3,6 +3,7 @@
 //! removals.
 
 use super::*;
+use crate::index::history::Why;
 
 /// Check the work is still wanted and the disk is what the index says,
 /// keep a conflict copy if asked, move the new file into place, and record
@@ -122,6 +123,11 @@ pub(super) fn place_one(
             }
         }
     }
+    // The replaced version joins the history once the new one is in (a
+    // failed rename put it back).
+    if let (Some(at), Some(old)) = (&trashed, expect) {
+        record_kept(store, root, folder_id, path, at, old, Why::Replaced)?;
+    }
     let mut record = need.record.clone();
     let mut placed = None;
     if let Ok(m) = std::fs::symlink_metadata(abs) {
@@ -198,7 +204,10 @@ pub(super) fn remove_one(
                 }
             }
         } else {
-            to_trash(&s.chunks, root, path, abs, expect)?;
+            let at = to_trash(&s.chunks, root, path, abs, expect)?;
+            if let Some(old) = expect {
+                record_kept(store, root, folder_id, path, &at, old, Why::Deleted)?;
+            }
         }
     }
     Ok(Completed {

@@ -126,7 +126,7 @@ pub(super) fn absolute(root: &Path, path: &str) -> Result<PathBuf, WorkError> {
 /// `.softadastra-tmp-<8 hex>-<name>`, or, when that would be longer than a
 /// file name may be, `.softadastra-tmp-<8 hex>=<blake3 of the name, 32
 /// hex>` ([`lost_rename`] finds the destination either way).
-pub(super) fn temp_path(abs: &Path) -> PathBuf {
+pub(crate) fn temp_path(abs: &Path) -> PathBuf {
     let name = abs
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

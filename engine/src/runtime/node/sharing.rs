@@ -138,14 +138,27 @@ impl Node {
                 _ if rec.deleted => {}
                 EntryKind::Dir => dirs.push(abs),
                 _ if std::fs::symlink_metadata(&abs).is_ok() => {
-                    super::super::exec::to_trash(
+                    let failed = |e: crate::sync::WorkError| {
+                        NodeError::Revert(format!("{}: {e}", abs.display()))
+                    };
+                    let at = super::super::exec::to_trash(
                         &self.shared.chunks,
                         &config.path,
                         path,
                         &abs,
                         Some(rec),
                     )
-                    .map_err(|e| NodeError::Revert(format!("{}: {e}", abs.display())))?;
+                    .map_err(failed)?;
+                    super::super::exec::record_kept(
+                        &mut lock(&self.store),
+                        &config.path,
+                        id,
+                        path,
+                        &at,
+                        rec,
+                        crate::index::history::Why::Reverted,
+                    )
+                    .map_err(failed)?;
                 }
                 _ => {}
             }

@@ -1,0 +1,181 @@
+//! `softadastra history PATH`, `softadastra history --deleted FOLDER` and
+//! `softadastra restore PATH [--version N | --at TIME] [--to DEST]`:
+//! a file's kept versions and getting one back, through the running agent
+//! or, with none running, on the store and the disk.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use softadastra::folder;
+use softadastra::runtime::conflicts::locate;
+use softadastra::runtime::history::{self, Deleted, Pick, Restored, Version};
+
+use crate::control::{Reached, Request, call_or_open};
+use crate::home::Home;
+use crate::members_cmd::say;
+
+/// `path` made absolute without requiring it to exist (a deleted file has
+/// a history too): its nearest existing ancestor resolved, the rest kept.
+pub fn absolute(path: &Path) -> Result<PathBuf> {
+    let path = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .context("cannot read the current directory")?
+            .join(path)
+    };
+    let mut rest = Vec::new();
+    let mut at = path.as_path();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(at) {
+            return Ok(rest.iter().rev().fold(real, |p, part| p.join(part)));
+        }
+        match (at.parent(), at.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                at = parent;
+            }
+            _ => bail!("{} is not a path on this machine", path.display()),
+        }
+    }
+}
+
+fn print_versions(rows: &[Version], out: &mut impl Write) -> Result<()> {
+    for v in rows {
+        writeln!(
+            out,
+            "{:>3}  kept {}  {:<13}  {:>10} bytes  modified {}  by {}",
+            v.n,
+            v.kept,
+            v.why,
+            v.size,
+            v.modified,
+            v.device.as_deref().unwrap_or("?")
+        )?;
+    }
+    Ok(())
+}
+
+/// `history PATH`.
+pub fn run_history(home: &Home, path: &Path, json: bool) -> Result<ExitCode> {
+    let abs = absolute(path)?;
+    let request = Request::History { path: abs.clone() };
+    let rows: Vec<Version> = match call_or_open(home, &request)? {
+        Reached::Agent(answer) => serde_json::from_value(answer)?,
+        Reached::Store(store) => {
+            let (config, rel) = locate(&folder::list(&store)?, &abs)?;
+            history::versions(&store, &config, &rel)?
+        }
+    };
+    if json {
+        writeln!(
+            std::io::stdout(),
+            "{}",
+            serde_json::to_string_pretty(&rows)?
+        )?;
+    } else if rows.is_empty() {
+        eprintln!("{}: no kept version", abs.display());
+    } else {
+        let mut out = std::io::stdout().lock();
+        print_versions(&rows, &mut out)?;
+        writeln!(
+            out,
+            "restore one with `softadastra restore {} --version N` (add --to DEST to write it elsewhere)",
+            path.display()
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `history --deleted FOLDER`.
+pub fn run_deleted(home: &Home, id: &str, json: bool) -> Result<ExitCode> {
+    let request = Request::DeletedFiles {
+        folder: id.to_string(),
+    };
+    let rows: Vec<Deleted> = match call_or_open(home, &request)? {
+        Reached::Agent(answer) => serde_json::from_value(answer)?,
+        Reached::Store(store) => history::deleted(&store, &folder::get(&store, id)?)?,
+    };
+    if json {
+        writeln!(
+            std::io::stdout(),
+            "{}",
+            serde_json::to_string_pretty(&rows)?
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        eprintln!("{id:?}: no deleted file with a kept version");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = std::io::stdout().lock();
+    for d in &rows {
+        writeln!(
+            out,
+            "{}  ({} version(s); newest kept {}, {} bytes)",
+            d.path, d.versions, d.newest.kept, d.newest.size
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `restore PATH [--version N | --at TIME] [--to DEST]`.
+pub fn run_restore(
+    home: &Home,
+    path: &Path,
+    version: Option<usize>,
+    at: Option<&str>,
+    to: Option<&Path>,
+    json: bool,
+) -> Result<ExitCode> {
+    let pick = match (version, at) {
+        (Some(_), Some(_)) => bail!("give --version or --at, not both"),
+        (Some(0), None) => bail!("versions are numbered from 1 (the newest)"),
+        (Some(n), None) => Pick::Number(n),
+        (None, Some(t)) => Pick::At(history::parse_time(t).with_context(|| {
+            format!("--at {t:?}: give Unix seconds or a UTC time as YYYY-MM-DD HH:MM[:SS]")
+        })?),
+        (None, None) => Pick::Newest,
+    };
+    let abs = absolute(path)?;
+    let to = to.map(absolute).transpose()?;
+    let request = Request::Restore {
+        path: abs.clone(),
+        pick,
+        to: to.clone(),
+    };
+    let restored: Restored = match call_or_open(home, &request)? {
+        Reached::Agent(answer) => serde_json::from_value(answer)?,
+        Reached::Store(store) => {
+            let store = std::sync::Mutex::new(*store);
+            let (config, rel) = locate(&folder::list(&softadastra::core::lock(&store))?, &abs)?;
+            let chunks = std::sync::Mutex::new(softadastra::runtime::exec::ChunkIndex::default());
+            history::restore(
+                folder::StoreAccess::Shared(&store),
+                &chunks,
+                home.node_id()?,
+                &config,
+                &rel,
+                pick,
+                to.as_deref(),
+            )?
+        }
+    };
+    let before = match &restored.replaced {
+        Some(p) => format!("; what was there is kept in {}", p.display()),
+        None => String::new(),
+    };
+    say(
+        json,
+        serde_json::to_value(&restored)?,
+        &format!(
+            "restored version {} (kept {}, {} bytes) to {}{before}",
+            restored.version.n,
+            restored.version.kept,
+            restored.version.size,
+            restored.to.display()
+        ),
+    )
+}

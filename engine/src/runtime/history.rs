@@ -1,0 +1,593 @@
+//! A file's history for people, and getting a version back. The versions
+//! are the ones [`crate::index::history`] recorded when they were kept,
+//! plus, for a home that kept versions before there was a history, the
+//! files its trash still holds for that path (listed, restorable, with
+//! what their file says of them). Restoring is an ordinary local change:
+//! the version's bytes are checked against its hash while they are copied
+//! into a temporary file beside the destination, which is made durable and
+//! renamed in — never written in place, so a crash leaves the old file or
+//! the restored one, and a leftover temporary file the next start removes.
+//! What was at the destination is kept first, as a version of its own. The
+//! path is indexed at once, so the restored version syncs.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use super::exec::{ChunkIndex, record_kept, rename_new, temp_path, to_trash};
+use crate::core::{ContentHash, NodeId};
+use crate::folder::{FolderConfig, FolderError, Indexer, StoreAccess};
+use crate::fs::ignore::META_DIR;
+use crate::fs::watch::Batch;
+use crate::index::history::{self as kept, Stored, Why};
+use crate::index::{self, FileRecord};
+use crate::runtime::exec::TRASH_DIR;
+
+/// One version of a file, as listed (newest first).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Version {
+    /// Its number: 1 is the newest kept version.
+    pub n: usize,
+    /// When it was kept, UTC `YYYYMMDD-HHMMSS`.
+    pub kept: String,
+    /// The same, ns since the Unix epoch.
+    pub kept_ns: u64,
+    /// When it was last modified, UTC `YYYYMMDD-HHMMSS`.
+    pub modified: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its blake3 hash (hex), when known.
+    pub hash: Option<String>,
+    /// The device that made it (text id), when known.
+    pub device: Option<String>,
+    /// Why it was kept: replaced, deleted, conflict, reverted, restored
+    /// over, or "trash" (kept before the history existed).
+    pub why: String,
+    /// Where its bytes are.
+    pub at: PathBuf,
+}
+
+/// Which version to restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pick {
+    /// The newest kept version.
+    Newest,
+    /// Version `n` as listed (1 is the newest).
+    Number(usize),
+    /// The version that was the file at this time (ns since the epoch):
+    /// modified at or before it and kept after it.
+    At(u64),
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restored {
+    /// The version restored.
+    pub version: Version,
+    /// Where it was written.
+    pub to: PathBuf,
+    /// Where what was there before went (the folder's trash).
+    pub replaced: Option<PathBuf>,
+}
+
+/// A deleted file that can come back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deleted {
+    /// Its folder path.
+    pub path: String,
+    /// Kept versions.
+    pub versions: usize,
+    /// The newest one.
+    pub newest: Version,
+}
+
+/// Why a history could not be read or a version restored.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// The path is in no shared folder.
+    #[error("{0} is not in a shared folder (see `softadastra folder list`)")]
+    NotShared(PathBuf),
+    /// No kept version matches.
+    #[error("{path} has no {what} (see `softadastra history {path}`)")]
+    NoVersion {
+        /// The file.
+        path: String,
+        /// What was asked for.
+        what: String,
+    },
+    /// The destination is taken (`--to` never replaces a file).
+    #[error("{0} already exists: choose another --to, or restore in place")]
+    Exists(PathBuf),
+    /// The kept bytes are gone or are not the version's.
+    #[error("the kept bytes of {path} at {at} {problem}")]
+    Damaged {
+        /// The file.
+        path: String,
+        /// Where its bytes were to be.
+        at: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The disk failed (nothing was put in place).
+    #[error("cannot {what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The index could not be read or written.
+    #[error(transparent)]
+    Folder(#[from] FolderError),
+}
+
+impl HistoryError {
+    /// Whether trying again as is can help (a disk or store failure may
+    /// pass; the rest need another request).
+    pub fn retry(&self) -> bool {
+        matches!(self, HistoryError::Io { .. })
+            || matches!(self, HistoryError::Folder(FolderError::Store(_)))
+    }
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> HistoryError {
+    let what = what.into();
+    move |source| HistoryError::Io { what, source }
+}
+
+fn stamp(ns: u64) -> String {
+    crate::sync::resolve::utc_stamp((ns / 1_000_000_000) as i64)
+}
+
+fn row(root: &Path, k: &kept::Kept) -> Version {
+    let Stored::File(at) = &k.stored;
+    Version {
+        n: 0,
+        kept: stamp(k.kept_at.0),
+        kept_ns: k.kept_at.0,
+        modified: stamp(k.record.mtime_ns.max(0) as u64),
+        size: k.record.size,
+        hash: k.record.hash.map(|h| h.to_string()),
+        device: Some(k.record.modified_by.to_string()),
+        why: k.why.as_str().to_string(),
+        at: root.join(at),
+    }
+}
+
+/// Trash files of `rel` that no recorded version names: what a home kept
+/// before it had a history, still readable.
+fn from_trash(root: &Path, rel: &str, named: &[PathBuf]) -> Vec<Version> {
+    let mut out = Vec::new();
+    let Ok(batches) = std::fs::read_dir(root.join(META_DIR).join(TRASH_DIR)) else {
+        return out;
+    };
+    for batch in batches.flatten() {
+        let Some(secs) = batch
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let first = batch.path().join(rel);
+        let name = first
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for n in 1.. {
+            let at = match n {
+                1 => first.clone(),
+                n => first.with_file_name(crate::core::path::fit_name(&name, &format!(".~{n}~"))),
+            };
+            let Ok(m) = std::fs::symlink_metadata(&at) else {
+                break;
+            };
+            if m.is_file() && !named.contains(&at) {
+                let mtime = m
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos() as u64);
+                out.push(Version {
+                    n: 0,
+                    kept: stamp(secs * 1_000_000_000),
+                    kept_ns: secs * 1_000_000_000,
+                    modified: stamp(mtime),
+                    size: m.len(),
+                    hash: None,
+                    device: None,
+                    why: "trash".into(),
+                    at,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Every kept version of `rel` in folder `config`, newest first, numbered.
+pub fn versions(
+    store: &crate::store::Store,
+    config: &FolderConfig,
+    rel: &str,
+) -> Result<Vec<Version>, FolderError> {
+    let mut rows: Vec<Version> = kept::versions(store, &config.id, rel)?
+        .iter()
+        .map(|k| row(&config.path, k))
+        .collect();
+    let named: Vec<PathBuf> = rows.iter().map(|r| r.at.clone()).collect();
+    rows.extend(from_trash(&config.path, rel, &named));
+    rows.sort_by(|a, b| b.kept_ns.cmp(&a.kept_ns).then_with(|| b.at.cmp(&a.at)));
+    for (i, r) in rows.iter_mut().enumerate() {
+        r.n = i + 1;
+    }
+    Ok(rows)
+}
+
+/// Files of folder `config` that are deleted (or gone from the index) and
+/// have a kept version to come back from, in path order.
+pub fn deleted(
+    store: &crate::store::Store,
+    config: &FolderConfig,
+) -> Result<Vec<Deleted>, FolderError> {
+    let mut out: Vec<Deleted> = Vec::new();
+    let mut last: Option<String> = None;
+    for (path, _) in kept::all(store, &config.id)? {
+        if last.as_deref() == Some(path.as_str()) {
+            continue;
+        }
+        last = Some(path.clone());
+        let live = index::record(store, &config.id, &path).is_some_and(|r| !r.deleted);
+        if live {
+            continue;
+        }
+        let rows = versions(store, config, &path)?;
+        if let Some(newest) = rows.first().cloned() {
+            out.push(Deleted {
+                path,
+                versions: rows.len(),
+                newest,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The version of `rel` that `pick` names, among `rows` (newest first).
+fn choose(rows: Vec<Version>, rel: &str, pick: Pick) -> Result<Version, HistoryError> {
+    let none = |what: String| HistoryError::NoVersion {
+        path: rel.to_string(),
+        what,
+    };
+    match pick {
+        Pick::Newest => rows
+            .into_iter()
+            .next()
+            .ok_or_else(|| none("kept version".into())),
+        Pick::Number(n) => rows
+            .into_iter()
+            .find(|r| r.n == n)
+            .ok_or_else(|| none(format!("version {n}"))),
+        Pick::At(t) => rows
+            .into_iter()
+            .rev()
+            .find(|r| r.kept_ns > t)
+            .ok_or_else(|| none(format!("version that was the file at {}", stamp(t)))),
+    }
+}
+
+/// Copy `from` to a temporary file beside `to`, checking it against
+/// `hash` (when known) as it goes, make it durable, and rename it to `to`
+/// (never over an existing file).
+fn copy_in(from: &Path, to: &Path, hash: Option<&str>, rel: &str) -> Result<(), HistoryError> {
+    let damaged = |problem: String| HistoryError::Damaged {
+        path: rel.to_string(),
+        at: from.to_path_buf(),
+        problem,
+    };
+    let mut src = std::fs::File::open(from).map_err(|e| damaged(format!("cannot be read: {e}")))?;
+    let tmp = temp_path(to);
+    let result = (|| {
+        let mut out =
+            std::fs::File::create_new(&tmp).map_err(io(format!("create {}", tmp.display())))?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = src
+                .read(&mut buf)
+                .map_err(|e| damaged(format!("cannot be read: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n])
+                .map_err(io(format!("write {}", tmp.display())))?;
+        }
+        if let Some(want) = hash {
+            let got = ContentHash::from(hasher.finalize()).to_string();
+            if got != want {
+                return Err(damaged(
+                    "do not match its hash (changed since it was kept)".into(),
+                ));
+            }
+        }
+        out.sync_all()
+            .map_err(io(format!("flush {}", tmp.display())))?;
+        rename_new(&tmp, to).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => HistoryError::Exists(to.to_path_buf()),
+            _ => HistoryError::Io {
+                what: format!("move the restored file to {}", to.display()),
+                source: e,
+            },
+        })
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Restore version `pick` of `rel` in folder `config`: to `to` (an
+/// absolute path, never replacing a file), or in place — what is there
+/// now kept first as a version of its own ("restored over") — and then
+/// indexed as a change made by `me`, so it syncs.
+pub fn restore(
+    mut store: StoreAccess<'_>,
+    chunks: &Mutex<ChunkIndex>,
+    me: NodeId,
+    config: &FolderConfig,
+    rel: &str,
+    pick: Pick,
+    to: Option<&Path>,
+) -> Result<Restored, HistoryError> {
+    let rows = store.with(|st| versions(st, config, rel))?;
+    let version = choose(rows, rel, pick)?;
+    if let Some(dest) = to {
+        if std::fs::symlink_metadata(dest).is_ok() {
+            return Err(HistoryError::Exists(dest.to_path_buf()));
+        }
+        copy_in(&version.at, dest, version.hash.as_deref(), rel)?;
+        tracing::info!(folder = %config.id, path = rel, to = %dest.display(), "restored a version elsewhere");
+        return Ok(Restored {
+            version,
+            to: dest.to_path_buf(),
+            replaced: None,
+        });
+    }
+    let at = crate::fs::path::absolute(&config.path, rel).map_err(|e| HistoryError::Damaged {
+        path: rel.to_string(),
+        at: config.path.join(rel),
+        problem: e.to_string(),
+    })?;
+    if let Some(dir) = at.parent() {
+        std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
+    }
+    let mut replaced = None;
+    let mut indexer = Indexer::new(config.clone(), me);
+    let this_path = Batch {
+        paths: vec![rel.to_string()],
+        rescan_all: false,
+    };
+    if std::fs::symlink_metadata(&at).is_ok() {
+        // What is there is kept as the index has it: looked at first.
+        indexer.apply(store.reborrow(), &this_path)?;
+        let now: Option<FileRecord> =
+            store.with(|st| index::record(st, &config.id, rel).filter(|r| !r.deleted));
+        let trash = to_trash(chunks, &config.path, rel, &at, now.as_ref()).map_err(|e| {
+            HistoryError::Io {
+                what: format!("keep {} before restoring over it", at.display()),
+                source: std::io::Error::other(e.to_string()),
+            }
+        })?;
+        if let Some(now) = &now {
+            store
+                .with(|st| {
+                    record_kept(
+                        st,
+                        &config.path,
+                        &config.id,
+                        rel,
+                        &trash,
+                        now,
+                        Why::Restored,
+                    )
+                })
+                .map_err(|e| HistoryError::Io {
+                    what: format!("record {rel}'s kept version"),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+        }
+        replaced = Some(trash);
+    }
+    copy_in(&version.at, &at, version.hash.as_deref(), rel)?;
+    indexer.apply(store, &this_path)?;
+    tracing::info!(folder = %config.id, path = rel, version = version.n, "restored a version");
+    Ok(Restored {
+        version,
+        to: at,
+        replaced,
+    })
+}
+
+/// The moment a person gave, as ns since the epoch: Unix seconds, or UTC
+/// `YYYYMMDD-HHMMSS`, `YYYY-MM-DD HH:MM[:SS]` or `YYYY-MM-DDTHH:MM[:SS]`.
+pub fn parse_time(text: &str) -> Option<u64> {
+    if let Ok(secs) = text.parse::<u64>() {
+        return Some(secs.saturating_mul(1_000_000_000));
+    }
+    let digits: String = text.chars().filter(char::is_ascii_digit).collect();
+    let n = |r: std::ops::Range<usize>| digits.get(r).and_then(|d| d.parse::<i64>().ok());
+    if !(digits.len() == 12 || digits.len() == 14) {
+        return None;
+    }
+    let (y, mo, d, h, mi) = (n(0..4)?, n(4..6)?, n(6..8)?, n(8..10)?, n(10..12)?);
+    let s = if digits.len() == 14 { n(12..14)? } else { 0 };
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm), the inverse of the
+    // stamp's.
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + s;
+    u64::try_from(secs).ok().map(|s| s * 1_000_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_read_back_as_the_stamps_write_them() {
+        for secs in [0u64, 1_764_700_000, 1_800_000_123] {
+            let text = stamp(secs * 1_000_000_000);
+            assert_eq!(parse_time(&text), Some(secs * 1_000_000_000), "{text}");
+        }
+        assert_eq!(parse_time("1764700000"), Some(1_764_700_000_000_000_000));
+        assert_eq!(
+            parse_time("2025-12-02 18:26"),
+            parse_time("20251202-182600")
+        );
+        assert_eq!(parse_time("2025-13-02 18:26"), None);
+        assert_eq!(parse_time("yesterday"), None);
+    }
+
+    #[test]
+    fn a_pick_names_one_version() {
+        let v = |n: usize, kept_ns: u64| Version {
+            n,
+            kept: String::new(),
+            kept_ns,
+            modified: String::new(),
+            size: 0,
+            hash: None,
+            device: None,
+            why: String::new(),
+            at: PathBuf::new(),
+        };
+        let rows = || vec![v(1, 300), v(2, 200), v(3, 100)];
+        assert_eq!(choose(rows(), "a", Pick::Newest).unwrap().n, 1);
+        assert_eq!(choose(rows(), "a", Pick::Number(3)).unwrap().n, 3);
+        assert!(choose(rows(), "a", Pick::Number(4)).is_err());
+        // At 150 the file was the version kept at 200 (kept after it).
+        assert_eq!(choose(rows(), "a", Pick::At(150)).unwrap().n, 2);
+        assert_eq!(choose(rows(), "a", Pick::At(50)).unwrap().n, 3);
+        let err = choose(rows(), "a", Pick::At(300)).unwrap_err();
+        assert!(err.to_string().contains("was the file at"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod restore_tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::core::ManualClock;
+    use crate::store::{Store, StoreConfig};
+    use crate::wal::MemStorage;
+
+    const ME: NodeId = NodeId([1; 32]);
+
+    /// A folder whose `a.txt` had the version "old", kept in its trash.
+    fn with_kept_version() -> (tempfile::TempDir, Store, FolderConfig, Mutex<ChunkIndex>) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::write(root.join("a.txt"), "old").unwrap();
+        let (mut store, _) = Store::open(
+            StoreConfig::new("/h"),
+            Arc::new(MemStorage::new()),
+            Arc::new(ManualClock::new()),
+        )
+        .unwrap();
+        let config = crate::folder::add(&mut store, "f", &root).unwrap();
+        Indexer::new(config.clone(), ME)
+            .scan(&mut store, &Default::default())
+            .unwrap();
+        let old = index::record(&store, "f", "a.txt").unwrap();
+        let chunks = Mutex::new(ChunkIndex::default());
+        let at = to_trash(&chunks, &root, "a.txt", &root.join("a.txt"), Some(&old)).unwrap();
+        record_kept(&mut store, &root, "f", "a.txt", &at, &old, Why::Replaced).unwrap();
+        std::fs::write(root.join("a.txt"), "new").unwrap();
+        (dir, store, config, chunks)
+    }
+
+    #[test]
+    fn a_version_comes_back_in_place_and_what_was_there_is_kept() {
+        let (_dir, mut store, config, chunks) = with_kept_version();
+        let done = restore(
+            StoreAccess::Own(&mut store),
+            &chunks,
+            ME,
+            &config,
+            "a.txt",
+            Pick::Newest,
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(config.path.join("a.txt")).unwrap(),
+            "old"
+        );
+        assert_eq!(
+            std::fs::read_to_string(done.replaced.unwrap()).unwrap(),
+            "new"
+        );
+        let rows = versions(&store, &config, "a.txt").unwrap();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!(rows[0].why, "restored over");
+        // Indexed at once: the index holds the restored bytes.
+        let rec = index::record(&store, "f", "a.txt").unwrap();
+        assert_eq!(rec.hash, Some(ContentHash::of(b"old")));
+        // No temporary file is left beside it.
+        let names: Vec<String> = std::fs::read_dir(&config.path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().all(|n| !n.starts_with(".softadastra-tmp")),
+            "{names:?}"
+        );
+    }
+
+    #[test]
+    fn kept_bytes_that_changed_are_refused_and_nothing_is_put_in_place() {
+        let (_dir, mut store, config, chunks) = with_kept_version();
+        let rows = versions(&store, &config, "a.txt").unwrap();
+        std::fs::write(&rows[0].at, "tampered").unwrap();
+        let to = config.path.join("copy.txt");
+        let err = restore(
+            StoreAccess::Own(&mut store),
+            &chunks,
+            ME,
+            &config,
+            "a.txt",
+            Pick::Number(1),
+            Some(&to),
+        )
+        .unwrap_err();
+        assert!(matches!(err, HistoryError::Damaged { .. }), "{err}");
+        assert!(err.to_string().contains("do not match its hash"), "{err}");
+        assert!(!to.exists());
+        assert_eq!(
+            std::fs::read_to_string(config.path.join("a.txt")).unwrap(),
+            "new"
+        );
+        let names: Vec<String> = std::fs::read_dir(&config.path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().all(|n| !n.starts_with(".softadastra-tmp")),
+            "{names:?}"
+        );
+    }
+}

@@ -1,0 +1,53 @@
+//! A node's file history (see [`super::super::history`]): versions of a
+//! file, deleted files that can come back, and a restore, indexed at once
+//! and hinted to peers. Part of [`Node`]. The files it touches: the
+//! destination of a restore, and what was there before, moved into the
+//! folder's trash.
+
+use std::path::Path;
+
+use super::super::conflicts::locate;
+use super::super::history::{self, Deleted, Pick, Restored, Version};
+use super::{Node, NodeError, lock};
+use crate::folder::{self, StoreAccess};
+
+impl Node {
+    /// The kept versions of the file at the absolute path `abs`, newest
+    /// first.
+    pub fn history(&self, abs: &Path) -> Result<Vec<Version>, NodeError> {
+        let store = lock(&self.store);
+        let (config, rel) = locate(&folder::list(&store)?, abs)?;
+        Ok(history::versions(&store, &config, &rel)?)
+    }
+
+    /// Deleted files of folder `id` that can come back.
+    pub fn deleted_files(&self, id: &str) -> Result<Vec<Deleted>, NodeError> {
+        let store = lock(&self.store);
+        let config = folder::get(&store, id)?;
+        Ok(history::deleted(&store, &config)?)
+    }
+
+    /// Restore version `pick` of the file at `abs`, in place or to `to`.
+    pub fn restore(
+        &self,
+        abs: &Path,
+        pick: Pick,
+        to: Option<&Path>,
+    ) -> Result<Restored, NodeError> {
+        let folders = folder::list(&lock(&self.store))?;
+        let (config, rel) = locate(&folders, abs)?;
+        let restored = history::restore(
+            StoreAccess::Shared(&self.store),
+            &self.shared.chunks,
+            self.id(),
+            &config,
+            &rel,
+            pick,
+            to,
+        )?;
+        if to.is_none() {
+            self.shared.changed(&config.id);
+        }
+        Ok(restored)
+    }
+}
