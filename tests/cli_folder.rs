@@ -117,6 +117,10 @@ fn scan_of_an_unshared_directory_records_nothing() {
             .len(),
         0
     );
+    assert!(
+        !dir.path().join(".softadastra").exists(),
+        "nothing is written into a directory only looked at (no folder marker)"
+    );
     assert!(!run(home.path(), &["scan", "/no/such/dir"]).status.success());
 }
 

@@ -148,3 +148,50 @@ fn a_folder_added_through_the_client_syncs() {
     assert!(e.to_string().contains("empty"), "{e}");
     assert_eq!(a.folders().unwrap().len(), 1);
 }
+
+/// The SDK's history, conflicts and deletion guard calls, on a folder two
+/// clients sync: a replaced version comes back (on both), a conflict is
+/// listed and settled (on both), and asking to accept deletions where
+/// none is held is a clear error.
+#[test]
+fn history_conflicts_and_the_guard_through_the_client() {
+    use softadastra::runtime::conflicts::Keep;
+    use softadastra::runtime::history::Pick;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, mut b) = (open(&dir, "alice"), open(&dir, "bob"));
+    let (fa, fb) = (dir.path().join("share-a"), dir.path().join("share-b"));
+    std::fs::create_dir_all(&fa).unwrap();
+    std::fs::create_dir_all(&fb).unwrap();
+    std::fs::write(fa.join("notes.txt"), "v1").unwrap();
+    pair(&mut a, &mut b);
+    a.add_folder(&fa, Some("notes")).unwrap();
+    b.add_folder(&fb, Some("notes")).unwrap();
+    a.share_folder("notes", b.node_id(), true).unwrap();
+    b.share_folder("notes", a.node_id(), true).unwrap();
+    let read = |p: &std::path::Path| std::fs::read(p).unwrap_or_default();
+    wait("v1 on bob", || read(&fb.join("notes.txt")) == b"v1");
+
+    // Alice writes v2; bob keeps v1 and gets it back for both.
+    std::fs::write(fa.join("notes.txt"), "v2").unwrap();
+    wait("v2 on bob", || read(&fb.join("notes.txt")) == b"v2");
+    let versions = b.history(&fb.join("notes.txt")).unwrap();
+    assert_eq!(versions.len(), 1, "{versions:?}");
+    assert_eq!(versions[0].size, 2);
+    b.restore(&fb.join("notes.txt"), Pick::Newest, None)
+        .unwrap();
+    assert_eq!(read(&fb.join("notes.txt")), b"v1");
+    wait("v1 back on alice", || read(&fa.join("notes.txt")) == b"v1");
+
+    // A conflict copy bob has reaches alice; alice keeps the original.
+    let copy = "notes.sync-conflict-20261203-101010-ABCDEFG.txt";
+    std::fs::write(fb.join(copy), "the other one").unwrap();
+    wait("the copy on alice", || fa.join(copy).is_file());
+    wait("alice lists it", || a.conflicts(None).unwrap().len() == 1);
+    let settled = a.resolve_conflict(&fa.join(copy), Keep::Original).unwrap();
+    assert_eq!(settled.trashed.len(), 1);
+    wait("the copy gone on bob", || !fb.join(copy).exists());
+    assert!(b.conflicts(Some("notes")).unwrap().is_empty());
+
+    let e = a.accept_deletions("notes").unwrap_err();
+    assert!(e.to_string().contains("holds back no deletions"), "{e}");
+}

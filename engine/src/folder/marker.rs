@@ -30,11 +30,16 @@ pub fn missing_reason(root: &Path) -> String {
     )
 }
 
-/// Check the marker of folder `id` at `root` before its disk is read as
-/// its state: a folder never marked gets its marker now (recorded in the
-/// store); a marked one whose marker is gone — or whose root is — fails
+/// Check the marker of shared folder `id` at `root` before its disk is
+/// read as its state: a folder never marked gets its marker now (recorded
+/// in the store); a marked one whose marker is gone — or whose root is — fails
 /// with [`FolderError::MarkerMissing`].
 pub fn check(store: &mut Store, id: &str, root: &Path) -> Result<(), FolderError> {
+    // A directory merely looked at (`softadastra scan` of one not shared)
+    // is not a folder: nothing is written into it.
+    if crate::index::get(store, id).is_err() {
+        return Ok(());
+    }
     let path = marker_path(root);
     if crate::index::guard::is_marked(store, id) {
         return match std::fs::symlink_metadata(&path) {
@@ -77,6 +82,7 @@ pub fn write(root: &Path, id: &str) -> Result<(), FolderError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::index::FolderConfig;
     use crate::store::StoreConfig;
 
     #[test]
@@ -84,6 +90,10 @@ mod tests {
         let home = tempfile::tempdir().unwrap();
         let root = tempfile::tempdir().unwrap();
         let (mut store, _) = Store::open_dir(StoreConfig::new(home.path())).unwrap();
+        // Not shared: only looked at, nothing written.
+        check(&mut store, "docs", root.path()).unwrap();
+        assert!(!marker_path(root.path()).exists());
+        crate::folder::add(&mut store, "docs", root.path()).unwrap();
         check(&mut store, "docs", root.path()).unwrap();
         assert!(marker_path(root.path()).is_file());
         check(&mut store, "docs", root.path()).unwrap();
@@ -94,6 +104,7 @@ mod tests {
         write(root.path(), "docs").unwrap();
         check(&mut store, "docs", root.path()).unwrap();
         let gone = root.path().join("never");
+        crate::index::folders::put(&mut store, &FolderConfig::new("other", gone.clone())).unwrap();
         assert!(check(&mut store, "other", &gone).is_err());
         assert!(!gone.exists(), "a missing root is not made for its marker");
     }
