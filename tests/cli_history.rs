@@ -198,4 +198,47 @@ fn a_replaced_version_is_restored_on_both_nodes_and_a_deleted_file_comes_back() 
     assert_eq!(read(&db.join("old.txt")), b"kept long ago\n");
     let ls = stdout(&run(beta.home.path(), &["ls", "docs"]));
     assert!(ls.contains("old.txt"), "indexed at once: {ls}");
+
+    // Retention: shown, set (applied at once), refused when malformed.
+    let shown = ok(beta.home.path(), &["folder", "versions", "docs", "--json"]);
+    assert_eq!(shown["policy"], serde_json::Value::Null, "{shown}");
+    let set = ok(
+        beta.home.path(),
+        &[
+            "folder",
+            "versions",
+            "docs",
+            "staggered",
+            "--cap",
+            "1GB",
+            "--json",
+        ],
+    );
+    assert_eq!(set["removed"], 0, "every version is recent: {set}");
+    let shown = done(beta.home.path(), &["folder", "versions", "docs"]);
+    assert!(
+        shown.contains("staggered") && shown.contains("1000000000 bytes"),
+        "{shown}"
+    );
+    for (args, says) in [
+        (vec!["folder", "versions", "docs", "forever"], "staggered"),
+        (
+            vec!["folder", "versions", "docs", "30d", "--cap", "lots"],
+            "cap",
+        ),
+        (
+            vec!["folder", "versions", "docs", "--cap", "5%"],
+            "goes with a policy",
+        ),
+        (vec!["folder", "versions", "nope", "30d"], "no folder"),
+    ] {
+        let out = run(beta.home.path(), &args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    }
+    assert_eq!(
+        read(&report),
+        b"first draft\n",
+        "nothing kept in the folder changed"
+    );
 }

@@ -103,6 +103,13 @@ pub enum Request {
         /// On (true) or off.
         on: bool,
     },
+    /// Show (no policy) or set how long a folder keeps versions.
+    FolderVersions {
+        /// Folder id.
+        id: String,
+        /// The new policy.
+        policy: Option<softadastra::index::retention::Policy>,
+    },
     /// A file's kept versions.
     History {
         /// The file (absolute).

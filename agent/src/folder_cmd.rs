@@ -93,6 +93,20 @@ pub enum FolderCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Show or set how long the folder keeps versions: "30d" (every
+    /// version for 30 days) or "staggered" (all for a day, daily for 30
+    /// days, weekly for a year), with --cap SIZE|PERCENT (oldest go first).
+    Versions {
+        /// Folder id.
+        id: String,
+        /// "NNd" or "staggered" (none: show the policy).
+        policy: Option<String>,
+        /// A limit: "10GB", "500MiB", or a share of the disk like "5%".
+        #[arg(long)]
+        cap: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// List shared folders, with the devices each is shared with.
     List {
         #[arg(long)]
@@ -316,6 +330,20 @@ pub fn run_folder(home: &Home, cmd: FolderCommand) -> Result<ExitCode> {
         FolderCommand::Guard { id, state, json } => {
             return crate::guard_cmd::run_switch(home, id, state, *json);
         }
+        FolderCommand::Versions {
+            id,
+            policy,
+            cap,
+            json,
+        } => {
+            return crate::history_cmd::run_versions(
+                home,
+                id,
+                policy.as_deref(),
+                cap.as_deref(),
+                *json,
+            );
+        }
         _ => {}
     }
     let request = match &cmd {
@@ -430,7 +458,8 @@ pub fn run_folder(home: &Home, cmd: FolderCommand) -> Result<ExitCode> {
         | FolderCommand::Decline { .. }
         | FolderCommand::AcceptDeletions { .. }
         | FolderCommand::RestoreDeletions { .. }
-        | FolderCommand::Guard { .. } => {}
+        | FolderCommand::Guard { .. }
+        | FolderCommand::Versions { .. } => {}
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -179,3 +179,57 @@ pub fn run_restore(
         ),
     )
 }
+
+/// `folder versions ID [POLICY] [--cap CAP]`: show or set how long the
+/// folder keeps versions.
+pub fn run_versions(
+    home: &Home,
+    id: &str,
+    policy: Option<&str>,
+    cap: Option<&str>,
+    json: bool,
+) -> Result<ExitCode> {
+    use softadastra::index::retention::{self, Policy};
+    let policy = match policy {
+        Some(text) => Some(Policy::parse(text, cap).map_err(anyhow::Error::msg)?),
+        None if cap.is_some() => {
+            bail!("--cap goes with a policy: `folder versions {id} staggered --cap 10GB`")
+        }
+        None => None,
+    };
+    let request = Request::FolderVersions {
+        id: id.to_string(),
+        policy,
+    };
+    let answer = match call_or_open(home, &request)? {
+        Reached::Agent(answer) => answer,
+        Reached::Store(mut store) => {
+            let config = folder::get(&store, id)?;
+            let current = match policy {
+                Some(p) => Some(p),
+                None => retention::get(&store, id)?,
+            };
+            let mut removed = 0;
+            if let Some(p) = &policy {
+                retention::set(&mut store, id, p)?;
+                let store = std::sync::Mutex::new(*store);
+                let now =
+                    softadastra::core::Clock::wall(&softadastra::core::SystemClock).as_nanos();
+                removed = history::apply_retention(&store, &config, 1, now)?;
+            }
+            serde_json::json!({"id": id, "policy": current, "removed": removed})
+        }
+    };
+    let current: Option<Policy> = serde_json::from_value(answer["policy"].clone())?;
+    let prose = match (&policy, &current) {
+        (Some(p), _) => format!(
+            "{id:?} now keeps {p}; {} old version(s) removed",
+            answer["removed"].as_u64().unwrap_or(0)
+        ),
+        (None, Some(p)) => format!("{id:?} keeps {p}"),
+        (None, None) => format!(
+            "{id:?} keeps every version for the agent's trash days (`run --trash-days`, default 30)"
+        ),
+    };
+    say(json, answer, &prose)
+}

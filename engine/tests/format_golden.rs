@@ -397,3 +397,20 @@ fn history_kept_v1_golden() {
     assert_eq!(kept.record.size, 70_000);
     assert_eq!(kept.why, softadastra::index::history::Why::Replaced);
 }
+
+#[test]
+fn retention_policy_v1_golden() {
+    use softadastra::index::retention::{self, Policy, RETENTION_NS};
+    use softadastra::store::{Store, StoreConfig};
+    let policy = Policy::parse("staggered", Some("10GB")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = Store::open_dir(StoreConfig::new(dir.path())).unwrap();
+    retention::set(&mut store, "docs", &policy).unwrap();
+    let value = store
+        .get(RETENTION_NS, "docs")
+        .and_then(|e| e.value.clone())
+        .unwrap();
+    let bytes = check("retention-policy-v1.bin", value);
+    store.put(RETENTION_NS, "docs", bytes).unwrap();
+    assert_eq!(retention::get(&store, "docs").unwrap(), Some(policy));
+}

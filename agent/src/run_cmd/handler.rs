@@ -137,6 +137,16 @@ impl control::Handler for Daemon {
                 let n = self.node.revert_folder(&id)?;
                 json!({"id": id, "paths": n})
             }
+            Request::FolderVersions { id, policy } => {
+                let removed = match &policy {
+                    Some(p) => self.node.set_retention(&id, p)?,
+                    None => 0,
+                };
+                let store = lock(self.node.store());
+                softadastra::folder::get(&store, &id)?;
+                let now = softadastra::index::retention::get(&store, &id)?;
+                json!({"id": id, "policy": now, "removed": removed})
+            }
             Request::History { path } => json!(self.node.history(&path)?),
             Request::DeletedFiles { folder } => json!(self.node.deleted_files(&folder)?),
             Request::Restore { path, pick, to } => {

@@ -21,6 +21,7 @@ pub mod folders;
 pub mod guard;
 pub mod history;
 pub mod members;
+pub mod retention;
 pub mod values;
 
 pub use folders::{FOLDERS_NS, FolderConfig, FolderType, get, list};

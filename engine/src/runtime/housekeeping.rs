@@ -72,7 +72,8 @@ pub(super) async fn wake_when_space_frees(s: Arc<Shared>) {
     }
 }
 
-/// Empty every folder's trash of what is older than `keep`: at start, then
+/// Remove the versions each folder's retention policy no longer keeps
+/// (every version for `keep` when a folder has none): at start, then
 /// hourly.
 pub(super) async fn prune_trash_hourly(s: Arc<Shared>, keep: Duration) {
     let mut every = tokio::time::interval(Duration::from_secs(3600));
@@ -90,18 +91,13 @@ pub(super) async fn prune_trash_hourly(s: Arc<Shared>, keep: Duration) {
         let _ = tokio::task::spawn_blocking(move || {
             let now =
                 crate::core::Clock::wall(&crate::core::SystemClock).as_nanos() / 1_000_000_000;
-            let cutoff = crate::core::Timestamp(now.saturating_sub(keep.as_secs()) * 1_000_000_000);
+            let days = (keep.as_secs() / 86_400).max(1) as u32;
             for f in folders {
-                match exec::prune_trash(&f.path, keep, now) {
-                    Ok(0) => {}
-                    Ok(n) => info!(folder = %f.id, batches = n, "emptied old trash"),
-                    Err(e) => warn!(folder = %f.id, error = %e, "cannot empty old trash"),
-                }
-                // The versions whose bytes went with it leave the history.
-                match crate::index::history::forget_before(&mut lock(&s.store), &f.id, cutoff) {
-                    Ok(0) => {}
-                    Ok(n) => info!(folder = %f.id, versions = n, "old versions left the history with the trash"),
-                    Err(e) => warn!(folder = %f.id, error = %e, "cannot forget old versions"),
+                // Each folder's policy (`folder versions`), else `keep`.
+                if let Err(e) =
+                    super::history::apply_retention(&s.store, &f, days, now * 1_000_000_000)
+                {
+                    warn!(folder = %f.id, error = %e, "cannot remove old versions");
                 }
             }
         })

@@ -105,7 +105,7 @@ pub(super) fn set_times_and_mode(f: &std::fs::File, mtime_ns: i64, mode: u32) {
 /// The space of the file system holding `path`: (bytes available to this
 /// user, total bytes).
 #[cfg(unix)]
-pub(super) fn disk_space(path: &Path) -> std::io::Result<(u64, u64)> {
+pub(crate) fn disk_space(path: &Path) -> std::io::Result<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
@@ -123,6 +123,6 @@ pub(super) fn disk_space(path: &Path) -> std::io::Result<(u64, u64)> {
 
 /// Elsewhere the check is skipped: every file may start.
 #[cfg(not(unix))]
-pub(super) fn disk_space(_: &Path) -> std::io::Result<(u64, u64)> {
+pub(crate) fn disk_space(_: &Path) -> std::io::Result<(u64, u64)> {
     Ok((u64::MAX, u64::MAX))
 }

@@ -27,6 +27,24 @@ impl Node {
         Ok(history::deleted(&store, &config)?)
     }
 
+    /// Set folder `id`'s retention policy and apply it now. Returns how
+    /// many kept versions it removed.
+    pub fn set_retention(
+        &self,
+        id: &str,
+        policy: &crate::index::retention::Policy,
+    ) -> Result<usize, NodeError> {
+        let config = {
+            let mut store = lock(&self.store);
+            let config = folder::get(&store, id)?;
+            crate::index::retention::set(&mut store, id, policy)?;
+            config
+        };
+        let now = crate::core::Clock::wall(&crate::core::SystemClock).as_nanos();
+        // The policy just set is the one applied (the default is unused).
+        Ok(history::apply_retention(&self.store, &config, 1, now)?)
+    }
+
     /// Restore version `pick` of the file at `abs`, in place or to `to`.
     pub fn restore(
         &self,
