@@ -31,12 +31,14 @@ mod error;
 mod hash;
 mod id;
 pub mod path;
+mod size;
 mod version;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::{ErrorContext, Retry};
 pub use hash::{ContentHash, MAX_CHUNK_LEN, ParseHashError};
 pub use id::{NodeId, ParseNodeIdError, Seq, base32_decode, base32_encode};
+pub use size::parse_size;
 pub use version::{Causality, VersionVector};
 
 /// Lock a mutex, surviving a panicked holder: every holder in this project

@@ -108,22 +108,9 @@ fn parse_cap(text: &str) -> Result<Cap, String> {
             _ => Err(bad()),
         };
     }
-    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
-    let unit = &text[digits.len()..];
-    let n: u64 = digits.trim().parse().map_err(|_| bad())?;
-    let scale: u64 = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kb" => 1_000,
-        "kib" => 1 << 10,
-        "mb" => 1_000_000,
-        "mib" => 1 << 20,
-        "gb" => 1_000_000_000,
-        "gib" => 1 << 30,
-        "tb" => 1_000_000_000_000,
-        "tib" => 1 << 40,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(scale).map(Cap::Bytes).ok_or_else(bad)
+    crate::core::parse_size(text)
+        .map(Cap::Bytes)
+        .ok_or_else(bad)
 }
 
 /// Folder `folder`'s policy, if one was set.

@@ -56,26 +56,10 @@ impl FromStr for MinFree {
             }
             return Ok(MinFree { percent, bytes: 0 });
         }
-        let split = t
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(t.len());
-        let (number, unit) = t.split_at(split);
-        let n: f64 = number.parse().map_err(|_| bad())?;
-        let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-            "" | "b" => 1,
-            "kb" => 1_000,
-            "kib" => 1 << 10,
-            "mb" => 1_000_000,
-            "mib" => 1 << 20,
-            "gb" => 1_000_000_000,
-            "gib" => 1 << 30,
-            "tb" => 1_000_000_000_000,
-            "tib" => 1 << 40,
-            _ => return Err(bad()),
-        };
+        let bytes = crate::core::parse_size(t).ok_or_else(bad)?;
         Ok(MinFree {
             percent: 0.0,
-            bytes: (n * scale as f64) as u64,
+            bytes,
         })
     }
 }

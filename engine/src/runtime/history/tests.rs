@@ -53,6 +53,18 @@ mod restoring {
 
     const ME: NodeId = NodeId([1; 32]);
 
+    /// Nothing the agent was assembling is left in `dir`.
+    fn no_temp_files(dir: &Path) {
+        let names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().all(|n| !n.starts_with(".softadastra-tmp")),
+            "{names:?}"
+        );
+    }
+
     /// A folder whose `a.txt` had the version "old", kept in its trash.
     fn with_kept_version() -> (tempfile::TempDir, Store, FolderConfig, Mutex<ChunkIndex>) {
         let dir = tempfile::tempdir().unwrap();
@@ -104,14 +116,7 @@ mod restoring {
         let rec = index::record(&store, "f", "a.txt").unwrap();
         assert_eq!(rec.hash, Some(ContentHash::of(b"old")));
         // No temporary file is left beside it.
-        let names: Vec<String> = std::fs::read_dir(&config.path)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        assert!(
-            names.iter().all(|n| !n.starts_with(".softadastra-tmp")),
-            "{names:?}"
-        );
+        no_temp_files(&config.path);
     }
 
     #[test]
@@ -137,14 +142,7 @@ mod restoring {
             std::fs::read_to_string(config.path.join("a.txt")).unwrap(),
             "new"
         );
-        let names: Vec<String> = std::fs::read_dir(&config.path)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        assert!(
-            names.iter().all(|n| !n.starts_with(".softadastra-tmp")),
-            "{names:?}"
-        );
+        no_temp_files(&config.path);
     }
 
     #[test]
