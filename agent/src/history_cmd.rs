@@ -42,6 +42,15 @@ pub fn absolute(path: &Path) -> Result<PathBuf> {
     }
 }
 
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    writeln!(
+        std::io::stdout(),
+        "{}",
+        serde_json::to_string_pretty(value)?
+    )?;
+    Ok(())
+}
+
 fn print_versions(rows: &[Version], out: &mut impl Write) -> Result<()> {
     for v in rows {
         writeln!(
@@ -70,11 +79,7 @@ pub fn run_history(home: &Home, path: &Path, json: bool) -> Result<ExitCode> {
         }
     };
     if json {
-        writeln!(
-            std::io::stdout(),
-            "{}",
-            serde_json::to_string_pretty(&rows)?
-        )?;
+        print_json(&rows)?;
     } else if rows.is_empty() {
         eprintln!("{}: no kept version", abs.display());
     } else {
@@ -99,11 +104,7 @@ pub fn run_deleted(home: &Home, id: &str, json: bool) -> Result<ExitCode> {
         Reached::Store(store) => history::deleted(&store, &folder::get(&store, id)?)?,
     };
     if json {
-        writeln!(
-            std::io::stdout(),
-            "{}",
-            serde_json::to_string_pretty(&rows)?
-        )?;
+        print_json(&rows)?;
         return Ok(ExitCode::SUCCESS);
     }
     if rows.is_empty() {

@@ -1,5 +1,6 @@
 //! The indexer's unit tests.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::*;
@@ -82,16 +83,17 @@ fn what_sync_recorded_while_the_disk_was_read_is_looked_at_again() {
     assert_eq!(mine.hash, Some(ContentHash::of(b"mine, edited")));
 }
 
-/// The deletion guard, this node's side: a scan that finds most of a
-/// folder gone records no deletion and holds them; a part of the folder
-/// looked at while held adds to the hold; accepted, the next scan records
-/// them; a folder whose marker goes is stopped and records nothing.
-#[test]
-fn most_of_a_folder_gone_is_held_and_a_missing_marker_stops_it() {
+/// A folder at a new directory holding `files` (folder path, content),
+/// indexed once by another indexer — as the agent's catch-up scan is, so
+/// the returned indexer has added nothing lately (what it added would
+/// offset what it finds deleted) — with that indexer.
+fn indexed_folder(files: &[(String, String)]) -> (tempfile::TempDir, PathBuf, Store, Indexer) {
     let dir = tempfile::tempdir().unwrap();
     let root = std::fs::canonicalize(dir.path()).unwrap();
-    for i in 0..200 {
-        std::fs::write(root.join(format!("f{i:03}")), format!("{i}")).unwrap();
+    for (path, text) in files {
+        let at = root.join(path);
+        std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+        std::fs::write(at, text).unwrap();
     }
     let (mut store, _) = Store::open(
         StoreConfig::new("/idx"),
@@ -100,12 +102,26 @@ fn most_of_a_folder_gone_is_held_and_a_missing_marker_stops_it() {
     )
     .unwrap();
     let config = add(&mut store, "f", &root).unwrap();
-    // Indexed first by another indexer, as the agent's catch-up scan is:
-    // files this one added lately would offset what it finds deleted.
     Indexer::new(config.clone(), ME)
         .scan(&mut store, &ScanProgress::default())
         .unwrap();
-    let mut ix = Indexer::new(config, ME);
+    (dir, root, store, Indexer::new(config, ME))
+}
+
+/// `n` files `<prefix>NNN` holding their number.
+fn numbered(prefix: &str, n: usize) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| (format!("{prefix}{i:03}"), format!("{i}")))
+        .collect()
+}
+
+/// The deletion guard, this node's side: a scan that finds most of a
+/// folder gone records no deletion and holds them; a part of the folder
+/// looked at while held adds to the hold; accepted, the next scan records
+/// them; a folder whose marker goes is stopped and records nothing.
+#[test]
+fn most_of_a_folder_gone_is_held_and_a_missing_marker_stops_it() {
+    let (_dir, root, mut store, mut ix) = indexed_folder(&numbered("f", 200));
     let live = |store: &Store| {
         crate::index::records(store, "f")
             .filter(|r| r.as_ref().is_ok_and(|(_, r)| !r.deleted))
@@ -161,22 +177,7 @@ fn most_of_a_folder_gone_is_held_and_a_missing_marker_stops_it() {
 /// what was deleted lately is most of it: each batch alone never is.
 #[test]
 fn deletions_spread_over_batches_add_up_for_the_guard() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = std::fs::canonicalize(dir.path()).unwrap();
-    for i in 0..300 {
-        std::fs::write(root.join(format!("f{i:03}")), format!("{i}")).unwrap();
-    }
-    let (mut store, _) = Store::open(
-        StoreConfig::new("/idx"),
-        Arc::new(MemStorage::new()),
-        Arc::new(ManualClock::new()),
-    )
-    .unwrap();
-    let config = add(&mut store, "f", &root).unwrap();
-    Indexer::new(config.clone(), ME)
-        .scan(&mut store, &ScanProgress::default())
-        .unwrap();
-    let mut ix = Indexer::new(config, ME);
+    let (_dir, root, mut store, mut ix) = indexed_folder(&numbered("f", 300));
     let mut batch = |from: usize| {
         let paths: Vec<String> = (from..from + 60).map(|i| format!("f{i:03}")).collect();
         for p in &paths {
@@ -201,23 +202,7 @@ fn deletions_spread_over_batches_add_up_for_the_guard() {
 /// not lost: however many, the guard lets their deletion through.
 #[test]
 fn a_tree_moved_or_made_and_cleaned_is_not_a_loss() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = std::fs::canonicalize(dir.path()).unwrap();
-    std::fs::create_dir(root.join("tree")).unwrap();
-    for i in 0..200 {
-        std::fs::write(root.join(format!("tree/f{i:03}")), format!("{i}")).unwrap();
-    }
-    let (mut store, _) = Store::open(
-        StoreConfig::new("/idx"),
-        Arc::new(MemStorage::new()),
-        Arc::new(ManualClock::new()),
-    )
-    .unwrap();
-    let config = add(&mut store, "f", &root).unwrap();
-    Indexer::new(config.clone(), ME)
-        .scan(&mut store, &ScanProgress::default())
-        .unwrap();
-    let mut ix = Indexer::new(config, ME);
+    let (_dir, root, mut store, mut ix) = indexed_folder(&numbered("tree/f", 200));
     let apply = |ix: &mut Indexer, store: &mut Store, paths: &[&str]| {
         let batch = crate::fs::watch::Batch {
             paths: paths.iter().map(|p| p.to_string()).collect(),
