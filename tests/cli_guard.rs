@@ -201,7 +201,11 @@ fn a_folder_whose_root_goes_stops_and_deletes_nothing_anywhere() {
         docs(&alpha)["state"] == "error"
     });
     let a = docs(&alpha);
-    assert!(a["error"].as_str().unwrap_or("").contains("marker"), "{a}");
+    let why = a["error"].as_str().unwrap_or("");
+    assert!(
+        why.contains("marker") && why.contains("folder rescan docs"),
+        "{a}"
+    );
     // An empty directory in its place (an empty mount point): still
     // stopped, and nothing beta adds is written into it.
     std::fs::create_dir(&a_dir).unwrap();
@@ -224,4 +228,19 @@ fn a_folder_whose_root_goes_stops_and_deletes_nothing_anywhere() {
     });
     same(&a_dir, &b_dir);
     assert_eq!(count(&b_dir), 41);
+
+    // Only the marker goes (a cleanup too eager): stopped again, and a
+    // person takes the folder as it is with `folder rescan`.
+    std::fs::remove_dir_all(a_dir.join(".softadastra")).unwrap();
+    std::fs::write(a_dir.join("touch.txt"), b"x").unwrap();
+    wait("alpha stops docs again", Duration::from_secs(20), || {
+        docs(&alpha)["state"] == "error"
+    });
+    let out = run(alpha.home.path(), &["folder", "rescan", "docs"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(a_dir.join(".softadastra/marker").is_file());
+    wait("alpha syncs again", Duration::from_secs(30), || {
+        docs(&alpha)["state"] == "up to date" && b_dir.join("touch.txt").is_file()
+    });
+    assert_eq!(count(&b_dir), 42, "nothing was deleted");
 }

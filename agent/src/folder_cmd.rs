@@ -443,6 +443,9 @@ pub fn run_folder(home: &Home, cmd: FolderCommand) -> Result<ExitCode> {
         }
         FolderCommand::Rescan { id } => {
             let config = folder::get(&store, &id)?;
+            // As the agent does: a folder stopped for its marker is taken
+            // as it is now.
+            folder::marker::retake(&store, &id, &config.path)?;
             let mut indexer = Indexer::new(config, home.node_id()?);
             let report = scan_with_progress(&mut indexer, &mut store, false)?;
             print_report(&report, true);

@@ -20,14 +20,26 @@ pub fn marker_path(root: &Path) -> PathBuf {
     root.join(META_DIR).join(MARKER_FILE)
 }
 
-/// Why a folder is stopped for its marker, for people.
-pub fn missing_reason(root: &Path) -> String {
+/// Why folder `id` at `root` is stopped for its marker, for people.
+pub fn missing_reason(id: &str, root: &Path) -> String {
     format!(
         "the folder's marker {} is gone: the folder may be unmounted, wiped or replaced, so \
          nothing in it is synced (nothing is deleted anywhere). Put the folder back, or run \
-         `softadastra folder rescan ID` to take it as it is now",
+         `softadastra folder rescan {id}` to take it as it is now",
         marker_path(root).display()
     )
+}
+
+/// A person takes folder `id` at `root` as it is now: if its marker is
+/// gone, it is written again (what a scan then finds gone is still held
+/// by the deletion guard). Returns whether it was missing.
+pub fn retake(store: &Store, id: &str, root: &Path) -> Result<bool, FolderError> {
+    if !crate::index::guard::is_marked(store, id) || marker_path(root).exists() {
+        return Ok(false);
+    }
+    write(root, id)?;
+    tracing::info!(folder = %id, "marker written again on request: the folder is taken as it is now");
+    Ok(true)
 }
 
 /// Check the marker of shared folder `id` at `root` before its disk is
@@ -46,7 +58,7 @@ pub fn check(store: &mut Store, id: &str, root: &Path) -> Result<(), FolderError
             Ok(_) => Ok(()),
             Err(_) => Err(FolderError::MarkerMissing {
                 path: root.to_path_buf(),
-                reason: missing_reason(root),
+                reason: missing_reason(id, root),
             }),
         };
     }
@@ -101,7 +113,14 @@ mod tests {
         let err = check(&mut store, "docs", root.path()).unwrap_err();
         assert!(matches!(err, FolderError::MarkerMissing { .. }), "{err}");
         assert!(err.to_string().contains("marker"), "{err}");
-        write(root.path(), "docs").unwrap();
+        assert!(
+            retake(&store, "docs", root.path()).unwrap(),
+            "written again"
+        );
+        assert!(
+            !retake(&store, "docs", root.path()).unwrap(),
+            "there already"
+        );
         check(&mut store, "docs", root.path()).unwrap();
         let gone = root.path().join("never");
         crate::index::folders::put(&mut store, &FolderConfig::new("other", gone.clone())).unwrap();

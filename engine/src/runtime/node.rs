@@ -337,9 +337,7 @@ impl Node {
         if config.paused {
             return Err(NodeError::Paused(id.to_string()));
         }
-        if lock(&self.shared.engine).is_halted(id) {
-            folder::marker::write(&config.path, id)?;
-            info!(folder = %id, "marker written again on request: the folder is taken as it is now");
+        if folder::marker::retake(&lock(&self.store), id, &config.path)? {
             super::watching::marker_back(&self.shared, id);
         }
         let watched = lock(&self.sync)

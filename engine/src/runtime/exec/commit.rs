@@ -265,7 +265,7 @@ fn marker_present(s: &Shared, folder: &str, root: PathBuf) -> Result<PathBuf, Wo
     }
     Err(WorkError::new(
         Cause::Refused,
-        crate::folder::marker::missing_reason(&root),
+        crate::folder::marker::missing_reason(folder, &root),
     ))
 }
 
