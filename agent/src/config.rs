@@ -25,6 +25,19 @@ pub struct Config {
     pub discovery: DiscoverySection,
     /// Logging.
     pub log: LogSection,
+    /// Per folder, by id (`[folder.<id>]`).
+    pub folder: std::collections::BTreeMap<String, FolderSection>,
+}
+
+/// `[folder.<id>]`: one folder's settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FolderSection {
+    /// How long its kept versions stay: "30d" or "staggered" (`folder
+    /// versions`); the file wins at each start.
+    pub versions: Option<String>,
+    /// A limit on what they take: "10GB", "500MiB" or "5%".
+    pub versions_cap: Option<String>,
 }
 
 /// `[node]`.
@@ -153,7 +166,48 @@ impl Config {
             );
         }
         self.min_free()?;
+        self.policies()?;
         Ok(())
+    }
+
+    /// The retention policies `[folder.<id>]` sections set, read.
+    pub fn policies(&self) -> Result<Vec<(String, softadastra::index::retention::Policy)>> {
+        let mut out = Vec::new();
+        for (id, f) in &self.folder {
+            match (&f.versions, &f.versions_cap) {
+                (Some(v), cap) => out.push((
+                    id.clone(),
+                    softadastra::index::retention::Policy::parse(v, cap.as_deref())
+                        .map_err(|e| anyhow::anyhow!("folder.{id}.{e}"))?,
+                )),
+                (None, Some(_)) => anyhow::bail!(
+                    "folder.{id}.versions_cap needs folder.{id}.versions (\"30d\" or \"staggered\")"
+                ),
+                (None, None) => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Record in `store` the retention policies the file sets, for the
+    /// folders shared here. Returns a warning for each folder it names
+    /// that is not.
+    pub fn apply_policies(&self, store: &mut softadastra::store::Store) -> Result<Vec<String>> {
+        use softadastra::index::retention;
+        let mut warnings = Vec::new();
+        for (id, policy) in self.policies()? {
+            if softadastra::folder::get(store, &id).is_err() {
+                warnings.push(format!(
+                    "config: [folder.{id}] names no folder shared here (see `softadastra folder list`)"
+                ));
+                continue;
+            }
+            if retention::get(store, &id)? != Some(policy) {
+                retention::set(store, &id, &policy)?;
+                tracing::info!(folder = %id, %policy, "retention policy from the config file");
+            }
+        }
+        Ok(warnings)
     }
 
     /// `[sync] min_free`, read.
@@ -205,5 +259,42 @@ mod tests {
         assert!(e.contains("sync.min_free") && e.contains("plenty"), "{e}");
         std::fs::write(&p, "[sync]\nmin_free = \"2 GiB\"\n").unwrap();
         assert_eq!(Config::load(&p).unwrap().min_free().unwrap().bytes, 2 << 30);
+        std::fs::write(&p, "[folder.docs]\nversions = \"forever\"\n").unwrap();
+        let e = format!("{:#}", Config::load(&p).unwrap_err());
+        assert!(e.contains("folder.docs.versions"), "{e}");
+        std::fs::write(&p, "[folder.docs]\nversions_cap = \"1GB\"\n").unwrap();
+        let e = format!("{:#}", Config::load(&p).unwrap_err());
+        assert!(e.contains("needs folder.docs.versions"), "{e}");
+        std::fs::write(&p, "[folder.docs]\nversion = \"30d\"\n").unwrap();
+        let e = format!("{:#}", Config::load(&p).unwrap_err());
+        assert!(e.contains("version"), "{e}");
+    }
+
+    #[test]
+    fn folder_policies_from_the_file_are_recorded_for_shared_folders() {
+        use softadastra::index::retention::{self, Policy};
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        std::fs::write(
+            &p,
+            "[folder.docs]\nversions = \"staggered\"\nversions_cap = \"10GB\"\n\n[folder.gone]\nversions = \"7d\"\n",
+        )
+        .unwrap();
+        let config = Config::load(&p).unwrap();
+        assert_eq!(toml::from_str::<Config>(&config.to_toml()).unwrap(), config);
+        let (mut store, _) = softadastra::store::Store::open_dir(
+            softadastra::store::StoreConfig::new(dir.path().join("store")),
+        )
+        .unwrap();
+        let root = dir.path().join("docs");
+        std::fs::create_dir(&root).unwrap();
+        softadastra::folder::share(&mut store, &root, Some("docs")).unwrap();
+        let warnings = config.apply_policies(&mut store).unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("[folder.gone]"));
+        assert_eq!(
+            retention::get(&store, "docs").unwrap(),
+            Some(Policy::parse("staggered", Some("10GB")).unwrap())
+        );
     }
 }

@@ -187,6 +187,9 @@ pub fn run(home: &Home, opts: RunOptions) -> Result<ExitCode> {
     if let Some(path) = &share {
         share_first(&mut store, path, id)?;
     }
+    for warning in config.apply_policies(&mut store)? {
+        tracing::warn!("{warning}");
+    }
     let listen: SocketAddr = match listen {
         Some(l) => l.parse().with_context(|| {
             format!("invalid --listen {l:?}: expected IP:PORT, e.g. 0.0.0.0:{DEFAULT_PORT}")
