@@ -8,7 +8,6 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use softadastra::folder;
 use softadastra::runtime::conflicts::{self, Conflict, Keep, Settled, Side};
 
 use crate::control::{Reached, Request, call_or_open};
@@ -38,13 +37,7 @@ pub fn run_list(home: &Home, folder_id: Option<&str>, json: bool) -> Result<Exit
     };
     let list: Vec<Conflict> = match call_or_open(home, &request)? {
         Reached::Agent(answer) => serde_json::from_value(answer)?,
-        Reached::Store(store) => {
-            let folders = match folder_id {
-                Some(id) => vec![folder::get(&store, id)?],
-                None => folder::list(&store)?,
-            };
-            conflicts::list(&store, home.node_id()?, &folders)?
-        }
+        Reached::Store(store) => conflicts::list_of(&store, home.node_id()?, folder_id)?,
     };
     if json {
         writeln!(
@@ -105,17 +98,7 @@ pub fn run_resolve(home: &Home, path: &Path, keep: &str, json: bool) -> Result<E
         Reached::Agent(answer) => serde_json::from_value(answer)?,
         Reached::Store(store) => {
             let store = std::sync::Mutex::new(*store);
-            let folders = folder::list(&softadastra::core::lock(&store))?;
-            let (config, rel) = conflicts::locate(&folders, &abs)?;
-            let chunks = std::sync::Mutex::new(softadastra::runtime::exec::ChunkIndex::default());
-            conflicts::settle(
-                folder::StoreAccess::Shared(&store),
-                &chunks,
-                home.node_id()?,
-                &config,
-                &rel,
-                keep,
-            )?
+            conflicts::settle_at(&store, None, home.node_id()?, &abs, keep)?.1
         }
     };
     let what = match settled.kept {

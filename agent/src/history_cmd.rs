@@ -9,7 +9,6 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use softadastra::folder;
-use softadastra::runtime::conflicts::locate;
 use softadastra::runtime::history::{self, Deleted, Pick, Restored, Version};
 
 use crate::control::{Reached, Request, call_or_open};
@@ -73,10 +72,7 @@ pub fn run_history(home: &Home, path: &Path, json: bool) -> Result<ExitCode> {
     let request = Request::History { path: abs.clone() };
     let rows: Vec<Version> = match call_or_open(home, &request)? {
         Reached::Agent(answer) => serde_json::from_value(answer)?,
-        Reached::Store(store) => {
-            let (config, rel) = locate(&folder::list(&store)?, &abs)?;
-            history::versions(&store, &config, &rel)?
-        }
+        Reached::Store(store) => history::versions_at(&store, &abs)?,
     };
     if json {
         print_json(&rows)?;
@@ -151,17 +147,8 @@ pub fn run_restore(
         Reached::Agent(answer) => serde_json::from_value(answer)?,
         Reached::Store(store) => {
             let store = std::sync::Mutex::new(*store);
-            let (config, rel) = locate(&folder::list(&softadastra::core::lock(&store))?, &abs)?;
-            let chunks = std::sync::Mutex::new(softadastra::runtime::exec::ChunkIndex::default());
-            history::restore(
-                folder::StoreAccess::Shared(&store),
-                &chunks,
-                home.node_id()?,
-                &config,
-                &rel,
-                pick,
-                to.as_deref(),
-            )?
+            let me = home.node_id()?;
+            history::restore_at(&store, None, me, &abs, pick, to.as_deref())?.1
         }
     };
     let before = match &restored.replaced {

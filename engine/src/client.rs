@@ -495,12 +495,7 @@ impl Client {
     /// Every conflict of folder `id`, or of every folder, as `softadastra
     /// conflicts` lists them.
     pub fn conflicts(&self, id: Option<&str>) -> Result<Vec<Conflict>, ClientError> {
-        let store = lock(&self.store);
-        let folders = match id {
-            Some(id) => vec![folder::get(&store, id)?],
-            None => folder::list(&store)?,
-        };
-        Ok(conflicts::list(&store, self.node_id(), &folders)?)
+        Ok(conflicts::list_of(&lock(&self.store), self.node_id(), id)?)
     }
 
     /// Settle the conflict of the file (or conflict copy) at `path`,
@@ -510,25 +505,13 @@ impl Client {
             let _guard = self.rt.enter();
             return Ok(node.settle_conflict(path, keep)?);
         }
-        let folders = folder::list(&lock(&self.store))?;
-        let (config, rel) = conflicts::locate(&folders, path)?;
-        let chunks = std::sync::Mutex::new(crate::runtime::exec::ChunkIndex::default());
-        Ok(conflicts::settle(
-            crate::folder::StoreAccess::Shared(&self.store),
-            &chunks,
-            self.node_id(),
-            &config,
-            &rel,
-            keep,
-        )?)
+        Ok(conflicts::settle_at(&self.store, None, self.node_id(), path, keep)?.1)
     }
 
     /// The kept versions of the file at `path` (in a shared folder),
     /// newest first, as `softadastra history` lists them.
     pub fn history(&self, path: &Path) -> Result<Vec<history::Version>, ClientError> {
-        let store = lock(&self.store);
-        let (config, rel) = conflicts::locate(&folder::list(&store)?, path)?;
-        Ok(history::versions(&store, &config, &rel)?)
+        Ok(history::versions_at(&lock(&self.store), path)?)
     }
 
     /// Restore version `pick` of the file at `path`, in place (an ordinary
@@ -543,18 +526,7 @@ impl Client {
             let _guard = self.rt.enter();
             return Ok(node.restore(path, pick, to)?);
         }
-        let folders = folder::list(&lock(&self.store))?;
-        let (config, rel) = conflicts::locate(&folders, path)?;
-        let chunks = std::sync::Mutex::new(crate::runtime::exec::ChunkIndex::default());
-        Ok(history::restore(
-            crate::folder::StoreAccess::Shared(&self.store),
-            &chunks,
-            self.node_id(),
-            &config,
-            &rel,
-            pick,
-            to,
-        )?)
+        Ok(history::restore_at(&self.store, None, self.node_id(), path, pick, to)?.1)
     }
 
     /// An engine for a decision made while the network is not started:

@@ -227,20 +227,51 @@ pub fn list(
     Ok(out)
 }
 
-/// The folder holding the absolute path `abs`, and the folder path of it.
-pub fn locate(
-    folders: &[FolderConfig],
-    abs: &Path,
-) -> Result<(FolderConfig, String), ConflictError> {
-    for f in folders {
+/// The shared folder holding the absolute path `abs`, and the folder
+/// path of it (`None`: in no shared folder).
+pub fn locate(store: &Store, abs: &Path) -> Result<Option<(FolderConfig, String)>, FolderError> {
+    for f in crate::folder::list(store)? {
         if let Ok(rel) = abs.strip_prefix(&f.path) {
             let rel = rel.to_string_lossy().replace('\\', "/");
             if !rel.is_empty() {
-                return Ok((f.clone(), rel));
+                return Ok(Some((f, rel)));
             }
         }
     }
-    Err(ConflictError::NotShared(abs.to_path_buf()))
+    Ok(None)
+}
+
+/// Every conflict of folder `id`, or of every folder.
+pub fn list_of(store: &Store, me: NodeId, id: Option<&str>) -> Result<Vec<Conflict>, FolderError> {
+    let folders = match id {
+        Some(id) => vec![crate::folder::get(store, id)?],
+        None => crate::folder::list(store)?,
+    };
+    list(store, me, &folders)
+}
+
+/// [`settle`] the conflict of the file (or conflict copy) at the
+/// absolute path `abs`, in whichever shared folder holds it. `chunks`: a
+/// running node's chunk index (`None` for a stopped one).
+pub fn settle_at(
+    store: &Mutex<Store>,
+    chunks: Option<&Mutex<ChunkIndex>>,
+    me: NodeId,
+    abs: &Path,
+    keep: Keep,
+) -> Result<(String, Settled), ConflictError> {
+    let (config, rel) = locate(&crate::core::lock(store), abs)?
+        .ok_or_else(|| ConflictError::NotShared(abs.to_path_buf()))?;
+    let own = Mutex::default();
+    let settled = settle(
+        StoreAccess::Shared(store),
+        chunks.unwrap_or(&own),
+        me,
+        &config,
+        &rel,
+        keep,
+    )?;
+    Ok((config.id, settled))
 }
 
 /// Settle the conflict of `rel` in folder `config` — `rel` being the file

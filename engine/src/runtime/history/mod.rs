@@ -280,6 +280,43 @@ fn choose(rows: Vec<Version>, rel: &str, pick: Pick) -> Result<Version, HistoryE
     }
 }
 
+/// The shared folder holding the absolute path `abs`, and the folder
+/// path of it.
+fn locate(store: &crate::store::Store, abs: &Path) -> Result<(FolderConfig, String), HistoryError> {
+    super::conflicts::locate(store, abs)?.ok_or_else(|| HistoryError::NotShared(abs.to_path_buf()))
+}
+
+/// [`versions`] of the file at the absolute path `abs`.
+pub fn versions_at(store: &crate::store::Store, abs: &Path) -> Result<Vec<Version>, HistoryError> {
+    let (config, rel) = locate(store, abs)?;
+    Ok(versions(store, &config, &rel)?)
+}
+
+/// [`restore`] the file at the absolute path `abs`, in whichever shared
+/// folder holds it. `chunks`: a running node's chunk index (`None` for a
+/// stopped one). Returns the folder's id too.
+pub fn restore_at(
+    store: &Mutex<crate::store::Store>,
+    chunks: Option<&Mutex<ChunkIndex>>,
+    me: NodeId,
+    abs: &Path,
+    pick: Pick,
+    to: Option<&Path>,
+) -> Result<(String, Restored), HistoryError> {
+    let (config, rel) = locate(&crate::core::lock(store), abs)?;
+    let own = Mutex::default();
+    let restored = restore(
+        StoreAccess::Shared(store),
+        chunks.unwrap_or(&own),
+        me,
+        &config,
+        &rel,
+        pick,
+        to,
+    )?;
+    Ok((config.id, restored))
+}
+
 /// The moment a person gave, as ns since the epoch: Unix seconds, or UTC
 /// `YYYYMMDD-HHMMSS`, `YYYY-MM-DD HH:MM[:SS]` or `YYYY-MM-DDTHH:MM[:SS]`.
 pub fn parse_time(text: &str) -> Option<u64> {

@@ -7,33 +7,19 @@ use std::path::Path;
 
 use super::super::conflicts::{self, Conflict, Keep, Settled};
 use super::{Node, NodeError, lock};
-use crate::folder::{self, StoreAccess};
 
 impl Node {
     /// Every conflict of folder `id`, or of every folder.
     pub fn conflicts(&self, id: Option<&str>) -> Result<Vec<Conflict>, NodeError> {
-        let store = lock(&self.store);
-        let folders = match id {
-            Some(id) => vec![folder::get(&store, id)?],
-            None => folder::list(&store)?,
-        };
-        Ok(conflicts::list(&store, self.id(), &folders)?)
+        Ok(conflicts::list_of(&lock(&self.store), self.id(), id)?)
     }
 
     /// Settle the conflict of the file (or conflict copy) at the absolute
     /// path `abs`, keeping `keep`.
     pub fn settle_conflict(&self, abs: &Path, keep: Keep) -> Result<Settled, NodeError> {
-        let folders = folder::list(&lock(&self.store))?;
-        let (config, rel) = conflicts::locate(&folders, abs)?;
-        let settled = conflicts::settle(
-            StoreAccess::Shared(&self.store),
-            &self.shared.chunks,
-            self.id(),
-            &config,
-            &rel,
-            keep,
-        )?;
-        self.shared.changed(&config.id);
+        let (folder, settled) =
+            conflicts::settle_at(&self.store, Some(&self.shared.chunks), self.id(), abs, keep)?;
+        self.shared.changed(&folder);
         Ok(settled)
     }
 }

@@ -6,18 +6,15 @@
 
 use std::path::Path;
 
-use super::super::conflicts::locate;
 use super::super::history::{self, Deleted, Pick, Restored, Version};
 use super::{Node, NodeError, lock};
-use crate::folder::{self, StoreAccess};
+use crate::folder;
 
 impl Node {
     /// The kept versions of the file at the absolute path `abs`, newest
     /// first.
     pub fn history(&self, abs: &Path) -> Result<Vec<Version>, NodeError> {
-        let store = lock(&self.store);
-        let (config, rel) = locate(&folder::list(&store)?, abs)?;
-        Ok(history::versions(&store, &config, &rel)?)
+        Ok(history::versions_at(&lock(&self.store), abs)?)
     }
 
     /// Deleted files of folder `id` that can come back.
@@ -52,19 +49,16 @@ impl Node {
         pick: Pick,
         to: Option<&Path>,
     ) -> Result<Restored, NodeError> {
-        let folders = folder::list(&lock(&self.store))?;
-        let (config, rel) = locate(&folders, abs)?;
-        let restored = history::restore(
-            StoreAccess::Shared(&self.store),
-            &self.shared.chunks,
+        let (folder, restored) = history::restore_at(
+            &self.store,
+            Some(&self.shared.chunks),
             self.id(),
-            &config,
-            &rel,
+            abs,
             pick,
             to,
         )?;
         if to.is_none() {
-            self.shared.changed(&config.id);
+            self.shared.changed(&folder);
         }
         Ok(restored)
     }
