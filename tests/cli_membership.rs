@@ -481,8 +481,8 @@ fn a_send_only_folder_sends_its_changes_shows_remote_ones_and_overrides_them() {
     let kept = common::entries(&b_dir, true);
     assert!(
         kept.iter()
-            .any(|(k, v)| k.contains("trash") && v == b"beta's idea"),
-        "beta's edit is in its trash: {:?}",
+            .any(|(k, v)| k.contains("versions") && v == b"beta's idea"),
+        "beta's edit is in its versions: {:?}",
         kept.keys().collect::<Vec<_>>()
     );
     assert_eq!(status(&alpha)["folders"][0]["remote_differs"], 0);
@@ -577,8 +577,9 @@ fn a_receive_only_folder_takes_changes_keeps_its_own_and_reverts_them() {
     let kept = common::entries(&b_dir, true);
     for mine in [&b"beta's edit"[..], b"beta only"] {
         assert!(
-            kept.iter().any(|(k, v)| k.contains("trash") && v == mine),
-            "{mine:?} is in beta's trash: {:?}",
+            kept.iter()
+                .any(|(k, v)| k.contains("versions") && v == mine),
+            "{mine:?} is in beta's versions: {:?}",
             kept.keys().collect::<Vec<_>>()
         );
     }

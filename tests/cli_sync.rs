@@ -129,25 +129,25 @@ fn edits_deletes_and_renames_propagate_and_renames_move_no_bytes() {
     let t = converge(&da, &db, |t| t.len() == 3);
     assert_eq!(t["notes.md"], b"# from beta\n");
 
-    // An edit on b reaches a, where the replaced content goes to the trash.
+    // An edit on b reaches a, where the replaced content is kept in the
+    // version store.
     std::fs::write(db.join("hello.txt"), b"edited on beta\n").unwrap();
     converge(&da, &db, |t| t["hello.txt"] == b"edited on beta\n");
-    let replaced = tree(&da.join(".softadastra/trash"));
+    let replaced = tree(&da.join(".softadastra/versions"));
     assert!(
-        replaced
-            .iter()
-            .any(|(k, v)| k.ends_with("hello.txt") && v == b"hello from alpha\n"),
-        "replaced content kept in a's trash: {:?}",
+        replaced.values().any(|v| v == b"hello from alpha\n"),
+        "replaced content kept in a's versions: {:?}",
         names(&replaced)
     );
 
-    // A delete on a reaches b, where the file goes to the trash.
+    // A delete on a reaches b, where the file is kept too.
     std::fs::remove_file(da.join("notes.md")).unwrap();
     converge(&da, &db, |t| !t.contains_key("notes.md"));
-    let trash = db.join(".softadastra/trash");
     assert!(
-        tree(&trash).keys().any(|k| k.ends_with("notes.md")),
-        "deleted file kept in b's trash"
+        tree(&db.join(".softadastra/versions"))
+            .values()
+            .any(|v| v == b"# from beta\n"),
+        "deleted file kept in b's versions"
     );
 
     // A rename on a moves no content bytes to b.

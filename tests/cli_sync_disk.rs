@@ -240,8 +240,8 @@ fn a_read_only_directory_holds_its_files_back_and_loses_nothing() {
             && std::fs::read(locked.join("new.txt")).is_ok_and(|x| x == b"new")
     });
     eprintln!("landed {took:?} after the directory became writable");
-    // The replaced version is kept in the trash.
-    let kept = common::entries(&b.join(".softadastra/trash"), true);
+    // The replaced version is kept in the version store.
+    let kept = common::entries(&b.join(".softadastra/versions"), true);
     assert!(
         kept.values().any(|v| v == b"a, first version"),
         "{:?}",

@@ -17,7 +17,7 @@ use crate::members_cmd::say;
 #[derive(Debug, Subcommand)]
 pub enum ConflictsCommand {
     /// Settle the conflict of a file (or of one of its conflict copies):
-    /// the version not kept goes to the folder's trash; the decision syncs.
+    /// the version not kept goes to the folder's history; the decision syncs.
     Resolve {
         /// The file or its conflict copy.
         path: PathBuf,
@@ -109,7 +109,7 @@ pub fn run_resolve(home: &Home, path: &Path, keep: &str, json: bool) -> Result<E
     let trashed = match settled.trashed.len() {
         0 => String::new(),
         _ => format!(
-            "; the other is in the trash ({})",
+            "; the other is kept in the history ({})",
             settled
                 .trashed
                 .iter()

@@ -129,6 +129,15 @@ pub enum Request {
         /// Where to write it (absolute; none: in place).
         to: Option<PathBuf>,
     },
+    /// Put a whole folder back as it was at a moment (or, dry, say how).
+    RestoreFolder {
+        /// Folder id.
+        folder: String,
+        /// The moment, ns since the Unix epoch.
+        at: u64,
+        /// Only say what it would do.
+        dry_run: bool,
+    },
     /// The conflicts of a folder, or of every folder.
     Conflicts {
         /// Folder id (none: every folder).

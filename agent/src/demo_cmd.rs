@@ -197,7 +197,7 @@ pub fn run_demo(dir: Option<PathBuf>, once: bool) -> Result<ExitCode> {
         || std::fs::read(&hello).is_ok_and(|v| v == edit),
     )?;
     println!(
-        "3. edited it on beta -> alpha has the edit {} later (its old content is in alpha's trash)",
+        "3. edited it on beta -> alpha has the edit {} later (its old content is in alpha's history)",
         ms(t)
     );
 
@@ -228,7 +228,7 @@ pub fn run_demo(dir: Option<PathBuf>, once: bool) -> Result<ExitCode> {
         || !hello.exists(),
     )?;
     println!(
-        "6. deleted hello.txt on beta -> gone on alpha too, kept in alpha/Documents/.softadastra/trash"
+        "6. deleted hello.txt on beta -> gone on alpha too, kept in its history (`softadastra history --deleted`)"
     );
 
     println!(

@@ -51,7 +51,7 @@ pub enum FolderCommand {
         json: bool,
     },
     /// Send-only folder: push this node's state back over every remote
-    /// change it did not take (peers keep theirs in their trash).
+    /// change it did not take (peers keep theirs in their history).
     Override {
         /// Folder id.
         id: String,
@@ -59,7 +59,7 @@ pub enum FolderCommand {
         json: bool,
     },
     /// Receive-only folder: put the peers' version back over every local
-    /// change (this node's copies go to the folder's trash).
+    /// change (this node's copies are kept in the folder's history).
     Revert {
         /// Folder id.
         id: String,

@@ -1,7 +1,8 @@
-//! `softadastra history PATH`, `softadastra history --deleted FOLDER` and
-//! `softadastra restore PATH [--version N | --at TIME] [--to DEST]`:
-//! a file's kept versions and getting one back, through the running agent
-//! or, with none running, on the store and the disk.
+//! `softadastra history PATH`, `softadastra history --deleted FOLDER`,
+//! `softadastra restore PATH [--version N | --at TIME] [--to DEST]` and
+//! `softadastra restore --folder ID --at TIME [--dry-run]`: a file's kept
+//! versions and getting one back, or a whole folder as it was, through the
+//! running agent or, with none running, on the store and the disk.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -131,9 +132,7 @@ pub fn run_restore(
         (Some(_), Some(_)) => bail!("give --version or --at, not both"),
         (Some(0), None) => bail!("versions are numbered from 1 (the newest)"),
         (Some(n), None) => Pick::Number(n),
-        (None, Some(t)) => Pick::At(history::parse_time(t).with_context(|| {
-            format!("--at {t:?}: give Unix seconds or a UTC time as YYYY-MM-DD HH:MM[:SS]")
-        })?),
+        (None, Some(t)) => Pick::At(moment(t)?),
         (None, None) => Pick::Newest,
     };
     let abs = absolute(path)?;
@@ -166,6 +165,122 @@ pub fn run_restore(
             restored.to.display()
         ),
     )
+}
+
+/// The moment a person gave `--at` as, or a clear error.
+fn moment(text: &str) -> Result<u64> {
+    history::parse_time(text).with_context(|| {
+        format!("--at {text:?}: give Unix seconds or a UTC time as YYYY-MM-DD HH:MM[:SS]")
+    })
+}
+
+/// At most this many paths of each kind are printed (all with --json).
+const SHOWN: usize = 20;
+
+fn print_paths<'a>(
+    out: &mut impl Write,
+    title: &str,
+    paths: impl ExactSizeIterator<Item = (&'a str, String)>,
+) -> Result<()> {
+    let n = paths.len();
+    if n == 0 {
+        return Ok(());
+    }
+    writeln!(out, "{title} ({n}):")?;
+    for (path, note) in paths.take(SHOWN) {
+        writeln!(out, "  {path}{note}")?;
+    }
+    if n > SHOWN {
+        writeln!(out, "  … and {} more (--json lists them all)", n - SHOWN)?;
+    }
+    Ok(())
+}
+
+/// `restore --folder ID --at TIME [--dry-run]`.
+pub fn run_restore_folder(
+    home: &Home,
+    id: &str,
+    at: Option<&str>,
+    dry_run: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    let Some(at) = at else {
+        bail!("--folder needs --at TIME: the moment to put the folder back to");
+    };
+    let at = moment(at)?;
+    let request = Request::RestoreFolder {
+        folder: id.to_string(),
+        at,
+        dry_run,
+    };
+    let done: history::FolderRestore = match call_or_open(home, &request)? {
+        Reached::Agent(answer) => serde_json::from_value(answer)?,
+        Reached::Store(store) => {
+            let store = std::sync::Mutex::new(*store);
+            let chunks = Default::default();
+            history::restore_folder(&store, &chunks, home.node_id()?, id, at, dry_run)?
+        }
+    };
+    if json {
+        print_json(&done)?;
+        return Ok(if done.failed.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    let mut out = std::io::stdout().lock();
+    let verb = if done.carried_out { "" } else { "would " };
+    writeln!(out, "{id:?} as it was at {} UTC:", done.at)?;
+    print_paths(
+        &mut out,
+        &format!("{verb}bring back the version each had"),
+        done.bring_back.iter().map(|b| {
+            (
+                b.path.as_str(),
+                format!(
+                    "  (kept {}, {} bytes, version {})",
+                    b.version.kept, b.version.size, b.version.n
+                ),
+            )
+        }),
+    )?;
+    print_paths(
+        &mut out,
+        &format!("{verb}set aside, created since (kept in the history)"),
+        done.set_aside.iter().map(|p| (p.as_str(), String::new())),
+    )?;
+    print_paths(
+        &mut out,
+        &format!("{verb}leave as they are"),
+        done.left
+            .iter()
+            .map(|l| (l.path.as_str(), format!(": {}", l.why))),
+    )?;
+    print_paths(
+        &mut out,
+        "could not be put back (the rest were)",
+        done.failed
+            .iter()
+            .map(|l| (l.path.as_str(), format!(": {}", l.why))),
+    )?;
+    writeln!(out, "{} file(s) already as they were", done.unchanged)?;
+    if !done.carried_out {
+        writeln!(
+            out,
+            "dry run: nothing changed; run it again without --dry-run to do it"
+        )?;
+    } else if done.bring_back.len() + done.set_aside.len() > 0 {
+        writeln!(
+            out,
+            "done; what each file held is kept in its history, and the other devices follow"
+        )?;
+    }
+    Ok(if done.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// `folder versions ID [POLICY] [--cap CAP]`: show or set how long the

@@ -98,8 +98,9 @@ enum Command {
         /// Address to listen on for peers (default 0.0.0.0:7420).
         #[arg(long, value_name = "IP:PORT")]
         listen: Option<String>,
-        /// Days replaced and deleted files stay in each folder's
-        /// `.softadastra/trash` before they are deleted for good (default 30).
+        /// Days replaced and deleted versions stay in each folder's history
+        /// (`.softadastra/versions`) when the folder has no retention policy
+        /// of its own (default 30; see `folder versions`).
         #[arg(long, value_name = "DAYS", env = "SOFTADASTRA_TRASH_DAYS")]
         trash_days: Option<u32>,
         /// Also log to a daily-rotated file in `<home>/logs/` (what the
@@ -244,11 +245,21 @@ enum Command {
         json: bool,
     },
     /// Get a kept version back: in place (what is there is kept first; the
-    /// change syncs) or --to another path.
+    /// change syncs) or --to another path. With --folder ID --at TIME, put
+    /// a whole folder back as it was then (--dry-run: only say how).
     #[command(disable_version_flag = true)]
     Restore {
         /// The file (it may be deleted).
-        path: PathBuf,
+        #[arg(required_unless_present = "folder")]
+        path: Option<PathBuf>,
+        /// Put this whole folder back as it was --at TIME: files changed or
+        /// deleted since get the version they had; files created since are
+        /// set aside into the history.
+        #[arg(long, value_name = "ID", conflicts_with_all = ["path", "version", "to"], requires = "at")]
+        folder: Option<String>,
+        /// With --folder: print what it would do and change nothing.
+        #[arg(long, requires = "folder")]
+        dry_run: bool,
         /// Which version, as `history` numbers them (default 1, the newest).
         #[arg(long, value_name = "N")]
         version: Option<usize>,
@@ -429,11 +440,21 @@ fn main() -> ExitCode {
         },
         Command::Restore {
             path,
+            folder,
+            dry_run,
             version,
             at,
             to,
             json,
-        } => history_cmd::run_restore(&home, &path, version, at.as_deref(), to.as_deref(), json),
+        } => match (path, folder) {
+            (_, Some(id)) => {
+                history_cmd::run_restore_folder(&home, &id, at.as_deref(), dry_run, json)
+            }
+            (Some(path), None) => {
+                history_cmd::run_restore(&home, &path, version, at.as_deref(), to.as_deref(), json)
+            }
+            (None, None) => Err(anyhow::anyhow!("give a PATH, or --folder ID --at TIME")),
+        },
         Command::Conflicts {
             command,
             folder,

@@ -396,7 +396,7 @@ pub fn run_override(home: &Home, id: &str, json: bool) -> Result<ExitCode> {
         json,
         serde_json::json!({"id": id, "paths": n}),
         &format!(
-            "{n} path(s) of {id:?} now carry this node's version; peers take it back (theirs go to their trash)"
+            "{n} path(s) of {id:?} now carry this node's version; peers take it back (theirs are kept in their history)"
         ),
     )
 }
@@ -409,7 +409,7 @@ pub fn run_revert(home: &Home, id: &str, json: bool) -> Result<ExitCode> {
         "reverting a folder needs the running agent (it asks the peers for their version): start it with `softadastra run`",
     )?;
     let prose = format!(
-        "{} path(s) of {id:?} go back to the peers' version; this node's copies are in {id:?}'s trash",
+        "{} path(s) of {id:?} go back to the peers' version; this node's copies are kept in {id:?}'s history",
         answer["paths"].as_u64().unwrap_or(0)
     );
     say(json, answer, &prose)

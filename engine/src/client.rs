@@ -529,6 +529,30 @@ impl Client {
         Ok(history::restore_at(&self.store, None, self.node_id(), path, pick, to)?.1)
     }
 
+    /// Put folder `id` back as it was at `at` (ns since the epoch; see
+    /// [`history::parse_time`]), or with `dry_run` only say what that
+    /// would do, as `softadastra restore --folder` does.
+    pub fn restore_folder(
+        &self,
+        id: &str,
+        at: u64,
+        dry_run: bool,
+    ) -> Result<history::FolderRestore, ClientError> {
+        if let Some(node) = &self.node {
+            let _guard = self.rt.enter();
+            return Ok(node.restore_folder(id, at, dry_run)?);
+        }
+        let chunks = Default::default();
+        Ok(history::restore_folder(
+            &self.store,
+            &chunks,
+            self.node_id(),
+            id,
+            at,
+            dry_run,
+        )?)
+    }
+
     /// An engine for a decision made while the network is not started:
     /// its bookkeeping is in the store, which the node reads when it starts.
     fn offline_engine(&self) -> crate::sync::SyncEngine {

@@ -150,7 +150,8 @@ fn a_folder_added_through_the_client_syncs() {
 }
 
 /// The SDK's history, conflicts and deletion guard calls, on a folder two
-/// clients sync: a replaced version comes back (on both), a conflict is
+/// clients sync: a replaced version comes back (on both; a whole-folder
+/// restore plans it too), a conflict is
 /// listed and settled (on both), and asking to accept deletions where
 /// none is held is a clear error.
 #[test]
@@ -172,11 +173,22 @@ fn history_conflicts_and_the_guard_through_the_client() {
     wait("v1 on bob", || read(&fb.join("notes.txt")) == b"v1");
 
     // Alice writes v2; bob keeps v1 and gets it back for both.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let moment = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    std::thread::sleep(std::time::Duration::from_millis(50));
     std::fs::write(fa.join("notes.txt"), "v2").unwrap();
     wait("v2 on bob", || read(&fb.join("notes.txt")) == b"v2");
     let versions = b.history(&fb.join("notes.txt")).unwrap();
     assert_eq!(versions.len(), 1, "{versions:?}");
     assert_eq!(versions[0].size, 2);
+    // The whole folder, as it was before v2: a dry run names notes.txt.
+    let plan = b.restore_folder("notes", moment, true).unwrap();
+    assert_eq!(plan.bring_back.len(), 1, "{plan:?}");
+    assert_eq!(plan.bring_back[0].path, "notes.txt");
+    assert!(!plan.carried_out);
     b.restore(&fb.join("notes.txt"), Pick::Newest, None)
         .unwrap();
     assert_eq!(read(&fb.join("notes.txt")), b"v1");

@@ -371,8 +371,8 @@ fn guard_held_v1_golden() {
     assert_eq!((held.paths, held.of_files), (251, 300));
 }
 
-fn expected_history_kept() -> Vec<u8> {
-    use softadastra::index::history::{HISTORY_NS, Kept, Stored, Why, keep_op};
+fn expected_history_kept(stored: softadastra::index::history::Stored) -> Vec<u8> {
+    use softadastra::index::history::{HISTORY_NS, Kept, Why, keep_op};
     use softadastra::store::{Op, Store, StoreConfig};
     let record: softadastra::folder::FileRecord =
         postcard::from_bytes(&expected_file_record()).unwrap();
@@ -380,7 +380,7 @@ fn expected_history_kept() -> Vec<u8> {
         record,
         kept_at: softadastra::core::Timestamp(1_764_700_000_000_000_000),
         why: Why::Replaced,
-        stored: Stored::File(".softadastra/trash/1764700000/report.txt".into()),
+        stored,
     };
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open_dir(StoreConfig::new(dir.path())).unwrap();
@@ -392,10 +392,27 @@ fn expected_history_kept() -> Vec<u8> {
 
 #[test]
 fn history_kept_v1_golden() {
-    let bytes = check("history-kept-v1.bin", expected_history_kept());
-    let kept = softadastra::index::history::decode("docs/report.txt", &bytes).unwrap();
+    use softadastra::index::history::{Stored, Why, decode};
+    let trash = Stored::File(".softadastra/trash/1764700000/report.txt".into());
+    let bytes = check("history-kept-v1.bin", expected_history_kept(trash.clone()));
+    let kept = decode("docs/report.txt", &bytes).unwrap();
     assert_eq!(kept.record.size, 70_000);
-    assert_eq!(kept.why, softadastra::index::history::Why::Replaced);
+    assert_eq!(kept.why, Why::Replaced);
+    assert_eq!(kept.stored, trash);
+    // Kept in the version store (same format, later variants).
+    let blob = check(
+        "history-kept-blob-v1.bin",
+        expected_history_kept(Stored::Blob),
+    );
+    assert_eq!(decode("k", &blob).unwrap().stored, Stored::Blob);
+    let chunks = Stored::Chunks {
+        bases: vec![softadastra::core::ContentHash::of(b"base")],
+    };
+    let bytes = check(
+        "history-kept-chunks-v1.bin",
+        expected_history_kept(chunks.clone()),
+    );
+    assert_eq!(decode("k", &bytes).unwrap().stored, chunks);
 }
 
 #[test]
@@ -413,4 +430,15 @@ fn retention_policy_v1_golden() {
     let bytes = check("retention-policy-v1.bin", value);
     store.put(RETENTION_NS, "docs", bytes).unwrap();
     assert_eq!(retention::get(&store, "docs").unwrap(), Some(policy));
+}
+
+#[test]
+fn restore_job_v1_golden() {
+    use softadastra::runtime::history::Job;
+    let job = Job {
+        at: 1_764_700_000_000_000_000,
+    };
+    let bytes = check("restore-job-v1.bin", job.encode());
+    assert_eq!(Job::decode("docs", &bytes).unwrap(), job);
+    assert!(Job::decode("docs", &[7, 1]).is_err());
 }

@@ -152,6 +152,16 @@ impl control::Handler for Daemon {
             Request::Restore { path, pick, to } => {
                 json!(self.node.restore(&path, pick, to.as_deref())?)
             }
+            Request::RestoreFolder {
+                folder,
+                at,
+                dry_run,
+            } => {
+                // Many files may be written: off the async workers' turn.
+                let done =
+                    tokio::task::block_in_place(|| self.node.restore_folder(&folder, at, dry_run))?;
+                json!(done)
+            }
             Request::Conflicts { folder } => json!(self.node.conflicts(folder.as_deref())?),
             Request::ConflictResolve { path, keep } => {
                 json!(self.node.settle_conflict(&path, keep)?)

@@ -2,7 +2,7 @@
 //!
 //! Owns the record of every version a node kept instead of destroying it:
 //! a file a peer's change replaced or deleted, one a revert or a settled
-//! conflict set aside. Each is a [`Kept`] in the `history` namespace under
+//! conflict set aside, what a restore replaced. Each is a [`Kept`] in the `history` namespace under
 //! `<folder>/<path>` NUL `<kept at, ns, 20 digits>`, so a file's versions
 //! are one prefix scan, oldest first. A kept version says what it was (its
 //! [`FileRecord`]: size, hash, chunks, who made it), when and why it was
@@ -21,7 +21,7 @@ use crate::store::{Op, Store};
 pub const HISTORY_NS: &str = "history";
 
 /// The format byte that starts every value.
-const FORMAT: u8 = 1;
+pub(crate) const FORMAT: u8 = 1;
 
 /// Why a version was kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,11 +52,21 @@ impl Why {
     }
 }
 
-/// Where a kept version's bytes are.
+/// Where a kept version's bytes are (see
+/// [`crate::runtime::exec::versions`] for the version store). New variants
+/// go last: a value names its variant by number.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Stored {
     /// A whole file, at this path under the folder's root (its trash).
     File(String),
+    /// Whole, in the folder's version store under its content hash.
+    Blob,
+    /// Chunk by chunk: each chunk loose in the version store or inside one
+    /// of these versions kept whole (by content hash).
+    Chunks {
+        /// The whole versions it shares chunks with.
+        bases: Vec<crate::core::ContentHash>,
+    },
 }
 
 /// One kept version.

@@ -16,7 +16,8 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use super::exec::{ChunkIndex, record_kept, rename_new, to_trash};
+use super::exec::versions::set_aside;
+use super::exec::{ChunkIndex, rename_new};
 use crate::core::NodeId;
 use crate::core::path::{is_conflict_copy, original_of_copy};
 use crate::folder::{FolderConfig, FolderError, Indexer, StoreAccess};
@@ -342,9 +343,14 @@ pub fn settle(
         let copy_rec = record_of(&mut store, &c.copy);
         match kept {
             Some(Side::Original) => {
-                let to = to_trash(chunks, &config.path, &c.copy, &c.copy_at, copy_rec.as_ref())
-                    .map_err(|e| failed(format!("move {} to the trash", c.copy_at.display()), e))?;
-                kept_aside(&mut store, config, &c.copy, &to, copy_rec.as_ref())?;
+                let to = kept_aside(
+                    &mut store,
+                    chunks,
+                    config,
+                    &c.copy,
+                    &c.copy_at,
+                    copy_rec.as_ref(),
+                )?;
                 settled.trashed.push(to);
                 changed.push(c.copy.clone());
             }
@@ -352,9 +358,7 @@ pub fn settle(
                 let at = config.path.join(&c.path);
                 if std::fs::symlink_metadata(&at).is_ok() {
                     let rec = record_of(&mut store, &c.path);
-                    let to = to_trash(chunks, &config.path, &c.path, &at, rec.as_ref())
-                        .map_err(|e| failed(format!("move {} to the trash", at.display()), e))?;
-                    kept_aside(&mut store, config, &c.path, &to, rec.as_ref())?;
+                    let to = kept_aside(&mut store, chunks, config, &c.path, &at, rec.as_ref())?;
                     settled.trashed.push(to);
                 }
                 rename_new(&c.copy_at, &at).map_err(|e| {
@@ -391,31 +395,30 @@ pub fn settle(
     Ok(settled)
 }
 
-/// Record in the history that `record` of `path` lost a conflict and was
-/// kept at `trash`.
+/// Set `path` (at `abs`), version `record`, aside as the loser of a
+/// conflict. Returns where it went.
 fn kept_aside(
     store: &mut StoreAccess<'_>,
+    chunks: &Mutex<ChunkIndex>,
     config: &FolderConfig,
     path: &str,
-    trash: &Path,
+    abs: &Path,
     record: Option<&FileRecord>,
-) -> Result<(), ConflictError> {
-    let Some(record) = record else {
-        return Ok(());
-    };
+) -> Result<PathBuf, ConflictError> {
     store
         .with(|st| {
-            record_kept(
+            set_aside(
                 st,
+                chunks,
                 &config.path,
                 &config.id,
                 path,
-                trash,
+                abs,
                 record,
                 crate::index::history::Why::Conflict,
             )
         })
-        .map_err(|e| failed(format!("record {path}'s kept version"), e))
+        .map_err(|e| failed(format!("set {} aside", abs.display()), e))
 }
 
 /// A free ordinary name for a conflict copy of `path` kept beside it:

@@ -86,6 +86,7 @@ pub(super) fn watch_folder(
             // a walk of the whole folder): what this finishes or removes is
             // the agent's own, and the watcher makes nothing of it.
             exec::recover_temp_files(&s, &config);
+            resume_restore(&s, &id);
             let mut watcher = match watcher {
                 Ok(w) => w,
                 Err(e) => {
@@ -247,5 +248,25 @@ fn note_not_synced(
                 .into_owned()
         });
         list.insert(path, i.detail.clone());
+    }
+}
+
+/// Finish folder `id`'s restore a stop cut short, on a thread of its own
+/// (the folder is watched meanwhile); peers hear of what it changed.
+fn resume_restore(s: &Arc<Shared>, id: &str) {
+    let (s, folder) = (s.clone(), id.to_string());
+    let spawned = std::thread::Builder::new()
+        .name("restore-resume".into())
+        .spawn(move || {
+            match super::history::resume(&s.store, &s.chunks, s.node, &folder) {
+                Some(Ok(done)) if done.carried_out => s.changed(&folder),
+                Some(Err(e)) => {
+                    warn!(folder = %folder, error = %e, "a folder restore cut short could not be finished; run it again")
+                }
+                _ => {}
+            }
+        });
+    if let Err(e) = spawned {
+        warn!(folder = %id, error = %e, "cannot finish a folder restore cut short now; run it again");
     }
 }

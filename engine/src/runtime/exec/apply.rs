@@ -2,6 +2,7 @@
 //! wanted and the disk is as indexed, conflict copies, the move into place,
 //! removals.
 
+use super::versions::{keep_version, set_aside};
 use super::*;
 use crate::index::history::Why;
 
@@ -126,7 +127,16 @@ pub(super) fn place_one(
     // The replaced version joins the history once the new one is in (a
     // failed rename put it back).
     if let (Some(at), Some(old)) = (&trashed, expect) {
-        record_kept(store, root, folder_id, path, at, old, Why::Replaced)?;
+        keep_version(
+            store,
+            &s.chunks,
+            root,
+            folder_id,
+            path,
+            at,
+            old,
+            Why::Replaced,
+        )?;
     }
     let mut record = need.record.clone();
     let mut placed = None;
@@ -204,10 +214,16 @@ pub(super) fn remove_one(
                 }
             }
         } else {
-            let at = to_trash(&s.chunks, root, path, abs, expect)?;
-            if let Some(old) = expect {
-                record_kept(store, root, folder_id, path, &at, old, Why::Deleted)?;
-            }
+            set_aside(
+                store,
+                &s.chunks,
+                root,
+                folder_id,
+                path,
+                abs,
+                expect,
+                Why::Deleted,
+            )?;
         }
     }
     Ok(Completed {

@@ -420,7 +420,7 @@ pub(super) fn logger(s: std::sync::Weak<Shared>, inbox: std::sync::mpsc::Receive
 /// few files, or much data, where `syncfs` would also flush the other
 /// transfers still being written.
 /// `bytes`: how much file data `files` hold (0 for directories).
-pub(super) fn make_durable(
+pub(crate) fn make_durable(
     roots: &[&Path],
     files: &[impl AsRef<Path>],
     bytes: u64,

@@ -20,7 +20,7 @@
 //! Chunk requests (bulk stream): 32-byte chunk hash + u32 LE length;
 //! answer: one status byte (0 = here it is, 1 = not here) then the bytes.
 //!
-//! One job per file: `chunk_index`, `serve`, `fetch`, `dest`, `work`, `small`, `large`, `space`, `writers`, `commit`, `trash`, `apply`, `sys`.
+//! One job per file: `chunk_index`, `serve`, `fetch`, `dest`, `work`, `small`, `large`, `space`, `writers`, `commit`, `trash`, `versions`, `apply`, `sys`.
 //!
 //! # Design notes
 //!
@@ -204,6 +204,7 @@ mod small;
 mod space;
 mod sys;
 mod trash;
+pub mod versions;
 mod work;
 mod writers;
 

@@ -1,5 +1,6 @@
-//! The trash: where a replaced or deleted file's version goes, never
-//! replacing one kept before; emptied of old batches.
+//! The trash: where a replaced or deleted file's version is moved aside
+//! first, never replacing one kept before (a file then goes on into the
+//! version store, see `versions`; a link stays); emptied of old batches.
 
 use super::*;
 
@@ -56,37 +57,6 @@ pub(crate) fn to_trash(
         Cause::Io,
         format!("move to trash: {MAX_KEPT_PER_SECOND} versions of {path} already kept this second"),
     ))
-}
-
-/// Record in the folder's history ([`crate::index::history`]) that the
-/// version `record` of `path` (folder `folder` at `root`) was kept at
-/// `trash`, for `why`. Only files have a history (a link or a directory
-/// has no bytes to get back).
-pub(crate) fn record_kept(
-    store: &mut Store,
-    root: &Path,
-    folder: &str,
-    path: &str,
-    trash: &Path,
-    record: &FileRecord,
-    why: crate::index::history::Why,
-) -> Result<(), WorkError> {
-    use crate::index::history::{Kept, Stored, keep_op};
-    if record.kind != crate::index::EntryKind::File {
-        return Ok(());
-    }
-    let at = trash.strip_prefix(root).unwrap_or(trash);
-    let kept = Kept {
-        record: record.clone(),
-        kept_at: store.wall_time(),
-        why,
-        stored: Stored::File(at.to_string_lossy().into_owned()),
-    };
-    let op = keep_op(store, folder, path, &kept);
-    store
-        .apply(op)
-        .map(|_| ())
-        .map_err(|e| WorkError::new(Cause::Io, format!("cannot record a kept version: {e}")))
 }
 
 /// Most versions of one path the trash takes in one second (the next

@@ -10,13 +10,14 @@
 //! What was at the destination is kept first, as a version of its own. The
 //! path is indexed at once, so the restored version syncs.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use super::exec::{ChunkIndex, record_kept, rename_new, temp_path, to_trash};
+use super::exec::versions::set_aside;
+use super::exec::{ChunkIndex, rename_new, temp_path};
 use crate::core::{ContentHash, NodeId};
 use crate::folder::{FolderConfig, FolderError, Indexer, StoreAccess};
 use crate::fs::ignore::META_DIR;
@@ -45,8 +46,11 @@ pub struct Version {
     /// Why it was kept: replaced, deleted, conflict, reverted, restored
     /// over, or "trash" (kept before the history existed).
     pub why: String,
-    /// Where its bytes are.
+    /// Where its bytes are: a file, or the folder's version store.
     pub at: PathBuf,
+    /// The recorded version (none for a file found in an old trash).
+    #[serde(skip)]
+    pub source: Option<kept::Kept>,
 }
 
 /// Which version to restore.
@@ -144,7 +148,6 @@ fn stamp(ns: u64) -> String {
 }
 
 fn row(root: &Path, k: &kept::Kept) -> Version {
-    let Stored::File(at) = &k.stored;
     Version {
         n: 0,
         kept: stamp(k.kept_at.0),
@@ -154,7 +157,8 @@ fn row(root: &Path, k: &kept::Kept) -> Version {
         hash: k.record.hash.map(|h| h.to_string()),
         device: Some(k.record.modified_by.to_string()),
         why: k.why.as_str().to_string(),
-        at: root.join(at),
+        at: super::exec::versions::location(root, k),
+        source: Some(k.clone()),
     }
 }
 
@@ -202,6 +206,7 @@ fn from_trash(root: &Path, rel: &str, named: &[PathBuf]) -> Vec<Version> {
                     device: None,
                     why: "trash".into(),
                     at,
+                    source: None,
                 });
             }
         }
@@ -346,9 +351,11 @@ pub fn parse_time(text: &str) -> Option<u64> {
     u64::try_from(secs).ok().map(|s| s * 1_000_000_000)
 }
 
+mod folder;
 mod restore;
 mod retention;
 
+pub use folder::{BringBack, FolderRestore, Job, Left, RESTORE_NS, plan, restore_folder, resume};
 pub use restore::restore;
 pub use retention::apply_retention;
 

@@ -4,55 +4,115 @@
 
 use super::*;
 
-/// Copy `from` to a temporary file beside `to`, checking it against
-/// `hash` (when known) as it goes, make it durable, and rename it to `to`
-/// (never over an existing file).
-fn copy_in(from: &Path, to: &Path, hash: Option<&str>, rel: &str) -> Result<(), HistoryError> {
+/// A writer that hashes what goes through it.
+struct Hashing<W> {
+    out: W,
+    hasher: blake3::Hasher,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Write `version`'s bytes (of `rel` in the folder at `root`; `earlier`:
+/// the path's kept versions) to a temporary file beside `to`, checking
+/// them against its hash (when known) as they go, make it durable, and
+/// rename it to `to` (never over an existing file).
+fn copy_in(
+    root: &Path,
+    version: &Version,
+    earlier: &[kept::Kept],
+    to: &Path,
+    rel: &str,
+) -> Result<(), HistoryError> {
+    let tmp = write_temp(root, version, earlier, to, rel, true)?;
+    put_in(&tmp, to)
+}
+
+/// Move the temporary file `tmp` to `to`, never over an existing file
+/// (then `tmp` is removed).
+pub(super) fn put_in(tmp: &Path, to: &Path) -> Result<(), HistoryError> {
+    let result = rename_new(tmp, to).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => HistoryError::Exists(to.to_path_buf()),
+        _ => HistoryError::Io {
+            what: format!("move the restored file to {}", to.display()),
+            source: e,
+        },
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(tmp);
+    }
+    result
+}
+
+/// Write `version`'s bytes to a temporary file beside `to`, checked as
+/// they go (see [`copy_in`]), fsynced when `durable`. Returns its path;
+/// nothing is left behind on failure.
+pub(super) fn write_temp(
+    root: &Path,
+    version: &Version,
+    earlier: &[kept::Kept],
+    to: &Path,
+    rel: &str,
+    durable: bool,
+) -> Result<PathBuf, HistoryError> {
     let damaged = |problem: String| HistoryError::Damaged {
         path: rel.to_string(),
-        at: from.to_path_buf(),
+        at: version.at.clone(),
         problem,
     };
-    let mut src = std::fs::File::open(from).map_err(|e| damaged(format!("cannot be read: {e}")))?;
     let tmp = temp_path(to);
     let result = (|| {
-        let mut out =
+        let out =
             std::fs::File::create_new(&tmp).map_err(io(format!("create {}", tmp.display())))?;
-        let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = src
-                .read(&mut buf)
-                .map_err(|e| damaged(format!("cannot be read: {e}")))?;
-            if n == 0 {
-                break;
+        let mut w = Hashing {
+            out: std::io::BufWriter::with_capacity(1 << 20, out),
+            hasher: blake3::Hasher::new(),
+        };
+        match &version.source {
+            Some(k) => {
+                crate::runtime::exec::versions::read_version(root, k, earlier, &mut w)
+                    .map_err(|e| damaged(e.0))?;
             }
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n])
-                .map_err(io(format!("write {}", tmp.display())))?;
+            None => {
+                let mut src = std::fs::File::open(&version.at)
+                    .map_err(|e| damaged(format!("cannot be read: {e}")))?;
+                std::io::copy(&mut src, &mut w)
+                    .map_err(|e| damaged(format!("cannot be copied: {e}")))?;
+            }
         }
-        if let Some(want) = hash {
-            let got = ContentHash::from(hasher.finalize()).to_string();
-            if got != want {
+        if let Some(want) = &version.hash {
+            let got = ContentHash::from(w.hasher.finalize()).to_string();
+            if &got != want {
                 return Err(damaged(
                     "do not match its hash (changed since it was kept)".into(),
                 ));
             }
         }
-        out.sync_all()
-            .map_err(io(format!("flush {}", tmp.display())))?;
-        rename_new(&tmp, to).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => HistoryError::Exists(to.to_path_buf()),
-            _ => HistoryError::Io {
-                what: format!("move the restored file to {}", to.display()),
-                source: e,
-            },
-        })
+        let out = w
+            .out
+            .into_inner()
+            .map_err(|e| io(format!("write {}", tmp.display()))(e.into_error()))?;
+        if durable {
+            out.sync_all()
+                .map_err(io(format!("flush {}", tmp.display())))?;
+        }
+        Ok(())
     })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    match result {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
     }
-    result
 }
 
 /// Restore version `pick` of `rel` in folder `config`: to `to` (an
@@ -68,13 +128,18 @@ pub fn restore(
     pick: Pick,
     to: Option<&Path>,
 ) -> Result<Restored, HistoryError> {
-    let rows = store.with(|st| versions(st, config, rel))?;
+    let (rows, earlier) = store.with(|st| {
+        Ok::<_, FolderError>((
+            versions(st, config, rel)?,
+            kept::versions(st, &config.id, rel)?,
+        ))
+    })?;
     let version = choose(rows, rel, pick)?;
     if let Some(dest) = to {
         if std::fs::symlink_metadata(dest).is_ok() {
             return Err(HistoryError::Exists(dest.to_path_buf()));
         }
-        copy_in(&version.at, dest, version.hash.as_deref(), rel)?;
+        copy_in(&config.path, &version, &earlier, dest, rel)?;
         tracing::info!(folder = %config.id, path = rel, to = %dest.display(), "restored a version elsewhere");
         return Ok(Restored {
             version,
@@ -101,33 +166,26 @@ pub fn restore(
         indexer.apply(store.reborrow(), &this_path)?;
         let now: Option<FileRecord> =
             store.with(|st| index::record(st, &config.id, rel).filter(|r| !r.deleted));
-        let trash = to_trash(chunks, &config.path, rel, &at, now.as_ref()).map_err(|e| {
-            HistoryError::Io {
+        let trash = store
+            .with(|st| {
+                set_aside(
+                    st,
+                    chunks,
+                    &config.path,
+                    &config.id,
+                    rel,
+                    &at,
+                    now.as_ref(),
+                    Why::Restored,
+                )
+            })
+            .map_err(|e| HistoryError::Io {
                 what: format!("keep {} before restoring over it", at.display()),
                 source: std::io::Error::other(e.to_string()),
-            }
-        })?;
-        if let Some(now) = &now {
-            store
-                .with(|st| {
-                    record_kept(
-                        st,
-                        &config.path,
-                        &config.id,
-                        rel,
-                        &trash,
-                        now,
-                        Why::Restored,
-                    )
-                })
-                .map_err(|e| HistoryError::Io {
-                    what: format!("record {rel}'s kept version"),
-                    source: std::io::Error::other(e.to_string()),
-                })?;
-        }
+            })?;
         replaced = Some(trash);
     }
-    copy_in(&version.at, &at, version.hash.as_deref(), rel)?;
+    copy_in(&config.path, &version, &earlier, &at, rel)?;
     indexer.apply(store, &this_path)?;
     tracing::info!(folder = %config.id, path = rel, version = version.n, "restored a version");
     Ok(Restored {

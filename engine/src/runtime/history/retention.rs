@@ -1,6 +1,7 @@
 //! Applying a folder's retention policy ([`crate::index::retention`]):
-//! the versions it no longer keeps lose their bytes (only ever files of
-//! the folder's own trash) and leave the history. Part of the history
+//! the versions it no longer keeps leave the history and lose their bytes
+//! (a file of the folder's own trash at once; in the version store, what
+//! no remaining version shares). Part of the history
 //! module.
 
 use super::*;
@@ -45,9 +46,12 @@ pub fn apply_retention(
         if *kept {
             continue;
         }
-        let Stored::File(at) = &k.stored;
-        // Only ever a file of the folder's own trash.
-        if Path::new(at).starts_with(&trash) && !at.split('/').any(|p| p == "..") {
+        // Only ever a file of the folder's own trash; the version store's
+        // bytes go below, once nothing recorded needs them.
+        if let Stored::File(at) = &k.stored
+            && Path::new(at).starts_with(&trash)
+            && !at.split('/').any(|p| p == "..")
+        {
             match std::fs::remove_file(config.path.join(at)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -72,6 +76,16 @@ pub fn apply_retention(
             .apply_batch(ops)
             .map_err(FolderError::from)?;
         tracing::info!(folder = %config.id, versions = gone.len(), policy = %policy, "old versions removed (oldest first)");
+    }
+    {
+        // Holding the store: no version is filed away meanwhile.
+        let st = crate::core::lock(store);
+        let (files, bytes) =
+            crate::runtime::exec::versions::collect_garbage(&st, &config.path, &config.id)
+                .map_err(io("empty the version store"))?;
+        if files > 0 {
+            tracing::info!(folder = %config.id, files, bytes, "the version store let go of bytes no kept version needs");
+        }
     }
     // What the policy keeps nothing of: unrecorded trash files too.
     let span_days = match policy.versions {

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use super::super::history::{self, Deleted, Pick, Restored, Version};
+use super::super::history::{self, Deleted, FolderRestore, Pick, Restored, Version};
 use super::{Node, NodeError, lock};
 use crate::folder;
 
@@ -61,5 +61,22 @@ impl Node {
             self.shared.changed(&folder);
         }
         Ok(restored)
+    }
+
+    /// Put folder `id` back as it was at `at` (ns since the epoch), or
+    /// with `dry_run` only say what that would do. Blocking: call it on a
+    /// blocking thread.
+    pub fn restore_folder(
+        &self,
+        id: &str,
+        at: u64,
+        dry_run: bool,
+    ) -> Result<FolderRestore, NodeError> {
+        let done =
+            history::restore_folder(&self.store, &self.shared.chunks, self.id(), id, at, dry_run)?;
+        if done.carried_out {
+            self.shared.changed(id);
+        }
+        Ok(done)
     }
 }

@@ -141,21 +141,14 @@ impl Node {
                     let failed = |e: crate::sync::WorkError| {
                         NodeError::Revert(format!("{}: {e}", abs.display()))
                     };
-                    let at = super::super::exec::to_trash(
-                        &self.shared.chunks,
-                        &config.path,
-                        path,
-                        &abs,
-                        Some(rec),
-                    )
-                    .map_err(failed)?;
-                    super::super::exec::record_kept(
+                    super::super::exec::versions::set_aside(
                         &mut lock(&self.store),
+                        &self.shared.chunks,
                         &config.path,
                         id,
                         path,
-                        &at,
-                        rec,
+                        &abs,
+                        Some(rec),
                         crate::index::history::Why::Reverted,
                     )
                     .map_err(failed)?;
