@@ -156,25 +156,16 @@ fn in_trash(root: &Path, staged: &Path) -> Stored {
     Stored::File(at.to_string_lossy().into_owned())
 }
 
-/// How the version at `staged` is to be stored (its loose chunks already
-/// written when chunk by chunk); `None` when it must stay where it is.
-///
-/// The bytes are hashed first: a file rewritten in place just before it
-/// was moved aside holds other bytes than its record says, and only bytes
-/// known to be a stored hash's may ever be let go. Such a version is kept
-/// as what it is — `record` is corrected to its real size and hash.
-fn filing(
-    store: &Store,
-    root: &Path,
-    folder: &str,
-    path: &str,
-    staged: &Path,
-    record: &mut FileRecord,
-) -> std::io::Result<Option<Stored>> {
-    let meta = std::fs::symlink_metadata(staged)?;
-    if !meta.is_file() {
-        return Ok(None);
-    }
+/// A version below this size is hashed before it is filed, whatever its
+/// stat says (cheap; a rewrite in place within one tick of the disk's
+/// clock, same size, is only plausible for a small file). A larger one is
+/// hashed when its size, mtime or inode differ from its record, or before
+/// its bytes would be let go as a copy of a version kept already.
+const HASH_BELOW: u64 = 64 << 20;
+
+/// Hash the file at `staged`; when it is not what `record` says, correct
+/// `record` (size, hash, chunks) to what it is.
+fn verify(staged: &Path, record: &mut FileRecord, folder: &str, path: &str) -> std::io::Result<()> {
     let content = crate::fs::chunk::chunk_reader(
         std::fs::File::open(staged)?,
         crate::fs::chunk::ChunkerConfig::default(),
@@ -188,9 +179,51 @@ fn filing(
         record.size = content.size;
         record.chunks = content.chunks;
     }
-    if blob_path(root, &content.hash).is_file() {
-        // The same content is kept whole already.
-        return Ok(Some(Stored::Blob));
+    Ok(())
+}
+
+/// How the version at `staged` is to be stored (its loose chunks already
+/// written when chunk by chunk); `None` when it must stay where it is.
+///
+/// Only bytes known to be a stored hash's may ever be let go: a file
+/// rewritten in place just before it was moved aside holds other bytes
+/// than its record says (see [`HASH_BELOW`]). Such a version is kept as
+/// what it is — `record` is corrected to its real size and hash.
+fn filing(
+    store: &Store,
+    root: &Path,
+    folder: &str,
+    path: &str,
+    staged: &Path,
+    record: &mut FileRecord,
+) -> std::io::Result<Option<Stored>> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(staged)?;
+    if !meta.is_file() {
+        return Ok(None);
+    }
+    let mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
+    let as_recorded = meta.len() == record.size
+        && mtime_ns == record.mtime_ns
+        && (record.inode == 0 || meta.ino() == record.inode)
+        && record.hash.is_some();
+    let hashed = !as_recorded || record.size < HASH_BELOW;
+    if hashed {
+        verify(staged, record, folder, path)?;
+    }
+    let Some(hash) = record.hash else {
+        return Ok(None);
+    };
+    if blob_path(root, &hash).is_file() {
+        // The same content is kept whole already: the bytes go only once
+        // they are known to be it (a corrected record files them below,
+        // under their own hash).
+        if !hashed {
+            verify(staged, record, folder, path)?;
+        }
+        if record.hash == Some(hash) {
+            return Ok(Some(Stored::Blob));
+        }
     }
     if record.size >= DEDUP_MIN
         && let Some(stored) = as_chunks(store, root, folder, path, staged, record)?
@@ -340,10 +373,23 @@ pub fn read_version(
     out: &mut dyn Write,
 ) -> Result<u64, Unreadable> {
     fn whole(at: PathBuf, out: &mut dyn Write) -> Result<u64, Unreadable> {
-        let mut f = std::fs::File::open(&at)
-            .map_err(|e| Unreadable(format!("{} cannot be read: {e}", at.display())))?;
-        std::io::copy(&mut f, out)
-            .map_err(|e| Unreadable(format!("{} cannot be copied: {e}", at.display())))
+        let unreadable =
+            |e: std::io::Error| Unreadable(format!("{} cannot be read: {e}", at.display()));
+        let mut f = std::fs::File::open(&at).map_err(unreadable)?;
+        // In large pieces: the writer may hash what it is given.
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = match f.read(&mut buf) {
+                Ok(0) => return Ok(total),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(unreadable(e)),
+            };
+            out.write_all(&buf[..n])
+                .map_err(|e| Unreadable(format!("cannot be written out: {e}")))?;
+            total += n as u64;
+        }
     }
     let bases = match &kept.stored {
         Stored::File(at) => return whole(root.join(at), out),

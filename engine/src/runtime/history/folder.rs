@@ -24,7 +24,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::restore::{put_in, write_temp};
+use super::restore::{keep_over, put_in, write_temp};
 use super::*;
 use crate::index::EntryKind;
 use crate::store::{Op, Store};
@@ -285,21 +285,7 @@ pub fn restore_folder(
             for (path, abs, tmp) in ready {
                 let done = (|| {
                     if std::fs::symlink_metadata(&abs).is_ok() {
-                        let now = index::record(st, &config.id, path).filter(|r| !r.deleted);
-                        set_aside(
-                            st,
-                            chunks,
-                            &config.path,
-                            &config.id,
-                            path,
-                            &abs,
-                            now.as_ref(),
-                            Why::Restored,
-                        )
-                        .map_err(|e| HistoryError::Io {
-                            what: format!("keep {} before restoring over it", abs.display()),
-                            source: std::io::Error::other(e.to_string()),
-                        })?;
+                        keep_over(st, chunks, &config, path, &abs)?;
                     }
                     match &tmp {
                         Some(tmp) => put_in(tmp, &abs),

@@ -115,6 +115,32 @@ pub(super) fn write_temp(
     }
 }
 
+/// Set what is at `abs` (path `rel` of folder `config`) aside as a kept
+/// version, "restored over", as the index has it. Returns where it went.
+pub(super) fn keep_over(
+    st: &mut crate::store::Store,
+    chunks: &Mutex<ChunkIndex>,
+    config: &FolderConfig,
+    rel: &str,
+    abs: &Path,
+) -> Result<PathBuf, HistoryError> {
+    let now = index::record(st, &config.id, rel).filter(|r| !r.deleted);
+    set_aside(
+        st,
+        chunks,
+        &config.path,
+        &config.id,
+        rel,
+        abs,
+        now.as_ref(),
+        Why::Restored,
+    )
+    .map_err(|e| HistoryError::Io {
+        what: format!("keep {} before restoring over it", abs.display()),
+        source: std::io::Error::other(e.to_string()),
+    })
+}
+
 /// Restore version `pick` of `rel` in folder `config`: to `to` (an
 /// absolute path, never replacing a file), or in place — what is there
 /// now kept first as a version of its own ("restored over") — and then
@@ -161,31 +187,24 @@ pub fn restore(
         paths: vec![rel.to_string()],
         rescan_all: false,
     };
-    if std::fs::symlink_metadata(&at).is_ok() {
+    let there = std::fs::symlink_metadata(&at).is_ok();
+    if there {
         // What is there is kept as the index has it: looked at first.
         indexer.apply(store.reborrow(), &this_path)?;
-        let now: Option<FileRecord> =
-            store.with(|st| index::record(st, &config.id, rel).filter(|r| !r.deleted));
-        let trash = store
-            .with(|st| {
-                set_aside(
-                    st,
-                    chunks,
-                    &config.path,
-                    &config.id,
-                    rel,
-                    &at,
-                    now.as_ref(),
-                    Why::Restored,
-                )
-            })
-            .map_err(|e| HistoryError::Io {
-                what: format!("keep {} before restoring over it", at.display()),
-                source: std::io::Error::other(e.to_string()),
-            })?;
-        replaced = Some(trash);
     }
-    copy_in(&config.path, &version, &earlier, &at, rel)?;
+    // The version ready beside it before anything at the path moves: a
+    // version that cannot be read changes nothing.
+    let tmp = write_temp(&config.path, &version, &earlier, &at, rel, true)?;
+    if there {
+        match store.with(|st| keep_over(st, chunks, config, rel, &at)) {
+            Ok(kept) => replaced = Some(kept),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        }
+    }
+    put_in(&tmp, &at)?;
     indexer.apply(store, &this_path)?;
     tracing::info!(folder = %config.id, path = rel, version = version.n, "restored a version");
     Ok(Restored {

@@ -148,10 +148,23 @@ mod restoring {
         assert!(matches!(err, HistoryError::Damaged { .. }), "{err}");
         assert!(err.to_string().contains("do not match its hash"), "{err}");
         assert!(!to.exists());
+        // In place: refused before anything at the path moves.
+        let err = restore(
+            StoreAccess::Own(&mut store),
+            &chunks,
+            ME,
+            &config,
+            "a.txt",
+            Pick::Number(1),
+            None,
+        )
+        .unwrap_err();
+        assert!(matches!(err, HistoryError::Damaged { .. }), "{err}");
         assert_eq!(
             std::fs::read_to_string(config.path.join("a.txt")).unwrap(),
             "new"
         );
+        assert_eq!(versions(&store, &config, "a.txt").unwrap().len(), 1);
         no_temp_files(&config.path);
     }
 
@@ -244,6 +257,26 @@ mod version_store {
             .sum()
     }
 
+    /// A folder `f` with nothing in it, on an in-memory store.
+    fn empty_folder() -> (
+        tempfile::TempDir,
+        PathBuf,
+        Store,
+        FolderConfig,
+        Mutex<ChunkIndex>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let (mut store, _) = Store::open(
+            StoreConfig::new("/h"),
+            Arc::new(MemStorage::new()),
+            Arc::new(ManualClock::new()),
+        )
+        .unwrap();
+        let config = crate::folder::add(&mut store, "f", &root).unwrap();
+        (dir, root, store, config, Mutex::new(ChunkIndex::default()))
+    }
+
     /// Pseudo-random bytes, the same every run.
     fn noise(len: usize, seed: u64) -> Vec<u8> {
         let mut x = seed | 1;
@@ -259,16 +292,7 @@ mod version_store {
 
     #[test]
     fn small_edits_of_a_large_file_cost_a_few_chunks_each_and_every_version_comes_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = std::fs::canonicalize(dir.path()).unwrap();
-        let (mut store, _) = Store::open(
-            StoreConfig::new("/h"),
-            Arc::new(MemStorage::new()),
-            Arc::new(ManualClock::new()),
-        )
-        .unwrap();
-        let config = crate::folder::add(&mut store, "f", &root).unwrap();
-        let chunks = Mutex::new(ChunkIndex::default());
+        let (_dir, root, mut store, config, chunks) = empty_folder();
         let big = root.join("big.bin");
         let size = 8 << 20;
         let mut content = noise(size, 7);
@@ -372,16 +396,7 @@ mod version_store {
 
     #[test]
     fn bytes_that_are_not_their_record_are_kept_as_they_are_never_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = std::fs::canonicalize(dir.path()).unwrap();
-        let (mut store, _) = Store::open(
-            StoreConfig::new("/h"),
-            Arc::new(MemStorage::new()),
-            Arc::new(ManualClock::new()),
-        )
-        .unwrap();
-        let config = crate::folder::add(&mut store, "f", &root).unwrap();
-        let chunks = Mutex::new(ChunkIndex::default());
+        let (_dir, root, mut store, config, chunks) = empty_folder();
         // "same" is kept once, whole, from a.txt.
         for p in ["a.txt", "b.txt"] {
             std::fs::write(root.join(p), "same").unwrap();
@@ -435,16 +450,7 @@ mod version_store {
 
     #[test]
     fn a_damaged_chunk_is_refused_and_nothing_is_placed() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = std::fs::canonicalize(dir.path()).unwrap();
-        let (mut store, _) = Store::open(
-            StoreConfig::new("/h"),
-            Arc::new(MemStorage::new()),
-            Arc::new(ManualClock::new()),
-        )
-        .unwrap();
-        let config = crate::folder::add(&mut store, "f", &root).unwrap();
-        let chunks = Mutex::new(ChunkIndex::default());
+        let (_dir, root, mut store, config, chunks) = empty_folder();
         let big = root.join("big.bin");
         let mut content = noise(4 << 20, 3);
         for i in 0..3 {
@@ -622,5 +628,34 @@ mod whole_folder {
         assert!(resumed.carried_out);
         assert_eq!(read("a.txt").as_deref(), Some("a1"));
         assert!(resume(&store, &chunks, ME, "f").is_none());
+    }
+
+    #[test]
+    fn a_version_whose_bytes_are_gone_fails_alone_and_its_file_is_untouched() {
+        let home = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let (mut st, _) = Store::open_dir(StoreConfig::new(home.path())).unwrap();
+        let config = crate::folder::add(&mut st, "f", &root).unwrap();
+        let store = Mutex::new(st);
+        for (p, t) in [("a b é.txt", "a1"), ("b.txt", "b1")] {
+            std::fs::write(root.join(p), t).unwrap();
+        }
+        index(&store, &config);
+        std::thread::sleep(Duration::from_millis(30));
+        let moment = now_ns();
+        std::thread::sleep(Duration::from_millis(30));
+        replaced(&store, &config, "a b é.txt", Some("a2"));
+        replaced(&store, &config, "b.txt", Some("b2"));
+        let blob = crate::runtime::exec::versions::blob_path(&root, &ContentHash::of(b"a1"));
+        std::fs::remove_file(&blob).unwrap();
+        let chunks = Mutex::default();
+        let done = restore_folder(&store, &chunks, ME, "f", moment, false).unwrap();
+        assert_eq!(done.failed.len(), 1, "{done:?}");
+        assert_eq!(done.failed[0].path, "a b é.txt");
+        assert!(done.failed[0].why.contains("cannot be read"), "{done:?}");
+        let read = |p: &str| std::fs::read_to_string(root.join(p)).ok();
+        assert_eq!(read("a b é.txt").as_deref(), Some("a2"), "untouched");
+        assert_eq!(read("b.txt").as_deref(), Some("b1"));
     }
 }
