@@ -7,7 +7,10 @@
 
 mod common;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How long a peer's removal settles (`sync::guard::REMOVAL_SETTLE`).
+const SETTLE: Duration = Duration::from_secs(2);
 
 use common::{docs_node, page, record};
 use softadastra::core::{Causality, NodeId};
@@ -153,15 +156,13 @@ fn small_deletions_and_a_guard_switched_off_are_never_held() {
     let (me, alice) = (NodeId::derive(b"me"), NodeId::derive(b"alice"));
     let (mut store, mut engine) = docs_node(me, alice);
     let files = in_sync(&mut store, alice, 400);
-    // 150 of 400 is not most.
+    // 150 of 400 is not most: carried out once settled.
+    let now = Instant::now();
     let out = engine
-        .received(
-            &mut store,
-            alice,
-            page(deleted(alice, &files[..150])),
-            Instant::now(),
-        )
+        .received(&mut store, alice, page(deleted(alice, &files[..150])), now)
         .unwrap();
+    assert_eq!(removals(&out), 0, "a removal settles first");
+    let out = engine.tick(&mut store, now + SETTLE).unwrap().actions;
     assert_eq!(drain(&mut engine, &mut store, out), 150);
     assert!(guard::held(&store, "docs", Direction::Remote).is_none());
 
@@ -207,4 +208,42 @@ fn a_halted_folder_hands_out_no_work_until_it_is_back() {
     engine.unhalt("docs", Instant::now());
     let out = engine.tick(&mut store, Instant::now()).unwrap().actions;
     assert_eq!(places(&out), 1, "{out:?}");
+}
+
+#[test]
+fn a_mass_deletion_arriving_in_pieces_is_held_whole() {
+    let (me, alice) = (NodeId::derive(b"me"), NodeId::derive(b"alice"));
+    let (mut store, mut engine) = docs_node(me, alice);
+    let files = in_sync(&mut store, alice, 200);
+    let now = Instant::now();
+    // 47 first: not most of the folder, but not carried out at once.
+    let out = engine
+        .received(&mut store, alice, page(deleted(alice, &files[..47])), now)
+        .unwrap();
+    assert_eq!(removals(&out), 0);
+    assert!(guard::held(&store, "docs", Direction::Remote).is_none());
+    // Then 103 more, before the first settled: 150 of 200, held whole.
+    engine
+        .received(
+            &mut store,
+            alice,
+            SyncMessage::IndexHint {
+                folder: "docs".into(),
+                seq: 20,
+            },
+            now,
+        )
+        .unwrap();
+    let mut second = page(deleted(alice, &files[47..150]));
+    if let SyncMessage::IndexPage { since, upto, .. } = &mut second {
+        (*since, *upto) = (10, 20);
+    }
+    let out = engine
+        .received(&mut store, alice, second, now + Duration::from_millis(500))
+        .unwrap();
+    assert_eq!(removals(&out), 0);
+    let later = engine.tick(&mut store, now + SETTLE * 3).unwrap().actions;
+    assert_eq!(removals(&later), 0, "nothing removed: {later:?}");
+    let held = guard::held(&store, "docs", Direction::Remote).expect("held");
+    assert_eq!((held.paths, held.of_files), (150, 200));
 }

@@ -21,7 +21,7 @@ use crate::store::{Op, Store};
 pub const HISTORY_NS: &str = "history";
 
 /// The format byte that starts every value.
-pub(crate) const FORMAT: u8 = 1;
+const FORMAT: u8 = 1;
 
 /// Why a version was kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,20 +87,32 @@ pub fn prefix(folder: &str, path: &str) -> String {
     format!("{folder}/{path}\0")
 }
 
-/// The store operation recording `kept` for `path` of `folder`. Two
-/// versions of a path kept at the same instant get distinct keys (the
-/// later one's time moved on by a nanosecond).
+/// The store operation recording `kept` for `path` of `folder` (see
+/// [`key_for`]).
 pub fn keep_op(store: &Store, folder: &str, path: &str, kept: &Kept) -> Op {
     let mut kept = kept.clone();
-    let key = loop {
+    let key = key_for(store, folder, path, &mut kept);
+    put_op(store, key, &kept)
+}
+
+/// The key `kept` is recorded under for `path` of `folder`. Two versions
+/// of a path kept at the same instant get distinct keys: the later one's
+/// time (in `kept` too) is moved on by a nanosecond.
+pub fn key_for(store: &Store, folder: &str, path: &str, kept: &mut Kept) -> String {
+    loop {
         let key = format!("{}{:020}", prefix(folder, path), kept.kept_at.0);
         if !store.contains(HISTORY_NS, &key) {
-            break key;
+            return key;
         }
         kept.kept_at = Timestamp(kept.kept_at.0 + 1);
-    };
+    }
+}
+
+/// The store operation writing `kept` under `key` (as [`keep_op`] chose
+/// it): a version's record written again, e.g. its bytes' place corrected.
+pub fn put_op(store: &Store, key: String, kept: &Kept) -> Op {
     let mut value = vec![FORMAT];
-    value.extend(super::encode(&kept));
+    value.extend(super::encode(kept));
     Op::Put {
         ns: HISTORY_NS.into(),
         key,

@@ -14,6 +14,12 @@ use crate::index::guard::{self, Direction};
 /// at once when the hold is decided).
 const HELD_WAIT: Duration = Duration::from_secs(3600);
 
+/// How long a peer's removal of a file waits after this node first heard
+/// of it before it is carried out (in a folder whose guard is on): a mass
+/// deletion reaches a peer in several index pages and watcher batches, and
+/// the guard must weigh it whole, not let the first pieces through.
+pub(super) const REMOVAL_SETTLE: Duration = Duration::from_secs(2);
+
 /// What a stored need counts for in the guard's totals: a regular file's
 /// removal.
 fn deletion_tally(_key: &str, value: &[u8]) -> Option<u64> {

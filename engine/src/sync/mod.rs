@@ -113,6 +113,9 @@ struct Work {
     why: Option<WorkError>,
     /// Bytes of the file it places (set when handed out).
     size: u64,
+    /// When this node first heard of it (a removal waits
+    /// [`guard::REMOVAL_SETTLE`] from then).
+    since: Instant,
 }
 
 /// The sync state machine of one node.
@@ -288,6 +291,7 @@ impl SyncEngine {
                         out: false,
                         why: None,
                         size: 0,
+                        since: now,
                     },
                 );
             }

@@ -2,6 +2,7 @@
 //! in them, removed after), retried with backoff, completed in batches.
 
 use super::*;
+use crate::index::guard::Direction;
 
 impl SyncEngine {
     /// The local state of a path: the need being worked on, else the index entry.
@@ -201,6 +202,20 @@ impl SyncEngine {
             let Some(w) = self.work.get(&key) else {
                 continue;
             };
+            // A file's removal settles first, so that a peer's deletion
+            // arriving in pieces is weighed whole by the guard.
+            let settled = w.since + guard::REMOVAL_SETTLE;
+            if need.record.deleted
+                && need.record.kind == EntryKind::File
+                && now < settled
+                && !crate::index::guard::is_off(store, &folder)
+                && !crate::index::guard::is_accepted(store, &folder, Direction::Remote)
+            {
+                if let Some(w) = self.work.get_mut(&key) {
+                    w.due = settled;
+                }
+                continue;
+            }
             if w.attempts > 0 {
                 retried += 1;
             }
@@ -562,6 +577,7 @@ impl SyncEngine {
                     out: false,
                     why: None,
                     size: 0,
+                    since: now,
                 });
                 false
             }

@@ -21,7 +21,7 @@ use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::FileExt;
 
 use super::*;
-use crate::index::history::{Kept, Stored, Why, keep_op};
+use crate::index::history::{Kept, Stored, Why, key_for, put_op};
 use crate::store::Op;
 
 /// The version store of each folder, under its `.softadastra/` directory.
@@ -90,11 +90,8 @@ pub fn keep_version(
         why,
         stored,
     };
-    let op = keep_op(store, folder, path, &kept);
-    let key = match &op {
-        Op::Put { key, .. } => key.clone(),
-        _ => String::new(),
-    };
+    let key = key_for(store, folder, path, &mut kept);
+    let op = put_op(store, key.clone(), &kept);
     let record_it = |store: &mut Store, op: Op| {
         store
             .apply(op)
@@ -113,15 +110,7 @@ pub fn keep_version(
             // The bytes stayed in the trash: say so in the record.
             warn!(folder, path, error = %e, "a kept version stays in the trash: it could not be moved into the version store");
             kept.stored = in_trash(root, staged);
-            let mut value = vec![crate::index::history::FORMAT];
-            value.extend(crate::index::encode(&kept));
-            let op = Op::Put {
-                ns: crate::index::history::HISTORY_NS.into(),
-                key,
-                value,
-                origin: store.config().node,
-                timestamp: store.wall_time(),
-            };
+            let op = put_op(store, key, &kept);
             record_it(store, op)?;
         }
     }
