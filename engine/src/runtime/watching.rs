@@ -254,6 +254,10 @@ fn note_not_synced(
 /// Finish folder `id`'s restore a stop cut short, on a thread of its own
 /// (the folder is watched meanwhile); peers hear of what it changed.
 fn resume_restore(s: &Arc<Shared>, id: &str) {
+    // Nearly always none: no thread for nothing.
+    if !lock(&s.store).contains(super::history::RESTORE_NS, id) {
+        return;
+    }
     let (s, folder) = (s.clone(), id.to_string());
     let spawned = std::thread::Builder::new()
         .name("restore-resume".into())

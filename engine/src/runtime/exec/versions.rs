@@ -362,23 +362,10 @@ pub fn read_version(
     out: &mut dyn Write,
 ) -> Result<u64, Unreadable> {
     fn whole(at: PathBuf, out: &mut dyn Write) -> Result<u64, Unreadable> {
-        let unreadable =
-            |e: std::io::Error| Unreadable(format!("{} cannot be read: {e}", at.display()));
-        let mut f = std::fs::File::open(&at).map_err(unreadable)?;
-        // In large pieces: the writer may hash what it is given.
-        let mut buf = vec![0u8; 1 << 20];
-        let mut total = 0u64;
-        loop {
-            let n = match f.read(&mut buf) {
-                Ok(0) => return Ok(total),
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(unreadable(e)),
-            };
-            out.write_all(&buf[..n])
-                .map_err(|e| Unreadable(format!("cannot be written out: {e}")))?;
-            total += n as u64;
-        }
+        let mut f = std::fs::File::open(&at)
+            .map_err(|e| Unreadable(format!("{} cannot be read: {e}", at.display())))?;
+        std::io::copy(&mut f, out)
+            .map_err(|e| Unreadable(format!("{} cannot be copied: {e}", at.display())))
     }
     let bases = match &kept.stored {
         Stored::File(at) => return whole(root.join(at), out),
