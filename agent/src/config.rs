@@ -38,6 +38,10 @@ pub struct FolderSection {
     pub versions: Option<String>,
     /// A limit on what they take: "10GB", "500MiB" or "5%".
     pub versions_cap: Option<String>,
+    /// Whether it keeps the versions that edits and deletions made on this
+    /// device replace (`folder versions ID --local on|off`; on unless
+    /// set); the file wins at each start.
+    pub local_versions: Option<bool>,
 }
 
 /// `[node]`.
@@ -194,17 +198,29 @@ impl Config {
     /// that is not.
     pub fn apply_policies(&self, store: &mut softadastra::store::Store) -> Result<Vec<String>> {
         use softadastra::index::retention;
+        let policies: std::collections::BTreeMap<_, _> = self.policies()?.into_iter().collect();
         let mut warnings = Vec::new();
-        for (id, policy) in self.policies()? {
-            if softadastra::folder::get(store, &id).is_err() {
+        for (id, section) in &self.folder {
+            if section == &FolderSection::default() {
+                continue;
+            }
+            if softadastra::folder::get(store, id).is_err() {
                 warnings.push(format!(
                     "config: [folder.{id}] names no folder shared here (see `softadastra folder list`)"
                 ));
                 continue;
             }
-            if retention::get(store, &id)? != Some(policy) {
-                retention::set(store, &id, &policy)?;
+            if let Some(policy) = policies.get(id)
+                && retention::get(store, id)?.as_ref() != Some(policy)
+            {
+                retention::set(store, id, policy)?;
                 tracing::info!(folder = %id, %policy, "retention policy from the config file");
+            }
+            if let Some(on) = section.local_versions
+                && retention::keeps_local_edits(store, id) != on
+            {
+                retention::set_keeps_local_edits(store, id, on)?;
+                tracing::info!(folder = %id, on, "versions of local edits, from the config file");
             }
         }
         Ok(warnings)
@@ -277,7 +293,7 @@ mod tests {
         let p = dir.path().join("config.toml");
         std::fs::write(
             &p,
-            "[folder.docs]\nversions = \"staggered\"\nversions_cap = \"10GB\"\n\n[folder.gone]\nversions = \"7d\"\n",
+            "[folder.docs]\nversions = \"staggered\"\nversions_cap = \"10GB\"\nlocal_versions = false\n\n[folder.gone]\nversions = \"7d\"\n",
         )
         .unwrap();
         let config = Config::load(&p).unwrap();
@@ -295,6 +311,11 @@ mod tests {
         assert_eq!(
             retention::get(&store, "docs").unwrap(),
             Some(Policy::parse("staggered", Some("10GB")).unwrap())
+        );
+        assert!(!retention::keeps_local_edits(&store, "docs"));
+        assert!(
+            retention::keeps_local_edits(&store, "gone"),
+            "on unless set"
         );
     }
 }

@@ -109,6 +109,9 @@ pub enum Request {
         id: String,
         /// The new policy.
         policy: Option<softadastra::index::retention::Policy>,
+        /// Keep versions of edits made here: switch on or off.
+        #[serde(default)]
+        local: Option<bool>,
     },
     /// A file's kept versions.
     History {

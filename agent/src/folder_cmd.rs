@@ -95,7 +95,8 @@ pub enum FolderCommand {
     },
     /// Show or set how long the folder keeps versions: "30d" (every
     /// version for 30 days) or "staggered" (all for a day, daily for 30
-    /// days, weekly for a year), with --cap SIZE|PERCENT (oldest go first).
+    /// days, weekly for a year), with --cap SIZE|PERCENT (oldest go first),
+    /// and whether it keeps versions of edits made here (--local on|off).
     Versions {
         /// Folder id.
         id: String,
@@ -104,6 +105,10 @@ pub enum FolderCommand {
         /// A limit: "10GB", "500MiB", or a share of the disk like "5%".
         #[arg(long)]
         cap: Option<String>,
+        /// Keep the versions that edits and deletions made on this device
+        /// replace: on (the default) or off.
+        #[arg(long)]
+        local: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -334,6 +339,7 @@ pub fn run_folder(home: &Home, cmd: FolderCommand) -> Result<ExitCode> {
             id,
             policy,
             cap,
+            local,
             json,
         } => {
             return crate::history_cmd::run_versions(
@@ -341,6 +347,7 @@ pub fn run_folder(home: &Home, cmd: FolderCommand) -> Result<ExitCode> {
                 id,
                 policy.as_deref(),
                 cap.as_deref(),
+                local.as_deref(),
                 *json,
             );
         }

@@ -55,13 +55,18 @@ fn print_versions(rows: &[Version], out: &mut impl Write) -> Result<()> {
     for v in rows {
         writeln!(
             out,
-            "{:>3}  kept {}  {:<13}  {:>10} bytes  modified {}  by {}",
+            "{:>3}  kept {}  {:<13}  {:>10} bytes  modified {}  by {}{}",
             v.n,
             v.kept,
             v.why,
             v.size,
             v.modified,
-            v.device.as_deref().unwrap_or("?")
+            v.device.as_deref().unwrap_or("?"),
+            if v.here {
+                ""
+            } else {
+                "  (not here: to be fetched from a device that kept it)"
+            }
         )?;
     }
     Ok(())
@@ -283,13 +288,15 @@ pub fn run_restore_folder(
     })
 }
 
-/// `folder versions ID [POLICY] [--cap CAP]`: show or set how long the
-/// folder keeps versions.
+/// `folder versions ID [POLICY] [--cap CAP] [--local on|off]`: show or
+/// set how long the folder keeps versions, and whether it keeps those of
+/// edits made here.
 pub fn run_versions(
     home: &Home,
     id: &str,
     policy: Option<&str>,
     cap: Option<&str>,
+    local: Option<&str>,
     json: bool,
 ) -> Result<ExitCode> {
     use softadastra::index::retention::{self, Policy};
@@ -300,9 +307,16 @@ pub fn run_versions(
         }
         None => None,
     };
+    let local = match local {
+        None => None,
+        Some("on") => Some(true),
+        Some("off") => Some(false),
+        Some(other) => bail!("--local takes `on` or `off`, not {other:?}"),
+    };
     let request = Request::FolderVersions {
         id: id.to_string(),
         policy,
+        local,
     };
     let answer = match call_or_open(home, &request)? {
         Reached::Agent(answer) => answer,
@@ -312,6 +326,10 @@ pub fn run_versions(
                 Some(p) => Some(p),
                 None => retention::get(&store, id)?,
             };
+            if let Some(on) = local {
+                retention::set_keeps_local_edits(&mut store, id, on)?;
+            }
+            let keeps_local = retention::keeps_local_edits(&store, id);
             let mut removed = 0;
             if let Some(p) = &policy {
                 retention::set(&mut store, id, p)?;
@@ -320,11 +338,11 @@ pub fn run_versions(
                     softadastra::core::Clock::wall(&softadastra::core::SystemClock).as_nanos();
                 removed = history::apply_retention(&store, &config, 1, now)?;
             }
-            serde_json::json!({"id": id, "policy": current, "removed": removed})
+            serde_json::json!({"id": id, "policy": current, "removed": removed, "local": keeps_local})
         }
     };
     let current: Option<Policy> = serde_json::from_value(answer["policy"].clone())?;
-    let prose = match (&policy, &current) {
+    let mut prose = match (&policy, &current) {
         (Some(p), _) => format!(
             "{id:?} now keeps {p}; {} old version(s) removed",
             answer["removed"].as_u64().unwrap_or(0)
@@ -334,5 +352,10 @@ pub fn run_versions(
             "{id:?} keeps every version for the agent's trash days (`run --trash-days`, default 30)"
         ),
     };
+    prose.push_str(if answer["local"].as_bool().unwrap_or(true) {
+        "; versions replaced by edits and deletions made here are kept too"
+    } else {
+        "; versions replaced by edits and deletions made here are not kept (`--local on` keeps them)"
+    });
     say(json, answer, &prose)
 }

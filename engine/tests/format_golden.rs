@@ -372,14 +372,21 @@ fn guard_held_v1_golden() {
 }
 
 fn expected_history_kept(stored: softadastra::index::history::Stored) -> Vec<u8> {
-    use softadastra::index::history::{HISTORY_NS, Kept, Why, keep_op};
+    expected_history_kept_for(stored, softadastra::index::history::Why::Replaced)
+}
+
+fn expected_history_kept_for(
+    stored: softadastra::index::history::Stored,
+    why: softadastra::index::history::Why,
+) -> Vec<u8> {
+    use softadastra::index::history::{HISTORY_NS, Kept, keep_op};
     use softadastra::store::{Op, Store, StoreConfig};
     let record: softadastra::folder::FileRecord =
         postcard::from_bytes(&expected_file_record()).unwrap();
     let kept = Kept {
         record,
         kept_at: softadastra::core::Timestamp(1_764_700_000_000_000_000),
-        why: Why::Replaced,
+        why,
         stored,
     };
     let dir = tempfile::tempdir().unwrap();
@@ -413,6 +420,32 @@ fn history_kept_v1_golden() {
         expected_history_kept(chunks.clone()),
     );
     assert_eq!(decode("k", &bytes).unwrap().stored, chunks);
+    // A version an edit here replaced, its bytes still to be gathered.
+    let bytes = check(
+        "history-kept-wanted-v1.bin",
+        expected_history_kept_for(Stored::Wanted, Why::EditedHere),
+    );
+    let wanted = decode("k", &bytes).unwrap();
+    assert_eq!(
+        (wanted.stored, wanted.why),
+        (Stored::Wanted, Why::EditedHere)
+    );
+}
+
+#[test]
+fn local_versions_switch_v1_golden() {
+    use softadastra::index::retention::{self, LOCAL_EDITS_NS};
+    use softadastra::store::{Store, StoreConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = Store::open_dir(StoreConfig::new(dir.path())).unwrap();
+    retention::set_keeps_local_edits(&mut store, "docs", false).unwrap();
+    let value = store
+        .get(LOCAL_EDITS_NS, "docs")
+        .and_then(|e| e.value.clone())
+        .unwrap();
+    let bytes = check("local-versions-off-v1.bin", value);
+    store.put(LOCAL_EDITS_NS, "docs", bytes).unwrap();
+    assert!(!retention::keeps_local_edits(&store, "docs"));
 }
 
 #[test]

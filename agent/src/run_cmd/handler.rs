@@ -137,15 +137,20 @@ impl control::Handler for Daemon {
                 let n = self.node.revert_folder(&id)?;
                 json!({"id": id, "paths": n})
             }
-            Request::FolderVersions { id, policy } => {
+            Request::FolderVersions { id, policy, local } => {
+                use softadastra::index::retention;
+                softadastra::folder::get(&lock(self.node.store()), &id)?;
                 let removed = match &policy {
                     Some(p) => self.node.set_retention(&id, p)?,
                     None => 0,
                 };
-                let store = lock(self.node.store());
-                softadastra::folder::get(&store, &id)?;
-                let now = softadastra::index::retention::get(&store, &id)?;
-                json!({"id": id, "policy": now, "removed": removed})
+                let mut store = lock(self.node.store());
+                if let Some(on) = local {
+                    retention::set_keeps_local_edits(&mut store, &id, on)?;
+                }
+                let now = retention::get(&store, &id)?;
+                let local = retention::keeps_local_edits(&store, &id);
+                json!({"id": id, "policy": now, "removed": removed, "local": local})
             }
             Request::History { path } => json!(self.node.history(&path)?),
             Request::DeletedFiles { folder } => json!(self.node.deleted_files(&folder)?),

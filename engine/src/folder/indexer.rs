@@ -55,6 +55,10 @@ pub struct Indexer {
     /// the deletion guard counts them with the next ones (see
     /// [`RECENT_DELETIONS`]).
     recent: std::cell::RefCell<std::collections::VecDeque<(Instant, (u64, u64))>>,
+    /// Whether it records the versions that changes it finds replace
+    /// (see `local_versions`): off for one that looks at what a restore or
+    /// a settled conflict just wrote, which keeps the version itself.
+    local_versions: bool,
 }
 
 impl Indexer {
@@ -68,7 +72,16 @@ impl Indexer {
             ignore_warnings,
             chunker: ChunkerConfig::default(),
             recent: Default::default(),
+            local_versions: true,
         }
+    }
+
+    /// This indexer, recording no version of what the changes it finds
+    /// replace: for looking at a change whose caller kept that version
+    /// already (a restore, a settled conflict).
+    pub fn without_local_versions(mut self) -> Indexer {
+        self.local_versions = false;
+        self
     }
 
     /// The folder.
@@ -402,8 +415,15 @@ impl Indexer {
         // Parents before children for additions; children before parents for deletions.
         deletions.sort_by(|a, b| b.0.cmp(&a.0));
         let mut ops: Vec<Op> = Vec::with_capacity(puts.len() + deletions.len() + forgets.len());
+        // A version an edit or deletion here replaced is recorded right
+        // after the change, in the same WAL batch.
+        let keep_local = self.local_versions && self.keeps_local_edits(store);
+        let moved: HashSet<ContentHash> = added_hashes.iter().copied().collect();
         for (rel, rec) in puts.iter().chain(deletions.iter()) {
             ops.push(self.put_op(rel, rec, store));
+            if keep_local {
+                ops.extend(self.local_version(store, rel, known.get(rel), rec, &moved));
+            }
         }
         for rel in forgets {
             ops.push(Op::Forget {
@@ -544,6 +564,7 @@ enum Change {
 }
 
 mod guard;
+mod local_versions;
 pub use guard::RECENT_DELETIONS;
 
 #[cfg(test)]

@@ -20,6 +20,11 @@ use crate::store::{Op, Store};
 /// Namespace of kept versions.
 pub const HISTORY_NS: &str = "history";
 
+/// Kept versions whose bytes are still to be gathered ([`Stored::Wanted`]):
+/// the same keys as [`HISTORY_NS`], empty values. A short list to look
+/// through, so gathering never walks the whole history.
+pub const WANTED_NS: &str = "history.wanted";
+
 /// The format byte that starts every value.
 const FORMAT: u8 = 1;
 
@@ -37,6 +42,10 @@ pub enum Why {
     Reverted,
     /// A restore put an older version in its place.
     Restored,
+    /// An edit made on this device replaced it.
+    EditedHere,
+    /// It was deleted on this device.
+    DeletedHere,
 }
 
 impl Why {
@@ -48,6 +57,8 @@ impl Why {
             Why::Conflict => "conflict",
             Why::Reverted => "reverted",
             Why::Restored => "restored over",
+            Why::EditedHere => "edited here",
+            Why::DeletedHere => "deleted here",
         }
     }
 }
@@ -67,6 +78,11 @@ pub enum Stored {
         /// The whole versions it shares chunks with.
         bases: Vec<crate::core::ContentHash>,
     },
+    /// Not here yet. A version an edit or a deletion on this device
+    /// replaced was gone from the disk before it could be copied: its bytes
+    /// are gathered afterwards, from this device's own files and from the
+    /// peers that kept it (see [`WANTED_NS`]).
+    Wanted,
 }
 
 /// One kept version.
@@ -106,6 +122,56 @@ pub fn key_for(store: &Store, folder: &str, path: &str, kept: &mut Kept) -> Stri
         }
         kept.kept_at = Timestamp(kept.kept_at.0 + 1);
     }
+}
+
+/// The store operations recording `kept` for `path` of `folder` and, when
+/// its bytes are [`Stored::Wanted`], listing it in [`WANTED_NS`].
+pub fn keep_ops(store: &Store, folder: &str, path: &str, kept: &Kept) -> Vec<Op> {
+    let mut kept = kept.clone();
+    let key = key_for(store, folder, path, &mut kept);
+    let mut ops = vec![put_op(store, key.clone(), &kept)];
+    if kept.stored == Stored::Wanted {
+        ops.push(Op::Put {
+            ns: WANTED_NS.into(),
+            key,
+            value: Vec::new(),
+            origin: store.config().node,
+            timestamp: store.wall_time(),
+        });
+    }
+    ops
+}
+
+/// Up to `limit` keys of folder `folder`'s versions whose bytes are still
+/// wanted, in path order, passing over those `skip` names.
+pub fn wanted(
+    store: &Store,
+    folder: &str,
+    limit: usize,
+    skip: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    store
+        .list(WANTED_NS, &format!("{folder}/"))
+        .filter(|(k, _)| !skip(k))
+        .take(limit)
+        .map(|(k, _)| k.to_string())
+        .collect()
+}
+
+/// The kept version recorded under `key`, if any.
+pub fn get(store: &Store, key: &str) -> Result<Option<Kept>, FolderError> {
+    store
+        .get(HISTORY_NS, key)
+        .and_then(|e| e.value.as_deref())
+        .map(|v| decode(key, v))
+        .transpose()
+}
+
+/// The path of folder `folder` a history key is about.
+pub fn path_of_key<'a>(folder: &str, key: &'a str) -> &'a str {
+    key.get(folder.len() + 1..)
+        .and_then(|rest| rest.split('\0').next())
+        .unwrap_or_default()
 }
 
 /// The store operation writing `kept` under `key` (as [`keep_op`] chose
@@ -148,41 +214,13 @@ pub fn versions(store: &Store, folder: &str, path: &str) -> Result<Vec<Kept>, Fo
 /// Every kept version of folder `folder`: (path, version), in path order
 /// then oldest first.
 pub fn all(store: &Store, folder: &str) -> Result<Vec<(String, Kept)>, FolderError> {
-    let skip = folder.len() + 1;
     store
         .list(HISTORY_NS, &format!("{folder}/"))
         .map(|(k, e)| {
-            let path = k[skip..].split('\0').next().unwrap_or_default().to_string();
+            let path = path_of_key(folder, k).to_string();
             decode(k, e.value.as_deref().unwrap_or_default()).map(|v| (path, v))
         })
         .collect()
-}
-
-/// Forget the versions of folder `folder` kept before `cutoff` (their
-/// bytes are gone with the trash they were in). Returns how many.
-pub fn forget_before(
-    store: &mut Store,
-    folder: &str,
-    cutoff: Timestamp,
-) -> Result<usize, FolderError> {
-    let ops: Vec<Op> = store
-        .list(HISTORY_NS, &format!("{folder}/"))
-        .filter(|(k, _)| {
-            k.rsplit('\0')
-                .next()
-                .and_then(|t| t.parse::<u64>().ok())
-                .is_some_and(|t| t < cutoff.0)
-        })
-        .map(|(k, _)| Op::Forget {
-            ns: HISTORY_NS.into(),
-            key: k.to_string(),
-        })
-        .collect();
-    let n = ops.len();
-    if n > 0 {
-        store.apply_batch(ops)?;
-    }
-    Ok(n)
 }
 
 #[cfg(test)]
@@ -214,7 +252,7 @@ mod tests {
     }
 
     #[test]
-    fn versions_are_listed_oldest_first_per_path_and_old_ones_forgotten() {
+    fn versions_are_listed_oldest_first_per_path() {
         let dir = tempfile::tempdir().unwrap();
         let (mut store, _) = Store::open_dir(StoreConfig::new(dir.path())).unwrap();
         for (path, at, why) in [
@@ -232,9 +270,9 @@ mod tests {
             [10, 30],
             "a.txt2 is another file"
         );
-        assert_eq!(all(&store, "docs").unwrap().len(), 4);
-        assert_eq!(forget_before(&mut store, "docs", Timestamp(15)).unwrap(), 2);
-        assert_eq!(versions(&store, "docs", "a.txt").unwrap().len(), 1);
+        let every = all(&store, "docs").unwrap();
+        assert_eq!(every.len(), 4);
+        assert_eq!(every[3].0, "b/a.txt", "the path is read from the key");
         assert!(decode("k", &[9, 1, 2]).is_err());
         // Two kept at one instant are both kept.
         for _ in 0..2 {

@@ -7,7 +7,8 @@
 //! for a month, the newest of each week for a year, nothing older — and
 //! then, over a cap in bytes, the oldest first. It decides only; the
 //! runtime removes the bytes and forgets the versions. No clock is read:
-//! `now` is given.
+//! `now` is given. It also owns the per-folder switch for keeping versions
+//! of edits made on this device (`folder.local-versions`, on by default).
 
 use std::collections::HashMap;
 
@@ -132,6 +133,25 @@ pub fn set(store: &mut Store, folder: &str, policy: &Policy) -> Result<(), Folde
     let mut value = vec![FORMAT];
     value.extend(encode(policy));
     store.put(RETENTION_NS, folder, value)?;
+    Ok(())
+}
+
+/// Folders that keep no versions of what edits and deletions made on this
+/// device replace ([`keeps_local_edits`]): `0x01` + one byte, 0 for off.
+pub const LOCAL_EDITS_NS: &str = "folder.local-versions";
+
+/// Whether folder `folder` keeps the versions that edits and deletions
+/// made on this device replace (on unless switched off).
+pub fn keeps_local_edits(store: &Store, folder: &str) -> bool {
+    store
+        .get(LOCAL_EDITS_NS, folder)
+        .and_then(|e| e.value.as_deref())
+        .is_none_or(|v| v != [FORMAT, 0])
+}
+
+/// Switch keeping versions of local edits for folder `folder`.
+pub fn set_keeps_local_edits(store: &mut Store, folder: &str, on: bool) -> Result<(), FolderError> {
+    store.put(LOCAL_EDITS_NS, folder, vec![FORMAT, u8::from(on)])?;
     Ok(())
 }
 

@@ -383,7 +383,8 @@ pub fn settle(
             }
         }
     }
-    let mut indexer = Indexer::new(config.clone(), me);
+    // The version not kept went into the history already.
+    let mut indexer = Indexer::new(config.clone(), me).without_local_versions();
     indexer.apply(
         store,
         &Batch {

@@ -1,6 +1,6 @@
 //! Housekeeping a running node does on a timer: deleting unfinished
-//! downloads no longer wanted, waking work that waited for free space, and
-//! emptying old trash. Each task only asks or tidies; none decides what to
+//! downloads no longer wanted, waking work that waited for free space,
+//! gathering the versions local edits replaced, and emptying old trash. Each task only asks or tidies; none decides what to
 //! sync.
 
 use super::*;
@@ -26,6 +26,22 @@ pub(super) async fn drop_unwanted_partials(s: Arc<Shared>) {
                 files = dropped,
                 "deleted unfinished downloads no longer wanted"
             );
+        }
+    }
+}
+
+/// Every 2 s, gather the bytes of versions that edits and deletions on
+/// this device replaced (see [`exec::gather_wanted`]), while any are
+/// wanted: a version is kept here within seconds of the change, from this
+/// device's files and the peers that kept it.
+pub(super) async fn gather_local_versions(s: Arc<Shared>) {
+    let mut every = tokio::time::interval(Duration::from_secs(2));
+    let mut state = exec::WantedVersions::default();
+    loop {
+        every.tick().await;
+        let filed = exec::gather_wanted(&s, &mut state).await;
+        if filed > 0 {
+            debug!(versions = filed, "kept versions of changes made here");
         }
     }
 }

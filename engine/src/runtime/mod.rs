@@ -250,13 +250,12 @@ impl SyncRuntime {
             .name("sync-committer".into())
             .spawn(move || exec::committer(weak, inbox))
             .expect("cannot start the committer thread");
-        let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(prune_trash_hourly(
-            shared.clone(),
-            options.trash_keep,
-        )));
-        tasks.push(tokio::spawn(drop_unwanted_partials(shared.clone())));
-        tasks.push(tokio::spawn(wake_when_space_frees(shared.clone())));
+        let mut tasks = vec![
+            tokio::spawn(prune_trash_hourly(shared.clone(), options.trash_keep)),
+            tokio::spawn(drop_unwanted_partials(shared.clone())),
+            tokio::spawn(wake_when_space_frees(shared.clone())),
+            tokio::spawn(gather_local_versions(shared.clone())),
+        ];
         let s = shared.clone();
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(200));

@@ -1,10 +1,11 @@
 //! Where each chunk can be read locally: the index of every shared file's
 //! chunks by hash, kept up to date from the records changed since its last
-//! look (rebuilt whole only when a place it gave proved stale), and the
-//! trash's.
+//! look (rebuilt whole only when a place it gave proved stale), the
+//! trash's, and those of the versions kept in the version stores.
 
 use super::*;
 use crate::core::Seq;
+use crate::index::history::{Kept, Stored};
 use crate::store::ns;
 
 /// Why the chunk index is asked to rebuild.
@@ -61,6 +62,9 @@ pub struct ChunkIndex {
     /// Chunks of files moved to the trash by sync: a rename arrives as a
     /// deletion and an addition, and the deletion may be carried out first.
     pub(super) trashed: HashMap<ContentHash, Place>,
+    /// Chunks of the versions kept in the folders' version stores: a peer
+    /// gathering a version its own edit replaced asks for them.
+    pub(super) kept: HashMap<ContentHash, Place>,
     /// Records read one by one since the last whole rebuild.
     pub(super) changes_since_whole: usize,
 }
@@ -100,13 +104,29 @@ impl ChunkIndex {
             || self.changes_since_whole > self.len().max(100_000);
         if whole {
             self.map.clear();
+            self.kept.clear();
             self.changes_since_whole = 0;
             for f in &folders {
                 for (rel, rec) in folder::records(store, &f.id).flatten() {
                     self.add(&f.path, rel, &rec, false);
                 }
+                for (_, k) in crate::index::history::all(store, &f.id).unwrap_or_default() {
+                    self.add_kept(&f.path, &k);
+                }
             }
         } else {
+            for (key, entry) in store.changed_since(crate::index::history::HISTORY_NS, since) {
+                let (Some((id, _)), Some(value)) = (key.split_once('/'), &entry.value) else {
+                    continue;
+                };
+                let (Some(f), Ok(k)) = (
+                    folders.iter().find(|f| f.id == id),
+                    crate::index::history::decode(key, value),
+                ) else {
+                    continue;
+                };
+                self.add_kept(&f.path, &k);
+            }
             for (key, entry) in store.changed_since(ns::FILES, since) {
                 self.changes_since_whole += 1;
                 let (Some((id, rel)), Some(value)) = (key.split_once('/'), &entry.value) else {
@@ -147,14 +167,39 @@ impl ChunkIndex {
         }
     }
 
+    /// Enter the chunks of version `k`, kept in the version store of the
+    /// folder at `root`. Their stamps never match a file: each read is
+    /// checked against its hash.
+    fn add_kept(&mut self, root: &Path, k: &Kept) {
+        let never = Stamp {
+            size: u64::MAX,
+            mtime_ns: i64::MIN,
+            inode: 0,
+        };
+        for c in &k.record.chunks {
+            match (&k.stored, k.record.hash) {
+                (Stored::Blob, Some(h)) => {
+                    let at = versions::blob_path(root, &h);
+                    self.kept.insert(c.hash, (at, c.offset, c.len, never));
+                }
+                // Loose unless inside a base, whose own record says where.
+                (Stored::Chunks { .. }, _) => {
+                    let at = versions::chunk_path(root, &c.hash);
+                    self.kept.entry(c.hash).or_insert((at, 0, c.len, never));
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Chunks known, over all folders.
     fn len(&self) -> usize {
         self.map.values().map(HashMap::len).sum()
     }
 
-    /// Whether `hash` is known in a shared file.
+    /// Whether `hash` is known in a shared file or a kept version.
     pub(super) fn contains(&self, hash: &ContentHash) -> bool {
-        self.map.values().any(|m| m.contains_key(hash))
+        self.map.values().any(|m| m.contains_key(hash)) || self.kept.contains_key(hash)
     }
 
     /// The map of the folder holding `path` (the one whose root it is
@@ -190,6 +235,7 @@ impl ChunkIndex {
             .values()
             .filter_map(|m| m.get(hash))
             .chain(self.trashed.get(hash))
+            .chain(self.kept.get(hash))
             .cloned()
             .collect()
     }

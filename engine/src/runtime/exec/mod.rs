@@ -20,7 +20,7 @@
 //! Chunk requests (bulk stream): 32-byte chunk hash + u32 LE length;
 //! answer: one status byte (0 = here it is, 1 = not here) then the bytes.
 //!
-//! One job per file: `chunk_index`, `serve`, `fetch`, `dest`, `work`, `small`, `large`, `space`, `writers`, `commit`, `trash`, `versions`, `apply`, `sys`.
+//! One job per file: `chunk_index`, `serve`, `fetch`, `dest`, `work`, `small`, `large`, `space`, `writers`, `commit`, `trash`, `versions`, `gather`, `apply`, `sys`.
 //!
 //! # Design notes
 //!
@@ -198,6 +198,7 @@ mod chunk_index;
 mod commit;
 mod dest;
 mod fetch;
+mod gather;
 mod large;
 mod serve;
 mod small;
@@ -213,6 +214,7 @@ pub use chunk_index::*;
 pub use commit::*;
 pub use dest::*;
 pub use fetch::*;
+pub use gather::*;
 pub use large::*;
 pub use serve::*;
 pub use small::*;

@@ -74,8 +74,32 @@ pub fn keep_version(
     if record.kind != EntryKind::File {
         return Ok(staged.to_path_buf());
     }
-    let mut record = record.clone();
-    let stored = match filing(store, root, folder, path, staged, &mut record) {
+    let mut kept = Kept {
+        record: record.clone(),
+        kept_at: store.wall_time(),
+        why,
+        stored: Stored::Wanted,
+    };
+    let key = key_for(store, folder, path, &mut kept);
+    file_under(store, chunks, root, folder, path, staged, key, kept)
+}
+
+/// File the bytes at `staged` away as version `kept` of `path`, recorded
+/// under history key `key` (a new one, or a version whose bytes were
+/// [`Stored::Wanted`] until now): see [`keep_version`]. Returns where the
+/// bytes are now.
+#[allow(clippy::too_many_arguments)]
+pub fn file_under(
+    store: &mut Store,
+    chunks: &std::sync::Mutex<ChunkIndex>,
+    root: &Path,
+    folder: &str,
+    path: &str,
+    staged: &Path,
+    key: String,
+    mut kept: Kept,
+) -> Result<PathBuf, WorkError> {
+    kept.stored = match filing(store, root, folder, path, staged, &mut kept.record) {
         Ok(Some(stored)) => stored,
         Ok(None) => in_trash(root, staged),
         Err(e) => {
@@ -83,14 +107,6 @@ pub fn keep_version(
             in_trash(root, staged)
         }
     };
-    let record = &record;
-    let mut kept = Kept {
-        record: record.clone(),
-        kept_at: store.wall_time(),
-        why,
-        stored,
-    };
-    let key = key_for(store, folder, path, &mut kept);
     let op = put_op(store, key.clone(), &kept);
     let record_it = |store: &mut Store, op: Op| {
         store
@@ -100,8 +116,8 @@ pub fn keep_version(
     };
     record_it(store, op)?;
     let moved = match &kept.stored {
-        Stored::File(_) => return Ok(staged.to_path_buf()),
-        Stored::Blob => into_blob(chunks, root, staged, record),
+        Stored::File(_) | Stored::Wanted => return Ok(staged.to_path_buf()),
+        Stored::Blob => into_blob(chunks, root, staged, &kept.record),
         Stored::Chunks { .. } => std::fs::remove_file(staged),
     };
     match moved {
@@ -368,6 +384,12 @@ pub fn read_version(
             .map_err(|e| Unreadable(format!("{} cannot be copied: {e}", at.display())))
     }
     let bases = match &kept.stored {
+        Stored::Wanted => {
+            return Err(Unreadable(
+                "are not on this device: an edit here replaced them before they could be kept (they are fetched from a device that kept them as soon as one is connected)"
+                    .into(),
+            ));
+        }
         Stored::File(at) => return whole(root.join(at), out),
         Stored::Blob => match kept.record.hash {
             Some(h) => return whole(blob_path(root, &h), out),
@@ -452,7 +474,7 @@ pub fn collect_garbage(store: &Store, root: &Path, folder: &str) -> std::io::Res
     let mut wanted: HashSet<String> = HashSet::new();
     for (_, k) in &all {
         match &k.stored {
-            Stored::File(_) => {}
+            Stored::File(_) | Stored::Wanted => {}
             Stored::Blob => {
                 if let Some(h) = k.record.hash {
                     wanted.insert(h.to_string());

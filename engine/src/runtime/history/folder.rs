@@ -235,6 +235,8 @@ pub fn restore_folder(
     work.sort_by_key(|w| w.0);
     let mut failed = Vec::new();
     let mut indexer = Indexer::new(config.clone(), me);
+    // What was at each path is kept already ("restored over").
+    let mut after = Indexer::new(config.clone(), me).without_local_versions();
     for group in work.chunks(GROUP) {
         let batch = Batch {
             paths: group.iter().map(|w| w.0.to_string()).collect(),
@@ -305,7 +307,7 @@ pub fn restore_folder(
         })
         .map_err(FolderError::from)?;
         drop(st);
-        indexer.apply(StoreAccess::Shared(store), &batch)?;
+        after.apply(StoreAccess::Shared(store), &batch)?;
     }
     mark(store, id, None)?;
     tracing::info!(

@@ -44,10 +44,16 @@ pub struct Version {
     /// The device that made it (text id), when known.
     pub device: Option<String>,
     /// Why it was kept: replaced, deleted, conflict, reverted, restored
-    /// over, or "trash" (kept before the history existed).
+    /// over, edited here, deleted here, or "trash" (kept before the history
+    /// existed).
     pub why: String,
     /// Where its bytes are: a file, or the folder's version store.
     pub at: PathBuf,
+    /// Whether its bytes are on this device yet: a version an edit or a
+    /// deletion here replaced is gathered from this device's files and
+    /// from the devices that kept it, shortly after.
+    #[serde(default = "yes")]
+    pub here: bool,
     /// The recorded version (none for a file found in an old trash).
     #[serde(skip)]
     pub source: Option<kept::Kept>,
@@ -115,6 +121,12 @@ pub enum HistoryError {
         /// What is wrong.
         problem: String,
     },
+    /// The version's bytes are still being gathered (see
+    /// [`Version::here`]).
+    #[error(
+        "that version of {0} is not on this device: an edit here replaced its bytes before they could be kept, and no device that has them was reached yet (it is fetched as soon as one is connected; `softadastra history` says when it is here)"
+    )]
+    NotHereYet(String),
     /// The disk failed (nothing was put in place).
     #[error("cannot {what}: {source}")]
     Io {
@@ -133,9 +145,13 @@ impl HistoryError {
     /// Whether trying again as is can help (a disk or store failure may
     /// pass; the rest need another request).
     pub fn retry(&self) -> bool {
-        matches!(self, HistoryError::Io { .. })
+        matches!(self, HistoryError::Io { .. } | HistoryError::NotHereYet(_))
             || matches!(self, HistoryError::Folder(FolderError::Store(_)))
     }
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> HistoryError {
@@ -158,6 +174,7 @@ fn row(root: &Path, k: &kept::Kept) -> Version {
         device: Some(k.record.modified_by.to_string()),
         why: k.why.as_str().to_string(),
         at: super::exec::versions::location(root, k),
+        here: k.stored != Stored::Wanted,
         source: Some(k.clone()),
     }
 }
@@ -206,6 +223,7 @@ fn from_trash(root: &Path, rel: &str, named: &[PathBuf]) -> Vec<Version> {
                     device: None,
                     why: "trash".into(),
                     at,
+                    here: true,
                     source: None,
                 });
             }

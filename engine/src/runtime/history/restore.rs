@@ -68,6 +68,13 @@ pub(super) fn write_temp(
         at: version.at.clone(),
         problem,
     };
+    if version
+        .source
+        .as_ref()
+        .is_some_and(|k| k.stored == Stored::Wanted)
+    {
+        return Err(HistoryError::NotHereYet(rel.to_string()));
+    }
     let tmp = temp_path(to);
     let result = (|| {
         let out =
@@ -205,6 +212,8 @@ pub fn restore(
         }
     }
     put_in(&tmp, &at)?;
+    // What was there is kept already ("restored over").
+    let mut indexer = indexer.without_local_versions();
     indexer.apply(store, &this_path)?;
     tracing::info!(folder = %config.id, path = rel, version = version.n, "restored a version");
     Ok(Restored {

@@ -30,6 +30,7 @@ mod parsing {
             device: None,
             why: String::new(),
             at: PathBuf::new(),
+            here: true,
             source: None,
         };
         let rows = || vec![v(1, 300), v(2, 200), v(3, 100)];
@@ -78,6 +79,8 @@ mod restoring {
         )
         .unwrap();
         let config = crate::folder::add(&mut store, "f", &root).unwrap();
+        // A peer's change is played by writing the file: not an edit here.
+        crate::index::retention::set_keeps_local_edits(&mut store, "f", false).unwrap();
         Indexer::new(config.clone(), ME)
             .scan(&mut store, &Default::default())
             .unwrap();
@@ -274,6 +277,8 @@ mod version_store {
         )
         .unwrap();
         let config = crate::folder::add(&mut store, "f", &root).unwrap();
+        // A peer's change is played by writing the file: not an edit here.
+        crate::index::retention::set_keeps_local_edits(&mut store, "f", false).unwrap();
         (dir, root, store, config, Mutex::new(ChunkIndex::default()))
     }
 
@@ -554,6 +559,8 @@ mod whole_folder {
         let root = std::fs::canonicalize(dir.path()).unwrap();
         let (mut st, _) = Store::open_dir(StoreConfig::new(home.path())).unwrap();
         let config = crate::folder::add(&mut st, "f", &root).unwrap();
+        // A peer's change is played by writing the file: not an edit here.
+        crate::index::retention::set_keeps_local_edits(&mut st, "f", false).unwrap();
         let store = Mutex::new(st);
         for (p, t) in [("a.txt", "a1"), ("sub/b.txt", "b1"), ("d.txt", "d1")] {
             std::fs::create_dir_all(root.join(p).parent().unwrap()).unwrap();
@@ -637,6 +644,8 @@ mod whole_folder {
         let root = std::fs::canonicalize(dir.path()).unwrap();
         let (mut st, _) = Store::open_dir(StoreConfig::new(home.path())).unwrap();
         let config = crate::folder::add(&mut st, "f", &root).unwrap();
+        // A peer's change is played by writing the file: not an edit here.
+        crate::index::retention::set_keeps_local_edits(&mut st, "f", false).unwrap();
         let store = Mutex::new(st);
         for (p, t) in [("a b é.txt", "a1"), ("b.txt", "b1")] {
             std::fs::write(root.join(p), t).unwrap();
