@@ -553,6 +553,17 @@ impl Client {
         )?)
     }
 
+    /// Keep (or not) the versions that edits and deletions made on this
+    /// device replace in folder `id`, as `softadastra folder versions ID
+    /// --local on|off` does; kept by default.
+    pub fn keep_local_versions(&self, id: &str, on: bool) -> Result<(), ClientError> {
+        let mut store = lock(&self.store);
+        folder::get(&store, id)?;
+        Ok(crate::index::retention::set_keeps_local_edits(
+            &mut store, id, on,
+        )?)
+    }
+
     /// An engine for a decision made while the network is not started:
     /// its bookkeeping is in the store, which the node reads when it starts.
     fn offline_engine(&self) -> crate::sync::SyncEngine {

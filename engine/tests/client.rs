@@ -206,4 +206,19 @@ fn history_conflicts_and_the_guard_through_the_client() {
 
     let e = a.accept_deletions("notes").unwrap_err();
     assert!(e.to_string().contains("holds back no deletions"), "{e}");
+
+    // Alice's own edit of v2 is in alice's history, its bytes gathered;
+    // switched off, the next edit keeps nothing.
+    let versions = |c: &Client| c.history(&fa.join("notes.txt")).unwrap();
+    wait("alice keeps v2, edited here", || {
+        versions(&a)
+            .iter()
+            .any(|v| v.why == "edited here" && v.here && v.size == 2)
+    });
+    a.keep_local_versions("notes", false).unwrap();
+    let before = versions(&a).len();
+    std::fs::write(fa.join("notes.txt"), "v3").unwrap();
+    wait("v3 on bob", || read(&fb.join("notes.txt")) == b"v3");
+    assert_eq!(versions(&a).len(), before);
+    assert!(a.keep_local_versions("nothing", true).is_err());
 }
