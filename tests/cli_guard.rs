@@ -152,27 +152,27 @@ fn most_of_a_folder_deleted_waits_for_a_person_on_each_node() {
 
 #[test]
 fn held_deletions_restored_come_back_everywhere() {
-    let (alpha, a_dir, beta, b_dir) = synced_pair(200);
-    // Alpha's guard is off: its deletion of 150 goes out at once.
+    let (alpha, a_dir, beta, b_dir) = synced_pair(600);
+    // Alpha's guard is off: its deletion of 500 goes out at once.
     let said = ok(
         alpha.home.path(),
         &["folder", "guard", "docs", "off", "--json"],
     );
     assert_eq!(said["guard"], false);
-    remove(&a_dir, 0..150);
+    remove(&a_dir, 0..500);
     wait("beta holds them", Duration::from_secs(20), || {
-        docs(&beta)["deletions_held"]["remote"] == 150
+        docs(&beta)["deletions_held"]["remote"] == 500
     });
-    assert_eq!(count(&b_dir), 200);
+    assert_eq!(count(&b_dir), 600);
 
     // Beta restores: its files win back, and alpha gets them again.
     let said = ok(
         beta.home.path(),
         &["folder", "restore-deletions", "docs", "--json"],
     );
-    assert_eq!(said["decided"]["remote"], 150, "{said}");
+    assert_eq!(said["decided"]["remote"], 500, "{said}");
     wait("alpha has every file back", Duration::from_secs(30), || {
-        count(&a_dir) == 200
+        count(&a_dir) == 600
     });
     same(&a_dir, &b_dir);
     wait("both up to date", Duration::from_secs(20), || {
