@@ -182,6 +182,12 @@ impl ChunkIndex {
                     let at = versions::blob_path(root, &h);
                     self.kept.insert(c.hash, (at, c.offset, c.len, never));
                 }
+                (Stored::File(at), _) => {
+                    let at = root.join(at);
+                    self.kept
+                        .entry(c.hash)
+                        .or_insert((at, c.offset, c.len, never));
+                }
                 // Loose unless inside a base, whose own record says where.
                 (Stored::Chunks { .. }, _) => {
                     let at = versions::chunk_path(root, &c.hash);

@@ -10,7 +10,8 @@
 //! any other kept version ([`versions::file_under`]), under the record's
 //! own key. A version no connected device still has stays wanted and is
 //! tried again later. This module writes only inside the folder's
-//! `.softadastra/` directory; it never touches the folder's own files.
+//! `.softadastra/` directory — never in a paused folder or one whose marker
+//! is gone — and never touches the folder's own files.
 
 use std::collections::HashSet;
 use std::os::unix::fs::FileExt;
@@ -105,7 +106,11 @@ fn list_wanted(s: &Shared, skip: &HashSet<String>) -> Vec<Wanted> {
     let mut out = Vec::new();
     let mut stale = Vec::new();
     for f in folder::list(&store).unwrap_or_default() {
-        if f.paused || out.len() >= PER_PASS {
+        // Nothing is written into a folder whose marker is gone (an empty
+        // mount point, a wiped folder: see `crate::folder::marker`).
+        let stopped = !crate::folder::marker::marker_path(&f.path).exists()
+            && crate::index::guard::is_marked(&store, &f.id);
+        if f.paused || stopped || out.len() >= PER_PASS {
             continue;
         }
         let keys = kept::wanted(&store, &f.id, PER_PASS - out.len(), |k| skip.contains(k));
@@ -323,20 +328,30 @@ async fn fetch_missing(
                 still.extend_from_slice(group);
                 continue;
             };
+            let mut arrived = Vec::new();
             for (m, data) in group.iter().zip(got) {
                 match data {
-                    Some(pieces) => {
-                        let mut at = m.2;
-                        for piece in pieces {
-                            file.write_all_at(&piece, at)
-                                .map_err(|e| format!("write {}: {e}", tmp.display()))?;
-                            at += piece.len() as u64;
-                        }
-                        s.bytes_fetched.fetch_add(u64::from(m.1), Ordering::Relaxed);
-                    }
+                    Some(pieces) => arrived.push((m.2, pieces)),
                     None => still.push(*m),
                 }
             }
+            let bytes: u64 = arrived.iter().map(|(_, d)| data_len(d)).sum();
+            s.bytes_fetched.fetch_add(bytes, Ordering::Relaxed);
+            // Written on a blocking thread, not an async worker.
+            let file = file.try_clone().map_err(|e| e.to_string())?;
+            let at = tmp.to_path_buf();
+            tokio::task::spawn_blocking(move || {
+                for (mut offset, pieces) in arrived {
+                    for piece in pieces {
+                        file.write_all_at(&piece, offset)?;
+                        offset += piece.len() as u64;
+                    }
+                }
+                Ok::<_, std::io::Error>(())
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("write {}: {e}", at.display()))?;
         }
         missing = still;
         if missing.is_empty() {
@@ -378,6 +393,17 @@ fn settle(s: &Shared, w: Wanted, tmp: Option<&Path>) -> Result<(), String> {
     let still = matches!(kept::get(&store, &w.key), Ok(Some(k)) if k.stored == Stored::Wanted);
     let filed = match (still, tmp) {
         (false, _) => Ok(()),
+        // Looked for again holding the store: garbage collection, which
+        // holds it too, may have taken it meanwhile.
+        (true, None)
+            if !w
+                .kept
+                .record
+                .hash
+                .is_some_and(|h| versions::blob_path(&w.root, &h).is_file()) =>
+        {
+            Err("its copy kept whole went meanwhile".to_string())
+        }
         (true, None) => {
             let mut k = w.kept.clone();
             k.stored = Stored::Blob;
@@ -409,4 +435,31 @@ fn settle(s: &Shared, w: Wanted, tmp: Option<&Path>) -> Result<(), String> {
         .apply(forget_mark(w.key))
         .map(|_| ())
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_chunks_go_in_requests_a_peer_accepts() {
+        let chunk = |len: u32| (ContentHash::of(&len.to_le_bytes()), len, 0);
+        // 100 small chunks: 64, then 36.
+        let small: Vec<Missing> = (0..100).map(|_| chunk(1000)).collect();
+        let cut = requests(&small);
+        assert_eq!(cut.iter().map(|r| r.len()).collect::<Vec<_>>(), [64, 36]);
+        // 1 MiB chunks: four to a request (4 MiB at most).
+        let big: Vec<Missing> = (0..9).map(|_| chunk(1 << 20)).collect();
+        let cut = requests(&big);
+        assert_eq!(cut.iter().map(|r| r.len()).collect::<Vec<_>>(), [4, 4, 1]);
+        assert!(requests(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_version_not_gathered_waits_longer_each_time_up_to_about_an_hour() {
+        assert_eq!(retry_after(1), GATHER_RETRY);
+        assert_eq!(retry_after(2), 2 * GATHER_RETRY);
+        assert_eq!(retry_after(8), 128 * GATHER_RETRY);
+        assert_eq!(retry_after(u32::MAX), 128 * GATHER_RETRY);
+    }
 }
