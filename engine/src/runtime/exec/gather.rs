@@ -157,8 +157,9 @@ async fn gather_one(s: &Arc<Shared>, w: Wanted) -> Result<(), String> {
 /// content kept whole already: `None`); else the connected peers to ask,
 /// or why there is no point yet.
 fn prepare(s: &Shared, w: Wanted) -> Result<Option<(Wanted, Vec<NodeId>)>, String> {
-    let Some(hash) = w.kept.record.hash else {
-        // Nothing says what its bytes were: nothing can be gathered.
+    let Some(hash) = w.kept.record.hash.filter(|_| tiles(&w.kept.record)) else {
+        // Nothing says what its bytes were (no hash, or chunks that do not
+        // cover the file exactly): nothing can be gathered.
         lock(&s.store)
             .apply(forget_mark(w.key))
             .map_err(|e| e.to_string())?;
@@ -179,6 +180,20 @@ fn prepare(s: &Shared, w: Wanted) -> Result<Option<(Wanted, Vec<NodeId>)>, Strin
         }
     }
     Ok(Some((w, peers)))
+}
+
+/// Whether `record`'s chunks cover its file exactly, in order, with no
+/// gap or overlap: then bytes put together from them, each checked, are
+/// the file's.
+fn tiles(record: &FileRecord) -> bool {
+    let mut at = 0u64;
+    for c in &record.chunks {
+        if c.offset != at || c.len == 0 {
+            return false;
+        }
+        at += u64::from(c.len);
+    }
+    at == record.size
 }
 
 /// The connected peers that share folder `folder`.
@@ -422,6 +437,7 @@ fn settle(s: &Shared, w: Wanted, tmp: Option<&Path>) -> Result<(), String> {
                 &staged,
                 w.key.clone(),
                 w.kept.clone(),
+                true,
             )
             .map(|_| ())
             .map_err(|e| e.to_string())
@@ -453,6 +469,36 @@ mod tests {
         let cut = requests(&big);
         assert_eq!(cut.iter().map(|r| r.len()).collect::<Vec<_>>(), [4, 4, 1]);
         assert!(requests(&[]).is_empty());
+    }
+
+    #[test]
+    fn only_chunks_that_cover_the_file_exactly_are_gathered() {
+        let chunk = |offset: u64, len: u32| crate::index::Chunk {
+            offset,
+            len,
+            hash: ContentHash::of(&offset.to_le_bytes()),
+        };
+        let mut r = FileRecord {
+            kind: EntryKind::File,
+            size: 30,
+            mtime_ns: 0,
+            mode: 0o644,
+            inode: 0,
+            hash: None,
+            chunks: vec![chunk(0, 10), chunk(10, 20)],
+            link_target: None,
+            version: VersionVector::default(),
+            modified_by: NodeId([1; 32]),
+            deleted: false,
+        };
+        assert!(tiles(&r));
+        r.chunks = vec![chunk(0, 10), chunk(12, 18)];
+        assert!(!tiles(&r), "a gap");
+        r.chunks = vec![chunk(0, 10), chunk(10, 10)];
+        assert!(!tiles(&r), "short");
+        r.size = 0;
+        r.chunks.clear();
+        assert!(tiles(&r), "an empty file");
     }
 
     #[test]

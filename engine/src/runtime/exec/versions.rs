@@ -81,13 +81,15 @@ pub fn keep_version(
         stored: Stored::Wanted,
     };
     let key = key_for(store, folder, path, &mut kept);
-    file_under(store, chunks, root, folder, path, staged, key, kept)
+    file_under(store, chunks, root, folder, path, staged, key, kept, false)
 }
 
 /// File the bytes at `staged` away as version `kept` of `path`, recorded
 /// under history key `key` (a new one, or a version whose bytes were
-/// [`Stored::Wanted`] until now): see [`keep_version`]. Returns where the
-/// bytes are now.
+/// [`Stored::Wanted`] until now): see [`keep_version`]. `checked`: the bytes
+/// were put together from chunks each checked against the record's, so
+/// they are the record's and are not hashed again (under the store's
+/// lock). Returns where the bytes are now.
 #[allow(clippy::too_many_arguments)]
 pub fn file_under(
     store: &mut Store,
@@ -98,8 +100,9 @@ pub fn file_under(
     staged: &Path,
     key: String,
     mut kept: Kept,
+    checked: bool,
 ) -> Result<PathBuf, WorkError> {
-    kept.stored = match filing(store, root, folder, path, staged, &mut kept.record) {
+    kept.stored = match filing(store, root, folder, path, staged, &mut kept.record, checked) {
         Ok(Some(stored)) => stored,
         Ok(None) => in_trash(root, staged),
         Err(e) => {
@@ -201,6 +204,7 @@ fn filing(
     path: &str,
     staged: &Path,
     record: &mut FileRecord,
+    checked: bool,
 ) -> std::io::Result<Option<Stored>> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::symlink_metadata(staged)?;
@@ -212,8 +216,8 @@ fn filing(
         && mtime_ns == record.mtime_ns
         && (record.inode == 0 || meta.ino() == record.inode)
         && record.hash.is_some();
-    let hashed = !as_recorded || record.size < HASH_BELOW;
-    if hashed {
+    let hashed = checked || !as_recorded || record.size < HASH_BELOW;
+    if hashed && !checked {
         verify(staged, record, folder, path)?;
     }
     let Some(hash) = record.hash else {
