@@ -28,13 +28,15 @@
 //!
 //! `exec/` (one file
 //! per job: `chunk_index`, `serve`, `fetch`, `dest`, `work`, `small`,
-//! `large`, `writers`, `commit`, `trash`, `apply`, `sys` — the libc calls —
-//! and `tests`; the watcher's echo filter is `runtime/echoes.rs`): chunk
+//! `large`, `writers`, `commit`, `trash`, `versions`, `gather`, `apply`,
+//! `sys` — the libc calls — and `tests`; the watcher's echo filter is `runtime/echoes.rs`): chunk
 //! index (rebuilt from the store lazily — every 10 s when it changed; at
 //! once when a peer asks for a chunk it lacks; at most every 250 ms when a
 //! place it gave no longer holds the chunk — every local chunk by hash, plus
 //! chunks of files just moved to the
-//! trash, so a rename carried out as delete-then-add still moves no bytes);
+//! trash, so a rename carried out as delete-then-add still moves no bytes,
+//! and the chunks of kept versions, which a peer gathering the version its
+//! own edit replaced asks for);
 //! chunk service on bulk streams (a request's chunks read in order on a
 //! blocking thread a few ahead of the network, one open file kept across
 //! them; a chunk is re-hashed before it is sent unless its file's size, mtime
