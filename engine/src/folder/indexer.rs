@@ -206,7 +206,7 @@ impl Indexer {
         &self,
         store: &mut Store,
         scopes: &[Scope],
-        mut known: HashMap<String, FileRecord>,
+        mut known: KnownMap,
         read_at: Seq,
         mut obs: Observation,
         progress: &ScanProgress,
@@ -230,24 +230,6 @@ impl Indexer {
         }
         let whole = scopes.iter().any(|s| matches!(s, Scope::All));
         self.record(store, &known, obs, whole, started)
-    }
-
-    /// What the index knows about `scopes`, and the log's last sequence
-    /// when it was read (see [`Indexer::moved_since`]).
-    fn known(
-        &self,
-        store: &Store,
-        scopes: &[Scope],
-    ) -> Result<(HashMap<String, FileRecord>, Seq), FolderError> {
-        let mut known: HashMap<String, FileRecord> = HashMap::new();
-        let strip = self.config.id.len() + 1;
-        self.each_entry(store, scopes, |k, e| {
-            if let Some(v) = e.value.as_deref() {
-                known.insert(k[strip..].to_string(), decode(k, v)?);
-            }
-            Ok(())
-        })?;
-        Ok((known, store.last_seq()))
     }
 
     /// Every index entry (key, entry) of `scopes`, tombstones included,
@@ -282,13 +264,8 @@ impl Indexer {
     }
 
     /// Walk and stat `scopes`, hashing only what differs from `known`.
-    fn observe(
-        &self,
-        scopes: &[Scope],
-        known: &HashMap<String, FileRecord>,
-        progress: &ScanProgress,
-    ) -> Observation {
-        let lookup = |rel: &str| known.get(rel).filter(|r| !r.deleted).map(stat_of);
+    fn observe(&self, scopes: &[Scope], known: &KnownMap, progress: &ScanProgress) -> Observation {
+        let lookup = |rel: &str| known.get(rel).filter(|k| !k.deleted).map(|k| k.stat);
         scan::observe(
             &self.config.path,
             scopes,
@@ -307,7 +284,7 @@ impl Indexer {
         store: &Store,
         scopes: &[Scope],
         read_at: Seq,
-        known: &HashMap<String, FileRecord>,
+        known: &KnownMap,
         obs: &Observation,
     ) -> Vec<String> {
         let strip = self.config.id.len() + 1;
@@ -337,7 +314,7 @@ impl Indexer {
     fn record(
         &self,
         store: &mut Store,
-        known: &HashMap<String, FileRecord>,
+        known: &KnownMap,
         obs: Observation,
         whole: bool,
         started: Instant,
@@ -349,10 +326,20 @@ impl Indexer {
             ..ChangeReport::default()
         };
         let mut puts: Vec<(String, FileRecord)> = Vec::new();
+        // The whole records of the paths found changed, for what they
+        // replace (see `local_versions`).
+        let mut prevs: HashMap<String, FileRecord> = HashMap::new();
         let mut added_hashes: Vec<ContentHash> = Vec::new();
         let seen: HashSet<&str> = obs.entries.iter().map(|o| o.path.as_str()).collect();
         for o in &obs.entries {
-            let prev = known.get(&o.path);
+            if known.get(&o.path).is_some_and(|k| k.unchanged_file(o)) {
+                continue;
+            }
+            let prev = match known.get(&o.path) {
+                Some(_) => self.full_record(store, &o.path)?,
+                None => None,
+            };
+            let prev = prev.as_ref();
             match self.observed_record(o, prev) {
                 Change::None => {}
                 Change::LocalOnly(rec) => puts.push((o.path.clone(), rec)),
@@ -365,6 +352,9 @@ impl Indexer {
                     } else {
                         report.modified += 1;
                     }
+                    if let Some(p) = prev {
+                        prevs.insert(o.path.clone(), p.clone());
+                    }
                     puts.push((o.path.clone(), rec));
                 }
             }
@@ -373,8 +363,8 @@ impl Indexer {
         let mut deletions: Vec<(String, FileRecord)> = Vec::new();
         let mut forgets: Vec<String> = Vec::new();
         let mut deleted_hashes: HashSet<ContentHash> = HashSet::new();
-        for (rel, rec) in known {
-            if rec.deleted || seen.contains(rel.as_str()) {
+        for (rel, k) in known {
+            if k.deleted || seen.contains(rel.as_str()) {
                 continue;
             }
             // Recorded before homes were left out: forgotten, as ignored
@@ -386,10 +376,13 @@ impl Indexer {
             if obs.is_unsure(rel) {
                 continue;
             }
-            if self.ignore.is_ignored(rel, rec.kind == EntryKind::Dir) {
+            if self.ignore.is_ignored(rel, k.stat.kind == EntryKind::Dir) {
                 forgets.push(rel.clone());
                 continue;
             }
+            let Some(rec) = self.full_record(store, rel)?.filter(|r| !r.deleted) else {
+                continue;
+            };
             let mut gone = rec.clone();
             gone.deleted = true;
             gone.version.bump(self.node);
@@ -397,6 +390,7 @@ impl Indexer {
             if let Some(h) = rec.hash {
                 deleted_hashes.insert(h);
             }
+            prevs.insert(rel.clone(), rec);
             deletions.push((rel.clone(), gone));
         }
         let adding = puts
@@ -422,7 +416,7 @@ impl Indexer {
         for (rel, rec) in puts.iter().chain(deletions.iter()) {
             ops.push(self.put_op(rel, rec, store));
             if keep_local {
-                ops.extend(self.local_version(store, rel, known.get(rel), rec, &moved));
+                ops.extend(self.local_version(store, rel, prevs.get(rel), rec, &moved));
             }
         }
         for rel in forgets {
@@ -564,8 +558,10 @@ enum Change {
 }
 
 mod guard;
+mod known;
 mod local_versions;
 pub use guard::RECENT_DELETIONS;
+use known::KnownMap;
 
 #[cfg(test)]
 mod tests;
