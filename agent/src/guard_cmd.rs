@@ -5,7 +5,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use softadastra::runtime::guard::{self, Decided};
 
@@ -58,11 +58,7 @@ pub fn run_decide(home: &Home, id: &str, decision: Decision, json: bool) -> Resu
 
 /// `folder guard ID on|off`.
 pub fn run_switch(home: &Home, id: &str, state: &str, json: bool) -> Result<ExitCode> {
-    let on = match state {
-        "on" => true,
-        "off" => false,
-        other => bail!("folder guard takes `on` or `off`, not {other:?}"),
-    };
+    let on = crate::members_cmd::on_off("folder guard", state)?;
     let request = Request::FolderGuard {
         id: id.to_string(),
         on,

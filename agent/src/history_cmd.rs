@@ -307,12 +307,9 @@ pub fn run_versions(
         }
         None => None,
     };
-    let local = match local {
-        None => None,
-        Some("on") => Some(true),
-        Some("off") => Some(false),
-        Some(other) => bail!("--local takes `on` or `off`, not {other:?}"),
-    };
+    let local = local
+        .map(|text| crate::members_cmd::on_off("--local", text))
+        .transpose()?;
     let request = Request::FolderVersions {
         id: id.to_string(),
         policy,

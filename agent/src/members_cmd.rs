@@ -93,6 +93,15 @@ pub fn folder_rows(store: &Store) -> Result<Vec<FolderRow>> {
     Ok(rows)
 }
 
+/// A switch given as `on` or `off` (`what` names it in the error).
+pub(crate) fn on_off(what: &str, text: &str) -> Result<bool> {
+    match text {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => anyhow::bail!("{what} takes `on` or `off`, not {other:?}"),
+    }
+}
+
 /// Say what a command did: `data` as JSON on stdout with `--json`, else
 /// `prose` on stderr.
 pub(crate) fn say(json: bool, data: serde_json::Value, prose: &str) -> Result<ExitCode> {

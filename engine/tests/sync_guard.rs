@@ -93,6 +93,35 @@ fn drain(engine: &mut SyncEngine, store: &mut Store, mut actions: Vec<Action>) -
     removed
 }
 
+/// `peer` hints that its index moved on, then sends `records` as the page
+/// after its first one (sequences 10 to 20), received at `at`: what the
+/// engine hands out.
+fn second_page(
+    engine: &mut SyncEngine,
+    store: &mut Store,
+    peer: NodeId,
+    records: Vec<(String, FileRecord)>,
+    at: Instant,
+) -> Vec<Action> {
+    // The engine asks from where it stands.
+    engine
+        .received(
+            store,
+            peer,
+            SyncMessage::IndexHint {
+                folder: "docs".into(),
+                seq: 20,
+            },
+            at,
+        )
+        .unwrap();
+    let mut second = page(records);
+    if let SyncMessage::IndexPage { since, upto, .. } = &mut second {
+        (*since, *upto) = (10, 20);
+    }
+    engine.received(store, peer, second, at).unwrap()
+}
+
 #[test]
 fn most_of_a_folder_deleted_by_a_peer_waits_and_the_rest_syncs() {
     let (me, alice) = (NodeId::derive(b"me"), NodeId::derive(b"alice"));
@@ -168,25 +197,8 @@ fn small_deletions_and_a_guard_switched_off_are_never_held() {
 
     // 250 left; 200 deleted trips — unless the guard is off.
     decide::switch(&mut engine, &mut store, "docs", false).unwrap();
-    // Alice hints at more; the engine asks from where it stands.
-    engine
-        .received(
-            &mut store,
-            alice,
-            SyncMessage::IndexHint {
-                folder: "docs".into(),
-                seq: 20,
-            },
-            Instant::now(),
-        )
-        .unwrap();
-    let mut second = page(deleted(alice, &files[150..350]));
-    if let SyncMessage::IndexPage { since, upto, .. } = &mut second {
-        (*since, *upto) = (10, 20);
-    }
-    let out = engine
-        .received(&mut store, alice, second, Instant::now())
-        .unwrap();
+    let more = deleted(alice, &files[150..350]);
+    let out = second_page(&mut engine, &mut store, alice, more, Instant::now());
     assert_eq!(drain(&mut engine, &mut store, out), 200);
     assert!(guard::held(&store, "docs", Direction::Remote).is_none());
 }
@@ -223,24 +235,14 @@ fn a_mass_deletion_arriving_in_pieces_is_held_whole() {
     assert_eq!(removals(&out), 0);
     assert!(guard::held(&store, "docs", Direction::Remote).is_none());
     // Then 103 more, before the first settled: 150 of 200, held whole.
-    engine
-        .received(
-            &mut store,
-            alice,
-            SyncMessage::IndexHint {
-                folder: "docs".into(),
-                seq: 20,
-            },
-            now,
-        )
-        .unwrap();
-    let mut second = page(deleted(alice, &files[47..150]));
-    if let SyncMessage::IndexPage { since, upto, .. } = &mut second {
-        (*since, *upto) = (10, 20);
-    }
-    let out = engine
-        .received(&mut store, alice, second, now + Duration::from_millis(500))
-        .unwrap();
+    let more = deleted(alice, &files[47..150]);
+    let out = second_page(
+        &mut engine,
+        &mut store,
+        alice,
+        more,
+        now + Duration::from_millis(500),
+    );
     assert_eq!(removals(&out), 0);
     let later = engine.tick(&mut store, now + SETTLE * 3).unwrap().actions;
     assert_eq!(removals(&later), 0, "nothing removed: {later:?}");

@@ -332,10 +332,8 @@ impl Indexer {
         let mut added_hashes: Vec<ContentHash> = Vec::new();
         let seen: HashSet<&str> = obs.entries.iter().map(|o| o.path.as_str()).collect();
         for o in &obs.entries {
-            if known.get(&o.path).is_some_and(|k| k.unchanged_file(o)) {
-                continue;
-            }
             let prev = match known.get(&o.path) {
+                Some(k) if k.unchanged_file(o) => continue,
                 Some(_) => self.full_record(store, &o.path)?,
                 None => None,
             };

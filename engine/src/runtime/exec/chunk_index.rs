@@ -51,6 +51,37 @@ impl Stamp {
     }
 }
 
+/// Enter where each chunk of version `k`, kept by the folder at `root`,
+/// is into `places`: inside its whole copy (a blob, or a trash file) —
+/// over a place known before — or loose in the version store, unless a
+/// place is known already (a chunk of a version kept as chunks may be
+/// inside one of its bases instead, whose own record says where). The
+/// stamps never match a file: every read is checked against the hash.
+pub(super) fn enter_kept(places: &mut HashMap<ContentHash, Place>, root: &Path, k: &Kept) {
+    let never = Stamp {
+        size: u64::MAX,
+        mtime_ns: i64::MIN,
+        inode: 0,
+    };
+    let whole = match (&k.stored, k.record.hash) {
+        (Stored::Blob, Some(h)) => Some(versions::blob_path(root, &h)),
+        (Stored::File(at), _) => Some(root.join(at)),
+        (Stored::Chunks { .. }, _) => None,
+        _ => return,
+    };
+    for c in &k.record.chunks {
+        match &whole {
+            Some(at) => {
+                places.insert(c.hash, (at.clone(), c.offset, c.len, never));
+            }
+            None => {
+                let at = versions::chunk_path(root, &c.hash);
+                places.entry(c.hash).or_insert((at, 0, c.len, never));
+            }
+        }
+    }
+}
+
 /// Where each chunk hash can be read locally: one place per folder that
 /// holds it (keyed by the folder's root), so a chunk can be served from a
 /// folder shared with the asker even when another folder holds it too.
@@ -168,34 +199,9 @@ impl ChunkIndex {
     }
 
     /// Enter the chunks of version `k`, kept in the version store of the
-    /// folder at `root`. Their stamps never match a file: each read is
-    /// checked against its hash.
+    /// folder at `root` (see [`enter_kept`]).
     fn add_kept(&mut self, root: &Path, k: &Kept) {
-        let never = Stamp {
-            size: u64::MAX,
-            mtime_ns: i64::MIN,
-            inode: 0,
-        };
-        for c in &k.record.chunks {
-            match (&k.stored, k.record.hash) {
-                (Stored::Blob, Some(h)) => {
-                    let at = versions::blob_path(root, &h);
-                    self.kept.insert(c.hash, (at, c.offset, c.len, never));
-                }
-                (Stored::File(at), _) => {
-                    let at = root.join(at);
-                    self.kept
-                        .entry(c.hash)
-                        .or_insert((at, c.offset, c.len, never));
-                }
-                // Loose unless inside a base, whose own record says where.
-                (Stored::Chunks { .. }, _) => {
-                    let at = versions::chunk_path(root, &c.hash);
-                    self.kept.entry(c.hash).or_insert((at, 0, c.len, never));
-                }
-                _ => {}
-            }
-        }
+        enter_kept(&mut self.kept, root, k);
     }
 
     /// Chunks known, over all folders.

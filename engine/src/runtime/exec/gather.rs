@@ -157,7 +157,7 @@ async fn gather_one(s: &Arc<Shared>, w: Wanted) -> Result<(), String> {
 /// content kept whole already: `None`); else the connected peers to ask,
 /// or why there is no point yet.
 fn prepare(s: &Shared, w: Wanted) -> Result<Option<(Wanted, Vec<NodeId>)>, String> {
-    let Some(hash) = w.kept.record.hash.filter(|_| tiles(&w.kept.record)) else {
+    let Some(hash) = w.kept.record.hash.filter(|_| w.kept.record.chunks_tile()) else {
         // Nothing says what its bytes were (no hash, or chunks that do not
         // cover the file exactly): nothing can be gathered.
         lock(&s.store)
@@ -180,20 +180,6 @@ fn prepare(s: &Shared, w: Wanted) -> Result<Option<(Wanted, Vec<NodeId>)>, Strin
         }
     }
     Ok(Some((w, peers)))
-}
-
-/// Whether `record`'s chunks cover its file exactly, in order, with no
-/// gap or overlap: then bytes put together from them, each checked, are
-/// the file's.
-fn tiles(record: &FileRecord) -> bool {
-    let mut at = 0u64;
-    for c in &record.chunks {
-        if c.offset != at || c.len == 0 {
-            return false;
-        }
-        at += u64::from(c.len);
-    }
-    at == record.size
 }
 
 /// The connected peers that share folder `folder`.
@@ -260,9 +246,8 @@ type Missing = (ContentHash, u32, u64);
 /// chunks still missing.
 fn assemble_local(s: &Shared, w: &Wanted) -> Result<(PathBuf, Vec<Missing>), String> {
     let record = &w.kept.record;
-    let secs = crate::core::SystemClock.wall().as_nanos() / 1_000_000_000;
-    let batch = w.root.join(META_DIR).join(TRASH_DIR).join(secs.to_string());
-    let tmp = temp_path(&absolute(&batch, &w.path).map_err(|e| e.to_string())?);
+    let at = absolute(&trash_batch(&w.root), &w.path).map_err(|e| e.to_string())?;
+    let tmp = temp_path(&at);
     if let Some(dir) = tmp.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
     }
@@ -295,25 +280,13 @@ fn assemble_local(s: &Shared, w: &Wanted) -> Result<(PathBuf, Vec<Missing>), Str
     Ok((tmp, missing))
 }
 
-/// Where the chunks of the versions `w`'s path already keeps are: in whole
-/// versions, or loose. Their stamps never match, so every read is checked.
+/// Where the chunks of the versions `w`'s path already keeps are (see
+/// [`enter_kept`]).
 fn kept_places(s: &Shared, w: &Wanted) -> HashMap<ContentHash, Place> {
-    let never = Stamp {
-        size: u64::MAX,
-        mtime_ns: i64::MIN,
-        inode: 0,
-    };
     let earlier = kept::versions(&lock(&s.store), &w.folder, &w.path).unwrap_or_default();
     let mut places = HashMap::new();
     for k in &earlier {
-        for c in &k.record.chunks {
-            let at = match (&k.stored, k.record.hash) {
-                (Stored::Blob, Some(h)) => (versions::blob_path(&w.root, &h), c.offset),
-                (Stored::Chunks { .. }, _) => (versions::chunk_path(&w.root, &c.hash), 0),
-                _ => continue,
-            };
-            places.entry(c.hash).or_insert((at.0, at.1, c.len, never));
-        }
+        enter_kept(&mut places, &w.root, k);
     }
     places
 }
@@ -491,14 +464,14 @@ mod tests {
             modified_by: NodeId([1; 32]),
             deleted: false,
         };
-        assert!(tiles(&r));
+        assert!(r.chunks_tile());
         r.chunks = vec![chunk(0, 10), chunk(12, 18)];
-        assert!(!tiles(&r), "a gap");
+        assert!(!r.chunks_tile(), "a gap");
         r.chunks = vec![chunk(0, 10), chunk(10, 10)];
-        assert!(!tiles(&r), "short");
+        assert!(!r.chunks_tile(), "short");
         r.size = 0;
         r.chunks.clear();
-        assert!(tiles(&r), "an empty file");
+        assert!(r.chunks_tile(), "an empty file");
     }
 
     #[test]

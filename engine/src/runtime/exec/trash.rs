@@ -19,9 +19,7 @@ pub(crate) fn to_trash(
     abs: &Path,
     record: Option<&FileRecord>,
 ) -> Result<PathBuf, WorkError> {
-    let stamp = crate::core::SystemClock.wall().as_nanos() / 1_000_000_000;
-    let batch = root.join(META_DIR).join(TRASH_DIR).join(stamp.to_string());
-    let first = absolute(&batch, path)?;
+    let first = absolute(&trash_batch(root), path)?;
     if let Some(p) = first.parent() {
         std::fs::create_dir_all(p)
             .map_err(|e| WorkError::io(format_args!("create {}", p.display()), &e))?;
@@ -57,6 +55,13 @@ pub(crate) fn to_trash(
         Cause::Io,
         format!("move to trash: {MAX_KEPT_PER_SECOND} versions of {path} already kept this second"),
     ))
+}
+
+/// This second's batch of the trash of the folder at `root`,
+/// `.softadastra/trash/<unix seconds>/` (not made here).
+pub(super) fn trash_batch(root: &Path) -> PathBuf {
+    let stamp = crate::core::SystemClock.wall().as_nanos() / 1_000_000_000;
+    root.join(META_DIR).join(TRASH_DIR).join(stamp.to_string())
 }
 
 /// Most versions of one path the trash takes in one second (the next

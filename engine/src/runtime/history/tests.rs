@@ -1,5 +1,14 @@
 //! The history module's tests.
 
+/// Share `root` as folder `f`. The tests play a peer's change by writing
+/// the file, which must not be taken for an edit here: versions of local
+/// edits are off.
+fn share_f(store: &mut crate::store::Store, root: &std::path::Path) -> crate::folder::FolderConfig {
+    let config = crate::folder::add(store, "f", root).unwrap();
+    crate::index::retention::set_keeps_local_edits(store, "f", false).unwrap();
+    config
+}
+
 mod parsing {
     use super::super::*;
 
@@ -78,9 +87,7 @@ mod restoring {
             Arc::new(ManualClock::new()),
         )
         .unwrap();
-        let config = crate::folder::add(&mut store, "f", &root).unwrap();
-        // A peer's change is played by writing the file: not an edit here.
-        crate::index::retention::set_keeps_local_edits(&mut store, "f", false).unwrap();
+        let config = super::share_f(&mut store, &root);
         Indexer::new(config.clone(), ME)
             .scan(&mut store, &Default::default())
             .unwrap();
@@ -276,9 +283,7 @@ mod version_store {
             Arc::new(ManualClock::new()),
         )
         .unwrap();
-        let config = crate::folder::add(&mut store, "f", &root).unwrap();
-        // A peer's change is played by writing the file: not an edit here.
-        crate::index::retention::set_keeps_local_edits(&mut store, "f", false).unwrap();
+        let config = super::share_f(&mut store, &root);
         (dir, root, store, config, Mutex::new(ChunkIndex::default()))
     }
 
@@ -516,6 +521,23 @@ mod whole_folder {
         crate::core::Clock::wall(&crate::core::SystemClock).as_nanos()
     }
 
+    /// Folder `f` (at the `PathBuf`) on a store on disk, with the system's
+    /// clock: a folder restore compares kept times with real moments.
+    fn on_disk() -> (
+        tempfile::TempDir,
+        tempfile::TempDir,
+        PathBuf,
+        Mutex<Store>,
+        FolderConfig,
+    ) {
+        let home = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let (mut st, _) = Store::open_dir(StoreConfig::new(home.path())).unwrap();
+        let config = super::share_f(&mut st, &root);
+        (home, dir, root, Mutex::new(st), config)
+    }
+
     fn index(store: &Mutex<Store>, config: &FolderConfig) {
         Indexer::new(config.clone(), ME)
             .scan(StoreAccess::Shared(store), &Default::default())
@@ -554,14 +576,7 @@ mod whole_folder {
 
     #[test]
     fn a_folder_goes_back_to_a_moment_and_a_second_run_changes_nothing() {
-        let home = tempfile::tempdir().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let root = std::fs::canonicalize(dir.path()).unwrap();
-        let (mut st, _) = Store::open_dir(StoreConfig::new(home.path())).unwrap();
-        let config = crate::folder::add(&mut st, "f", &root).unwrap();
-        // A peer's change is played by writing the file: not an edit here.
-        crate::index::retention::set_keeps_local_edits(&mut st, "f", false).unwrap();
-        let store = Mutex::new(st);
+        let (_home, _dir, root, store, config) = on_disk();
         for (p, t) in [("a.txt", "a1"), ("sub/b.txt", "b1"), ("d.txt", "d1")] {
             std::fs::create_dir_all(root.join(p).parent().unwrap()).unwrap();
             std::fs::write(root.join(p), t).unwrap();
@@ -639,14 +654,7 @@ mod whole_folder {
 
     #[test]
     fn a_version_whose_bytes_are_gone_fails_alone_and_its_file_is_untouched() {
-        let home = tempfile::tempdir().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let root = std::fs::canonicalize(dir.path()).unwrap();
-        let (mut st, _) = Store::open_dir(StoreConfig::new(home.path())).unwrap();
-        let config = crate::folder::add(&mut st, "f", &root).unwrap();
-        // A peer's change is played by writing the file: not an edit here.
-        crate::index::retention::set_keeps_local_edits(&mut st, "f", false).unwrap();
-        let store = Mutex::new(st);
+        let (_home, _dir, root, store, config) = on_disk();
         for (p, t) in [("a b é.txt", "a1"), ("b.txt", "b1")] {
             std::fs::write(root.join(p), t).unwrap();
         }
