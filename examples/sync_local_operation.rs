@@ -88,7 +88,7 @@ fn main() -> Result<(), Error> {
     pump(&mut sides, sent(1, hint))?;
     println!(
         "B now has greeting = {:?}",
-        values::get(&sides[1].store, "greeting").map(String::from_utf8_lossy)
+        values::get(&sides[1].store, "greeting").map(|v| String::from_utf8_lossy(&v).into_owned())
     );
     Ok(())
 }

@@ -427,7 +427,7 @@ fn a_home_from_before_membership_keeps_syncing_with_the_devices_it_trusted() {
     assert_eq!(app.len(), 2);
     assert_eq!(
         softadastra::folder::values::get(&store, "greeting"),
-        Some(&b"hi"[..])
+        Some(b"hi".to_vec())
     );
     assert_eq!(folder::records(&store, "docs").count(), 3);
 }

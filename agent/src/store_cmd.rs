@@ -149,12 +149,12 @@ pub fn read_rows(store: &Store, ns: &str, key: Option<&str>, prefix: &str) -> Ve
     match key {
         Some(k) => store
             .get(ns, k)
-            .map(|e| EntryRow::new(ns, k, e))
+            .map(|e| EntryRow::new(ns, k, &e))
             .into_iter()
             .collect(),
         None => store
             .list(ns, prefix)
-            .map(|(k, e)| EntryRow::new(ns, k, e))
+            .map(|(k, e)| EntryRow::new(ns, &k, &e))
             .collect(),
     }
 }

@@ -277,7 +277,7 @@ impl Client {
 
     /// The value of `key`, if it has one.
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
-        values::get(&lock(&self.store), key).map(<[u8]>::to_vec)
+        values::get(&lock(&self.store), key)
     }
 
     /// Remove `key` (the removal syncs as a tombstone). False if it had no

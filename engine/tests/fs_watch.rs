@@ -116,9 +116,9 @@ fn live(store: &Store) -> BTreeMap<String, Summary> {
     folder::records(store, "f")
         .map(Result::unwrap)
         .filter(|(_, r)| !r.deleted)
-        .map(|(p, r): (&str, FileRecord)| {
+        .map(|(p, r): (String, FileRecord)| {
             (
-                p.to_string(),
+                p,
                 Summary {
                     kind: r.kind,
                     size: r.size,

@@ -160,8 +160,8 @@ fn hostile_app_values_are_refused_and_the_rest_is_taken() {
         )
         .unwrap();
     assert_eq!(engine.refused_paths, 5);
-    assert_eq!(values::get(&store, "good"), Some(&b"v1"[..]));
-    let keys: Vec<&str> = values::list(&store, "").map(|(k, _)| k).collect();
+    assert_eq!(values::get(&store, "good"), Some(b"v1".to_vec()));
+    let keys: Vec<String> = values::list(&store, "").map(|(k, _)| k).collect();
     assert_eq!(keys, ["good"]);
     assert!(SyncEngine::needs(&store).is_empty());
 

@@ -92,7 +92,7 @@ fn hint(a: &mut Node, b: &mut Node) -> Vec<SyncMessage> {
 }
 
 fn value(store: &Store, key: &str) -> Option<Vec<u8>> {
-    values::get(store, key).map(<[u8]>::to_vec)
+    values::get(store, key)
 }
 
 #[test]

@@ -245,17 +245,17 @@ impl Indexer {
                 Scope::All => {
                     let prefix = format!("{}/", self.config.id);
                     for (k, e) in store.scan_prefix(ns::FILES, &prefix) {
-                        visit(k, e)?;
+                        visit(&k, &e)?;
                     }
                 }
                 Scope::Tree(p) => {
                     let key = file_key(&self.config.id, p);
                     if let Some(e) = store.entry(ns::FILES, &key) {
-                        visit(&key, e)?;
+                        visit(&key, &e)?;
                     }
                     let prefix = format!("{key}/");
                     for (k, e) in store.scan_prefix(ns::FILES, &prefix) {
-                        visit(k, e)?;
+                        visit(&k, &e)?;
                     }
                 }
             }

@@ -182,7 +182,7 @@ pub fn validate_id(id: &str) -> Result<(), FolderError> {
 pub fn list_stored(store: &Store) -> Result<Vec<Stored>, FolderError> {
     store
         .list(FOLDERS_NS, "")
-        .map(|(k, e)| decode_config(k, e.value.as_deref().unwrap_or_default()))
+        .map(|(k, e)| decode_config(&k, e.value.as_deref().unwrap_or_default()))
         .collect()
 }
 

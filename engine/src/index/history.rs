@@ -161,9 +161,8 @@ pub fn wanted(
 /// The kept version recorded under `key`, if any.
 pub fn get(store: &Store, key: &str) -> Result<Option<Kept>, FolderError> {
     store
-        .get(HISTORY_NS, key)
-        .and_then(|e| e.value.as_deref())
-        .map(|v| decode(key, v))
+        .value(HISTORY_NS, key)
+        .map(|v| decode(key, &v))
         .transpose()
 }
 
@@ -207,7 +206,7 @@ pub fn decode(key: &str, bytes: &[u8]) -> Result<Kept, FolderError> {
 pub fn versions(store: &Store, folder: &str, path: &str) -> Result<Vec<Kept>, FolderError> {
     store
         .list(HISTORY_NS, &prefix(folder, path))
-        .map(|(k, e)| decode(k, e.value.as_deref().unwrap_or_default()))
+        .map(|(k, e)| decode(&k, e.value.as_deref().unwrap_or_default()))
         .collect()
 }
 
@@ -217,8 +216,8 @@ pub fn all(store: &Store, folder: &str) -> Result<Vec<(String, Kept)>, FolderErr
     store
         .list(HISTORY_NS, &format!("{folder}/"))
         .map(|(k, e)| {
-            let path = path_of_key(folder, k).to_string();
-            decode(k, e.value.as_deref().unwrap_or_default()).map(|v| (path, v))
+            let path = path_of_key(folder, &k).to_string();
+            decode(&k, e.value.as_deref().unwrap_or_default()).map(|v| (path, v))
         })
         .collect()
 }

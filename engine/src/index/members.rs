@@ -25,7 +25,7 @@ pub const PAUSED_DEVICES_NS: &str = "peers.paused";
 fn ids_in(store: &Store, ns: &str) -> BTreeSet<NodeId> {
     store
         .list(ns, "")
-        .filter_map(|(k, e)| decode::<NodeId>(k, e.value.as_deref()?).ok())
+        .filter_map(|(k, e)| decode::<NodeId>(&k, e.value.as_deref()?).ok())
         .collect()
 }
 

@@ -241,23 +241,22 @@ pub fn file_key(id: &str, rel: &str) -> String {
 /// The record of `rel` in folder `id`, if the index has one (deleted or not).
 pub fn record(store: &Store, id: &str, rel: &str) -> Option<FileRecord> {
     store
-        .get(ns::FILES, &file_key(id, rel))
-        .and_then(|e| e.value.as_deref())
-        .and_then(|v| postcard::from_bytes::<FileRecord>(v).ok())
+        .value(ns::FILES, &file_key(id, rel))
+        .and_then(|v| postcard::from_bytes::<FileRecord>(&v).ok())
 }
 
 /// Every record of folder `id` (deleted ones included), in path order.
 pub fn records<'a>(
     store: &'a Store,
     id: &str,
-) -> impl Iterator<Item = Result<(&'a str, FileRecord), FolderError>> + use<'a> {
+) -> impl Iterator<Item = Result<(String, FileRecord), FolderError>> + use<'a> {
     let prefix_len = id.len() + 1;
     store
         .scan_prefix(ns::FILES, &format!("{id}/"))
         .filter_map(move |(key, e)| {
             e.value
                 .as_deref()
-                .map(|v| decode::<FileRecord>(key, v).map(|r| (&key[prefix_len..], r)))
+                .map(|v| decode::<FileRecord>(&key, v).map(|r| (key[prefix_len..].to_string(), r)))
         })
 }
 
@@ -274,11 +273,11 @@ pub fn advance_own_versions(store: &mut Store, node: NodeId, by: u64) -> Result<
         let Some(value) = entry.value.as_deref() else {
             continue;
         };
-        let mut record: FileRecord = decode(key, value)?;
+        let mut record: FileRecord = decode(&key, value)?;
         record.version.advance(node, by);
         ops.push(Op::Put {
             ns: ns::FILES.into(),
-            key: key.to_string(),
+            key,
             value: encode(&record),
             origin: node,
             timestamp: store.wall_time(),

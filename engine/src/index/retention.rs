@@ -145,7 +145,7 @@ pub const LOCAL_EDITS_NS: &str = "folder.local-versions";
 pub fn keeps_local_edits(store: &Store, folder: &str) -> bool {
     store
         .get(LOCAL_EDITS_NS, folder)
-        .and_then(|e| e.value.as_deref())
+        .and_then(|e| e.value)
         .is_none_or(|v| v != [FORMAT, 0])
 }
 

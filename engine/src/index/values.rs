@@ -60,9 +60,8 @@ pub fn validate_key(key: &str) -> Result<(), FolderError> {
 pub fn record(store: &Store, key: &str) -> Result<Option<FileRecord>, FolderError> {
     let k = file_key(APP_SPACE, key);
     store
-        .get(ns::FILES, &k)
-        .and_then(|e| e.value.as_deref())
-        .map(|v| decode::<FileRecord>(&k, v))
+        .value(ns::FILES, &k)
+        .map(|v| decode::<FileRecord>(&k, &v))
         .transpose()
 }
 
@@ -189,15 +188,15 @@ pub fn remove(store: &mut Store, node: NodeId, key: &str) -> Result<Option<Seq>,
 }
 
 /// The value of `key`, if it has one.
-pub fn get<'a>(store: &'a Store, key: &str) -> Option<&'a [u8]> {
-    store.get(ns::APP, key).and_then(|e| e.value.as_deref())
+pub fn get(store: &Store, key: &str) -> Option<Vec<u8>> {
+    store.value(ns::APP, key)
 }
 
 /// Live keys starting with `prefix`, in order, with their values.
-pub fn list<'a>(store: &'a Store, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a [u8])> {
+pub fn list<'a>(store: &'a Store, prefix: &'a str) -> impl Iterator<Item = (String, Vec<u8>)> + 'a {
     store
         .list(ns::APP, prefix)
-        .filter_map(|(k, e)| Some((k, e.value.as_deref()?)))
+        .filter_map(|(k, e)| Some((k, e.value?)))
 }
 
 /// Make the index agree with the values after a crash. A key's value and
@@ -222,12 +221,12 @@ pub fn reconcile(store: &mut Store, node: NodeId) -> Result<usize, FolderError> 
         let value = get(store, &key);
         let live = rec.as_ref().filter(|r| !r.deleted);
         let fresh = match (live, value) {
-            (Some(r), Some(v)) if r.hash == Some(ContentHash::of(v)) => continue,
+            (Some(r), Some(v)) if r.hash == Some(ContentHash::of(&v)) => continue,
             (None, None) => continue,
             (_, Some(v)) => {
                 let mut version = rec.map(|r| r.version).unwrap_or_default();
                 version.bump(node);
-                value_record(v, version, node, mtime)
+                value_record(&v, version, node, mtime)
             }
             (Some(r), None) => deletion(r, node, mtime),
         };

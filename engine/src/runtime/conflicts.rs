@@ -219,10 +219,10 @@ pub fn list(
     for config in folders {
         for r in index::records(store, &config.id) {
             let (path, rec) = r?;
-            if rec.deleted || !is_conflict_copy(path) {
+            if rec.deleted || !is_conflict_copy(&path) {
                 continue;
             }
-            out.extend(conflict_of(store, me, config, path, &rec));
+            out.extend(conflict_of(store, me, config, &path, &rec));
         }
     }
     Ok(out)

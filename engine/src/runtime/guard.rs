@@ -113,7 +113,7 @@ pub fn restore(
             if rec.deleted {
                 continue;
             }
-            let present = crate::fs::path::absolute(&config.path, path)
+            let present = crate::fs::path::absolute(&config.path, &path)
                 .is_ok_and(|abs| std::fs::symlink_metadata(abs).is_ok());
             if !present {
                 gone.push(path.to_string());

@@ -173,10 +173,7 @@ pub fn set_name(store: &mut Store, id: NodeId, name: &str, chosen: bool) -> Resu
         return Err(TrustError::BadName(name.to_string()));
     }
     let key = id.to_hex();
-    let same = store
-        .get(NAMES_NS, &key)
-        .and_then(|e| e.value.as_deref())
-        .map(|v| v == name.as_bytes());
+    let same = store.value(NAMES_NS, &key).map(|v| v == name.as_bytes());
     if same == Some(true) || (same.is_some() && !chosen) {
         return Ok(());
     }
@@ -187,9 +184,8 @@ pub fn set_name(store: &mut Store, id: NodeId, name: &str, chosen: bool) -> Resu
 /// The name recorded for `id`, if any.
 pub fn name_of(store: &Store, id: NodeId) -> Option<String> {
     store
-        .get(NAMES_NS, &id.to_hex())
-        .and_then(|e| e.value.as_deref())
-        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .value(NAMES_NS, &id.to_hex())
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
 }
 
 /// The trusted device `text` names: its id (in any form `NodeId` reads),

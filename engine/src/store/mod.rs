@@ -709,13 +709,18 @@ impl Store {
     }
 
     /// The live entry for `key` (not a tombstone).
-    pub fn get(&self, ns: &str, key: &str) -> Option<&Entry> {
+    pub fn get(&self, ns: &str, key: &str) -> Option<Entry> {
         self.entry(ns, key).filter(|e| !e.is_tombstone())
     }
 
     /// The entry for `key`, tombstones included.
-    pub fn entry(&self, ns: &str, key: &str) -> Option<&Entry> {
-        self.data.get(ns)?.entries.get(key)
+    pub fn entry(&self, ns: &str, key: &str) -> Option<Entry> {
+        self.data.get(ns)?.entries.get(key).cloned()
+    }
+
+    /// The live value of `key`, if it has one.
+    pub fn value(&self, ns: &str, key: &str) -> Option<Vec<u8>> {
+        self.get(ns, key).and_then(|e| e.value)
     }
 
     /// Whether `key` has a live value.
@@ -729,7 +734,7 @@ impl Store {
         &'a self,
         ns: &str,
         prefix: &str,
-    ) -> impl Iterator<Item = (&'a str, &'a Entry)> + use<'a> {
+    ) -> impl Iterator<Item = (String, Entry)> + use<'a> {
         let owned = prefix.to_string();
         self.data
             .get(ns)
@@ -740,7 +745,7 @@ impl Store {
             .into_iter()
             .flatten()
             .take_while(move |(k, _)| k.starts_with(&owned))
-            .map(|(k, e)| (&**k, e))
+            .map(|(k, e)| (k.to_string(), e.clone()))
     }
 
     /// Entries of `ns` last changed after `since`, oldest change first,
@@ -750,7 +755,7 @@ impl Store {
         &'a self,
         ns: &str,
         since: Seq,
-    ) -> impl Iterator<Item = (&'a str, &'a Entry)> + use<'a> {
+    ) -> impl Iterator<Item = (String, Entry)> + use<'a> {
         self.data
             .get(ns)
             .map(|m| {
@@ -760,7 +765,7 @@ impl Store {
             })
             .into_iter()
             .flatten()
-            .map(|(k, e)| (&**k, e))
+            .map(|(k, e)| (k.to_string(), e.clone()))
     }
 
     /// Live entries of `ns` whose key starts with `prefix`, in key order.
@@ -768,7 +773,7 @@ impl Store {
         &'a self,
         ns: &str,
         prefix: &'a str,
-    ) -> impl Iterator<Item = (&'a str, &'a Entry)> + 'a {
+    ) -> impl Iterator<Item = (String, Entry)> + 'a {
         self.scan_prefix(ns, prefix)
             .filter(|(_, e)| !e.is_tombstone())
     }

@@ -83,9 +83,8 @@ impl SyncEngine {
 
     pub(super) fn cursor(store: &Store, peer: NodeId, folder: &str) -> u64 {
         store
-            .get(CURSOR_NS, &cursor_key(peer, folder))
-            .and_then(|e| e.value.as_deref())
-            .and_then(|v| <[u8; 8]>::try_from(v).ok())
+            .value(CURSOR_NS, &cursor_key(peer, folder))
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
             .map_or(0, u64::from_le_bytes)
     }
 
@@ -287,8 +286,8 @@ impl SyncEngine {
             .filter_map(|(k, e)| {
                 Some((
                     e.version.0,
-                    k.strip_prefix(prefix.as_str())?,
-                    e.value.as_deref()?,
+                    k.strip_prefix(prefix.as_str())?.to_string(),
+                    e.value?,
                 ))
             })
             .peekable();
@@ -299,7 +298,7 @@ impl SyncEngine {
             let Some((seq, path, value)) = later.next() else {
                 break;
             };
-            if let Ok(rec) = postcard::from_bytes::<FileRecord>(value)
+            if let Ok(rec) = postcard::from_bytes::<FileRecord>(&value)
                 && !self.withheld(base, seq, &rec)
             {
                 changed.push((seq, path.to_string(), rec));

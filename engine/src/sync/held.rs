@@ -144,7 +144,7 @@ impl SyncEngine {
         if let Some(((l, bytes), name)) = losing {
             let target = copy_target(&name, |p| match values::get(store, p) {
                 None => Probe::Free,
-                Some(b) if Some(ContentHash::of(b)) == l.hash => Probe::Same,
+                Some(b) if Some(ContentHash::of(&b)) == l.hash => Probe::Same,
                 Some(_) => Probe::Different,
             });
             if let Some(copy_key) = target {
@@ -163,7 +163,7 @@ impl SyncEngine {
                     timestamp,
                     &copy_key,
                     &copy,
-                    Some(bytes),
+                    Some(&bytes),
                 ));
             }
         }

@@ -32,9 +32,8 @@ pub(super) struct LocalChanges {
 /// Folder `folder`'s baseline, if it is receive-only.
 pub fn baseline(store: &Store, folder: &str) -> Option<u64> {
     store
-        .get(RECEIVE_ONLY_NS, folder)
-        .and_then(|e| e.value.as_deref())
-        .and_then(|v| <[u8; 8]>::try_from(v).ok())
+        .value(RECEIVE_ONLY_NS, folder)
+        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
         .map(u64::from_le_bytes)
 }
 

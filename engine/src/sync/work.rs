@@ -18,9 +18,8 @@ impl SyncEngine {
     ) -> (Option<Need>, Option<FileRecord>) {
         let key = index::file_key(folder, path);
         let need = store
-            .get(NEED_NS, &key)
-            .and_then(|e| e.value.as_deref())
-            .and_then(|v| postcard::from_bytes::<Need>(v).ok());
+            .value(NEED_NS, &key)
+            .and_then(|v| postcard::from_bytes::<Need>(&v).ok());
         (need, index::record(store, folder, path))
     }
 

@@ -35,8 +35,8 @@ impl Indexer {
         rel: &str,
     ) -> Result<Option<FileRecord>, FolderError> {
         let key = file_key(&self.config.id, rel);
-        match store.get(ns::FILES, &key).and_then(|e| e.value.as_deref()) {
-            Some(v) => decode(&key, v).map(Some),
+        match store.value(ns::FILES, &key) {
+            Some(v) => decode(&key, &v).map(Some),
             None => Ok(None),
         }
     }

@@ -139,7 +139,7 @@ impl ChunkIndex {
             self.changes_since_whole = 0;
             for f in &folders {
                 for (rel, rec) in folder::records(store, &f.id).flatten() {
-                    self.add(&f.path, rel, &rec, false);
+                    self.add(&f.path, &rel, &rec, false);
                 }
                 for (_, k) in crate::index::history::all(store, &f.id).unwrap_or_default() {
                     self.add_kept(&f.path, &k);
@@ -152,7 +152,7 @@ impl ChunkIndex {
                 };
                 let (Some(f), Ok(k)) = (
                     folders.iter().find(|f| f.id == id),
-                    crate::index::history::decode(key, value),
+                    crate::index::history::decode(&key, value),
                 ) else {
                     continue;
                 };
