@@ -1,5 +1,6 @@
-//! store recovery: state = newest valid snapshot + the WAL after it, and a
-//! torn tail from a crash is cut and reported, never invented.
+//! store recovery: state = the on-disk index at its last checkpoint + the
+//! WAL after it, and a torn tail from a crash is cut and reported, never
+//! invented.
 //!
 //! Run: `cargo run -p softadastra --example store_recovery`
 
@@ -19,12 +20,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 timestamp: softadastra::core::Timestamp(0),
             }])?;
         }
-        let snap = store.snapshot()?;
+        let cp = store.checkpoint()?;
         println!(
-            "snapshot at {} with {} entries ({} bytes)",
-            snap.seq, snap.entries, snap.bytes
+            "checkpoint at {} with {} entries (index file {} bytes)",
+            cp.seq, cp.entries, cp.bytes
         );
-        store.put(ns::APP, "after-snapshot", b"kept in the WAL".to_vec())?;
+        store.put(ns::APP, "after-checkpoint", b"kept in the WAL".to_vec())?;
     }
 
     // Simulate a crash in the middle of an append: a few stray bytes at the end.
@@ -43,8 +44,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let (store, recovery) = Store::open_dir(config)?;
     println!(
-        "recovered from snapshot {:?}, replayed {} WAL record(s)",
-        recovery.snapshot, recovery.wal.replayed
+        "index opened at {:?}, replayed {} WAL record(s)",
+        recovery.checkpoint, recovery.wal.replayed
     );
     if let Some(t) = recovery.wal.truncated {
         println!(
@@ -53,9 +54,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     println!(
-        "{} keys; after-snapshot present: {}",
+        "{} keys; after-checkpoint present: {}",
         store.len(ns::APP),
-        store.contains(ns::APP, "after-snapshot")
+        store.contains(ns::APP, "after-checkpoint")
     );
     Ok(())
 }

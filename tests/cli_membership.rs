@@ -653,7 +653,7 @@ fn run_path_then_a_plain_invite_pairs_for_that_folder() {
 fn knows_of(home: &Path, log: &[String], word: &str) -> Vec<String> {
     let store = open_store(home);
     let mut seen: Vec<String> = Vec::new();
-    let spaces: Vec<String> = store.namespaces().map(String::from).collect();
+    let spaces: Vec<String> = store.namespaces();
     for ns in spaces {
         for (k, e) in store.scan_prefix(&ns, "") {
             let value = e.value.as_deref().unwrap_or_default();

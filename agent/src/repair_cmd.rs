@@ -16,8 +16,8 @@ use crate::home::Home;
 struct RepairJson {
     store_dir: String,
     damaged_files_kept_in: String,
-    snapshot_used: Option<u64>,
-    unusable_snapshots: Vec<String>,
+    started_from_sequence: Option<u64>,
+    unusable: Vec<String>,
     wal_damage: Vec<String>,
     records_kept: u64,
     lost_changes: u64,
@@ -57,8 +57,8 @@ pub fn run_repair(home: &Home, json: bool) -> Result<ExitCode> {
     let out = RepairJson {
         store_dir: home.store_dir().display().to_string(),
         damaged_files_kept_in: s.kept_copy.display().to_string(),
-        snapshot_used: s.snapshot.map(|q| q.0),
-        unusable_snapshots: s.unusable_snapshots.clone(),
+        started_from_sequence: s.base.map(|q| q.0),
+        unusable: s.unusable.clone(),
         wal_damage: s.damage.clone(),
         records_kept: s.records_kept,
         lost_changes: s.lost_records(),
@@ -91,12 +91,12 @@ pub fn run_repair(home: &Home, json: bool) -> Result<ExitCode> {
         "  the damaged files are kept in {}",
         out.damaged_files_kept_in
     )?;
-    match out.snapshot_used {
-        Some(seq) => writeln!(w, "  started from the snapshot of sequence {seq}")?,
-        None => writeln!(w, "  no usable snapshot: started from the log alone")?,
+    match out.started_from_sequence {
+        Some(seq) => writeln!(w, "  started from the index at sequence {seq}")?,
+        None => writeln!(w, "  no usable index: started from the log alone")?,
     }
-    for u in &out.unusable_snapshots {
-        writeln!(w, "  unusable snapshot: {u}")?;
+    for u in &out.unusable {
+        writeln!(w, "  unusable: {u}")?;
     }
     for d in &out.wal_damage {
         writeln!(w, "  damage: {d}")?;

@@ -193,7 +193,7 @@ pub fn run_store(home: &Home, cmd: StoreCommand) -> Result<ExitCode> {
             let node = home.node_id()?;
             let seq = write_value(&mut store, node, key, value).context("nothing was written")?;
             store
-                .maybe_snapshot()
+                .maybe_checkpoint()
                 .context("snapshot failed (the change itself is durable)")?;
             seq
         }

@@ -88,7 +88,7 @@ fn recovery_bench(n: u64) {
     let dir = tmp();
     let mut config = StoreConfig::new(dir.path());
     config.durability = Durability::None;
-    config.snapshot_after_ops = u64::MAX;
+    config.checkpoint_after_ops = u64::MAX;
     let write = Instant::now();
     {
         let (mut store, _) = Store::open_dir(config.clone()).expect("open");
@@ -150,7 +150,7 @@ fn recovery_bench(n: u64) {
 
     // Snapshot write and load for the same 1M keys.
     let start = Instant::now();
-    let snap = store.snapshot().expect("snapshot");
+    let snap = store.checkpoint().expect("snapshot");
     let snap_elapsed = start.elapsed();
     println!(
         "SNAPSHOT  write {} keys: {:.1} MB in {:.3} s",

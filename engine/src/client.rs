@@ -199,8 +199,8 @@ pub struct TickResult {
     pub pending_files: usize,
     /// The store's last WAL sequence.
     pub last_seq: u64,
-    /// Whether a snapshot was written (the WAL was compacted).
-    pub snapshotted: bool,
+    /// Whether a store checkpoint was made.
+    pub checkpointed: bool,
 }
 
 /// A Softadastra node embedded in an application.
@@ -323,7 +323,7 @@ impl Client {
             result.peers_connected = lock(&shared.peers).len();
         }
         let mut store = lock(&self.store);
-        result.snapshotted = store.maybe_snapshot()?.is_some();
+        result.checkpointed = store.maybe_checkpoint()?.is_some();
         result.pending_files = SyncEngine::needs(&store).len();
         result.last_seq = store.last_seq().0;
         Ok(result)

@@ -24,7 +24,7 @@ fn config(dir: &std::path::Path) -> StoreConfig {
         max_delay: Duration::from_millis(2),
     };
     c.segment_bytes = 16 << 10;
-    c.snapshot_after_ops = 250;
+    c.checkpoint_after_ops = 250;
     c
 }
 
@@ -54,7 +54,7 @@ fn crash_loop_child() {
                 true
             }
         });
-        store.maybe_snapshot().expect("snapshot");
+        store.maybe_checkpoint().expect("snapshot");
     }
 }
 

@@ -181,7 +181,7 @@ fn run(steps: Vec<Step>, durability: Durability) -> Result<(), TestCaseError> {
             }
             Step::Snapshot => {
                 store
-                    .snapshot()
+                    .checkpoint()
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
             }
             Step::Restart => {

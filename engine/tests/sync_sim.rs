@@ -122,7 +122,7 @@ fn hash(bytes: &[u8]) -> ContentHash {
 fn config() -> StoreConfig {
     let mut c = StoreConfig::new("/sim");
     c.durability = Durability::EveryAppend;
-    c.snapshot_after_ops = 200;
+    c.checkpoint_after_ops = 200;
     c
 }
 

@@ -67,8 +67,8 @@ pub fn repair_node(config: StoreConfig, keep_in: &Path) -> Result<NodeRepair, Re
         let result = Indexer::new(config, node).scan(&mut store, &Default::default());
         scans.push((id, path, result));
     }
-    // The repaired home starts from one snapshot and a short log.
-    store.snapshot()?;
+    // The repaired home starts from a checkpoint and an empty log.
+    store.checkpoint()?;
     Ok(NodeRepair {
         store: report,
         cursors_forgotten,

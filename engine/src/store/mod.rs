@@ -11,20 +11,24 @@
 //!
 //! Every change is an [`Op`]. It is appended to the [`Wal`] first (made
 //! durable as the [`Durability`] policy says) and only then applied to the
-//! in-memory map — never the other way round. If the append fails, the map
-//! is untouched and the error is returned.
+//! on-disk index ([`state`]) — never the other way round. If the append
+//! fails, the index is untouched and the error is returned.
 //!
-//! ## Recovery
+//! ## Where the state lives, and recovery
 //!
-//! State on disk is the newest valid *snapshot* plus the WAL records after
-//! it. [`Store::snapshot`] writes a snapshot atomically (temporary file,
-//! fsync, rename, fsync of the directory), keeps the newest
-//! [`StoreConfig::snapshots_kept`], and compacts the WAL only up to the
-//! *oldest* kept snapshot, so that if the newest snapshot is found damaged at
-//! open the store falls back to the previous one (or a full replay) and says
-//! so in [`StoreRecovery::snapshot_fallbacks`]. When neither a snapshot nor
-//! the log can supply some records, opening fails with
-//! [`StoreError::Corruption`] rather than inventing state.
+//! The state is an on-disk B-tree (`index.redb`, see [`state`]) read through
+//! a page cache of [`StoreConfig::cache_bytes`]: memory does not grow with
+//! the number of keys. Changes reach it without an fsync; a *checkpoint*
+//! ([`Store::checkpoint`], and [`Store::maybe_checkpoint`] every
+//! [`StoreConfig::checkpoint_after_ops`] operations or
+//! [`StoreConfig::checkpoint_after_commits`] commits) flushes the WAL, makes
+//! the index durable and compacts the WAL up to it. At open the index is
+//! back at its last checkpoint at worst, and the WAL records after it are
+//! replayed. When the log cannot supply some records the index lacks,
+//! opening fails with [`StoreError::Corruption`] rather than inventing
+//! state. A home from a release that kept snapshots (`snapshots/`) is
+//! migrated at its first open: the newest usable snapshot is loaded into a
+//! new index, the WAL replayed, a checkpoint made and the snapshots removed.
 //!
 //! ```
 //! use softadastra::store::{Store, StoreConfig, ns};
@@ -37,24 +41,18 @@
 //! assert!(!store.contains(ns::APP, "user:1"));
 //! ```
 
-//! ## Why this file is long
-//!
-//! About 900 lines, most of them one type: [`Store`] and the private state
-//! its write path and its recovery share (the namespace map, the WAL, the
-//! snapshot bookkeeping). Split apart, each half would need the other's
-//! internals made public to the crate; the types that stand alone
-//! ([`Op`], [`Entry`], the errors, the config) are small. The snapshot
-//! format is in [`snapshot`], the tests in `tests.rs`.
+//! The on-disk tables are in [`state`], the format of the snapshots older
+//! releases wrote (read once, to migrate) in [`snapshot`], the tests in
+//! `tests.rs`.
 
 pub mod repair;
 pub mod snapshot;
+pub mod state;
 mod tally;
 
 pub use repair::{RepairReport, repair};
 pub use tally::{TallyFn, Totals};
 
-use std::collections::BTreeMap;
-use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -188,6 +186,16 @@ pub enum StoreError {
     /// Persisted state cannot be rebuilt.
     #[error("store corruption: {0}")]
     Corruption(String),
+    /// The on-disk index failed.
+    #[error("store index: cannot {op}: {reason}")]
+    Index {
+        /// What was being done.
+        op: &'static str,
+        /// What went wrong.
+        reason: String,
+        /// Whether the index file is damaged (else an I/O failure).
+        corrupt: bool,
+    },
     /// Another process has the store open.
     #[error("store {dir} is in use by another process (lock file {dir}/LOCK is held)")]
     Locked {
@@ -212,12 +220,20 @@ impl ErrorContext for StoreError {
             StoreError::Wal(e) => e.retry(),
             StoreError::Io { .. } | StoreError::Locked { .. } => Retry::Later,
             StoreError::Corruption(_) | StoreError::InvalidKey { .. } => Retry::Never,
+            StoreError::Index { corrupt, .. } => {
+                if *corrupt {
+                    Retry::Never
+                } else {
+                    Retry::Later
+                }
+            }
         }
     }
     fn is_corruption(&self) -> bool {
         match self {
             StoreError::Wal(e) => e.is_corruption(),
             StoreError::Corruption(_) => true,
+            StoreError::Index { corrupt, .. } => *corrupt,
             _ => false,
         }
     }
@@ -226,32 +242,37 @@ impl ErrorContext for StoreError {
 /// Where the store lives and how it behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
-    /// Directory holding `wal/` and `snapshots/`.
+    /// Directory holding `wal/` and the index file.
     pub dir: PathBuf,
     /// WAL durability policy.
     pub durability: Durability,
     /// WAL segment size.
     pub segment_bytes: u64,
-    /// How many snapshots to keep (at least 1). With 2 or more, a damaged
-    /// newest snapshot can fall back to an older one.
-    pub snapshots_kept: usize,
-    /// [`Store::maybe_snapshot`] snapshots once this many operations were
-    /// logged since the last snapshot.
-    pub snapshot_after_ops: u64,
+    /// [`Store::maybe_checkpoint`] checkpoints once this many operations
+    /// were logged since the last checkpoint...
+    pub checkpoint_after_ops: u64,
+    /// ...or once the index was committed to this many times (each commit
+    /// without an fsync holds its old pages until the next checkpoint).
+    pub checkpoint_after_commits: u64,
+    /// The index's page cache, in bytes: the store's memory, whatever the
+    /// number of keys.
+    pub cache_bytes: usize,
     /// Origin recorded on local operations.
     pub node: NodeId,
 }
 
 impl StoreConfig {
-    /// Defaults: fsync per append, 64 MiB segments, 2 snapshots, a snapshot
-    /// every 100,000 operations, origin [`NodeId::LOCAL`].
+    /// Defaults: fsync per append, 64 MiB segments, a checkpoint every
+    /// 100,000 operations or 1,000 commits, a 24 MiB cache, origin
+    /// [`NodeId::LOCAL`].
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         StoreConfig {
             dir: dir.into(),
             durability: Durability::EveryAppend,
             segment_bytes: 64 << 20,
-            snapshots_kept: 2,
-            snapshot_after_ops: 100_000,
+            checkpoint_after_ops: 100_000,
+            checkpoint_after_commits: 1_000,
+            cache_bytes: 24 << 20,
             node: NodeId::LOCAL,
         }
     }
@@ -259,7 +280,12 @@ impl StoreConfig {
     pub fn wal_dir(&self) -> PathBuf {
         self.dir.join("wal")
     }
-    /// The snapshot directory inside [`StoreConfig::dir`].
+    /// The index file inside [`StoreConfig::dir`].
+    pub fn index_path(&self) -> PathBuf {
+        self.dir.join(state::FILE_NAME)
+    }
+    /// Where releases before the on-disk index kept snapshots (read once,
+    /// to migrate such a home).
     pub fn snapshot_dir(&self) -> PathBuf {
         self.dir.join("snapshots")
     }
@@ -268,115 +294,41 @@ impl StoreConfig {
 /// What opening the store found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreRecovery {
-    /// The snapshot recovery started from, if any.
-    pub snapshot: Option<Seq>,
-    /// Snapshots found unusable, newest first, with the reason.
+    /// The sequence the index was at when opened (its last checkpoint, or
+    /// later after a clean close); `None` for a new index.
+    pub checkpoint: Option<Seq>,
+    /// An older home's snapshot the new index was made from, if any.
+    pub migrated_snapshot: Option<Seq>,
+    /// Older snapshots found unusable while migrating, with the reason.
     pub snapshot_fallbacks: Vec<String>,
     /// What the WAL found and repaired.
     pub wal: RecoveryReport,
 }
 
-/// A snapshot that was written.
+/// A checkpoint that was made.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SnapshotInfo {
+pub struct CheckpointInfo {
     /// Last sequence covered.
     pub seq: Seq,
-    /// Entries written (tombstones included).
+    /// Entries in the index (tombstones included).
     pub entries: u64,
-    /// File size.
+    /// Size of the index file.
     pub bytes: u64,
     /// WAL segments removed by compaction.
     pub compacted_segments: usize,
 }
 
-type Map = BTreeMap<String, Space>;
-
-/// One namespace: its entries by key, and each key by its entry's version
-/// (every operation changes one key, so versions are unique), for what
-/// changed after a sequence without a walk of the whole namespace.
-#[derive(Debug, Default)]
-struct Space {
-    entries: BTreeMap<Arc<str>, Entry>,
-    by_seq: BTreeMap<Seq, Arc<str>>,
-    /// Running totals, one per counting function asked for
-    /// ([`Store::tally`]).
-    tallies: Vec<tally::Tally>,
-}
-
-impl Space {
-    fn from_sorted(rows: Vec<(String, Entry)>) -> Space {
-        let mut by_seq = BTreeMap::new();
-        let entries = rows
-            .into_iter()
-            .map(|(k, e)| {
-                let k: Arc<str> = Arc::from(k);
-                by_seq.insert(e.version, k.clone());
-                (k, e)
-            })
-            .collect();
-        Space {
-            entries,
-            by_seq,
-            tallies: Vec::new(),
-        }
-    }
-
-    fn set(&mut self, key: String, entry: Entry) {
-        let version = entry.version;
-        let key: Arc<str> = match self.entries.get_key_value(key.as_str()) {
-            Some((k, _)) => k.clone(),
-            None => Arc::from(key),
-        };
-        // Counted before the entry moves into the map (no second lookup).
-        let counted: Vec<Option<u64>> = self
-            .tallies
-            .iter()
-            .map(|t| t.count(&key, entry.value.as_deref()))
-            .collect();
-        let old = self.entries.insert(key.clone(), entry);
-        if let Some(old) = &old {
-            self.by_seq.remove(&old.version);
-        }
-        for (t, is) in self.tallies.iter_mut().zip(counted) {
-            let was = t.count(&key, old.as_ref().and_then(|o| o.value.as_deref()));
-            t.counted(&key, was, is);
-        }
-        self.by_seq.insert(version, key);
-    }
-
-    fn remove(&mut self, key: &str) {
-        if let Some(old) = self.entries.remove(key) {
-            self.by_seq.remove(&old.version);
-            for t in &mut self.tallies {
-                t.changed(key, old.value.as_deref(), None);
-            }
-        }
-    }
-
-    fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) {
-        let by_seq = &mut self.by_seq;
-        let tallies = &mut self.tallies;
-        self.entries.retain(|k, e| {
-            let kept = keep(e);
-            if !kept {
-                by_seq.remove(&e.version);
-                for t in tallies.iter_mut() {
-                    t.changed(k, e.value.as_deref(), None);
-                }
-            }
-            kept
-        });
-    }
-}
-
 /// The key/value store. See the [module documentation](self).
 pub struct Store {
     wal: Wal,
-    data: Map,
+    state: Arc<state::State>,
     storage: Arc<dyn Storage>,
     clock: Arc<dyn Clock>,
     config: StoreConfig,
-    snapshot_seq: Seq,
+    checkpoint_seq: Seq,
+    commits_since_checkpoint: u64,
+    /// Inside [`Store::hold`]: commits wait for its end.
+    holding: bool,
     /// Held while open (see [`Store::open_dir`]).
     lock: Option<std::fs::File>,
 }
@@ -386,80 +338,19 @@ impl std::fmt::Debug for Store {
         f.debug_struct("Store")
             .field("dir", &self.config.dir)
             .field("wal", &self.wal)
-            .field("snapshot_seq", &self.snapshot_seq)
+            .field("checkpoint_seq", &self.checkpoint_seq)
             .finish()
     }
 }
 
-fn apply_op(data: &mut Map, seq: Seq, op: Op) {
-    match op {
-        Op::Put {
-            ns,
-            key,
-            value,
-            origin,
-            timestamp,
-        } => {
-            data.entry(ns).or_default().set(
-                key,
-                Entry {
-                    value: Some(value),
-                    version: seq,
-                    timestamp,
-                    origin,
-                },
-            );
-        }
-        Op::Remove {
-            ns,
-            key,
-            origin,
-            timestamp,
-        } => {
-            data.entry(ns).or_default().set(
-                key,
-                Entry {
-                    value: None,
-                    version: seq,
-                    timestamp,
-                    origin,
-                },
-            );
-        }
-        Op::PurgeTombstones { ns, before } => {
-            if let Some(space) = data.get_mut(&ns) {
-                space.retain(|e| !(e.is_tombstone() && e.timestamp < before));
-            }
-        }
-        Op::Forget { ns, key } => {
-            if let Some(space) = data.get_mut(&ns) {
-                space.remove(&key);
-            }
-        }
-        Op::DropPrefix { ns, prefix } => {
-            if let Some(space) = data.get_mut(&ns) {
-                let doomed: Vec<Arc<str>> = space
-                    .entries
-                    .range::<str, _>((Bound::Included(prefix.as_str()), Bound::Unbounded))
-                    .take_while(|(k, _)| k.starts_with(&prefix))
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                for k in doomed {
-                    space.remove(&k);
-                }
-            }
+impl Drop for Store {
+    fn drop(&mut self) {
+        // The index is made durable when it closes (after this), so the
+        // log must be first: the index never holds a change the log lost.
+        if let Err(e) = self.flush() {
+            tracing::warn!(error = %e, "WAL not flushed at close");
         }
     }
-}
-
-/// The snapshot bytes of `data` covering the WAL up to `seq`, and how
-/// many entries (tombstones included) it holds.
-fn snapshot_of(data: &Map, seq: Seq) -> (Vec<u8>, u64) {
-    let count: u64 = data.values().map(|m| m.entries.len() as u64).sum();
-    let rows = data
-        .iter()
-        .flat_map(|(n, m)| m.entries.iter().map(move |(k, e)| (n.as_str(), &**k, e)));
-    (snapshot::encode(seq, count, rows), count)
 }
 
 /// A [`StoreError::Io`] maker for `op` on `path`.
@@ -487,30 +378,6 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
         }),
         Err(std::fs::TryLockError::Error(e)) => Err(io_err("lock", &path)(e)),
     }
-}
-
-/// The namespaces of a snapshot's rows (stored sorted): grouped and each
-/// map bulk-built, not inserted one by one.
-fn map_of_rows(rows: Vec<(String, String, Entry)>) -> Map {
-    let mut data = Map::new();
-    let mut rows = rows.into_iter().peekable();
-    while let Some((n, k, e)) = rows.next() {
-        let mut keys = vec![(k, e)];
-        while let Some((_, k, e)) = rows.next_if(|(next, _, _)| *next == n) {
-            keys.push((k, e));
-        }
-        match data.entry(n) {
-            std::collections::btree_map::Entry::Vacant(v) => {
-                v.insert(Space::from_sorted(keys));
-            }
-            std::collections::btree_map::Entry::Occupied(mut o) => {
-                for (k, e) in keys {
-                    o.get_mut().set(k, e);
-                }
-            }
-        }
-    }
-    data
 }
 
 fn validate(op: &Op) -> Result<(), StoreError> {
@@ -542,37 +409,44 @@ impl Store {
         Ok((store, recovery))
     }
 
-    /// Open (or create) the store: load the newest valid snapshot, replay the WAL after it.
+    /// Open (or create) the store: open the index, migrate an older home's
+    /// snapshot into a new one, replay the WAL after it.
     pub fn open(
         config: StoreConfig,
         storage: Arc<dyn Storage>,
         clock: Arc<dyn Clock>,
     ) -> Result<(Store, StoreRecovery), StoreError> {
-        let snap_dir = config.snapshot_dir();
         storage
-            .create_dir_all(&snap_dir)
-            .map_err(io_err("create directory", &snap_dir))?;
-        let mut recovery = StoreRecovery::default();
-        for name in storage.list(&snap_dir).map_err(io_err("list", &snap_dir))? {
-            if name.ends_with(".tmp") {
-                // An interrupted snapshot write: never renamed, never relied on.
-                let path = snap_dir.join(&name);
-                storage.remove(&path).map_err(io_err("remove", &path))?;
+            .create_dir_all(&config.dir)
+            .map_err(io_err("create directory", &config.dir))?;
+        let (state, at) =
+            state::State::open(storage.as_ref(), &config.index_path(), config.cache_bytes)?;
+        let state = Arc::new(state);
+        let mut recovery = StoreRecovery {
+            checkpoint: at,
+            ..StoreRecovery::default()
+        };
+        let mut base = at.unwrap_or(Seq::ZERO);
+        let mut migrated = false;
+        if at.is_none() {
+            let (newest, fallbacks) = migrate::newest_snapshot(storage.as_ref(), &config)?;
+            recovery.snapshot_fallbacks = fallbacks;
+            for fallback in &recovery.snapshot_fallbacks {
+                tracing::warn!(%fallback, "snapshot unusable, falling back");
             }
-        }
-        let (newest, fallbacks) = snapshot::newest_usable(storage.as_ref(), &snap_dir)?;
-        recovery.snapshot_fallbacks = fallbacks;
-        let (mut data, mut base) = (Map::new(), Seq::ZERO);
-        if let Some(d) = newest {
-            base = d.seq;
-            recovery.snapshot = Some(d.seq);
-            data = map_of_rows(d.rows);
-        }
-        for fallback in &recovery.snapshot_fallbacks {
-            tracing::warn!(%fallback, "snapshot unusable, falling back");
+            if let Some(snap) = newest {
+                base = snap.seq;
+                recovery.migrated_snapshot = Some(snap.seq);
+                state.load(snap.rows, snap.seq)?;
+            }
+            migrated = storage
+                .list(&config.snapshot_dir())
+                .is_ok_and(|names| !names.is_empty());
         }
 
         let mut applied = base;
+        let mut failed: Option<StoreError> = None;
+        let mut since_commit = 0u64;
         let wal_config = WalConfig {
             dir: config.wal_dir(),
             durability: config.durability,
@@ -586,7 +460,7 @@ impl Store {
             |rec| {
                 if rec.seq != applied.next() {
                     return Err(format!(
-                        "records {} to {} are in neither a usable snapshot nor the WAL",
+                        "records {} to {} are in neither the index nor the WAL",
                         applied.next(),
                         Seq(rec.seq.0 - 1)
                     ));
@@ -596,14 +470,28 @@ impl Store {
                 }
                 let op: Op = postcard::from_bytes(rec.payload)
                     .map_err(|e| format!("operation does not decode: {e}"))?;
-                apply_op(&mut data, rec.seq, op);
+                let step = state.apply(rec.seq, op).and_then(|()| {
+                    since_commit += 1;
+                    if since_commit >= REPLAY_COMMIT_EVERY {
+                        since_commit = 0;
+                        state.commit(false)
+                    } else {
+                        Ok(())
+                    }
+                });
+                if let Err(e) = step {
+                    let reason = e.to_string();
+                    failed = Some(e);
+                    return Err(reason);
+                }
                 applied = rec.seq;
                 Ok(())
             },
-        )?;
+        )
+        .map_err(|e| failed.take().unwrap_or(StoreError::Wal(e)))?;
         if wal.next_seq() != applied.next() {
             return Err(StoreError::Corruption(format!(
-                "records {} to {} are in neither a usable snapshot nor the WAL ({})",
+                "records {} to {} are in neither the index nor the WAL ({})",
                 applied.next(),
                 Seq(wal.next_seq().0 - 1),
                 recovery.snapshot_fallbacks.join("; ")
@@ -613,18 +501,24 @@ impl Store {
             tracing::warn!(segment = %t.segment.display(), offset = t.offset, discarded = t.discarded, "WAL torn tail cut at recovery");
         }
         recovery.wal = wal_report;
-        Ok((
-            Store {
-                wal,
-                data,
-                storage,
-                clock,
-                config,
-                snapshot_seq: base,
-                lock: None,
-            },
-            recovery,
-        ))
+        let mut store = Store {
+            wal,
+            state,
+            storage,
+            clock,
+            config,
+            checkpoint_seq: base,
+            commits_since_checkpoint: 0,
+            holding: false,
+            lock: None,
+        };
+        if migrated || recovery.wal.replayed > 0 || at.is_none() {
+            store.checkpoint()?;
+        }
+        if migrated {
+            migrate::remove_snapshots(store.storage.as_ref(), &store.config)?;
+        }
+        Ok((store, recovery))
     }
 
     /// Set `key` in `ns`. Returns the operation's sequence.
@@ -664,12 +558,7 @@ impl Store {
 
     /// Log and apply one operation.
     pub fn apply(&mut self, op: Op) -> Result<Seq, StoreError> {
-        validate(&op)?;
-        let payload =
-            postcard::to_allocvec(&op).map_err(|e| StoreError::Corruption(e.to_string()))?;
-        let seq = self.wal.append(OP_RECORD_KIND, &payload)?;
-        apply_op(&mut self.data, seq, op);
-        Ok(seq)
+        self.apply_batch(vec![op]).map(|seqs| seqs[0])
     }
 
     /// Apply `ops` in order as batches of at most `per_batch` (each one
@@ -687,9 +576,16 @@ impl Store {
     /// Log several operations durably together (one fsync), then apply them.
     /// Either all are accepted or none is.
     pub fn apply_batch(&mut self, ops: Vec<Op>) -> Result<Vec<Seq>, StoreError> {
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
         for op in &ops {
             validate(op)?;
         }
+        self.wal.check_usable()?;
+        // A read that failed since the last write: what was decided on it
+        // is not logged.
+        self.state.take_read_failure()?;
         let payloads = ops
             .iter()
             .map(postcard::to_allocvec)
@@ -699,13 +595,64 @@ impl Store {
             .iter()
             .map(|p| (OP_RECORD_KIND, p.as_slice()))
             .collect();
-        let range = self.wal.append_batch(&records)?;
-        let mut seqs = Vec::with_capacity(ops.len());
-        for (op, seq) in ops.into_iter().zip(range.start().0..=range.end().0) {
-            apply_op(&mut self.data, Seq(seq), op);
-            seqs.push(Seq(seq));
+        // The index takes the changes first, under the sequences the log
+        // will give them, so that whatever fails, the outcome is the log's:
+        // a change the index refused is never logged, and one the log
+        // refused is dropped from the index with everything since the
+        // last checkpoint (see `state::State::abandon`).
+        let first = self.wal.next_seq();
+        let seqs: Vec<Seq> = (0..ops.len() as u64).map(|i| Seq(first.0 + i)).collect();
+        for (op, seq) in ops.into_iter().zip(&seqs) {
+            if let Err(e) = self.state.apply(*seq, op) {
+                return Err(self.index_failed(e));
+            }
+        }
+        if !self.holding
+            && let Err(e) = self.state.commit(false)
+        {
+            return Err(self.index_failed(e));
+        }
+        match self.wal.append_batch(&records) {
+            Ok(range) if *range.start() == first => {}
+            Ok(range) => {
+                return Err(self.index_failed(StoreError::Corruption(format!(
+                    "the log gave sequence {} where {first} was expected",
+                    range.start()
+                ))));
+            }
+            Err(e) => return Err(self.wal_failed(e)),
+        }
+        if !self.holding {
+            self.committed()?;
         }
         Ok(seqs)
+    }
+
+    /// The index failed: changes it may hold are not all in the log, or
+    /// the log holds some it does not. Neither takes more changes; the
+    /// next open starts from the last checkpoint and replays the log.
+    fn index_failed(&mut self, e: StoreError) -> StoreError {
+        self.state.abandon();
+        self.wal.poison(format!("the store's index failed: {e}"));
+        e
+    }
+
+    /// The log failed: it cut back what it had not made durable, so the
+    /// index gives up what it took since its last checkpoint.
+    fn wal_failed(&mut self, e: WalError) -> StoreError {
+        self.state.abandon();
+        StoreError::Wal(e)
+    }
+
+    /// A commit to the index was made: checkpoint when enough were.
+    fn committed(&mut self) -> Result<(), StoreError> {
+        self.commits_since_checkpoint += 1;
+        if self.commits_since_checkpoint >= self.config.checkpoint_after_commits
+            && !self.wal.has_pending_sync()
+        {
+            self.checkpoint()?;
+        }
+        Ok(())
     }
 
     /// The live entry for `key` (not a tombstone).
@@ -715,7 +662,7 @@ impl Store {
 
     /// The entry for `key`, tombstones included.
     pub fn entry(&self, ns: &str, key: &str) -> Option<Entry> {
-        self.data.get(ns)?.entries.get(key).cloned()
+        self.state.get(ns, key)
     }
 
     /// The live value of `key`, if it has one.
@@ -729,51 +676,29 @@ impl Store {
     }
 
     /// Entries of `ns` whose key starts with `prefix`, in key order,
-    /// tombstones included.
-    pub fn scan_prefix<'a>(
-        &'a self,
+    /// tombstones included. The iterator reads the index as it was when
+    /// made; a read failure ends it early and fails the next write.
+    pub fn scan_prefix(
+        &self,
         ns: &str,
         prefix: &str,
-    ) -> impl Iterator<Item = (String, Entry)> + use<'a> {
-        let owned = prefix.to_string();
-        self.data
-            .get(ns)
-            .map(|m| {
-                m.entries
-                    .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
-            })
-            .into_iter()
-            .flatten()
-            .take_while(move |(k, _)| k.starts_with(&owned))
-            .map(|(k, e)| (k.to_string(), e.clone()))
+    ) -> impl Iterator<Item = (String, Entry)> + use<> {
+        self.state.scan(ns, prefix)
     }
 
     /// Entries of `ns` last changed after `since`, oldest change first,
     /// tombstones included: what a peer that has seen up to `since` lacks,
     /// found without a walk of the whole namespace.
-    pub fn changed_since<'a>(
-        &'a self,
+    pub fn changed_since(
+        &self,
         ns: &str,
         since: Seq,
-    ) -> impl Iterator<Item = (String, Entry)> + use<'a> {
-        self.data
-            .get(ns)
-            .map(|m| {
-                m.by_seq
-                    .range((Bound::Excluded(since), Bound::Unbounded))
-                    .filter_map(|(_, k)| m.entries.get_key_value(&**k))
-            })
-            .into_iter()
-            .flatten()
-            .map(|(k, e)| (k.to_string(), e.clone()))
+    ) -> impl Iterator<Item = (String, Entry)> + use<> {
+        self.state.changed_since(ns, since)
     }
 
     /// Live entries of `ns` whose key starts with `prefix`, in key order.
-    pub fn list<'a>(
-        &'a self,
-        ns: &str,
-        prefix: &'a str,
-    ) -> impl Iterator<Item = (String, Entry)> + 'a {
+    pub fn list(&self, ns: &str, prefix: &str) -> impl Iterator<Item = (String, Entry)> + use<> {
         self.scan_prefix(ns, prefix)
             .filter(|(_, e)| !e.is_tombstone())
     }
@@ -784,36 +709,40 @@ impl Store {
     /// nothing — the totals are kept as entries change. A namespace may be
     /// counted several ways, each function keeping totals of its own.
     pub fn tally(&mut self, ns: &str, group: Option<&str>, count: TallyFn) -> Totals {
-        let space = self.data.entry(ns.to_string()).or_default();
-        let at = match space.tallies.iter().position(|t| t.counts_with(count)) {
-            Some(at) => at,
-            None => {
-                let mut t = tally::Tally::new(count);
-                for (k, e) in &space.entries {
-                    t.changed(k, None, e.value.as_deref());
-                }
-                space.tallies.push(t);
-                space.tallies.len() - 1
+        {
+            let tallies = crate::core::lock(&self.state.tallies);
+            if let Some(t) = tallies
+                .get(ns)
+                .and_then(|ts| ts.iter().find(|t| t.counts_with(count)))
+            {
+                return t.totals(group);
             }
-        };
-        space.tallies[at].totals(group)
+        }
+        let mut t = tally::Tally::new(count);
+        for (k, e) in self.scan_prefix(ns, "") {
+            t.changed(&k, None, e.value.as_deref());
+        }
+        let totals = t.totals(group);
+        crate::core::lock(&self.state.tallies)
+            .entry(ns.to_string())
+            .or_default()
+            .push(t);
+        totals
     }
 
     /// Number of live entries in `ns`.
     pub fn len(&self, ns: &str) -> usize {
-        self.data.get(ns).map_or(0, |m| {
-            m.entries.values().filter(|e| !e.is_tombstone()).count()
-        })
+        self.list(ns, "").count()
     }
 
     /// Whether `ns` has no live entries.
     pub fn is_empty(&self, ns: &str) -> bool {
-        self.len(ns) == 0
+        self.list(ns, "").next().is_none()
     }
 
     /// Namespaces that hold entries.
-    pub fn namespaces(&self) -> impl Iterator<Item = &str> {
-        self.data.keys().map(String::as_str)
+    pub fn namespaces(&self) -> Vec<String> {
+        self.state.namespaces()
     }
 
     /// Run `work` with the log's fsyncs held: everything it applies is
@@ -822,8 +751,18 @@ impl Store {
     /// changes before this returns `Ok`. See [`Wal::hold`].
     pub fn hold<R>(&mut self, work: impl FnOnce(&mut Store) -> R) -> Result<R, StoreError> {
         let was = self.wal.hold_begin();
+        let outer = std::mem::replace(&mut self.holding, true);
         let out = work(self);
-        self.wal.hold_end(was)?;
+        self.holding = outer;
+        if !outer && let Err(e) = self.state.commit(false) {
+            let e = self.index_failed(e);
+            self.wal.hold_end(was).ok();
+            return Err(e);
+        }
+        self.wal.hold_end(was).map_err(|e| self.wal_failed(e))?;
+        if !outer {
+            self.committed()?;
+        }
         Ok(out)
     }
 
@@ -837,8 +776,21 @@ impl Store {
         work: impl FnOnce(&mut Store) -> R,
     ) -> Result<(R, Option<PendingSync>), StoreError> {
         let was = self.wal.hold_begin();
+        let outer = std::mem::replace(&mut self.holding, true);
         let out = work(self);
-        let pending = self.wal.hold_end_deferred(was)?;
+        self.holding = outer;
+        if !outer && let Err(e) = self.state.commit(false) {
+            let e = self.index_failed(e);
+            self.wal.hold_end(was).ok();
+            return Err(e);
+        }
+        let pending = self
+            .wal
+            .hold_end_deferred(was)
+            .map_err(|e| self.wal_failed(e))?;
+        if !outer {
+            self.commits_since_checkpoint += 1;
+        }
         Ok((out, pending))
     }
 
@@ -849,17 +801,19 @@ impl Store {
         done: PendingSync,
         result: std::io::Result<()>,
     ) -> Result<Seq, StoreError> {
-        Ok(self.wal.synced(done, result)?)
+        self.wal
+            .synced(done, result)
+            .map_err(|e| self.wal_failed(e))
     }
 
     /// Make every logged operation durable now.
     pub fn flush(&mut self) -> Result<Seq, StoreError> {
-        Ok(self.wal.flush()?)
+        self.wal.flush().map_err(|e| self.wal_failed(e))
     }
 
     /// Group-commit timer: flush if the deadline passed at `now`.
     pub fn poll_flush(&mut self, now: Instant) -> Result<Seq, StoreError> {
-        Ok(self.wal.poll_flush(now)?)
+        self.wal.poll_flush(now).map_err(|e| self.wal_failed(e))
     }
 
     /// When [`Store::poll_flush`] must next be called, if anything is pending.
@@ -877,9 +831,9 @@ impl Store {
         self.wal.durable_seq()
     }
 
-    /// The sequence the newest snapshot covers.
-    pub fn snapshot_seq(&self) -> Seq {
-        self.snapshot_seq
+    /// The sequence the last checkpoint covers.
+    pub fn checkpoint_seq(&self) -> Seq {
+        self.checkpoint_seq
     }
 
     /// The underlying log (read-only).
@@ -897,58 +851,49 @@ impl Store {
         &self.config
     }
 
-    /// Snapshot if [`StoreConfig::snapshot_after_ops`] operations were logged
+    /// Checkpoint if [`StoreConfig::checkpoint_after_ops`] operations were
+    /// logged, or [`StoreConfig::checkpoint_after_commits`] commits made,
     /// since the last one.
-    pub fn maybe_snapshot(&mut self) -> Result<Option<SnapshotInfo>, StoreError> {
-        if self.wal.last_seq().0 - self.snapshot_seq.0 >= self.config.snapshot_after_ops {
-            self.snapshot().map(Some)
+    pub fn maybe_checkpoint(&mut self) -> Result<Option<CheckpointInfo>, StoreError> {
+        if self.wal.last_seq().0 - self.checkpoint_seq.0 >= self.config.checkpoint_after_ops
+            || self.commits_since_checkpoint >= self.config.checkpoint_after_commits
+        {
+            self.checkpoint().map(Some)
         } else {
             Ok(None)
         }
     }
 
-    /// Write a snapshot of the current state atomically, drop old snapshots
-    /// and compact the WAL (see the module docs for the retention rule).
-    pub fn snapshot(&mut self) -> Result<SnapshotInfo, StoreError> {
-        let seq = self.wal.flush()?;
-        let dir = self.config.snapshot_dir();
-        let (bytes, count) = snapshot_of(&self.data, seq);
-        snapshot::write_file(self.storage.as_ref(), &dir, seq, &bytes)?;
-        self.snapshot_seq = seq;
-
-        let mut kept: Vec<Seq> = self
-            .storage
-            .list(&dir)
-            .map_err(io_err("list", &dir))?
-            .iter()
-            .filter_map(|n| snapshot::parse_file_name(n))
-            .collect();
-        kept.sort_unstable_by(|a, b| b.cmp(a));
-        let keep = self.config.snapshots_kept.max(1);
-        for old in kept.iter().skip(keep) {
-            let p = dir.join(snapshot::file_name(*old));
-            self.storage.remove(&p).map_err(io_err("remove", &p))?;
+    /// Flush the WAL, make the index durable up to it, and drop the WAL
+    /// segments it covers.
+    pub fn checkpoint(&mut self) -> Result<CheckpointInfo, StoreError> {
+        let seq = self.flush()?;
+        if let Err(e) = self.state.commit(true) {
+            return Err(self.index_failed(e));
         }
-        kept.truncate(keep);
-        // Start a fresh segment so everything the snapshot covers can later be
-        // dropped, and drop what the oldest kept snapshot covers.
-        self.wal.rotate()?;
-        let compacted = if kept.len() >= keep {
-            match kept.last() {
-                Some(oldest) => self.wal.compact(*oldest)?,
-                None => 0,
-            }
-        } else {
-            0
-        };
-        Ok(SnapshotInfo {
+        self.checkpoint_seq = seq;
+        self.commits_since_checkpoint = 0;
+        let compacted = self.wal.compact(seq)?;
+        let path = self.config.index_path();
+        let bytes = self
+            .storage
+            .open_paged(&path)
+            .and_then(|f| f.size())
+            .map_err(io_err("measure", &path))?;
+        Ok(CheckpointInfo {
             seq,
-            entries: count,
-            bytes: bytes.len() as u64,
+            entries: self.state.count(),
+            bytes,
             compacted_segments: compacted,
         })
     }
 }
+
+/// Commit the index every this many records while replaying the WAL at
+/// open (a commit holds its changes in memory until then).
+const REPLAY_COMMIT_EVERY: u64 = 20_000;
+
+mod migrate;
 
 #[cfg(test)]
 mod tests;

@@ -3,11 +3,12 @@
 //! Opening refuses a damaged store ([`StoreError::Corruption`]): nothing
 //! is invented and nothing is skipped silently. [`repair`] is the explicit
 //! step after that refusal. It copies the damaged files aside first, then
-//! keeps everything still readable — the newest snapshot that checks out,
-//! and every checksum-valid WAL record before *and after* the damage
-//! ([`crate::wal::format::salvage_segment`]) — replays it in sequence order
-//! and writes the result as one fresh snapshot with an empty log. The
-//! report says exactly which sequences were lost.
+//! keeps everything still readable — the index if redb's integrity check
+//! passes (else a new one, from an older home's newest usable snapshot if
+//! there is one), and every checksum-valid WAL record after it, before
+//! *and after* the damage ([`crate::wal::format::salvage_segment`]) —
+//! replays it in sequence order into the index, checkpoints it, and
+//! empties the log. The report says exactly which sequences were lost.
 //!
 //! New sequences continue past anything the damaged log may have held
 //! (peers remember how far they read this node's log; a number given out
@@ -20,10 +21,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::{
-    OP_RECORD_KIND, Op, StoreConfig, StoreError, apply_op, io_err, lock_dir, map_of_rows, snapshot,
-    snapshot_of,
-};
+use super::state::{self, State};
+use super::{OP_RECORD_KIND, Op, StoreConfig, StoreError, io_err, lock_dir, migrate};
 use crate::core::Seq;
 use crate::wal::{StdStorage, Storage, Wal, format, format::RECORD_HEADER_LEN};
 
@@ -32,15 +31,16 @@ use crate::wal::{StdStorage, Storage, Wal, format, format::RECORD_HEADER_LEN};
 pub struct RepairReport {
     /// Where the damaged files were copied before anything changed.
     pub kept_copy: PathBuf,
-    /// The snapshot the repaired state starts from, if one checked out.
-    pub snapshot: Option<Seq>,
-    /// Snapshots that did not check out, with the reason.
-    pub unusable_snapshots: Vec<String>,
+    /// The sequence the state the repair started from was at: the index
+    /// (or an older home's snapshot) that checked out.
+    pub base: Option<Seq>,
+    /// An index or snapshots that did not check out, with the reason.
+    pub unusable: Vec<String>,
     /// WAL records read and replayed.
     pub records_kept: u64,
     /// Unreadable places in the WAL: file, byte offset, length, why.
     pub damage: Vec<String>,
-    /// Sequences that neither a snapshot nor the WAL could supply, as
+    /// Sequences that neither the index nor the WAL could supply, as
     /// inclusive ranges: the changes lost with the damage.
     pub lost: Vec<(Seq, Seq)>,
     /// Unreadable bytes after the last record kept, at the end of the
@@ -63,11 +63,34 @@ impl RepairReport {
     }
 }
 
+/// The index at `config`, if it opens and redb's integrity check passes;
+/// else why not. A damaged file can make redb panic rather than fail
+/// (its debug builds assert on what it never writes), so that is caught.
+fn usable_index(config: &StoreConfig) -> Result<(State, Option<Seq>), String> {
+    let path = config.index_path();
+    let opened = std::panic::catch_unwind(|| {
+        let (mut state, at) =
+            State::open(&StdStorage, &path, config.cache_bytes).map_err(|e| e.to_string())?;
+        match state.check_integrity() {
+            Ok(true) => Ok((state, at)),
+            Ok(false) => Err("the integrity check found damage".to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    });
+    match opened {
+        Ok(r) => r.map_err(|why| format!("{}: {why}", path.display())),
+        Err(_) => Err(format!(
+            "{}: unreadable (the database gave up on it)",
+            path.display()
+        )),
+    }
+}
+
 /// Repair the store in `config.dir` (see the [module docs](self)); the
-/// damaged `wal/` and `snapshots/` are first copied into a new directory
-/// under `keep_in`. Fails with [`StoreError::Locked`] while the store is
-/// open elsewhere; a failure before the new snapshot is written leaves the
-/// store as it was.
+/// damaged `wal/`, index and any `snapshots/` are first copied into a new
+/// directory under `keep_in`. Fails with [`StoreError::Locked`] while the
+/// store is open elsewhere; a failure before the repaired index is
+/// checkpointed leaves a store that is repaired again the same way.
 pub fn repair(config: &StoreConfig, keep_in: &Path) -> Result<RepairReport, StoreError> {
     let _lock = lock_dir(&config.dir)?;
     let mut report = RepairReport {
@@ -75,21 +98,32 @@ pub fn repair(config: &StoreConfig, keep_in: &Path) -> Result<RepairReport, Stor
         ..RepairReport::default()
     };
 
-    // The newest snapshot that checks out.
-    let snap_dir = config.snapshot_dir();
-    let (newest, unusable) = if snap_dir.is_dir() {
-        snapshot::newest_usable(&StdStorage, &snap_dir)?
-    } else {
-        (None, Vec::new())
-    };
-    report.unusable_snapshots = unusable;
-    let (rows, base) = match newest {
-        Some(d) => {
-            report.snapshot = Some(d.seq);
-            (d.rows, d.seq)
+    // The index if it checks out; else a fresh one, from an older home's
+    // newest usable snapshot if there is one.
+    let (state, base) = match usable_index(config) {
+        Ok((state, at)) => (state, at),
+        Err(why) => {
+            report.unusable.push(why);
+            let path = config.index_path();
+            if path.exists() {
+                std::fs::remove_file(&path).map_err(io_err("remove", &path))?;
+            }
+            let (state, _) = State::open(&StdStorage, &path, config.cache_bytes)?;
+            (state, None)
         }
-        None => (Vec::new(), Seq::ZERO),
     };
+    let mut base = base.unwrap_or(Seq::ZERO);
+    if base == Seq::ZERO {
+        let (newest, unusable) = migrate::newest_snapshot(&StdStorage, config)?;
+        report.unusable.extend(unusable);
+        if let Some(snap) = newest {
+            base = snap.seq;
+            state.load(snap.rows, snap.seq)?;
+        }
+    }
+    if base > Seq::ZERO {
+        report.base = Some(base);
+    }
 
     // Every readable operation after it, by sequence.
     let mut ops: BTreeMap<Seq, Op> = BTreeMap::new();
@@ -131,13 +165,12 @@ pub fn repair(config: &StoreConfig, keep_in: &Path) -> Result<RepairReport, Stor
     }
     report.unreadable_tail_bytes = tail_damage;
 
-    let mut data = map_of_rows(rows);
     let mut expected = base.next();
     for (seq, op) in ops {
         if seq > expected {
             report.lost.push((expected, Seq(seq.0 - 1)));
         }
-        apply_op(&mut data, seq, op);
+        state.apply(seq, op)?;
         report.records_kept += 1;
         expected = seq.next();
     }
@@ -150,28 +183,25 @@ pub fn repair(config: &StoreConfig, keep_in: &Path) -> Result<RepairReport, Stor
     let last = Seq(highest.max(Seq(expected.0 - 1)).0 + tail_records);
     report.next_seq = last.next();
 
-    // The repaired state: one snapshot at `last`, no log. The old files
-    // are in the kept copy. A crash before the old segments are gone
-    // leaves a store that still refuses to open, and is repaired again
-    // the same way (the new snapshot is then the one used).
-    std::fs::create_dir_all(&snap_dir).map_err(io_err("create directory", &snap_dir))?;
-    let (bytes, entries) = snapshot_of(&data, last);
-    report.entries = entries;
-    snapshot::write_file(&StdStorage, &snap_dir, last, &bytes)?;
+    // The repaired state: the index at `last`, checkpointed, and no log.
+    // The old files are in the kept copy. A crash before the old segments
+    // are gone leaves a store that still refuses to open (or opens at the
+    // checkpoint), and is repaired again the same way.
+    state.load(Vec::new(), last)?;
+    state.commit(true)?;
+    report.entries = state.count();
+    drop(state);
     for path in &segments {
         std::fs::remove_file(path).map_err(io_err("remove", path))?;
     }
-    for name in list(&snap_dir)? {
-        if snapshot::parse_file_name(&name).is_some_and(|s| s != last) {
-            let path = snap_dir.join(name);
-            std::fs::remove_file(&path).map_err(io_err("remove", &path))?;
-        }
+    if config.snapshot_dir().is_dir() {
+        migrate::remove_snapshots(&StdStorage, config)?;
     }
     Ok(report)
 }
 
-/// Copy the store's `wal/` and `snapshots/` into a new directory under
-/// `keep_in`, named for the time; returns it.
+/// Copy the store's `wal/`, `snapshots/` (an older home's) and index file
+/// into a new directory under `keep_in`, named for the time; returns it.
 fn keep_copy(config: &StoreConfig, keep_in: &Path) -> Result<PathBuf, StoreError> {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -196,6 +226,14 @@ fn keep_copy(config: &StoreConfig, keep_in: &Path) -> Result<PathBuf, StoreError
         }
         let f = std::fs::File::open(&to).map_err(io_err("open", &to))?;
         f.sync_all().map_err(io_err("fsync", &to))?;
+    }
+    let index = config.index_path();
+    if index.exists() {
+        let into = kept.join(state::FILE_NAME);
+        std::fs::create_dir_all(&kept).map_err(io_err("create directory", &kept))?;
+        std::fs::copy(&index, &into).map_err(io_err("copy", &index))?;
+        let copied = std::fs::File::open(&into).map_err(io_err("open", &into))?;
+        copied.sync_all().map_err(io_err("fsync", &into))?;
     }
     Ok(kept)
 }

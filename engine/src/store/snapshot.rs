@@ -125,6 +125,7 @@ pub fn parse_file_name(name: &str) -> Option<Seq> {
 /// Write `bytes` (see [`encode`]) as the snapshot for `seq` in `dir`,
 /// atomically: a temporary file, fsync, rename, fsync of the directory.
 /// On failure the temporary file is removed and nothing else changed.
+#[cfg(test)]
 pub(super) fn write_file(
     storage: &dyn Storage,
     dir: &Path,

@@ -1,8 +1,10 @@
-//! Unit tests for the store: values, tombstones, snapshots and recovery.
+//! Unit tests for the store: values, tombstones, checkpoints, recovery and
+//! the migration of a home from before the on-disk index.
 
 use super::*;
 use crate::core::ManualClock;
 use crate::wal::MemStorage;
+use crate::wal::WalConfig;
 
 fn config() -> StoreConfig {
     StoreConfig::new("/node")
@@ -79,74 +81,166 @@ fn tombstones_are_purged_by_a_logged_operation() {
     assert!(store.entry(ns::APP, "b").is_some());
 }
 
-#[test]
-fn recovery_uses_snapshot_plus_wal_tail() {
-    let s = MemStorage::new();
-    let (mut store, _) = open(&s, config()).unwrap();
-    for i in 0..50 {
-        store.put(ns::APP, &format!("k{i}"), vec![i as u8]).unwrap();
-    }
-    let info = store.snapshot().unwrap();
-    assert_eq!(info.seq, Seq(50));
-    for i in 50..60 {
-        store.put(ns::APP, &format!("k{i}"), vec![i as u8]).unwrap();
-    }
-    store.remove(ns::APP, "k3").unwrap();
-    drop(store);
-    let (store, rec) = open(&s, config()).unwrap();
-    assert_eq!(rec.snapshot, Some(Seq(50)));
-    assert_eq!(rec.wal.replayed, 11);
-    assert_eq!(store.len(ns::APP), 59);
-    assert_eq!(store.last_seq(), Seq(61));
+/// Power is cut with the store open: nothing of it closes, and writes
+/// never synced are lost (some torn, as `seed` picks).
+fn cut_power(store: Store, s: &MemStorage, seed: u64) {
+    std::mem::forget(store);
+    s.crash(seed);
 }
 
 #[test]
-fn corrupt_newest_snapshot_falls_back_and_says_so() {
+fn recovery_uses_checkpoint_plus_wal_tail() {
+    for seed in 0..8 {
+        let s = MemStorage::new();
+        let (mut store, _) = open(&s, config()).unwrap();
+        for i in 0..50 {
+            store.put(ns::APP, &format!("k{i}"), vec![i as u8]).unwrap();
+        }
+        let info = store.checkpoint().unwrap();
+        assert_eq!(info.seq, Seq(50));
+        assert_eq!(info.entries, 50);
+        for i in 50..60 {
+            store.put(ns::APP, &format!("k{i}"), vec![i as u8]).unwrap();
+        }
+        store.remove(ns::APP, "k3").unwrap();
+        cut_power(store, &s, seed);
+        let (store, rec) = open(&s, config()).unwrap();
+        assert_eq!(rec.checkpoint, Some(Seq(50)), "seed {seed}");
+        assert_eq!(rec.wal.replayed, 11);
+        assert_eq!(store.len(ns::APP), 59);
+        assert!(!store.contains(ns::APP, "k3"));
+        assert_eq!(store.last_seq(), Seq(61));
+    }
+}
+
+#[test]
+fn a_clean_close_leaves_nothing_to_replay() {
     let s = MemStorage::new();
     let (mut store, _) = open(&s, config()).unwrap();
-    store.put(ns::APP, "a", b"1".to_vec()).unwrap();
-    store.snapshot().unwrap();
-    store.put(ns::APP, "b", b"2".to_vec()).unwrap();
-    store.snapshot().unwrap();
-    store.put(ns::APP, "c", b"3".to_vec()).unwrap();
-    store.snapshot().unwrap();
+    for i in 0..20 {
+        store.put(ns::APP, &format!("k{i}"), vec![i as u8]).unwrap();
+    }
     drop(store);
+    let (store, rec) = open(&s, config()).unwrap();
+    assert_eq!(rec.checkpoint, Some(Seq(20)));
+    assert_eq!(rec.wal.replayed, 0);
+    assert_eq!(store.len(ns::APP), 20);
+}
+
+/// A home from before the index: snapshots and a WAL after them.
+fn old_home(s: &MemStorage, rows: &[(&str, &str, &[u8])], at: Seq) {
+    let dir = Path::new("/node/snapshots");
+    s.create_dir_all(dir).unwrap();
+    let entries: Vec<(String, String, Entry)> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, (n, k, v))| {
+            let entry = Entry {
+                value: Some(v.to_vec()),
+                version: Seq(i as u64 + 1),
+                timestamp: Timestamp(1),
+                origin: NodeId::LOCAL,
+            };
+            (n.to_string(), k.to_string(), entry)
+        })
+        .collect();
+    let bytes = snapshot::encode(
+        at,
+        entries.len() as u64,
+        entries.iter().map(|(n, k, e)| (n.as_str(), k.as_str(), e)),
+    );
+    snapshot::write_file(s, dir, at, &bytes).unwrap();
+}
+
+#[test]
+fn an_older_home_is_migrated_from_its_snapshot_and_wal() {
+    let s = MemStorage::new();
+    old_home(&s, &[("app", "a", b"1"), ("app", "b", b"2")], Seq(1));
+    old_home(
+        &s,
+        &[
+            ("app", "a", b"1"),
+            ("app", "b", b"2"),
+            ("files", "f/x", b"r"),
+        ],
+        Seq(3),
+    );
+    // The newest is damaged: the migration falls back and says so.
     let newest = PathBuf::from("/node/snapshots").join(snapshot::file_name(Seq(3)));
     let mut bytes = s.read(&newest).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     s.set_contents(&newest, bytes);
-    let (store, rec) = open(&s, config()).unwrap();
-    assert_eq!(rec.snapshot, Some(Seq(2)));
-    assert_eq!(rec.snapshot_fallbacks.len(), 1);
-    assert!(rec.snapshot_fallbacks[0].contains("checksum"));
-    assert_eq!(
-        store.len(ns::APP),
-        3,
-        "WAL still holds what the older snapshot lacks"
+    s.set_contents(
+        Path::new("/node/snapshots/snap-00000000000000000009.snap.tmp"),
+        b"half a snapshot".to_vec(),
     );
+    // The log still holds what the older snapshot lacks, and more.
+    {
+        let wal_config = WalConfig {
+            dir: PathBuf::from("/node/wal"),
+            durability: Durability::EveryAppend,
+            segment_bytes: 64 << 20,
+        };
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new());
+        let (mut wal, _) =
+            Wal::open(Arc::new(s.clone()), wal_config, clock, Seq(2), |_| Ok(())).unwrap();
+        for (key, value) in [("b", &b"22"[..]), ("c", b"3")] {
+            let op = Op::Put {
+                ns: "app".into(),
+                key: key.into(),
+                value: value.to_vec(),
+                origin: NodeId::LOCAL,
+                timestamp: Timestamp(2),
+            };
+            wal.append(OP_RECORD_KIND, &postcard::to_allocvec(&op).unwrap())
+                .unwrap();
+        }
+    }
+    let (mut store, rec) = open(&s, config()).unwrap();
+    assert_eq!(rec.migrated_snapshot, Some(Seq(1)));
+    assert_eq!(
+        rec.snapshot_fallbacks.len(),
+        1,
+        "{:?}",
+        rec.snapshot_fallbacks
+    );
+    assert!(rec.snapshot_fallbacks[0].contains("checksum"));
+    assert_eq!(rec.wal.replayed, 2);
+    assert_eq!(store.value(ns::APP, "a"), Some(b"1".to_vec()));
+    assert_eq!(store.value(ns::APP, "b"), Some(b"22".to_vec()));
+    assert_eq!(store.value(ns::APP, "c"), Some(b"3".to_vec()));
+    assert!(
+        s.list(Path::new("/node/snapshots")).unwrap().is_empty(),
+        "snapshots removed once the index holds them"
+    );
+    assert_eq!(store.put(ns::APP, "d", vec![]).unwrap(), Seq(4));
+    drop(store);
+    let (store, rec) = open(&s, config()).unwrap();
+    assert_eq!(rec.migrated_snapshot, None);
+    assert_eq!(store.len(ns::APP), 4);
 }
 
 #[test]
 fn unrecoverable_gap_is_corruption_not_silence() {
     let s = MemStorage::new();
-    let (mut store, _) = open(&s, config()).unwrap();
-    for i in 0..3 {
+    // Tiny segments, so that a checkpoint can compact some away.
+    let small = StoreConfig {
+        segment_bytes: 64,
+        ..config()
+    };
+    let (mut store, _) = open(&s, small.clone()).unwrap();
+    for i in 0..4 {
         store.put(ns::APP, &format!("k{i}"), vec![]).unwrap();
-        store.snapshot().unwrap();
     }
+    assert!(store.checkpoint().unwrap().compacted_segments > 0);
+    store.put(ns::APP, "k9", vec![]).unwrap();
     drop(store);
-    // Damage both kept snapshots: the WAL was compacted past the start.
-    for name in s.list(Path::new("/node/snapshots")).unwrap() {
-        s.set_contents(
-            &Path::new("/node/snapshots").join(name),
-            b"garbage".to_vec(),
-        );
-    }
-    match open(&s, config()) {
+    // The index is gone, and the log no longer starts at 1.
+    s.remove(&small.index_path()).unwrap();
+    match open(&s, small) {
         Err(e) if e.is_corruption() => assert!(
-            e.to_string()
-                .contains("neither a usable snapshot nor the WAL"),
+            e.to_string().contains("neither the index nor the WAL"),
             "{e}"
         ),
         other => panic!("expected corruption, got {other:?}"),
@@ -154,17 +248,14 @@ fn unrecoverable_gap_is_corruption_not_silence() {
 }
 
 #[test]
-fn interrupted_snapshot_temp_file_is_ignored() {
+fn a_damaged_index_is_refused_not_rebuilt_silently() {
     let s = MemStorage::new();
     let (mut store, _) = open(&s, config()).unwrap();
     store.put(ns::APP, "a", b"1".to_vec()).unwrap();
     drop(store);
-    let tmp = PathBuf::from("/node/snapshots/snap-00000000000000000001.snap.tmp");
-    s.set_contents(&tmp, b"half a snap".to_vec());
-    let (store, rec) = open(&s, config()).unwrap();
-    assert_eq!(rec.snapshot, None);
-    assert!(store.contains(ns::APP, "a"));
-    assert!(s.read(&tmp).is_err(), "temp file removed");
+    s.set_contents(&config().index_path(), vec![0x5a; 8192]);
+    let e = open(&s, config()).expect_err("a damaged index does not open");
+    assert!(e.to_string().contains("index"), "{e}");
 }
 
 #[test]
@@ -250,14 +341,14 @@ fn changes_after_a_sequence_are_listed_oldest_first() {
     store.purge_tombstones(ns::APP, later).unwrap();
     assert_eq!(changed(&store, 0), [("b".to_string(), 5)]);
 
-    // Rebuilt the same from a snapshot and from the log.
+    // The same from a checkpoint and from the log.
     store.put(ns::APP, "c", b"1".to_vec()).unwrap();
     let expect = changed(&store, 0);
-    store.snapshot().unwrap();
+    store.checkpoint().unwrap();
     store.put(ns::APP, "d", b"1".to_vec()).unwrap();
     let mut expect_after = expect.clone();
     expect_after.push(("d".to_string(), store.last_seq().0));
-    drop(store);
+    cut_power(store, &s, 1);
     let (store, _) = open(&s, config()).unwrap();
     assert_eq!(changed(&store, 0), expect_after);
     assert!(store.changed_since("nothing here", Seq(0)).next().is_none());

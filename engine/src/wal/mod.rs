@@ -85,7 +85,9 @@ use std::time::{Duration, Instant};
 use crate::core::{Clock, ErrorContext, Retry, Seq};
 pub use format::RecordRef;
 use format::{SegmentEnd, SegmentScanError};
-pub use storage::{Fault, FaultyStorage, FileSyncer, MemStorage, StdStorage, Storage, StorageFile};
+pub use storage::{
+    Fault, FaultyStorage, FileSyncer, MemStorage, PagedFile, StdStorage, Storage, StorageFile,
+};
 
 /// When appended records are made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -695,7 +697,22 @@ impl Wal {
         Ok(())
     }
 
-    fn check_usable(&self) -> Result<(), WalError> {
+    /// Refuse further writes, for `why`, and cut back what was written but
+    /// is not durable (as a failure of the log's own would): the store
+    /// calls this when its index failed to take changes the log holds.
+    pub fn poison(&mut self, why: String) {
+        if self.poisoned.is_none() {
+            let _ = self.fail(WalError::Poisoned(why));
+        }
+    }
+
+    /// Whether appended records wait for an fsync (group commit).
+    pub fn has_pending_sync(&self) -> bool {
+        self.pending > 0
+    }
+
+    /// `Err(Poisoned)` once the log refuses writes.
+    pub fn check_usable(&self) -> Result<(), WalError> {
         match &self.poisoned {
             Some(why) => Err(WalError::Poisoned(why.clone())),
             None => Ok(()),

@@ -8,6 +8,9 @@
 //!   image (what reads see) and a *durable* image (what survives a crash).
 //!   [`MemStorage::crash`] throws away everything not made durable, keeping a
 //!   random prefix of unsynced appends to model torn writes.
+//!   Files written at offsets ([`PagedFile`], the store's index) keep a log
+//!   of the writes since their last sync instead, and a crash keeps a
+//!   random prefix of that log.
 //! * [`FaultyStorage`] — wraps another backend and fails the Nth write or
 //!   the Nth sync with a chosen OS error (EIO, ENOSPC), for fault-injection
 //!   tests that check nothing unacknowledged is reported durable and nothing
@@ -42,6 +45,21 @@ pub trait FileSyncer: Send {
     fn sync(&mut self) -> io::Result<()>;
 }
 
+/// A file read and written at offsets: the store's on-disk index, which
+/// rewrites pages in place rather than appending.
+pub trait PagedFile: Send + Sync {
+    /// The file's length in bytes.
+    fn size(&self) -> io::Result<u64>;
+    /// Fill `out` from `offset`; reading past the end is an error.
+    fn read_at(&self, offset: u64, out: &mut [u8]) -> io::Result<()>;
+    /// Write all of `data` at `offset`, growing the file if need be.
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Cut or grow (with zeros) the file to `len` bytes.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Make every write so far durable (fdatasync).
+    fn sync(&self) -> io::Result<()>;
+}
+
 /// The file-system operations the WAL and store need.
 pub trait Storage: Send + Sync + fmt::Debug {
     /// Create a directory and its parents.
@@ -60,6 +78,63 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn remove(&self, path: &Path) -> io::Result<()>;
     /// Make the directory's entries (creations, renames, removals) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Open a file for reading and writing at offsets, creating it empty
+    /// if it does not exist.
+    fn open_paged(&self, path: &Path) -> io::Result<Box<dyn PagedFile>>;
+}
+
+struct StdPaged(fs::File);
+
+impl PagedFile for StdPaged {
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+    fn read_at(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::FileExt::read_exact_at(&self.0, out, offset)
+        }
+        #[cfg(windows)]
+        {
+            let mut done = 0;
+            while done < out.len() {
+                let n = std::os::windows::fs::FileExt::seek_read(
+                    &self.0,
+                    &mut out[done..],
+                    offset + done as u64,
+                )?;
+                if n == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                done += n;
+            }
+            Ok(())
+        }
+    }
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::FileExt::write_all_at(&self.0, data, offset)
+        }
+        #[cfg(windows)]
+        {
+            let mut done = 0;
+            while done < data.len() {
+                done += std::os::windows::fs::FileExt::seek_write(
+                    &self.0,
+                    &data[done..],
+                    offset + done as u64,
+                )?;
+            }
+            Ok(())
+        }
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+    fn sync(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
 }
 
 /// The real file system.
@@ -142,12 +217,43 @@ impl Storage for StdStorage {
             Ok(())
         }
     }
+    fn open_paged(&self, path: &Path) -> io::Result<Box<dyn PagedFile>> {
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)?;
+        Ok(Box::new(StdPaged(f)))
+    }
 }
 
 #[derive(Debug, Default, Clone)]
 struct MemFile {
     live: Vec<u8>,
     durable: Vec<u8>,
+    /// Writes at offsets since the last sync, in order (paged files only).
+    unsynced: Vec<PagedWrite>,
+}
+
+#[derive(Debug, Clone)]
+enum PagedWrite {
+    At(usize, Vec<u8>),
+    Len(usize),
+}
+
+impl PagedWrite {
+    fn apply(&self, image: &mut Vec<u8>) {
+        match self {
+            PagedWrite::At(at, data) => {
+                if image.len() < at + data.len() {
+                    image.resize(at + data.len(), 0);
+                }
+                image[*at..at + data.len()].copy_from_slice(data);
+            }
+            PagedWrite::Len(len) => image.resize(*len, 0),
+        }
+    }
 }
 
 /// An in-memory file system with a live and a durable image per file.
@@ -179,6 +285,18 @@ impl MemStorage {
     pub fn crash(&self, seed: u64) {
         let mut rng = fastrand::Rng::with_seed(seed);
         for file in self.lock().values_mut() {
+            if !file.unsynced.is_empty() {
+                // A paged file: the durable image and the first writes
+                // since its last sync, in order.
+                let kept = rng.usize(0..=file.unsynced.len());
+                let mut image = file.durable.clone();
+                for w in file.unsynced.drain(..).take(kept) {
+                    w.apply(&mut image);
+                }
+                file.live = image.clone();
+                file.durable = image;
+                continue;
+            }
             let keep_extra =
                 if file.live.len() > file.durable.len() && file.live.starts_with(&file.durable) {
                     rng.usize(0..=file.live.len() - file.durable.len())
@@ -201,6 +319,7 @@ impl MemStorage {
             MemFile {
                 live: bytes.clone(),
                 durable: bytes,
+                unsynced: Vec::new(),
             },
         );
     }
@@ -221,12 +340,55 @@ impl MemHandle {
     }
 }
 
+fn offset(at: u64) -> io::Result<usize> {
+    usize::try_from(at).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))
+}
+
+impl PagedFile for MemHandle {
+    fn size(&self) -> io::Result<u64> {
+        self.with(|f| f.live.len() as u64)
+    }
+    fn read_at(&self, at: u64, out: &mut [u8]) -> io::Result<()> {
+        let at = offset(at)?;
+        self.with(|f| match f.live.get(at..at + out.len()) {
+            Some(bytes) => {
+                out.copy_from_slice(bytes);
+                Ok(())
+            }
+            None => Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+        })?
+    }
+    fn write_at(&self, at: u64, data: &[u8]) -> io::Result<()> {
+        let w = PagedWrite::At(offset(at)?, data.to_vec());
+        self.with(|f| {
+            w.apply(&mut f.live);
+            f.unsynced.push(w);
+        })
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        let w = PagedWrite::Len(offset(len)?);
+        self.with(|f| {
+            w.apply(&mut f.live);
+            f.unsynced.push(w);
+        })
+    }
+    fn sync(&self) -> io::Result<()> {
+        self.with(|f| {
+            f.durable = f.live.clone();
+            f.unsynced.clear();
+        })
+    }
+}
+
 impl StorageFile for MemHandle {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         self.with(|f| f.live.extend_from_slice(buf))
     }
     fn sync(&mut self) -> io::Result<()> {
-        self.with(|f| f.durable = f.live.clone())
+        self.with(|f| {
+            f.durable = f.live.clone();
+            f.unsynced.clear();
+        })
     }
     fn truncate(&mut self, len: u64) -> io::Result<()> {
         let len = usize::try_from(len).unwrap_or(usize::MAX);
@@ -299,6 +461,13 @@ impl Storage for MemStorage {
     }
     fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
         Ok(())
+    }
+    fn open_paged(&self, path: &Path) -> io::Result<Box<dyn PagedFile>> {
+        self.lock().entry(path.to_path_buf()).or_default();
+        Ok(Box::new(MemHandle {
+            fs: self.clone(),
+            path: path.to_path_buf(),
+        }))
     }
 }
 
@@ -393,6 +562,31 @@ impl<S: Storage + Clone + 'static> StorageFile for FaultyFile<S> {
     }
 }
 
+struct FaultyPaged<S> {
+    owner: FaultyStorage<S>,
+    inner: Box<dyn PagedFile>,
+}
+
+impl<S: Storage + Clone + 'static> PagedFile for FaultyPaged<S> {
+    fn size(&self) -> io::Result<u64> {
+        self.inner.size()
+    }
+    fn read_at(&self, at: u64, out: &mut [u8]) -> io::Result<()> {
+        self.inner.read_at(at, out)
+    }
+    fn write_at(&self, at: u64, data: &[u8]) -> io::Result<()> {
+        self.owner.check_write()?;
+        self.inner.write_at(at, data)
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn sync(&self) -> io::Result<()> {
+        self.owner.check_sync()?;
+        self.inner.sync()
+    }
+}
+
 struct FaultySyncer<S> {
     owner: FaultyStorage<S>,
     inner: Box<dyn FileSyncer>,
@@ -436,5 +630,11 @@ impl<S: Storage + Clone + 'static> Storage for FaultyStorage<S> {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         self.check_sync()?;
         self.inner.sync_dir(dir)
+    }
+    fn open_paged(&self, path: &Path) -> io::Result<Box<dyn PagedFile>> {
+        Ok(Box::new(FaultyPaged {
+            owner: self.clone(),
+            inner: self.inner.open_paged(path)?,
+        }))
     }
 }

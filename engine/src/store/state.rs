@@ -1,0 +1,733 @@
+//! # store::state — the materialised state, on disk
+//!
+//! What every key holds now lives in one redb database, `index.redb` in the
+//! store directory, behind a page cache of a size the store chooses: memory
+//! is bounded by that cache, not by the number of keys (issue 21). The WAL
+//! stays the durable log and the source of sequences; this file is a
+//! *derived* copy of it, brought up to date from the log at open.
+//!
+//! Tables (format version [`FORMAT`], pinned by `data/golden/index-v1.redb`):
+//! - `entries`: `(namespace, key)` → a postcard [`Entry`];
+//! - `by_seq`: `(namespace, version)` → key, for "what changed since";
+//! - `meta`: `"format"` and `"applied"`, the last sequence applied.
+//!
+//! Commits are of two kinds. Changes are committed without an fsync
+//! (redb's `Durability::None`) as soon as the store has logged them; a
+//! *checkpoint* ([`State::commit`] with `durable`) makes everything so far
+//! durable at once, after the WAL was flushed. A crash takes the state back
+//! to its last checkpoint, and the WAL records after `applied` bring it
+//! forward again: the log is compacted only up to a checkpoint.
+//!
+//! It never decides what a change means and never writes without the WAL
+//! having logged the change first: [`State::apply`] is called by the store
+//! after the append succeeded, and replay at open feeds it the log.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, StorageBackend, TableDefinition,
+    WriteTransaction,
+};
+
+use super::tally::Tally;
+use super::{Entry, Op, StoreError};
+use crate::core::Seq;
+use crate::wal::{PagedFile, Storage};
+
+/// Version of the tables' layout and encodings.
+pub const FORMAT: u64 = 1;
+/// The database's file name in the store directory.
+pub const FILE_NAME: &str = "index.redb";
+
+const ENTRIES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("entries");
+const BY_SEQ: TableDefinition<(&str, u64), &str> = TableDefinition::new("by_seq");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// A [`PagedFile`] as redb's storage: the index reaches the disk through
+/// the same seam as the WAL, so the power-loss and fault-injection tests
+/// cover it too.
+struct Backend(Box<dyn PagedFile>);
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("store index file")
+    }
+}
+
+impl StorageBackend for Backend {
+    fn len(&self) -> Result<u64, redb::BackendError> {
+        Ok(self.0.size()?)
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), redb::BackendError> {
+        Ok(self.0.read_at(offset, out)?)
+    }
+    fn set_len(&self, len: u64) -> Result<(), redb::BackendError> {
+        Ok(self.0.set_len(len)?)
+    }
+    fn sync_data(&self) -> Result<(), redb::BackendError> {
+        Ok(self.0.sync()?)
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), redb::BackendError> {
+        Ok(self.0.write_at(offset, data)?)
+    }
+}
+
+/// A redb failure as a [`StoreError`], saying what was being done.
+pub(super) fn index_err(op: &'static str) -> impl FnOnce(redb::Error) -> StoreError {
+    move |e| StoreError::Index {
+        op,
+        reason: e.to_string(),
+        corrupt: matches!(
+            e,
+            redb::Error::Corrupted(_) | redb::Error::UpgradeRequired(_)
+        ),
+    }
+}
+
+fn err<E: Into<redb::Error>>(op: &'static str) -> impl FnOnce(E) -> StoreError {
+    move |e| index_err(op)(e.into())
+}
+
+/// The on-disk state. See the [module documentation](self).
+pub(super) struct State {
+    /// Never dropped once abandoned ([`State::abandon`]).
+    db: std::mem::ManuallyDrop<Database>,
+    /// Set by [`State::abandon`].
+    abandoned: std::sync::atomic::AtomicBool,
+    /// Changes applied and not yet committed (see [`State::apply`]).
+    pending: Mutex<Option<WriteTransaction>>,
+    /// Running totals per namespace ([`super::Store::tally`]).
+    pub(super) tallies: Mutex<BTreeMap<String, Vec<Tally>>>,
+    /// The first read failure, kept so the next write fails with it.
+    pub(super) read_failure: Mutex<Option<String>>,
+}
+
+impl State {
+    /// Open (or create) the database at `path` with a page cache of
+    /// `cache_bytes`. Returns the state and the last sequence it holds,
+    /// `None` for a database that was never written.
+    pub(super) fn open(
+        storage: &dyn Storage,
+        path: &Path,
+        cache_bytes: usize,
+    ) -> Result<(State, Option<Seq>), StoreError> {
+        let io = |op: &'static str, at: &Path| {
+            let at = at.to_path_buf();
+            move |source| StoreError::Io {
+                op,
+                path: at,
+                source,
+            }
+        };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let names = storage.list(dir).map_err(io("list", dir))?;
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or(FILE_NAME);
+        if !names.iter().any(|n| n == name) {
+            // Made under a temporary name and renamed once whole: a crash
+            // or a failed write while creating it leaves no half a
+            // database under the real name.
+            let tmp = path.with_file_name(format!("{name}.new"));
+            let file = storage.open_paged(&tmp).map_err(io("create", &tmp))?;
+            file.set_len(0).map_err(io("create", &tmp))?;
+            drop(
+                redb::Builder::new()
+                    .create_with_backend(Backend(file))
+                    .map_err(err("create the index"))?,
+            );
+            storage
+                .open_paged(&tmp)
+                .and_then(|f| f.sync())
+                .map_err(io("fsync", &tmp))?;
+            storage.rename(&tmp, path).map_err(io("rename", &tmp))?;
+            storage.sync_dir(dir).map_err(io("sync directory", dir))?;
+        }
+        let file = storage.open_paged(path).map_err(io("open", path))?;
+        let db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create_with_backend(Backend(file))
+            .map_err(err("open the index"))?;
+        let state = State {
+            db: std::mem::ManuallyDrop::new(db),
+            abandoned: std::sync::atomic::AtomicBool::new(false),
+            pending: Mutex::new(None),
+            tallies: Mutex::new(BTreeMap::new()),
+            read_failure: Mutex::new(None),
+        };
+        let read = state.db.begin_read().map_err(err("read the index"))?;
+        let (format, applied) = match read.open_table(META) {
+            Ok(meta) => (
+                meta.get("format")
+                    .map_err(err("read the index"))?
+                    .map(|v| v.value()),
+                meta.get("applied")
+                    .map_err(err("read the index"))?
+                    .map(|v| Seq(v.value())),
+            ),
+            Err(redb::TableError::TableDoesNotExist(_)) => (None, None),
+            Err(e) => return Err(err("read the index")(e)),
+        };
+        if let Some(f) = format
+            && f != FORMAT
+        {
+            return Err(StoreError::Corruption(format!(
+                "{} has index format {f}; this release reads format {FORMAT}",
+                path.display()
+            )));
+        }
+        Ok((state, applied))
+    }
+
+    /// The open write transaction, begun if there is none.
+    fn with_pending<R>(
+        &self,
+        work: impl FnOnce(&WriteTransaction) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let mut pending = crate::core::lock(&self.pending);
+        if pending.is_none() {
+            let mut txn = self.db.begin_write().map_err(err("write the index"))?;
+            txn.set_durability(Durability::None)
+                .map_err(err("write the index"))?;
+            // Each checkpoint records the allocator's state: an open after
+            // a crash then does not rebuild it from every page.
+            txn.set_quick_repair(false);
+            *pending = Some(txn);
+        }
+        match pending.as_ref() {
+            Some(txn) => work(txn),
+            None => Err(StoreError::Corruption("index transaction vanished".into())),
+        }
+    }
+
+    /// Apply `op`, logged at `seq`, to the open write transaction.
+    pub(super) fn apply(&self, seq: Seq, op: Op) -> Result<(), StoreError> {
+        self.with_pending(|txn| {
+            let mut tallies = crate::core::lock(&self.tallies);
+            apply_in(txn, seq, op, &mut tallies)
+        })
+    }
+
+    /// Commit what was applied: without an fsync, or, with `durable`, as a
+    /// checkpoint that makes it and every earlier commit durable. With
+    /// nothing applied, a durable commit still makes earlier ones durable.
+    pub(super) fn commit(&self, durable: bool) -> Result<(), StoreError> {
+        if self.abandoned.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Index {
+                op: "commit to the index",
+                reason: "abandoned after a failure; reopen the store".into(),
+                corrupt: false,
+            });
+        }
+        let taken = crate::core::lock(&self.pending).take();
+        let txn = match (taken, durable) {
+            (Some(mut txn), true) => {
+                txn.set_durability(Durability::Immediate)
+                    .map_err(err("checkpoint the index"))?;
+                txn
+            }
+            (Some(txn), false) => txn,
+            (None, true) => self.db.begin_write().map_err(err("checkpoint the index"))?,
+            (None, false) => return Ok(()),
+        };
+        txn.commit().map_err(err(if durable {
+            "checkpoint the index"
+        } else {
+            "commit to the index"
+        }))
+    }
+
+    /// Put `rows` (namespace, key, entry) as they are, and record that the
+    /// state is at `applied`: an older home's snapshot, or what a repair
+    /// salvaged. Committed without an fsync, like any change.
+    pub(super) fn load(
+        &self,
+        rows: impl IntoIterator<Item = (String, String, Entry)>,
+        applied: Seq,
+    ) -> Result<(), StoreError> {
+        self.with_pending(|txn| {
+            let mut entries = txn.open_table(ENTRIES).map_err(err("write the index"))?;
+            let mut by_seq = txn.open_table(BY_SEQ).map_err(err("write the index"))?;
+            let mut meta = txn.open_table(META).map_err(err("write the index"))?;
+            for (ns, key, entry) in rows {
+                let bytes = postcard::to_allocvec(&entry)
+                    .map_err(|e| StoreError::Corruption(e.to_string()))?;
+                entries
+                    .insert((ns.as_str(), key.as_str()), bytes.as_slice())
+                    .map_err(err("write the index"))?;
+                by_seq
+                    .insert((ns.as_str(), entry.version.0), key.as_str())
+                    .map_err(err("write the index"))?;
+            }
+            meta.insert("format", FORMAT)
+                .map_err(err("write the index"))?;
+            meta.insert("applied", applied.0)
+                .map_err(err("write the index"))?;
+            Ok(())
+        })?;
+        self.commit(false)
+    }
+
+    /// redb's check of every page's checksum and of the tree structure.
+    pub(super) fn check_integrity(&mut self) -> Result<bool, StoreError> {
+        self.commit(false)?;
+        self.db.check_integrity().map_err(err("check the index"))
+    }
+
+    /// Give up on everything since the last checkpoint: the log failed, or
+    /// this state did, after changes were applied here that the log will
+    /// not hold. Uncommitted changes are dropped, nothing more is
+    /// committed, and the database is never closed (closing would make the
+    /// commits since the checkpoint durable): the next open starts from
+    /// the checkpoint and replays the log, exactly as after a crash.
+    pub(super) fn abandon(&self) {
+        self.abandoned
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        drop(crate::core::lock(&self.pending).take());
+    }
+
+    /// Note a read failure: the read answers "nothing", the next write
+    /// fails with it (see [`State::take_read_failure`]).
+    fn failed_read(&self, e: impl std::fmt::Display) {
+        tracing::error!(error = %e, "store index read failed");
+        let mut slot = crate::core::lock(&self.read_failure);
+        if slot.is_none() {
+            *slot = Some(e.to_string());
+        }
+    }
+
+    /// A read failure since the last call, as an error.
+    pub(super) fn take_read_failure(&self) -> Result<(), StoreError> {
+        match crate::core::lock(&self.read_failure).take() {
+            Some(reason) => Err(StoreError::Index {
+                op: "read the index",
+                reason,
+                corrupt: false,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The entry of `key` in `ns`, tombstones included.
+    pub(super) fn get(&self, ns: &str, key: &str) -> Option<Entry> {
+        let pending = crate::core::lock(&self.pending);
+        let bytes = match pending.as_ref() {
+            Some(txn) => txn
+                .open_table(ENTRIES)
+                .map_err(redb::Error::from)
+                .and_then(|t| Ok(t.get((ns, key))?.map(|v| v.value().to_vec()))),
+            None => {
+                drop(pending);
+                self.db
+                    .begin_read()
+                    .map_err(redb::Error::from)
+                    .and_then(|r| match r.open_table(ENTRIES) {
+                        Ok(t) => Ok(t.get((ns, key))?.map(|v| v.value().to_vec())),
+                        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+                        Err(e) => Err(e.into()),
+                    })
+            }
+        };
+        match bytes {
+            Ok(bytes) => bytes.and_then(|b| self.decode(ns, key, &b)),
+            Err(e) => {
+                self.failed_read(e);
+                None
+            }
+        }
+    }
+
+    fn decode(&self, ns: &str, key: &str, bytes: &[u8]) -> Option<Entry> {
+        match postcard::from_bytes(bytes) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                self.failed_read(format!("entry {ns}/{key} does not decode: {e}"));
+                None
+            }
+        }
+    }
+
+    /// A read transaction seeing everything applied so far (what was
+    /// pending is committed first, without an fsync).
+    fn reader(&self) -> Option<redb::ReadTransaction> {
+        if let Err(e) = self.commit(false) {
+            self.failed_read(e);
+            return None;
+        }
+        match self.db.begin_read() {
+            Ok(r) => Some(r),
+            Err(e) => {
+                self.failed_read(e);
+                None
+            }
+        }
+    }
+
+    /// Entries of `ns` whose key starts with `prefix`, in key order,
+    /// tombstones included.
+    pub(super) fn scan(self: &Arc<Self>, ns: &str, prefix: &str) -> Scan {
+        let range = self.reader().and_then(|r| match r.open_table(ENTRIES) {
+            Ok(t) => {
+                let from = (ns, prefix);
+                t.range_owned(from..).map_err(|e| self.failed_read(e)).ok()
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => {
+                self.failed_read(e);
+                None
+            }
+        });
+        Scan {
+            state: self.clone(),
+            range,
+            ns: ns.to_string(),
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// Entries of `ns` last changed after `since`, oldest change first.
+    pub(super) fn changed_since(self: &Arc<Self>, ns: &str, since: Seq) -> Changed {
+        let tables = self.reader().and_then(|r| {
+            let seqs = r.open_table(BY_SEQ);
+            let entries = r.open_table(ENTRIES);
+            match (seqs, entries) {
+                (Ok(s), Ok(e)) => {
+                    let range = s
+                        .range_owned((ns, since.0.saturating_add(1))..)
+                        .map_err(|e| self.failed_read(e))
+                        .ok()?;
+                    Some((range, e))
+                }
+                (Err(redb::TableError::TableDoesNotExist(_)), _)
+                | (_, Err(redb::TableError::TableDoesNotExist(_))) => None,
+                (Err(e), _) | (_, Err(e)) => {
+                    self.failed_read(e);
+                    None
+                }
+            }
+        });
+        Changed {
+            state: self.clone(),
+            tables,
+            ns: ns.to_string(),
+            floor: since,
+        }
+    }
+
+    /// The namespaces that hold entries, in order.
+    pub(super) fn namespaces(&self) -> Vec<String> {
+        let Some(r) = self.reader() else {
+            return Vec::new();
+        };
+        let Ok(t) = r.open_table(ENTRIES) else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = Vec::new();
+        loop {
+            // The first key after every key of the last namespace found.
+            let next = match out.last() {
+                None => t.range(("", "")..).map(|mut r| r.next()),
+                Some(last) => {
+                    let after = format!("{last}\0");
+                    t.range((after.as_str(), "")..).map(|mut r| r.next())
+                }
+            };
+            match next {
+                Ok(Some(Ok((k, _)))) => out.push(k.value().0.to_string()),
+                Ok(None) => return out,
+                Ok(Some(Err(e))) | Err(e) => {
+                    self.failed_read(e);
+                    return out;
+                }
+            }
+        }
+    }
+
+    /// How many entries (tombstones included) the database holds.
+    pub(super) fn count(&self) -> u64 {
+        use redb::ReadableTableMetadata;
+        self.reader()
+            .and_then(|r| r.open_table(ENTRIES).ok())
+            .and_then(|t| t.len().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        if self.abandoned.load(std::sync::atomic::Ordering::SeqCst) {
+            // Closing would make every commit since the last checkpoint
+            // durable, some of which the log no longer holds: left as a
+            // crash leaves it, to be opened at that checkpoint.
+            return;
+        }
+        // What was applied is committed; redb makes it durable when the
+        // database closes. The store flushed the WAL before (see
+        // `Store::drop`), so the state never runs ahead of the log.
+        if let Err(e) = self.commit(false) {
+            tracing::warn!(error = %e, "store index: last changes not committed at close");
+        }
+        // SAFETY: `db` is dropped here only, and never used after.
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.db) };
+    }
+}
+
+/// Write `op`'s effect into `txn`, keeping `tallies` in step.
+fn apply_in(
+    txn: &WriteTransaction,
+    seq: Seq,
+    op: Op,
+    tallies: &mut BTreeMap<String, Vec<Tally>>,
+) -> Result<(), StoreError> {
+    let mut entries = txn.open_table(ENTRIES).map_err(err("write the index"))?;
+    let mut by_seq = txn.open_table(BY_SEQ).map_err(err("write the index"))?;
+    let mut meta = txn.open_table(META).map_err(err("write the index"))?;
+    let w = err::<redb::StorageError>("write the index");
+    let mut set = |ns: &str, key: &str, entry: Entry| -> Result<(), StoreError> {
+        let bytes =
+            postcard::to_allocvec(&entry).map_err(|e| StoreError::Corruption(e.to_string()))?;
+        let old = entries
+            .insert((ns, key), bytes.as_slice())
+            .map_err(err("write the index"))?
+            .map(|v| v.value().to_vec());
+        let old: Option<Entry> = old.and_then(|b| postcard::from_bytes(&b).ok());
+        if let Some(o) = &old {
+            by_seq
+                .remove((ns, o.version.0))
+                .map_err(err("write the index"))?;
+        }
+        by_seq
+            .insert((ns, entry.version.0), key)
+            .map_err(err("write the index"))?;
+        if let Some(ts) = tallies.get_mut(ns) {
+            for t in ts {
+                t.changed(
+                    key,
+                    old.as_ref().and_then(|o| o.value.as_deref()),
+                    entry.value.as_deref(),
+                );
+            }
+        }
+        Ok(())
+    };
+    match op {
+        Op::Put {
+            ns,
+            key,
+            value,
+            origin,
+            timestamp,
+        } => set(
+            &ns,
+            &key,
+            Entry {
+                value: Some(value),
+                version: seq,
+                timestamp,
+                origin,
+            },
+        )?,
+        Op::Remove {
+            ns,
+            key,
+            origin,
+            timestamp,
+        } => set(
+            &ns,
+            &key,
+            Entry {
+                value: None,
+                version: seq,
+                timestamp,
+                origin,
+            },
+        )?,
+        Op::PurgeTombstones { ns, before } => {
+            let doomed: Vec<(String, Entry)> = {
+                let mut out = Vec::new();
+                for row in entries
+                    .range((ns.as_str(), "")..)
+                    .map_err(err("read the index"))?
+                {
+                    let (k, v) = row.map_err(err("read the index"))?;
+                    let (n, key) = k.value();
+                    if n != ns {
+                        break;
+                    }
+                    let e: Entry = postcard::from_bytes(v.value())
+                        .map_err(|e| StoreError::Corruption(format!("entry {n}/{key}: {e}")))?;
+                    if e.is_tombstone() && e.timestamp < before {
+                        out.push((key.to_string(), e));
+                    }
+                }
+                out
+            };
+            for (key, e) in doomed {
+                entries
+                    .remove((ns.as_str(), key.as_str()))
+                    .map_err(err("write the index"))?;
+                by_seq
+                    .remove((ns.as_str(), e.version.0))
+                    .map_err(err("write the index"))?;
+            }
+        }
+        Op::Forget { ns, key } => {
+            forget(&mut entries, &mut by_seq, tallies, &ns, &[key])?;
+        }
+        Op::DropPrefix { ns, prefix } => {
+            let keys: Vec<String> = {
+                let mut out = Vec::new();
+                for row in entries
+                    .range((ns.as_str(), prefix.as_str())..)
+                    .map_err(err("read the index"))?
+                {
+                    let (k, _) = row.map_err(err("read the index"))?;
+                    let (n, key) = k.value();
+                    if n != ns || !key.starts_with(prefix.as_str()) {
+                        break;
+                    }
+                    out.push(key.to_string());
+                }
+                out
+            };
+            forget(&mut entries, &mut by_seq, tallies, &ns, &keys)?;
+        }
+    }
+    meta.insert("format", FORMAT).map_err(w)?;
+    meta.insert("applied", seq.0)
+        .map_err(err("write the index"))?;
+    Ok(())
+}
+
+type Entries<'t> = redb::Table<'t, (&'static str, &'static str), &'static [u8]>;
+type BySeq<'t> = redb::Table<'t, (&'static str, u64), &'static str>;
+
+/// Remove `keys` of `ns` outright (no tombstone).
+fn forget(
+    entries: &mut Entries<'_>,
+    by_seq: &mut BySeq<'_>,
+    tallies: &mut BTreeMap<String, Vec<Tally>>,
+    ns: &str,
+    keys: &[String],
+) -> Result<(), StoreError> {
+    for key in keys {
+        let old = entries
+            .remove((ns, key.as_str()))
+            .map_err(err("write the index"))?
+            .map(|v| v.value().to_vec());
+        let Some(old) = old.and_then(|b| postcard::from_bytes::<Entry>(&b).ok()) else {
+            continue;
+        };
+        by_seq
+            .remove((ns, old.version.0))
+            .map_err(err("write the index"))?;
+        if let Some(ts) = tallies.get_mut(ns) {
+            for t in ts {
+                t.changed(key, old.value.as_deref(), None);
+            }
+        }
+    }
+    Ok(())
+}
+
+type RangeOf<K, V> = redb::OwnedRange<K, V>;
+
+/// The iterator of [`State::scan`]: owns its read transaction.
+pub struct Scan {
+    state: Arc<State>,
+    range: Option<RangeOf<(&'static str, &'static str), &'static [u8]>>,
+    ns: String,
+    prefix: String,
+}
+
+impl Iterator for Scan {
+    type Item = (String, Entry);
+    fn next(&mut self) -> Option<(String, Entry)> {
+        let range = self.range.as_mut()?;
+        let row = match range.next()? {
+            Ok(row) => row,
+            Err(e) => {
+                self.state.failed_read(e);
+                self.range = None;
+                return None;
+            }
+        };
+        let (n, key) = row.0.value();
+        if n != self.ns || !key.starts_with(self.prefix.as_str()) {
+            self.range = None;
+            return None;
+        }
+        let entry = self.state.decode(n, key, row.1.value());
+        let key = key.to_string();
+        match entry {
+            Some(e) => Some((key, e)),
+            None => {
+                self.range = None;
+                None
+            }
+        }
+    }
+}
+
+type SeqRange = RangeOf<(&'static str, u64), &'static str>;
+type EntryTable = redb::ReadOnlyTable<(&'static str, &'static str), &'static [u8]>;
+
+/// The iterator of [`State::changed_since`]: owns its read transaction.
+pub struct Changed {
+    state: Arc<State>,
+    tables: Option<(SeqRange, EntryTable)>,
+    ns: String,
+    floor: Seq,
+}
+
+impl Iterator for Changed {
+    type Item = (String, Entry);
+    fn next(&mut self) -> Option<(String, Entry)> {
+        let (range, entries) = self.tables.as_mut()?;
+        let looked = match range.next()? {
+            Ok((k, key)) => {
+                let (n, seq) = k.value();
+                if n != self.ns {
+                    Ok(None)
+                } else {
+                    let key = key.value().to_string();
+                    entries
+                        .get((n, key.as_str()))
+                        .map(|v| Some((seq, key, v.map(|v| v.value().to_vec()))))
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match looked {
+            Ok(Some((seq, key, Some(bytes)))) if seq > self.floor.0 => {
+                match self.state.decode(&self.ns, &key, &bytes) {
+                    Some(e) => Some((key, e)),
+                    None => {
+                        self.tables = None;
+                        None
+                    }
+                }
+            }
+            Ok(Some((_, key, _))) => {
+                self.state.failed_read(format!(
+                    "{}/{key}: listed by version but has no entry",
+                    self.ns
+                ));
+                self.tables = None;
+                None
+            }
+            Ok(None) => {
+                self.tables = None;
+                None
+            }
+            Err(e) => {
+                self.state.failed_read(e);
+                self.tables = None;
+                None
+            }
+        }
+    }
+}
