@@ -71,9 +71,16 @@ fn a_damaged_store_is_repaired_and_the_node_converges_with_nothing_lost() {
     std::fs::write(db.join("beta-offline.txt"), b"made while beta was down").unwrap();
     std::fs::write(da.join("a05.txt"), b"alpha edited this").unwrap();
 
-    // Damage in the middle of beta's log: a flipped byte in every segment
-    // (the store was snapshotted or not: either way records are hit).
+    // Damage in the middle of beta's log — a flipped byte in every segment —
+    // and in its on-disk index, which would otherwise still hold every
+    // change: the worst case, where records are lost for good.
     let bh = &b.home.path().to_path_buf();
+    let index = bh.join("store/index.redb");
+    let mut bytes = std::fs::read(&index).unwrap();
+    for at in (0..bytes.len()).step_by(4096) {
+        bytes[at + 100] ^= 0x5a;
+    }
+    std::fs::write(&index, &bytes).unwrap();
     for seg in segments(bh) {
         let mut bytes = std::fs::read(&seg).unwrap();
         if bytes.len() > 400 {

@@ -74,7 +74,7 @@ impl Home {
         self.root.join("logs")
     }
 
-    /// Directory of the store (WAL and snapshots).
+    /// Directory of the store (WAL and on-disk index).
     pub fn store_dir(&self) -> PathBuf {
         self.root.join("store")
     }

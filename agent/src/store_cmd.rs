@@ -97,6 +97,11 @@ pub fn open_store(home: &Home) -> Result<Store> {
     for fallback in &recovery.snapshot_fallbacks {
         eprintln!("warning: snapshot unusable, fell back: {fallback}");
     }
+    if let Some(seq) = recovery.migrated_snapshot {
+        eprintln!(
+            "note: moved this home's store to the on-disk index (from its snapshot of sequence {seq}, then the log)"
+        );
+    }
     if let Some(t) = &recovery.wal.truncated {
         eprintln!(
             "warning: cut a torn WAL tail ({} bytes at offset {} of {}): an interrupted write that was never acknowledged",
@@ -194,7 +199,7 @@ pub fn run_store(home: &Home, cmd: StoreCommand) -> Result<ExitCode> {
             let seq = write_value(&mut store, node, key, value).context("nothing was written")?;
             store
                 .maybe_checkpoint()
-                .context("snapshot failed (the change itself is durable)")?;
+                .context("checkpoint failed (the change itself is durable)")?;
             seq
         }
     };

@@ -217,7 +217,7 @@ pub struct Client {
 
 impl Client {
     /// Open (creating if needed) the node whose home is `options.home`:
-    /// identity, then the store, recovered from its WAL and snapshots.
+    /// identity, then the store, recovered from its on-disk index and WAL.
     /// Fails if another process holds the store.
     pub fn open(options: ClientOptions) -> Result<Client, ClientError> {
         let home = &options.home;
@@ -305,7 +305,7 @@ impl Client {
 
     /// One step, now: the sync engine retries what timed out, polls peers
     /// and hands out due work (the transport also does this by itself every
-    /// 200 ms); the store compacts its WAL into a snapshot when due. Reports
+    /// 200 ms); the store checkpoints its index and compacts its WAL when due. Reports
     /// what was done and what is pending.
     pub fn tick(&self) -> Result<TickResult, ClientError> {
         let mut result = TickResult::default();

@@ -147,10 +147,23 @@ impl State {
             storage.sync_dir(dir).map_err(io("sync directory", dir))?;
         }
         let file = storage.open_paged(path).map_err(io("open", path))?;
-        let db = redb::Builder::new()
-            .set_cache_size(cache_bytes)
-            .create_with_backend(Backend(file))
-            .map_err(err("open the index"))?;
+        // A damaged file can make redb panic (its debug builds assert on
+        // what it never writes) rather than fail: either way, a refusal.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            redb::Builder::new()
+                .set_cache_size(cache_bytes)
+                .create_with_backend(Backend(file))
+        }));
+        let db = match opened {
+            Ok(db) => db.map_err(err("open the index"))?,
+            Err(_) => {
+                return Err(StoreError::Index {
+                    op: "open the index",
+                    reason: format!("{} is damaged beyond reading", path.display()),
+                    corrupt: true,
+                });
+            }
+        };
         let state = State {
             db: std::mem::ManuallyDrop::new(db),
             abandoned: std::sync::atomic::AtomicBool::new(false),

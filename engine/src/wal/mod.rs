@@ -355,7 +355,7 @@ impl Wal {
     ///
     /// `replay_from` is also a floor: a log that holds nothing at or after it
     /// (a fresh directory, or one whose segments were lost) continues
-    /// numbering from `replay_from`, never reusing a sequence a snapshot
+    /// numbering from `replay_from`, never reusing a sequence a checkpoint
     /// already covers.
     pub fn open(
         storage: Arc<dyn Storage>,
@@ -486,7 +486,7 @@ impl Wal {
                     "segments kept but no tail known"
                 );
                 // No segment, or everything the log holds is below the floor
-                // (already covered by a snapshot): start afresh at the floor.
+                // (already covered by the index): start afresh at the floor.
                 for seg in segments.drain(..) {
                     storage
                         .remove(&seg.path)
@@ -993,7 +993,7 @@ impl Wal {
     }
 
     /// Delete every closed segment whose records all have sequence `<= upto`
-    /// (they are covered by a snapshot). Returns how many were removed.
+    /// (the index holds them at a checkpoint). Returns how many were removed.
     pub fn compact(&mut self, upto: Seq) -> Result<usize, WalError> {
         let mut removable = 0;
         while removable + 1 < self.segments.len()

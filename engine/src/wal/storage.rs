@@ -1,4 +1,4 @@
-//! The storage seam under the WAL and the store's snapshots.
+//! The storage seam under the WAL and the store's on-disk index.
 //!
 //! Every byte the engine persists goes through [`Storage`] and
 //! [`StorageFile`]. Production uses [`StdStorage`] (the real file system);
