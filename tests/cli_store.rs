@@ -209,3 +209,60 @@ fn bad_input_gets_a_clear_error() {
     assert!(!no_wal.status.success());
     assert!(stderr(&no_wal).contains("no WAL"), "{}", stderr(&no_wal));
 }
+
+/// A home made by the release before the on-disk index (a snapshot at
+/// sequence 8 — written by that release's `repair` — and a log after it:
+/// a value and a file indexed later) is moved to the index at its first
+/// open, keeping everything, and said once.
+#[test]
+fn a_home_from_before_the_index_is_moved_to_it_at_first_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let tar = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/homes/before-index.tar");
+    let out = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let h = dir.path().join("home");
+    let first = run(&h, &["store", "get", "greeting"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert_eq!(stdout(&first), "hi");
+    assert!(
+        stderr(&first).contains("moved this home's store to the on-disk index"),
+        "{}",
+        stderr(&first)
+    );
+    assert!(stderr(&first).contains("sequence 8"), "{}", stderr(&first));
+    let store = h.join("store");
+    assert!(store.join("index.redb").is_file());
+    assert!(
+        !store.join("snapshots").exists()
+            || std::fs::read_dir(store.join("snapshots")).unwrap().count() == 0,
+        "the snapshots are gone once the index holds them"
+    );
+    // Said once; the log's changes after the snapshot are there too.
+    let again = run(&h, &["store", "get", "after"]);
+    assert_eq!(stdout(&again), "tail");
+    assert!(!stderr(&again).contains("moved"), "{}", stderr(&again));
+    let ls = run(&h, &["ls", "docs"]);
+    assert!(ls.status.success(), "{}", stderr(&ls));
+    for path in ["a.txt", "b.txt", "d.txt", "sub/c.txt"] {
+        assert!(stdout(&ls).contains(path), "{path}: {}", stdout(&ls));
+    }
+    // New changes take sequences after the old home's (it ended at 11).
+    let put = run(&h, &["store", "put", "next", "v"]);
+    let said = stderr(&put);
+    let seq: u64 = said
+        .split("sequence ")
+        .nth(1)
+        .and_then(|t| {
+            t.trim_end_matches(|c: char| !c.is_ascii_digit())
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("{said}"));
+    assert!(seq > 11, "{said}");
+}

@@ -326,7 +326,6 @@ pub struct Store {
     clock: Arc<dyn Clock>,
     config: StoreConfig,
     checkpoint_seq: Seq,
-    commits_since_checkpoint: u64,
     /// Inside [`Store::hold`]: commits wait for its end.
     holding: bool,
     /// Held while open (see [`Store::open_dir`]).
@@ -508,7 +507,6 @@ impl Store {
             clock,
             config,
             checkpoint_seq: base,
-            commits_since_checkpoint: 0,
             holding: false,
             lock: None,
         };
@@ -607,11 +605,6 @@ impl Store {
                 return Err(self.index_failed(e));
             }
         }
-        if !self.holding
-            && let Err(e) = self.state.commit(false)
-        {
-            return Err(self.index_failed(e));
-        }
         match self.wal.append_batch(&records) {
             Ok(range) if *range.start() == first => {}
             Ok(range) => {
@@ -623,7 +616,7 @@ impl Store {
             Err(e) => return Err(self.wal_failed(e)),
         }
         if !self.holding {
-            self.committed()?;
+            self.maybe_commit()?;
         }
         Ok(seqs)
     }
@@ -644,10 +637,16 @@ impl Store {
         StoreError::Wal(e)
     }
 
-    /// A commit to the index was made: checkpoint when enough were.
-    fn committed(&mut self) -> Result<(), StoreError> {
-        self.commits_since_checkpoint += 1;
-        if self.commits_since_checkpoint >= self.config.checkpoint_after_commits
+    /// Commit the index once enough changes wait (they are in the log
+    /// already: a commit only bounds what the open transaction holds in
+    /// memory), and checkpoint once enough commits were made.
+    fn maybe_commit(&mut self) -> Result<(), StoreError> {
+        if self.state.uncommitted() >= COMMIT_AFTER_OPS
+            && let Err(e) = self.state.commit(false)
+        {
+            return Err(self.index_failed(e));
+        }
+        if self.state.commits() >= self.config.checkpoint_after_commits
             && !self.wal.has_pending_sync()
         {
             self.checkpoint()?;
@@ -754,14 +753,9 @@ impl Store {
         let outer = std::mem::replace(&mut self.holding, true);
         let out = work(self);
         self.holding = outer;
-        if !outer && let Err(e) = self.state.commit(false) {
-            let e = self.index_failed(e);
-            self.wal.hold_end(was).ok();
-            return Err(e);
-        }
         self.wal.hold_end(was).map_err(|e| self.wal_failed(e))?;
         if !outer {
-            self.committed()?;
+            self.maybe_commit()?;
         }
         Ok(out)
     }
@@ -779,17 +773,15 @@ impl Store {
         let outer = std::mem::replace(&mut self.holding, true);
         let out = work(self);
         self.holding = outer;
-        if !outer && let Err(e) = self.state.commit(false) {
-            let e = self.index_failed(e);
-            self.wal.hold_end(was).ok();
-            return Err(e);
-        }
         let pending = self
             .wal
             .hold_end_deferred(was)
             .map_err(|e| self.wal_failed(e))?;
-        if !outer {
-            self.commits_since_checkpoint += 1;
+        if !outer && self.state.uncommitted() >= COMMIT_AFTER_OPS {
+            // No checkpoint here: the log's fsync is still to be run.
+            if let Err(e) = self.state.commit(false) {
+                return Err(self.index_failed(e));
+            }
         }
         Ok((out, pending))
     }
@@ -856,7 +848,7 @@ impl Store {
     /// since the last one.
     pub fn maybe_checkpoint(&mut self) -> Result<Option<CheckpointInfo>, StoreError> {
         if self.wal.last_seq().0 - self.checkpoint_seq.0 >= self.config.checkpoint_after_ops
-            || self.commits_since_checkpoint >= self.config.checkpoint_after_commits
+            || self.state.commits() >= self.config.checkpoint_after_commits
         {
             self.checkpoint().map(Some)
         } else {
@@ -872,7 +864,6 @@ impl Store {
             return Err(self.index_failed(e));
         }
         self.checkpoint_seq = seq;
-        self.commits_since_checkpoint = 0;
         let compacted = self.wal.compact(seq)?;
         let path = self.config.index_path();
         let bytes = self
@@ -892,6 +883,9 @@ impl Store {
 /// Commit the index every this many records while replaying the WAL at
 /// open (a commit holds its changes in memory until then).
 const REPLAY_COMMIT_EVERY: u64 = 20_000;
+
+/// Commit the index once this many changes wait in its open transaction.
+const COMMIT_AFTER_OPS: u64 = 2_048;
 
 mod migrate;
 

@@ -11,10 +11,11 @@
 //! - `by_seq`: `(namespace, version)` → key, for "what changed since";
 //! - `meta`: `"format"` and `"applied"`, the last sequence applied.
 //!
-//! Commits are of two kinds. Changes are committed without an fsync
-//! (redb's `Durability::None`) as soon as the store has logged them; a
-//! *checkpoint* ([`State::commit`] with `durable`) makes everything so far
-//! durable at once, after the WAL was flushed. A crash takes the state back
+//! Commits are of two kinds. Changes are gathered in one open write
+//! transaction — reads see them through it — and committed without an
+//! fsync (redb's `Durability::None`) every so many operations or before a
+//! scan; a *checkpoint* ([`State::commit`] with `durable`) makes
+//! everything so far durable at once, after the WAL was flushed. A crash takes the state back
 //! to its last checkpoint, and the WAL records after `applied` bring it
 //! forward again: the log is compacted only up to a checkpoint.
 //!
@@ -24,6 +25,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use redb::{
@@ -96,6 +98,15 @@ pub(super) struct State {
     db: std::mem::ManuallyDrop<Database>,
     /// Set by [`State::abandon`].
     abandoned: std::sync::atomic::AtomicBool,
+    /// Operations applied and not yet committed.
+    uncommitted: AtomicU64,
+    /// Commits without an fsync since the last durable one.
+    commits: AtomicU64,
+    /// What the open write transaction changed, for point reads that need
+    /// not go through it (see [`State::get`]).
+    recent: Mutex<Recent>,
+    /// The entries table as of the last commit, kept open for point reads.
+    committed: Mutex<Option<EntryTable>>,
     /// Changes applied and not yet committed (see [`State::apply`]).
     pending: Mutex<Option<WriteTransaction>>,
     /// Running totals per namespace ([`super::Store::tally`]).
@@ -167,6 +178,10 @@ impl State {
         let state = State {
             db: std::mem::ManuallyDrop::new(db),
             abandoned: std::sync::atomic::AtomicBool::new(false),
+            uncommitted: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            recent: Mutex::new(Recent::default()),
+            committed: Mutex::new(None),
             pending: Mutex::new(None),
             tallies: Mutex::new(BTreeMap::new()),
             read_failure: Mutex::new(None),
@@ -218,10 +233,63 @@ impl State {
 
     /// Apply `op`, logged at `seq`, to the open write transaction.
     pub(super) fn apply(&self, seq: Seq, op: Op) -> Result<(), StoreError> {
+        let became = match &op {
+            Op::Put {
+                ns,
+                key,
+                value,
+                origin,
+                timestamp,
+            } => Some((
+                ns.clone(),
+                key.clone(),
+                Some(value.clone()),
+                *origin,
+                *timestamp,
+            )),
+            Op::Remove {
+                ns,
+                key,
+                origin,
+                timestamp,
+            } => Some((ns.clone(), key.clone(), None, *origin, *timestamp)),
+            _ => None,
+        };
         self.with_pending(|txn| {
             let mut tallies = crate::core::lock(&self.tallies);
             apply_in(txn, seq, op, &mut tallies)
-        })
+        })?;
+        let mut recent = crate::core::lock(&self.recent);
+        match became {
+            Some((ns, key, value, origin, timestamp)) => {
+                let entry = Entry {
+                    value,
+                    version: seq,
+                    timestamp,
+                    origin,
+                };
+                recent.entries.insert((ns, key), entry);
+            }
+            // Forgetting and purging change keys it may or may not list:
+            // until the next commit, reads go through the transaction.
+            None => {
+                recent.entries.clear();
+                recent.complete = false;
+            }
+        }
+        self.uncommitted.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Operations applied since the last commit.
+    pub(super) fn uncommitted(&self) -> u64 {
+        self.uncommitted.load(Ordering::SeqCst)
+    }
+
+    /// Commits without an fsync since the last durable one: each holds
+    /// the pages it replaced until then, so the file grows with them.
+    pub(super) fn commits(&self) -> u64 {
+        self.commits.load(Ordering::SeqCst)
     }
 
     /// Commit what was applied: without an fsync, or, with `durable`, as a
@@ -250,7 +318,16 @@ impl State {
             "checkpoint the index"
         } else {
             "commit to the index"
-        }))
+        }))?;
+        self.uncommitted.store(0, Ordering::SeqCst);
+        *crate::core::lock(&self.recent) = Recent::default();
+        *crate::core::lock(&self.committed) = None;
+        if durable {
+            self.commits.store(0, Ordering::SeqCst);
+        } else {
+            self.commits.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
     }
 
     /// Put `rows` (namespace, key, entry) as they are, and record that the
@@ -281,6 +358,11 @@ impl State {
                 .map_err(err("write the index"))?;
             Ok(())
         })?;
+        {
+            let mut recent = crate::core::lock(&self.recent);
+            recent.entries.clear();
+            recent.complete = false;
+        }
         self.commit(false)
     }
 
@@ -300,6 +382,7 @@ impl State {
         self.abandoned
             .store(true, std::sync::atomic::Ordering::SeqCst);
         drop(crate::core::lock(&self.pending).take());
+        *crate::core::lock(&self.recent) = Recent::default();
     }
 
     /// Note a read failure: the read answers "nothing", the next write
@@ -326,24 +409,58 @@ impl State {
 
     /// The entry of `key` in `ns`, tombstones included.
     pub(super) fn get(&self, ns: &str, key: &str) -> Option<Entry> {
+        // What the open transaction changed, then the table as of the last
+        // commit (kept open: no transaction begun per read). Only after a
+        // forget or a purge, until the next commit, through the open
+        // transaction itself.
         let pending = crate::core::lock(&self.pending);
-        let bytes = match pending.as_ref() {
-            Some(txn) => txn
-                .open_table(ENTRIES)
-                .map_err(redb::Error::from)
-                .and_then(|t| Ok(t.get((ns, key))?.map(|v| v.value().to_vec()))),
-            None => {
-                drop(pending);
-                self.db
-                    .begin_read()
-                    .map_err(redb::Error::from)
-                    .and_then(|r| match r.open_table(ENTRIES) {
-                        Ok(t) => Ok(t.get((ns, key))?.map(|v| v.value().to_vec())),
-                        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
-                        Err(e) => Err(e.into()),
-                    })
+        {
+            let recent = crate::core::lock(&self.recent);
+            if let Some(e) = recent.entries.get(&(ns.to_string(), key.to_string())) {
+                return Some(e.clone());
             }
+            if !recent.complete
+                && let Some(txn) = pending.as_ref()
+            {
+                let bytes = txn
+                    .open_table(ENTRIES)
+                    .map_err(redb::Error::from)
+                    .and_then(|t| Ok(t.get((ns, key))?.map(|v| v.value().to_vec())));
+                return self.decoded(ns, key, bytes);
+            }
+        }
+        drop(pending);
+        let mut committed = crate::core::lock(&self.committed);
+        if committed.is_none() {
+            match self.db.begin_read().map(|r| r.open_table(ENTRIES)) {
+                Ok(Ok(t)) => *committed = Some(t),
+                Ok(Err(redb::TableError::TableDoesNotExist(_))) => return None,
+                Ok(Err(e)) => {
+                    self.failed_read(e);
+                    return None;
+                }
+                Err(e) => {
+                    self.failed_read(e);
+                    return None;
+                }
+            }
+        }
+        let bytes = match committed.as_ref() {
+            Some(t) => t
+                .get((ns, key))
+                .map(|v| v.map(|v| v.value().to_vec()))
+                .map_err(redb::Error::from),
+            None => Ok(None),
         };
+        self.decoded(ns, key, bytes)
+    }
+
+    fn decoded(
+        &self,
+        ns: &str,
+        key: &str,
+        bytes: Result<Option<Vec<u8>>, redb::Error>,
+    ) -> Option<Entry> {
         match bytes {
             Ok(bytes) => bytes.and_then(|b| self.decode(ns, key, &b)),
             Err(e) => {
@@ -647,6 +764,22 @@ fn forget(
 }
 
 type RangeOf<K, V> = redb::OwnedRange<K, V>;
+
+/// The changes of the open write transaction, by key (see [`State::get`]).
+struct Recent {
+    entries: std::collections::HashMap<(String, String), Entry>,
+    /// False once a forget or purge changed keys `entries` does not list.
+    complete: bool,
+}
+
+impl Default for Recent {
+    fn default() -> Self {
+        Recent {
+            entries: Default::default(),
+            complete: true,
+        }
+    }
+}
 
 /// The iterator of [`State::scan`]: owns its read transaction.
 pub struct Scan {
