@@ -262,14 +262,15 @@ pub struct StoreConfig {
 }
 
 impl StoreConfig {
-    /// Defaults: fsync per append, 64 MiB segments, a checkpoint every
+    /// Defaults: fsync per append, 16 MiB segments (a checkpoint drops the
+    /// ones it covers: the log on disk is about one segment), a checkpoint every
     /// 100,000 operations or 1,000 commits, a 24 MiB cache, origin
     /// [`NodeId::LOCAL`].
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         StoreConfig {
             dir: dir.into(),
             durability: Durability::EveryAppend,
-            segment_bytes: 64 << 20,
+            segment_bytes: 16 << 20,
             checkpoint_after_ops: 100_000,
             checkpoint_after_commits: 1_000,
             cache_bytes: 24 << 20,
