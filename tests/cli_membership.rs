@@ -400,17 +400,7 @@ fn an_offered_folder_is_accepted_into_a_path_and_syncs() {
 
 #[test]
 fn a_home_from_before_membership_keeps_syncing_with_the_devices_it_trusted() {
-    let dir = tempfile::tempdir().unwrap();
-    let tar = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/homes/before-membership.tar");
-    let out = std::process::Command::new("tar")
-        .arg("-xf")
-        .arg(&tar)
-        .arg("-C")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let home = dir.path().join("home");
+    let (_dir, home) = common::old_home("before-membership");
     let first = run(&home, &["folder", "list", "--json"]);
     let said = stderr(&first);
     assert!(said.contains("upgraded this home"), "{said}");

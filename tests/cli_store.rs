@@ -216,17 +216,7 @@ fn bad_input_gets_a_clear_error() {
 /// open, keeping everything, and said once.
 #[test]
 fn a_home_from_before_the_index_is_moved_to_it_at_first_open() {
-    let dir = tempfile::tempdir().unwrap();
-    let tar = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/homes/before-index.tar");
-    let out = std::process::Command::new("tar")
-        .arg("-xf")
-        .arg(&tar)
-        .arg("-C")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let h = dir.path().join("home");
+    let (_dir, h) = common::old_home("before-index");
     let first = run(&h, &["store", "get", "greeting"]);
     assert!(first.status.success(), "{}", stderr(&first));
     assert_eq!(stdout(&first), "hi");

@@ -26,6 +26,26 @@ pub fn run(home: &Path, args: &[&str]) -> Output {
         .expect("run softadastra")
 }
 
+/// A home made by an earlier release, `data/homes/NAME.tar`, extracted
+/// into a new temporary directory: the directory (kept alive by the
+/// caller) and the home in it.
+pub fn old_home(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let tar = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../data/homes")
+        .join(format!("{name}.tar"));
+    let out = Command::new("tar")
+        .arg("-xf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(dir.path())
+        .output()
+        .expect("run tar");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let home = dir.path().join("home");
+    (dir, home)
+}
+
 /// Open the store in `home` from the test process. A child that another
 /// test thread is starting holds a copy of every open descriptor until it
 /// execs — a store lock just released here among them — so a store that

@@ -233,41 +233,14 @@ impl State {
 
     /// Apply `op`, logged at `seq`, to the open write transaction.
     pub(super) fn apply(&self, seq: Seq, op: Op) -> Result<(), StoreError> {
-        let became = match &op {
-            Op::Put {
-                ns,
-                key,
-                value,
-                origin,
-                timestamp,
-            } => Some((
-                ns.clone(),
-                key.clone(),
-                Some(value.clone()),
-                *origin,
-                *timestamp,
-            )),
-            Op::Remove {
-                ns,
-                key,
-                origin,
-                timestamp,
-            } => Some((ns.clone(), key.clone(), None, *origin, *timestamp)),
-            _ => None,
-        };
+        let became = written(seq, &op);
         self.with_pending(|txn| {
             let mut tallies = crate::core::lock(&self.tallies);
-            apply_in(txn, seq, op, &mut tallies)
+            apply_in(txn, seq, &op, became.as_ref(), &mut tallies)
         })?;
         let mut recent = crate::core::lock(&self.recent);
         match became {
-            Some((ns, key, value, origin, timestamp)) => {
-                let entry = Entry {
-                    value,
-                    version: seq,
-                    timestamp,
-                    origin,
-                };
+            Some((ns, key, entry)) => {
                 recent.entries.insert((ns, key), entry);
             }
             // Forgetting and purging change keys it may or may not list:
@@ -609,16 +582,17 @@ impl Drop for State {
 fn apply_in(
     txn: &WriteTransaction,
     seq: Seq,
-    op: Op,
+    op: &Op,
+    written: Option<&(String, String, Entry)>,
     tallies: &mut BTreeMap<String, Vec<Tally>>,
 ) -> Result<(), StoreError> {
     let mut entries = txn.open_table(ENTRIES).map_err(err("write the index"))?;
     let mut by_seq = txn.open_table(BY_SEQ).map_err(err("write the index"))?;
     let mut meta = txn.open_table(META).map_err(err("write the index"))?;
-    let w = err::<redb::StorageError>("write the index");
-    let mut set = |ns: &str, key: &str, entry: Entry| -> Result<(), StoreError> {
+    if let Some((ns, key, entry)) = written {
+        let (ns, key) = (ns.as_str(), key.as_str());
         let bytes =
-            postcard::to_allocvec(&entry).map_err(|e| StoreError::Corruption(e.to_string()))?;
+            postcard::to_allocvec(entry).map_err(|e| StoreError::Corruption(e.to_string()))?;
         let old = entries
             .insert((ns, key), bytes.as_slice())
             .map_err(err("write the index"))?
@@ -641,47 +615,15 @@ fn apply_in(
                 );
             }
         }
-        Ok(())
-    };
+    }
     match op {
-        Op::Put {
-            ns,
-            key,
-            value,
-            origin,
-            timestamp,
-        } => set(
-            &ns,
-            &key,
-            Entry {
-                value: Some(value),
-                version: seq,
-                timestamp,
-                origin,
-            },
-        )?,
-        Op::Remove {
-            ns,
-            key,
-            origin,
-            timestamp,
-        } => set(
-            &ns,
-            &key,
-            Entry {
-                value: None,
-                version: seq,
-                timestamp,
-                origin,
-            },
-        )?,
+        // Written above.
+        Op::Put { .. } | Op::Remove { .. } => {}
         Op::PurgeTombstones { ns, before } => {
+            let (ns, before) = (ns.as_str(), *before);
             let doomed: Vec<(String, Entry)> = {
                 let mut out = Vec::new();
-                for row in entries
-                    .range((ns.as_str(), "")..)
-                    .map_err(err("read the index"))?
-                {
+                for row in entries.range((ns, "")..).map_err(err("read the index"))? {
                     let (k, v) = row.map_err(err("read the index"))?;
                     let (n, key) = k.value();
                     if n != ns {
@@ -697,15 +639,21 @@ fn apply_in(
             };
             for (key, e) in doomed {
                 entries
-                    .remove((ns.as_str(), key.as_str()))
+                    .remove((ns, key.as_str()))
                     .map_err(err("write the index"))?;
                 by_seq
-                    .remove((ns.as_str(), e.version.0))
+                    .remove((ns, e.version.0))
                     .map_err(err("write the index"))?;
             }
         }
         Op::Forget { ns, key } => {
-            forget(&mut entries, &mut by_seq, tallies, &ns, &[key])?;
+            forget(
+                &mut entries,
+                &mut by_seq,
+                tallies,
+                ns,
+                std::slice::from_ref(key),
+            )?;
         }
         Op::DropPrefix { ns, prefix } => {
             let keys: Vec<String> = {
@@ -723,13 +671,41 @@ fn apply_in(
                 }
                 out
             };
-            forget(&mut entries, &mut by_seq, tallies, &ns, &keys)?;
+            forget(&mut entries, &mut by_seq, tallies, ns, &keys)?;
         }
     }
-    meta.insert("format", FORMAT).map_err(w)?;
+    meta.insert("format", FORMAT)
+        .map_err(err("write the index"))?;
     meta.insert("applied", seq.0)
         .map_err(err("write the index"))?;
     Ok(())
+}
+
+/// The entry a put or a removal logged at `seq` leaves under its key.
+fn written(seq: Seq, op: &Op) -> Option<(String, String, Entry)> {
+    let (ns, key, value, origin, timestamp) = match op {
+        Op::Put {
+            ns,
+            key,
+            value,
+            origin,
+            timestamp,
+        } => (ns, key, Some(value.clone()), origin, timestamp),
+        Op::Remove {
+            ns,
+            key,
+            origin,
+            timestamp,
+        } => (ns, key, None, origin, timestamp),
+        _ => return None,
+    };
+    let entry = Entry {
+        value,
+        version: seq,
+        timestamp: *timestamp,
+        origin: *origin,
+    };
+    Some((ns.clone(), key.clone(), entry))
 }
 
 type Entries<'t> = redb::Table<'t, (&'static str, &'static str), &'static [u8]>;
