@@ -9,10 +9,13 @@
 //!
 //! ## Write path
 //!
-//! Every change is an [`Op`]. It is appended to the [`Wal`] first (made
-//! durable as the [`Durability`] policy says) and only then applied to the
-//! on-disk index ([`state`]) — never the other way round. If the append
-//! fails, the index is untouched and the error is returned.
+//! Every change is an [`Op`]. The on-disk index ([`state`]) takes it
+//! first, in a transaction not yet committed, then the [`Wal`] appends it
+//! (durable as the [`Durability`] policy says); only then can a commit of
+//! the index include it. Whatever fails, the outcome is the log's: a change
+//! the index refused is never logged, and if the append fails the index
+//! gives up everything since its last checkpoint (it is not closed, so the
+//! next open starts there and replays the log) and the error is returned.
 //!
 //! ## Where the state lives, and recovery
 //!
@@ -640,13 +643,20 @@ impl Store {
 
     /// Commit the index once enough changes wait (they are in the log
     /// already: a commit only bounds what the open transaction holds in
-    /// memory), and checkpoint once enough commits were made.
-    fn maybe_commit(&mut self) -> Result<(), StoreError> {
+    /// memory).
+    fn commit_when_due(&mut self) -> Result<(), StoreError> {
         if self.state.uncommitted() >= COMMIT_AFTER_OPS
             && let Err(e) = self.state.commit(false)
         {
             return Err(self.index_failed(e));
         }
+        Ok(())
+    }
+
+    /// [`Store::commit_when_due`], and checkpoint once enough commits
+    /// were made.
+    fn maybe_commit(&mut self) -> Result<(), StoreError> {
+        self.commit_when_due()?;
         if self.state.commits() >= self.config.checkpoint_after_commits
             && !self.wal.has_pending_sync()
         {
@@ -778,11 +788,9 @@ impl Store {
             .wal
             .hold_end_deferred(was)
             .map_err(|e| self.wal_failed(e))?;
-        if !outer && self.state.uncommitted() >= COMMIT_AFTER_OPS {
+        if !outer {
             // No checkpoint here: the log's fsync is still to be run.
-            if let Err(e) = self.state.commit(false) {
-                return Err(self.index_failed(e));
-            }
+            self.commit_when_due()?;
         }
         Ok((out, pending))
     }

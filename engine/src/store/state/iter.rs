@@ -10,7 +10,6 @@ use std::sync::Arc;
 use redb::ReadableTable;
 
 use super::State;
-use crate::core::Seq;
 use crate::store::Entry;
 
 pub(super) type RangeOf<K, V> = redb::OwnedRange<K, V>;
@@ -60,7 +59,6 @@ pub struct Changed {
     pub(super) state: Arc<State>,
     pub(super) tables: Option<(SeqRange, EntryTable)>,
     pub(super) ns: String,
-    pub(super) floor: Seq,
 }
 
 impl Iterator for Changed {
@@ -69,29 +67,27 @@ impl Iterator for Changed {
         let (range, entries) = self.tables.as_mut()?;
         let looked = match range.next()? {
             Ok((k, key)) => {
-                let (n, seq) = k.value();
+                let (n, _) = k.value();
                 if n != self.ns {
                     Ok(None)
                 } else {
                     let key = key.value().to_string();
                     entries
                         .get((n, key.as_str()))
-                        .map(|v| Some((seq, key, v.map(|v| v.value().to_vec()))))
+                        .map(|v| Some((key, v.map(|v| v.value().to_vec()))))
                 }
             }
             Err(e) => Err(e),
         };
         match looked {
-            Ok(Some((seq, key, Some(bytes)))) if seq > self.floor.0 => {
-                match self.state.decode(&self.ns, &key, &bytes) {
-                    Some(e) => Some((key, e)),
-                    None => {
-                        self.tables = None;
-                        None
-                    }
+            Ok(Some((key, Some(bytes)))) => match self.state.decode(&self.ns, &key, &bytes) {
+                Some(e) => Some((key, e)),
+                None => {
+                    self.tables = None;
+                    None
                 }
-            }
-            Ok(Some((_, key, _))) => {
+            },
+            Ok(Some((key, None))) => {
                 self.state.failed_read(format!(
                     "{}/{key}: listed by version but has no entry",
                     self.ns

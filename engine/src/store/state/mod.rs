@@ -9,7 +9,8 @@
 //! Tables (format version [`FORMAT`], pinned by `data/golden/index-v1.redb`):
 //! - `entries`: `(namespace, key)` → a postcard [`Entry`];
 //! - `by_seq`: `(namespace, version)` → key, for "what changed since";
-//! - `meta`: `"format"` and `"applied"`, the last sequence applied.
+//! - `meta`: `"format"` (written when the file is made) and `"applied"`,
+//!   the last sequence applied (written with each commit).
 //!
 //! Commits are of two kinds. Changes are gathered in one open write
 //! transaction — reads see them through it — and committed without an
@@ -25,7 +26,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use redb::{
@@ -41,7 +42,7 @@ pub use iter::{Changed, Scan};
 use write::{apply_in, written};
 
 use super::tally::Tally;
-use super::{Entry, Op, StoreError};
+use super::{Entry, Op, StoreError, io_err};
 use crate::core::Seq;
 use crate::wal::{PagedFile, Storage};
 
@@ -104,9 +105,12 @@ pub(super) struct State {
     /// Never dropped once abandoned ([`State::abandon`]).
     db: std::mem::ManuallyDrop<Database>,
     /// Set by [`State::abandon`].
-    abandoned: std::sync::atomic::AtomicBool,
+    abandoned: AtomicBool,
     /// Operations applied and not yet committed.
     uncommitted: AtomicU64,
+    /// The sequence the open transaction brings the state to, recorded in
+    /// `meta` when it commits (not once per operation).
+    applied: AtomicU64,
     /// Commits without an fsync since the last durable one.
     commits: AtomicU64,
     /// What the open write transaction changed, for point reads that need
@@ -131,16 +135,8 @@ impl State {
         path: &Path,
         cache_bytes: usize,
     ) -> Result<(State, Option<Seq>), StoreError> {
-        let io = |op: &'static str, at: &Path| {
-            let at = at.to_path_buf();
-            move |source| StoreError::Io {
-                op,
-                path: at,
-                source,
-            }
-        };
         let dir = path.parent().unwrap_or(Path::new("."));
-        let names = storage.list(dir).map_err(io("list", dir))?;
+        let names = storage.list(dir).map_err(io_err("list", dir))?;
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
@@ -150,21 +146,29 @@ impl State {
             // or a failed write while creating it leaves no half a
             // database under the real name.
             let tmp = path.with_file_name(format!("{name}.new"));
-            let file = storage.open_paged(&tmp).map_err(io("create", &tmp))?;
-            file.set_len(0).map_err(io("create", &tmp))?;
-            drop(
-                redb::Builder::new()
-                    .create_with_backend(Backend(file))
-                    .map_err(err("create the index"))?,
-            );
+            let file = storage.open_paged(&tmp).map_err(io_err("create", &tmp))?;
+            file.set_len(0).map_err(io_err("create", &tmp))?;
+            let db = redb::Builder::new()
+                .create_with_backend(Backend(file))
+                .map_err(err("create the index"))?;
+            // The format is written once, here (a durable commit).
+            let txn = db.begin_write().map_err(err("create the index"))?;
+            txn.open_table(META)
+                .map_err(err("create the index"))?
+                .insert("format", FORMAT)
+                .map_err(err("create the index"))?;
+            txn.commit().map_err(err("create the index"))?;
+            drop(db);
             storage
                 .open_paged(&tmp)
                 .and_then(|f| f.sync())
-                .map_err(io("fsync", &tmp))?;
-            storage.rename(&tmp, path).map_err(io("rename", &tmp))?;
-            storage.sync_dir(dir).map_err(io("sync directory", dir))?;
+                .map_err(io_err("fsync", &tmp))?;
+            storage.rename(&tmp, path).map_err(io_err("rename", &tmp))?;
+            storage
+                .sync_dir(dir)
+                .map_err(io_err("sync directory", dir))?;
         }
-        let file = storage.open_paged(path).map_err(io("open", path))?;
+        let file = storage.open_paged(path).map_err(io_err("open", path))?;
         // A damaged file can make redb panic (its debug builds assert on
         // what it never writes) rather than fail: either way, a refusal.
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -184,8 +188,9 @@ impl State {
         };
         let state = State {
             db: std::mem::ManuallyDrop::new(db),
-            abandoned: std::sync::atomic::AtomicBool::new(false),
+            abandoned: AtomicBool::new(false),
             uncommitted: AtomicU64::new(0),
+            applied: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             recent: Mutex::new(Recent::default()),
             committed: Mutex::new(None),
@@ -243,12 +248,13 @@ impl State {
         let became = written(seq, &op);
         self.with_pending(|txn| {
             let mut tallies = crate::core::lock(&self.tallies);
-            apply_in(txn, seq, &op, became.as_ref(), &mut tallies)
+            apply_in(txn, &op, became.as_ref(), &mut tallies)
         })?;
+        self.applied.store(seq.0, Ordering::SeqCst);
         let mut recent = crate::core::lock(&self.recent);
         match became {
             Some((ns, key, entry)) => {
-                recent.entries.insert((ns, key), entry);
+                recent.entries.entry(ns).or_default().insert(key, entry);
             }
             // Forgetting and purging change keys it may or may not list:
             // until the next commit, reads go through the transaction.
@@ -276,7 +282,7 @@ impl State {
     /// checkpoint that makes it and every earlier commit durable. With
     /// nothing applied, a durable commit still makes earlier ones durable.
     pub(super) fn commit(&self, durable: bool) -> Result<(), StoreError> {
-        if self.abandoned.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.abandoned.load(Ordering::SeqCst) {
             return Err(StoreError::Index {
                 op: "commit to the index",
                 reason: "abandoned after a failure; reopen the store".into(),
@@ -294,6 +300,12 @@ impl State {
             (None, true) => self.db.begin_write().map_err(err("checkpoint the index"))?,
             (None, false) => return Ok(()),
         };
+        if self.uncommitted() > 0 {
+            txn.open_table(META)
+                .map_err(err("commit to the index"))?
+                .insert("applied", self.applied.load(Ordering::SeqCst))
+                .map_err(err("commit to the index"))?;
+        }
         txn.commit().map_err(err(if durable {
             "checkpoint the index"
         } else {
@@ -321,7 +333,6 @@ impl State {
         self.with_pending(|txn| {
             let mut entries = txn.open_table(ENTRIES).map_err(err("write the index"))?;
             let mut by_seq = txn.open_table(BY_SEQ).map_err(err("write the index"))?;
-            let mut meta = txn.open_table(META).map_err(err("write the index"))?;
             for (ns, key, entry) in rows {
                 let bytes = postcard::to_allocvec(&entry)
                     .map_err(|e| StoreError::Corruption(e.to_string()))?;
@@ -332,12 +343,10 @@ impl State {
                     .insert((ns.as_str(), entry.version.0), key.as_str())
                     .map_err(err("write the index"))?;
             }
-            meta.insert("format", FORMAT)
-                .map_err(err("write the index"))?;
-            meta.insert("applied", applied.0)
-                .map_err(err("write the index"))?;
             Ok(())
         })?;
+        self.applied.store(applied.0, Ordering::SeqCst);
+        self.uncommitted.fetch_add(1, Ordering::SeqCst);
         {
             let mut recent = crate::core::lock(&self.recent);
             recent.entries.clear();
@@ -359,8 +368,7 @@ impl State {
     /// commits since the checkpoint durable): the next open starts from
     /// the checkpoint and replays the log, exactly as after a crash.
     pub(super) fn abandon(&self) {
-        self.abandoned
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.abandoned.store(true, Ordering::SeqCst);
         drop(crate::core::lock(&self.pending).take());
         *crate::core::lock(&self.recent) = Recent::default();
     }
@@ -396,7 +404,7 @@ impl State {
         let pending = crate::core::lock(&self.pending);
         {
             let recent = crate::core::lock(&self.recent);
-            if let Some(e) = recent.entries.get(&(ns.to_string(), key.to_string())) {
+            if let Some(e) = recent.entries.get(ns).and_then(|keys| keys.get(key)) {
                 return Some(e.clone());
             }
             if !recent.complete
@@ -523,7 +531,6 @@ impl State {
             state: self.clone(),
             tables,
             ns: ns.to_string(),
-            floor: since,
         }
     }
 
@@ -568,7 +575,7 @@ impl State {
 
 impl Drop for State {
     fn drop(&mut self) {
-        if self.abandoned.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.abandoned.load(Ordering::SeqCst) {
             // Closing would make every commit since the last checkpoint
             // durable, some of which the log no longer holds: left as a
             // crash leaves it, to be opened at that checkpoint.
@@ -587,7 +594,8 @@ impl Drop for State {
 
 /// The changes of the open write transaction, by key (see [`State::get`]).
 struct Recent {
-    entries: std::collections::HashMap<(String, String), Entry>,
+    /// By namespace, then key (looked up without building a key).
+    entries: std::collections::HashMap<String, std::collections::HashMap<String, Entry>>,
     /// False once a forget or purge changed keys `entries` does not list.
     complete: bool,
 }

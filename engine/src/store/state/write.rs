@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use redb::{ReadableTable, WriteTransaction};
 
-use super::{BY_SEQ, ENTRIES, FORMAT, META, err};
+use super::{BY_SEQ, ENTRIES, err};
 use crate::core::Seq;
 use crate::store::tally::Tally;
 use crate::store::{Entry, Op, StoreError};
@@ -18,14 +18,12 @@ use crate::store::{Entry, Op, StoreError};
 /// Write `op`'s effect into `txn`, keeping `tallies` in step.
 pub(super) fn apply_in(
     txn: &WriteTransaction,
-    seq: Seq,
     op: &Op,
     written: Option<&(String, String, Entry)>,
     tallies: &mut BTreeMap<String, Vec<Tally>>,
 ) -> Result<(), StoreError> {
     let mut entries = txn.open_table(ENTRIES).map_err(err("write the index"))?;
     let mut by_seq = txn.open_table(BY_SEQ).map_err(err("write the index"))?;
-    let mut meta = txn.open_table(META).map_err(err("write the index"))?;
     if let Some((ns, key, entry)) = written {
         let (ns, key) = (ns.as_str(), key.as_str());
         let bytes =
@@ -111,10 +109,6 @@ pub(super) fn apply_in(
             forget(&mut entries, &mut by_seq, tallies, ns, &keys)?;
         }
     }
-    meta.insert("format", FORMAT)
-        .map_err(err("write the index"))?;
-    meta.insert("applied", seq.0)
-        .map_err(err("write the index"))?;
     Ok(())
 }
 
