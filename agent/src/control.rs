@@ -219,6 +219,16 @@ pub enum Request {
         /// Deletions too.
         all: bool,
     },
+    /// The events after `since` (none: from now on), waiting up to
+    /// `wait_ms` for one when there is none yet (a long poll).
+    Events {
+        /// The last event number the client has.
+        #[serde(default)]
+        since: Option<u64>,
+        /// How long to wait for an event, ms (at most a minute).
+        #[serde(default)]
+        wait_ms: u64,
+    },
     /// Stop the agent.
     Shutdown,
 }

@@ -7,6 +7,7 @@ mod config;
 mod conflicts_cmd;
 mod control;
 mod demo_cmd;
+mod events_cmd;
 mod folder_cmd;
 mod guard_cmd;
 mod history_cmd;
@@ -212,6 +213,21 @@ enum Command {
     Status {
         #[arg(long)]
         json: bool,
+    },
+    /// Follow what the running agent does: files synced in and out,
+    /// deletions, conflicts, folder states, peers, errors, offers, held
+    /// deletions. Each event has a number; --since N resumes after it.
+    Events {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// Start after this event number (0: every event the agent keeps;
+        /// default: only new ones).
+        #[arg(long, value_name = "N")]
+        since: Option<u64>,
+        /// Print what is there and exit instead of following.
+        #[arg(long)]
+        no_follow: bool,
     },
     /// Stop the running agent.
     Shutdown,
@@ -424,6 +440,11 @@ fn main() -> ExitCode {
             tray_cmd::run_tray(&home, exit_after.map(std::time::Duration::from_secs_f64))
         }
         Command::Status { json } => run_cmd::run_status(&home, json),
+        Command::Events {
+            json,
+            since,
+            no_follow,
+        } => events_cmd::run_events(&home, json, since, !no_follow),
         Command::Shutdown => run_cmd::run_shutdown(&home),
         Command::Store(cmd) => store_cmd::run_store(&home, cmd),
         Command::Wal(cmd) => store_cmd::run_wal(&home, cmd),

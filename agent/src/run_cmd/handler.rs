@@ -14,6 +14,12 @@ pub(super) struct Daemon {
 
 use crate::members_cmd::parse_type;
 
+/// Most events one answer carries (a client behind asks again).
+const EVENTS_PER_ANSWER: usize = 512;
+
+/// Longest an events request may wait for one.
+const EVENTS_LONGEST_WAIT_MS: u64 = 60_000;
+
 impl Daemon {
     /// The trusted devices `names` name (ids or names), all or an error.
     fn devices(&self, names: &[String]) -> Result<Vec<NodeId>> {
@@ -268,6 +274,15 @@ impl control::Handler for Daemon {
             Request::Ls { folder, all } => {
                 let store = lock(self.node.store());
                 json!(crate::folder_cmd::ls_rows(&store, folder.as_deref(), all)?)
+            }
+            Request::Events { since, wait_ms } => {
+                let wait = Duration::from_millis(wait_ms.min(EVENTS_LONGEST_WAIT_MS));
+                json!(
+                    self.node
+                        .events()
+                        .wait(since, EVENTS_PER_ANSWER, wait)
+                        .await
+                )
             }
             Request::Shutdown => {
                 self.stop.notify_one();

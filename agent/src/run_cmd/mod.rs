@@ -224,6 +224,7 @@ pub fn run(home: &Home, opts: RunOptions) -> Result<ExitCode> {
             stop: tokio::sync::Notify::new(),
         });
         let control = control::serve(home, daemon.clone())?;
+        let observer = tokio::spawn(observe_every_second(daemon.clone()));
         info!(node = %own, name = %identity.name(), listen = %bound, trusted = trusted_at_start, "running");
         // The tray is a process of its own (GTK wants its own main loop);
         // it follows this agent over the control socket.
@@ -257,6 +258,7 @@ pub fn run(home: &Home, opts: RunOptions) -> Result<ExitCode> {
             let _ = c.kill();
             let _ = c.wait();
         }
+        observer.abort();
         control.stop();
         daemon.node.stop(Duration::from_secs(2)).await;
         Ok::<_, anyhow::Error>(())
@@ -265,6 +267,22 @@ pub fn run(home: &Home, opts: RunOptions) -> Result<ExitCode> {
     result?;
     eprintln!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Record the folder-level events (states, errors, offers, held
+/// deletions) from the node's status, once a second, off the async workers.
+async fn observe_every_second(daemon: Arc<handler::Daemon>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let d = daemon.clone();
+        match tokio::task::spawn_blocking(move || d.node.observe()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "cannot read the status for the event stream"),
+            Err(_) => return,
+        }
+    }
 }
 
 /// LAN discovery settings in force (flags over config file over defaults).

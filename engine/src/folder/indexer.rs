@@ -39,6 +39,35 @@ pub struct ChangeReport {
     pub issues: Vec<ScanIssue>,
     /// Time taken, ms.
     pub elapsed_ms: u64,
+    /// The first [`CHANGES_LISTED`] files and links added, modified or
+    /// deleted (directories left out): what the agent tells its clients.
+    /// Every one of them is counted above.
+    #[serde(skip)]
+    pub changes: Vec<ChangedPath>,
+    /// Files and links changed, listed or not.
+    #[serde(skip)]
+    pub changed_files: u64,
+}
+
+/// How many changed paths one [`ChangeReport`] lists.
+pub const CHANGES_LISTED: usize = 100;
+
+/// One file or link a reconciliation found changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangedPath {
+    /// Folder-relative path.
+    pub path: String,
+    /// Its size (the last known one, for a deletion).
+    pub size: u64,
+    /// It was deleted.
+    pub deleted: bool,
+}
+
+impl ChangeReport {
+    /// Files and links changed beyond those listed in [`changes`](Self::changes).
+    pub fn unlisted(&self) -> u64 {
+        self.changed_files.saturating_sub(self.changes.len() as u64)
+    }
 }
 
 /// Reconciles one folder's disk state into the store.
@@ -353,6 +382,16 @@ impl Indexer {
                     if let Some(p) = prev {
                         prevs.insert(o.path.clone(), p.clone());
                     }
+                    if rec.kind != EntryKind::Dir {
+                        report.changed_files += 1;
+                    }
+                    if rec.kind != EntryKind::Dir && report.changes.len() < CHANGES_LISTED {
+                        report.changes.push(ChangedPath {
+                            path: o.path.clone(),
+                            size: rec.size,
+                            deleted: false,
+                        });
+                    }
                     puts.push((o.path.clone(), rec));
                 }
             }
@@ -399,6 +438,16 @@ impl Indexer {
             .count() as u64;
         report.held = self.guard_deletions(store, &mut deletions, adding, whole)?;
         report.deleted = deletions.len() as u64;
+        let room = CHANGES_LISTED.saturating_sub(report.changes.len());
+        let gone_files = deletions.iter().filter(|(_, r)| r.kind != EntryKind::Dir);
+        report.changed_files += gone_files.clone().count() as u64;
+        report
+            .changes
+            .extend(gone_files.take(room).map(|(path, r)| ChangedPath {
+                path: path.clone(),
+                size: r.size,
+                deleted: true,
+            }));
         report.forgotten = forgets.len() as u64;
         report.renamed = added_hashes
             .iter()

@@ -17,11 +17,13 @@
 //! lifecycle) around it; [`status`] is what a node reports; [`trust`] the
 //! stored trusted-peer list and device names; [`offers`] the folders
 //! other devices offer; [`exec`] the executor; [`echoes`] the
-//! watcher's filter for the agent's own writes; `watching` the folder
+//! watcher's filter for the agent's own writes; [`events`] the stream of
+//! what happened, for clients to follow; `watching` the folder
 //! watcher threads; `housekeeping` the timed tidy-ups.
 
 pub mod conflicts;
 pub mod echoes;
+pub mod events;
 pub mod exec;
 pub mod guard;
 pub mod history;
@@ -120,6 +122,8 @@ pub struct Shared {
     /// synced, special files, node homes — by folder, then path: shown by
     /// `status`, so nobody takes such a file for safe on the other machine.
     pub not_synced: Mutex<HashMap<String, std::collections::BTreeMap<String, String>>>,
+    /// What happened, for clients to follow ([`events::EventLog`]).
+    pub events: events::EventLog,
 }
 
 enum Local {
@@ -240,6 +244,7 @@ impl SyncRuntime {
             echoes: Default::default(),
             home,
             not_synced: Mutex::default(),
+            events: events::EventLog::default(),
         });
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let watchers = start_watchers(&shared, &stop);
@@ -374,11 +379,19 @@ fn on_mesh_event(s: &Arc<Shared>, ev: MeshEvent) {
             if let Err(e) = trust::set_name(&mut store, id, &handle.name, false) {
                 debug!(peer = %id, error = %e, "did not record the device's name");
             }
+            s.events.push(events::What::PeerConnected {
+                peer: id.to_string(),
+                name: handle.name.clone(),
+            });
             lock(&s.peers).insert(id, handle);
             lock(&s.engine).connected(&store, id, now)
         }
         MeshEvent::Disconnected(id) => {
-            lock(&s.peers).remove(&id);
+            let gone = lock(&s.peers).remove(&id);
+            s.events.push(events::What::PeerDisconnected {
+                peer: id.to_string(),
+                name: gone.map(|h| h.name).unwrap_or_default(),
+            });
             lock(&s.engine).disconnected(id);
             Ok(Vec::new())
         }

@@ -362,6 +362,20 @@ impl Node {
         }
     }
 
+    /// What happened on this node, for clients to follow.
+    pub fn events(&self) -> &super::events::EventLog {
+        &self.shared.events
+    }
+
+    /// Compare the status now with the one seen last time and record the
+    /// folder-level events (states, errors, offers, held deletions): what
+    /// a caller that serves the event stream runs every second or so.
+    pub fn observe(&self) -> Result<(), NodeError> {
+        let status = self.status()?;
+        self.shared.events.observe(&status);
+        Ok(())
+    }
+
     /// The app's key/values changed (an app wrote one): peers are hinted.
     pub fn values_changed(&self) {
         self.shared.changed(crate::folder::values::APP_SPACE);

@@ -148,6 +148,7 @@ pub(super) fn watch_folder(
                 match report {
                     Ok(r) if r.ops > 0 => {
                         debug!(folder = %id, added = r.added, modified = r.modified, deleted = r.deleted, "indexed");
+                        tell_changes(&s, &id, &r);
                         let _ = s.local.send(Local::Changed(id.clone()));
                     }
                     Ok(_) => {}
@@ -184,6 +185,7 @@ fn scan_in_background(
         match scanned {
             Ok(r) => {
                 note_not_synced(&s, &id, &config.path, None, &r.issues);
+                tell_changes(&s, &id, &r);
                 info!(folder = %id, added = r.added, modified = r.modified, deleted = r.deleted, took_ms = r.elapsed_ms, "scanned")
             }
             Err(e) => {
@@ -273,4 +275,33 @@ fn resume_restore(s: &Arc<Shared>, id: &str) {
     if let Err(e) = spawned {
         warn!(folder = %id, error = %e, "cannot finish a folder restore cut short now; run it again");
     }
+}
+
+/// Tell the node's clients what a reconciliation of `folder` recorded:
+/// each listed file out or deleted here, then how many more, if any.
+fn tell_changes(s: &Shared, folder: &str, report: &folder::ChangeReport) {
+    use super::events::{Side, What};
+    let listed = report.changes.iter().map(|c| {
+        let (folder, path) = (folder.to_string(), c.path.clone());
+        if c.deleted {
+            What::Deleted {
+                folder,
+                path,
+                by: Side::Here,
+            }
+        } else {
+            What::FileOut {
+                folder,
+                path,
+                size: c.size,
+            }
+        }
+    });
+    let more = report.unlisted();
+    let summary = (more > 0).then(|| What::ManyChanged {
+        folder: folder.to_string(),
+        more,
+        by: Side::Here,
+    });
+    s.events.push_all(listed.chain(summary));
 }

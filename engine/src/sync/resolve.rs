@@ -196,7 +196,7 @@ pub fn copy_target(name: &str, probe: impl Fn(&str) -> Probe) -> Option<String> 
 pub use crate::core::path::{CONFLICT_MARKER, is_conflict_copy, original_of_copy};
 
 /// `YYYYMMDD-HHMMSS` of a Unix time in seconds (proleptic Gregorian, UTC).
-pub(crate) fn utc_stamp(secs: i64) -> String {
+pub fn utc_stamp(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Civil-from-days (Howard Hinnant's algorithm).

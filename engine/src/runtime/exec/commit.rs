@@ -329,6 +329,7 @@ pub(super) fn record_batch(s: &Arc<Shared>, batch: Flushed) -> Option<Logged> {
                 warn!(error = %e, "cannot make the renames durable");
             }
         }
+        let mut events = events_of(&done);
         // Recorded together; the work due next rides on the first reply.
         let recorded = lock(&s.engine).completed_all(store, done, Instant::now());
         match recorded {
@@ -339,18 +340,19 @@ pub(super) fn record_batch(s: &Arc<Shared>, batch: Flushed) -> Option<Logged> {
             }
             Err(e) => {
                 placed.clear();
+                events.clear();
                 for r in results.iter_mut().filter(|r| r.is_ok()) {
                     *r = Err(unrecorded(&e));
                 }
             }
         }
-        (results, placed)
+        (results, placed, events)
     });
     drop(store);
-    let (results, pending) = match held {
-        Ok(((results, placed), pending)) => {
+    let (results, pending, events) = match held {
+        Ok(((results, placed, events), pending)) => {
             s.echoes.placed(&placed);
-            (results, pending)
+            (results, pending, events)
         }
         Err(e) => {
             for (_, reply, ..) in items {
@@ -361,6 +363,7 @@ pub(super) fn record_batch(s: &Arc<Shared>, batch: Flushed) -> Option<Logged> {
     };
     Some(Logged {
         pending,
+        events,
         replies: items
             .into_iter()
             .zip(results)
@@ -373,6 +376,8 @@ pub(super) fn record_batch(s: &Arc<Shared>, batch: Flushed) -> Option<Logged> {
 pub(super) struct Logged {
     /// The log's fsync, if the batch appended anything.
     pub(super) pending: Option<PendingSync>,
+    /// What the batch did, told to the node's clients once it is durable.
+    pub(super) events: Vec<events::What>,
     pub(super) replies: Vec<(Reply, Result<Vec<Action>, WorkError>)>,
 }
 
@@ -383,8 +388,51 @@ impl Logged {
             (Some(a), Some(b)) => Some(a.merge(b)),
             (a, b) => a.or(b),
         };
+        self.events.extend(later.events);
         self.replies.extend(later.replies);
     }
+}
+
+/// The events work carried out makes: a file in or a deletion by a peer
+/// for each file (directories are left out), and each conflict — a copy
+/// kept here, or one a peer kept arriving (so both devices hear of it).
+fn events_of(done: &[Completed]) -> Vec<events::What> {
+    let mut out = Vec::with_capacity(done.len());
+    for c in done {
+        let (folder, path) = (c.folder.clone(), c.path.clone());
+        let peers_copy = (!c.record.deleted)
+            .then(|| crate::core::path::original_of_copy(&path))
+            .flatten()
+            .map(|(original, ..)| (original, path.clone()));
+        let kept_here = c
+            .conflict_copy
+            .as_ref()
+            .map(|(copy, _)| (path.clone(), copy.clone()));
+        if let Some((original, copy)) = kept_here.or(peers_copy) {
+            out.push(events::What::ConflictMade {
+                folder: folder.clone(),
+                path: original,
+                copy,
+            });
+        }
+        if c.record.kind == EntryKind::Dir {
+            continue;
+        }
+        out.push(if c.record.deleted {
+            events::What::Deleted {
+                folder,
+                path,
+                by: events::Side::Peer,
+            }
+        } else {
+            events::What::FileIn {
+                folder,
+                path,
+                size: c.record.size,
+            }
+        });
+    }
+    out
 }
 
 /// Step 3 of [`committer`]: make the log durable — without the store lock,
@@ -396,7 +444,11 @@ pub(super) fn logger(s: std::sync::Weak<Shared>, inbox: std::sync::mpsc::Receive
             logged.absorb(more);
         }
         let Some(s) = s.upgrade() else { break };
-        let Logged { pending, replies } = logged;
+        let Logged {
+            pending,
+            events,
+            replies,
+        } = logged;
         let synced = match pending {
             Some(mut p) => {
                 let result = p.sync();
@@ -404,6 +456,9 @@ pub(super) fn logger(s: std::sync::Weak<Shared>, inbox: std::sync::mpsc::Receive
             }
             None => Ok(()),
         };
+        if synced.is_ok() {
+            s.events.push_all(events);
+        }
         for (reply, result) in replies {
             let result = match &synced {
                 Ok(()) => result,

@@ -181,6 +181,7 @@ use bytes::Bytes;
 use tracing::{debug, info, warn};
 
 use super::echoes::Placed;
+use super::events;
 use super::{Shared, lock};
 use crate::core::{Clock, ContentHash, NodeId, VersionVector};
 use crate::folder::{self, FileRecord};

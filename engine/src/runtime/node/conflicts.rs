@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use super::super::conflicts::{self, Conflict, Keep, Settled};
+use super::super::events::What;
 use super::{Node, NodeError, lock};
 
 impl Node {
@@ -20,6 +21,12 @@ impl Node {
         let (folder, settled) =
             conflicts::settle_at(&self.store, Some(&self.shared.chunks), self.id(), abs, keep)?;
         self.shared.changed(&folder);
+        self.shared
+            .events
+            .push_all(settled.conflicts.iter().map(|c| What::ConflictResolved {
+                folder: c.folder.clone(),
+                path: c.path.clone(),
+            }));
         Ok(settled)
     }
 }
