@@ -25,6 +25,8 @@ pub struct Config {
     pub discovery: DiscoverySection,
     /// Logging.
     pub log: LogSection,
+    /// The tray and its notifications.
+    pub desktop: DesktopSection,
     /// Per folder, by id (`[folder.<id>]`).
     pub folder: std::collections::BTreeMap<String, FolderSection>,
 }
@@ -80,6 +82,23 @@ pub struct DiscoverySection {
     pub interval_secs: f64,
     /// Interfaces to announce on; empty: all that are up (`run --discovery-interface`).
     pub interfaces: Vec<String>,
+}
+
+/// `[desktop]`: the tray (`softadastra tray`) reads it when it starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DesktopSection {
+    /// Desktop notifications for what needs a person: a conflict, a
+    /// folder error, a folder offered, deletions held back.
+    pub notifications: bool,
+}
+
+impl Default for DesktopSection {
+    fn default() -> Self {
+        DesktopSection {
+            notifications: true,
+        }
+    }
 }
 
 /// `[log]`.

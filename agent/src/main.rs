@@ -18,7 +18,7 @@ mod node_cmd;
 mod repair_cmd;
 mod run_cmd;
 mod store_cmd;
-mod tray_cmd;
+mod tray;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -162,6 +162,12 @@ enum Command {
         /// Quit after this many seconds (for tests and screenshots).
         #[arg(long, value_name = "SECONDS", hide = true)]
         exit_after: Option<f64>,
+        /// Print the menu (JSON) to stderr whenever it changes (for tests).
+        #[arg(long, hide = true)]
+        print_menu: bool,
+        /// Click this menu entry (by id) once it is there (for tests; repeatable).
+        #[arg(long, value_name = "ID", hide = true)]
+        click: Vec<String>,
     },
     /// Start the agent at every login of this user (systemd user unit,
     /// LaunchAgent or Run entry), and now.
@@ -436,9 +442,18 @@ fn main() -> ExitCode {
         } => install_cmd::run_install(&home, tray, dry_run, no_start),
         Command::Uninstall { dry_run } => install_cmd::run_uninstall(&home, dry_run),
         Command::Demo { dir, once } => demo_cmd::run_demo(dir, once),
-        Command::Tray { exit_after } => {
-            tray_cmd::run_tray(&home, exit_after.map(std::time::Duration::from_secs_f64))
-        }
+        Command::Tray {
+            exit_after,
+            print_menu,
+            click,
+        } => tray::run_tray(
+            &home,
+            tray::TrayOptions {
+                exit_after: exit_after.map(std::time::Duration::from_secs_f64),
+                print_menu,
+                click,
+            },
+        ),
         Command::Status { json } => run_cmd::run_status(&home, json),
         Command::Events {
             json,

@@ -1,30 +1,51 @@
 #![cfg_attr(not(feature = "tray"), allow(dead_code))]
-//! `softadastra tray`: the sync state in the system tray.
+//! `softadastra tray`: run your sync from the system tray.
 //!
-//! The tray follows the running agent over the control API (once a
-//! second): a distinct icon per state — up to date (green), syncing
-//! (blue), paused (grey), offline: no peer connected (amber), error (red),
-//! agent not running (hollow grey) — a tooltip such as "Up to date · 2
-//! peers" or "Syncing 14 files (3.2 MB)", and a menu: the status line,
-//! open folder, pause/resume, rescan, open log, quit. When the agent is
-//! down it says so instead of failing, and picks it up again when it
-//! returns. Built only with the `tray` cargo feature.
+//! The tray follows the running agent's event stream ([`follow`]) and
+//! re-reads its status when something happened: a distinct icon per state
+//! — up to date (green), syncing (blue), paused (grey), offline: no peer
+//! connected (amber), needs attention (orange, "!"), error (red), agent
+//! not running (hollow grey) — a tooltip such as "Up to date · 2 peers",
+//! and a menu ([`menu`]): each folder with its own actions, recent
+//! changes, what needs attention, pause all, quit tray, stop the agent.
+//! What needs a person is also a desktop notification ([`notify`]).
+//! When the agent is down it says so instead of failing, and picks it up
+//! again when it returns.
+//!
+//! This file owns the state and its icon, and carries out a click's
+//! action ([`perform`]); the GUI itself ([`gui`]) is built only with the
+//! `tray` cargo feature. Nothing here changes the agent but through the
+//! control API.
 
 use std::process::ExitCode;
 use std::time::Duration;
-#[cfg(feature = "tray")]
-use std::time::Instant;
 
 use anyhow::Result;
-#[cfg(feature = "tray")]
-use anyhow::{Context, anyhow};
 #[cfg(test)]
 use softadastra::runtime::status::FolderStatus;
 use softadastra::runtime::status::{FolderState, NodeStatus};
 
-#[cfg(feature = "tray")]
-use crate::control::{self, FolderChange, Request};
+use crate::control;
 use crate::home::Home;
+
+pub mod follow;
+#[cfg(feature = "tray")]
+mod gui;
+pub mod menu;
+pub mod notify;
+
+/// How `softadastra tray` runs (the hidden flags are for tests and
+/// screenshots).
+#[derive(Debug, Clone, Default)]
+pub struct TrayOptions {
+    /// Quit after this long.
+    pub exit_after: Option<Duration>,
+    /// Print the menu model (JSON, one line) to stderr whenever it changes.
+    pub print_menu: bool,
+    /// Click these entries (by id, e.g. `folder:docs/pause`) once each
+    /// exists and is enabled, as a person would.
+    pub click: Vec<String>,
+}
 
 /// What the tray shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +58,9 @@ pub enum TrayState {
     Paused,
     /// No peer connected.
     Offline,
+    /// Something waits for a person: a conflict, an offer, held
+    /// deletions, changes a one-way folder did not take.
+    NeedsAttention,
     /// A folder cannot be synced.
     Error,
     /// No agent answers.
@@ -51,7 +75,10 @@ pub fn summarize(status: Option<&NodeStatus>) -> (TrayState, String) {
             "Softadastra: agent not running".into(),
         );
     };
-    let (state, mut text) = state_of(s);
+    let (mut state, mut text) = state_of(s);
+    if state != TrayState::Error && needs_attention(s) {
+        state = TrayState::NeedsAttention;
+    }
     // What waits for the user, whatever the state: offers, and remote
     // changes a send-only folder did not take.
     for o in &s.offers {
@@ -90,6 +117,17 @@ pub fn summarize(status: Option<&NodeStatus>) -> (TrayState, String) {
         ));
     }
     (state, text)
+}
+
+/// Whether anything waits for a person.
+fn needs_attention(s: &NodeStatus) -> bool {
+    !s.offers.is_empty()
+        || s.folders.iter().any(|f| {
+            f.conflicts > 0
+                || f.locally_changed > 0
+                || f.remote_differs > 0
+                || f.deletions_held.local + f.deletions_held.remote > 0
+        })
 }
 
 fn state_of(s: &NodeStatus) -> (TrayState, String) {
@@ -137,6 +175,7 @@ pub fn icon_rgba(state: TrayState) -> Vec<u8> {
         TrayState::Syncing => (0x1f, 0x6f, 0xeb),
         TrayState::Paused => (0x8b, 0x94, 0x9e),
         TrayState::Offline => (0xd2, 0x99, 0x22),
+        TrayState::NeedsAttention => (0xe8, 0x6a, 0x17),
         TrayState::Error => (0xda, 0x36, 0x33),
         TrayState::NotRunning => (0x8b, 0x94, 0x9e),
     };
@@ -154,6 +193,8 @@ pub fn icon_rgba(state: TrayState) -> Vec<u8> {
                     TrayState::Paused => (11..=13).contains(&x) || (18..=20).contains(&x),
                     // A band across: syncing.
                     TrayState::Syncing => (14..=17).contains(&y) && (8..=23).contains(&x),
+                    // An exclamation mark: needs attention.
+                    TrayState::NeedsAttention => (14..=17).contains(&x) && (y <= 17 || y >= 20),
                     _ => false,
                 };
             let i = ((y * N + x) * 4) as usize;
@@ -168,143 +209,56 @@ pub fn icon_rgba(state: TrayState) -> Vec<u8> {
 
 /// The agent's status, if one answers (an answer of another shape counts
 /// as none).
-#[cfg(feature = "tray")]
-fn status(home: &Home) -> Option<NodeStatus> {
-    let answer = control::call(home, &Request::Status).ok().flatten()?;
-    serde_json::from_value(answer).ok()
-}
-
-#[cfg(feature = "tray")]
-fn open(target: &std::path::Path) {
-    let opener = if cfg!(target_os = "macos") {
-        "open"
-    } else if cfg!(windows) {
-        "explorer"
-    } else {
-        "xdg-open"
-    };
-    let _ = std::process::Command::new(opener).arg(target).spawn();
+/// Carry out a menu click: open a path in the desktop's file manager, or
+/// send the agent its requests (stopping at the first it refuses, whose
+/// error is returned). `QuitTray` is the GUI's to handle.
+pub fn perform(home: &Home, action: &menu::Action) -> Result<()> {
+    match action {
+        menu::Action::Open { path } => {
+            let opener = if cfg!(target_os = "macos") {
+                "open"
+            } else if cfg!(windows) {
+                "explorer"
+            } else {
+                "xdg-open"
+            };
+            std::process::Command::new(opener)
+                .arg(path)
+                .spawn()
+                .map_err(|e| anyhow::anyhow!("cannot run {opener} {}: {e}", path.display()))?;
+        }
+        menu::Action::Send { requests } => {
+            for r in requests {
+                if control::call(home, r)?.is_none() {
+                    anyhow::bail!("the agent is not running");
+                }
+            }
+        }
+        menu::Action::QuitTray => {}
+    }
+    Ok(())
 }
 
 /// Without the `tray` feature: say how to get one.
 #[cfg(not(feature = "tray"))]
-pub fn run_tray(_home: &Home, _exit_after: Option<Duration>) -> Result<ExitCode> {
+pub fn run_tray(_home: &Home, _options: TrayOptions) -> Result<ExitCode> {
     anyhow::bail!(
-        "this softadastra was built without the tray icon; build it with `cargo build --release -p softadastra-agent --features tray` (needs libgtk-3-dev and libayatana-appindicator3-dev)"
+        "this softadastra was built without the tray icon; install the package (it has it) or build it with `cargo build --release -p softadastra-agent --features tray` (needs libgtk-3-dev and libayatana-appindicator3-dev)"
     )
 }
 
-/// Run the tray until Quit (or, with `exit_after`, that long: for tests).
+/// Run the tray until "Quit tray" (or, with `exit_after`, that long).
 #[cfg(feature = "tray")]
-pub fn run_tray(home: &Home, exit_after: Option<Duration>) -> Result<ExitCode> {
-    use tray_icon::menu::{Menu, MenuEvent, MenuItem, PredefinedMenuItem};
-    use tray_icon::{Icon, TrayIconBuilder};
-
-    #[cfg(target_os = "linux")]
-    gtk::init().map_err(|e| {
-        anyhow!("cannot start the tray: no graphical session ({e}); is DISPLAY set?")
-    })?;
-
-    let line = MenuItem::new("Softadastra", false, None);
-    let open_folder = MenuItem::new("Open folder", true, None);
-    let pause = MenuItem::new("Pause syncing", true, None);
-    let rescan = MenuItem::new("Rescan", true, None);
-    let open_log = MenuItem::new("Open log", true, None);
-    let quit = MenuItem::new("Quit tray", true, None);
-    let menu = Menu::new();
-    menu.append_items(&[
-        &line,
-        &PredefinedMenuItem::separator(),
-        &open_folder,
-        &pause,
-        &rescan,
-        &open_log,
-        &PredefinedMenuItem::separator(),
-        &quit,
-    ])
-    .context("cannot build the tray menu")?;
-    let icon = |state| {
-        Icon::from_rgba(icon_rgba(state), 32, 32).map_err(|e| anyhow!("bad tray icon: {e}"))
-    };
-    let (mut shown, mut tip) = summarize(None);
-    let tray = TrayIconBuilder::new()
-        .with_menu(Box::new(menu))
-        .with_tooltip(&tip)
-        .with_title("Softadastra")
-        .with_icon(icon(shown)?)
-        .build()
-        .context("cannot create the tray icon (is a system tray running?)")?;
-    eprintln!("tray: {tip}");
-    let started = Instant::now();
-    let mut polled: Option<Instant> = None;
-    let mut last: Option<NodeStatus> = None;
-    loop {
-        #[cfg(target_os = "linux")]
-        while gtk::events_pending() {
-            gtk::main_iteration_do(false);
-        }
-        if polled.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-            polled = Some(Instant::now());
-            last = status(home);
-            let (state, text) = summarize(last.as_ref());
-            if state != shown || text != tip {
-                tray.set_icon(Some(icon(state)?))?;
-                tray.set_tooltip(Some(&text))?;
-                line.set_text(&text);
-                let paused = state == TrayState::Paused;
-                pause.set_text(if paused {
-                    "Resume syncing"
-                } else {
-                    "Pause syncing"
-                });
-                eprintln!("tray: {text}");
-                (shown, tip) = (state, text);
-            }
-        }
-        if let Ok(event) = MenuEvent::receiver().try_recv() {
-            let folders: Vec<String> = last
-                .iter()
-                .flat_map(|s| s.folders.iter().map(|f| f.id.clone()))
-                .collect();
-            let first_path = last
-                .as_ref()
-                .and_then(|s| s.folders.first().map(|f| f.path.clone()));
-            if event.id == quit.id() {
-                break;
-            } else if event.id == open_folder.id() {
-                if let Some(p) = first_path {
-                    open(&p);
-                }
-            } else if event.id == open_log.id() {
-                open(&home.log_dir());
-            } else if event.id == pause.id() || event.id == rescan.id() {
-                let change = if event.id == rescan.id() {
-                    FolderChange::Rescan
-                } else if shown == TrayState::Paused {
-                    FolderChange::Resume
-                } else {
-                    FolderChange::Pause
-                };
-                for id in folders {
-                    let _ = control::call(home, &Request::FolderSet { id, change });
-                }
-                polled = None;
-            }
-        }
-        if exit_after.is_some_and(|d| started.elapsed() >= d) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(ExitCode::SUCCESS)
+pub fn run_tray(home: &Home, options: TrayOptions) -> Result<ExitCode> {
+    gui::run(home, options)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use softadastra::sync::FolderProgress;
 
-    fn folder(state: FolderState, needed: (u64, u64)) -> FolderStatus {
+    pub(crate) fn folder(state: FolderState, needed: (u64, u64)) -> FolderStatus {
         FolderStatus {
             id: "docs".into(),
             path: "/docs".into(),
@@ -329,7 +283,7 @@ mod tests {
         }
     }
 
-    fn node(peers: usize, folders: Vec<FolderStatus>) -> NodeStatus {
+    pub(crate) fn node(peers: usize, folders: Vec<FolderStatus>) -> NodeStatus {
         NodeStatus {
             node: "N".into(),
             name: "laptop".into(),
@@ -363,7 +317,7 @@ mod tests {
             by: Vec::new(),
         });
         let (state, text) = summarize(Some(&n));
-        assert_eq!(state, TrayState::UpToDate);
+        assert_eq!(state, TrayState::NeedsAttention);
         assert!(
             text.contains("Folder photos offered: softadastra folder accept photos PATH"),
             "{text}"
@@ -392,6 +346,11 @@ mod tests {
         assert_eq!(summarize(Some(&node(1, paused))).0, TrayState::Paused);
         let broken = vec![folder(FolderState::Error, (0, 0))];
         assert_eq!(summarize(Some(&node(1, broken))).0, TrayState::Error);
+        let mut conflicted = folder(FolderState::UpToDate, (0, 0));
+        conflicted.conflicts = 2;
+        let (state, text) = summarize(Some(&node(1, vec![conflicted])));
+        assert_eq!(state, TrayState::NeedsAttention);
+        assert!(text.contains("2 conflict(s)"), "{text}");
     }
 
     #[test]
@@ -409,6 +368,7 @@ mod tests {
             TrayState::Syncing,
             TrayState::Paused,
             TrayState::Offline,
+            TrayState::NeedsAttention,
             TrayState::Error,
             TrayState::NotRunning,
         ];
