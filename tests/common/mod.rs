@@ -2,6 +2,7 @@
 // Each test file uses a different subset.
 #![allow(dead_code)]
 
+pub mod desktop;
 pub mod netns;
 pub mod node;
 
