@@ -11,8 +11,22 @@ use std::process::{Command, Output};
 use common::{bin, stderr, stdout};
 
 fn cli(home: &std::path::Path, user_home: &std::path::Path, args: &[&str]) -> Output {
-    Command::new(bin())
-        .arg("--home")
+    cli_in(home, user_home, args, None)
+}
+
+/// As [`cli`], in a graphical session on `display` if one is given.
+fn cli_in(
+    home: &std::path::Path,
+    user_home: &std::path::Path,
+    args: &[&str],
+    display: Option<&str>,
+) -> Output {
+    let mut cmd = Command::new(bin());
+    cmd.env_remove("DISPLAY").env_remove("WAYLAND_DISPLAY");
+    if let Some(d) = display {
+        cmd.env("DISPLAY", d);
+    }
+    cmd.arg("--home")
         .arg(home)
         .args(args)
         .env("HOME", user_home)
@@ -83,6 +97,28 @@ fn install_writes_a_user_unit_once_and_uninstall_removes_only_it() {
             stderr(&tray)
         );
     }
+
+    // In a graphical session the tray is set up without asking, when this
+    // binary has it (the package's build); --no-tray leaves it out.
+    let has_tray = !stderr(&cli(&home, user.path(), &["tray", "--exit-after", "0"]))
+        .contains("built without the tray");
+    let desktop = cli_in(&home, user.path(), &["install", "--dry-run"], Some(":99"));
+    assert!(desktop.status.success(), "{}", stderr(&desktop));
+    assert_eq!(
+        stdout(&desktop).contains("softadastra-tray.desktop"),
+        has_tray,
+        "{}",
+        stdout(&desktop)
+    );
+    let refused = cli_in(
+        &home,
+        user.path(),
+        &["install", "--no-tray", "--dry-run"],
+        Some(":99"),
+    );
+    assert!(!stdout(&refused).contains("softadastra-tray.desktop"));
+    let headless = cli(&home, user.path(), &["install", "--dry-run"]);
+    assert!(!stdout(&headless).contains("softadastra-tray.desktop"));
 
     // The node's data stays.
     std::fs::create_dir_all(&home).unwrap();

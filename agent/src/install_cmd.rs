@@ -51,6 +51,27 @@ fn show(p: &Plan, remove: bool) {
     }
 }
 
+/// Whether `install` sets the tray up: when asked (`--tray`); else, unless
+/// `--no-tray`, when this build has the tray and a graphical session runs
+/// (on Linux `DISPLAY` or `WAYLAND_DISPLAY` is set; macOS and Windows
+/// always have one), saying so.
+pub fn with_tray(asked: bool, refused: bool) -> bool {
+    if asked || refused {
+        return asked;
+    }
+    let graphical = !cfg!(target_os = "linux")
+        || ["DISPLAY", "WAYLAND_DISPLAY"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()));
+    let tray = cfg!(feature = "tray") && graphical;
+    if tray {
+        eprintln!(
+            "a graphical session is running: the tray icon starts at login too (--no-tray leaves it out)"
+        );
+    }
+    tray
+}
+
 pub fn run_install(home: &Home, tray: bool, dry_run: bool, no_start: bool) -> Result<ExitCode> {
     if tray && !cfg!(feature = "tray") {
         bail!(

@@ -172,9 +172,13 @@ enum Command {
     /// Start the agent at every login of this user (systemd user unit,
     /// LaunchAgent or Run entry), and now.
     Install {
-        /// Also start the tray icon at login.
-        #[arg(long)]
+        /// Also start the tray icon at login (the default when this build
+        /// has the tray and a graphical session is running).
+        #[arg(long, conflicts_with = "no_tray")]
         tray: bool,
+        /// Do not start the tray icon at login.
+        #[arg(long)]
+        no_tray: bool,
         /// Print what would be written and run; change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -437,9 +441,13 @@ fn main() -> ExitCode {
         }
         Command::Install {
             tray,
+            no_tray,
             dry_run,
             no_start,
-        } => install_cmd::run_install(&home, tray, dry_run, no_start),
+        } => {
+            let tray = install_cmd::with_tray(tray, no_tray);
+            install_cmd::run_install(&home, tray, dry_run, no_start)
+        }
         Command::Uninstall { dry_run } => install_cmd::run_uninstall(&home, dry_run),
         Command::Demo { dir, once } => demo_cmd::run_demo(dir, once),
         Command::Tray {
