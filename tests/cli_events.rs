@@ -1,6 +1,6 @@
 //! The event stream end to end, with two agents: a scripted sequence of
 //! changes — a file made on each side, one deleted, one edited on both
-//! sides apart (a conflict) — gives each agent's stream exactly the
+//! sides apart (a conflict, then settled) — gives each agent's stream exactly the
 //! expected file events in order, with the peer and folder-state events
 //! around them; a follower started before the changes prints the same as a
 //! client that asks afterwards; a client resuming from a number misses
@@ -198,6 +198,28 @@ fn two_agents_stream_the_expected_events_in_order() {
         "each side tells of the conflict",
         Duration::from_secs(10),
         || conflicts(&events(&alpha, alpha_mark).0) == 1 && conflicts(&events(&beta, 0).0) == 1,
+    );
+    // Settled on alpha: told there, and on beta when the copy goes.
+    let settled = run(
+        alpha.home.path(),
+        &[
+            "conflicts",
+            "resolve",
+            da.join("shared.txt").to_str().unwrap(),
+            "--keep",
+            "mine",
+        ],
+    );
+    assert!(settled.status.success(), "{}", stderr(&settled));
+    let resolved = |list: &[Value]| {
+        list.iter()
+            .filter(|e| e["type"] == "conflict_resolved" && e["path"] == "shared.txt")
+            .count()
+    };
+    wait(
+        "each side tells it was settled",
+        Duration::from_secs(20),
+        || resolved(&events(&alpha, alpha_mark).0) == 1 && resolved(&events(&beta, 0).0) == 1,
     );
     // A client of beta's earlier run is told it missed some.
     let (after, gap) = events(&beta, before_restart);

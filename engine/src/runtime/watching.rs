@@ -278,12 +278,22 @@ fn resume_restore(s: &Arc<Shared>, id: &str) {
 }
 
 /// Tell the node's clients what a reconciliation of `folder` recorded:
-/// each listed file out or deleted here, then how many more, if any.
+/// each listed file out or deleted here (a conflict copy deleted: the
+/// conflict settled), then how many more, if any.
 fn tell_changes(s: &Shared, folder: &str, report: &folder::ChangeReport) {
     use super::events::{Side, What};
-    let listed = report.changes.iter().map(|c| {
+    let listed = report.changes.iter().flat_map(|c| {
         let (folder, path) = (folder.to_string(), c.path.clone());
-        if c.deleted {
+        // A conflict copy deleted here: the person settled the conflict.
+        let settled = c
+            .deleted
+            .then(|| crate::core::path::original_of_copy(&path))
+            .flatten()
+            .map(|(original, ..)| What::ConflictResolved {
+                folder: folder.clone(),
+                path: original,
+            });
+        let change = if c.deleted {
             What::Deleted {
                 folder,
                 path,
@@ -295,7 +305,8 @@ fn tell_changes(s: &Shared, folder: &str, report: &folder::ChangeReport) {
                 path,
                 size: c.size,
             }
-        }
+        };
+        settled.into_iter().chain([change])
     });
     let more = report.unlisted();
     let summary = (more > 0).then(|| What::ManyChanged {

@@ -395,7 +395,8 @@ impl Logged {
 
 /// The events work carried out makes: a file in or a deletion by a peer
 /// for each file (directories are left out), and each conflict — a copy
-/// kept here, or one a peer kept arriving (so both devices hear of it).
+/// kept here, or one a peer kept arriving (so both devices hear of it) —
+/// and each settled (a peer removed the copy).
 fn events_of(done: &[Completed]) -> Vec<events::What> {
     let mut out = Vec::with_capacity(done.len());
     for c in done {
@@ -417,6 +418,15 @@ fn events_of(done: &[Completed]) -> Vec<events::What> {
         }
         if c.record.kind == EntryKind::Dir {
             continue;
+        }
+        // A copy a peer removed: that peer settled the conflict.
+        if c.record.deleted
+            && let Some((original, ..)) = crate::core::path::original_of_copy(&path)
+        {
+            out.push(events::What::ConflictResolved {
+                folder: folder.clone(),
+                path: original,
+            });
         }
         out.push(if c.record.deleted {
             events::What::Deleted {
