@@ -10,12 +10,11 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::node::{Node, sharing};
-use common::{bin, entries, run, stderr, wait};
+use common::node::{Node, conflict_apart, sharing};
+use common::{bin, drop_in, entries, run, stderr, wait};
 use serde_json::Value;
 
 /// The agent's events after `since` as JSON objects, and whether a gap
@@ -69,14 +68,6 @@ fn file_events(list: &[Value]) -> Vec<String> {
             s
         })
         .collect()
-}
-
-/// Put a file into `dir` in one step (made beside it, then renamed in),
-/// so the watcher sees one change.
-fn drop_in(dir: &Path, name: &str, bytes: &[u8]) {
-    let aside = dir.parent().unwrap().join(format!(".{name}.new"));
-    std::fs::write(&aside, bytes).unwrap();
-    std::fs::rename(&aside, dir.join(name)).unwrap();
 }
 
 #[test]
@@ -176,19 +167,7 @@ fn two_agents_stream_the_expected_events_in_order() {
     // Apart, both edit shared.txt: one conflict, told once on each side.
     let before_restart = last_seq(&on_beta);
     let alpha_mark = last_seq(&events(&alpha, 0).0);
-    beta.signal("-TERM");
-    drop_in(&db, "shared.txt", b"beta's edit\n");
-    std::thread::sleep(Duration::from_millis(1100));
-    drop_in(&da, "shared.txt", b"alpha's edit\n");
-    std::thread::sleep(Duration::from_millis(300));
-    beta.start();
-    wait("the conflict copy on both", Duration::from_secs(30), || {
-        [&da, &db].iter().all(|d| {
-            entries(d, false)
-                .keys()
-                .any(|k| k.contains(".sync-conflict-") && !k.contains(".softadastra-tmp-"))
-        })
-    });
+    conflict_apart(&mut beta, &da, &db, "shared.txt");
     let conflicts = |list: &[Value]| {
         list.iter()
             .filter(|e| e["type"] == "conflict_made" && e["path"] == "shared.txt")

@@ -14,15 +14,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::desktop::{Desktop, Killed, Lines, skip, tray_binary};
-use common::node::sharing;
+use common::node::{conflict_apart, sharing};
 use common::{entries, wait};
-
-/// Put a file into `dir` in one step, so the watcher sees one change.
-fn drop_in(dir: &Path, name: &str, bytes: &[u8]) {
-    let aside = dir.parent().unwrap().join(format!(".{name}.new"));
-    std::fs::write(&aside, bytes).unwrap();
-    std::fs::rename(&aside, dir.join(name)).unwrap();
-}
 
 /// The `Notify` calls the monitor saw, each as its lines.
 fn notify_calls(monitor: &Path) -> Vec<String> {
@@ -79,19 +72,7 @@ fn conflict_under_a_tray(notifications: bool, offset: u32) -> (Vec<String>, Vec<
     said.wait_for("tray: Up to date", 30);
 
     // Apart, both edit shared.txt; alpha's edit is the later one.
-    beta.signal("-TERM");
-    drop_in(&db, "shared.txt", b"beta's edit\n");
-    std::thread::sleep(Duration::from_millis(1100));
-    drop_in(&da, "shared.txt", b"alpha's edit\n");
-    std::thread::sleep(Duration::from_millis(300));
-    beta.start();
-    wait("the conflict copy on both", Duration::from_secs(30), || {
-        [&da, &db].iter().all(|d| {
-            entries(d, false)
-                .keys()
-                .any(|k| k.contains(".sync-conflict-") && !k.contains(".softadastra-tmp-"))
-        })
-    });
+    conflict_apart(&mut beta, &da, &db, "shared.txt");
     if notifications {
         said.wait_for("tray: notified: Conflict in docs", 20);
     } else {

@@ -125,3 +125,14 @@ pub fn entries(dir: &Path, meta: bool) -> std::collections::BTreeMap<String, Vec
     }
     out
 }
+
+/// Put a file into `dir` in one step (written beside `dir`, then renamed
+/// in), so a watcher sees one change.
+pub fn drop_in(dir: &Path, name: &str, bytes: &[u8]) {
+    let aside = dir
+        .parent()
+        .expect("a folder inside a directory")
+        .join(format!(".{name}.new"));
+    std::fs::write(&aside, bytes).unwrap();
+    std::fs::rename(&aside, dir.join(name)).unwrap();
+}

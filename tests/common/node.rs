@@ -188,6 +188,26 @@ pub fn sharing(name: &str, files: &[(&str, &[u8])]) -> (Node, std::path::PathBuf
     (n, dir)
 }
 
+/// A conflict on `name` between two running nodes sharing `da` (the
+/// first's folder) and `db` (`b`'s): `b` stops, both edit the file apart —
+/// the first's edit the later one — and `b` starts again; returns once the
+/// conflict copy is in both folders.
+pub fn conflict_apart(b: &mut Node, da: &std::path::Path, db: &std::path::Path, name: &str) {
+    b.signal("-TERM");
+    super::drop_in(db, name, b"the second's edit\n");
+    std::thread::sleep(Duration::from_millis(1100));
+    super::drop_in(da, name, b"the first's edit\n");
+    std::thread::sleep(Duration::from_millis(300));
+    b.start();
+    super::wait("the conflict copy on both", Duration::from_secs(30), || {
+        [da, db].iter().all(|d| {
+            super::entries(d, false)
+                .keys()
+                .any(|k| k.contains(".sync-conflict-") && !k.contains(".softadastra-tmp-"))
+        })
+    });
+}
+
 impl Drop for Node {
     fn drop(&mut self) {
         if let Some(c) = self.child.as_mut() {

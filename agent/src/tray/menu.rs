@@ -319,26 +319,28 @@ pub fn attention(status: Option<&NodeStatus>, conflicts: &[Conflict], log_dir: &
                 ],
             ));
         }
-        if f.locally_changed > 0 {
+        // A one-way folder's changes that did not travel.
+        let id = || f.id.clone();
+        let one_way = [
+            (
+                f.locally_changed,
+                "revert",
+                "local change(s) not sent — revert them",
+                Request::FolderRevert { id: id() },
+            ),
+            (
+                f.remote_differs,
+                "override",
+                "remote change(s) not taken — override them",
+                Request::FolderOverride { id: id() },
+            ),
+        ];
+        for (n, what, text, request) in one_way.into_iter().filter(|c| c.0 > 0) {
             out.push(click(
-                &format!("revert:{}", f.id),
-                format!(
-                    "{} ({}): {} local change(s) not sent — revert them",
-                    f.id, f.kind, f.locally_changed
-                ),
+                &format!("{what}:{}", f.id),
+                format!("{} ({}): {n} {text}", f.id, f.kind),
                 true,
-                send(vec![Request::FolderRevert { id: f.id.clone() }]),
-            ));
-        }
-        if f.remote_differs > 0 {
-            out.push(click(
-                &format!("override:{}", f.id),
-                format!(
-                    "{} ({}): {} remote change(s) not taken — override them",
-                    f.id, f.kind, f.remote_differs
-                ),
-                true,
-                send(vec![Request::FolderOverride { id: f.id.clone() }]),
+                send(vec![request]),
             ));
         }
     }

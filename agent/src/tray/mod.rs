@@ -272,14 +272,7 @@ pub(crate) mod tests {
                 needed_bytes: needed.1,
                 ..Default::default()
             },
-            not_synced: 0,
-            not_synced_files: Vec::new(),
-            kind: Default::default(),
-            members: Vec::new(),
-            remote_differs: 0,
-            locally_changed: 0,
-            deletions_held: Default::default(),
-            conflicts: 0,
+            ..Default::default()
         }
     }
 
@@ -288,21 +281,10 @@ pub(crate) mod tests {
             node: "N".into(),
             name: "laptop".into(),
             listen: "127.0.0.1:7420".into(),
-            uptime_secs: 5,
             peers_trusted: peers,
             peers_connected: peers,
             folders,
-            wal_dir: "/home/wal".into(),
-            wal_last_seq: 9,
-            sync_pending: 0,
-            sync_files_done: 0,
-            sync_bytes_fetched: 0,
-            sync_bytes_reused: 0,
-            invites_outstanding: 0,
-            discovery: None,
-            offers: Vec::new(),
-            refused_not_member: 0,
-            refused_paths: 0,
+            ..Default::default()
         }
     }
 

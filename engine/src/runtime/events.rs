@@ -482,58 +482,28 @@ mod tests {
     }
 
     fn folder(id: &str, state: FolderState, held: u64) -> super::super::status::FolderStatus {
-        super::super::status::FolderStatus {
+        let mut f = super::super::status::FolderStatus {
             id: id.into(),
-            path: "/f".into(),
-            paused: state == FolderState::Paused,
             state,
             error: (state == FolderState::Error).then(|| "cannot watch".into()),
-            files: 0,
-            bytes: 0,
-            progress: Default::default(),
-            not_synced: 0,
-            not_synced_files: Vec::new(),
-            kind: Default::default(),
-            members: Vec::new(),
-            remote_differs: 0,
-            locally_changed: 0,
-            deletions_held: super::super::guard::Decided {
-                local: held,
-                remote: 0,
-            },
-            conflicts: 0,
-        }
+            ..Default::default()
+        };
+        f.deletions_held.local = held;
+        f
     }
 
     fn node(folders: Vec<super::super::status::FolderStatus>, offers: &[&str]) -> NodeStatus {
+        let offered_by = |id: &&str| super::super::offers::Offer {
+            id: id.to_string(),
+            by: vec![super::super::offers::OfferedBy {
+                device: "D".into(),
+                name: Some("laptop".into()),
+            }],
+        };
         NodeStatus {
-            node: "N".into(),
-            name: "n".into(),
-            listen: "127.0.0.1:1".into(),
-            uptime_secs: 0,
-            peers_trusted: 0,
-            peers_connected: 0,
             folders,
-            wal_dir: "/w".into(),
-            wal_last_seq: 0,
-            sync_pending: 0,
-            sync_files_done: 0,
-            sync_bytes_fetched: 0,
-            sync_bytes_reused: 0,
-            invites_outstanding: 0,
-            discovery: None,
-            offers: offers
-                .iter()
-                .map(|id| super::super::offers::Offer {
-                    id: id.to_string(),
-                    by: vec![super::super::offers::OfferedBy {
-                        device: "D".into(),
-                        name: Some("laptop".into()),
-                    }],
-                })
-                .collect(),
-            refused_not_member: 0,
-            refused_paths: 0,
+            offers: offers.iter().map(offered_by).collect(),
+            ..Default::default()
         }
     }
 

@@ -15,7 +15,7 @@ use crate::sync::FolderProgress;
 
 /// A shared folder's state, in the order it is decided: paused, in error,
 /// deletions held, being scanned, syncing, or up to date.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FolderState {
     /// Paused by its owner: not watched or synced.
     #[serde(rename = "paused")]
@@ -33,8 +33,9 @@ pub enum FolderState {
     /// Files are still to fetch, place or remove.
     #[serde(rename = "syncing")]
     Syncing,
-    /// Nothing is left to do.
+    /// Nothing is left to do (what a status built from nothing says).
     #[serde(rename = "up to date")]
+    #[default]
     UpToDate,
 }
 
@@ -62,7 +63,7 @@ pub struct NotSynced {
 }
 
 /// One shared folder.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FolderStatus {
     /// Folder id.
     pub id: String,
@@ -125,7 +126,7 @@ pub struct DiscoveryStatus {
 }
 
 /// A running node.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NodeStatus {
     /// Node id (text form).
     pub node: String,
