@@ -165,9 +165,6 @@ enum Command {
         /// Print the menu (JSON) to stderr whenever it changes (for tests).
         #[arg(long, hide = true)]
         print_menu: bool,
-        /// Click this menu entry (by id) once it is there (for tests; repeatable).
-        #[arg(long, value_name = "ID", hide = true)]
-        click: Vec<String>,
     },
     /// Start the agent at every login of this user (systemd user unit,
     /// LaunchAgent or Run entry), and now.
@@ -453,13 +450,11 @@ fn main() -> ExitCode {
         Command::Tray {
             exit_after,
             print_menu,
-            click,
         } => tray::run_tray(
             &home,
             tray::TrayOptions {
                 exit_after: exit_after.map(std::time::Duration::from_secs_f64),
                 print_menu,
-                click,
             },
         ),
         Command::Status { json } => run_cmd::run_status(&home, json),

@@ -172,7 +172,6 @@ pub fn run(home: &Home, options: TrayOptions) -> Result<ExitCode> {
         }
     };
     print_menu(&items);
-    let mut to_click = options.click.clone();
     let started = Instant::now();
     let mut told_off = false;
     loop {
@@ -241,16 +240,7 @@ pub fn run(home: &Home, options: TrayOptions) -> Result<ExitCode> {
             }
             items = next;
         }
-        // Clicks asked for on the command line, once their entry is there.
         let mut clicked: Vec<Action> = Vec::new();
-        to_click.retain(|id| match menu::find(&items, id) {
-            Some(e) if e.enabled && e.action.is_some() => {
-                eprintln!("tray: clicking {id}");
-                clicked.extend(e.action.clone());
-                false
-            }
-            _ => true,
-        });
         while let Ok(event) = MenuEvent::receiver().try_recv() {
             if let Some(e) = drawing
                 .clicks

@@ -46,8 +46,8 @@ pub enum Action {
 /// One menu entry.
 #[derive(Debug, Clone, Serialize)]
 pub struct Entry {
-    /// A stable name, e.g. `folder:docs/pause` (what tests and `tray
-    /// --click` name it by).
+    /// A stable name, e.g. `folder:docs/pause` (what tests name it by,
+    /// and what a click is matched to).
     pub id: String,
     /// What it says.
     pub label: String,
@@ -252,8 +252,10 @@ fn recent_menu(events: &[Event], folders: &[FolderStatus]) -> Item {
             Some((d, _)) => root.join(d),
             None => root.clone(),
         };
+        // Named by position: a new file relabels the entries in place
+        // instead of rebuilding the menu.
         children.push(click(
-            &format!("recent:{}", e.seq),
+            &format!("recent:{}", children.len()),
             format!("{path} ({folder}) — {how}"),
             true,
             open(&dir),

@@ -42,9 +42,6 @@ pub struct TrayOptions {
     pub exit_after: Option<Duration>,
     /// Print the menu model (JSON, one line) to stderr whenever it changes.
     pub print_menu: bool,
-    /// Click these entries (by id, e.g. `folder:docs/pause`) once each
-    /// exists and is enabled, as a person would.
-    pub click: Vec<String>,
 }
 
 /// What the tray shows.
