@@ -1,8 +1,9 @@
 //! A receiving disk that cannot take a file, end to end (issue 20): a
 //! full file system (a small tmpfs as the folder) and a read-only
 //! directory (a read-only bind mount). The rest of the folder still
-//! syncs, nothing is lost on either side, `sync status` says the file
-//! waits for a change, and the file lands once the cause is gone. Real
+//! syncs, nothing is lost on either side, `sync status` (and the event
+//! stream) says the file waits for a change, and the file lands once the
+//! cause is gone. Real
 //! `softadastra run` processes on 127.0.0.1; the mounts need root (CI runs
 //! as root; elsewhere the tests say they were skipped).
 
@@ -154,6 +155,21 @@ fn a_full_disk_takes_what_fits_and_the_rest_once_space_is_freed() {
     assert!(
         text.contains("big.bin: not enough free space") && text.contains("waits for a change"),
         "{text}"
+    );
+    // The event stream (what the tray and its notifications follow) says
+    // a file waits for the person, and which.
+    wait(
+        "an event says the file waits",
+        Duration::from_secs(10),
+        || {
+            let events = stdout(&run(
+                beta.home.path(),
+                &["events", "--json", "--since", "0", "--no-follow"],
+            ));
+            events
+                .lines()
+                .any(|l| l.contains("\"files_waiting\"") && l.contains("big.bin"))
+        },
     );
     // Not fetched again and again while it cannot fit: nothing of it came.
     let before = fetched(&beta);

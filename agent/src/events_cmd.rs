@@ -135,6 +135,9 @@ pub fn describe(what: &What) -> String {
         },
         What::FolderGone { folder } => format!("{folder}: no longer shared here"),
         What::Error { folder, message } => format!("{folder}: error: {message}"),
+        What::FilesWaiting { folder, files, why } => {
+            format!("{folder}: {files} file(s) wait for you ({why}; softadastra sync status)")
+        }
         What::PeerConnected { peer, name } => format!("{} connected", who(name, peer)),
         What::PeerDisconnected { peer, name } => format!("{} disconnected", who(name, peer)),
         What::Offer { folder, by } => format!(

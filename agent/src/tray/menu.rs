@@ -7,8 +7,9 @@
 //! Layout: the overall line; one entry per folder (its state, what is
 //! left, its type) with a submenu — open, pause or resume, rescan, show
 //! conflicts; "Recent changes" (the last files synced, each opening its
-//! directory); "Needs attention" (conflicts, errors, offers, held
-//! deletions, changes a one-way folder did not take — each with the action
+//! directory); "Needs attention" (conflicts, errors, files waiting for
+//! space or a permission, offers, held deletions, changes a one-way folder
+//! did not take — each with the action
 //! that settles it); "Pause all" / "Resume all"; "Open log"; "Quit tray";
 //! "Stop sync agent".
 
@@ -294,6 +295,25 @@ pub fn attention(status: Option<&NodeStatus>, conflicts: &[Conflict], log_dir: &
                 open(log_dir),
             ));
         }
+        if f.progress.blocked > 0 {
+            // Where the first waiting file is: its directory is where a
+            // permission is missing, or on the disk that is full.
+            let first = f.progress.failing_files.iter().find(|x| x.waits_for_change);
+            let dir = match first.and_then(|x| x.path.rsplit_once('/')) {
+                Some((d, _)) => f.path.join(d),
+                None => f.path.clone(),
+            };
+            let why = first.map_or(String::new(), |x| format!(" ({})", x.why));
+            out.push(click(
+                &format!("waiting:{}", f.id),
+                format!(
+                    "{}: {} file(s) wait for space or a permission{why} — open the folder",
+                    f.id, f.progress.blocked
+                ),
+                true,
+                open(&dir),
+            ));
+        }
         let held = f.deletions_held.local + f.deletions_held.remote;
         if held > 0 {
             let decide = |decision| {
@@ -535,6 +555,18 @@ mod tests {
         f.conflicts = 1;
         let mut broken = folder(FolderState::Error, (0, 0));
         broken.id = "usb".into();
+        broken.path = "/usb".into();
+        broken.progress.blocked = 1;
+        broken
+            .progress
+            .failing_files
+            .push(softadastra::sync::Failing {
+                path: "ro/a.txt".into(),
+                why: "permission denied".into(),
+                cause: softadastra::sync::Cause::Denied,
+                waits_for_change: true,
+                attempts: 2,
+            });
         let mut s = node(1, vec![f, broken]);
         s.offers.push(softadastra::runtime::offers::Offer {
             id: "photos".into(),
@@ -559,7 +591,16 @@ mod tests {
         let items = view(Some(&s), &[], std::slice::from_ref(&conflict));
         assert_eq!(
             find(&items, "attention").unwrap().label,
-            "Needs attention (4)"
+            "Needs attention (5)"
+        );
+        let waiting = find(&items, "waiting:usb").unwrap();
+        assert_eq!(
+            waiting.label,
+            "usb: 1 file(s) wait for space or a permission (permission denied) — open the folder"
+        );
+        assert_eq!(
+            json(&waiting.action),
+            serde_json::json!({"do": "open", "path": "/usb/ro"})
         );
         let c = find(&items, "conflict:docs/a/x.txt").unwrap();
         assert_eq!(

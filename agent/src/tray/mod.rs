@@ -56,7 +56,8 @@ pub enum TrayState {
     /// No peer connected.
     Offline,
     /// Something waits for a person: a conflict, an offer, held
-    /// deletions, changes a one-way folder did not take.
+    /// deletions, files waiting for space or a permission, changes a
+    /// one-way folder did not take.
     NeedsAttention,
     /// A folder cannot be synced.
     Error,
@@ -101,6 +102,12 @@ pub fn summarize(status: Option<&NodeStatus>) -> (TrayState, String) {
     if conflicts > 0 {
         text.push_str(&format!("\n{conflicts} conflict(s): softadastra conflicts"));
     }
+    for f in s.folders.iter().filter(|f| f.progress.blocked > 0) {
+        text.push_str(&format!(
+            "\n{}: {} file(s) wait for space or a permission; softadastra sync status",
+            f.id, f.progress.blocked
+        ));
+    }
     for f in s.folders.iter().filter(|f| f.locally_changed > 0) {
         text.push_str(&format!(
             "\n{} ({}): {} local change(s) not sent; softadastra folder revert {}",
@@ -121,6 +128,7 @@ fn needs_attention(s: &NodeStatus) -> bool {
     !s.offers.is_empty()
         || s.folders.iter().any(|f| {
             f.conflicts > 0
+                || f.progress.blocked > 0
                 || f.locally_changed > 0
                 || f.remote_differs > 0
                 || f.deletions_held.local + f.deletions_held.remote > 0

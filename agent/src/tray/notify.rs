@@ -1,5 +1,6 @@
 //! Desktop notifications for what needs a person: a conflict, a folder
-//! error, a folder offered, deletions held back — once per event, rate
+//! error, files waiting for space or a permission, a folder offered,
+//! deletions held back — once per event, rate
 //! limited, off with `[desktop] notifications = false`.
 //!
 //! [`Notifier`] decides (pure: events and the time in, notices out); on
@@ -39,6 +40,10 @@ pub fn notice_of(what: &What) -> Option<Notice> {
             ),
         ),
         What::Error { folder, message } => (format!("{folder} cannot sync"), message.clone()),
+        What::FilesWaiting { folder, files, why } => (
+            format!("{folder}: {files} file(s) cannot sync"),
+            format!("They wait until something changes: {why}."),
+        ),
         What::Offer { folder, by } => (
             format!("Folder {folder} offered"),
             format!(

@@ -14,7 +14,8 @@
 //! number from an earlier run is always below this run's.
 //!
 //! Most events are pushed where they happen (the committer, the watcher,
-//! the mesh); the folder-level ones (state, error, offer, held deletions)
+//! the mesh); the folder-level ones (state, error, offer, held deletions,
+//! files waiting for a person)
 //! come from comparing successive statuses ([`EventLog::observe`]). This
 //! module records and serves; it never decides anything about syncing and
 //! never blocks on a reader.
@@ -133,6 +134,17 @@ pub enum What {
         /// What is wrong.
         message: String,
     },
+    /// More of a folder's files than before cannot be synced until
+    /// something changes that a person may have to change: space freed, a
+    /// permission given.
+    FilesWaiting {
+        /// Folder id.
+        folder: String,
+        /// How many files wait.
+        files: u64,
+        /// Why the first of them waits.
+        why: String,
+    },
     /// A peer connected.
     PeerConnected {
         /// Its id.
@@ -185,6 +197,7 @@ struct Seen {
     states: HashMap<String, FolderState>,
     errors: HashMap<String, String>,
     held: HashMap<String, (u64, u64)>,
+    waiting: HashMap<String, u64>,
     offers: HashSet<String>,
 }
 
@@ -322,7 +335,8 @@ impl EventLog {
     }
 
     /// Compare `status` with the one seen before and record what changed:
-    /// folder states, errors, new offers, and more deletions held back.
+    /// folder states, errors, new offers, more deletions held back, more
+    /// files waiting for a person.
     pub fn observe(&self, status: &NodeStatus) {
         let whats = {
             let mut ring = lock(&self.ring);
@@ -340,6 +354,7 @@ fn changes(seen: &mut Seen, status: &NodeStatus) -> Vec<What> {
     let mut states = HashMap::new();
     let mut errors = HashMap::new();
     let mut held = HashMap::new();
+    let mut waiting = HashMap::new();
     for f in &status.folders {
         let from = seen.states.get(&f.id).copied();
         if from != Some(f.state) {
@@ -369,6 +384,22 @@ fn changes(seen: &mut Seen, status: &NodeStatus) -> Vec<What> {
             });
         }
         held.insert(f.id.clone(), now);
+        let blocked = f.progress.blocked;
+        if blocked > seen.waiting.get(&f.id).copied().unwrap_or(0) {
+            let why = f
+                .progress
+                .failing_files
+                .iter()
+                .find(|x| x.waits_for_change)
+                .map(|x| format!("{}: {}", x.path, x.why))
+                .unwrap_or_default();
+            out.push(What::FilesWaiting {
+                folder: f.id.clone(),
+                files: blocked,
+                why,
+            });
+        }
+        waiting.insert(f.id.clone(), blocked);
     }
     for gone in seen.states.keys().filter(|id| !states.contains_key(*id)) {
         out.push(What::FolderGone {
@@ -393,6 +424,7 @@ fn changes(seen: &mut Seen, status: &NodeStatus) -> Vec<What> {
         states,
         errors,
         held,
+        waiting,
         offers,
     };
     out
@@ -553,6 +585,28 @@ mod tests {
                     by: vec!["laptop".into()]
                 },
             ]
+        );
+        // Files that wait for a person: told when more wait.
+        let mark = log.last();
+        let mut full = folder("docs", FolderState::DeletionsHeld, 3);
+        full.progress.blocked = 2;
+        full.progress.failing_files.push(crate::sync::Failing {
+            path: "big.iso".into(),
+            why: "no space left".into(),
+            cause: crate::sync::Cause::NoSpace { needed: 1 },
+            waits_for_change: true,
+            attempts: 1,
+        });
+        let full = node(vec![full], &["photos"]);
+        log.observe(&full);
+        log.observe(&full);
+        assert_eq!(
+            whats(&log, mark),
+            [What::FilesWaiting {
+                folder: "docs".into(),
+                files: 2,
+                why: "big.iso: no space left".into()
+            }]
         );
         // Fewer held is no news; an error is, once; a folder gone is.
         let mark = log.last();
