@@ -269,8 +269,9 @@ pub fn run(home: &Home, opts: RunOptions) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Record the folder-level events (states, errors, offers, held
-/// deletions) from the node's status, once a second, off the async workers.
+/// Record the folder-level events (states, errors, files waiting, offers,
+/// held deletions) from the node's status, once a second, off the async
+/// workers.
 async fn observe_every_second(daemon: Arc<handler::Daemon>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -368,7 +368,8 @@ impl Node {
     }
 
     /// Compare the status now with the one seen last time and record the
-    /// folder-level events (states, errors, offers, held deletions): what
+    /// folder-level events (states, errors, files waiting, offers, held
+    /// deletions): what
     /// a caller that serves the event stream runs every second or so.
     pub fn observe(&self) -> Result<(), NodeError> {
         let status = self.status()?;
