@@ -59,6 +59,7 @@ fn follow(home: &Home, tx: &mpsc::Sender<Update>) {
     let mut since: Option<u64> = None;
     let mut status_read: Option<Instant> = None;
     let mut stale = true;
+    let mut refused = false;
     loop {
         let due = status_read.is_none_or(|t| {
             let age = t.elapsed();
@@ -92,8 +93,20 @@ fn follow(home: &Home, tx: &mpsc::Sender<Update>) {
                     }
                 }
             }
-            // Gone (or refusing): the status read says which, at once.
-            Ok(None) | Err(_) => status_read = None,
+            // Gone: the status read says so at once.
+            Ok(None) => status_read = None,
+            // Refused (an agent of an older release has no event stream):
+            // the status is still read, every few seconds, not in a loop.
+            Err(e) => {
+                if !refused {
+                    eprintln!(
+                        "tray: the agent's events cannot be followed ({e:#}); reading its status every few seconds instead"
+                    );
+                    refused = true;
+                }
+                std::thread::sleep(POLL);
+                stale = true;
+            }
         }
     }
 }

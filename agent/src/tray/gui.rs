@@ -256,6 +256,16 @@ pub fn run(home: &Home, options: TrayOptions) -> Result<ExitCode> {
             }
             if let Err(e) = perform(home, &action) {
                 eprintln!("tray: {e:#}");
+                // A click that did nothing must not pass unnoticed.
+                if notifier.enabled() {
+                    let notice = notify::Notice {
+                        summary: "Softadastra could not do that".into(),
+                        body: format!("{e:#}"),
+                    };
+                    if let Err(e) = notify::send(&notice) {
+                        eprintln!("tray: cannot notify: {e:#}");
+                    }
+                }
             }
         }
         if options.exit_after.is_some_and(|d| started.elapsed() >= d) {

@@ -157,11 +157,13 @@ pub fn model(v: &View) -> Vec<Item> {
         } else {
             ("Pause all", FolderChange::Pause)
         };
+        // Only the folders not already so.
+        let to_change = folders.iter().filter(|f| f.paused == all_paused);
         items.push(click(
             "all/pause",
             label,
             !folders.is_empty(),
-            send(folders.iter().map(|f| set(&f.id, change)).collect()),
+            send(to_change.map(|f| set(&f.id, change)).collect()),
         ));
     }
     items.push(click("log", "Open log", true, open(v.log_dir)));

@@ -77,6 +77,17 @@ fn a_paused_folder_offers_resume_and_no_rescan() {
     assert_eq!(find(&items, "folder:docs/pause").unwrap().label, "Resume");
     assert!(!find(&items, "folder:docs/rescan").unwrap().enabled);
     assert_eq!(find(&items, "all/pause").unwrap().label, "Resume all");
+    // One of two paused: "Pause all" pauses the other only.
+    let mut photos = folder(FolderState::UpToDate, (0, 0));
+    photos.id = "photos".into();
+    let s = node(1, vec![folder(FolderState::Paused, (0, 0)), photos]);
+    let items = view(Some(&s), &[], &[]);
+    let all = find(&items, "all/pause").unwrap();
+    assert_eq!(all.label, "Pause all");
+    assert_eq!(
+        json(&all.action)["requests"],
+        serde_json::json!([{"cmd": "folder_set", "id": "photos", "change": "pause"}])
+    );
 }
 
 #[test]
