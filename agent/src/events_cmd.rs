@@ -36,10 +36,11 @@ pub fn fetch(home: &Home, since: Option<u64>, wait_ms: u64) -> Result<Option<Pag
 pub fn run_events(home: &Home, json: bool, since: Option<u64>, follow: bool) -> Result<ExitCode> {
     let mut since = since;
     let mut out = std::io::stdout().lock();
+    let mut followed = false;
     loop {
         let wait = if follow { LONG_POLL_MS } else { 0 };
         let Some(page) = fetch(home, since, wait)? else {
-            if since.is_some() && follow {
+            if followed {
                 writeln!(out, "{}", gap_line(json, "the agent stopped"))?;
                 return Ok(ExitCode::from(1));
             }
@@ -63,6 +64,7 @@ pub fn run_events(home: &Home, json: bool, since: Option<u64>, follow: bool) -> 
             }
         }
         out.flush()?;
+        followed = true;
         let done = page.events.is_empty() || since == Some(page.last);
         since = Some(page.last);
         if !follow && done {
