@@ -257,10 +257,7 @@ pub fn run_status(home: &Home, json: bool) -> Result<ExitCode> {
                     writeln!(out, "{}", folder_line(f))?;
                 }
                 for o in &s.offers {
-                    let by: Vec<&str> =
-                        o.by.iter()
-                            .map(|b| b.name.as_deref().unwrap_or(&b.device))
-                            .collect();
+                    let by = o.offerers();
                     writeln!(
                         out,
                         "offer    folder {} from {} — `softadastra folder accept {} PATH` or `folder decline {}`",

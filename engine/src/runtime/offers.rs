@@ -32,6 +32,17 @@ pub struct Offer {
     pub by: Vec<OfferedBy>,
 }
 
+impl Offer {
+    /// The devices offering it as people know them: each one's name, or
+    /// its id when it has none.
+    pub fn offerers(&self) -> Vec<String> {
+        self.by
+            .iter()
+            .map(|b| b.name.clone().unwrap_or_else(|| b.device.clone()))
+            .collect()
+    }
+}
+
 /// One device offering a folder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OfferedBy {

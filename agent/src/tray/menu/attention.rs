@@ -113,10 +113,7 @@ pub fn attention(status: Option<&NodeStatus>, conflicts: &[Conflict], log_dir: &
         }
     }
     for o in &s.offers {
-        let by: Vec<String> =
-            o.by.iter()
-                .map(|b| b.name.clone().unwrap_or_else(|| b.device.clone()))
-                .collect();
+        let by = o.offerers();
         let mut children = Vec::new();
         match offer_home(s, &o.id) {
             Some(path) => children.push(click(

@@ -82,11 +82,7 @@ pub(super) fn changes(seen: &mut Seen, status: &NodeStatus) -> Vec<What> {
         if !seen.offers.contains(&o.id) {
             out.push(What::Offer {
                 folder: o.id.clone(),
-                by: o
-                    .by
-                    .iter()
-                    .map(|b| b.name.clone().unwrap_or_else(|| b.device.clone()))
-                    .collect(),
+                by: o.offerers(),
             });
         }
         offers.insert(o.id.clone());
