@@ -40,6 +40,7 @@ use crate::store_cmd::open_store;
 
 mod handler;
 mod log;
+mod memory;
 mod pairing;
 mod render;
 
@@ -225,6 +226,7 @@ pub fn run(home: &Home, opts: RunOptions) -> Result<ExitCode> {
         });
         let control = control::serve(home, daemon.clone())?;
         let observer = tokio::spawn(observe_every_second(daemon.clone()));
+        let give_back = tokio::spawn(memory::give_back_every_period());
         info!(node = %own, name = %identity.name(), listen = %bound, trusted = trusted_at_start, "running");
         // The tray is a process of its own (GTK wants its own main loop);
         // it follows this agent over the control socket.
@@ -259,6 +261,7 @@ pub fn run(home: &Home, opts: RunOptions) -> Result<ExitCode> {
             let _ = c.wait();
         }
         observer.abort();
+        give_back.abort();
         control.stop();
         daemon.node.stop(Duration::from_secs(2)).await;
         Ok::<_, anyhow::Error>(())
