@@ -216,6 +216,8 @@ fn a_client_that_fell_behind_is_told_and_a_resuming_one_misses_nothing() {
     alpha.start();
     beta.start();
     alpha.wait_for(&["connected"]);
+    // Connected is said before beta's control socket may answer.
+    beta.wait_for(&["running"]);
     let (so_far, _) = events(&beta, 0);
     let from = last_seq(&so_far);
 

@@ -217,12 +217,20 @@ impl SyncRuntime {
             .dir
             .parent()
             .and_then(|h| std::fs::canonicalize(h).ok());
+        // The chunk places go beside the store's index, when it is on disk
+        // (a store in memory keeps them in memory too).
+        let store_dir = lock(&store).config().dir.clone();
+        let chunks = if store_dir.join(crate::store::state::FILE_NAME).is_file() {
+            exec::ChunkIndex::open(&store_dir.join(exec::CHUNK_PLACES_FILE))
+        } else {
+            exec::ChunkIndex::default()
+        };
         let shared = Arc::new(Shared {
             node,
             store: store.clone(),
             engine: Mutex::new(engine),
             peers: Mutex::default(),
-            chunks: Mutex::new(exec::ChunkIndex::default()),
+            chunks: Mutex::new(chunks),
             local: local_tx,
             commits,
             transfers: tokio::sync::Semaphore::new(LARGE_TRANSFERS),

@@ -2,7 +2,14 @@
 //! chunks by hash, kept up to date from the records changed since its last
 //! look (rebuilt whole only when a place it gave proved stale), the
 //! trash's, and those of the versions kept in the version stores.
+//!
+//! The shared files' places live on disk ([`PlaceTable`], beside the
+//! store), with the sequence they reflect: memory does not grow with the
+//! folder, and a restart goes on from there instead of reading every
+//! record again. The trash's and the kept versions' places stay in memory
+//! (a few, and rebuilt as they are).
 
+use super::chunk_places::PlaceTable;
 use super::*;
 use crate::core::Seq;
 use crate::index::history::{Kept, Stored};
@@ -89,7 +96,9 @@ pub(super) fn enter_kept(places: &mut HashMap<ContentHash, Place>, root: &Path, 
 pub struct ChunkIndex {
     pub(super) at_seq: u64,
     pub(super) built: Option<Instant>,
-    pub(super) map: HashMap<PathBuf, HashMap<ContentHash, Place>>,
+    /// The shared files' chunks, by folder root (on disk when opened with
+    /// [`ChunkIndex::open`]).
+    pub(super) places: PlaceTable,
     /// Chunks of files moved to the trash by sync: a rename arrives as a
     /// deletion and an addition, and the deletion may be carried out first.
     pub(super) trashed: HashMap<ContentHash, Place>,
@@ -101,6 +110,18 @@ pub struct ChunkIndex {
 }
 
 impl ChunkIndex {
+    /// The index whose shared files' places are kept in `path` (made if
+    /// missing; see [`PlaceTable::open`]), going on from the sequence they
+    /// were recorded at.
+    pub fn open(path: &Path) -> ChunkIndex {
+        let places = PlaceTable::open(path);
+        ChunkIndex {
+            at_seq: places.at_seq().unwrap_or(0),
+            places,
+            ..Default::default()
+        }
+    }
+
     /// Bring the index up to date with the store if it changed since the
     /// last look and that was a while ago (see [`ChunkIndex::may_rebuild`]).
     /// Usually only the records changed since are read (the store finds
@@ -119,32 +140,41 @@ impl ChunkIndex {
         // A stale place is worth a whole rebuild if records were read one
         // by one since the last (a changed file's old chunks still point
         // at it), even when nothing changed since the last look.
-        if seq == self.at_seq && !(stale && self.changes_since_whole > 0) {
+        if seq == self.at_seq && self.built.is_some() && !(stale && self.changes_since_whole > 0) {
             // Nothing changed: good for as long as a build would be.
             self.built = Some(Instant::now());
             return;
         }
         let folders = folder::list(store).unwrap_or_default();
         let since = Seq(self.at_seq);
-        let whole = self.built.is_none()
+        // The kept versions' places are in memory only: after a start,
+        // read once whole; the files' places go on from the disk's.
+        let first_look = self.built.is_none();
+        let whole = self.places.at_seq().is_none_or(|at| at > seq)
             || stale
             || store
                 .changed_since(folder::FOLDERS_NS, since)
                 .next()
                 .is_some()
             || self.changes_since_whole > self.len().max(100_000);
-        if whole {
-            self.map.clear();
+        if whole || first_look {
             self.kept.clear();
+            for f in &folders {
+                for (_, k) in crate::index::history::all(store, &f.id).unwrap_or_default() {
+                    self.add_kept(&f.path, &k);
+                }
+            }
+        }
+        if whole {
+            let t = Instant::now();
+            self.places.clear();
             self.changes_since_whole = 0;
             for f in &folders {
                 for (rel, rec) in folder::records(store, &f.id).flatten() {
                     self.add(&f.path, &rel, &rec, false);
                 }
-                for (_, k) in crate::index::history::all(store, &f.id).unwrap_or_default() {
-                    self.add_kept(&f.path, &k);
-                }
             }
+            info!(why = ?why, chunks = self.len(), took_ms = t.elapsed().as_millis() as u64, "chunk index rebuilt whole");
         } else {
             for (key, entry) in store.changed_since(crate::index::history::HISTORY_NS, since) {
                 let (Some((id, _)), Some(value)) = (key.split_once('/'), &entry.value) else {
@@ -173,12 +203,14 @@ impl ChunkIndex {
                 self.add(&f.path, rel, &rec, true);
             }
         }
+        self.places.reached(seq);
         self.at_seq = seq;
         self.built = Some(Instant::now());
     }
 
     /// Enter the chunks of `rec` (at `rel` in the folder at `root`), if it
-    /// is a live file; `replace`: over a place already known for a hash.
+    /// is a live file; `replace`: over a place already known for a hash
+    /// (without, in a whole build, the first file holding a chunk keeps it).
     fn add(&mut self, root: &Path, rel: &str, rec: &FileRecord, replace: bool) {
         if rec.deleted || rec.kind != EntryKind::File {
             return;
@@ -187,13 +219,12 @@ impl ChunkIndex {
             return;
         };
         let stamp = Stamp::of_record(rec);
-        let map = self.map.entry(root.to_path_buf()).or_default();
         for c in &rec.chunks {
-            let place = (abs.clone(), c.offset, c.len, stamp);
-            if replace {
-                map.insert(c.hash, place);
-            } else {
-                map.entry(c.hash).or_insert(place);
+            // A whole build starts empty: a place set earlier in it is
+            // either still pending or one as good as this one.
+            if replace || !self.places.is_pending(root, &c.hash) {
+                let place = (abs.clone(), c.offset, c.len, stamp);
+                self.places.put(root, &c.hash, place);
             }
         }
     }
@@ -204,26 +235,34 @@ impl ChunkIndex {
         enter_kept(&mut self.kept, root, k);
     }
 
-    /// Chunks known, over all folders.
+    /// Chunks known, over all folders (an estimate: see
+    /// [`PlaceTable::written`]).
     fn len(&self) -> usize {
-        self.map.values().map(HashMap::len).sum()
+        self.places.written
+    }
+
+    /// The folder roots with places known.
+    fn roots(&self) -> Vec<PathBuf> {
+        self.places.roots().map(Path::to_path_buf).collect()
     }
 
     /// Whether `hash` is known in a shared file or a kept version.
-    pub(super) fn contains(&self, hash: &ContentHash) -> bool {
-        self.map.values().any(|m| m.contains_key(hash)) || self.kept.contains_key(hash)
+    pub(super) fn contains(&mut self, hash: &ContentHash) -> bool {
+        self.kept.contains_key(hash)
+            || self
+                .roots()
+                .iter()
+                .any(|r| self.places.get(r, hash).is_some())
     }
 
-    /// The map of the folder holding `path` (the one whose root it is
-    /// under; a file outside every folder goes under the empty root).
-    fn map_for(&mut self, path: &Path) -> &mut HashMap<ContentHash, Place> {
-        let root = self
-            .map
-            .keys()
+    /// The root of the folder holding `path` (the one it is under; a file
+    /// outside every folder goes under the empty root).
+    fn root_for(&self, path: &Path) -> PathBuf {
+        self.places
+            .roots()
             .find(|r| !r.as_os_str().is_empty() && path.starts_with(r))
-            .cloned()
-            .unwrap_or_default();
-        self.map.entry(root).or_default()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
     }
 
     /// Whether the last build is old enough for a rebuild for `why` (if
@@ -242,22 +281,24 @@ impl ChunkIndex {
     }
 
     /// Where `hash` may be read locally, as of the last build.
-    pub(super) fn places(&self, hash: &ContentHash) -> Vec<Place> {
-        self.map
-            .values()
-            .filter_map(|m| m.get(hash))
-            .chain(self.trashed.get(hash))
-            .chain(self.kept.get(hash))
-            .cloned()
-            .collect()
+    pub(super) fn places(&mut self, hash: &ContentHash) -> Vec<Place> {
+        let mut out: Vec<Place> = self
+            .roots()
+            .iter()
+            .filter_map(|r| self.places.get(r, hash))
+            .collect();
+        out.extend(self.trashed.get(hash).cloned());
+        out.extend(self.kept.get(hash).cloned());
+        out
     }
 
     /// Record the chunks of a file just placed at `path`.
     pub(super) fn insert(&mut self, path: &Path, record: &FileRecord) {
         let stamp = Stamp::of_record(record);
-        let map = self.map_for(path);
+        let root = self.root_for(path);
         for c in &record.chunks {
-            map.insert(c.hash, (path.to_path_buf(), c.offset, c.len, stamp));
+            let place = (path.to_path_buf(), c.offset, c.len, stamp);
+            self.places.put(&root, &c.hash, place);
         }
     }
 
@@ -299,15 +340,22 @@ impl ChunkIndex {
     /// The file of `record` moved from `from` (see [`ChunkIndex::trashing`])
     /// — or, if `moved` is false, did not: its chunks are where they were.
     pub(super) fn trashed(&mut self, from: &Path, to: &Path, record: &FileRecord, moved: bool) {
-        let kept = if moved { from } else { to };
-        let stale = if moved {
-            self.map_for(from)
+        if moved {
+            let root = self.root_for(from);
+            for c in &record.chunks {
+                if self
+                    .places
+                    .get(&root, &c.hash)
+                    .is_some_and(|(p, ..)| p == from)
+                {
+                    self.places.remove(&root, &c.hash);
+                }
+            }
         } else {
-            &mut self.trashed
-        };
-        for c in &record.chunks {
-            if stale.get(&c.hash).is_some_and(|(p, ..)| p == kept) {
-                stale.remove(&c.hash);
+            for c in &record.chunks {
+                if self.trashed.get(&c.hash).is_some_and(|(p, ..)| p == to) {
+                    self.trashed.remove(&c.hash);
+                }
             }
         }
     }

@@ -198,6 +198,7 @@ use crate::wal::PendingSync;
 
 mod apply;
 mod chunk_index;
+mod chunk_places;
 mod commit;
 mod dest;
 mod fetch;
@@ -214,6 +215,7 @@ mod writers;
 
 use apply::*;
 pub use chunk_index::*;
+pub use chunk_places::FILE_NAME as CHUNK_PLACES_FILE;
 pub use commit::*;
 pub use dest::*;
 pub use fetch::*;

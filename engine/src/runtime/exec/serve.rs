@@ -86,7 +86,7 @@ pub(super) fn locate_chunk(
     stale: bool,
 ) -> Vec<Place> {
     {
-        let index = lock(&s.chunks);
+        let mut index = lock(&s.chunks);
         let why = if stale { Rebuild::Stale } else { Rebuild::Lazy };
         if !index.may_rebuild(why) && (!serving || index.contains(hash)) {
             return index.places(hash);

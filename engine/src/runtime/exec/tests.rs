@@ -246,16 +246,17 @@ fn a_file_moving_to_the_trash_is_never_at_neither_place() {
         Path::new("/f/a.bin"),
         Path::new("/f/.softadastra/trash/1/a.bin"),
     );
-    let paths =
-        |ix: &ChunkIndex| -> Vec<PathBuf> { ix.places(&hash).into_iter().map(|p| p.0).collect() };
+    let paths = |ix: &mut ChunkIndex| -> Vec<PathBuf> {
+        ix.places(&hash).into_iter().map(|p| p.0).collect()
+    };
     for moved in [true, false] {
         let mut ix = ChunkIndex::default();
         ix.insert(from, &record);
         ix.trashing(to, &record);
-        assert_eq!(paths(&ix), [from, to], "old place first while it moves");
+        assert_eq!(paths(&mut ix), [from, to], "old place first while it moves");
         ix.trashed(from, to, &record, moved);
         let end = if moved { to } else { from };
-        assert_eq!(paths(&ix), [end]);
+        assert_eq!(paths(&mut ix), [end]);
     }
 }
 
@@ -395,6 +396,79 @@ fn the_chunk_index_reads_only_what_changed_since_its_last_look() {
             .is_empty()
     );
     assert_eq!(ix.changes_since_whole, 0);
+}
+
+/// Issue 21: the shared files' chunk places are kept on disk with the
+/// sequence they reflect: a restart goes on from there (the records
+/// changed since, not a walk of every record), and a file it cannot read
+/// is made again from the store, never trusted.
+#[test]
+fn the_chunk_places_survive_a_restart_and_a_damaged_file_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) =
+        Store::open_dir(crate::store::StoreConfig::new(dir.path().join("store"))).unwrap();
+    let root = dir.path().join("docs");
+    std::fs::create_dir(&root).unwrap();
+    folder::add(&mut store, "docs", &root).unwrap();
+    let put = |store: &mut Store, rel: &str, record: &FileRecord| {
+        let value = postcard::to_allocvec(record).unwrap();
+        store
+            .put(
+                crate::store::ns::FILES,
+                &folder::file_key("docs", rel),
+                value,
+            )
+            .unwrap();
+    };
+    // More than one flush's worth, so some places are read from disk.
+    let n = super::chunk_places::FLUSH_AT + 100;
+    let ops = (0..n)
+        .map(|i| crate::store::Op::Put {
+            ns: crate::store::ns::FILES.into(),
+            key: folder::file_key("docs", &format!("d/f{i}")),
+            value: postcard::to_allocvec(&file_record(format!("bytes {i}").as_bytes())).unwrap(),
+            origin: crate::core::NodeId::LOCAL,
+            timestamp: crate::core::Timestamp(1),
+        })
+        .collect();
+    store.apply_batch(ops).unwrap();
+    let path = dir.path().join("store").join(super::CHUNK_PLACES_FILE);
+    let seven = file_record(b"bytes 7").chunks[0].hash;
+    {
+        let mut ix = ChunkIndex::open(&path);
+        assert_eq!(ix.find(&store, &seven, true, false)[0].0, root.join("d/f7"));
+    }
+    assert!(path.is_file());
+
+    // Again, after a change made while it was closed.
+    let fresh = file_record(b"written while the agent was stopped");
+    put(&mut store, "new", &fresh);
+    let mut ix = ChunkIndex::open(&path);
+    assert_eq!(
+        ix.at_seq,
+        store.last_seq().0 - 1,
+        "goes on from where it was"
+    );
+    let last = file_record(format!("bytes {}", n - 1).as_bytes()).chunks[0].hash;
+    assert_eq!(
+        ix.find(&store, &fresh.chunks[0].hash, true, false)[0].0,
+        root.join("new")
+    );
+    assert_eq!(ix.changes_since_whole, 1, "one record read, not {}", n + 1);
+    assert_eq!(ix.places(&last)[0].0, root.join(format!("d/f{}", n - 1)));
+    assert_eq!(ix.places(&seven)[0].1, 0);
+    drop(ix);
+
+    // A damaged file: read again from the store, whole.
+    std::fs::write(
+        &path,
+        b"not a database at all, but long enough to look like a header",
+    )
+    .unwrap();
+    let mut ix = ChunkIndex::open(&path);
+    assert_eq!(ix.find(&store, &seven, true, false)[0].0, root.join("d/f7"));
+    assert_eq!(ix.changes_since_whole, 0, "a whole build");
+    assert!(ix.places(&fresh.chunks[0].hash)[0].0.ends_with("new"));
 }
 
 /// The same bytes in two folders: the chunk index knows a place in each,
