@@ -109,8 +109,14 @@ fn a_damaged_store_is_repaired_and_the_node_converges_with_nothing_lost() {
         "sequences read are named: {v}"
     );
 
+    let places = bh.join("store/chunks.redb");
+    assert!(places.is_file(), "the agent kept its chunk places on disk");
     let repaired = run(bh, &["repair", "--json"]);
     assert!(repaired.status.success(), "{}", stderr(&repaired));
+    assert!(
+        !places.exists(),
+        "the chunk places, derived from the index, go with its repair"
+    );
     let r = json(&repaired);
     assert!(r["lost_changes"].as_u64().unwrap() >= 1, "{r}");
     assert!(r["records_kept"].as_u64().unwrap() > 0, "{r}");

@@ -12,6 +12,9 @@
 //!   peer that holds such a version sees the next one as newer — or as a
 //!   conflict, which keeps both — never as the same.
 //!
+//! The chunk places (`store/chunks.redb`, derived from the index) are
+//! removed, to be made again at the next start.
+//!
 //! Then every active folder's index is looked at again against its disk
 //! (a scan, as at start): what the disk holds is recorded, so the lost
 //! records' files are not lost. It reads folders and writes the store; it
@@ -54,6 +57,19 @@ pub enum RepairError {
 pub fn repair_node(config: StoreConfig, keep_in: &Path) -> Result<NodeRepair, RepairError> {
     let node = config.node;
     let report = store::repair(&config, keep_in)?;
+    // The chunk places are derived from the index the repair changed:
+    // made again from it at the next start, never trusted across it.
+    let places = config.dir.join(super::exec::CHUNK_PLACES_FILE);
+    if let Err(e) = std::fs::remove_file(&places)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        return Err(StoreError::Io {
+            op: "remove",
+            path: places,
+            source: e,
+        }
+        .into());
+    }
     let (mut store, _) = Store::open_dir(config)?;
     let (mut cursors_forgotten, mut records_advanced) = (0, 0);
     if report.lost_anything() {

@@ -107,6 +107,10 @@ pub struct ChunkIndex {
     pub(super) kept: HashMap<ContentHash, Place>,
     /// Records read one by one since the last whole rebuild.
     pub(super) changes_since_whole: usize,
+    /// A whole rebuild ran since this index was made (opened or not).
+    pub(super) whole_this_run: bool,
+    /// The next look is a whole rebuild.
+    whole_due: bool,
 }
 
 impl ChunkIndex {
@@ -140,7 +144,11 @@ impl ChunkIndex {
         // A stale place is worth a whole rebuild if records were read one
         // by one since the last (a changed file's old chunks still point
         // at it), even when nothing changed since the last look.
-        if seq == self.at_seq && self.built.is_some() && !(stale && self.changes_since_whole > 0) {
+        if seq == self.at_seq
+            && self.built.is_some()
+            && !self.whole_due
+            && !(stale && self.changes_since_whole > 0)
+        {
             // Nothing changed: good for as long as a build would be.
             self.built = Some(Instant::now());
             return;
@@ -150,7 +158,8 @@ impl ChunkIndex {
         // The kept versions' places are in memory only: after a start,
         // read once whole; the files' places go on from the disk's.
         let first_look = self.built.is_none();
-        let whole = self.places.at_seq().is_none_or(|at| at > seq)
+        let whole = self.whole_due
+            || self.places.at_seq().is_none_or(|at| at > seq)
             || stale
             || store
                 .changed_since(folder::FOLDERS_NS, since)
@@ -174,6 +183,8 @@ impl ChunkIndex {
                     self.add(&f.path, &rel, &rec, false);
                 }
             }
+            self.whole_due = false;
+            self.whole_this_run = true;
             info!(why = ?why, chunks = self.len(), took_ms = t.elapsed().as_millis() as u64, "chunk index rebuilt whole");
         } else {
             for (key, entry) in store.changed_since(crate::index::history::HISTORY_NS, since) {
@@ -317,6 +328,14 @@ impl ChunkIndex {
         self.refresh(store, if stale { Rebuild::Stale } else { Rebuild::Lazy });
         if serving && !self.contains(hash) {
             self.refresh(store, Rebuild::Missing);
+            // Still unknown, and the places on disk were never rebuilt in
+            // this run: they may be from before something the sequence
+            // does not show (a store restored from a copy). Read
+            // everything again, once per run.
+            if !self.whole_this_run && !self.contains(hash) {
+                self.whole_due = true;
+                self.refresh(store, Rebuild::Missing);
+            }
         }
         self.places(hash)
     }

@@ -343,27 +343,36 @@ fn old_trash_batches_go_and_recent_ones_stay() {
     );
 }
 
-/// Issue 21: a peer asking for the chunks of a file just indexed costs
-/// the records changed since the last look, not a walk of the folder;
-/// a stale place or a change of folders still rebuilds the whole index.
-#[test]
-fn the_chunk_index_reads_only_what_changed_since_its_last_look() {
+/// A store on disk (under the returned directory) sharing folder `docs`
+/// at `<dir>/docs`, and that folder's root.
+fn store_sharing_docs() -> (tempfile::TempDir, Store, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let (mut store, _) =
         Store::open_dir(crate::store::StoreConfig::new(dir.path().join("store"))).unwrap();
     let root = dir.path().join("docs");
     std::fs::create_dir(&root).unwrap();
     folder::add(&mut store, "docs", &root).unwrap();
-    let put = |store: &mut Store, rel: &str, record: &FileRecord| {
-        let value = postcard::to_allocvec(record).unwrap();
-        store
-            .put(
-                crate::store::ns::FILES,
-                &folder::file_key("docs", rel),
-                value,
-            )
-            .unwrap();
-    };
+    (dir, store, root)
+}
+
+/// Record `record` at `rel` in folder `docs`.
+fn put(store: &mut Store, rel: &str, record: &FileRecord) {
+    let value = postcard::to_allocvec(record).unwrap();
+    store
+        .put(
+            crate::store::ns::FILES,
+            &folder::file_key("docs", rel),
+            value,
+        )
+        .unwrap();
+}
+
+/// Issue 21: a peer asking for the chunks of a file just indexed costs
+/// the records changed since the last look, not a walk of the folder;
+/// a stale place or a change of folders still rebuilds the whole index.
+#[test]
+fn the_chunk_index_reads_only_what_changed_since_its_last_look() {
+    let (_dir, mut store, root) = store_sharing_docs();
     for i in 0..50 {
         put(
             &mut store,
@@ -404,22 +413,7 @@ fn the_chunk_index_reads_only_what_changed_since_its_last_look() {
 /// is made again from the store, never trusted.
 #[test]
 fn the_chunk_places_survive_a_restart_and_a_damaged_file_is_rebuilt() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut store, _) =
-        Store::open_dir(crate::store::StoreConfig::new(dir.path().join("store"))).unwrap();
-    let root = dir.path().join("docs");
-    std::fs::create_dir(&root).unwrap();
-    folder::add(&mut store, "docs", &root).unwrap();
-    let put = |store: &mut Store, rel: &str, record: &FileRecord| {
-        let value = postcard::to_allocvec(record).unwrap();
-        store
-            .put(
-                crate::store::ns::FILES,
-                &folder::file_key("docs", rel),
-                value,
-            )
-            .unwrap();
-    };
+    let (dir, mut store, root) = store_sharing_docs();
     // More than one flush's worth, so some places are read from disk.
     let n = super::chunk_places::FLUSH_AT + 100;
     let ops = (0..n)
@@ -457,6 +451,13 @@ fn the_chunk_places_survive_a_restart_and_a_damaged_file_is_rebuilt() {
     assert_eq!(ix.changes_since_whole, 1, "one record read, not {}", n + 1);
     assert_eq!(ix.places(&last)[0].0, root.join(format!("d/f{}", n - 1)));
     assert_eq!(ix.places(&seven)[0].1, 0);
+    // A place the disk lost without the sequence showing it (a store put
+    // back from a copy): a peer asking for it gets one whole rebuild.
+    ix.places.remove(&root, &seven);
+    ix.places.flush();
+    assert!(!ix.whole_this_run);
+    assert_eq!(ix.find(&store, &seven, true, false)[0].0, root.join("d/f7"));
+    assert!(ix.whole_this_run);
     drop(ix);
 
     // A damaged file: read again from the store, whole.
