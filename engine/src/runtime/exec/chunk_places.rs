@@ -234,8 +234,22 @@ impl PlaceTable {
                 .map_err(|e| warn!(error = %e, "cannot read the chunk places"))
                 .ok();
         }
-        let bytes = self.reader.as_ref()?.get(k.as_slice()).ok()??;
-        let row: Row = postcard::from_bytes(bytes.value()).ok()?;
+        // A place that cannot be read is one not known: the chunk index
+        // looks for it again in the store (said in the log, not hidden).
+        let bytes = match self.reader.as_ref()?.get(k.as_slice()) {
+            Ok(found) => found?,
+            Err(e) => {
+                warn!(error = %e, "cannot read the chunk places");
+                return None;
+            }
+        };
+        let row: Row = match postcard::from_bytes(bytes.value()) {
+            Ok(row) => row,
+            Err(e) => {
+                warn!(chunk = %hash, error = %e, "a chunk place does not decode");
+                return None;
+            }
+        };
         let rel = PathBuf::from(std::ffi::OsStr::from_bytes(&row.rel));
         let path = if root.as_os_str().is_empty() {
             rel
