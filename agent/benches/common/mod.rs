@@ -102,16 +102,38 @@ impl Node {
         }
     }
     /// Start the node and return at once.
+    /// Start the node. `SOFTADASTRA_BENCH_LOGS=DIR` keeps each node's log
+    /// (at `info`, or `SOFTADASTRA_BENCH_LOG_LEVEL`) in `DIR/NAME.log`,
+    /// appended to across restarts.
     pub fn spawn(&mut self) {
+        let logs = std::env::var_os("SOFTADASTRA_BENCH_LOGS").map(PathBuf::from);
+        let log = logs.as_ref().and_then(|dir| {
+            let name = self.home.file_name()?.to_owned();
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(name).with_extension("log"))
+                .ok()
+        });
         let child = Command::new(bin())
             .arg("--home")
             .arg(&self.home)
             .args(["run", "--listen", &format!("127.0.0.1:{}", self.port)])
-            .env("SOFTADASTRA_LOG", "warn")
+            .env(
+                "SOFTADASTRA_LOG",
+                match &log {
+                    // `SOFTADASTRA_BENCH_LOG_LEVEL`: a filter, e.g.
+                    // "info,softadastra::runtime::exec=debug".
+                    Some(_) => {
+                        std::env::var("SOFTADASTRA_BENCH_LOG_LEVEL").unwrap_or("info".into())
+                    }
+                    None => "warn".into(),
+                },
+            )
             // Network safety: no LAN multicast from a benchmark.
             .env("SOFTADASTRA_NO_DISCOVERY", "1")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log.map_or_else(Stdio::null, Stdio::from))
             .spawn()
             .expect("start node");
         self.child = Some(child);

@@ -1,7 +1,8 @@
 //! Housekeeping a running node does on a timer: deleting unfinished
 //! downloads no longer wanted, waking work that waited for free space,
-//! gathering the versions local edits replaced, and emptying old trash. Each task only asks or tidies; none decides what to
-//! sync.
+//! gathering the versions local edits replaced, writing the chunk places
+//! once changes pause, and emptying old trash. Each task only asks or
+//! tidies; none decides what to sync.
 
 use super::*;
 
@@ -27,6 +28,24 @@ pub(super) async fn drop_unwanted_partials(s: Arc<Shared>) {
                 "deleted unfinished downloads no longer wanted"
             );
         }
+    }
+}
+
+/// Every second, write the chunk places pending on disk if no change came
+/// for [`exec::QUIET`] (see [`exec::ChunkIndex::flush_when_quiet`]): the
+/// next change then does not wait for that write. Never with the store's
+/// lock; a lookup in progress is not waited for.
+pub(super) async fn flush_chunk_places_when_quiet(s: Arc<Shared>) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        every.tick().await;
+        let s2 = s.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Ok(mut chunks) = s2.chunks.try_lock() {
+                chunks.flush_when_quiet();
+            }
+        })
+        .await;
     }
 }
 

@@ -268,6 +268,7 @@ impl SyncRuntime {
             tokio::spawn(drop_unwanted_partials(shared.clone())),
             tokio::spawn(wake_when_space_frees(shared.clone())),
             tokio::spawn(gather_local_versions(shared.clone())),
+            tokio::spawn(flush_chunk_places_when_quiet(shared.clone())),
         ];
         let s = shared.clone();
         tasks.push(tokio::spawn(async move {

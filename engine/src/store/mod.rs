@@ -260,6 +260,9 @@ pub struct StoreConfig {
     /// The index's page cache, in bytes: the store's memory, whatever the
     /// number of keys.
     pub cache_bytes: usize,
+    /// A checkpoint compacts the index file once it holds at least this
+    /// many bytes and more of them are waste than data.
+    pub compact_from_bytes: u64,
     /// Origin recorded on local operations.
     pub node: NodeId,
 }
@@ -277,6 +280,7 @@ impl StoreConfig {
             checkpoint_after_ops: 100_000,
             checkpoint_after_commits: 1_000,
             cache_bytes: 24 << 20,
+            compact_from_bytes: 16 << 20,
             node: NodeId::LOCAL,
         }
     }
@@ -348,6 +352,22 @@ impl std::fmt::Debug for Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
+        // A process that changed the index as much as it holds (a first
+        // index of a folder) leaves it compacted, and the log given back.
+        let path = self.config.index_path();
+        let bytes = (self.storage.open_paged(&path))
+            .and_then(|f| f.size())
+            .unwrap_or(0);
+        if !self.wal.is_poisoned()
+            && self
+                .state
+                .compaction_due(self.config.compact_from_bytes, bytes)
+        {
+            match self.compact_when_wasteful() {
+                Ok(_) => return,
+                Err(e) => tracing::warn!(error = %e, "no checkpoint at close"),
+            }
+        }
         // The index is made durable when it closes (after this), so the
         // log must be first: the index never holds a change the log lost.
         if let Err(e) = self.flush() {
@@ -514,7 +534,10 @@ impl Store {
             holding: false,
             lock: None,
         };
-        if migrated || recovery.wal.replayed > 0 || at.is_none() {
+        // A log holding records the index had made durable already (a
+        // process that closed cleanly after a bulk change, such as a first
+        // index) is given back now rather than at the next due checkpoint.
+        if migrated || recovery.wal.replayed > 0 || at.is_none() || store.log_reclaimable() {
             store.checkpoint()?;
         }
         if migrated {
@@ -865,19 +888,31 @@ impl Store {
         }
     }
 
+    /// Whether a checkpoint would give back log space the index covers
+    /// already: a closed segment, or an active one of at least
+    /// [`ROTATE_COVERED_AT`] bytes whose every record is in the index.
+    fn log_reclaimable(&self) -> bool {
+        let at = self.checkpoint_seq;
+        self.wal.covered_segments(at) > 0
+            || (self.wal.last_seq() <= at && self.wal.active_bytes() >= ROTATE_COVERED_AT)
+    }
+
     /// Flush the WAL, make the index durable up to it, and drop the WAL
-    /// segments it covers.
+    /// segments it covers (the active one too, once closed, when it is
+    /// large: a bulk change would otherwise stay in the log until the
+    /// segment fills).
     pub fn checkpoint(&mut self) -> Result<CheckpointInfo, StoreError> {
         let seq = self.flush()?;
         if let Err(e) = self.state.commit(true) {
             return Err(self.index_failed(e));
         }
         self.checkpoint_seq = seq;
+        if self.wal.last_seq() <= seq && self.wal.active_bytes() >= ROTATE_COVERED_AT {
+            self.wal.rotate()?;
+        }
         let compacted = self.wal.compact(seq)?;
         let path = self.config.index_path();
-        let bytes = self
-            .storage
-            .open_paged(&path)
+        let bytes = (self.storage.open_paged(&path))
             .and_then(|f| f.size())
             .map_err(io_err("measure", &path))?;
         Ok(CheckpointInfo {
@@ -887,11 +922,46 @@ impl Store {
             compacted_segments: compacted,
         })
     }
+
+    /// Checkpoint, then compact the index if its waste (pages freed by
+    /// commits, half-empty ones) outweighs its data and it changed about
+    /// as much as it holds since the last look (see
+    /// [`state::compact::Compactor`]). It holds the store for as long as
+    /// it takes (~0.5 s at 200,000 files), so the agent leaves it to
+    /// closing ([`Store`]'s drop). Returns the file's bytes before and
+    /// after, when it ran.
+    pub fn compact_when_wasteful(&mut self) -> Result<Option<(u64, u64)>, StoreError> {
+        let before = self.checkpoint()?.bytes;
+        // Only when nothing else reads the index (a scan in progress
+        // holds it): a later call tries again.
+        let from = self.config.compact_from_bytes;
+        let Some(state) = Arc::get_mut(&mut self.state) else {
+            return Ok(None);
+        };
+        let Some(done) = state.compact_when_wasteful(from, before)? else {
+            return Ok(None);
+        };
+        let path = self.config.index_path();
+        let after = (self.storage.open_paged(&path))
+            .and_then(|f| f.size())
+            .map_err(io_err("measure", &path))?;
+        tracing::info!(
+            before,
+            after,
+            took_ms = done.took_ms,
+            "store index compacted"
+        );
+        Ok(Some((before, after)))
+    }
 }
 
 /// Commit the index every this many records while replaying the WAL at
 /// open (a commit holds its changes in memory until then).
 const REPLAY_COMMIT_EVERY: u64 = 20_000;
+
+/// A checkpoint closes the active WAL segment, to remove it, once it holds
+/// this many bytes and nothing the index lacks.
+const ROTATE_COVERED_AT: u64 = 1 << 20;
 
 /// Commit the index once this many changes wait in its open transaction.
 const COMMIT_AFTER_OPS: u64 = 2_048;

@@ -127,6 +127,125 @@ fn a_clean_close_leaves_nothing_to_replay() {
     assert_eq!(store.len(ns::APP), 20);
 }
 
+/// The WAL's segment files in the store at `config`.
+fn segments(s: &MemStorage, config: &StoreConfig) -> Vec<String> {
+    s.list(&config.wal_dir()).unwrap()
+}
+
+#[test]
+fn a_bulk_change_closed_cleanly_leaves_the_log_at_the_next_open() {
+    // Small segments, so a bulk change of ~3 MiB closes several.
+    let config = StoreConfig {
+        segment_bytes: 1 << 20,
+        ..config()
+    };
+    let s = MemStorage::new();
+    let (mut store, _) = open(&s, config.clone()).unwrap();
+    for i in 0..3_000u32 {
+        store.put(ns::APP, &format!("k{i}"), vec![7; 1000]).unwrap();
+    }
+    drop(store);
+    assert!(
+        segments(&s, &config).len() >= 3,
+        "{:?}",
+        segments(&s, &config)
+    );
+    for seed in 0..4 {
+        let (mut store, rec) = open(&s, config.clone()).unwrap();
+        assert_eq!(rec.wal.replayed, 0);
+        assert_eq!(store.len(ns::APP), 3_000 + usize::from(seed));
+        assert_eq!(
+            segments(&s, &config).len(),
+            1,
+            "the index holds every record: one empty segment stays"
+        );
+        store
+            .put(ns::APP, &format!("after{seed}"), vec![seed])
+            .unwrap();
+        // The covered log was given back durably: a power cut now loses
+        // nothing the index had.
+        cut_power(store, &s, u64::from(seed));
+        let (store, _) = open(&s, config.clone()).unwrap();
+        assert_eq!(store.len(ns::APP), 3_001 + usize::from(seed));
+        assert!(store.get(ns::APP, "k2999").is_some());
+        drop(store);
+    }
+}
+
+/// Keys in no order, then most of them removed: a file mostly waste.
+fn fill_and_thin(store: &mut Store) -> CheckpointInfo {
+    let mut rng = fastrand::Rng::with_seed(5);
+    for i in 0..6_000u32 {
+        let key = format!("{:016x}-{i}", rng.u64(..));
+        store.put(ns::APP, &key, vec![1; 300]).unwrap();
+        if i % 1000 == 999 {
+            store.checkpoint().unwrap();
+        }
+    }
+    let keys: Vec<String> = store.list(ns::APP, "").map(|(k, _)| k).collect();
+    for k in keys.iter().skip(500) {
+        store.remove(ns::APP, k).unwrap();
+    }
+    store
+        .purge_tombstones(ns::APP, Timestamp(u64::MAX))
+        .unwrap();
+    store.checkpoint().unwrap()
+}
+
+#[test]
+fn an_index_that_is_mostly_waste_is_compacted_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let never = StoreConfig {
+        compact_from_bytes: u64::MAX,
+        durability: Durability::None,
+        ..StoreConfig::new(dir.path().join("never"))
+    };
+    let (mut store, _) = Store::open_dir(never.clone()).unwrap();
+    fill_and_thin(&mut store);
+    drop(store);
+    let size = |c: &StoreConfig| std::fs::metadata(c.index_path()).unwrap().len();
+    let kept = size(&never);
+
+    let always = StoreConfig {
+        compact_from_bytes: 0,
+        durability: Durability::None,
+        ..StoreConfig::new(dir.path().join("always"))
+    };
+    let (mut store, _) = Store::open_dir(always.clone()).unwrap();
+    fill_and_thin(&mut store);
+    let want: Vec<(String, Entry)> = store.list(ns::APP, "").collect();
+    assert_eq!(want.len(), 500);
+    drop(store);
+    let compacted = size(&always);
+    assert!(compacted * 2 < kept, "{compacted} bytes against {kept}");
+    let (store, _) = Store::open_dir(always).unwrap();
+    let got: Vec<(String, Entry)> = store.list(ns::APP, "").collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_power_cut_after_a_compaction_loses_nothing() {
+    for seed in 0..4 {
+        let always = StoreConfig {
+            compact_from_bytes: 0,
+            ..config()
+        };
+        let s = MemStorage::new();
+        let (mut store, _) = open(&s, always.clone()).unwrap();
+        fill_and_thin(&mut store);
+        let want: Vec<(String, Entry)> = store.list(ns::APP, "").collect();
+        store.put(ns::APP, "after", vec![2]).unwrap();
+        cut_power(store, &s, seed);
+        let (store, _) = open(&s, always).unwrap();
+        let got: Vec<(String, Entry)> = store
+            .list(ns::APP, "")
+            .filter(|(k, _)| k != "after")
+            .collect();
+        assert_eq!(got, want, "seed {seed}");
+        assert!(store.get(ns::APP, "after").is_some());
+    }
+}
+
 /// A home from before the index: snapshots and a WAL after them.
 fn old_home(s: &MemStorage, rows: &[(&str, &str, &[u8])], at: Seq) {
     let dir = Path::new("/node/snapshots");

@@ -1020,6 +1020,19 @@ impl Wal {
         Ok(removable)
     }
 
+    /// How many closed segments hold only records with sequence `<= upto`
+    /// (what [`Wal::compact`] at `upto` would remove).
+    pub fn covered_segments(&self, upto: Seq) -> usize {
+        (self.segments.windows(2))
+            .take_while(|pair| pair[1].base.0 <= upto.0 + 1)
+            .count()
+    }
+
+    /// Bytes in the active segment (its header included).
+    pub fn active_bytes(&self) -> u64 {
+        self.active_len
+    }
+
     /// The sequence the next append will get.
     pub fn next_seq(&self) -> Seq {
         self.next_seq

@@ -185,6 +185,8 @@ impl ChunkIndex {
             }
             self.whole_due = false;
             self.whole_this_run = true;
+            self.places.reached(seq);
+            self.places.settle();
             info!(why = ?why, chunks = self.len(), took_ms = t.elapsed().as_millis() as u64, "chunk index rebuilt whole");
         } else {
             for (key, entry) in store.changed_since(crate::index::history::HISTORY_NS, since) {
@@ -301,6 +303,12 @@ impl ChunkIndex {
         out.extend(self.trashed.get(hash).cloned());
         out.extend(self.kept.get(hash).cloned());
         out
+    }
+
+    /// Write the places pending on disk once no change came for a while
+    /// (see [`PlaceTable::flush_when_quiet`]).
+    pub fn flush_when_quiet(&mut self) {
+        self.places.flush_when_quiet();
     }
 
     /// Record the chunks of a file just placed at `path`.

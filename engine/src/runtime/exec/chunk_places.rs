@@ -17,8 +17,10 @@
 //! (a whole build when `at_seq` is absent, or a file it cannot read, or of
 //! another format, which it deletes and makes again). Writes gather in
 //! memory ([`FLUSH_AT`] at most, or [`FLUSH_EVERY`]) and go to disk in one
-//! transaction; reads look at those first. With no usable file it works
-//! in memory, as before.
+//! transaction; reads look at those first. Random hashes leave its pages
+//! half empty and a whole build frees them all: after a flush the file is
+//! compacted once mostly waste (`store::state::compact`). With no usable
+//! file it works in memory, as before.
 //!
 //! It never decides what a chunk's place is (the chunk index does) and
 //! never reads or writes a shared file.
@@ -27,12 +29,13 @@ use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::chunk_index::{Place, Stamp};
 use crate::core::ContentHash;
+use crate::store::state::compact::Compactor;
 
 /// Version of the tables' layout and encodings.
 pub const FORMAT: u64 = 1;
@@ -42,6 +45,11 @@ pub const FILE_NAME: &str = "chunks.redb";
 pub const FLUSH_AT: usize = 32_768;
 /// The file's page cache.
 const CACHE_BYTES: usize = 4 << 20;
+/// The file is compacted when mostly waste, from this size on.
+const COMPACT_FROM: u64 = 8 << 20;
+/// What is pending is written once nothing was for this long
+/// ([`PlaceTable::flush_when_quiet`]).
+pub const QUIET: std::time::Duration = std::time::Duration::from_secs(2);
 /// How often the sequence reached is written, at most (with what is
 /// pending).
 const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
@@ -73,6 +81,11 @@ fn key(root: u32, hash: &ContentHash) -> Key {
 /// See the [module documentation](self).
 pub struct PlaceTable {
     db: Database,
+    /// The file, `None` in memory.
+    path: Option<PathBuf>,
+    /// When the file is next worth compacting (random keys leave its
+    /// pages half empty, and a whole build frees all of them at once).
+    compactor: Compactor,
     /// Every root known, by path, with its number.
     roots: HashMap<PathBuf, u32>,
     /// Roots numbered since the last flush.
@@ -87,6 +100,8 @@ pub struct PlaceTable {
     unflushed_seq: bool,
     /// The last flush.
     flushed_at: Option<std::time::Instant>,
+    /// The last write (a place, a removal, a sequence reached).
+    written_at: Option<std::time::Instant>,
     /// Places written since the table was last cleared (an estimate of
     /// how many it holds: a place written twice counts twice).
     pub(super) written: usize,
@@ -138,7 +153,7 @@ impl PlaceTable {
             // As `Vec::new`: an empty in-memory database cannot fail
             // short of memory itself.
             .expect("an in-memory database");
-        Self::with(db).expect("an in-memory database")
+        Self::with(db, None).expect("an in-memory database")
     }
 
     fn open_file(path: &Path) -> Result<PlaceTable, redb::Error> {
@@ -157,10 +172,10 @@ impl PlaceTable {
                 )));
             }
         };
-        Self::with(db)
+        Self::with(db, Some(path.to_path_buf()))
     }
 
-    fn with(db: Database) -> Result<PlaceTable, redb::Error> {
+    fn with(db: Database, path: Option<PathBuf>) -> Result<PlaceTable, redb::Error> {
         let txn = db.begin_write()?;
         let (format, at_seq, roots) = {
             let mut meta = txn.open_table(META)?;
@@ -188,6 +203,11 @@ impl PlaceTable {
         }
         Ok(PlaceTable {
             db,
+            path,
+            // Balanced: it gives back the pages commits freed and leaves
+            // the others as they are; packed pages would all split at the
+            // next flush of random hashes, and the file would grow again.
+            compactor: Compactor::new(COMPACT_FROM, redb::CompactionMode::Balanced),
             roots,
             new_roots: Vec::new(),
             pending: HashMap::new(),
@@ -195,6 +215,7 @@ impl PlaceTable {
             at_seq,
             unflushed_seq: false,
             flushed_at: None,
+            written_at: None,
             written: 0,
         })
     }
@@ -276,6 +297,8 @@ impl PlaceTable {
         let n = self.root_number(root);
         self.pending.insert(key(n, hash), Some(place));
         self.written += 1;
+        self.compactor.changed(1);
+        self.written_at = Some(std::time::Instant::now());
         self.flush_when_due();
     }
 
@@ -283,6 +306,8 @@ impl PlaceTable {
     pub fn remove(&mut self, root: &Path, hash: &ContentHash) {
         if let Some(n) = self.roots.get(root) {
             self.pending.insert(key(*n, hash), None);
+            self.compactor.changed(1);
+            self.written_at = Some(std::time::Instant::now());
             self.flush_when_due();
         }
     }
@@ -295,6 +320,7 @@ impl PlaceTable {
         self.reader = None;
         self.at_seq = None;
         self.unflushed_seq = false;
+        self.compactor.changed(self.written as u64);
         self.written = 0;
         let cleared: Result<(), redb::Error> = (|| {
             let txn = self.db.begin_write()?;
@@ -321,6 +347,7 @@ impl PlaceTable {
     pub fn reached(&mut self, seq: u64) {
         self.at_seq = Some(seq);
         self.unflushed_seq = true;
+        self.written_at = Some(std::time::Instant::now());
         if self.flushed_at.is_none_or(|t| t.elapsed() >= FLUSH_EVERY) {
             self.flush();
         }
@@ -397,6 +424,55 @@ impl PlaceTable {
                 warn!(error = %e, "cannot write the chunk places; they are found again from the index");
                 self.at_seq = None;
             }
+        }
+        self.compact_when_wasteful();
+    }
+
+    /// Write what is pending once nothing was written for [`QUIET`]: a
+    /// flush (and the compaction it may bring) costs up to a second on a
+    /// large folder, paid then rather than by the next change, which
+    /// would otherwise wait for it.
+    pub fn flush_when_quiet(&mut self) {
+        let waiting = !self.pending.is_empty() || !self.new_roots.is_empty() || self.unflushed_seq;
+        if waiting && self.written_at.is_some_and(|t| t.elapsed() >= QUIET) {
+            self.flush();
+        }
+    }
+
+    /// Write what is pending and give back the pages a whole build freed
+    /// (it clears the table, then writes it again).
+    pub fn settle(&mut self) {
+        self.flush();
+        self.compactor.look_next();
+        self.compact_when_wasteful();
+    }
+
+    /// Give the file's free and half-empty pages back once they outweigh
+    /// the places (see [`Compactor`]).
+    fn compact_when_wasteful(&mut self) {
+        let Some(bytes) = (self.path.as_ref()).and_then(|p| std::fs::metadata(p).ok()) else {
+            return;
+        };
+        let before = bytes.len();
+        // How many places the file holds (`written` counts only since
+        // this process opened it, or since a clear).
+        let held = (self.db.begin_read().ok())
+            .and_then(|r| r.open_table(PLACES).ok())
+            .and_then(|t| t.len().ok())
+            .unwrap_or(self.written as u64);
+        match self.compactor.maybe(&mut self.db, before, held) {
+            Ok(Some(done)) => {
+                let after = self.path.as_ref().and_then(|p| std::fs::metadata(p).ok());
+                let after = after.map_or(0, |m| m.len());
+                info!(
+                    before,
+                    after,
+                    took_ms = done.took_ms,
+                    "chunk places compacted"
+                );
+            }
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "chunk places not compacted"),
         }
     }
 }
@@ -487,5 +563,61 @@ mod tests {
         let mut t = PlaceTable::open(&path);
         assert_eq!(t.at_seq(), None);
         assert_eq!(t.get(Path::new("/r"), &ContentHash([1; 32])), None);
+    }
+
+    /// A whole build frees every page at once and random hashes leave the
+    /// rest half empty: the file is compacted, and every place stays.
+    #[test]
+    fn a_file_mostly_waste_is_compacted_and_keeps_every_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let root = Path::new("/r");
+        let hash = |i: u32| ContentHash(*blake3::hash(&i.to_le_bytes()).as_bytes());
+        let place = |i: u32| (root.join(format!("d{}/f{i}.txt", i % 97)), 0, 100, stamp());
+        let mut t = PlaceTable::open(&path);
+        for i in 0..150_000 {
+            t.put(root, &hash(i), place(i));
+        }
+        t.reached(1);
+        t.flush();
+        let full = std::fs::metadata(&path).unwrap().len();
+        // A whole build of a folder that shrank.
+        t.clear();
+        for i in 0..15_000 {
+            t.put(root, &hash(i), place(i));
+        }
+        t.reached(2);
+        t.flush();
+        let after = std::fs::metadata(&path).unwrap().len();
+        assert!(after * 4 < full, "{after} bytes after, {full} before");
+        drop(t);
+        let mut t = PlaceTable::open(&path);
+        assert_eq!(t.at_seq(), Some(2));
+        for i in (0..15_000).step_by(7) {
+            assert_eq!(t.get(root, &hash(i)), Some(place(i)), "place {i}");
+        }
+        assert_eq!(t.get(root, &hash(20_000)), None);
+    }
+
+    /// Places wait in memory while changes come, and go to disk once they
+    /// pause, without a change to carry them.
+    #[test]
+    fn pending_places_go_to_disk_once_changes_pause() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let root = Path::new("/r");
+        let mut t = PlaceTable::open(&path);
+        t.reached(1);
+        t.put(root, &ContentHash([3; 32]), (root.join("f"), 0, 1, stamp()));
+        t.flush_when_quiet();
+        assert_eq!(t.pending.len(), 1, "written a moment ago: it waits");
+        std::thread::sleep(QUIET + std::time::Duration::from_millis(100));
+        t.flush_when_quiet();
+        assert!(t.pending.is_empty());
+        // Nothing pending: read from the file.
+        assert_eq!(
+            t.get(root, &ContentHash([3; 32])),
+            Some((root.join("f"), 0, 1, stamp()))
+        );
     }
 }

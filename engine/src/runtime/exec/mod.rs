@@ -215,7 +215,7 @@ mod writers;
 
 use apply::*;
 pub use chunk_index::*;
-pub use chunk_places::FILE_NAME as CHUNK_PLACES_FILE;
+pub use chunk_places::{FILE_NAME as CHUNK_PLACES_FILE, QUIET};
 pub use commit::*;
 pub use dest::*;
 pub use fetch::*;
