@@ -269,6 +269,7 @@ impl SyncRuntime {
             tokio::spawn(wake_when_space_frees(shared.clone())),
             tokio::spawn(gather_local_versions(shared.clone())),
             tokio::spawn(flush_chunk_places_when_quiet(shared.clone())),
+            tokio::spawn(compact_index_when_quiet(shared.clone())),
         ];
         let s = shared.clone();
         tasks.push(tokio::spawn(async move {

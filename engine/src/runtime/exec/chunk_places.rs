@@ -207,7 +207,7 @@ impl PlaceTable {
             // Balanced: it gives back the pages commits freed and leaves
             // the others as they are; packed pages would all split at the
             // next flush of random hashes, and the file would grow again.
-            compactor: Compactor::new(COMPACT_FROM, redb::CompactionMode::Balanced),
+            compactor: Compactor::new(COMPACT_FROM, redb::CompactionMode::Balanced, 100),
             roots,
             new_roots: Vec::new(),
             pending: HashMap::new(),

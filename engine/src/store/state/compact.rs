@@ -1,4 +1,4 @@
-//! Giving disk space back from a redb file once most of it is waste.
+//! Giving disk space back from a redb file once much of it is waste.
 //!
 //! A B-tree filled by keys in no order (content hashes), or by commits
 //! that each copy the pages they change, ends with pages half empty and
@@ -6,9 +6,9 @@
 //! took 142 MB for 54 MB of keys and values (issue 21). redb's compaction
 //! moves the pages to the file's start and shortens it (and can pack
 //! them); it reads the whole database, so it runs only when the waste
-//! outweighs what is stored and the database changed by a quarter of what
-//! it holds since the last look ([`Compactor`]), which makes its cost
-//! proportional to the changes, not to the size.
+//! passes a share of what is stored and the database changed by a
+//! quarter of what it holds since the last look ([`Compactor`]), which
+//! makes its cost proportional to the changes, not to the size.
 //!
 //! Shared by the store's index ([`super::State`]) and the chunk places
 //! (`runtime::exec::chunk_places`). It never compacts a database with a
@@ -43,17 +43,21 @@ pub fn changes_for_a_look(entries: u64) -> u64 {
 pub struct Compactor {
     floor: u64,
     mode: CompactionMode,
+    /// Compact once the waste is more than this percentage of the data.
+    waste_percent: u64,
     changes: u64,
 }
 
 impl Compactor {
     /// Looks from a file of `floor` bytes on; compacts as `mode` says
     /// ([`CompactionMode::Balanced`] gives back free pages, cheaply;
-    /// `Maximum` also packs half-empty ones, at the cost of a copy).
-    pub fn new(floor: u64, mode: CompactionMode) -> Compactor {
+    /// `Maximum` also packs half-empty ones, at the cost of a copy) once
+    /// the waste is more than `waste_percent` % of the data.
+    pub fn new(floor: u64, mode: CompactionMode, waste_percent: u64) -> Compactor {
         Compactor {
             floor,
             mode,
+            waste_percent,
             changes: 0,
         }
     }
@@ -70,9 +74,10 @@ impl Compactor {
     }
 
     /// Compact `db`, whose file holds `file_bytes` and about `entries`
-    /// entries, if it is time for a look and its waste outweighs what it
-    /// stores. `None` when not. A transaction still open (a reader
-    /// elsewhere) makes it wait for a later call: nothing changed.
+    /// entries, if it is time for a look and its waste passes the share
+    /// of what it stores it was made with. `None` when not. A
+    /// transaction still open (a reader elsewhere) makes it wait for a
+    /// later call: nothing changed.
     pub fn maybe(
         &mut self,
         db: &mut Database,
@@ -82,7 +87,7 @@ impl Compactor {
         if file_bytes < self.floor || self.changes < changes_for_a_look(entries) {
             return Ok(None);
         }
-        let (pages, wasteful) = waste(db)?;
+        let (pages, wasteful) = waste(db, self.waste_percent)?;
         if !wasteful {
             self.changes = 0;
             return Ok(None);
@@ -95,19 +100,22 @@ impl Compactor {
         }
         self.changes = 0;
         let took_ms = t.elapsed().as_millis() as u64;
-        let after = waste(db)?.0.min(pages);
+        let after = waste(db, self.waste_percent)?.0.min(pages);
         Ok(Some(Compacted { took_ms, after }))
     }
 }
 
 /// Bytes in the file's pages (what is stored, and the waste: free pages
-/// and the unused part of used ones), and whether the waste outweighs
-/// what is stored.
-fn waste(db: &Database) -> Result<(u64, bool), redb::Error> {
+/// and the unused part of used ones), and whether the waste is more than
+/// `percent` % of what is stored.
+fn waste(db: &Database, percent: u64) -> Result<(u64, bool), redb::Error> {
     let txn = db.begin_write()?;
     let stats = txn.stats()?;
     txn.abort()?;
     let used = stats.stored_bytes() + stats.metadata_bytes();
     let waste = stats.fragmented_bytes();
-    Ok((used + waste, waste > used))
+    Ok((
+        used + waste,
+        waste.saturating_mul(100) > used.saturating_mul(percent),
+    ))
 }
