@@ -44,15 +44,16 @@
 //! assert!(!store.contains(ns::APP, "user:1"));
 //! ```
 
-//! The on-disk tables are in [`state`], the format of the snapshots older
-//! releases wrote (read once, to migrate) in [`snapshot`], the tests in
-//! `tests.rs`.
+//! The on-disk tables are in [`state`], checkpoints and compaction in
+//! `checkpoint.rs`, the format of the snapshots older releases wrote (read
+//! once, to migrate) in [`snapshot`], the tests in `tests.rs`.
 
 pub mod repair;
 pub mod snapshot;
 pub mod state;
 mod tally;
 
+pub use checkpoint::CheckpointInfo;
 pub use repair::{RepairReport, repair};
 pub use tally::{TallyFn, Totals};
 
@@ -260,8 +261,8 @@ pub struct StoreConfig {
     /// The index's page cache, in bytes: the store's memory, whatever the
     /// number of keys.
     pub cache_bytes: usize,
-    /// A checkpoint compacts the index file once it holds at least this
-    /// many bytes and more of them are waste than data.
+    /// The index is compacted ([`Store::compact_when_wasteful`]) only once
+    /// its file holds at least this many bytes.
     pub compact_from_bytes: u64,
     /// Origin recorded on local operations.
     pub node: NodeId,
@@ -313,19 +314,6 @@ pub struct StoreRecovery {
     pub wal: RecoveryReport,
 }
 
-/// A checkpoint that was made.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckpointInfo {
-    /// Last sequence covered.
-    pub seq: Seq,
-    /// Entries in the index (tombstones included).
-    pub entries: u64,
-    /// Size of the index file.
-    pub bytes: u64,
-    /// WAL segments removed by compaction.
-    pub compacted_segments: usize,
-}
-
 /// The key/value store. See the [module documentation](self).
 pub struct Store {
     wal: Wal,
@@ -352,12 +340,13 @@ impl std::fmt::Debug for Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
-        // A process that changed the index as much as it holds (a first
-        // index of a folder) leaves it compacted, and the log given back.
+        // A process that changed the index by a quarter of what it holds
+        // (a first index of a folder, a sync) leaves it compacted, and the
+        // log given back.
         if self.compaction_due() {
             match self.compact_when_wasteful() {
                 Ok(_) => return,
-                Err(e) => tracing::warn!(error = %e, "no checkpoint at close"),
+                Err(e) => tracing::warn!(error = %e, "the index was not compacted at close"),
             }
         }
         // The index is made durable when it closes (after this), so the
@@ -866,113 +855,16 @@ impl Store {
     pub fn config(&self) -> &StoreConfig {
         &self.config
     }
-
-    /// Checkpoint if [`StoreConfig::checkpoint_after_ops`] operations were
-    /// logged, or [`StoreConfig::checkpoint_after_commits`] commits made,
-    /// since the last one.
-    pub fn maybe_checkpoint(&mut self) -> Result<Option<CheckpointInfo>, StoreError> {
-        if self.wal.last_seq().0 - self.checkpoint_seq.0 >= self.config.checkpoint_after_ops
-            || self.state.commits() >= self.config.checkpoint_after_commits
-        {
-            self.checkpoint().map(Some)
-        } else {
-            Ok(None)
-        }
-    }
-
-    /// Whether a checkpoint would give back log space the index covers
-    /// already: a closed segment, or an active one of at least
-    /// [`ROTATE_COVERED_AT`] bytes whose every record is in the index.
-    fn log_reclaimable(&self) -> bool {
-        let at = self.checkpoint_seq;
-        self.wal.covered_segments(at) > 0
-            || (self.wal.last_seq() <= at && self.wal.active_bytes() >= ROTATE_COVERED_AT)
-    }
-
-    /// Flush the WAL, make the index durable up to it, and drop the WAL
-    /// segments it covers (the active one too, once closed, when it is
-    /// large: a bulk change would otherwise stay in the log until the
-    /// segment fills).
-    pub fn checkpoint(&mut self) -> Result<CheckpointInfo, StoreError> {
-        let seq = self.flush()?;
-        if let Err(e) = self.state.commit(true) {
-            return Err(self.index_failed(e));
-        }
-        self.checkpoint_seq = seq;
-        if self.wal.last_seq() <= seq && self.wal.active_bytes() >= ROTATE_COVERED_AT {
-            self.wal.rotate()?;
-        }
-        let compacted = self.wal.compact(seq)?;
-        let path = self.config.index_path();
-        let bytes = (self.storage.open_paged(&path))
-            .and_then(|f| f.size())
-            .map_err(io_err("measure", &path))?;
-        Ok(CheckpointInfo {
-            seq,
-            entries: self.state.count(),
-            bytes,
-            compacted_segments: compacted,
-        })
-    }
-
-    /// Whether [`Store::compact_when_wasteful`] would look at the index:
-    /// it changed by a quarter of what it holds since the last look, and
-    /// the file is large enough to matter. Cheap: no page is read.
-    pub fn compaction_due(&self) -> bool {
-        let path = self.config.index_path();
-        let bytes = (self.storage.open_paged(&path))
-            .and_then(|f| f.size())
-            .unwrap_or(0);
-        !self.wal.is_poisoned()
-            && self
-                .state
-                .compaction_due(self.config.compact_from_bytes, bytes)
-    }
-
-    /// Checkpoint, then compact the index if its waste (pages freed by
-    /// commits, half-empty ones) passes half its data and it changed about
-    /// as much as it holds since the last look (see
-    /// [`state::compact::Compactor`]). It holds the store for as long as
-    /// it takes (~0.7 s at 200,000 files), so a running node does it only
-    /// once changes paused for a minute, and closing does it too
-    /// ([`Store`]'s drop). Returns the file's bytes before and after,
-    /// when it ran.
-    pub fn compact_when_wasteful(&mut self) -> Result<Option<(u64, u64)>, StoreError> {
-        let before = self.checkpoint()?.bytes;
-        // Only when nothing else reads the index (a scan in progress
-        // holds it): a later call tries again.
-        let from = self.config.compact_from_bytes;
-        let Some(state) = Arc::get_mut(&mut self.state) else {
-            return Ok(None);
-        };
-        let Some(done) = state.compact_when_wasteful(from, before)? else {
-            return Ok(None);
-        };
-        let path = self.config.index_path();
-        let after = (self.storage.open_paged(&path))
-            .and_then(|f| f.size())
-            .map_err(io_err("measure", &path))?;
-        tracing::info!(
-            before,
-            after,
-            took_ms = done.took_ms,
-            "store index compacted"
-        );
-        Ok(Some((before, after)))
-    }
 }
 
 /// Commit the index every this many records while replaying the WAL at
 /// open (a commit holds its changes in memory until then).
 const REPLAY_COMMIT_EVERY: u64 = 20_000;
 
-/// A checkpoint closes the active WAL segment, to remove it, once it holds
-/// this many bytes and nothing the index lacks.
-const ROTATE_COVERED_AT: u64 = 1 << 20;
-
 /// Commit the index once this many changes wait in its open transaction.
 const COMMIT_AFTER_OPS: u64 = 2_048;
 
+mod checkpoint;
 mod migrate;
 
 #[cfg(test)]

@@ -447,8 +447,8 @@ impl PlaceTable {
         self.compact_when_wasteful();
     }
 
-    /// Give the file's free and half-empty pages back once they outweigh
-    /// the places (see [`Compactor`]).
+    /// Give the file's free pages back once the waste outweighs the
+    /// places (see [`Compactor`]).
     fn compact_when_wasteful(&mut self) {
         let Some(bytes) = (self.path.as_ref()).and_then(|p| std::fs::metadata(p).ok()) else {
             return;
