@@ -99,8 +99,10 @@ pub struct Observed {
     /// Its metadata.
     pub stat: FileStat,
     /// Content summary, for files that were (re-)read. `None` for files whose
-    /// metadata matched what the caller knew, and for non-files.
-    pub content: Option<Content>,
+    /// metadata matched what the caller knew, and for non-files. Boxed: a
+    /// whole-folder scan holds one `Observed` per file, nearly all without
+    /// content, and inline it took 56 of each one's 144 bytes.
+    pub content: Option<Box<Content>>,
     /// A symlink's target, as stored in the link.
     pub link_target: Option<String>,
 }
@@ -356,7 +358,7 @@ pub fn observe(
                 out.hashed_files += 1;
                 out.hashed_bytes += content.size;
                 out.entries[idx].stat = stat;
-                out.entries[idx].content = Some(content);
+                out.entries[idx].content = Some(Box::new(content));
             }
             Err(issue) => {
                 out.issues.push(issue);
@@ -488,4 +490,17 @@ fn report_case_collisions(root: &Path, out: &mut Observation) {
         }
     }
     out.issues.extend(found);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A whole-folder scan holds one `Observed` per file: it stays small,
+    /// its content (rare: only files re-read) out of line.
+    #[test]
+    fn an_observation_is_small() {
+        let size = std::mem::size_of::<Observed>();
+        assert!(size <= 96, "{size} bytes (144 with the content inline)");
+    }
 }
