@@ -45,8 +45,13 @@ impl Store {
     /// [`ROTATE_COVERED_AT`] bytes whose every record is in the index.
     pub(super) fn log_reclaimable(&self) -> bool {
         let at = self.checkpoint_seq;
-        self.wal.covered_segments(at) > 0
-            || (self.wal.last_seq() <= at && self.wal.active_bytes() >= ROTATE_COVERED_AT)
+        self.wal.covered_segments(at) > 0 || self.active_segment_reclaimable(at)
+    }
+
+    /// Whether the active segment holds only records `<= at` and at least
+    /// [`ROTATE_COVERED_AT`] bytes: worth closing, to remove it.
+    fn active_segment_reclaimable(&self, at: Seq) -> bool {
+        self.wal.last_seq() <= at && self.wal.active_bytes() >= ROTATE_COVERED_AT
     }
 
     /// Flush the WAL, make the index durable up to it, and drop the WAL
@@ -59,7 +64,7 @@ impl Store {
             return Err(self.index_failed(e));
         }
         self.checkpoint_seq = seq;
-        if self.wal.last_seq() <= seq && self.wal.active_bytes() >= ROTATE_COVERED_AT {
+        if self.active_segment_reclaimable(seq) {
             self.wal.rotate()?;
         }
         let compacted = self.wal.compact(seq)?;

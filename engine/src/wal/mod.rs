@@ -995,12 +995,7 @@ impl Wal {
     /// Delete every closed segment whose records all have sequence `<= upto`
     /// (the index holds them at a checkpoint). Returns how many were removed.
     pub fn compact(&mut self, upto: Seq) -> Result<usize, WalError> {
-        let mut removable = 0;
-        while removable + 1 < self.segments.len()
-            && self.segments[removable + 1].base.0 <= upto.0 + 1
-        {
-            removable += 1;
-        }
+        let removable = self.covered_segments(upto);
         self.check_usable()?;
         let dir = self.config.dir.clone();
         for seg in self.segments.drain(..removable).collect::<Vec<_>>() {

@@ -360,7 +360,7 @@ impl PlaceTable {
     /// loses what was not flushed, which the next look finds again from
     /// the sequence on disk.
     pub fn flush(&mut self) {
-        if self.pending.is_empty() && self.new_roots.is_empty() && !self.unflushed_seq {
+        if !self.has_unwritten() {
             return;
         }
         let roots = std::mem::take(&mut self.new_roots);
@@ -433,8 +433,7 @@ impl PlaceTable {
     /// large folder, paid then rather than by the next change, which
     /// would otherwise wait for it.
     pub fn flush_when_quiet(&mut self) {
-        let waiting = !self.pending.is_empty() || !self.new_roots.is_empty() || self.unflushed_seq;
-        if waiting && self.written_at.is_some_and(|t| t.elapsed() >= QUIET) {
+        if self.has_unwritten() && self.written_at.is_some_and(|t| t.elapsed() >= QUIET) {
             self.flush();
         }
     }
@@ -442,9 +441,18 @@ impl PlaceTable {
     /// Write what is pending and give back the pages a whole build freed
     /// (it clears the table, then writes it again).
     pub fn settle(&mut self) {
-        self.flush();
         self.compactor.look_next();
-        self.compact_when_wasteful();
+        if self.has_unwritten() {
+            // The flush looks at the file once written.
+            self.flush();
+        } else {
+            self.compact_when_wasteful();
+        }
+    }
+
+    /// Whether places, roots or the sequence reached wait to be written.
+    fn has_unwritten(&self) -> bool {
+        !self.pending.is_empty() || !self.new_roots.is_empty() || self.unflushed_seq
     }
 
     /// Give the file's free pages back once the waste outweighs the
