@@ -16,9 +16,15 @@
 //!
 //! A million files need about 3 million inodes (alpha, beta, the rsync
 //! copy) and a quiet disk: run it on a fresh ext4 image made with
-//! `mkfs.ext4 -i 4096`, loop-mounted, as `TMPDIR`. The large-file target
-//! (a file of 100 GB) is not measured here: see `docs/benchmarks.md`.
+//! `mkfs.ext4 -i 4096`, loop-mounted, as `TMPDIR`.
+//! `SOFTADASTRA_SCALE_FILES=0` skips the many files.
+//!
+//! Then the large-file part ([`big_file`]): a sparse file of
+//! `SOFTADASTRA_SCALE_BIG_GB` GB (default 100; 0 skips it) indexed,
+//! synced, and re-synced after a one-byte change.
 
+#[path = "scale/big_file.rs"]
+mod big_file;
 mod common;
 
 use std::path::Path;
@@ -132,6 +138,15 @@ fn main() {
         .unwrap_or(1_000_000);
     let scratch = tempfile::tempdir().expect("tempdir");
     let root = scratch.path();
+    if files > 0 {
+        many_files(root, files);
+    }
+    big_file::run(root);
+}
+
+/// The many-files part: `files` small files synced, then read commands,
+/// propagation, the homes' size and a restart.
+fn many_files(root: &Path, files: usize) {
     println!("softadastra scale benchmark: {files} files, two nodes on 127.0.0.1 (same machine)");
     let (mut a, mut b) = pair(root);
     let t = Instant::now();

@@ -86,6 +86,33 @@ fn main() {
     );
     drop(big);
 
+    // One large file: chunking and hashing are one stream (no other file
+    // to hash beside it), random data and a sparse file's zeros.
+    let one = tmp();
+    let one_len: usize = if quick { 256 << 20 } else { 2 << 30 };
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(one.path().join("random.bin")).expect("create");
+        for _ in 0..one_len >> 26 {
+            f.write_all(&fill(&mut rng, 64 << 20)).expect("write");
+        }
+    }
+    scan_once(
+        one.path(),
+        &format!("one file of {} MiB, random", one_len >> 20),
+    );
+    drop(one);
+    let sparse = tmp();
+    let sparse_len: u64 = if quick { 1 << 30 } else { 16 << 30 };
+    std::fs::File::create(sparse.path().join("sparse.img"))
+        .and_then(|f| f.set_len(sparse_len))
+        .expect("sparse file");
+    scan_once(
+        sparse.path(),
+        &format!("one sparse file of {} GiB, all holes", sparse_len >> 30),
+    );
+    drop(sparse);
+
     // 20,000 small files of 1-8 KiB in 200 dirs.
     let small = tmp();
     for i in 0..20_000 {

@@ -235,12 +235,12 @@ fn file_record_v1_golden() {
 }
 
 fn expected_wire() -> Vec<u8> {
-    use softadastra::transport::wire::{
-        Hello, MAX_CONTROL_FRAME, Message, PROTOCOL_VERSION, encode,
-    };
+    use softadastra::transport::wire::{Hello, MAX_CONTROL_FRAME, Message, encode};
     let mut out = Vec::new();
     let hello = Message::Hello(Hello {
-        protocol: PROTOCOL_VERSION,
+        // The frames' layout is pinned here, not the protocol version a
+        // hello names (3 when the file was made; the hello says which).
+        protocol: 3,
         node: NodeId([4; 32]),
         name: "laptop".into(),
         hostname: "laptop.local".into(),
@@ -313,6 +313,46 @@ fn chunk_request_v1_golden() {
     assert_eq!(
         request.chunks,
         vec![(ContentHash([0xab; 32]), 65_536), (ContentHash([1; 32]), 1)]
+    );
+}
+
+/// A chunk list request (protocol 4) followed by its answer: the list of
+/// a file of two chunks.
+fn expected_chunk_list() -> Vec<u8> {
+    use softadastra::core::ContentHash;
+    use softadastra::transport::wire::{ChunkListRequest, encode_chunk_list};
+    let mut out = ChunkListRequest {
+        folder: "photos".into(),
+        path: "vm/disk.img".into(),
+        hash: ContentHash([0xcd; 32]),
+    }
+    .encode()
+    .unwrap();
+    out.extend(encode_chunk_list(
+        [(ContentHash([2; 32]), 262_144), (ContentHash([3; 32]), 10)].into_iter(),
+    ));
+    out
+}
+
+#[test]
+fn chunk_list_v1_golden() {
+    use softadastra::core::ContentHash;
+    use softadastra::transport::wire::{
+        CHUNK_FOLLOWS, CHUNK_LIST_HEAD, ChunkListReader, ChunkListRequest, LIST_ENTRY,
+    };
+    let bytes = check("chunk-list-v1.bin", expected_chunk_list());
+    assert_eq!(bytes[..2], CHUNK_LIST_HEAD);
+    let len = ChunkListRequest::body_len([bytes[2], bytes[3]]).unwrap();
+    let request = ChunkListRequest::decode(&bytes[4..4 + len]).unwrap();
+    assert_eq!(request.path, "vm/disk.img");
+    let answer = &bytes[4 + len..];
+    assert_eq!(answer[0], CHUNK_FOLLOWS);
+    let count = u32::from_le_bytes([answer[1], answer[2], answer[3], answer[4]]);
+    let mut reader = ChunkListReader::new(count, 262_154).unwrap();
+    reader.push(&answer[5..5 + 2 * LIST_ENTRY]).unwrap();
+    assert_eq!(
+        reader.finish().unwrap(),
+        vec![(ContentHash([2; 32]), 262_144), (ContentHash([3; 32]), 10)]
     );
 }
 

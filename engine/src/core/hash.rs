@@ -8,6 +8,29 @@ use serde::{Deserialize, Serialize};
 /// new protocol version, and a peer's record announcing more is refused.
 pub const MAX_CHUNK_LEN: u32 = 1 << 20;
 
+/// A chunk list may hold at most one chunk per this many bytes of its
+/// file, plus one: every chunker cuts far larger pieces (but a file's
+/// last), and a peer cannot make a node hold a list longer than the file
+/// justifies.
+pub const MIN_LISTED_CHUNK: u64 = 4096;
+
+/// Zeros, for chunks of zeros: a hash computed once, bytes never allocated.
+static ZEROS: [u8; MAX_CHUNK_LEN as usize] = [0; MAX_CHUNK_LEN as usize];
+
+/// `len` zero bytes (at most [`MAX_CHUNK_LEN`]), borrowed from a static.
+pub fn zeros(len: u32) -> &'static [u8] {
+    &ZEROS[..(len.min(MAX_CHUNK_LEN)) as usize]
+}
+
+/// Whether `bytes` are all zeros.
+pub fn is_zeros(bytes: &[u8]) -> bool {
+    // OR-ing a block at a time lets the compiler use wide registers; the
+    // first block with a non-zero byte ends the look (at once, for most data).
+    bytes
+        .chunks(4096)
+        .all(|block| block.iter().fold(0u8, |acc, b| acc | b) == 0)
+}
+
 /// A blake3 digest of some content: a whole file, a chunk, a snapshot.
 ///
 /// Its text form is 64 lowercase hex characters and round-trips through
@@ -19,6 +42,24 @@ impl ContentHash {
     /// Hash a byte slice.
     pub fn of(bytes: &[u8]) -> Self {
         ContentHash(*blake3::hash(bytes).as_bytes())
+    }
+    /// The hash of `len` zero bytes, for the lengths a run of zeros is
+    /// cut in: a chunker cuts a long run at its largest chunk, and every
+    /// chunker's largest is a power of two from 4 KiB to [`MAX_CHUNK_LEN`].
+    /// Other lengths (a run's ragged ends) give `None`. Each is hashed once.
+    pub fn of_zeros(len: u32) -> Option<Self> {
+        const FIRST: u32 = 12; // 4 KiB
+        const LAST: u32 = MAX_CHUNK_LEN.trailing_zeros();
+        static HASHES: std::sync::OnceLock<Vec<ContentHash>> = std::sync::OnceLock::new();
+        if !len.is_power_of_two() || !(FIRST..=LAST).contains(&len.trailing_zeros()) {
+            return None;
+        }
+        let hashes = HASHES.get_or_init(|| {
+            (FIRST..=LAST)
+                .map(|bits| ContentHash::of(&ZEROS[..1 << bits]))
+                .collect()
+        });
+        hashes.get((len.trailing_zeros() - FIRST) as usize).copied()
     }
     /// The raw digest.
     pub fn as_bytes(&self) -> &[u8; 32] {

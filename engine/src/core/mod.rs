@@ -36,7 +36,7 @@ mod version;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::{ErrorContext, Retry};
-pub use hash::{ContentHash, MAX_CHUNK_LEN, ParseHashError};
+pub use hash::{ContentHash, MAX_CHUNK_LEN, MIN_LISTED_CHUNK, ParseHashError, is_zeros, zeros};
 pub use id::{NodeId, ParseNodeIdError, Seq, base32_decode, base32_encode};
 pub use size::parse_size;
 pub use version::{Causality, VersionVector};

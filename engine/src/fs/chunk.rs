@@ -55,6 +55,7 @@ pub fn chunk_reader(mut reader: impl Read, config: ChunkerConfig) -> io::Result<
     let mut whole = blake3::Hasher::new();
     let mut chunks = Vec::new();
     let mut offset = 0u64;
+    let zero_cut = zero_run_cut(config);
     loop {
         while !eof && filled < buf.len() {
             match reader.read(&mut buf[filled..]) {
@@ -66,20 +67,35 @@ pub fn chunk_reader(mut reader: impl Read, config: ChunkerConfig) -> io::Result<
         }
         let data = &buf[..filled];
         let mut consumed = 0usize;
-        for c in fastcdc::v2020::FastCDC::new(data, config.min, config.avg, config.max) {
-            // Without a full `max` of look-ahead the chunker may have cut only
+        loop {
+            // Each chunk starts at a cut, where the chunker starts afresh.
+            let rest = &data[consumed..];
+            // Without a full `max` of look-ahead the chunker may cut only
             // because the buffer ended: keep those bytes for the next round.
-            if !eof && c.offset + max > filled {
+            if !eof && rest.len() < max {
                 break;
             }
-            let bytes = &data[c.offset..c.offset + c.length];
-            whole.update(bytes);
+            let (len, hash) = match zero_cut {
+                Some((len, hash)) if rest.len() >= len && crate::core::is_zeros(&rest[..len]) => {
+                    (len, hash)
+                }
+                _ => {
+                    let Some(c) =
+                        fastcdc::v2020::FastCDC::new(rest, config.min, config.avg, config.max)
+                            .next()
+                    else {
+                        break;
+                    };
+                    (c.length, ContentHash::of(&rest[..c.length]))
+                }
+            };
+            whole.update(&rest[..len]);
             chunks.push(Chunk {
-                offset: offset + c.offset as u64,
-                len: c.length as u32,
-                hash: ContentHash::of(bytes),
+                offset: offset + consumed as u64,
+                len: len as u32,
+                hash,
             });
-            consumed = c.offset + c.length;
+            consumed += len;
         }
         offset += consumed as u64;
         buf.copy_within(consumed..filled, 0);
@@ -93,6 +109,19 @@ pub fn chunk_reader(mut reader: impl Read, config: ChunkerConfig) -> io::Result<
         size: offset,
         chunks,
     })
+}
+
+/// How `config` cuts a run of zeros that starts at a cut: one chunk of
+/// its largest size, of a hash known without reading (a sparse file's
+/// holes are most of it, and the chunker would otherwise look at each of
+/// their bytes). `None` if the chunker does not cut zeros so, or their hash
+/// is not kept: then every chunk goes through the chunker.
+fn zero_run_cut(config: ChunkerConfig) -> Option<(usize, ContentHash)> {
+    let max = config.max;
+    let hash = ContentHash::of_zeros(max)?;
+    let two = crate::core::zeros(max.checked_mul(2)?);
+    let first = fastcdc::v2020::FastCDC::new(two, config.min, config.avg, max).next()?;
+    (first.length == max as usize && two.len() == 2 * max as usize).then_some((max as usize, hash))
 }
 
 /// Chunk and hash an in-memory buffer (no copy, no extra buffer).
@@ -197,6 +226,44 @@ mod tests {
         assert_eq!(
             chunk_bytes(&small, config),
             chunk_reader(&small[..], config).unwrap()
+        );
+    }
+
+    #[test]
+    fn runs_of_zeros_are_cut_as_the_chunker_cuts_them() {
+        let config = ChunkerConfig::default();
+        assert!(
+            zero_run_cut(config).is_some(),
+            "the default chunker cuts zeros at its largest"
+        );
+        // Data, holes of odd lengths, data cut into them: every boundary
+        // and hash as the chunker gives for the whole buffer.
+        let mut rng = fastrand::Rng::with_seed(6);
+        let mut data = Vec::new();
+        for _ in 0..12 {
+            let len = rng.usize(1..3 << 20);
+            if rng.bool() {
+                data.resize(data.len() + len, 0);
+            } else {
+                data.extend(random(len, rng.u64(..)));
+            }
+        }
+        let streamed = chunk_reader(&data[..], config).unwrap();
+        assert_eq!(streamed, chunk_bytes(&data, config));
+        let zeros = vec![0u8; 5 << 20];
+        let z = chunk_reader(&zeros[..], config).unwrap();
+        assert_eq!(z, chunk_bytes(&zeros, config));
+        assert_eq!(z.chunks.len(), 20);
+        // A chunker that cuts zeros elsewhere gets no shortcut.
+        let odd = ChunkerConfig {
+            min: 64,
+            avg: 256,
+            max: 1536,
+        };
+        assert!(zero_run_cut(odd).is_none());
+        assert_eq!(
+            chunk_reader(&data[..], odd).unwrap(),
+            chunk_bytes(&data, odd)
         );
     }
 

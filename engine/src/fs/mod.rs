@@ -9,6 +9,8 @@
 //! * [`scan`] — walks a folder (or part of it), reads the metadata, and
 //!   hashes on all cores only the files whose size, mtime or inode changed.
 //!   Per-path trouble is reported, never fatal.
+//! * [`sparse`] — reads a file without reading its holes (zeros, known
+//!   from the file system), so a sparse image is indexed at hashing speed.
 //! * [`watch`] — native recursive notifications coalesced over a short
 //!   settle window (tens of milliseconds); overflow becomes a rescan.
 //! * [`ignore`] — built-in rules for the agent's own files plus the folder's
@@ -28,6 +30,7 @@ pub mod ignore;
 /// Folder-relative paths: checks and joins (pure; they live in `core`).
 pub use crate::core::path;
 pub mod scan;
+pub mod sparse;
 pub mod watch;
 
 use std::path::PathBuf;

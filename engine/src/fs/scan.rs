@@ -424,7 +424,7 @@ fn read_settled(
         } else {
             chunk_reader(
                 CountingReader {
-                    inner: &mut file,
+                    inner: super::sparse::HoleSkipping::new(&file).map_err(fail)?,
                     progress,
                 },
                 chunker,

@@ -89,6 +89,53 @@ impl FileRecord {
         }) == Some(self.size)
     }
 
+    /// Whether this is a file announced without its chunk list: a live
+    /// file of some bytes and no chunks. A peer leaves out the list of a
+    /// file of many chunks (see `sync::MAX_LISTED_CHUNKS`); a node fetches
+    /// it before the file's bytes, and never records a file without it.
+    pub fn chunks_elided(&self) -> bool {
+        self.kind == EntryKind::File && !self.deleted && self.size > 0 && self.chunks.is_empty()
+    }
+
+    /// Fill in an elided chunk list (see [`FileRecord::chunks_elided`])
+    /// from `local`, a record of the same content on this node.
+    pub fn chunks_from(&mut self, local: &FileRecord) {
+        if self.chunks_elided() && !local.deleted && local.hash == self.hash {
+            self.chunks = local.chunks.clone();
+        }
+    }
+
+    /// Whether this is `announced` (a record as a peer sent it), or it with
+    /// its left-out chunk list filled in (see [`FileRecord::chunks_elided`]).
+    pub fn is_filled_in(&self, announced: &FileRecord) -> bool {
+        if !announced.chunks_elided() {
+            return self == announced;
+        }
+        let FileRecord {
+            kind,
+            size,
+            mtime_ns,
+            mode,
+            inode,
+            hash,
+            chunks: _,
+            link_target,
+            version,
+            modified_by,
+            deleted,
+        } = self;
+        *kind == announced.kind
+            && *size == announced.size
+            && *mtime_ns == announced.mtime_ns
+            && *mode == announced.mode
+            && *inode == announced.inode
+            && *hash == announced.hash
+            && *link_target == announced.link_target
+            && *version == announced.version
+            && *modified_by == announced.modified_by
+            && *deleted == announced.deleted
+    }
+
     /// Whether the content or type differs (what peers must learn about),
     /// as opposed to local-only metadata like mtime or inode.
     pub fn differs_in_substance(&self, other: &FileRecord) -> bool {

@@ -417,7 +417,7 @@ fn on_mesh_event(s: &Arc<Shared>, ev: MeshEvent) {
         },
         MeshEvent::Bulk(id, stream) => {
             let s = s.clone();
-            tokio::spawn(async move { exec::serve_chunks(s, id, stream).await });
+            tokio::spawn(async move { exec::serve_bulk(s, id, stream).await });
             Ok(Vec::new())
         }
     };

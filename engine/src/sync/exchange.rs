@@ -294,13 +294,29 @@ impl SyncEngine {
         // A receive-only folder withholds this node's own changes.
         let base = receive_only::baseline(store, folder);
         let mut changed: Vec<(u64, String, FileRecord)> = Vec::new();
+        let mut bytes = 0;
         while changed.len() < self.config.page_records {
+            // A page ends before the record that would take it past its
+            // byte budget (it always holds one).
+            let next_bytes = match later.peek() {
+                Some((_, path, value)) => path.len() + value.len().min(MAX_LISTED_BYTES),
+                None => break,
+            };
+            if !changed.is_empty() && bytes + next_bytes > PAGE_RECORD_BYTES {
+                break;
+            }
             let Some((seq, path, value)) = later.next() else {
                 break;
             };
-            if let Ok(rec) = postcard::from_bytes::<FileRecord>(&value)
+            if let Ok(mut rec) = postcard::from_bytes::<FileRecord>(&value)
                 && !self.withheld(base, seq, &rec)
             {
+                // A long chunk list stays home: the node that fetches the
+                // file asks for it on a bulk stream.
+                if rec.chunks.len() > MAX_LISTED_CHUNKS {
+                    rec.chunks = Vec::new();
+                }
+                bytes += next_bytes;
                 changed.push((seq, path.to_string(), rec));
             }
         }
@@ -400,7 +416,7 @@ impl SyncEngine {
                 Ok(())
                     if !remote.deleted
                         && remote.kind == EntryKind::File
-                        && !remote.chunks_tile() =>
+                        && !chunks_cover_or_follow(&remote) =>
                 {
                     Some("a file whose chunks do not cover it exactly".into())
                 }
@@ -530,6 +546,7 @@ impl SyncEngine {
                         let mut rec = record;
                         if let Some(l) = on_disk {
                             rec.inode = l.inode;
+                            rec.chunks_from(l);
                         }
                         ops.push(put(ns::FILES, key.clone(), encode(&rec)));
                     } else if send_only {
@@ -578,4 +595,11 @@ impl SyncEngine {
         out.extend(self.due_work(store, now)?.0);
         Ok(())
     }
+}
+
+/// Whether a peer's file record's chunks cover the file exactly, or were
+/// left out of the page as a file of its size may be (its list is fetched
+/// before the file, and checked then).
+fn chunks_cover_or_follow(remote: &FileRecord) -> bool {
+    remote.chunks_tile() || (remote.chunks_elided() && remote.size >= MIN_ELIDED_SIZE)
 }

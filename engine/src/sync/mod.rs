@@ -79,6 +79,28 @@ pub const HELD_VALUE_NS: &str = "sync.held.value";
 /// well under the 1 MiB control frame; one value is at most 256 KiB).
 const PAGE_VALUE_BYTES: usize = 512 * 1024;
 
+/// Bytes of records per index page (paths and encoded records, a chunk
+/// list counted at most [`MAX_LISTED_BYTES`]): with an app page's values
+/// ([`PAGE_VALUE_BYTES`]) a page stays under the 1 MiB control frame
+/// however large the folder's files are.
+const PAGE_RECORD_BYTES: usize = 384 * 1024;
+
+/// A file record of more chunks than this (a file of ~64 MiB or more) is
+/// announced without its chunk list ([`FileRecord::chunks_elided`]); the
+/// node that fetches the file asks a peer for the list on a bulk stream
+/// (`transport::wire::ChunkListRequest`). 1,024 chunks are ~44 KiB.
+pub const MAX_LISTED_CHUNKS: usize = 1024;
+
+/// The smallest file a peer may announce without its chunk list: one of
+/// more than [`MAX_LISTED_CHUNKS`] chunks, none of which (but the last) a
+/// chunk list may hold under [`MIN_LISTED_CHUNK`](crate::core::MIN_LISTED_CHUNK).
+const MIN_ELIDED_SIZE: u64 = MAX_LISTED_CHUNKS as u64 * crate::core::MIN_LISTED_CHUNK;
+
+/// The most bytes a record announced in a page may take: a record with
+/// [`MAX_LISTED_CHUNKS`] chunks, a long path, a long link target and
+/// a version vector of many devices.
+const MAX_LISTED_BYTES: usize = 64 * 1024;
+
 #[derive(Debug)]
 struct Inflight {
     since: u64,

@@ -92,6 +92,7 @@ pub fn decide(
             let mut winner = if local_wins { local } else { remote }.clone();
             if same_substance(local, remote) {
                 winner.version = merged;
+                winner.chunks_from(local);
                 return Decision::Keep { record: winner };
             }
             // A resolution is a change of its own: the merged version plus

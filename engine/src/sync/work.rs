@@ -324,9 +324,9 @@ impl SyncEngine {
                 origin,
                 timestamp: ts,
             });
-            let superseded = need
-                .as_ref()
-                .is_some_and(|n| n.record != done.record || n.resolves != done.resolves);
+            let superseded = need.as_ref().is_some_and(|n| {
+                !done.record.is_filled_in(&n.record) || n.resolves != done.resolves
+            });
             let work = (folder, path);
             if superseded {
                 // The work done is still true of the disk; the newer need
@@ -375,7 +375,7 @@ impl SyncEngine {
         expect: Option<&FileRecord>,
     ) -> bool {
         let (n, local) = Self::local_state(store, folder, path);
-        n.is_some_and(|n| n.record == need.record && n.resolves == need.resolves)
+        n.is_some_and(|n| need.record.is_filled_in(&n.record) && n.resolves == need.resolves)
             && local.map(|l| l.version) == expect.map(|e| e.version.clone())
     }
 

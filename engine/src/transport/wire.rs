@@ -24,7 +24,10 @@
 use serde::{Deserialize, Serialize};
 
 pub use crate::core::MAX_CHUNK_LEN;
-use crate::core::{ContentHash, NodeId};
+use crate::core::NodeId;
+
+mod bulk;
+pub use bulk::*;
 
 /// TLS ALPN protocol name: protocol and wire version.
 pub const ALPN: &[u8] = b"softadastra/1";
@@ -35,111 +38,13 @@ pub const JOIN_ALPN: &[u8] = b"softadastra-join/1";
 /// Wire protocol version carried in [`Hello`]. 2: index pages carry app
 /// values inline (a version-1 node could not read them, so the two refuse
 /// each other by name instead of syncing nothing). 3: a bulk stream asks
-/// for a run of chunks ([`ChunkRequest`]), not one.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// for a run of chunks ([`ChunkRequest`]), not one. 4: an index page may
+/// announce a file without its chunk list, fetched on a bulk stream
+/// ([`ChunkListRequest`]), and ends at a byte budget (a version-3 node
+/// would refuse such records, and could not send a folder of large files).
+pub const PROTOCOL_VERSION: u32 = 4;
 /// Largest frame accepted on the control stream (1 MiB).
 pub const MAX_CONTROL_FRAME: usize = 1 << 20;
-
-/// Most chunks one [`ChunkRequest`] may ask for.
-pub const MAX_REQUEST_CHUNKS: usize = 64;
-/// Most bytes one [`ChunkRequest`] may ask for (the sum of the lengths).
-pub const MAX_REQUEST_BYTES: u64 = 4 << 20;
-/// Answer to one chunk: its bytes follow.
-pub const CHUNK_FOLLOWS: u8 = 0;
-/// Answer to one chunk: the node does not have it.
-pub const CHUNK_MISSING: u8 = 1;
-
-/// What a bulk stream opens with: the chunks wanted, in the order they are
-/// to come back. Encoded as a `u16` LE count, then per chunk its 32-byte
-/// blake3 hash and `u32` LE length. The answer is, per chunk in order, one
-/// status byte — [`CHUNK_FOLLOWS`] and then exactly the chunk's length in
-/// bytes, or [`CHUNK_MISSING`] — and then the end of the stream. One
-/// request carries many chunks, so a large file costs a stream per few
-/// MiB, not per chunk.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChunkRequest {
-    /// Hash and length of each chunk wanted.
-    pub chunks: Vec<(ContentHash, u32)>,
-}
-
-/// Bytes per chunk in an encoded [`ChunkRequest`].
-const REQUEST_ENTRY: usize = 36;
-
-impl ChunkRequest {
-    /// The encoded request, or an error if it breaks the limits above.
-    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
-        self.check()?;
-        let mut out = Vec::with_capacity(2 + self.chunks.len() * REQUEST_ENTRY);
-        out.extend_from_slice(&(self.chunks.len() as u16).to_le_bytes());
-        for (hash, len) in &self.chunks {
-            out.extend_from_slice(&hash.0);
-            out.extend_from_slice(&len.to_le_bytes());
-        }
-        Ok(out)
-    }
-
-    /// The body length announced by the request's first two bytes, checked
-    /// against the limit before any of it is read.
-    pub fn body_len(head: [u8; 2]) -> Result<usize, WireError> {
-        let n = usize::from(u16::from_le_bytes(head));
-        Self::check_count(n)?;
-        Ok(n * REQUEST_ENTRY)
-    }
-
-    /// Decode the body that followed `head` (see [`ChunkRequest::body_len`]).
-    pub fn decode(head: [u8; 2], body: &[u8]) -> Result<ChunkRequest, WireError> {
-        if body.len() != Self::body_len(head)? {
-            return Err(WireError::Malformed(format!(
-                "a chunk request body of {} bytes",
-                body.len()
-            )));
-        }
-        let chunks = body
-            .chunks_exact(REQUEST_ENTRY)
-            .map(|e| {
-                let mut h = [0u8; 32];
-                h.copy_from_slice(&e[..32]);
-                (
-                    ContentHash(h),
-                    u32::from_le_bytes([e[32], e[33], e[34], e[35]]),
-                )
-            })
-            .collect();
-        let request = ChunkRequest { chunks };
-        request.check()?;
-        Ok(request)
-    }
-
-    fn check_count(n: usize) -> Result<(), WireError> {
-        if n == 0 || n > MAX_REQUEST_CHUNKS {
-            return Err(WireError::Malformed(format!(
-                "a chunk request for {n} chunks (1 to {MAX_REQUEST_CHUNKS} allowed)"
-            )));
-        }
-        Ok(())
-    }
-
-    fn check(&self) -> Result<(), WireError> {
-        Self::check_count(self.chunks.len())?;
-        if let Some((h, len)) = self
-            .chunks
-            .iter()
-            .find(|(_, len)| *len == 0 || *len > MAX_CHUNK_LEN)
-        {
-            return Err(WireError::Malformed(format!(
-                "chunk {h} of {len} bytes (1 to {MAX_CHUNK_LEN} allowed)"
-            )));
-        }
-        let total: u64 = self.chunks.iter().map(|(_, l)| u64::from(*l)).sum();
-        if total > MAX_REQUEST_BYTES {
-            return Err(WireError::Oversized {
-                len: total as usize,
-                max: MAX_REQUEST_BYTES as usize,
-            });
-        }
-        Ok(())
-    }
-}
 
 /// What a node says about itself when a connection opens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -375,49 +280,6 @@ mod tests {
             },
             Message::App(vec![1, 2, 3]),
         ]
-    }
-
-    #[test]
-    fn chunk_requests_round_trip_and_limits_are_refused() {
-        let req = ChunkRequest {
-            chunks: vec![
-                (ContentHash([1; 32]), 1),
-                (ContentHash([2; 32]), MAX_CHUNK_LEN),
-            ],
-        };
-        let bytes = req.encode().unwrap();
-        let head = [bytes[0], bytes[1]];
-        assert_eq!(ChunkRequest::body_len(head).unwrap(), bytes.len() - 2);
-        assert_eq!(ChunkRequest::decode(head, &bytes[2..]).unwrap(), req);
-        // A body that is not the announced length.
-        assert!(ChunkRequest::decode(head, &bytes[3..]).is_err());
-        let bad = [
-            vec![],
-            vec![(ContentHash([0; 32]), 1); MAX_REQUEST_CHUNKS + 1],
-            vec![(ContentHash([0; 32]), 0)],
-            vec![(ContentHash([0; 32]), MAX_CHUNK_LEN + 1)],
-            vec![(ContentHash([0; 32]), MAX_CHUNK_LEN); 5],
-        ];
-        for chunks in bad {
-            let req = ChunkRequest { chunks };
-            assert!(req.encode().is_err(), "{} chunks encoded", req.chunks.len());
-            // The same bytes written by hand are refused by the decoder.
-            let mut raw = (req.chunks.len() as u16).to_le_bytes().to_vec();
-            for (h, l) in &req.chunks {
-                raw.extend_from_slice(&h.0);
-                raw.extend_from_slice(&l.to_le_bytes());
-            }
-            assert!(ChunkRequest::decode([raw[0], raw[1]], &raw[2..]).is_err());
-        }
-        assert!(ChunkRequest::body_len(u16::MAX.to_le_bytes()).is_err());
-    }
-
-    proptest! {
-        #[test]
-        fn chunk_request_decoding_never_panics(head in any::<[u8; 2]>(), body in proptest::collection::vec(any::<u8>(), 0..3000)) {
-            let _ = ChunkRequest::body_len(head);
-            let _ = ChunkRequest::decode(head, &body);
-        }
     }
 
     #[test]

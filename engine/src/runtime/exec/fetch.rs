@@ -63,7 +63,6 @@ async fn fetch_from(
     .encode()
     .map_err(|e| e.to_string())?;
     let heard = s.heard.of(peer);
-    let started = s.heard.now();
     let sent_something = || {
         heard.fetch_max(s.heard.now(), Ordering::Relaxed);
     };
@@ -113,6 +112,19 @@ async fn fetch_from(
         }
         Ok(got)
     };
+    unless_stalled(s, peer, &heard, work).await
+}
+
+/// `work`, a transfer from `peer` that moves `heard` on as bytes arrive,
+/// or an error once the peer has sent nothing for the stall time
+/// ([`Shared::stall`]) — on this stream or any other to it.
+async fn unless_stalled<T>(
+    s: &Shared,
+    peer: NodeId,
+    heard: &AtomicU64,
+    work: impl Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    let started = s.heard.now();
     let stall = s.stall;
     let watch = async {
         let every = (stall / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
@@ -128,6 +140,84 @@ async fn fetch_from(
         got = work => got,
         () = watch => Err(format!("{peer} sent nothing for {stall:?}")),
     }
+}
+
+/// Entries of a chunk list read per step: 147 KiB.
+const LIST_STEP: u32 = 4096;
+
+/// The chunk list of `record` (a file announced without it, see
+/// [`FileRecord::chunks_elided`]) as `peer` has it for `path` in
+/// `folder`: `None` if the peer no longer has that content. The list is
+/// checked to cover the file exactly before it is returned; the file's
+/// bytes, fetched after, are checked against its hash.
+pub(super) async fn fetch_chunk_list(
+    s: &Shared,
+    peer: NodeId,
+    folder: &str,
+    path: &str,
+    record: &FileRecord,
+) -> Result<Option<Vec<crate::index::Chunk>>, WorkError> {
+    let handle = lock(&s.peers)
+        .get(&peer)
+        .cloned()
+        .ok_or_else(|| WorkError::transfer(format!("{peer} is not connected")))?;
+    let request = ChunkListRequest {
+        folder: folder.to_string(),
+        path: path.to_string(),
+        hash: record.hash.unwrap_or(ContentHash([0; 32])),
+    }
+    .encode()
+    .map_err(|e| WorkError::new(Cause::Refused, e.to_string()))?;
+    let heard = s.heard.of(peer);
+    let work = async {
+        let mut stream = handle.open_bulk().await.map_err(|e| e.to_string())?;
+        stream
+            .write_all(&request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = stream.finish();
+        let mut status = [0u8; 1];
+        stream
+            .read_exact(&mut status)
+            .await
+            .map_err(|e| e.to_string())?;
+        match status[0] {
+            CHUNK_FOLLOWS => {}
+            CHUNK_MISSING => return Ok(None),
+            other => return Err(format!("{peer} answered a chunk list with status {other}")),
+        }
+        let mut count = [0u8; 4];
+        stream
+            .read_exact(&mut count)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut reader = ChunkListReader::new(u32::from_le_bytes(count), record.size)
+            .map_err(|e| format!("{peer} sent {e}"))?;
+        let mut buf = Vec::new();
+        while reader.left() > 0 {
+            buf.resize(reader.left().min(LIST_STEP) as usize * LIST_ENTRY, 0);
+            stream
+                .read_exact(&mut buf)
+                .await
+                .map_err(|e| e.to_string())?;
+            heard.fetch_max(s.heard.now(), Ordering::Relaxed);
+            reader.push(&buf).map_err(|e| format!("{peer} sent {e}"))?;
+        }
+        let list = reader.finish().map_err(|e| format!("{peer} sent {e}"))?;
+        let mut offset = 0u64;
+        Ok(Some(
+            list.into_iter()
+                .map(|(hash, len)| {
+                    let c = crate::index::Chunk { offset, len, hash };
+                    offset += u64::from(len);
+                    c
+                })
+                .collect(),
+        ))
+    };
+    unless_stalled(s, peer, &heard, work)
+        .await
+        .map_err(WorkError::transfer)
 }
 
 /// Runs of chunks this small (whole small files, mostly) are fetched

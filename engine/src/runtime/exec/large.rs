@@ -2,6 +2,7 @@
 //! file, and partial downloads kept to resume.
 
 use super::*;
+use crate::index::Chunk;
 
 /// Peers' records are checked when they arrive; a need stored by an older
 /// build is checked here.
@@ -14,6 +15,40 @@ pub(super) fn check_tiles(record: &FileRecord) -> Result<(), WorkError> {
             "refused: the file's chunks do not cover it exactly",
         ))
     }
+}
+
+/// The chunk list of `need`'s file, announced without it (see
+/// [`FileRecord::chunks_elided`]): from this node's own record of the
+/// same content if it has one, else from the first source that still has
+/// that content.
+pub(super) async fn chunk_list(
+    s: &Arc<Shared>,
+    folder: &str,
+    path: &str,
+    need: &Need,
+) -> Result<Vec<Chunk>, WorkError> {
+    let record = &need.record;
+    let (s2, f2, p2, hash) = (s.clone(), folder.to_string(), path.to_string(), record.hash);
+    let local = tokio::task::spawn_blocking(move || {
+        crate::index::record(&lock(&s2.store), &f2, &p2)
+            .filter(|l| !l.deleted && l.hash == hash && !l.chunks_elided())
+            .map(|l| l.chunks)
+    })
+    .await
+    .map_err(|_| stopping())?;
+    if let Some(chunks) = local {
+        return Ok(chunks);
+    }
+    let sources = sources_of(&lock(&s.peers), need);
+    let mut last = WorkError::transfer(NO_SOURCE);
+    for peer in sources {
+        match fetch_chunk_list(s, peer, folder, path, record).await {
+            Ok(Some(chunks)) => return Ok(chunks),
+            Ok(None) => last = WorkError::transfer(format!("{peer} no longer has this content")),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// Why a file could not be fetched when no source was left to ask.
@@ -35,6 +70,9 @@ pub(super) const PENDING_BYTES: u64 = 4 << 20;
 
 /// One unit of a file's assembly.
 pub(super) enum Job {
+    /// Chunk `i`, which is all zeros: nothing to read or fetch, and a hole
+    /// in the file written.
+    Zeros(usize),
     /// Chunk `i`, which local files have (at the places given).
     Local(usize, Vec<Place>),
     /// Chunks (by index) fetched from a peer on one bulk stream.
@@ -51,12 +89,21 @@ pub(super) fn plan(s: &Shared, record: &FileRecord, from: usize) -> Vec<Job> {
     let mut run: Vec<usize> = Vec::new();
     let mut run_bytes = 0u64;
     for (i, c) in record.chunks.iter().enumerate().skip(from) {
-        let places = locate_chunk(s, &c.hash, false, false);
+        let zeros = is_zero_chunk(c);
+        let places = if zeros {
+            Vec::new()
+        } else {
+            locate_chunk(s, &c.hash, false, false)
+        };
         let len = u64::from(c.len);
         let full = run_bytes + len > FETCH_BYTES || run.len() == MAX_REQUEST_CHUNKS;
-        if !run.is_empty() && (full || !places.is_empty()) {
+        if !run.is_empty() && (full || zeros || !places.is_empty()) {
             jobs.push(Job::Remote(std::mem::take(&mut run)));
             run_bytes = 0;
+        }
+        if zeros {
+            jobs.push(Job::Zeros(i));
+            continue;
         }
         if !places.is_empty() {
             jobs.push(Job::Local(i, places));
@@ -82,6 +129,7 @@ pub(super) async fn run_job(
     job: Job,
 ) -> Result<Vec<(usize, Data, bool)>, WorkError> {
     let mut want = match job {
+        Job::Zeros(i) => return Ok(vec![(i, zeros(record.chunks[i].len), false)]),
         Job::Local(i, places) => {
             let _slot = s.chunk_slots.acquire().await;
             let c = record.chunks[i];
@@ -298,7 +346,15 @@ pub(super) async fn assemble_large(
         let mut flushed = at;
         while let Some(data) = inbox.blocking_recv() {
             for piece in &data {
-                f.write_all(piece)
+                // Zeros are left a hole: the file was made at its full
+                // size, all holes past `at`, so a sparse file stays sparse
+                // and its runs of zeros take no disk.
+                let written = if crate::core::is_zeros(piece) {
+                    f.seek(SeekFrom::Current(piece.len() as i64)).map(|_| ())
+                } else {
+                    f.write_all(piece)
+                };
+                written
                     .map_err(|e| WorkError::io(format_args!("write {}", tmp_path.display()), &e))?;
                 hasher.update(piece);
                 at += piece.len() as u64;
@@ -419,9 +475,13 @@ pub(super) fn open_assembly(
             kept += 1;
         }
         // The chunks tile the file: the next one starts where these end.
+        // Whatever the earlier attempt left past them becomes a hole, as
+        // in a new file: zeros are not written (see `assemble_large`).
         let at = record.chunks.get(kept).map_or(record.size, |c| c.offset);
-        f.seek(SeekFrom::Start(at))
-            .map_err(|e| WorkError::io(format_args!("seek in {}", tmp.display()), &e))?;
+        f.set_len(at)
+            .and_then(|()| f.set_len(record.size))
+            .and_then(|()| f.seek(SeekFrom::Start(at)))
+            .map_err(|e| WorkError::io(format_args!("resume {}", tmp.display()), &e))?;
         return Ok((f, hasher, kept, at));
     }
     let f = std::fs::File::create(tmp)
@@ -429,6 +489,28 @@ pub(super) fn open_assembly(
     f.set_len(record.size)
         .map_err(|e| WorkError::io(format_args!("size {}", tmp.display()), &e))?;
     Ok((f, hasher, 0, 0))
+}
+
+/// A chunk of `len` zeros, as data to write.
+fn zeros(len: u32) -> Data {
+    vec![Bytes::from_static(crate::core::zeros(len))]
+}
+
+/// Whether chunk `c` is all zeros (known by its hash, never read).
+fn is_zero_chunk(c: &Chunk) -> bool {
+    ContentHash::of_zeros(c.len) == Some(c.hash)
+}
+
+/// The bytes a file's assembly writes to disk: its size less its chunks
+/// of zeros, which stay holes.
+pub(super) fn bytes_to_write(record: &FileRecord) -> u64 {
+    let zeros: u64 = record
+        .chunks
+        .iter()
+        .filter(|c| is_zero_chunk(c))
+        .map(|c| u64::from(c.len))
+        .sum();
+    record.size.saturating_sub(zeros)
 }
 
 /// Count a chunk's bytes as fetched from a peer or reused from a local

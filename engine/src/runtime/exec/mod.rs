@@ -192,7 +192,8 @@ use crate::sync::resolve::{Probe, copy_target};
 use crate::sync::{Action, Cause, Completed, Need, SyncEngine, WorkError};
 use crate::transport::quic::BulkStream;
 use crate::transport::wire::{
-    CHUNK_FOLLOWS, CHUNK_MISSING, ChunkRequest, MAX_REQUEST_BYTES, MAX_REQUEST_CHUNKS,
+    CHUNK_FOLLOWS, CHUNK_LIST_HEAD, CHUNK_MISSING, ChunkListReader, ChunkListRequest, ChunkRequest,
+    LIST_ENTRY, MAX_REQUEST_BYTES, MAX_REQUEST_CHUNKS, encode_chunk_list,
 };
 use crate::wal::PendingSync;
 

@@ -96,17 +96,39 @@ pub(super) fn locate_chunk(
     lock(&s.chunks).find(&store, hash, serving, stale)
 }
 
-/// Answer the chunk request a peer opened a bulk stream with (see
-/// [`ChunkRequest`]). The chunks are read and checked in order on a
-/// blocking thread, a few ahead of the network.
-pub async fn serve_chunks(s: Arc<Shared>, peer: NodeId, mut stream: BulkStream) {
-    let request = match read_request(&mut stream).await {
-        Ok(r) => r,
-        Err(e) => {
-            debug!(%peer, error = %e, "refused a chunk request");
-            return;
+/// Answer the request a peer opened a bulk stream with: chunks
+/// ([`ChunkRequest`]) or a file's chunk list ([`ChunkListRequest`]).
+pub async fn serve_bulk(s: Arc<Shared>, peer: NodeId, mut stream: BulkStream) {
+    let mut head = [0u8; 2];
+    if let Err(e) = stream.read_exact(&mut head).await {
+        debug!(%peer, error = %e, "a bulk stream closed before its request");
+        return;
+    }
+    let served = if head == CHUNK_LIST_HEAD {
+        serve_chunk_list(s, peer, &mut stream).await
+    } else {
+        match read_request(&mut stream, head).await {
+            Ok(request) => {
+                serve_chunks(s, peer, &mut stream, request).await;
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
     };
+    if let Err(e) = served {
+        debug!(%peer, error = %e, "refused a bulk request");
+    }
+    let _ = stream.finish();
+}
+
+/// Answer a chunk request: the chunks are read and checked in order on a
+/// blocking thread, a few ahead of the network.
+async fn serve_chunks(
+    s: Arc<Shared>,
+    peer: NodeId,
+    stream: &mut BulkStream,
+    request: ChunkRequest,
+) {
     // The reader below holds a blocking thread until the peer has read
     // everything: a bounded number of them at once (`SERVING`).
     let Ok(_serving) = s.serving.acquire().await else {
@@ -117,7 +139,6 @@ pub async fn serve_chunks(s: Arc<Shared>, peer: NodeId, mut stream: BulkStream) 
     if roots.is_empty() {
         lock(&s.engine).refused_requests += 1;
         debug!(%peer, "refused a chunk request: no folder is shared with that device");
-        let _ = stream.finish();
         return;
     }
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Vec<u8>>>(4);
@@ -151,7 +172,53 @@ pub async fn serve_chunks(s: Arc<Shared>, peer: NodeId, mut stream: BulkStream) 
     }
     drop(rx);
     let _ = reader.await;
-    let _ = stream.finish();
+}
+
+/// Answer a chunk list request: the list of the file as this node has it
+/// now, if its content is the one asked for and its folder is shared
+/// with the asker; otherwise [`CHUNK_MISSING`].
+async fn serve_chunk_list(
+    s: Arc<Shared>,
+    peer: NodeId,
+    stream: &mut BulkStream,
+) -> Result<(), String> {
+    let mut len = [0u8; 2];
+    stream
+        .read_exact(&mut len)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut body = vec![0u8; ChunkListRequest::body_len(len).map_err(|e| e.to_string())?];
+    stream
+        .read_exact(&mut body)
+        .await
+        .map_err(|e| e.to_string())?;
+    let request = ChunkListRequest::decode(&body).map_err(|e| e.to_string())?;
+    let answer = tokio::task::spawn_blocking(move || {
+        let store = lock(&s.store);
+        let shared = crate::index::members::folders_shared_with(&store, &peer)
+            .unwrap_or_default()
+            .iter()
+            .any(|f| f.id == request.folder);
+        let record = shared
+            .then(|| crate::index::record(&store, &request.folder, &request.path))
+            .flatten()
+            .filter(|r| r.kind == EntryKind::File && !r.deleted && r.hash == Some(request.hash));
+        drop(store);
+        match record {
+            Some(r) => encode_chunk_list(r.chunks.iter().map(|c| (c.hash, c.len))),
+            None => {
+                debug!(%peer, folder = %request.folder, path = %request.path,
+                    "asked for the chunk list of a file this node does not have");
+                vec![CHUNK_MISSING]
+            }
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    stream
+        .write_bytes(Bytes::from(answer))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// The roots of the active folders shared with `peer`.
@@ -163,12 +230,11 @@ fn shared_roots(s: &Shared, peer: NodeId) -> Vec<PathBuf> {
         .collect()
 }
 
-pub(super) async fn read_request(stream: &mut BulkStream) -> Result<ChunkRequest, String> {
-    let mut head = [0u8; 2];
-    stream
-        .read_exact(&mut head)
-        .await
-        .map_err(|e| e.to_string())?;
+/// The rest of a chunk request whose first two bytes were `head`.
+pub(super) async fn read_request(
+    stream: &mut BulkStream,
+    head: [u8; 2],
+) -> Result<ChunkRequest, String> {
     let mut body = vec![0u8; ChunkRequest::body_len(head).map_err(|e| e.to_string())?];
     stream
         .read_exact(&mut body)

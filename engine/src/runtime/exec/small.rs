@@ -11,7 +11,9 @@ pub const SMALL_BATCH: usize = 32;
 /// batches ([`run_small`]).
 pub fn is_small_place(work: &Action) -> bool {
     matches!(work, Action::Place { need, .. }
-        if need.record.kind == EntryKind::File && need.record.size <= SMALL_FILE)
+        if need.record.kind == EntryKind::File
+            && need.record.size <= SMALL_FILE
+            && !need.record.chunks_elided())
 }
 
 /// One small file of a batch on its way.
@@ -180,6 +182,10 @@ pub(super) async fn copy_local(s: &Arc<Shared>, files: &mut [SmallFile]) {
         }
         for job in plan(s, &f.need.record, 0) {
             match job {
+                Job::Zeros(i) => {
+                    let len = f.need.record.chunks[i].len;
+                    f.parts[i] = Some(vec![Bytes::from(vec![0; len as usize])]);
+                }
                 Job::Local(i, places) => local.push((n, i, places)),
                 Job::Remote(run) => f.want.extend(run),
             }

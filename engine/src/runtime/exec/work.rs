@@ -134,8 +134,12 @@ pub(super) async fn place(
         }
         EntryKind::File => {}
     }
+    let mut need = need;
+    if need.record.chunks_elided() {
+        need.record.chunks = chunk_list(s, folder_id, path, &need).await?;
+    }
     let mut dest = Dest::of(root_async(s, folder_id).await?, path, s.home.as_deref())?;
-    SpaceBudget::default().take(s, &dest.root, path, need.record.size)?;
+    SpaceBudget::default().take(s, &dest.root, path, bytes_to_write(&need.record))?;
     let resume = s.partials.take(folder_id, path, need.record.hash);
     if let Some(tmp) = &resume {
         dest.tmp = tmp.clone();
