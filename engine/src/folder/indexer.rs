@@ -249,16 +249,11 @@ impl Indexer {
             let obs_now = self.observe(&again, &known_now, progress);
             known.retain(|p, _| !is_covered(&covered, p));
             known.extend(known_now);
-            obs.entries.retain(|o| !is_covered(&covered, &o.path));
-            obs.entries.extend(obs_now.entries);
-            obs.issues
-                .retain(|i| i.rel.as_deref().is_none_or(|p| !is_covered(&covered, p)));
-            obs.issues.extend(obs_now.issues);
-            obs.hashed_files += obs_now.hashed_files;
-            obs.hashed_bytes += obs_now.hashed_bytes;
+            obs.retain(|p| !is_covered(&covered, p));
+            obs.extend(obs_now);
         }
         let whole = scopes.iter().any(|s| matches!(s, Scope::All));
-        self.record(store, &known, obs, whole, started)
+        self.record(store, &mut known, obs, whole, started)
     }
 
     /// Every index entry (key, entry) of `scopes`, tombstones included,
@@ -343,13 +338,21 @@ impl Indexer {
     fn record(
         &self,
         store: &mut Store,
-        known: &KnownMap,
+        known: &mut KnownMap,
         obs: Observation,
         whole: bool,
         started: Instant,
     ) -> Result<ChangeReport, FolderError> {
+        // What was found is marked where it was known: what is known and
+        // not marked, is not on disk.
+        for p in obs.paths() {
+            if let Some(k) = known.get_mut(p) {
+                k.seen = true;
+            }
+        }
+        let known = &*known;
         let mut report = ChangeReport {
-            entries: obs.entries.len() as u64,
+            entries: obs.found() as u64,
             hashed_files: obs.hashed_files,
             hashed_bytes: obs.hashed_bytes,
             ..ChangeReport::default()
@@ -359,7 +362,6 @@ impl Indexer {
         // replace (see `local_versions`).
         let mut prevs: HashMap<String, FileRecord> = HashMap::new();
         let mut added_hashes: Vec<ContentHash> = Vec::new();
-        let seen: HashSet<&str> = obs.entries.iter().map(|o| o.path.as_str()).collect();
         for o in &obs.entries {
             let prev = match known.get(&o.path) {
                 Some(k) if k.unchanged_file(o) => continue,
@@ -401,7 +403,7 @@ impl Indexer {
         let mut forgets: Vec<String> = Vec::new();
         let mut deleted_hashes: HashSet<ContentHash> = HashSet::new();
         for (rel, k) in known {
-            if k.deleted || seen.contains(rel.as_str()) {
+            if k.deleted || k.seen {
                 continue;
             }
             // Recorded before homes were left out: forgotten, as ignored

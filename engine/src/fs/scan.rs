@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rayon::prelude::*;
 use serde::Serialize;
 
+mod paths;
 mod walk;
+pub use paths::PathList;
 use walk::{Walked, walk};
 
 use super::chunk::{ChunkerConfig, Content, chunk_bytes, chunk_reader};
@@ -179,8 +181,13 @@ pub struct ScanProgress {
 /// The result of [`observe`].
 #[derive(Debug, Default)]
 pub struct Observation {
-    /// Everything found, in walk order.
+    /// Everything found, in walk order, but the files found exactly as the
+    /// caller knew them.
     pub entries: Vec<Observed>,
+    /// The files found exactly as the caller knew them (kind, size, mtime
+    /// and inode): names only, one list per part of the walk. At a rescan
+    /// of an unchanged folder, nearly every file.
+    pub unchanged: Vec<PathList>,
     /// Per-path trouble.
     pub issues: Vec<ScanIssue>,
     /// Files re-read.
@@ -190,6 +197,38 @@ pub struct Observation {
 }
 
 impl Observation {
+    /// Every path found: the entries', then the unchanged files'.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.entries
+            .iter()
+            .map(|o| o.path.as_str())
+            .chain(self.unchanged.iter().flat_map(PathList::iter))
+    }
+
+    /// How many paths were found.
+    pub fn found(&self) -> usize {
+        self.entries.len() + self.unchanged.iter().map(PathList::len).sum::<usize>()
+    }
+
+    /// Forget what was found at the paths `keep` refuses (entries,
+    /// unchanged files and the trouble of each).
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.entries.retain(|o| keep(&o.path));
+        for list in &mut self.unchanged {
+            list.retain(&keep);
+        }
+        self.issues.retain(|i| i.rel.as_deref().is_none_or(&keep));
+    }
+
+    /// Add what another observation found.
+    pub fn extend(&mut self, other: Observation) {
+        self.entries.extend(other.entries);
+        self.unchanged.extend(other.unchanged);
+        self.issues.extend(other.issues);
+        self.hashed_files += other.hashed_files;
+        self.hashed_bytes += other.hashed_bytes;
+    }
+
     /// Whether `rel` (or a parent of it) could not be read: such paths must
     /// not be taken as deleted. An issue at `""` is the folder's own
     /// listing: everything is then in doubt.
@@ -277,7 +316,8 @@ fn io_issue(path: &Path, rel: Option<&str>, e: &io::Error) -> ScanIssue {
 
 /// Observe `scopes` of the folder at `root`. `known(rel)` returns the
 /// metadata the caller has on record; a file whose kind, size, mtime and
-/// inode all match is not read again.
+/// inode all match is not read again, and only its name is kept
+/// ([`Observation::unchanged`]).
 pub fn observe(
     root: &Path,
     scopes: &[Scope],
@@ -336,6 +376,9 @@ pub fn observe(
             let base = out.entries.len();
             to_hash.extend(part.to_hash.into_iter().map(|(i, p)| (base + i, p)));
             out.entries.extend(part.entries);
+            if !part.unchanged.is_empty() {
+                out.unchanged.push(part.unchanged);
+            }
             out.issues.extend(part.issues);
         }
     }
@@ -475,26 +518,106 @@ impl<R: io::Read> io::Read for CountingReader<'_, R> {
 }
 
 fn report_case_collisions(root: &Path, out: &mut Observation) {
-    let mut seen: HashMap<String, &str> = HashMap::with_capacity(out.entries.len());
+    // Keyed by a hash of the lower-cased path, not the lower-cased path
+    // itself: a copy of every name made at each scan of a large folder was
+    // most of its memory. Two names of one key are compared exactly; the
+    // chance that two different ones share a 64-bit key, hiding a third
+    // that collides with the second, is negligible.
+    let mut seen: HashMap<u64, &str> = HashMap::with_capacity(out.found());
     let mut found = Vec::new();
-    for e in &out.entries {
-        if let Some(other) = seen.insert(e.path.to_lowercase(), &e.path)
-            && other != e.path
-        {
-            found.push(issue(
-                &root.join(&e.path),
-                Some(&e.path),
-                IssueKind::CaseCollision,
-                format!("{:?} and {:?} differ only in case and collide on case-insensitive file systems", other, e.path),
-            ));
+    for path in out.paths() {
+        match seen.entry(lower_hash(path)) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(path);
+            }
+            std::collections::hash_map::Entry::Occupied(o) => {
+                let other = *o.get();
+                if other != path && lower(other).eq(lower(path)) {
+                    found.push(issue(
+                        &root.join(path),
+                        Some(path),
+                        IssueKind::CaseCollision,
+                        format!("{other:?} and {path:?} differ only in case and collide on case-insensitive file systems"),
+                    ));
+                }
+            }
         }
     }
     out.issues.extend(found);
 }
 
+/// `path` lower-cased, character by character (as case-insensitive file
+/// systems fold names).
+fn lower(path: &str) -> impl Iterator<Item = char> + '_ {
+    path.chars().flat_map(char::to_lowercase)
+}
+
+/// A hash of `path` lower-cased, made without a copy; the same in every
+/// scan (fixed keys).
+fn lower_hash(path: &str) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for c in lower(path) {
+        h.write_u32(c as u32);
+    }
+    h.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file found as the caller knew it is kept as a name only; others
+    /// whole; a case collision with an unchanged file is still seen.
+    #[test]
+    fn unchanged_files_are_kept_as_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("d")).unwrap();
+        for name in ["same.txt", "d/same2.txt", "edited.txt"] {
+            std::fs::write(root.join(name), name).unwrap();
+        }
+        let stat = |rel: &str| {
+            FileStat::from_metadata(&std::fs::symlink_metadata(root.join(rel)).unwrap())
+        };
+        let mut known: HashMap<String, FileStat> = ["same.txt", "d/same2.txt", "edited.txt"]
+            .iter()
+            .map(|p| (p.to_string(), stat(p)))
+            .collect();
+        known.get_mut("edited.txt").unwrap().size += 1;
+        std::fs::write(root.join("SAME.txt"), "new").unwrap();
+        let lookup = |rel: &str| known.get(rel).copied();
+        let obs = observe(
+            root,
+            &[Scope::All],
+            &IgnoreRules::builtin(),
+            &lookup,
+            ChunkerConfig::default(),
+            &ScanProgress::default(),
+        );
+        let mut names: Vec<&str> = obs.unchanged.iter().flat_map(PathList::iter).collect();
+        names.sort();
+        assert_eq!(names, ["d/same2.txt", "same.txt"]);
+        let mut entries: Vec<&str> = obs.entries.iter().map(|o| o.path.as_str()).collect();
+        entries.sort();
+        assert_eq!(entries, ["SAME.txt", "d", "edited.txt"]);
+        assert!(
+            obs.entries
+                .iter()
+                .all(|o| o.stat.kind != EntryKind::File || o.content.is_some())
+        );
+        assert_eq!(obs.found(), 5);
+        assert!(
+            obs.issues
+                .iter()
+                .any(|i| i.kind == IssueKind::CaseCollision),
+            "{:?}",
+            obs.issues
+        );
+        let mut less = obs;
+        less.retain(|p| !p.starts_with("d"));
+        assert_eq!(less.found(), 3);
+    }
 
     /// A whole-folder scan holds one `Observed` per file: it stays small,
     /// its content (rare: only files re-read) out of line.

@@ -50,6 +50,8 @@ impl Indexer {
 pub(super) struct Known {
     pub(super) stat: FileStat,
     pub(super) deleted: bool,
+    /// Found on disk by the reconcile (set when it records).
+    pub(super) seen: bool,
 }
 
 impl Known {
@@ -57,6 +59,7 @@ impl Known {
         Known {
             stat: stat_of(r),
             deleted: r.deleted,
+            seen: false,
         }
     }
 

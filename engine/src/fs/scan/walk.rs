@@ -9,21 +9,24 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use super::{
-    EntryKind, FileStat, IgnoreRules, IssueKind, Observed, ScanIssue, ScanProgress, home_issue,
-    io_issue, issue, path, special_kind,
+    EntryKind, FileStat, IgnoreRules, IssueKind, Observed, PathList, ScanIssue, ScanProgress,
+    home_issue, io_issue, issue, path, special_kind,
 };
 
 /// What one part of a walk found: entries in walk order, the indexes of
-/// those to read, and trouble.
+/// those to read, the files found exactly as known (names only), and
+/// trouble.
 #[derive(Default)]
 pub(super) struct Walked {
     pub(super) entries: Vec<Observed>,
+    pub(super) unchanged: PathList,
     pub(super) to_hash: Vec<(usize, PathBuf)>,
     pub(super) issues: Vec<ScanIssue>,
 }
 
 /// Walk `start` (itself included) under the folder at `root`: stat every
-/// entry, note the files whose metadata differs from `known` for reading.
+/// entry, note the files whose metadata differs from `known` for reading
+/// and, of those that match it, only the name.
 pub(super) fn walk(
     root: &Path,
     start: &Path,
@@ -126,7 +129,12 @@ pub(super) fn walk(
         } else {
             None
         };
-        if stat.kind == EntryKind::File && known(&rel) != Some(stat) {
+        if stat.kind == EntryKind::File && known(&rel) == Some(stat) {
+            // As recorded: nothing to read or record, only that it is here.
+            out.unchanged.push(&rel);
+            continue;
+        }
+        if stat.kind == EntryKind::File {
             progress.files_to_hash.fetch_add(1, Ordering::Relaxed);
             progress
                 .bytes_to_hash
