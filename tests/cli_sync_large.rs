@@ -110,6 +110,36 @@ fn a_large_sparse_file_syncs_stays_sparse_and_a_byte_costs_a_chunk() {
         kept["why"] == "replaced" && kept["size"] == SIZE && kept["here"] == true,
         "beta keeps the version it replaced: {history}"
     );
+    // Alpha keeps the version its own edit replaced, gathered from its
+    // chunks: the zeros stay holes there too.
+    let gathered = || {
+        let h = json(&run(
+            a.home.path(),
+            &["history", image.to_str().unwrap(), "--json"],
+        ));
+        h.as_array()
+            .is_some_and(|v| v.iter().any(|k| k["size"] == SIZE && k["here"] == true))
+    };
+    wait(
+        "alpha keeps the version it edited",
+        Duration::from_secs(120),
+        gathered,
+    );
+    assert!(
+        on_disk_under(&da) < 64 << 20,
+        "alpha's folder takes {} bytes on disk",
+        on_disk_under(&da)
+    );
     a.signal("-TERM");
     b.signal("-TERM");
+}
+
+/// Bytes the files under `dir` take on disk, the agent's own included.
+fn on_disk_under(dir: &Path) -> u64 {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(|e| on_disk(e.path()))
+        .sum()
 }

@@ -349,10 +349,19 @@ fn chunk_list_v1_golden() {
     assert_eq!(answer[0], CHUNK_FOLLOWS);
     let count = u32::from_le_bytes([answer[1], answer[2], answer[3], answer[4]]);
     let mut reader = ChunkListReader::new(count, 262_154).unwrap();
-    reader.push(&answer[5..5 + 2 * LIST_ENTRY]).unwrap();
+    let mut got = Vec::new();
+    reader
+        .push(&answer[5..5 + 2 * LIST_ENTRY], |at, h, l| {
+            got.push((at, h, l))
+        })
+        .unwrap();
+    reader.finish().unwrap();
     assert_eq!(
-        reader.finish().unwrap(),
-        vec![(ContentHash([2; 32]), 262_144), (ContentHash([3; 32]), 10)]
+        got,
+        vec![
+            (0, ContentHash([2; 32]), 262_144),
+            (262_144, ContentHash([3; 32]), 10)
+        ]
     );
 }
 

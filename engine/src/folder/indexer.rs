@@ -339,7 +339,7 @@ impl Indexer {
         &self,
         store: &mut Store,
         known: &mut KnownMap,
-        obs: Observation,
+        mut obs: Observation,
         whole: bool,
         started: Instant,
     ) -> Result<ChangeReport, FolderError> {
@@ -362,27 +362,27 @@ impl Indexer {
         // replace (see `local_versions`).
         let mut prevs: HashMap<String, FileRecord> = HashMap::new();
         let mut added_hashes: Vec<ContentHash> = Vec::new();
-        for o in &obs.entries {
+        // Taken, not copied: a large file's chunk list moves into its
+        // record (a 100 GB file's is ~20 MB), as the record it replaces
+        // moves into `prevs`.
+        for mut o in std::mem::take(&mut obs.entries) {
             let prev = match known.get(&o.path) {
-                Some(k) if k.unchanged_file(o) => continue,
+                Some(k) if k.unchanged_file(&o) => continue,
                 Some(_) => self.full_record(store, &o.path)?,
                 None => None,
             };
-            let prev = prev.as_ref();
-            match self.observed_record(o, prev) {
+            let content = o.content.take();
+            match self.observed_record(&o, content, prev.as_ref()) {
                 Change::None => {}
-                Change::LocalOnly(rec) => puts.push((o.path.clone(), rec)),
+                Change::LocalOnly(rec) => puts.push((o.path, rec)),
                 Change::Substance(rec) => {
-                    if prev.is_none_or(|p| p.deleted) {
+                    if prev.as_ref().is_none_or(|p| p.deleted) {
                         report.added += 1;
                         if let Some(h) = rec.hash {
                             added_hashes.push(h);
                         }
                     } else {
                         report.modified += 1;
-                    }
-                    if let Some(p) = prev {
-                        prevs.insert(o.path.clone(), p.clone());
                     }
                     if rec.kind != EntryKind::Dir {
                         report.changed_files += 1;
@@ -394,7 +394,10 @@ impl Indexer {
                             deleted: false,
                         });
                     }
-                    puts.push((o.path.clone(), rec));
+                    if let Some(p) = prev {
+                        prevs.insert(o.path.clone(), p);
+                    }
+                    puts.push((o.path, rec));
                 }
             }
         }
@@ -488,10 +491,16 @@ impl Indexer {
         Ok(report)
     }
 
-    fn observed_record(&self, o: &Observed, prev: Option<&FileRecord>) -> Change {
+    /// The record of what `o` is, its `content` (if read) moved in.
+    fn observed_record(
+        &self,
+        o: &Observed,
+        content: Option<Box<crate::fs::chunk::Content>>,
+        prev: Option<&FileRecord>,
+    ) -> Change {
         let live_prev = prev.filter(|p| !p.deleted);
-        let (hash, chunks) = match (&o.content, live_prev) {
-            (Some(c), _) => (Some(c.hash), c.chunks.clone()),
+        let (hash, chunks) = match (content, live_prev) {
+            (Some(c), _) => (Some(c.hash), c.chunks),
             // Metadata matched: the content is what we recorded.
             (None, Some(p)) if o.stat.kind == EntryKind::File => (p.hash, p.chunks.clone()),
             _ => (None, Vec::new()),

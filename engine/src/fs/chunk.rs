@@ -111,6 +111,12 @@ pub fn chunk_reader(mut reader: impl Read, config: ChunkerConfig) -> io::Result<
     })
 }
 
+/// [`chunk_reader`] of a whole file, its holes not read (see
+/// [`HoleSkipping`](super::sparse::HoleSkipping)).
+pub fn chunk_file(file: &std::fs::File, config: ChunkerConfig) -> io::Result<Content> {
+    chunk_reader(super::sparse::HoleSkipping::new(file)?, config)
+}
+
 /// How `config` cuts a run of zeros that starts at a cut: one chunk of
 /// its largest size, of a hash known without reading (a sparse file's
 /// holes are most of it, and the chunker would otherwise look at each of

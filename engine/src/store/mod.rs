@@ -44,29 +44,38 @@
 //! assert!(!store.contains(ns::APP, "user:1"));
 //! ```
 
-//! The on-disk tables are in [`state`], checkpoints and compaction in
+//! This file holds the store itself: its write path and its reads. The
+//! types of what it holds and how it changes are in `op.rs`, its failures
+//! in `error.rs`, its settings in `config.rs`, opening it in `open.rs`,
+//! the on-disk tables in [`state`], checkpoints and compaction in
 //! `checkpoint.rs`, the format of the snapshots older releases wrote (read
 //! once, to migrate) in [`snapshot`], the tests in `tests.rs`.
 
+mod config;
+mod error;
+mod op;
+mod open;
 pub mod repair;
 pub mod snapshot;
 pub mod state;
 mod tally;
 
+pub use config::{StoreConfig, StoreRecovery};
+pub use error::StoreError;
+use error::io_err;
+use op::validate;
+pub use op::{Entry, Op};
+pub(crate) use open::lock_dir;
+
 pub use checkpoint::CheckpointInfo;
 pub use repair::{RepairReport, repair};
 pub use tally::{TallyFn, Totals};
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-
-use crate::core::{Clock, ErrorContext, NodeId, Retry, Seq, SystemClock, Timestamp};
-use crate::wal::{
-    Durability, PendingSync, RecoveryReport, StdStorage, Storage, Wal, WalConfig, WalError,
-};
+use crate::core::{Clock, Seq, SystemClock, Timestamp};
+use crate::wal::{PendingSync, StdStorage, Storage, Wal, WalConfig, WalError};
 
 /// Well-known namespaces.
 pub mod ns {
@@ -78,241 +87,6 @@ pub mod ns {
 
 /// WAL record kind for a postcard-encoded [`Op`] (version 1 of the op encoding).
 pub const OP_RECORD_KIND: u8 = 1;
-
-/// One key's state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    /// The value, or `None` for a tombstone (the key was removed).
-    pub value: Option<Vec<u8>>,
-    /// WAL sequence of the operation that last changed this key.
-    pub version: Seq,
-    /// Wall-clock time of that operation.
-    pub timestamp: Timestamp,
-    /// Node that made that change.
-    pub origin: NodeId,
-}
-
-impl Entry {
-    /// Whether this entry records a removal.
-    pub fn is_tombstone(&self) -> bool {
-        self.value.is_none()
-    }
-}
-
-/// A change to the store, as recorded in the WAL.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Op {
-    /// Set `key` to `value`.
-    Put {
-        /// Namespace.
-        ns: String,
-        /// Key.
-        key: String,
-        /// New value.
-        value: Vec<u8>,
-        /// Node the change comes from.
-        origin: NodeId,
-        /// When it was made.
-        timestamp: Timestamp,
-    },
-    /// Remove `key`, leaving a tombstone.
-    Remove {
-        /// Namespace.
-        ns: String,
-        /// Key.
-        key: String,
-        /// Node the change comes from.
-        origin: NodeId,
-        /// When it was made.
-        timestamp: Timestamp,
-    },
-    /// Forget tombstones in `ns` older than `before`.
-    PurgeTombstones {
-        /// Namespace.
-        ns: String,
-        /// Cut-off time.
-        before: Timestamp,
-    },
-    /// Forget `key` entirely, leaving no tombstone: for local bookkeeping
-    /// that must not look like a deletion to peers (a path that became ignored).
-    Forget {
-        /// Namespace.
-        ns: String,
-        /// Key.
-        key: String,
-    },
-    /// Forget every key starting with `prefix`, leaving no tombstones (a
-    /// folder removed from this node; its files stay on disk and on peers).
-    DropPrefix {
-        /// Namespace.
-        ns: String,
-        /// Key prefix (non-empty).
-        prefix: String,
-    },
-}
-
-impl Op {
-    fn ns(&self) -> &str {
-        match self {
-            Op::Put { ns, .. }
-            | Op::Remove { ns, .. }
-            | Op::PurgeTombstones { ns, .. }
-            | Op::Forget { ns, .. }
-            | Op::DropPrefix { ns, .. } => ns,
-        }
-    }
-    fn key(&self) -> Option<&str> {
-        match self {
-            Op::Put { key, .. } | Op::Remove { key, .. } | Op::Forget { key, .. } => Some(key),
-            Op::DropPrefix { prefix, .. } => Some(prefix),
-            Op::PurgeTombstones { .. } => None,
-        }
-    }
-}
-
-/// Errors from the store.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The WAL failed; the operation was not accepted.
-    #[error(transparent)]
-    Wal(#[from] WalError),
-    /// A snapshot file operation failed.
-    #[error("snapshot {op} failed on {path}: {source}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Persisted state cannot be rebuilt.
-    #[error("store corruption: {0}")]
-    Corruption(String),
-    /// The on-disk index failed.
-    #[error("store index: cannot {op}: {reason}")]
-    Index {
-        /// What was being done.
-        op: &'static str,
-        /// What went wrong.
-        reason: String,
-        /// Whether the index file is damaged (else an I/O failure).
-        corrupt: bool,
-    },
-    /// Another process has the store open.
-    #[error("store {dir} is in use by another process (lock file {dir}/LOCK is held)")]
-    Locked {
-        /// The store directory.
-        dir: PathBuf,
-    },
-    /// A namespace or key the store does not accept.
-    #[error("invalid key {ns:?}/{key:?}: {reason}")]
-    InvalidKey {
-        /// Namespace given.
-        ns: String,
-        /// Key given.
-        key: String,
-        /// Why it is refused.
-        reason: &'static str,
-    },
-}
-
-impl ErrorContext for StoreError {
-    fn retry(&self) -> Retry {
-        match self {
-            StoreError::Wal(e) => e.retry(),
-            StoreError::Io { .. } | StoreError::Locked { .. } => Retry::Later,
-            StoreError::Corruption(_) | StoreError::InvalidKey { .. } => Retry::Never,
-            StoreError::Index { corrupt, .. } => {
-                if *corrupt {
-                    Retry::Never
-                } else {
-                    Retry::Later
-                }
-            }
-        }
-    }
-    fn is_corruption(&self) -> bool {
-        match self {
-            StoreError::Wal(e) => e.is_corruption(),
-            StoreError::Corruption(_) => true,
-            StoreError::Index { corrupt, .. } => *corrupt,
-            _ => false,
-        }
-    }
-}
-
-/// Where the store lives and how it behaves.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreConfig {
-    /// Directory holding `wal/` and the index file.
-    pub dir: PathBuf,
-    /// WAL durability policy.
-    pub durability: Durability,
-    /// WAL segment size.
-    pub segment_bytes: u64,
-    /// [`Store::maybe_checkpoint`] checkpoints once this many operations
-    /// were logged since the last checkpoint...
-    pub checkpoint_after_ops: u64,
-    /// ...or once the index was committed to this many times (each commit
-    /// without an fsync holds its old pages until the next checkpoint).
-    pub checkpoint_after_commits: u64,
-    /// The index's page cache, in bytes: the store's memory, whatever the
-    /// number of keys.
-    pub cache_bytes: usize,
-    /// The index is compacted ([`Store::compact_when_wasteful`]) only once
-    /// its file holds at least this many bytes.
-    pub compact_from_bytes: u64,
-    /// Origin recorded on local operations.
-    pub node: NodeId,
-}
-
-impl StoreConfig {
-    /// Defaults: fsync per append, 16 MiB segments (a checkpoint drops the
-    /// ones it covers: the log on disk is about one segment), a checkpoint every
-    /// 100,000 operations or 1,000 commits, a 24 MiB cache, origin
-    /// [`NodeId::LOCAL`].
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        StoreConfig {
-            dir: dir.into(),
-            durability: Durability::EveryAppend,
-            segment_bytes: 16 << 20,
-            checkpoint_after_ops: 100_000,
-            checkpoint_after_commits: 1_000,
-            cache_bytes: 24 << 20,
-            compact_from_bytes: 16 << 20,
-            node: NodeId::LOCAL,
-        }
-    }
-    /// The WAL directory inside [`StoreConfig::dir`].
-    pub fn wal_dir(&self) -> PathBuf {
-        self.dir.join("wal")
-    }
-    /// The index file inside [`StoreConfig::dir`].
-    pub fn index_path(&self) -> PathBuf {
-        self.dir.join(state::FILE_NAME)
-    }
-    /// Where releases before the on-disk index kept snapshots (read once,
-    /// to migrate such a home).
-    pub fn snapshot_dir(&self) -> PathBuf {
-        self.dir.join("snapshots")
-    }
-}
-
-/// What opening the store found.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StoreRecovery {
-    /// The sequence the index was at when opened (its last checkpoint, or
-    /// later after a clean close); `None` for a new index.
-    pub checkpoint: Option<Seq>,
-    /// An older home's snapshot the new index was made from, if any.
-    pub migrated_snapshot: Option<Seq>,
-    /// Older snapshots found unusable while migrating, with the reason.
-    pub snapshot_fallbacks: Vec<String>,
-    /// What the WAL found and repaired.
-    pub wal: RecoveryReport,
-}
 
 /// The key/value store. See the [module documentation](self).
 pub struct Store {
@@ -357,176 +131,7 @@ impl Drop for Store {
     }
 }
 
-/// A [`StoreError::Io`] maker for `op` on `path`.
-fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + use<> {
-    let path = path.to_path_buf();
-    move |source| StoreError::Io { op, path, source }
-}
-
-/// Take the exclusive lock on `dir/LOCK` (creating both if need be), held
-/// for as long as the file returned stays open: a second process gets
-/// [`StoreError::Locked`].
-pub(crate) fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
-    let path = dir.join("LOCK");
-    std::fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io_err("open", &path))?;
-    match lock.try_lock() {
-        Ok(()) => Ok(lock),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
-            dir: dir.to_path_buf(),
-        }),
-        Err(std::fs::TryLockError::Error(e)) => Err(io_err("lock", &path)(e)),
-    }
-}
-
-fn validate(op: &Op) -> Result<(), StoreError> {
-    let bad = |reason| StoreError::InvalidKey {
-        ns: op.ns().to_string(),
-        key: op.key().unwrap_or("").to_string(),
-        reason,
-    };
-    if op.ns().is_empty() {
-        return Err(bad("namespace is empty"));
-    }
-    match op.key() {
-        Some("") => Err(bad("key is empty")),
-        Some(k) if k.len() > 4096 => Err(bad("key is longer than 4096 bytes")),
-        _ => Ok(()),
-    }
-}
-
 impl Store {
-    /// Open the store in `config.dir` on the real file system, with the
-    /// system clock, holding an exclusive lock on `config.dir/LOCK` for as
-    /// long as the store is open: a second process gets
-    /// [`StoreError::Locked`] instead of a second writer on the same log.
-    pub fn open_dir(config: StoreConfig) -> Result<(Store, StoreRecovery), StoreError> {
-        let lock = lock_dir(&config.dir)?;
-        let (mut store, recovery) =
-            Store::open(config, Arc::new(StdStorage), Arc::new(SystemClock))?;
-        store.lock = Some(lock);
-        Ok((store, recovery))
-    }
-
-    /// Open (or create) the store: open the index, migrate an older home's
-    /// snapshot into a new one, replay the WAL after it.
-    pub fn open(
-        config: StoreConfig,
-        storage: Arc<dyn Storage>,
-        clock: Arc<dyn Clock>,
-    ) -> Result<(Store, StoreRecovery), StoreError> {
-        storage
-            .create_dir_all(&config.dir)
-            .map_err(io_err("create directory", &config.dir))?;
-        let (state, at) =
-            state::State::open(storage.as_ref(), &config.index_path(), config.cache_bytes)?;
-        let state = Arc::new(state);
-        let mut recovery = StoreRecovery {
-            checkpoint: at,
-            ..StoreRecovery::default()
-        };
-        let mut base = at.unwrap_or(Seq::ZERO);
-        let mut migrated = false;
-        if at.is_none() {
-            let (newest, fallbacks) = migrate::newest_snapshot(storage.as_ref(), &config)?;
-            recovery.snapshot_fallbacks = fallbacks;
-            for fallback in &recovery.snapshot_fallbacks {
-                tracing::warn!(%fallback, "snapshot unusable, falling back");
-            }
-            if let Some(snap) = newest {
-                base = snap.seq;
-                recovery.migrated_snapshot = Some(snap.seq);
-                state.load(snap.rows, snap.seq)?;
-            }
-            migrated = storage
-                .list(&config.snapshot_dir())
-                .is_ok_and(|names| !names.is_empty());
-        }
-
-        let mut applied = base;
-        let mut failed: Option<StoreError> = None;
-        let mut since_commit = 0u64;
-        let wal_config = WalConfig {
-            dir: config.wal_dir(),
-            durability: config.durability,
-            segment_bytes: config.segment_bytes,
-        };
-        let (wal, wal_report) = Wal::open(
-            storage.clone(),
-            wal_config,
-            clock.clone(),
-            base.next(),
-            |rec| {
-                if rec.seq != applied.next() {
-                    return Err(format!(
-                        "records {} to {} are in neither the index nor the WAL",
-                        applied.next(),
-                        Seq(rec.seq.0 - 1)
-                    ));
-                }
-                if rec.kind != OP_RECORD_KIND {
-                    return Err(format!("unknown record kind {}", rec.kind));
-                }
-                let op: Op = postcard::from_bytes(rec.payload)
-                    .map_err(|e| format!("operation does not decode: {e}"))?;
-                let step = state.apply(rec.seq, op).and_then(|()| {
-                    since_commit += 1;
-                    if since_commit >= REPLAY_COMMIT_EVERY {
-                        since_commit = 0;
-                        state.commit(false)
-                    } else {
-                        Ok(())
-                    }
-                });
-                if let Err(e) = step {
-                    let reason = e.to_string();
-                    failed = Some(e);
-                    return Err(reason);
-                }
-                applied = rec.seq;
-                Ok(())
-            },
-        )
-        .map_err(|e| failed.take().unwrap_or(StoreError::Wal(e)))?;
-        if wal.next_seq() != applied.next() {
-            return Err(StoreError::Corruption(format!(
-                "records {} to {} are in neither the index nor the WAL ({})",
-                applied.next(),
-                Seq(wal.next_seq().0 - 1),
-                recovery.snapshot_fallbacks.join("; ")
-            )));
-        }
-        if let Some(t) = &wal_report.truncated {
-            tracing::warn!(segment = %t.segment.display(), offset = t.offset, discarded = t.discarded, "WAL torn tail cut at recovery");
-        }
-        recovery.wal = wal_report;
-        let mut store = Store {
-            wal,
-            state,
-            storage,
-            clock,
-            config,
-            checkpoint_seq: base,
-            holding: false,
-            lock: None,
-        };
-        // A log holding records the index had made durable already (a
-        // process that closed cleanly after a bulk change, such as a first
-        // index) is given back now rather than at the next due checkpoint.
-        if migrated || recovery.wal.replayed > 0 || at.is_none() || store.log_reclaimable() {
-            store.checkpoint()?;
-        }
-        if migrated {
-            migrate::remove_snapshots(store.storage.as_ref(), &store.config)?;
-        }
-        Ok((store, recovery))
-    }
-
     /// Set `key` in `ns`. Returns the operation's sequence.
     pub fn put(&mut self, ns: &str, key: &str, value: Vec<u8>) -> Result<Seq, StoreError> {
         let op = Op::Put {

@@ -1,10 +1,11 @@
 //! Unit tests for the store: values, tombstones, checkpoints, recovery and
 //! the migration of a home from before the on-disk index.
 
+use std::path::{Path, PathBuf};
+
 use super::*;
-use crate::core::ManualClock;
-use crate::wal::MemStorage;
-use crate::wal::WalConfig;
+use crate::core::{ErrorContext, ManualClock, NodeId};
+use crate::wal::{Durability, MemStorage, WalConfig};
 
 fn config() -> StoreConfig {
     StoreConfig::new("/node")

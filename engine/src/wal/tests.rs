@@ -1,6 +1,8 @@
 //! Unit tests for the log: recovery of torn tails, corruption, rotation,
 //! compaction, group commit and failure handling.
 
+use std::time::Duration;
+
 use super::*;
 use crate::core::ManualClock;
 

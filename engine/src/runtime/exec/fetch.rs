@@ -53,10 +53,6 @@ async fn fetch_from(
     peer: NodeId,
     chunks: &[(ContentHash, u32)],
 ) -> Result<Vec<Option<Data>>, String> {
-    let handle = lock(&s.peers)
-        .get(&peer)
-        .cloned()
-        .ok_or_else(|| format!("{peer} is not connected"))?;
     let request = ChunkRequest {
         chunks: chunks.to_vec(),
     }
@@ -67,12 +63,7 @@ async fn fetch_from(
         heard.fetch_max(s.heard.now(), Ordering::Relaxed);
     };
     let work = async {
-        let mut stream = handle.open_bulk().await.map_err(|e| e.to_string())?;
-        stream
-            .write_all(&request)
-            .await
-            .map_err(|e| e.to_string())?;
-        let _ = stream.finish();
+        let mut stream = ask(s, peer, &request).await?;
         let mut got = Vec::with_capacity(chunks.len());
         for (hash, len) in chunks {
             let mut status = [0u8; 1];
@@ -113,6 +104,22 @@ async fn fetch_from(
         Ok(got)
     };
     unless_stalled(s, peer, &heard, work).await
+}
+
+/// A bulk stream to `peer` opened with `request` (its sending side then
+/// finished), for the answer to be read from.
+async fn ask(s: &Shared, peer: NodeId, request: &[u8]) -> Result<BulkStream, String> {
+    let handle = lock(&s.peers)
+        .get(&peer)
+        .cloned()
+        .ok_or_else(|| format!("{peer} is not connected"))?;
+    let mut stream = handle.open_bulk().await.map_err(|e| e.to_string())?;
+    stream
+        .write_all(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = stream.finish();
+    Ok(stream)
 }
 
 /// `work`, a transfer from `peer` that moves `heard` on as bytes arrive,
@@ -157,10 +164,6 @@ pub(super) async fn fetch_chunk_list(
     path: &str,
     record: &FileRecord,
 ) -> Result<Option<Vec<crate::index::Chunk>>, WorkError> {
-    let handle = lock(&s.peers)
-        .get(&peer)
-        .cloned()
-        .ok_or_else(|| WorkError::transfer(format!("{peer} is not connected")))?;
     let request = ChunkListRequest {
         folder: folder.to_string(),
         path: path.to_string(),
@@ -170,12 +173,7 @@ pub(super) async fn fetch_chunk_list(
     .map_err(|e| WorkError::new(Cause::Refused, e.to_string()))?;
     let heard = s.heard.of(peer);
     let work = async {
-        let mut stream = handle.open_bulk().await.map_err(|e| e.to_string())?;
-        stream
-            .write_all(&request)
-            .await
-            .map_err(|e| e.to_string())?;
-        let _ = stream.finish();
+        let mut stream = ask(s, peer, &request).await?;
         let mut status = [0u8; 1];
         stream
             .read_exact(&mut status)
@@ -194,6 +192,7 @@ pub(super) async fn fetch_chunk_list(
         let mut reader = ChunkListReader::new(u32::from_le_bytes(count), record.size)
             .map_err(|e| format!("{peer} sent {e}"))?;
         let mut buf = Vec::new();
+        let mut chunks = Vec::new();
         while reader.left() > 0 {
             buf.resize(reader.left().min(LIST_STEP) as usize * LIST_ENTRY, 0);
             stream
@@ -201,19 +200,15 @@ pub(super) async fn fetch_chunk_list(
                 .await
                 .map_err(|e| e.to_string())?;
             heard.fetch_max(s.heard.now(), Ordering::Relaxed);
-            reader.push(&buf).map_err(|e| format!("{peer} sent {e}"))?;
-        }
-        let list = reader.finish().map_err(|e| format!("{peer} sent {e}"))?;
-        let mut offset = 0u64;
-        Ok(Some(
-            list.into_iter()
-                .map(|(hash, len)| {
-                    let c = crate::index::Chunk { offset, len, hash };
-                    offset += u64::from(len);
-                    c
+            reader
+                .push(&buf, |offset, hash, len| {
+                    chunks.push(crate::index::Chunk { offset, len, hash });
                 })
-                .collect(),
-        ))
+                .map_err(|e| format!("{peer} sent {e}"))?;
+        }
+        reader.finish().map_err(|e| format!("{peer} sent {e}"))?;
+        chunks.shrink_to_fit();
+        Ok(Some(chunks))
     };
     unless_stalled(s, peer, &heard, work)
         .await

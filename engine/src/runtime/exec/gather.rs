@@ -257,8 +257,13 @@ fn assemble_local(s: &Shared, w: &Wanted) -> Result<(PathBuf, Vec<Missing>), Str
     let mut open = OpenFile::default();
     let mut missing = Vec::new();
     let written = (|| {
+        // Made at its full size: all holes, which chunks of zeros stay
+        // (a sparse file's version takes no more room than the file).
         file.set_len(record.size)?;
         for c in &record.chunks {
+            if is_zero_chunk(c) {
+                continue;
+            }
             let local = kept_here
                 .get(&c.hash)
                 .and_then(|place| read_chunk(&mut open, place, &c.hash, false))
@@ -267,6 +272,7 @@ fn assemble_local(s: &Shared, w: &Wanted) -> Result<(PathBuf, Vec<Missing>), Str
                     local_chunk_from(s, &mut open, &c.hash, None, places)
                 });
             match local {
+                Some(bytes) if crate::core::is_zeros(&bytes) => {}
                 Some(bytes) => file.write_all_at(&bytes, c.offset)?,
                 None => missing.push((c.hash, c.len, c.offset)),
             }

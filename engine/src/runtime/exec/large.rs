@@ -192,13 +192,13 @@ pub(super) async fn run_job(
 /// chunks at its start that check out are kept.
 pub(super) async fn assemble(
     s: &Arc<Shared>,
-    need: &Need,
+    record: Arc<FileRecord>,
+    sources: Vec<NodeId>,
     dest: &Dest,
     resume: bool,
 ) -> Result<(), Unfinished> {
-    check_tiles(&need.record)?;
-    let record = Arc::new(need.record.clone());
-    let sources = Arc::new(sources_of(&lock(&s.peers), need));
+    check_tiles(&record)?;
+    let sources = Arc::new(sources);
     // Boxed: the state of a large file's assembly is several KiB.
     Box::pin(assemble_large(s, record, sources, &dest.tmp, resume)).await
 }
@@ -497,7 +497,7 @@ fn zeros(len: u32) -> Data {
 }
 
 /// Whether chunk `c` is all zeros (known by its hash, never read).
-fn is_zero_chunk(c: &Chunk) -> bool {
+pub(super) fn is_zero_chunk(c: &Chunk) -> bool {
     ContentHash::of_zeros(c.len) == Some(c.hash)
 }
 

@@ -174,8 +174,8 @@ const HASH_BELOW: u64 = 64 << 20;
 /// Hash the file at `staged`; when it is not what `record` says, correct
 /// `record` (size, hash, chunks) to what it is.
 fn verify(staged: &Path, record: &mut FileRecord, folder: &str, path: &str) -> std::io::Result<()> {
-    let content = crate::fs::chunk::chunk_reader(
-        std::fs::File::open(staged)?,
+    let content = crate::fs::chunk::chunk_file(
+        &std::fs::File::open(staged)?,
         crate::fs::chunk::ChunkerConfig::default(),
     )?;
     if record.hash != Some(content.hash) || record.size != content.size {
@@ -412,7 +412,7 @@ pub fn read_version(
             Some(list) => list,
             // Its record is gone (retention): chunking is deterministic.
             None => std::fs::File::open(&at)
-                .and_then(|f| crate::fs::chunk::chunk_reader(f, Default::default()))
+                .and_then(|f| crate::fs::chunk::chunk_file(&f, Default::default()))
                 .map(|c| c.chunks)
                 .unwrap_or_default(),
         };

@@ -156,10 +156,15 @@ pub(super) async fn place(
         return Err(e);
     }
     let tmp = dest.tmp.clone();
+    // The record is shared with the assembly's jobs, not copied (a large
+    // file's chunk list is megabytes), and taken back once they are done.
+    let sources = sources_of(&lock(&s.peers), &need);
+    let record = Arc::new(need.record);
     let assembled = {
         let _permit = s.transfers.acquire().await;
-        assemble(s, &need, &dest, resume.is_some()).await
+        assemble(s, record.clone(), sources, &dest, resume.is_some()).await
     };
+    need.record = Arc::try_unwrap(record).unwrap_or_else(|shared| (*shared).clone());
     if let Err(e) = assembled {
         if e.resumable {
             s.partials

@@ -222,7 +222,6 @@ pub struct ChunkListReader {
     size: u64,
     at: u64,
     left: u32,
-    chunks: Vec<(ContentHash, u32)>,
 }
 
 impl ChunkListReader {
@@ -239,7 +238,6 @@ impl ChunkListReader {
             size,
             at: 0,
             left: count,
-            chunks: Vec::new(),
         })
     }
 
@@ -249,8 +247,14 @@ impl ChunkListReader {
     }
 
     /// Take whole entries (`bytes` is a multiple of [`LIST_ENTRY`], at
-    /// most [`ChunkListReader::left`] of them).
-    pub fn push(&mut self, bytes: &[u8]) -> Result<(), WireError> {
+    /// most [`ChunkListReader::left`] of them), handing each chunk's
+    /// offset, hash and length to `each` once checked (the list is not
+    /// kept here: a large file's is megabytes, built once by the caller).
+    pub fn push(
+        &mut self,
+        bytes: &[u8],
+        mut each: impl FnMut(u64, ContentHash, u32),
+    ) -> Result<(), WireError> {
         let n = bytes.len() / LIST_ENTRY;
         if !bytes.len().is_multiple_of(LIST_ENTRY) || n > self.left as usize {
             return Err(WireError::Malformed(format!(
@@ -268,22 +272,22 @@ impl ChunkListReader {
                     self.at, self.size
                 )));
             }
-            self.chunks.push((hash, len));
+            each(self.at, hash, len);
             self.at = end;
         }
         self.left -= n as u32;
         Ok(())
     }
 
-    /// The list, once every entry was read and they cover the file.
-    pub fn finish(self) -> Result<Vec<(ContentHash, u32)>, WireError> {
+    /// Whether every entry was read and they cover the file.
+    pub fn finish(self) -> Result<(), WireError> {
         if self.left > 0 || self.at != self.size {
             return Err(WireError::Malformed(format!(
                 "a chunk list covering {} of a {}-byte file",
                 self.at, self.size
             )));
         }
-        Ok(self.chunks)
+        Ok(())
     }
 }
 
@@ -373,40 +377,41 @@ mod tests {
 
     #[test]
     fn a_chunk_list_is_read_back_and_must_cover_its_file() {
-        let list = vec![(ContentHash([1; 32]), 5000), (ContentHash([2; 32]), 3000)];
+        let list = [(ContentHash([1; 32]), 5000), (ContentHash([2; 32]), 3000)];
         let bytes = encode_chunk_list(list.iter().copied());
         assert_eq!(bytes[0], CHUNK_FOLLOWS);
         let count = u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
         let mut r = ChunkListReader::new(count, 8000).unwrap();
+        let mut got = Vec::new();
         // In pieces, as a stream delivers it.
-        r.push(&bytes[5..5 + LIST_ENTRY]).unwrap();
+        r.push(&bytes[5..5 + LIST_ENTRY], |at, h, l| got.push((at, h, l)))
+            .unwrap();
         assert_eq!(r.left(), 1);
-        r.push(&bytes[5 + LIST_ENTRY..]).unwrap();
-        assert_eq!(r.finish().unwrap(), list);
+        r.push(&bytes[5 + LIST_ENTRY..], |at, h, l| got.push((at, h, l)))
+            .unwrap();
+        r.finish().unwrap();
+        assert_eq!(
+            got,
+            vec![(0, list[0].0, list[0].1), (5000, list[1].0, list[1].1)]
+        );
         // Short of the file, past its end, or more entries than announced.
         let mut short = ChunkListReader::new(2, 8001).unwrap();
-        short.push(&bytes[5..]).unwrap();
+        short.push(&bytes[5..], |_, _, _| {}).unwrap();
         assert!(short.finish().is_err());
         let mut past = ChunkListReader::new(2, 7999).unwrap();
-        assert!(past.push(&bytes[5..]).is_err());
+        assert!(past.push(&bytes[5..], |_, _, _| {}).is_err());
         let mut more = ChunkListReader::new(1, 8000).unwrap();
-        assert!(more.push(&bytes[5..]).is_err());
+        assert!(more.push(&bytes[5..], |_, _, _| {}).is_err());
         // A count the file's size cannot justify is refused before reading.
         assert!(ChunkListReader::new(3, 8191).is_err());
         assert!(ChunkListReader::new(1, 0).is_err());
-        assert!(
-            ChunkListReader::new(0, 0)
-                .unwrap()
-                .finish()
-                .unwrap()
-                .is_empty()
-        );
+        assert!(ChunkListReader::new(0, 0).unwrap().finish().is_ok());
         // A chunk of 0 bytes or over the limit.
         for len in [0, MAX_CHUNK_LEN + 1] {
             let b = encode_chunk_list([(ContentHash([1; 32]), len)].into_iter());
             let mut r = ChunkListReader::new(1, u64::from(len))
                 .unwrap_or_else(|_| ChunkListReader::new(1, 1 << 21).unwrap());
-            assert!(r.push(&b[5..]).is_err());
+            assert!(r.push(&b[5..], |_, _, _| {}).is_err());
         }
     }
 
@@ -419,7 +424,7 @@ mod tests {
             let _ = ChunkListRequest::decode(&body);
             if let Ok(mut r) = ChunkListReader::new(count, size) {
                 let whole = body.len() / LIST_ENTRY * LIST_ENTRY;
-                let _ = r.push(&body[..whole]);
+                let _ = r.push(&body[..whole], |_, _, _| {});
                 let _ = r.finish();
             }
         }
