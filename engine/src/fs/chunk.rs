@@ -31,6 +31,35 @@ impl Default for ChunkerConfig {
     }
 }
 
+impl ChunkerConfig {
+    /// Files from this size on are cut in chunks four times as large (up
+    /// to [`MAX_CHUNK_LEN`](crate::core::MAX_CHUNK_LEN)): a file's chunk
+    /// list lives in its index record, which the log takes up to 64 MiB —
+    /// at 64 KiB a chunk, about 95 GB of data. Four times larger, a
+    /// one-byte edit of a 16 GiB file costs about 256 KiB, not 64 KiB.
+    pub const LARGE_FILE: u64 = 16 << 30;
+
+    /// The configuration a file of `size` bytes is cut with (see
+    /// [`ChunkerConfig::LARGE_FILE`]). The same for every node: only the
+    /// size decides.
+    pub fn for_size(self, size: u64) -> ChunkerConfig {
+        if size < Self::LARGE_FILE {
+            return self;
+        }
+        let cap = crate::core::MAX_CHUNK_LEN;
+        let scaled = ChunkerConfig {
+            min: (self.min * 4).min(cap / 4),
+            avg: (self.avg * 4).min(cap / 2),
+            max: (self.max * 4).min(cap),
+        };
+        if scaled.min < scaled.avg && scaled.avg < scaled.max {
+            scaled
+        } else {
+            self
+        }
+    }
+}
+
 pub use crate::index::Chunk;
 
 /// A file's content summary: whole-content hash, size and chunks.
@@ -113,8 +142,14 @@ pub fn chunk_reader(mut reader: impl Read, config: ChunkerConfig) -> io::Result<
 
 /// [`chunk_reader`] of a whole file, its holes not read (see
 /// [`HoleSkipping`](super::sparse::HoleSkipping)).
+/// The configuration is the one for the file's size
+/// ([`ChunkerConfig::for_size`]).
 pub fn chunk_file(file: &std::fs::File, config: ChunkerConfig) -> io::Result<Content> {
-    chunk_reader(super::sparse::HoleSkipping::new(file)?, config)
+    let size = file.metadata()?.len();
+    chunk_reader(
+        super::sparse::HoleSkipping::new(file)?,
+        config.for_size(size),
+    )
 }
 
 /// How `config` cuts a run of zeros that starts at a cut: one chunk of
@@ -123,11 +158,23 @@ pub fn chunk_file(file: &std::fs::File, config: ChunkerConfig) -> io::Result<Con
 /// their bytes). `None` if the chunker does not cut zeros so, or their hash
 /// is not kept: then every chunk goes through the chunker.
 fn zero_run_cut(config: ChunkerConfig) -> Option<(usize, ContentHash)> {
-    let max = config.max;
-    let hash = ContentHash::of_zeros(max)?;
-    let two = crate::core::zeros(max.checked_mul(2)?);
-    let first = fastcdc::v2020::FastCDC::new(two, config.min, config.avg, max).next()?;
-    (first.length == max as usize && two.len() == 2 * max as usize).then_some((max as usize, hash))
+    type Known = Vec<(ChunkerConfig, Option<(usize, ContentHash)>)>;
+    // Found out once per configuration (it runs the chunker over twice
+    // its largest chunk).
+    static FOUND: std::sync::Mutex<Known> = std::sync::Mutex::new(Vec::new());
+    let mut found = crate::core::lock(&FOUND);
+    if let Some((_, cut)) = found.iter().find(|(c, _)| *c == config) {
+        return *cut;
+    }
+    let cut = (|| {
+        let max = config.max;
+        let hash = ContentHash::of_zeros(max)?;
+        let two = vec![0u8; 2 * max as usize];
+        let first = fastcdc::v2020::FastCDC::new(&two, config.min, config.avg, max).next()?;
+        (first.length == max as usize).then_some((max as usize, hash))
+    })();
+    found.push((config, cut));
+    cut
 }
 
 /// Chunk and hash an in-memory buffer (no copy, no extra buffer).
@@ -270,6 +317,36 @@ mod tests {
         assert_eq!(
             chunk_reader(&data[..], odd).unwrap(),
             chunk_bytes(&data, odd)
+        );
+    }
+
+    #[test]
+    fn a_very_large_file_is_cut_in_larger_chunks() {
+        let small = ChunkerConfig::default();
+        assert_eq!(small.for_size(ChunkerConfig::LARGE_FILE - 1), small);
+        let large = small.for_size(ChunkerConfig::LARGE_FILE);
+        assert_eq!(
+            (large.min, large.avg, large.max),
+            (64 << 10, 256 << 10, 1 << 20)
+        );
+        assert_eq!(
+            small.for_size(u64::MAX),
+            large,
+            "one step, whatever the size"
+        );
+        // Its runs of zeros are cut without the chunker too, as it would.
+        assert!(zero_run_cut(large).is_some());
+        let mut data = vec![0u8; 5 << 20];
+        data[(3 << 20) + 5] = 1;
+        assert_eq!(
+            chunk_reader(&data[..], large).unwrap(),
+            chunk_bytes(&data, large)
+        );
+        assert!(
+            chunk_bytes(&data, large)
+                .chunks
+                .iter()
+                .all(|c| c.len <= 1 << 20)
         );
     }
 

@@ -470,7 +470,7 @@ fn read_settled(
                     inner: super::sparse::HoleSkipping::new(&file).map_err(fail)?,
                     progress,
                 },
-                chunker,
+                chunker.for_size(before.size),
             )
             .map_err(fail)?
         };

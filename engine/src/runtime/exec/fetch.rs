@@ -114,10 +114,7 @@ async fn ask(s: &Shared, peer: NodeId, request: &[u8]) -> Result<BulkStream, Str
         .cloned()
         .ok_or_else(|| format!("{peer} is not connected"))?;
     let mut stream = handle.open_bulk().await.map_err(|e| e.to_string())?;
-    stream
-        .write_all(request)
-        .await
-        .map_err(|e| e.to_string())?;
+    stream.write_all(request).await.map_err(|e| e.to_string())?;
     let _ = stream.finish();
     Ok(stream)
 }
