@@ -105,11 +105,15 @@
 //! versioned metadata blob — Ping/Pong, Goodbye; variants only appended),
 //! `encode` and the sans-IO `FrameDecoder` (u32 length + postcard, the length
 //! checked against the stream's limit before any body byte is buffered; a
-//! failed decoder stays failed and holds nothing). `ChunkRequest` is what a
-//! bulk stream opens with: up to 64 chunks (hash + length, each ≤ 1 MiB,
-//! 4 MiB in all, checked before anything is read or allocated); the answer
-//! is, per chunk in order, a status byte (`CHUNK_FOLLOWS` + the bytes, or
-//! `CHUNK_MISSING`).
+//! failed decoder stays failed and holds nothing). `wire/bulk.rs`: what a
+//! bulk stream opens with. `ChunkRequest`: up to 64 chunks (hash + length,
+//! each ≤ 1 MiB, 4 MiB in all, checked before anything is read or
+//! allocated); the answer is, per chunk in order, a status byte
+//! (`CHUNK_FOLLOWS` + the bytes, or `CHUNK_MISSING`). `ChunkListRequest`
+//! (head `0x00 0x00`, a count no chunk request may have): a file's chunk
+//! list by folder, path and content hash, for a file announced without it;
+//! the answer's count is checked against the file's size before an entry
+//! is read.
 
 pub mod identity;
 pub mod mesh;
