@@ -129,7 +129,7 @@ pub(super) async fn run_job(
     job: Job,
 ) -> Result<Vec<(usize, Data, bool)>, WorkError> {
     let mut want = match job {
-        Job::Zeros(i) => return Ok(vec![(i, zeros(record.chunks[i].len), false)]),
+        Job::Zeros(i) => return Ok(vec![(i, zero_data(record.chunks[i].len), false)]),
         Job::Local(i, places) => {
             let _slot = s.chunk_slots.acquire().await;
             let c = record.chunks[i];
@@ -491,8 +491,8 @@ pub(super) fn open_assembly(
     Ok((f, hasher, 0, 0))
 }
 
-/// A chunk of `len` zeros, as data to write.
-fn zeros(len: u32) -> Data {
+/// A chunk of `len` zeros, as data to write (borrowed, never allocated).
+pub(super) fn zero_data(len: u32) -> Data {
     vec![Bytes::from_static(crate::core::zeros(len))]
 }
 

@@ -182,10 +182,7 @@ pub(super) async fn copy_local(s: &Arc<Shared>, files: &mut [SmallFile]) {
         }
         for job in plan(s, &f.need.record, 0) {
             match job {
-                Job::Zeros(i) => {
-                    let len = f.need.record.chunks[i].len;
-                    f.parts[i] = Some(vec![Bytes::from(vec![0; len as usize])]);
-                }
+                Job::Zeros(i) => f.parts[i] = Some(zero_data(f.need.record.chunks[i].len)),
                 Job::Local(i, places) => local.push((n, i, places)),
                 Job::Remote(run) => f.want.extend(run),
             }
