@@ -2,7 +2,8 @@
 //! sockets, names as long as a name may be, names that cannot be synced,
 //! set-user-id programs, a node's own home inside the shared folder, build
 //! directories created and deleted wholesale, and two people rewriting one
-//! file at once. Real `softadastra run` processes on 127.0.0.1.
+//! file at once, an edit the watcher never saw. Real `softadastra run`
+//! processes on 127.0.0.1.
 
 mod common;
 
@@ -416,6 +417,52 @@ fn a_file_rewritten_on_both_nodes_loses_no_version_issue_19() {
         users.overwritten.len(),
         bursts.len()
     );
+    drop(a);
+    drop(b);
+}
+
+/// An edit the watcher never reported — made through a hard link from
+/// outside the folder, which inotify does not see, as a lost event or one
+/// taken for the agent's own would be — is found once sync reaches the
+/// file: the peer's newer version does not wait for ever on "changed on
+/// disk since it was indexed", and neither version is lost.
+#[test]
+fn an_edit_the_watcher_never_saw_is_found_when_sync_reaches_the_file() {
+    let ((mut a, da), (mut b, db)) = pair();
+    std::fs::write(da.join("f.txt"), b"first\n").unwrap();
+    a.start();
+    b.start();
+    converge(&da, &db, 30, |t| t.contains_key("f.txt"));
+    // Past the watcher's look at the file beta just placed.
+    std::thread::sleep(Duration::from_secs(1));
+    let outside = tempfile::tempdir().unwrap();
+    let link = outside.path().join("f-link.txt");
+    std::fs::hard_link(db.join("f.txt"), &link).unwrap();
+    std::fs::write(&link, b"beta's edit, never reported\n").unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        std::fs::read(da.join("f.txt")).unwrap(),
+        b"first\n",
+        "beta's watcher saw the edit: the case this test is about did not happen"
+    );
+    std::fs::write(da.join("f.txt"), b"alpha's edit\n").unwrap();
+    let both = converge(&da, &db, 30, |t| t.len() == 2);
+    let mut contents: Vec<&[u8]> = both.values().map(Vec::as_slice).collect();
+    contents.sort();
+    assert_eq!(
+        contents,
+        [
+            &b"alpha's edit\n"[..],
+            &b"beta's edit, never reported\n"[..]
+        ],
+        "{:?}",
+        both.keys().collect::<Vec<_>>()
+    );
+    for n in [&a, &b] {
+        wait("up to date", Duration::from_secs(30), || {
+            status(n)["folders"][0]["state"] == "up to date"
+        });
+    }
     drop(a);
     drop(b);
 }

@@ -98,7 +98,12 @@ impl Node {
     }
     fn spawn(&mut self, mut cmd: Command) {
         let mut child = cmd
-            .env("SOFTADASTRA_LOG", "info")
+            // SOFTADASTRA_TEST_LOG sets the nodes' level when chasing a
+            // failure (e.g. "info,softadastra::sync=debug").
+            .env(
+                "SOFTADASTRA_LOG",
+                std::env::var("SOFTADASTRA_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env_remove("SOFTADASTRA_HOME")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())

@@ -113,6 +113,12 @@ pub struct Shared {
     /// [`echoes::Echoes`]): the watcher's event for each is recognised
     /// without reconciling it against the index.
     pub echoes: echoes::Echoes,
+    /// Paths whose file work found the disk other than the index says
+    /// ([`crate::sync::Cause::ChangedOnDisk`]), by folder: the folder's
+    /// watcher reconciles them as if it had seen them change. The work
+    /// waits for the scan to decide, so the scan must come even when no
+    /// event does (one lost, or taken for the agent's own).
+    pub look_again: Mutex<HashMap<String, Vec<String>>>,
     /// This node's home (the directory holding its store): nothing a peer
     /// sends is ever written or removed there, even when a shared folder
     /// contains it (its scan leaves it out, see
@@ -250,6 +256,7 @@ impl SyncRuntime {
             scanning: Mutex::default(),
             folder_errors: Mutex::default(),
             echoes: Default::default(),
+            look_again: Mutex::default(),
             home,
             not_synced: Mutex::default(),
             events: events::EventLog::default(),

@@ -124,10 +124,19 @@ pub(super) fn watch_folder(
                         scan = Some(scan_in_background(&s, &config));
                     }
                 }
-                let Some(mut batch) = watcher.next_batch(Duration::from_millis(200)) else {
-                    continue;
+                let next = watcher.next_batch(Duration::from_millis(200));
+                let again = lock(&s.look_again).remove(&id).unwrap_or_default();
+                let mut batch = match next {
+                    Some(batch) => batch,
+                    None if !again.is_empty() => crate::fs::watch::Batch::default(),
+                    None => continue,
                 };
                 s.echoes.drop_from(&id, &config.path, &mut batch);
+                for path in again {
+                    if !batch.paths.contains(&path) {
+                        batch.paths.push(path);
+                    }
+                }
                 if batch.paths.is_empty() && !batch.rescan_all {
                     continue;
                 }

@@ -392,6 +392,7 @@ impl SyncEngine {
         self.set_out(&key, false);
         if let Some(w) = self.work.get_mut(&key) {
             w.attempts += 1;
+            tracing::debug!(folder, path, attempts = w.attempts, error = %why, "work failed");
             let mut why = why.clone();
             // A write that found the disk full does not know the file's
             // size; the work does: space is waited for until it fits.

@@ -1,7 +1,8 @@
 //! One part of a folder's walk: a subtree (or a single entry) walked
 //! with walkdir, every entry stat'ed and checked (ignored, a node's home,
 //! a special file, a bad name), and the files whose metadata differs from
-//! what is known noted for reading. It reads metadata and symlink
+//! what is known (or modified within [`RACY_WINDOW`], whose stat proves
+//! nothing) noted for reading. It reads metadata and symlink
 //! targets only; it never opens a file and never follows a link.
 
 use std::io;
@@ -36,6 +37,7 @@ pub(super) fn walk(
 ) -> Walked {
     let mut out = Walked::default();
     let to_hash = &mut out.to_hash;
+    let recent_from = racy_from(std::time::SystemTime::now());
     let walker = walkdir::WalkDir::new(start)
         .follow_links(false)
         .follow_root_links(false)
@@ -129,7 +131,8 @@ pub(super) fn walk(
         } else {
             None
         };
-        if stat.kind == EntryKind::File && known(&rel) == Some(stat) {
+        if stat.kind == EntryKind::File && stat.mtime_ns < recent_from && known(&rel) == Some(stat)
+        {
             // As recorded: nothing to read or record, only that it is here.
             out.unchanged.push(&rel);
             continue;
@@ -149,4 +152,18 @@ pub(super) fn walk(
         });
     }
     out
+}
+
+/// How close to the present a file's mtime must be for its stat to prove
+/// nothing: a file system stamps times to its clock's tick (a few ms on
+/// ext4, 1 s on ext3 and HFS+, 2 s on FAT), so a second write of the
+/// same size within the tick of one already recorded leaves the stat
+/// exactly as recorded. Such a file is read again, whatever its stat says.
+pub(crate) const RACY_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The mtime (ns since the epoch) from which a file is "racy" when looked
+/// at `now` (see [`RACY_WINDOW`]).
+pub(crate) fn racy_from(now: std::time::SystemTime) -> i64 {
+    now.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.saturating_sub(RACY_WINDOW).as_nanos() as i64)
 }

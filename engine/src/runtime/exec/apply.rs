@@ -27,6 +27,12 @@ pub(super) fn place_one(
     // atomically, where the file system can (`rename_new`).
     let new_file = tmp.is_some() && expect.is_none_or(|e| e.deleted);
     if !new_file && !disk_matches(abs, expect) {
+        tracing::debug!(
+            folder = %folder_id, %path,
+            disk = ?std::fs::symlink_metadata(abs).ok().map(|m| FileStat::from_metadata(&m)),
+            indexed = ?expect.map(|e| (e.deleted, e.kind, e.size, e.inode)),
+            "the disk does not match the index"
+        );
         return Err(changed_on_disk());
     }
     let mut copy = None;
@@ -68,10 +74,9 @@ pub(super) fn place_one(
             .unwrap_or_default();
         v.bump(s.node);
         rec.version = v;
+        // The inode moved with the file: the one `disk_matches` found,
+        // not whatever is at the copy's path by now.
         rec.modified_by = s.node;
-        if let Ok(m) = std::fs::symlink_metadata(&copy_abs) {
-            rec.inode = FileStat::from_metadata(&m).inode;
-        }
         info!(folder = %folder_id, %path, copy = %copy_path, "conflict: kept the other version beside the file");
         copy = Some((copy_path.clone(), rec));
     }
@@ -97,6 +102,10 @@ pub(super) fn place_one(
             EntryKind::Value => {}
         }
     }
+    // What is placed, read before the move: once it is in, the path is
+    // anyone's, and a write that lands between the move and a look at
+    // it must not be taken for the agent's own (see `placed_stamp`).
+    let ours = tmp.and_then(|t| std::fs::symlink_metadata(t).ok());
     match tmp {
         Some(t) => {
             // Whatever was at the path has been moved aside: the new file
@@ -140,10 +149,13 @@ pub(super) fn place_one(
     }
     let mut record = need.record.clone();
     let mut placed = None;
-    if let Ok(m) = std::fs::symlink_metadata(abs) {
-        let st = FileStat::from_metadata(&m);
-        record.inode = st.inode;
-        placed = tmp.and(Placed::of(&m));
+    match (&ours, std::fs::symlink_metadata(abs)) {
+        (Some(before), after) => {
+            record.inode = FileStat::from_metadata(before).inode;
+            placed = after.ok().and_then(|a| placed_stamp(before, &a));
+        }
+        (None, Ok(m)) => record.inode = FileStat::from_metadata(&m).inode,
+        (None, Err(_)) => {}
     }
     lock(&s.chunks).insert(abs, &record);
     let done = Completed {
@@ -154,6 +166,22 @@ pub(super) fn place_one(
         conflict_copy: copy,
     };
     Ok((done, placed))
+}
+
+/// The stamp by which the watcher's event for a file just moved into
+/// place is recognised as the agent's own ([`Placed`]): only if the path
+/// still holds the very file that was moved (`before`, read from the
+/// temporary file) — same inode, size and mtime. A write that landed
+/// between the move and the look at the path changes one of them; its
+/// event must then be indexed, not dropped as an echo (the write would be
+/// lost to the index, and the file's work would fail "changed on disk"
+/// for ever). The change time is not compared: the move itself sets it.
+pub(super) fn placed_stamp(
+    before: &std::fs::Metadata,
+    after: &std::fs::Metadata,
+) -> Option<Placed> {
+    let (was, now) = (Placed::of(before)?, Placed::of(after)?);
+    (was.inode == now.inode && was.size == now.size && was.mtime == now.mtime).then_some(now)
 }
 
 /// Why the removal of a directory waits.

@@ -507,3 +507,31 @@ fn a_chunk_in_two_folders_has_a_place_in_each() {
         ]
     );
 }
+
+/// A file moved into place is recognised as the agent's own only while
+/// it is the file that was moved: a write that lands right after the
+/// move (in place, as most editors' "save" does not) makes its event
+/// count, even at the same size.
+#[cfg(unix)]
+#[test]
+fn a_write_right_after_a_placement_is_not_taken_for_its_echo() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tmp, dest) = (dir.path().join("tmp"), dir.path().join("file"));
+    let placed = std::fs::File::create(&tmp).unwrap();
+    std::io::Write::write_all(&mut &placed, b"from a peer").unwrap();
+    sys::set_times_and_mode(&placed, 1_000_000_000, 0o644);
+    drop(placed);
+    let before = std::fs::symlink_metadata(&tmp).unwrap();
+    std::fs::rename(&tmp, &dest).unwrap();
+    let after = std::fs::symlink_metadata(&dest).unwrap();
+    assert!(apply::placed_stamp(&before, &after).is_some());
+    // The same size, written in place: only the mtime tells.
+    std::fs::write(&dest, b"edited here").unwrap();
+    let edited = std::fs::symlink_metadata(&dest).unwrap();
+    assert!(apply::placed_stamp(&before, &edited).is_none());
+    // Another file at the path.
+    std::fs::remove_file(&dest).unwrap();
+    std::fs::write(&dest, b"from a peer").unwrap();
+    let replaced = std::fs::symlink_metadata(&dest).unwrap();
+    assert!(apply::placed_stamp(&before, &replaced).is_none());
+}

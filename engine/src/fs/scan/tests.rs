@@ -1,0 +1,107 @@
+//! The scanner's own tests: observations kept lean, and stats not trusted
+//! within the racy window.
+
+use super::*;
+
+/// A file found as the caller knew it is kept as a name only; others
+/// whole; a case collision with an unchanged file is still seen.
+#[test]
+fn unchanged_files_are_kept_as_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir(root.join("d")).unwrap();
+    for name in ["same.txt", "d/same2.txt", "edited.txt"] {
+        age(&root.join(name), name);
+    }
+    let stat =
+        |rel: &str| FileStat::from_metadata(&std::fs::symlink_metadata(root.join(rel)).unwrap());
+    let mut known: HashMap<String, FileStat> = ["same.txt", "d/same2.txt", "edited.txt"]
+        .iter()
+        .map(|p| (p.to_string(), stat(p)))
+        .collect();
+    known.get_mut("edited.txt").unwrap().size += 1;
+    std::fs::write(root.join("SAME.txt"), "new").unwrap();
+    let lookup = |rel: &str| known.get(rel).copied();
+    let obs = observe(
+        root,
+        &[Scope::All],
+        &IgnoreRules::builtin(),
+        &lookup,
+        ChunkerConfig::default(),
+        &ScanProgress::default(),
+    );
+    let mut names: Vec<&str> = obs.unchanged.iter().flat_map(PathList::iter).collect();
+    names.sort();
+    assert_eq!(names, ["d/same2.txt", "same.txt"]);
+    let mut entries: Vec<&str> = obs.entries.iter().map(|o| o.path.as_str()).collect();
+    entries.sort();
+    assert_eq!(entries, ["SAME.txt", "d", "edited.txt"]);
+    assert!(
+        obs.entries
+            .iter()
+            .all(|o| o.stat.kind != EntryKind::File || o.content.is_some())
+    );
+    assert_eq!(obs.found(), 5);
+    assert!(
+        obs.issues
+            .iter()
+            .any(|i| i.kind == IssueKind::CaseCollision),
+        "{:?}",
+        obs.issues
+    );
+    let mut less = obs;
+    less.retain(|p| !p.starts_with("d"));
+    assert_eq!(less.found(), 3);
+}
+
+/// Write `bytes` to `path`, dated an hour ago: past the racy window.
+fn age(path: &Path, bytes: impl AsRef<[u8]>) {
+    std::fs::write(path, bytes).unwrap();
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(hour_ago)
+        .unwrap();
+}
+
+/// A file whose mtime is within the racy window is read again even
+/// when its stat is exactly as recorded: a second write of the same
+/// size in the same clock tick leaves the stat unchanged. Once older,
+/// its stat is trusted.
+#[test]
+fn a_file_modified_just_now_is_read_again_whatever_its_stat() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::write(root.join("fresh.txt"), "v1").unwrap();
+    age(&root.join("old.txt"), "v1");
+    let stat =
+        |rel: &str| FileStat::from_metadata(&std::fs::symlink_metadata(root.join(rel)).unwrap());
+    let known: HashMap<String, FileStat> = ["fresh.txt", "old.txt"]
+        .iter()
+        .map(|p| (p.to_string(), stat(p)))
+        .collect();
+    let lookup = |rel: &str| known.get(rel).copied();
+    let obs = observe(
+        root,
+        &[Scope::All],
+        &IgnoreRules::builtin(),
+        &lookup,
+        ChunkerConfig::default(),
+        &ScanProgress::default(),
+    );
+    let names: Vec<&str> = obs.unchanged.iter().flat_map(PathList::iter).collect();
+    assert_eq!(names, ["old.txt"]);
+    let read: Vec<&str> = obs.entries.iter().map(|o| o.path.as_str()).collect();
+    assert_eq!(read, ["fresh.txt"]);
+    assert!(obs.entries[0].content.is_some());
+}
+
+/// A whole-folder scan holds one `Observed` per file: it stays small,
+/// its content (rare: only files re-read) out of line.
+#[test]
+fn an_observation_is_small() {
+    let size = std::mem::size_of::<Observed>();
+    assert!(size <= 96, "{size} bytes (144 with the content inline)");
+}
