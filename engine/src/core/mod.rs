@@ -26,6 +26,7 @@
 //! assert_eq!(Seq(1).next(), Seq(2));
 //! ```
 
+pub(crate) mod bytes;
 mod clock;
 mod error;
 mod hash;

@@ -222,9 +222,21 @@ impl Indexer {
         // The marker first: a marked folder whose root is gone is stopped.
         store.with(|st| super::marker::check(st, &self.config.id, &self.config.path))?;
         self.check_root()?;
-        let (known, read_at) = store.with(|st| self.known(st, scopes))?;
+        let (snapshot, read_at) = store.with(|st| (self.entries(st, scopes), st.last_seq()));
+        let known = self.known_of(snapshot)?;
+        let known_ms = started.elapsed().as_millis() as u64;
         let obs = self.observe(scopes, &known, progress);
-        store.with(|st| self.settle(st, scopes, known, read_at, obs, progress, started))
+        let observed_ms = started.elapsed().as_millis() as u64;
+        let report =
+            store.with(|st| self.settle(st, scopes, known, read_at, obs, progress, started));
+        tracing::debug!(
+            folder = %self.config.id,
+            known_ms,
+            observed_ms,
+            settled_ms = started.elapsed().as_millis() as u64,
+            "reconciled"
+        );
+        report
     }
 
     /// The locked end of [`Indexer::reconcile`]: look again at the paths
@@ -257,34 +269,29 @@ impl Indexer {
     }
 
     /// Every index entry (key, entry) of `scopes`, tombstones included,
-    /// until `visit` fails.
-    fn each_entry(
-        &self,
-        store: &Store,
-        scopes: &[Scope],
-        mut visit: impl FnMut(&str, &crate::store::Entry) -> Result<(), FolderError>,
-    ) -> Result<(), FolderError> {
+    /// as the index is now: a snapshot, read on after the store is let go
+    /// (a million entries take a second; sync and the watcher must not
+    /// wait for it).
+    fn entries(&self, store: &Store, scopes: &[Scope]) -> Entries {
+        let mut parts: Vec<Box<dyn Iterator<Item = (String, crate::store::Entry)> + Send>> =
+            Vec::new();
         for scope in scopes {
             match scope {
                 Scope::All => {
                     let prefix = format!("{}/", self.config.id);
-                    for (k, e) in store.scan_prefix(ns::FILES, &prefix) {
-                        visit(&k, &e)?;
-                    }
+                    parts.push(Box::new(store.scan_prefix(ns::FILES, &prefix)));
                 }
                 Scope::Tree(p) => {
                     let key = file_key(&self.config.id, p);
-                    if let Some(e) = store.entry(ns::FILES, &key) {
-                        visit(&key, &e)?;
-                    }
+                    let own = store.entry(ns::FILES, &key).map(|e| (key.clone(), e));
                     let prefix = format!("{key}/");
-                    for (k, e) in store.scan_prefix(ns::FILES, &prefix) {
-                        visit(&k, &e)?;
-                    }
+                    parts.push(Box::new(
+                        own.into_iter().chain(store.scan_prefix(ns::FILES, &prefix)),
+                    ));
                 }
             }
         }
-        Ok(())
+        parts.into_iter().flatten()
     }
 
     /// Walk and stat `scopes`, hashing only what differs from `known`.
@@ -301,8 +308,9 @@ impl Indexer {
     }
 
     /// Paths looked at (known or found) whose index entry changed after
-    /// sequence `read_at` (when `known` was read): one walk of the scopes'
-    /// entries, each changed one with a version past that mark.
+    /// sequence `read_at` (when `known` was read): what the log says
+    /// changed since then, not a walk of the scopes' entries (a million
+    /// of them, under the store's lock).
     fn moved_since(
         &self,
         store: &Store,
@@ -311,15 +319,12 @@ impl Indexer {
         known: &KnownMap,
         obs: &Observation,
     ) -> Vec<String> {
-        let strip = self.config.id.len() + 1;
-        let mut changed: Vec<String> = Vec::new();
-        // The walk itself cannot fail.
-        let _ = self.each_entry(store, scopes, |k, e| {
-            if e.version > read_at {
-                changed.push(k[strip..].to_string());
-            }
-            Ok(())
-        });
+        let prefix = format!("{}/", self.config.id);
+        let changed: Vec<String> = store
+            .changed_since(ns::FILES, read_at)
+            .filter_map(|(k, _)| k.strip_prefix(&prefix).map(str::to_string))
+            .filter(|rel| in_scopes(scopes, rel))
+            .collect();
         if changed.is_empty() {
             return Vec::new();
         }
@@ -558,6 +563,21 @@ fn tree_scopes<'a>(paths: impl Iterator<Item = &'a String>) -> Vec<Scope> {
     }
     scopes
 }
+
+/// Whether `rel` is in one of `scopes`.
+fn in_scopes(scopes: &[Scope], rel: &str) -> bool {
+    scopes.iter().any(|s| match s {
+        Scope::All => true,
+        Scope::Tree(p) => {
+            rel == p || (rel.starts_with(p.as_str()) && rel.as_bytes().get(p.len()) == Some(&b'/'))
+        }
+    })
+}
+
+/// An index snapshot's entries (see [`Indexer::entries`]).
+type Entries = std::iter::Flatten<
+    std::vec::IntoIter<Box<dyn Iterator<Item = (String, crate::store::Entry)> + Send>>,
+>;
 
 /// Whether `rel` is one of `trees` or inside one.
 fn is_covered(trees: &HashSet<&str>, rel: &str) -> bool {

@@ -141,6 +141,8 @@ pub struct Node {
     name: String,
     started: std::time::Instant,
     store: Arc<Mutex<Store>>,
+    /// Waited on before the store is taken for totals still being counted.
+    tally_gate: crate::store::TallyGate,
     mesh: Mesh,
     trusted: TrustedIds,
     addr: SocketAddr,
@@ -185,20 +187,31 @@ impl Node {
         for p in peers.iter().filter(|p| p.addr.is_none()) {
             info!(peer = %p.id, "no address known; waiting for it to connect");
         }
-        // The store's running totals (files and bytes per folder, pending
-        // work) are built once, off the async workers, so that no status
-        // call pays for the walk.
+        // The store's running totals (files, bytes and conflicts per
+        // folder, pending work) are counted once, off the async workers
+        // and without holding the store (a million entries take a second
+        // sync and the watchers need not wait for); status waits for them.
+        let (walk, tally_gate) = {
+            let mut store = lock(&store);
+            let walk = store.tally_later(
+                crate::store::ns::FILES,
+                &[crate::index::file_tally, crate::index::conflict_tally],
+            );
+            (walk, store.tally_gate())
+        };
         let totals_of = store.clone();
         tokio::task::spawn_blocking(move || {
-            let mut store = lock(&totals_of);
-            store.tally(crate::store::ns::FILES, None, crate::index::file_tally);
-            SyncEngine::pending(&mut store);
+            if let Some(walk) = walk {
+                walk.run();
+            }
+            SyncEngine::pending(&mut lock(&totals_of));
         });
         Ok(Node {
             own,
             name: identity.name().to_string(),
             started: std::time::Instant::now(),
             store,
+            tally_gate,
             mesh,
             trusted,
             addr,
@@ -388,6 +401,7 @@ impl Node {
     pub fn status(&self) -> Result<NodeStatus, NodeError> {
         use std::sync::atomic::Ordering::Relaxed;
         let peers = self.mesh.statuses();
+        self.tally_gate.wait();
         let mut store = lock(&self.store);
         let folders = folder::list(&store)?
             .iter()

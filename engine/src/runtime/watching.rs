@@ -78,14 +78,11 @@ pub(super) fn watch_folder(
             let id = config.id.clone();
             let mut indexer = Indexer::new(config.clone(), s.node);
             let started = std::time::Instant::now();
+            let since = std::time::SystemTime::now();
             let watcher = Watcher::new(&config.path, indexer.ignore().clone(), WatchConfig::default());
             if let Some(ready) = ready {
                 let _ = ready.send(());
             }
-            // After the watches (the node's start waits for those, not for
-            // a walk of the whole folder): what this finishes or removes is
-            // the agent's own, and the watcher makes nothing of it.
-            exec::recover_temp_files(&s, &config);
             resume_restore(&s, &id);
             let mut watcher = match watcher {
                 Ok(w) => w,
@@ -104,6 +101,12 @@ pub(super) fn watch_folder(
             // reconcile safely side by side (each looks again at a path
             // the other recorded meanwhile, as with sync's placements).
             let mut scan: Option<std::thread::JoinHandle<()>> = None;
+            // The temporary files a crash left are dealt with by the first
+            // scan's thread, before it looks at the folder (a walk of the
+            // whole folder: new changes are indexed meanwhile). What it
+            // finishes or removes is the agent's own, and the watcher makes
+            // nothing of it.
+            let mut recover = Some(since);
             let mut marker_looked = std::time::Instant::now();
             while !stopped() {
                 // A folder stopped for its marker goes on once it is back
@@ -121,7 +124,7 @@ pub(super) fn watch_folder(
                         let _ = done.join();
                     }
                     if rescan.swap(false, Ordering::SeqCst) {
-                        scan = Some(scan_in_background(&s, &config));
+                        scan = Some(scan_in_background(&s, &config, recover.take()));
                     }
                 }
                 let next = watcher.next_batch(Duration::from_millis(200));
@@ -179,16 +182,22 @@ pub(super) fn watch_folder(
 }
 
 /// Scan the whole folder of `config` in a thread of its own, then tell
-/// the engine (its result may be work for peers).
+/// the engine (its result may be work for peers); first, with `recover`,
+/// deal with the temporary files left before then
+/// ([`exec::recover_temp_files`]).
 fn scan_in_background(
     s: &Arc<Shared>,
     config: &folder::FolderConfig,
+    recover: Option<std::time::SystemTime>,
 ) -> std::thread::JoinHandle<()> {
     let (s, config) = (s.clone(), config.clone());
     let id = config.id.clone();
     let run = move || {
         let mut indexer = Indexer::new(config.clone(), s.node);
         lock(&s.scanning).insert(id.clone());
+        if let Some(since) = recover {
+            exec::recover_temp_files(&s, &config, since);
+        }
         let scanned = indexer.scan(&*s.store, &Default::default());
         lock(&s.scanning).remove(&id);
         match scanned {

@@ -327,26 +327,46 @@ impl Store {
     /// and counting function walks the namespace once, later ones cost
     /// nothing — the totals are kept as entries change. A namespace may be
     /// counted several ways, each function keeping totals of its own.
+    /// Totals still being counted ([`Store::tally_later`]) are waited for.
     pub fn tally(&mut self, ns: &str, group: Option<&str>, count: TallyFn) -> Totals {
-        {
-            let tallies = crate::core::lock(&self.state.tallies);
-            if let Some(t) = tallies
-                .get(ns)
-                .and_then(|ts| ts.iter().find(|t| t.counts_with(count)))
-            {
-                return t.totals(group);
-            }
+        if let Some(walk) = self.tally_later(ns, &[count]) {
+            walk.run();
         }
-        let mut t = tally::Tally::new(count);
-        for (k, e) in self.scan_prefix(ns, "") {
-            t.changed(&k, None, e.value.as_deref());
-        }
-        let totals = t.totals(group);
-        crate::core::lock(&self.state.tallies)
-            .entry(ns.to_string())
-            .or_default()
-            .push(t);
-        totals
+        self.state.totals(ns, group, count)
+    }
+
+    /// Keep the running totals of `ns` by each of `counts` from now on;
+    /// those not kept yet are counted by the returned walk, one for all of
+    /// them, over a snapshot of now — to be run without the store (at a
+    /// million entries it takes a second, which sync and the watchers need
+    /// not wait for). Until it has run, [`Store::tally`] waits for them,
+    /// and so does [`TallyGate::wait`].
+    pub fn tally_later(&mut self, ns: &str, counts: &[TallyFn]) -> Option<TallyWalk> {
+        let missing: Vec<TallyFn> = {
+            let mut tallies = crate::core::lock(&self.state.tallies);
+            let kept = tallies.entry(ns.to_string()).or_default();
+            let missing: Vec<TallyFn> = counts
+                .iter()
+                .copied()
+                .filter(|c| !kept.iter().any(|t| t.counts_with(*c)))
+                .collect();
+            // Kept from now: changes made while the snapshot is counted
+            // are in them already.
+            kept.extend(missing.iter().map(|c| tally::Tally::building(*c)));
+            missing
+        };
+        (!missing.is_empty()).then(|| TallyWalk {
+            state: self.state.clone(),
+            ns: ns.to_string(),
+            counts: missing,
+            snapshot: Some(Box::new(self.scan_prefix(ns, ""))),
+        })
+    }
+
+    /// Something to wait on, without the store, until every running total
+    /// is counted (see [`Store::tally_later`]).
+    pub fn tally_gate(&self) -> TallyGate {
+        TallyGate(self.state.clone())
     }
 
     /// Number of live entries in `ns`.
@@ -474,3 +494,48 @@ mod migrate;
 
 #[cfg(test)]
 mod tests;
+
+/// The count of running totals over a snapshot (see [`Store::tally_later`]).
+/// Dropped without being run, the totals it was to count are forgotten
+/// (the next [`Store::tally`] counts them again) rather than waited for.
+pub struct TallyWalk {
+    state: Arc<state::State>,
+    ns: String,
+    counts: Vec<TallyFn>,
+    snapshot: Option<Box<dyn Iterator<Item = (String, Entry)> + Send>>,
+}
+
+impl TallyWalk {
+    /// Count the snapshot in; the totals are then ready.
+    pub fn run(mut self) {
+        let started = std::time::Instant::now();
+        let mut counted: Vec<tally::Tally> =
+            self.counts.iter().map(|c| tally::Tally::new(*c)).collect();
+        for (k, e) in self.snapshot.take().into_iter().flatten() {
+            for t in &mut counted {
+                t.changed(&k, None, e.value.as_deref());
+            }
+        }
+        self.state.counted(&self.ns, &counted);
+        tracing::debug!(ns = %self.ns, took_ms = started.elapsed().as_millis() as u64, "totals counted");
+    }
+}
+
+impl Drop for TallyWalk {
+    fn drop(&mut self) {
+        if self.snapshot.is_some() {
+            self.state.uncounted(&self.ns, &self.counts);
+        }
+    }
+}
+
+/// See [`Store::tally_gate`].
+#[derive(Clone)]
+pub struct TallyGate(Arc<state::State>);
+
+impl TallyGate {
+    /// Wait until no running total is being counted.
+    pub fn wait(&self) {
+        self.0.wait_counted();
+    }
+}

@@ -11,6 +11,7 @@ use crate::core::{NodeId, Seq, Timestamp};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     /// The value, or `None` for a tombstone (the key was removed).
+    #[serde(with = "crate::core::bytes::option")]
     pub value: Option<Vec<u8>>,
     /// WAL sequence of the operation that last changed this key.
     pub version: Seq,
@@ -37,6 +38,7 @@ pub enum Op {
         /// Key.
         key: String,
         /// New value.
+        #[serde(with = "crate::core::bytes")]
         value: Vec<u8>,
         /// Node the change comes from.
         origin: NodeId,

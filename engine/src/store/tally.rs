@@ -27,14 +27,30 @@ pub struct Totals {
 #[derive(Debug)]
 pub(super) struct Tally {
     count: TallyFn,
-    groups: HashMap<String, Totals>,
+    /// Items and bytes by group, signed: while the totals are being built
+    /// from a snapshot ([`Tally::building`]) they hold the changes made
+    /// since it, which may take away what the snapshot is yet to add.
+    groups: HashMap<String, (i64, i64)>,
+    /// Whether the snapshot's count is in (see [`Tally::building`]).
+    pub(super) ready: bool,
 }
 
 impl Tally {
+    /// Totals built whole before they are kept.
     pub(super) fn new(count: TallyFn) -> Tally {
         Tally {
             count,
             groups: HashMap::new(),
+            ready: true,
+        }
+    }
+
+    /// Totals kept from now on, the snapshot of now still to be counted
+    /// in ([`Tally::add`]): until then they hold only the changes since.
+    pub(super) fn building(count: TallyFn) -> Tally {
+        Tally {
+            ready: false,
+            ..Tally::new(count)
         }
     }
 
@@ -43,6 +59,11 @@ impl Tally {
     /// anyway, and one found at two addresses only costs a second set.
     pub(super) fn counts_with(&self, count: TallyFn) -> bool {
         self.count as usize == count as usize
+    }
+
+    /// The function these totals count by.
+    pub(super) fn count_fn(&self) -> TallyFn {
+        self.count
     }
 
     /// What `key`'s value (`None`: absent or a tombstone) counts for.
@@ -65,22 +86,42 @@ impl Tally {
         let group = key.split_once('/').map_or(key, |(g, _)| g);
         let t = self.groups.entry(group.to_string()).or_default();
         if let Some(b) = was {
-            t.items = t.items.saturating_sub(1);
-            t.bytes = t.bytes.saturating_sub(b);
+            t.0 -= 1;
+            t.1 -= b as i64;
         }
         if let Some(b) = is {
-            t.items += 1;
-            t.bytes += b;
+            t.0 += 1;
+            t.1 += b as i64;
         }
     }
 
+    /// Count in `other`'s totals (a snapshot's, into the changes since),
+    /// and be ready.
+    pub(super) fn add(&mut self, other: &Tally) {
+        for (group, (items, bytes)) in &other.groups {
+            let t = self.groups.entry(group.clone()).or_default();
+            t.0 += items;
+            t.1 += bytes;
+        }
+        self.ready = true;
+    }
+
     pub(super) fn totals(&self, group: Option<&str>) -> Totals {
+        let of = |(items, bytes): (i64, i64)| Totals {
+            items: items.max(0) as u64,
+            bytes: bytes.max(0) as u64,
+        };
         match group {
-            Some(g) => self.groups.get(g).copied().unwrap_or_default(),
-            None => self.groups.values().fold(Totals::default(), |a, t| Totals {
-                items: a.items + t.items,
-                bytes: a.bytes + t.bytes,
-            }),
+            Some(g) => self.groups.get(g).copied().map(of).unwrap_or_default(),
+            None => self
+                .groups
+                .values()
+                .copied()
+                .map(of)
+                .fold(Totals::default(), |a, t| Totals {
+                    items: a.items + t.items,
+                    bytes: a.bytes + t.bytes,
+                }),
         }
     }
 }

@@ -553,3 +553,54 @@ fn a_namespace_counted_two_ways_keeps_both() {
     assert_eq!((all.items, all.bytes), (2, 2));
     assert_eq!((short.items, short.bytes), (2, 2));
 }
+
+/// Totals counted over a snapshot, without the store, while the store
+/// goes on changing — a counted entry replaced, removed, forgotten, new
+/// ones — come out equal to a recount; a thread asking for them waits
+/// until they are counted; a count dropped unrun is done again later.
+#[test]
+fn totals_counted_beside_changes_equal_a_recount() {
+    let storage = MemStorage::new();
+    let (mut store, _) = open(&storage, config()).unwrap();
+    let ns = "things";
+    for i in 0..50 {
+        store.put(ns, &format!("a/{i}"), vec![b'x'; i + 1]).unwrap();
+    }
+    let walk = store.tally_later(ns, &[by_len, only_short]).unwrap();
+    assert!(store.tally_later(ns, &[by_len]).is_none(), "kept already");
+    // Changes after the snapshot, before it is counted.
+    store.put(ns, "a/0", b"longer".to_vec()).unwrap(); // replaced
+    store.remove(ns, "a/1").unwrap(); // counted in the snapshot, gone
+    store.put(ns, "a/new", b"z".to_vec()).unwrap();
+    store
+        .apply(Op::Forget {
+            ns: ns.into(),
+            key: "a/2".into(),
+        })
+        .unwrap();
+    let gate = store.tally_gate();
+    let waiter = std::thread::spawn(move || gate.wait());
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(!waiter.is_finished(), "the gate waits for the count");
+    walk.run();
+    waiter.join().unwrap();
+    let mut want = Totals::default();
+    for (_, e) in store.list(ns, "a/") {
+        if let Some(b) = e.value.as_deref().and_then(|v| by_len("", v)) {
+            want.items += 1;
+            want.bytes += b;
+        }
+    }
+    assert_eq!(store.tally(ns, Some("a"), by_len), want);
+    assert_eq!(
+        store.tally(ns, Some("a"), only_short).items,
+        1,
+        "a/0 no longer, a/new"
+    );
+    // Dropped unrun: forgotten, and counted whole when next asked for.
+    let other = "others";
+    store.put(other, "g/1", b"abc".to_vec()).unwrap();
+    drop(store.tally_later(other, &[by_len]).unwrap());
+    store.tally_gate().wait();
+    assert_eq!(store.tally(other, Some("g"), by_len).bytes, 3);
+}

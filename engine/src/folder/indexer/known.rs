@@ -16,15 +16,23 @@ impl Indexer {
         store: &Store,
         scopes: &[Scope],
     ) -> Result<(KnownMap, Seq), FolderError> {
+        Ok((
+            self.known_of(self.entries(store, scopes))?,
+            store.last_seq(),
+        ))
+    }
+
+    /// [`Indexer::known`] of an index snapshot (see [`Indexer::entries`]),
+    /// read without the store.
+    pub(super) fn known_of(&self, entries: Entries) -> Result<KnownMap, FolderError> {
         let mut known = KnownMap::new();
         let strip = self.config.id.len() + 1;
-        self.each_entry(store, scopes, |k, e| {
+        for (k, e) in entries {
             if let Some(v) = e.value.as_deref() {
-                known.insert(k[strip..].to_string(), Known::of(&decode(k, v)?));
+                known.insert(k[strip..].to_string(), Known::of(&decode(&k, v)?));
             }
-            Ok(())
-        })?;
-        Ok((known, store.last_seq()))
+        }
+        Ok(known)
     }
 
     /// The whole record of `rel` as the store has it now (deleted ones

@@ -155,8 +155,11 @@ pub(super) fn name_digest(name: &str) -> String {
 /// the trash and moving the new one in) — says the destination holds
 /// exactly the temporary file's bytes, the file is moved into place
 /// (never over anything) — otherwise the scan would take the missing file
-/// for a local deletion and send it to every peer.
-pub fn recover_temp_files(s: &Shared, folder: &folder::FolderConfig) {
+/// for a local deletion and send it to every peer. A temporary file
+/// changed at or after `since` (its change time, which nothing can set
+/// back) is this run's — a download under way, which sync may start as
+/// soon as the watches are in place — and is left alone.
+pub fn recover_temp_files(s: &Shared, folder: &folder::FolderConfig, since: std::time::SystemTime) {
     let walker = walkdir::WalkDir::new(&folder.path)
         .follow_links(false)
         .into_iter()
@@ -165,6 +168,7 @@ pub fn recover_temp_files(s: &Shared, folder: &folder::FolderConfig) {
         let tmp = entry.path();
         if !entry.file_type().is_file()
             || !entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
+            || entry.metadata().is_ok_and(|m| changed_since(&m, since))
         {
             continue;
         }
@@ -187,6 +191,25 @@ pub fn recover_temp_files(s: &Shared, folder: &folder::FolderConfig) {
                 warn!(path = %tmp.display(), error = %e, "cannot remove an unfinished download")
             }
         }
+    }
+}
+
+/// Whether `m`'s change time is at or after `since` (Unix; elsewhere its
+/// modification time, which the writer sets from the record: never).
+fn changed_since(m: &std::fs::Metadata, since: std::time::SystemTime) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(since) = since.duration_since(std::time::UNIX_EPOCH) else {
+            return true;
+        };
+        let changed = std::time::Duration::new(m.ctime().max(0) as u64, m.ctime_nsec() as u32);
+        changed >= since
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (m, since);
+        false
     }
 }
 

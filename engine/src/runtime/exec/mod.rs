@@ -79,7 +79,7 @@
 //! ending, a check every 5 s that the engine still wants that content there
 //! (`Partials::drop_unwanted`; the fault test found one left in a converged
 //! tree when its file had moved on at its origin), and a restart deletes every temporary file
-//! (`recover_temp_files`) — except one whose destination is missing and whose
+//! a previous run left (`recover_temp_files`) — except one whose destination is missing and whose
 //! bytes are what the index or the pending work says belongs there (a power
 //! cut between moving the old version to the trash and the new one in), which
 //! is finished instead of leaving the scan to see a deletion. Temporary names
@@ -163,9 +163,12 @@
 //! file into place when its destination is missing and the index says the
 //! destination holds exactly its bytes (otherwise the scan would take the
 //! missing file for a deletion and send it to every peer); other leftovers
-//! are interrupted downloads and are deleted. Symlinks from peers are not
-//! created. Each file placed is remembered with its inode, size, mtime and
-//! ctime right after the rename (`echoes::Echoes`): the watcher's event for it
+//! are interrupted downloads and are deleted (a temporary file changed
+//! since the folder's watcher started is this run's, and left alone).
+//! Symlinks from peers are not created. Each file placed is remembered
+//! with its inode, size, mtime and ctime right after the rename, if it is
+//! still the file that was moved — same inode, size and mtime as the
+//! temporary file before the move (`echoes::Echoes`): the watcher's event for it
 //! is recognised with one stat instead of a reconcile under the store lock
 //! (which the committer needs); a file touched since differs and is
 //! reconciled as any other.
