@@ -20,7 +20,9 @@ use softadastra::sync::SyncMessage;
 use softadastra::transport::identity::Identity;
 use softadastra::transport::quic::{Endpoint, QuicConfig};
 use softadastra::transport::tls::TrustedIds;
-use softadastra::transport::wire::{CHUNK_FOLLOWS, CHUNK_MISSING, ChunkRequest, Hello};
+use softadastra::transport::wire::{
+    CHUNK_FOLLOWS, CHUNK_MISSING, ChunkListRequest, ChunkRequest, Hello,
+};
 
 fn ok(home: &Path, args: &[&str]) -> String {
     let out = run(home, args);
@@ -240,6 +242,34 @@ impl Outsider {
         })
     }
 
+    /// Ask for the chunk list of `path` in `folder` as content `hash`:
+    /// how many chunks it lists, or `None` if it was answered "missing".
+    fn chunk_list_len(&self, folder: &str, path: &str, hash: ContentHash) -> Option<u32> {
+        let handle = self.handle.clone();
+        let request = ChunkListRequest {
+            folder: folder.into(),
+            path: path.into(),
+            hash,
+        }
+        .encode()
+        .unwrap();
+        self.rt.block_on(async move {
+            let mut s = handle.open_bulk().await.unwrap();
+            s.write_all(&request).await.unwrap();
+            let mut mark = [0u8; 1];
+            s.read_exact(&mut mark).await.unwrap();
+            match mark[0] {
+                CHUNK_FOLLOWS => {
+                    let mut count = [0u8; 4];
+                    s.read_exact(&mut count).await.unwrap();
+                    Some(u32::from_le_bytes(count))
+                }
+                CHUNK_MISSING => None,
+                other => panic!("unexpected chunk list mark {other}"),
+            }
+        })
+    }
+
     fn pages_for(&self, folder: &str) -> usize {
         self.inbox
             .lock()
@@ -341,6 +371,23 @@ fn a_trusted_device_gets_nothing_of_a_folder_it_is_not_a_member_of() {
     wait("the refusals counted", Duration::from_secs(10), || {
         status(&victim)["refused_not_member"].as_u64() >= Some(3)
     });
+    // Chunk lists likewise: pub's is given, docs' is refused, and counted
+    // (once the messages above are all handled).
+    std::thread::sleep(Duration::from_secs(1));
+    let refused = status(&victim)["refused_not_member"].as_u64().unwrap();
+    assert_eq!(
+        o.chunk_list_len("pub", "public.txt", public_rec.hash.unwrap()),
+        Some(1)
+    );
+    assert_eq!(
+        o.chunk_list_len("docs", "secret.bin", secret_rec.hash.unwrap()),
+        None
+    );
+    wait(
+        "the chunk list refusal counted",
+        Duration::from_secs(10),
+        || status(&victim)["refused_not_member"].as_u64() == Some(refused + 1),
+    );
     assert_eq!(o.pages_for("docs"), 0);
     assert!(!docs.join("planted.bin").exists());
     // Logged once per device and folder, not per request.

@@ -333,11 +333,15 @@ pub(super) fn record_batch(s: &Arc<Shared>, batch: Flushed) -> Option<Logged> {
         // Recorded together; the work due next rides on the first reply.
         let recorded = lock(&s.engine).completed_all(store, done, Instant::now());
         match recorded {
-            Ok(next) => {
-                if let Some(first) = results.iter_mut().find_map(|r| r.as_mut().ok()) {
-                    *first = next;
-                }
-            }
+            Ok(next) => match results.iter_mut().find_map(|r| r.as_mut().ok()) {
+                Some(first) => *first = next,
+                // Nothing in the batch was done (each item overtaken,
+                // changed on disk…), so no reply can carry the work handed
+                // out next: it goes out now. Dropped, that work stayed
+                // "in flight" for ever (the fault test found a deletion and
+                // its directory's never carried out).
+                None => s.report(next),
+            },
             Err(e) => {
                 placed.clear();
                 events.clear();
@@ -470,9 +474,15 @@ pub(super) fn logger(s: std::sync::Weak<Shared>, inbox: std::sync::mpsc::Receive
             s.events.push_all(events);
         }
         for (reply, result) in replies {
-            let result = match &synced {
-                Ok(()) => result,
-                Err(e) => Err(unrecorded(e)),
+            let result = match (&synced, result) {
+                (Ok(()), result) => result,
+                // The work handed out next, which this reply carried, still
+                // goes out (it was marked in flight).
+                (Err(e), Ok(next)) => {
+                    s.report(next);
+                    Err(unrecorded(e))
+                }
+                (Err(e), Err(_)) => Err(unrecorded(e)),
             };
             let _ = reply.send(result);
         }

@@ -150,7 +150,9 @@
 //! item placed a new file, the renames made durable — before the batch's
 //! records are even written, since any later fsync of the log (step 3's for
 //! an earlier batch, another writer's) may carry them; then `completed_all`
-//! for the batch. The third, without the store lock (the second is on the
+//! for the batch, whose work due next rides on the first reply of an item
+//! done (none done: it is dispatched at once; a failed fsync: dispatched
+//! anyway, since it was marked in flight). The third, without the store lock (the second is on the
 //! next batch meanwhile), (3) makes the WAL durable with one fsync for every
 //! batch waiting (`PendingSync::sync` on a handle of its own, the outcome
 //! handed back with `Store::synced`), and only then answers. An index entry

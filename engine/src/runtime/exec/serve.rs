@@ -204,6 +204,13 @@ async fn serve_chunk_list(
             .flatten()
             .filter(|r| r.kind == EntryKind::File && !r.deleted && r.hash == Some(request.hash));
         drop(store);
+        if !shared {
+            // Counted as a refused chunk request is: status shows them.
+            lock(&s.engine).refused_requests += 1;
+            debug!(%peer, folder = %request.folder,
+                "refused a chunk list request: that folder is not shared with that device");
+            return vec![CHUNK_MISSING];
+        }
         match record {
             Some(r) => encode_chunk_list(r.chunks.iter().map(|c| (c.hash, c.len))),
             None => {
