@@ -377,7 +377,21 @@ impl Indexer {
                 None => None,
             };
             let content = o.content.take();
-            match self.observed_record(&o, content, prev.as_ref()) {
+            let change = self.observed_record(&o, content, prev.as_ref());
+            if let Change::Substance(r) | Change::LocalOnly(r) = &change
+                && let Err(detail) = fits_a_record(r)
+            {
+                // One file the log cannot hold: said, and the rest of the
+                // batch recorded (it used to fail whole).
+                obs.issues.push(crate::fs::scan::ScanIssue {
+                    path: self.config.path.join(&o.path),
+                    rel: Some(o.path),
+                    kind: crate::fs::scan::IssueKind::TooLarge,
+                    detail,
+                });
+                continue;
+            }
+            match change {
                 Change::None => {}
                 Change::LocalOnly(rec) => puts.push((o.path, rec)),
                 Change::Substance(rec) => {
@@ -543,6 +557,24 @@ impl Indexer {
             }
         }
     }
+}
+
+/// Whether `record` fits one log record, with room for its key and the
+/// rest of the operation; if not, why, for people.
+fn fits_a_record(record: &FileRecord) -> Result<(), String> {
+    // About 40 bytes per chunk: only a long list comes near the limit.
+    if record.chunks.len() < 200_000 {
+        return Ok(());
+    }
+    let room = crate::wal::format::MAX_RECORD_PAYLOAD - 8192;
+    let len = encode(record).len();
+    if len <= room {
+        return Ok(());
+    }
+    Err(format!(
+        "its record ({} chunks, {len} bytes) is over the {room} bytes one log record holds",
+        record.chunks.len()
+    ))
 }
 
 /// Tree scopes for `paths`; a path inside another one is covered by it.

@@ -128,6 +128,10 @@ pub enum IssueKind {
     /// A Softadastra node's home (see [`super::ignore::is_node_home`]):
     /// never indexed, never synced.
     NodeHome,
+    /// A file whose record (its chunk list: about 380 GB of varied data)
+    /// is over what one log record holds: not indexed, not synced, until
+    /// it is smaller.
+    TooLarge,
 }
 
 impl IssueKind {
@@ -136,7 +140,7 @@ impl IssueKind {
     pub fn is_lasting(self) -> bool {
         matches!(
             self,
-            IssueKind::BadName | IssueKind::Special | IssueKind::NodeHome
+            IssueKind::BadName | IssueKind::Special | IssueKind::NodeHome | IssueKind::TooLarge
         )
     }
 }

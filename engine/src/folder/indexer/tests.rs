@@ -224,3 +224,33 @@ fn a_tree_moved_or_made_and_cleaned_is_not_a_loss() {
     assert_eq!(apply(&mut ix, &mut store, &["build"]), (301, 0));
     assert!(guard::held(&store, "f", Direction::Local).is_none());
 }
+
+/// A record over what one log record holds is refused with a reason (the
+/// reconcile makes it a scan issue for that file alone); an ordinary long
+/// list fits.
+#[test]
+fn a_chunk_list_over_a_log_record_is_told_apart() {
+    let record = |chunks: u64| FileRecord {
+        kind: EntryKind::File,
+        size: chunks * 262_144,
+        mtime_ns: 1,
+        mode: 0o644,
+        inode: 1,
+        hash: Some(ContentHash([9; 32])),
+        chunks: (0..chunks)
+            .map(|i| crate::index::Chunk {
+                offset: i * 262_144,
+                len: 262_144,
+                hash: ContentHash([(i % 251) as u8; 32]),
+            })
+            .collect(),
+        link_target: None,
+        version: VersionVector::default(),
+        modified_by: ME,
+        deleted: false,
+    };
+    assert!(super::fits_a_record(&record(1_000)).is_ok());
+    assert!(super::fits_a_record(&record(400_000)).is_ok());
+    let refused = super::fits_a_record(&record(2_000_000)).unwrap_err();
+    assert!(refused.contains("2000000 chunks"), "{refused}");
+}
