@@ -362,14 +362,22 @@ impl Indexer {
             hashed_bytes: obs.hashed_bytes,
             ..ChangeReport::default()
         };
-        let mut puts: Vec<(String, FileRecord)> = Vec::new();
-        // The whole records of the paths found changed, for what they
-        // replace (see `local_versions`).
+        // A version an edit or deletion here replaced is recorded right
+        // after the change, in the same WAL batch.
+        let keep_local = self.local_versions && self.keeps_local_edits(store);
+        // Nothing live was known (a folder's first index): nothing can be
+        // found deleted, so what is found is recorded as it goes, batch by
+        // batch, instead of being held whole first (a million new files'
+        // records and operations took over a GB).
+        let first_index = !known.values().any(|k| !k.deleted);
+        let mut ops: Vec<Op> = Vec::new();
+        // New live files (the deletion guard weighs deletions against them).
+        let mut adding = 0u64;
+        // The whole records a deletion replaces (see `local_versions`).
         let mut prevs: HashMap<String, FileRecord> = HashMap::new();
         let mut added_hashes: Vec<ContentHash> = Vec::new();
         // Taken, not copied: a large file's chunk list moves into its
-        // record (a 100 GB file's is ~20 MB), as the record it replaces
-        // moves into `prevs`.
+        // record (a 100 GB file's is ~20 MB).
         for mut o in std::mem::take(&mut obs.entries) {
             let prev = match known.get(&o.path) {
                 Some(k) if k.unchanged_file(&o) => continue,
@@ -391,13 +399,14 @@ impl Indexer {
                 });
                 continue;
             }
-            match change {
-                Change::None => {}
-                Change::LocalOnly(rec) => puts.push((o.path, rec)),
+            let rec = match change {
+                Change::None => continue,
+                Change::LocalOnly(rec) => rec,
                 Change::Substance(rec) => {
                     if prev.as_ref().is_none_or(|p| p.deleted) {
                         report.added += 1;
-                        if let Some(h) = rec.hash {
+                        // Only a deletion in the same scan makes it a move.
+                        if let Some(h) = rec.hash.filter(|_| !first_index) {
                             added_hashes.push(h);
                         }
                     } else {
@@ -413,11 +422,27 @@ impl Indexer {
                             deleted: false,
                         });
                     }
-                    if let Some(p) = prev {
-                        prevs.insert(o.path.clone(), p);
-                    }
-                    puts.push((o.path, rec));
+                    rec
                 }
+            };
+            if rec.kind == EntryKind::File && known.get(&o.path).is_none_or(|k| k.deleted) {
+                adding += 1;
+            }
+            ops.push(self.put_op(&o.path, &rec, store));
+            if keep_local {
+                // A put replaces nothing moved: `moved` only matters for
+                // deletions.
+                ops.extend(self.local_version(
+                    store,
+                    &o.path,
+                    prev.as_ref(),
+                    &rec,
+                    &HashSet::new(),
+                ));
+            }
+            if first_index && ops.len() >= OPS_PER_COMMIT {
+                report.ops += ops.len() as u64;
+                store.apply_batch(std::mem::take(&mut ops))?;
             }
         }
         // Known, live, in scope, not on disk and not in doubt: deleted.
@@ -454,12 +479,6 @@ impl Indexer {
             prevs.insert(rel.clone(), rec);
             deletions.push((rel.clone(), gone));
         }
-        let adding = puts
-            .iter()
-            .filter(|(p, r)| {
-                r.kind == EntryKind::File && !r.deleted && known.get(p).is_none_or(|k| k.deleted)
-            })
-            .count() as u64;
         report.held = self.guard_deletions(store, &mut deletions, adding, whole)?;
         report.deleted = deletions.len() as u64;
         let room = CHANGES_LISTED.saturating_sub(report.changes.len());
@@ -477,14 +496,11 @@ impl Indexer {
             .iter()
             .filter(|h| deleted_hashes.contains(h))
             .count() as u64;
-        // Parents before children for additions; children before parents for deletions.
+        // Parents before children for additions (the walk's order);
+        // children before parents for deletions.
         deletions.sort_by(|a, b| b.0.cmp(&a.0));
-        let mut ops: Vec<Op> = Vec::with_capacity(puts.len() + deletions.len() + forgets.len());
-        // A version an edit or deletion here replaced is recorded right
-        // after the change, in the same WAL batch.
-        let keep_local = self.local_versions && self.keeps_local_edits(store);
         let moved: HashSet<ContentHash> = added_hashes.iter().copied().collect();
-        for (rel, rec) in puts.iter().chain(deletions.iter()) {
+        for (rel, rec) in deletions.iter() {
             ops.push(self.put_op(rel, rec, store));
             if keep_local {
                 ops.extend(self.local_version(store, rel, prevs.get(rel), rec, &moved));
@@ -496,7 +512,7 @@ impl Indexer {
                 key: file_key(&self.config.id, &rel),
             });
         }
-        report.ops = ops.len() as u64;
+        report.ops += ops.len() as u64;
         store.apply_in_batches(ops, OPS_PER_COMMIT)?;
         for issue in &obs.issues {
             tracing::warn!(path = %issue.path.display(), kind = ?issue.kind, detail = %issue.detail, "scan issue");

@@ -331,7 +331,6 @@ pub fn observe(
     progress: &ScanProgress,
 ) -> Observation {
     let mut out = Observation::default();
-    let mut to_hash: Vec<(usize, PathBuf)> = Vec::new();
     for scope in scopes {
         let starts: Vec<PathBuf> = match scope {
             // A whole folder is walked in parts, one per entry at its top,
@@ -377,8 +376,6 @@ pub fn observe(
             .map(|start| walk(root, start, ignore, known, progress))
             .collect();
         for part in parts {
-            let base = out.entries.len();
-            to_hash.extend(part.to_hash.into_iter().map(|(i, p)| (base + i, p)));
             out.entries.extend(part.entries);
             if !part.unchanged.is_empty() {
                 out.unchanged.push(part.unchanged);
@@ -387,31 +384,37 @@ pub fn observe(
         }
     }
 
-    // Read and chunk changed files on all cores.
-    let results: Vec<(usize, ReadResult)> = to_hash
-        .par_iter()
-        .map(|(idx, abs)| {
-            let rel = out.entries[*idx].path.as_str();
-            (
-                *idx,
-                read_settled(abs, rel, out.entries[*idx].stat, chunker, progress),
-            )
+    // Read and chunk the files found (every file among the entries: those
+    // found as known are names only) on all cores, each result put in its
+    // entry — not gathered first (at a million new files, the list of
+    // paths to read and the list of results took ~200 MB beside them).
+    let failed: Vec<(usize, ScanIssue)> = out
+        .entries
+        .par_iter_mut()
+        .enumerate()
+        .filter(|(_, o)| o.stat.kind == EntryKind::File)
+        .filter_map(|(idx, o)| {
+            let read = path::absolute(root, &o.path)
+                .map_err(|e| issue(root, Some(&o.path), IssueKind::BadName, e))
+                .and_then(|abs| read_settled(&abs, &o.path, o.stat, chunker, progress));
+            match read {
+                Ok((content, stat)) => {
+                    o.stat = stat;
+                    o.content = Some(Box::new(content));
+                    None
+                }
+                Err(issue) => Some((idx, issue)),
+            }
         })
         .collect();
-    let mut dropped = Vec::new();
-    for (idx, result) in results {
-        match result {
-            Ok((content, stat)) => {
-                out.hashed_files += 1;
-                out.hashed_bytes += content.size;
-                out.entries[idx].stat = stat;
-                out.entries[idx].content = Some(Box::new(content));
-            }
-            Err(issue) => {
-                out.issues.push(issue);
-                dropped.push(idx);
-            }
-        }
+    for o in out.entries.iter().filter_map(|o| o.content.as_ref()) {
+        out.hashed_files += 1;
+        out.hashed_bytes += o.size;
+    }
+    let mut dropped = Vec::with_capacity(failed.len());
+    for (idx, issue) in failed {
+        out.issues.push(issue);
+        dropped.push(idx);
     }
     if !dropped.is_empty() {
         dropped.sort_unstable();

@@ -6,7 +6,7 @@
 //! targets only; it never opens a file and never follows a link.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use super::{
@@ -14,14 +14,13 @@ use super::{
     home_issue, io_issue, issue, path, special_kind,
 };
 
-/// What one part of a walk found: entries in walk order, the indexes of
-/// those to read, the files found exactly as known (names only), and
+/// What one part of a walk found: entries in walk order (every file among
+/// them is to be read), the files found exactly as known (names only), and
 /// trouble.
 #[derive(Default)]
 pub(super) struct Walked {
     pub(super) entries: Vec<Observed>,
     pub(super) unchanged: PathList,
-    pub(super) to_hash: Vec<(usize, PathBuf)>,
     pub(super) issues: Vec<ScanIssue>,
 }
 
@@ -36,7 +35,6 @@ pub(super) fn walk(
     progress: &ScanProgress,
 ) -> Walked {
     let mut out = Walked::default();
-    let to_hash = &mut out.to_hash;
     let recent_from = racy_from(std::time::SystemTime::now());
     let walker = walkdir::WalkDir::new(start)
         .follow_links(false)
@@ -142,7 +140,6 @@ pub(super) fn walk(
             progress
                 .bytes_to_hash
                 .fetch_add(stat.size, Ordering::Relaxed);
-            to_hash.push((out.entries.len(), abs.to_path_buf()));
         }
         out.entries.push(Observed {
             path: rel,
