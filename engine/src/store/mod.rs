@@ -332,7 +332,7 @@ impl Store {
         if let Some(walk) = self.tally_later(ns, &[count]) {
             walk.run();
         }
-        self.state.totals(ns, group, count)
+        self.state.tallies.totals(ns, group, count)
     }
 
     /// Keep the running totals of `ns` by each of `counts` from now on;
@@ -343,7 +343,7 @@ impl Store {
     /// and so does [`TallyGate::wait`].
     pub fn tally_later(&mut self, ns: &str, counts: &[TallyFn]) -> Option<TallyWalk> {
         let missing: Vec<TallyFn> = {
-            let mut tallies = crate::core::lock(&self.state.tallies);
+            let mut tallies = crate::core::lock(&self.state.tallies.kept);
             let kept = tallies.entry(ns.to_string()).or_default();
             let missing: Vec<TallyFn> = counts
                 .iter()
@@ -356,7 +356,7 @@ impl Store {
             missing
         };
         (!missing.is_empty()).then(|| TallyWalk {
-            state: self.state.clone(),
+            tallies: self.state.tallies.clone(),
             ns: ns.to_string(),
             counts: missing,
             snapshot: Some(Box::new(self.scan_prefix(ns, ""))),
@@ -366,7 +366,7 @@ impl Store {
     /// Something to wait on, without the store, until every running total
     /// is counted (see [`Store::tally_later`]).
     pub fn tally_gate(&self) -> TallyGate {
-        TallyGate(self.state.clone())
+        TallyGate(self.state.tallies.clone())
     }
 
     /// Number of live entries in `ns`.
@@ -498,8 +498,10 @@ mod tests;
 /// The count of running totals over a snapshot (see [`Store::tally_later`]).
 /// Dropped without being run, the totals it was to count are forgotten
 /// (the next [`Store::tally`] counts them again) rather than waited for.
+/// It holds the totals, not the store's state (compaction needs that
+/// alone); its snapshot holds the state only until it has run.
 pub struct TallyWalk {
-    state: Arc<state::State>,
+    tallies: Arc<tally::Tallies>,
     ns: String,
     counts: Vec<TallyFn>,
     snapshot: Option<Box<dyn Iterator<Item = (String, Entry)> + Send>>,
@@ -516,7 +518,7 @@ impl TallyWalk {
                 t.changed(&k, None, e.value.as_deref());
             }
         }
-        self.state.counted(&self.ns, &counted);
+        self.tallies.counted(&self.ns, &counted);
         tracing::debug!(ns = %self.ns, took_ms = started.elapsed().as_millis() as u64, "totals counted");
     }
 }
@@ -524,14 +526,14 @@ impl TallyWalk {
 impl Drop for TallyWalk {
     fn drop(&mut self) {
         if self.snapshot.is_some() {
-            self.state.uncounted(&self.ns, &self.counts);
+            self.tallies.uncounted(&self.ns, &self.counts);
         }
     }
 }
 
 /// See [`Store::tally_gate`].
 #[derive(Clone)]
-pub struct TallyGate(Arc<state::State>);
+pub struct TallyGate(Arc<tally::Tallies>);
 
 impl TallyGate {
     /// Wait until no running total is being counted.

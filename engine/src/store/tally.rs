@@ -8,7 +8,8 @@
 //! `/` (a folder id in the `files` namespace). This module only adds and
 //! subtracts; it writes nothing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Condvar, Mutex};
 
 /// What one stored entry (its key and value) counts for: `Some(bytes)` to
 /// count it as one item of that many bytes, `None` not to count it.
@@ -122,6 +123,70 @@ impl Tally {
                     items: a.items + t.items,
                     bytes: a.bytes + t.bytes,
                 }),
+        }
+    }
+}
+
+/// Every namespace's running totals, and a signal for totals being
+/// counted. Shared (an `Arc`) by the store's state, its walks and gates.
+#[derive(Debug, Default)]
+pub(super) struct Tallies {
+    /// The totals kept, by namespace.
+    pub(super) kept: Mutex<BTreeMap<String, Vec<Tally>>>,
+    /// Told when totals being counted are ready (or forgotten).
+    counted: Condvar,
+}
+
+impl Tallies {
+    /// The totals of `group` in `ns` by `count`, once counted (waited
+    /// for while a [`super::TallyWalk`] counts them); none if not kept.
+    pub(super) fn totals(&self, ns: &str, group: Option<&str>, count: TallyFn) -> Totals {
+        let mut kept = crate::core::lock(&self.kept);
+        loop {
+            match kept
+                .get(ns)
+                .and_then(|ts| ts.iter().find(|t| t.counts_with(count)))
+            {
+                Some(t) if t.ready => return t.totals(group),
+                Some(_) => {
+                    kept = self.counted.wait(kept).unwrap_or_else(|e| e.into_inner());
+                }
+                None => return Totals::default(),
+            }
+        }
+    }
+
+    /// A snapshot of `ns` was counted (`counted`, one per counting
+    /// function): into the totals kept since, which are then ready.
+    pub(super) fn counted(&self, ns: &str, counted: &[Tally]) {
+        let mut kept = crate::core::lock(&self.kept);
+        if let Some(kept) = kept.get_mut(ns) {
+            for c in counted {
+                if let Some(t) = kept
+                    .iter_mut()
+                    .find(|t| !t.ready && t.counts_with(c.count_fn()))
+                {
+                    t.add(c);
+                }
+            }
+        }
+        self.counted.notify_all();
+    }
+
+    /// The totals of `ns` by `counts` will not be counted: forget them.
+    pub(super) fn uncounted(&self, ns: &str, counts: &[TallyFn]) {
+        let mut kept = crate::core::lock(&self.kept);
+        if let Some(kept) = kept.get_mut(ns) {
+            kept.retain(|t| t.ready || !counts.iter().any(|c| t.counts_with(*c)));
+        }
+        self.counted.notify_all();
+    }
+
+    /// Wait until no totals are being counted.
+    pub(super) fn wait_counted(&self) {
+        let mut kept = crate::core::lock(&self.kept);
+        while kept.values().flatten().any(|t| !t.ready) {
+            kept = self.counted.wait(kept).unwrap_or_else(|e| e.into_inner());
         }
     }
 }

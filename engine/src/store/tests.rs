@@ -604,3 +604,28 @@ fn totals_counted_beside_changes_equal_a_recount() {
     store.tally_gate().wait();
     assert_eq!(store.tally(other, Some("g"), by_len).bytes, 3);
 }
+
+/// A running node keeps a gate on its totals for its whole life, and
+/// counts them once over a snapshot: neither may keep its index from
+/// being compacted (compaction needs the state alone; it never ran on a
+/// running node while the gate held the state).
+#[test]
+fn totals_kept_and_waited_on_do_not_stop_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let always = StoreConfig {
+        compact_from_bytes: 0,
+        durability: Durability::None,
+        ..StoreConfig::new(dir.path().join("always"))
+    };
+    let (mut store, _) = Store::open_dir(always).unwrap();
+    let gate = store.tally_gate();
+    if let Some(walk) = store.tally_later(ns::APP, &[by_len]) {
+        walk.run();
+    }
+    gate.wait();
+    fill_and_thin(&mut store);
+    let compacted = store.compact_when_wasteful().unwrap();
+    assert!(compacted.is_some(), "not compacted");
+    assert_eq!(store.tally(ns::APP, None, by_len).items, 500);
+    drop(gate);
+}

@@ -24,7 +24,6 @@
 //! having logged the change first: [`State::apply`] is called by the store
 //! after the append succeeded, and replay at open feeds it the log.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,7 +41,7 @@ use iter::EntryTable;
 pub use iter::{Changed, Scan};
 use write::{apply_in, written};
 
-use super::tally::Tally;
+use super::tally::Tallies;
 use super::{Entry, Op, StoreError, io_err};
 use crate::core::Seq;
 use crate::wal::{PagedFile, Storage};
@@ -122,9 +121,9 @@ pub(super) struct State {
     /// Changes applied and not yet committed (see [`State::apply`]).
     pending: Mutex<Option<WriteTransaction>>,
     /// Running totals per namespace ([`super::Store::tally`]).
-    pub(super) tallies: Mutex<BTreeMap<String, Vec<Tally>>>,
-    /// Told when totals being counted are ready (or forgotten).
-    tallies_counted: std::sync::Condvar,
+    /// Shared with [`super::TallyGate`] and [`super::TallyWalk`], which
+    /// must not hold the state itself (compaction needs it alone).
+    pub(super) tallies: Arc<Tallies>,
     /// The first read failure, kept so the next write fails with it.
     pub(super) read_failure: Mutex<Option<String>>,
     /// When the file is next worth compacting.
@@ -202,8 +201,7 @@ impl State {
             recent: Mutex::new(Recent::default()),
             committed: Mutex::new(None),
             pending: Mutex::new(None),
-            tallies: Mutex::new(BTreeMap::new()),
-            tallies_counted: std::sync::Condvar::new(),
+            tallies: Arc::default(),
             read_failure: Mutex::new(None),
             compactor: None,
             changes: AtomicU64::new(0),
@@ -257,7 +255,7 @@ impl State {
     pub(super) fn apply(&self, seq: Seq, op: Op) -> Result<(), StoreError> {
         let became = written(seq, &op);
         self.with_pending(|txn| {
-            let mut tallies = crate::core::lock(&self.tallies);
+            let mut tallies = crate::core::lock(&self.tallies.kept);
             apply_in(txn, &op, became.as_ref(), &mut tallies)
         })?;
         self.applied.store(seq.0, Ordering::SeqCst);
@@ -505,69 +503,6 @@ impl State {
                 self.failed_read(e);
                 None
             }
-        }
-    }
-
-    /// The totals of `group` in `ns` by `count`, once counted (waited
-    /// for while a [`super::TallyWalk`] counts them); none if not kept.
-    pub(super) fn totals(
-        &self,
-        ns: &str,
-        group: Option<&str>,
-        count: super::TallyFn,
-    ) -> super::Totals {
-        let mut tallies = crate::core::lock(&self.tallies);
-        loop {
-            match tallies
-                .get(ns)
-                .and_then(|ts| ts.iter().find(|t| t.counts_with(count)))
-            {
-                Some(t) if t.ready => return t.totals(group),
-                Some(_) => {
-                    tallies = self
-                        .tallies_counted
-                        .wait(tallies)
-                        .unwrap_or_else(|e| e.into_inner());
-                }
-                None => return super::Totals::default(),
-            }
-        }
-    }
-
-    /// A snapshot of `ns` was counted (`counted`, one per counting
-    /// function): into the totals kept since, which are then ready.
-    pub(super) fn counted(&self, ns: &str, counted: &[Tally]) {
-        let mut tallies = crate::core::lock(&self.tallies);
-        if let Some(kept) = tallies.get_mut(ns) {
-            for c in counted {
-                if let Some(t) = kept
-                    .iter_mut()
-                    .find(|t| !t.ready && t.counts_with(c.count_fn()))
-                {
-                    t.add(c);
-                }
-            }
-        }
-        self.tallies_counted.notify_all();
-    }
-
-    /// The totals of `ns` by `counts` will not be counted: forget them.
-    pub(super) fn uncounted(&self, ns: &str, counts: &[super::TallyFn]) {
-        let mut tallies = crate::core::lock(&self.tallies);
-        if let Some(kept) = tallies.get_mut(ns) {
-            kept.retain(|t| t.ready || !counts.iter().any(|c| t.counts_with(*c)));
-        }
-        self.tallies_counted.notify_all();
-    }
-
-    /// Wait until no totals are being counted.
-    pub(super) fn wait_counted(&self) {
-        let mut tallies = crate::core::lock(&self.tallies);
-        while tallies.values().flatten().any(|t| !t.ready) {
-            tallies = self
-                .tallies_counted
-                .wait(tallies)
-                .unwrap_or_else(|e| e.into_inner());
         }
     }
 
