@@ -21,15 +21,7 @@ fn unchanged_files_are_kept_as_names() {
         .collect();
     known.get_mut("edited.txt").unwrap().size += 1;
     std::fs::write(root.join("SAME.txt"), "new").unwrap();
-    let lookup = |rel: &str| known.get(rel).copied();
-    let obs = observe(
-        root,
-        &[Scope::All],
-        &IgnoreRules::builtin(),
-        &lookup,
-        ChunkerConfig::default(),
-        &ScanProgress::default(),
-    );
+    let obs = observe_all(root, &known);
     let mut names: Vec<&str> = obs.unchanged.iter().flat_map(PathList::iter).collect();
     names.sort();
     assert_eq!(names, ["d/same2.txt", "same.txt"]);
@@ -82,15 +74,7 @@ fn a_file_modified_just_now_is_read_again_whatever_its_stat() {
         .iter()
         .map(|p| (p.to_string(), stat(p)))
         .collect();
-    let lookup = |rel: &str| known.get(rel).copied();
-    let obs = observe(
-        root,
-        &[Scope::All],
-        &IgnoreRules::builtin(),
-        &lookup,
-        ChunkerConfig::default(),
-        &ScanProgress::default(),
-    );
+    let obs = observe_all(root, &known);
     let names: Vec<&str> = obs.unchanged.iter().flat_map(PathList::iter).collect();
     assert_eq!(names, ["old.txt"]);
     let read: Vec<&str> = obs.entries.iter().map(|o| o.path.as_str()).collect();
@@ -104,4 +88,18 @@ fn a_file_modified_just_now_is_read_again_whatever_its_stat() {
 fn an_observation_is_small() {
     let size = std::mem::size_of::<Observed>();
     assert!(size <= 96, "{size} bytes (144 with the content inline)");
+}
+
+/// The whole folder at `root` observed against `known`, with the built-in
+/// rules and chunker.
+fn observe_all(root: &Path, known: &HashMap<String, FileStat>) -> Observation {
+    let lookup = |rel: &str| known.get(rel).copied();
+    observe(
+        root,
+        &[Scope::All],
+        &IgnoreRules::builtin(),
+        &lookup,
+        ChunkerConfig::default(),
+        &ScanProgress::default(),
+    )
 }
