@@ -249,8 +249,8 @@ fn a_chunk_list_over_a_log_record_is_told_apart() {
         modified_by: ME,
         deleted: false,
     };
-    assert!(super::fits_a_record(&record(1_000)).is_ok());
-    assert!(super::fits_a_record(&record(400_000)).is_ok());
-    let refused = super::fits_a_record(&record(2_000_000)).unwrap_err();
+    assert!(super::record::fits_a_record(&record(1_000)).is_ok());
+    assert!(super::record::fits_a_record(&record(400_000)).is_ok());
+    let refused = super::record::fits_a_record(&record(2_000_000)).unwrap_err();
     assert!(refused.contains("2000000 chunks"), "{refused}");
 }
