@@ -5,8 +5,10 @@
 //! The store knows nothing of what values mean: the layer that owns a
 //! namespace registers a [`TallyFn`] saying what one value counts for
 //! (`None`: nothing). Totals are kept per *group*, the key up to its first
-//! `/` (a folder id in the `files` namespace). This module only adds and
-//! subtracts; it writes nothing.
+//! `/` (a folder id in the `files` namespace). Totals can be kept from a
+//! moment on while a snapshot of that moment is still being counted
+//! ([`Tally::building`], [`Tallies`]): those asking wait until it is in.
+//! This module only adds, subtracts and waits; it writes nothing.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Condvar, Mutex};
