@@ -118,7 +118,7 @@ pub struct Shared {
     /// watcher reconciles them as if it had seen them change. The work
     /// waits for the scan to decide, so the scan must come even when no
     /// event does (one lost, or taken for the agent's own).
-    pub look_again: Mutex<HashMap<String, Vec<String>>>,
+    pub look_again: Mutex<HashMap<String, std::collections::BTreeSet<String>>>,
     /// This node's home (the directory holding its store): nothing a peer
     /// sends is ever written or removed there, even when a shared folder
     /// contains it (its scan leaves it out, see

@@ -128,18 +128,18 @@ pub(super) fn watch_folder(
                     }
                 }
                 let next = watcher.next_batch(Duration::from_millis(200));
-                let again = lock(&s.look_again).remove(&id).unwrap_or_default();
+                let mut again = lock(&s.look_again).remove(&id).unwrap_or_default();
                 let mut batch = match next {
                     Some(batch) => batch,
                     None if !again.is_empty() => crate::fs::watch::Batch::default(),
                     None => continue,
                 };
                 s.echoes.drop_from(&id, &config.path, &mut batch);
-                for path in again {
-                    if !batch.paths.contains(&path) {
-                        batch.paths.push(path);
-                    }
+                // Each path once: the batch's own are not named again.
+                for path in &batch.paths {
+                    again.remove(path);
                 }
+                batch.paths.extend(again);
                 if batch.paths.is_empty() && !batch.rescan_all {
                     continue;
                 }

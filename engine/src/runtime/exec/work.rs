@@ -66,11 +66,10 @@ pub(super) fn finished(
         Err(e) => {
             debug!(%folder, %path, error = %e, "file work will be retried");
             if e.cause == Cause::ChangedOnDisk {
-                let mut again = lock(&s.look_again);
-                let paths = again.entry(folder.to_string()).or_default();
-                if !paths.iter().any(|p| p == path) {
-                    paths.push(path.to_string());
-                }
+                lock(&s.look_again)
+                    .entry(folder.to_string())
+                    .or_default()
+                    .insert(path.to_string());
             }
             lock(&s.engine).failed(folder, path, Instant::now(), &e);
         }
