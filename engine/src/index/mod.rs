@@ -292,11 +292,13 @@ pub fn record(store: &Store, id: &str, rel: &str) -> Option<FileRecord> {
         .and_then(|v| postcard::from_bytes::<FileRecord>(&v).ok())
 }
 
-/// Every record of folder `id` (deleted ones included), in path order.
-pub fn records<'a>(
-    store: &'a Store,
+/// Every record of folder `id` (deleted ones included), in path order,
+/// as the index is when called (the iterator reads a snapshot and does
+/// not hold the store).
+pub fn records(
+    store: &Store,
     id: &str,
-) -> impl Iterator<Item = Result<(String, FileRecord), FolderError>> + use<'a> {
+) -> impl Iterator<Item = Result<(String, FileRecord), FolderError>> + use<> {
     let prefix_len = id.len() + 1;
     store
         .scan_prefix(ns::FILES, &format!("{id}/"))

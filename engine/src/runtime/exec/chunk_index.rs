@@ -9,6 +9,7 @@
 //! record again. The trash's and the kept versions' places stay in memory
 //! (a few, and rebuilt as they are).
 
+use super::chunk_build::{BuildGate, BuildState, Entered, WholeBuild};
 use super::chunk_places::PlaceTable;
 use super::*;
 use crate::core::Seq;
@@ -25,6 +26,11 @@ pub(super) enum Rebuild {
     /// A peer asked for a chunk it does not know.
     Missing,
 }
+
+/// Whole builds one look for a chunk may run (or wait for) before it
+/// settles for what the index has: one is enough unless the store changes
+/// in a way that calls for another while it runs.
+pub(super) const MAX_BUILDS_PER_FIND: usize = 2;
 
 /// Where a chunk can be read locally: file, offset, length, and the
 /// file's stamp when it was indexed.
@@ -111,6 +117,8 @@ pub struct ChunkIndex {
     pub(super) whole_this_run: bool,
     /// The next look is a whole rebuild.
     whole_due: bool,
+    /// The whole build under way, if one is (see [`WholeBuild`]).
+    building: Option<Arc<BuildGate>>,
 }
 
 impl ChunkIndex {
@@ -127,6 +135,16 @@ impl ChunkIndex {
     }
 
     /// Bring the index up to date with the store if it changed since the
+    /// last look and that was a while ago (see [`ChunkIndex::may_rebuild`]),
+    /// a whole build included, here and now (see [`ChunkIndex::look`]).
+    #[cfg(test)]
+    pub(super) fn refresh(&mut self, store: &Store, why: Rebuild) {
+        if let Some(build) = self.look(store, why) {
+            build.run_here(self);
+        }
+    }
+
+    /// Bring the index up to date with the store if it changed since the
     /// last look and that was a while ago (see [`ChunkIndex::may_rebuild`]).
     /// Usually only the records changed since are read (the store finds
     /// them by sequence), so the cost follows the change, not the folder:
@@ -134,10 +152,13 @@ impl ChunkIndex {
     /// one record. The whole index is rebuilt when a place it gave proved
     /// stale (a file's old chunks still point at it until then), when the
     /// shared folders changed, and after as many changes as it holds
-    /// chunks, so entries that went stale cannot pile up.
-    pub(super) fn refresh(&mut self, store: &Store, why: Rebuild) {
-        if !self.may_rebuild(why) {
-            return;
+    /// chunks, so entries that went stale cannot pile up: that build is
+    /// begun here (the index cleared, a snapshot taken) and handed back, to
+    /// be run without the store ([`WholeBuild`]). Nothing is done while a
+    /// build is under way.
+    pub(super) fn look(&mut self, store: &Store, why: Rebuild) -> Option<WholeBuild> {
+        if self.building().is_some() || !self.may_rebuild(why) {
+            return None;
         }
         let seq = store.last_seq().0;
         let stale = matches!(why, Rebuild::Stale);
@@ -151,7 +172,7 @@ impl ChunkIndex {
         {
             // Nothing changed: good for as long as a build would be.
             self.built = Some(Instant::now());
-            return;
+            return None;
         }
         let folders = folder::list(store).unwrap_or_default();
         let since = Seq(self.at_seq);
@@ -175,50 +196,84 @@ impl ChunkIndex {
             }
         }
         if whole {
-            let t = Instant::now();
             self.places.clear();
             self.changes_since_whole = 0;
-            for f in &folders {
-                for (rel, rec) in folder::records(store, &f.id).flatten() {
-                    self.add(&f.path, &rel, &rec, false);
-                }
-            }
             self.whole_due = false;
-            self.whole_this_run = true;
-            self.places.reached(seq);
-            self.places.settle();
-            info!(why = ?why, chunks = self.len(), took_ms = t.elapsed().as_millis() as u64, "chunk index rebuilt whole");
-        } else {
-            for (key, entry) in store.changed_since(crate::index::history::HISTORY_NS, since) {
-                let (Some((id, _)), Some(value)) = (key.split_once('/'), &entry.value) else {
-                    continue;
-                };
-                let (Some(f), Ok(k)) = (
-                    folders.iter().find(|f| f.id == id),
-                    crate::index::history::decode(&key, value),
-                ) else {
-                    continue;
-                };
-                self.add_kept(&f.path, &k);
-            }
-            for (key, entry) in store.changed_since(ns::FILES, since) {
-                self.changes_since_whole += 1;
-                let (Some((id, rel)), Some(value)) = (key.split_once('/'), &entry.value) else {
-                    continue;
-                };
-                let (Some(f), Ok(rec)) = (
-                    folders.iter().find(|f| f.id == id),
-                    postcard::from_bytes::<FileRecord>(value),
-                ) else {
-                    continue;
-                };
-                // The newest record of a path says what it holds now.
-                self.add(&f.path, rel, &rec, true);
-            }
+            let folders: Vec<(PathBuf, String)> =
+                folders.into_iter().map(|f| (f.path, f.id)).collect();
+            let build = WholeBuild::new(store, &folders, seq, why);
+            self.building = Some(build.gate.clone());
+            return Some(build);
+        }
+        for (key, entry) in store.changed_since(crate::index::history::HISTORY_NS, since) {
+            let (Some((id, _)), Some(value)) = (key.split_once('/'), &entry.value) else {
+                continue;
+            };
+            let (Some(f), Ok(k)) = (
+                folders.iter().find(|f| f.id == id),
+                crate::index::history::decode(&key, value),
+            ) else {
+                continue;
+            };
+            self.add_kept(&f.path, &k);
+        }
+        for (key, entry) in store.changed_since(ns::FILES, since) {
+            self.changes_since_whole += 1;
+            let (Some((id, rel)), Some(value)) = (key.split_once('/'), &entry.value) else {
+                continue;
+            };
+            let (Some(f), Ok(rec)) = (
+                folders.iter().find(|f| f.id == id),
+                postcard::from_bytes::<FileRecord>(value),
+            ) else {
+                continue;
+            };
+            // The newest record of a path says what it holds now.
+            self.add(&f.path, rel, &rec, true);
         }
         self.places.reached(seq);
         self.at_seq = seq;
         self.built = Some(Instant::now());
+        None
+    }
+
+    /// The gate of the whole build under way, if one is; a build given up
+    /// unfinished leaves the next look a whole build.
+    pub(super) fn building(&mut self) -> Option<Arc<BuildGate>> {
+        match self.building.as_ref().map(|g| g.state()) {
+            Some(BuildState::Running) => self.building.clone(),
+            Some(BuildState::Abandoned) => {
+                self.building = None;
+                self.whole_due = true;
+                None
+            }
+            Some(BuildState::Finished) | None => {
+                self.building = None;
+                None
+            }
+        }
+    }
+
+    /// Enter a batch of a whole build's records (a place set meanwhile,
+    /// by a placement, is newer and stays).
+    pub(super) fn enter(&mut self, build: &WholeBuild, batch: Vec<Entered>) {
+        for (i, rel, rec) in batch {
+            if let Some(root) = build.roots.get(i) {
+                self.add(root, &rel, &rec, false);
+            }
+        }
+    }
+
+    /// A whole build's records are all in: the places reflect its
+    /// snapshot's sequence (what changed since is read at the next look).
+    pub(super) fn finish(&mut self, build: WholeBuild) {
+        self.whole_this_run = true;
+        self.places.reached(build.seq);
+        self.places.settle();
+        self.at_seq = build.seq;
+        self.built = Some(Instant::now());
+        info!(why = ?build.why, chunks = self.len(), took_ms = build.started.elapsed().as_millis() as u64, "chunk index rebuilt whole");
+        build.done();
     }
 
     /// Enter the chunks of `rec` (at `rel` in the folder at `root`), if it
@@ -325,7 +380,8 @@ impl ChunkIndex {
     /// `serving`: a peer asks for it because this node announced it, so a
     /// miss is worth a rebuild (the file may have been indexed a moment
     /// ago); `stale`: the places given before did not hold it (the file
-    /// moved or changed), so the index is rebuilt first.
+    /// moved or changed), so the index is rebuilt first. A whole build is
+    /// run here, holding the index (see [`ChunkIndex::find_or_build`]).
     pub fn find(
         &mut self,
         store: &Store,
@@ -333,19 +389,47 @@ impl ChunkIndex {
         serving: bool,
         stale: bool,
     ) -> Vec<Place> {
-        self.refresh(store, if stale { Rebuild::Stale } else { Rebuild::Lazy });
+        let mut stale = stale;
+        for _ in 0..MAX_BUILDS_PER_FIND {
+            match self.find_or_build(store, hash, serving, stale) {
+                Ok(places) => return places,
+                Err(build) => build.run_here(self),
+            }
+            // The build was the fresh look a stale place asked for.
+            stale = false;
+        }
+        self.places(hash)
+    }
+
+    /// As [`ChunkIndex::find`], but a whole build it needs is handed back
+    /// instead of run (to be run without the store, then asked again).
+    pub(super) fn find_or_build(
+        &mut self,
+        store: &Store,
+        hash: &ContentHash,
+        serving: bool,
+        stale: bool,
+    ) -> Result<Vec<Place>, WholeBuild> {
+        let why = if stale { Rebuild::Stale } else { Rebuild::Lazy };
+        if let Some(build) = self.look(store, why) {
+            return Err(build);
+        }
         if serving && !self.contains(hash) {
-            self.refresh(store, Rebuild::Missing);
+            if let Some(build) = self.look(store, Rebuild::Missing) {
+                return Err(build);
+            }
             // Still unknown, and the places on disk were never rebuilt in
             // this run: they may be from before something the sequence
             // does not show (a store restored from a copy). Read
             // everything again, once per run.
-            if !self.whole_this_run && !self.contains(hash) {
+            if !self.whole_this_run && !self.contains(hash) && self.building().is_none() {
                 self.whole_due = true;
-                self.refresh(store, Rebuild::Missing);
+                if let Some(build) = self.look(store, Rebuild::Missing) {
+                    return Err(build);
+                }
             }
         }
-        self.places(hash)
+        Ok(self.places(hash))
     }
 
     /// Remember the chunks of `record` at `to` in the trash, where its file

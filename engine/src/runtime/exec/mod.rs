@@ -20,7 +20,7 @@
 //! Chunk requests (bulk stream): 32-byte chunk hash + u32 LE length;
 //! answer: one status byte (0 = here it is, 1 = not here) then the bytes.
 //!
-//! One job per file: `chunk_index`, `serve`, `fetch`, `dest`, `work`, `small`, `large`, `space`, `writers`, `commit`, `trash`, `versions`, `gather`, `apply`, `sys`.
+//! One job per file: `chunk_index`, `chunk_build`, `chunk_places`, `serve`, `fetch`, `dest`, `work`, `small`, `large`, `space`, `writers`, `commit`, `trash`, `versions`, `gather`, `apply`, `sys`.
 //!
 //! # Design notes
 //!
@@ -203,6 +203,7 @@ use crate::transport::wire::{
 use crate::wal::PendingSync;
 
 mod apply;
+mod chunk_build;
 mod chunk_index;
 mod chunk_places;
 mod commit;

@@ -78,22 +78,44 @@ pub(super) fn local_chunk_from(
 /// [`ChunkIndex::find`], taking the store's lock only when a rebuild may
 /// be due: the store is often held for a while (a commit batch's flush),
 /// and the chunk index is never held while the store is being taken (the
-/// committer takes them in the other order).
+/// committer takes them in the other order). A whole build is run holding
+/// neither for long ([`WholeBuild::run_beside`]); a look for a chunk it has
+/// not reached yet waits for it to end, then looks again.
 pub(super) fn locate_chunk(
     s: &Shared,
     hash: &ContentHash,
     serving: bool,
     stale: bool,
 ) -> Vec<Place> {
-    {
-        let mut index = lock(&s.chunks);
-        let why = if stale { Rebuild::Stale } else { Rebuild::Lazy };
-        if !index.may_rebuild(why) && (!serving || index.contains(hash)) {
-            return index.places(hash);
+    let mut stale = stale;
+    for _ in 0..MAX_BUILDS_PER_FIND {
+        let building = {
+            let mut index = lock(&s.chunks);
+            let why = if stale { Rebuild::Stale } else { Rebuild::Lazy };
+            match index.building() {
+                Some(_) if index.contains(hash) => return index.places(hash),
+                Some(gate) => Some(gate),
+                None if !index.may_rebuild(why) && (!serving || index.contains(hash)) => {
+                    return index.places(hash);
+                }
+                None => None,
+            }
+        };
+        if let Some(gate) = building {
+            gate.wait();
+        } else {
+            let store = lock(&s.store);
+            let found = lock(&s.chunks).find_or_build(&store, hash, serving, stale);
+            drop(store);
+            match found {
+                Ok(places) => return places,
+                Err(build) => build.run_beside(&s.chunks),
+            }
         }
+        // The build was the fresh look a stale place asked for.
+        stale = false;
     }
-    let store = lock(&s.store);
-    lock(&s.chunks).find(&store, hash, serving, stale)
+    lock(&s.chunks).places(hash)
 }
 
 /// Answer the request a peer opened a bulk stream with: chunks

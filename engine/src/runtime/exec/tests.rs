@@ -1,7 +1,7 @@
 use super::*;
 
 /// The record of a file holding `bytes`, chunked as the scanner would.
-fn file_record(bytes: &[u8]) -> FileRecord {
+pub(super) fn file_record(bytes: &[u8]) -> FileRecord {
     let content = crate::fs::chunk::chunk_bytes(bytes, Default::default());
     FileRecord {
         kind: EntryKind::File,
@@ -345,7 +345,7 @@ fn old_trash_batches_go_and_recent_ones_stay() {
 
 /// A store on disk (under the returned directory) sharing folder `docs`
 /// at `<dir>/docs`, and that folder's root.
-fn store_sharing_docs() -> (tempfile::TempDir, Store, PathBuf) {
+pub(super) fn store_sharing_docs() -> (tempfile::TempDir, Store, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let (mut store, _) =
         Store::open_dir(crate::store::StoreConfig::new(dir.path().join("store"))).unwrap();
@@ -356,7 +356,7 @@ fn store_sharing_docs() -> (tempfile::TempDir, Store, PathBuf) {
 }
 
 /// Record `record` at `rel` in folder `docs`.
-fn put(store: &mut Store, rel: &str, record: &FileRecord) {
+pub(super) fn put(store: &mut Store, rel: &str, record: &FileRecord) {
     let value = postcard::to_allocvec(record).unwrap();
     store
         .put(

@@ -1,0 +1,260 @@
+//! A whole build of the chunk index ([`super::ChunkIndex`]), read from a
+//! snapshot of the store and entered a batch at a time, so that neither
+//! the store's lock nor the index's is held for its length: at a million
+//! files it takes ~15 s, and holding the store that long stalled `status`,
+//! the watchers and every commit (issue 21).
+//!
+//! The snapshot is taken, and the index cleared, in one short hold of both
+//! locks ([`super::ChunkIndex::look`]); the records are read and decoded
+//! without either; each batch takes the index's lock alone. While a build
+//! runs, a place it has entered is given out at once, and a look for a
+//! chunk it has not reached waits on its [`BuildGate`] instead of starting
+//! another build. A file placed meanwhile is entered by the placement over
+//! what the build brings (pending places are never overwritten by it), and
+//! the records changed after the snapshot are read one by one at the next
+//! look, as after any build.
+//!
+//! It never decides a place (the index does) and never reads a shared
+//! file; a build dropped unfinished (a panic) opens its gate and leaves a
+//! whole build due.
+
+use std::sync::{Arc, Condvar, Mutex};
+
+use super::*;
+use crate::folder::FolderError;
+
+/// Records entered per hold of the index's lock (~8 ms of work).
+const BATCH: usize = 512;
+
+/// Where a build is: under way, finished, or given up unfinished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BuildState {
+    Running,
+    Finished,
+    Abandoned,
+}
+
+/// What a look for a chunk the build has not reached waits on, without
+/// either lock.
+#[derive(Debug)]
+pub(super) struct BuildGate {
+    state: Mutex<BuildState>,
+    done: Condvar,
+}
+
+impl BuildGate {
+    fn new() -> Arc<BuildGate> {
+        Arc::new(BuildGate {
+            state: Mutex::new(BuildState::Running),
+            done: Condvar::new(),
+        })
+    }
+
+    /// Where the build is now.
+    pub(super) fn state(&self) -> BuildState {
+        *lock(&self.state)
+    }
+
+    /// Wait until the build has finished or was given up.
+    pub(super) fn wait(&self) {
+        let mut state = lock(&self.state);
+        while *state == BuildState::Running {
+            state = self.done.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn end(&self, how: BuildState) {
+        *lock(&self.state) = how;
+        self.done.notify_all();
+    }
+}
+
+type Records = Box<dyn Iterator<Item = Result<(String, FileRecord), FolderError>>>;
+
+/// One record to enter: its folder (an index into [`WholeBuild::roots`]),
+/// its path in the folder, the record.
+pub(super) type Entered = (usize, String, FileRecord);
+
+/// A whole build under way (see the [module documentation](self)).
+pub(super) struct WholeBuild {
+    pub(super) why: Rebuild,
+    /// The store sequence of the snapshot.
+    pub(super) seq: u64,
+    pub(super) started: Instant,
+    /// The shared folders' roots, with their records still to read.
+    pub(super) roots: Vec<PathBuf>,
+    sources: Vec<Records>,
+    pub(super) gate: Arc<BuildGate>,
+    finished: bool,
+}
+
+impl WholeBuild {
+    /// A build of the records of `folders` (root, id) in `store` as they
+    /// are now, at sequence `seq`.
+    pub(super) fn new(
+        store: &Store,
+        folders: &[(PathBuf, String)],
+        seq: u64,
+        why: Rebuild,
+    ) -> Self {
+        WholeBuild {
+            why,
+            seq,
+            started: Instant::now(),
+            roots: folders.iter().map(|(root, _)| root.clone()).collect(),
+            sources: folders
+                .iter()
+                .map(|(_, id)| Box::new(folder::records(store, id)) as Records)
+                .collect(),
+            gate: BuildGate::new(),
+            finished: false,
+        }
+    }
+
+    /// The next records to enter, read and decoded without any lock;
+    /// `None` once every folder's are read.
+    pub(super) fn next_batch(&mut self) -> Option<Vec<Entered>> {
+        let mut batch = Vec::with_capacity(BATCH);
+        for (i, source) in self.sources.iter_mut().enumerate() {
+            for (rel, rec) in source.by_ref().flatten() {
+                if !rec.deleted && rec.kind == EntryKind::File {
+                    batch.push((i, rel, rec));
+                    if batch.len() == BATCH {
+                        return Some(batch);
+                    }
+                }
+            }
+        }
+        (!batch.is_empty()).then_some(batch)
+    }
+
+    /// Enter every batch in `index`, held whole (a caller that has it to
+    /// itself: tests, a single thread).
+    pub(super) fn run_here(mut self, index: &mut ChunkIndex) {
+        while let Some(batch) = self.next_batch() {
+            index.enter(&self, batch);
+        }
+        index.finish(self);
+    }
+
+    /// Enter every batch in the index behind `chunks`, taking its lock for
+    /// each batch alone.
+    pub(super) fn run_beside(mut self, chunks: &std::sync::Mutex<ChunkIndex>) {
+        while let Some(batch) = self.next_batch() {
+            lock(chunks).enter(&self, batch);
+        }
+        lock(chunks).finish(self);
+    }
+
+    /// The build went in whole: its gate opens on a finished build.
+    pub(super) fn done(mut self) {
+        self.finished = true;
+        self.gate.end(BuildState::Finished);
+    }
+}
+
+impl Drop for WholeBuild {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.gate.end(BuildState::Abandoned);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{file_record, put, store_sharing_docs};
+    use super::*;
+
+    /// Issue 21: a whole build holds neither lock for its length. Begun,
+    /// it has taken its snapshot: the store takes writes, what it entered
+    /// is given out at once, a placement made meanwhile is not overwritten
+    /// by the older record it reads, a look for a chunk it has not reached
+    /// waits for it, and what changed after the snapshot is read at the
+    /// next look, one record.
+    #[test]
+    fn a_whole_build_runs_beside_changes_and_misses_nothing() {
+        let (_dir, mut store, root) = store_sharing_docs();
+        let n = BATCH + 10;
+        for i in 0..n {
+            put(
+                &mut store,
+                &format!("f{i}"),
+                &file_record(format!("bytes {i}").as_bytes()),
+            );
+        }
+        let mut ix = ChunkIndex::default();
+        let mut build = ix
+            .look(&store, Rebuild::Lazy)
+            .expect("a first look builds whole");
+        assert!(ix.building().is_some());
+        assert!(
+            ix.look(&store, Rebuild::Missing).is_none(),
+            "one build at a time"
+        );
+
+        // After the snapshot: a new file, and a file placed elsewhere with
+        // the bytes of one the snapshot holds.
+        let late = file_record(b"written after the snapshot");
+        put(&mut store, "late", &late);
+        let seven = file_record(b"bytes 7");
+        let mut moved = seven.clone();
+        moved.inode = 8;
+        ix.insert(&root.join("moved/f7"), &moved);
+
+        let first = build.next_batch().unwrap();
+        assert_eq!(first.len(), BATCH);
+        ix.enter(&build, first);
+        let zero = file_record(b"bytes 0").chunks[0].hash;
+        assert_eq!(ix.places(&zero)[0].0, root.join("f0"), "given out at once");
+
+        let gate = ix.building().unwrap();
+        let waiter = std::thread::spawn(move || gate.wait());
+        build.run_here(&mut ix);
+        waiter.join().unwrap();
+        assert!(ix.building().is_none());
+        assert_eq!(
+            ix.places(&seven.chunks[0].hash)[0].0,
+            root.join("moved/f7"),
+            "the placement is newer than the snapshot"
+        );
+        let last = file_record(format!("bytes {}", n - 1).as_bytes()).chunks[0].hash;
+        assert_eq!(ix.places(&last)[0].0, root.join(format!("f{}", n - 1)));
+        assert!(ix.places(&late.chunks[0].hash).is_empty());
+        assert_eq!(
+            ix.find(&store, &late.chunks[0].hash, true, false)[0].0,
+            root.join("late")
+        );
+        assert_eq!(
+            ix.changes_since_whole, 1,
+            "only what changed after the snapshot"
+        );
+    }
+
+    /// A build dropped unfinished (a panic in the thread running it)
+    /// opens its gate and leaves the next look a whole build.
+    #[test]
+    fn a_build_given_up_leaves_a_whole_build_due() {
+        let (_dir, mut store, _root) = store_sharing_docs();
+        put(&mut store, "a", &file_record(b"a"));
+        let mut ix = ChunkIndex::default();
+        ix.refresh(&store, Rebuild::Lazy);
+        put(&mut store, "b", &file_record(b"b"));
+        // (A stale place rebuilds at most every 250 ms.)
+        ix.built = Instant::now().checked_sub(Duration::from_secs(1));
+        let build = ix
+            .look(&store, Rebuild::Stale)
+            .expect("a stale place builds whole");
+        let gate = ix.building().unwrap();
+        drop(build);
+        gate.wait();
+        assert_eq!(gate.state(), BuildState::Abandoned);
+        assert!(ix.building().is_none());
+        assert!(
+            ix.look(&store, Rebuild::Missing).is_some(),
+            "built whole again"
+        );
+        let b = file_record(b"b").chunks[0].hash;
+        assert!(ix.places(&b).is_empty(), "not entered yet");
+    }
+}
