@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use softadastra::core::{NodeId, Seq, Timestamp};
-use softadastra::store::{Entry, Op, Store, StoreConfig, ns, snapshot};
+use softadastra::store::{Entry, Op, SavedTally, Store, StoreConfig, ns, snapshot};
 use softadastra::wal::MemStorage;
 use softadastra::wal::format::{self, Decoded};
 
@@ -188,6 +188,53 @@ fn index_v1_golden() {
     assert_eq!(changed, [("user:1".to_string(), 2)]);
     // Sequences go on after the file's.
     assert_eq!(store.put(ns::APP, "next", vec![1]).unwrap(), Seq(7));
+}
+
+/// What a value counts for in the saved-totals golden: its length.
+fn by_len(_key: &str, v: &[u8]) -> Option<u64> {
+    Some(v.len() as u64)
+}
+
+/// An index with running totals saved at close (the optional `totals`
+/// table, blob format 1): they are taken back, uncounted, and hold what
+/// was saved. The index of the release before it (`index-v1.redb`, no
+/// such table) opens as before and counts its totals.
+#[test]
+fn index_v1_saved_totals_golden() {
+    const BY_LEN: SavedTally = SavedTally {
+        name: "by_len.v1",
+        count: by_len,
+    };
+    let path = golden("index-v1-totals.redb");
+    if std::env::var_os("SOFTADASTRA_BLESS").is_some() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = Store::open_dir(StoreConfig::new(dir.path())).unwrap();
+        for (k, v) in [("g1/a", "one"), ("g1/b", "three"), ("g2/c", "seven!!")] {
+            store.put(ns::APP, k, v.as_bytes().to_vec()).unwrap();
+        }
+        store.tally_later(ns::APP, &[BY_LEN]).unwrap().run();
+        let config = store.config().clone();
+        drop(store);
+        std::fs::copy(config.index_path(), &path).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig::new(dir.path());
+    std::fs::copy(&path, config.index_path()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let (mut store, _) = Store::open_dir(config).unwrap();
+    assert!(store.tally_later(ns::APP, &[BY_LEN]).is_none(), "taken back");
+    let g1 = store.tally(ns::APP, Some("g1"), by_len);
+    let g2 = store.tally(ns::APP, Some("g2"), by_len);
+    assert_eq!((g1.items, g1.bytes, g2.items, g2.bytes), (2, 8, 1, 7));
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig::new(dir.path());
+    std::fs::copy(golden("index-v1.redb"), config.index_path()).unwrap();
+    let (mut store, _) = Store::open_dir(config).unwrap();
+    store
+        .tally_later(ns::APP, &[BY_LEN])
+        .expect("an index from before saved totals counts them")
+        .run();
+    assert_eq!(store.tally(ns::APP, None, by_len).items, 0, "user:1 is a tombstone");
 }
 
 fn expected_file_record() -> Vec<u8> {

@@ -280,6 +280,21 @@ pub fn conflict_tally(key: &str, value: &[u8]) -> Option<u64> {
     file_tally(key, value)
 }
 
+/// The folders' file totals ([`file_tally`]), saved when the store closes
+/// (see [`crate::store::SavedTally`]; a change to [`file_tally`] needs a
+/// new name).
+pub const FILE_TOTALS: crate::store::SavedTally = crate::store::SavedTally {
+    name: "files.v1",
+    count: file_tally,
+};
+
+/// The folders' conflict totals ([`conflict_tally`]), saved as
+/// [`FILE_TOTALS`] are.
+pub const CONFLICT_TOTALS: crate::store::SavedTally = crate::store::SavedTally {
+    name: "conflicts.v1",
+    count: conflict_tally,
+};
+
 /// The index key of `rel` in folder `id`.
 pub fn file_key(id: &str, rel: &str) -> String {
     format!("{id}/{rel}")

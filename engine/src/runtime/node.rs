@@ -188,14 +188,16 @@ impl Node {
             info!(peer = %p.id, "no address known; waiting for it to connect");
         }
         // The store's running totals (files, bytes and conflicts per
-        // folder, pending work) are counted once, off the async workers
-        // and without holding the store (a million entries take a second
-        // sync and the watchers need not wait for); status waits for them.
+        // folder, pending work) are taken back as saved at the last close
+        // if nothing changed since, or else counted once, off the async
+        // workers and without holding the store (a million entries take a
+        // second sync and the watchers need not wait for); status waits
+        // for them.
         let (walk, tally_gate) = {
             let mut store = lock(&store);
             let walk = store.tally_later(
                 crate::store::ns::FILES,
-                &[crate::index::file_tally, crate::index::conflict_tally],
+                &[crate::index::FILE_TOTALS, crate::index::CONFLICT_TOTALS],
             );
             (walk, store.tally_gate())
         };

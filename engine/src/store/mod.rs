@@ -69,7 +69,7 @@ pub(crate) use open::lock_dir;
 
 pub use checkpoint::CheckpointInfo;
 pub use repair::{RepairReport, repair};
-pub use tally::{TallyFn, Totals};
+pub use tally::{SavedTally, TallyFn, Totals};
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -329,30 +329,52 @@ impl Store {
     /// counted several ways, each function keeping totals of its own.
     /// Totals still being counted ([`Store::tally_later`]) are waited for.
     pub fn tally(&mut self, ns: &str, group: Option<&str>, count: TallyFn) -> Totals {
-        if let Some(walk) = self.tally_later(ns, &[count]) {
+        if let Some(walk) = self.keep_totals(ns, &[(count, None)]) {
             walk.run();
         }
         self.state.tallies.totals(ns, group, count)
     }
 
-    /// Keep the running totals of `ns` by each of `counts` from now on;
-    /// those not kept yet are counted by the returned walk, one for all of
-    /// them, over a snapshot of now — to be run without the store (at a
-    /// million entries it takes a second, which sync and the watchers need
-    /// not wait for). Until it has run, [`Store::tally`] waits for them,
-    /// and so does [`TallyGate::wait`].
-    pub fn tally_later(&mut self, ns: &str, counts: &[TallyFn]) -> Option<TallyWalk> {
+    /// Keep the running totals of `ns` by each of `counts` from now on,
+    /// saved at close under their names and taken back at the next open
+    /// when the index did not change in between; those neither kept nor
+    /// taken back are counted by the returned walk, one for all of them,
+    /// over a snapshot of now — to be run without the store (at a million
+    /// entries it takes a second, which sync and the watchers need not
+    /// wait for). Until it has run, [`Store::tally`] waits for them, and
+    /// so does [`TallyGate::wait`].
+    pub fn tally_later(&mut self, ns: &str, counts: &[SavedTally]) -> Option<TallyWalk> {
+        let counts: Vec<(TallyFn, Option<&'static str>)> =
+            counts.iter().map(|c| (c.count, Some(c.name))).collect();
+        self.keep_totals(ns, &counts)
+    }
+
+    /// See [`Store::tally_later`]; a count without a name is not saved.
+    fn keep_totals(
+        &mut self,
+        ns: &str,
+        counts: &[(TallyFn, Option<&'static str>)],
+    ) -> Option<TallyWalk> {
         let missing: Vec<TallyFn> = {
             let mut tallies = crate::core::lock(&self.state.tallies.kept);
             let kept = tallies.entry(ns.to_string()).or_default();
-            let missing: Vec<TallyFn> = counts
-                .iter()
-                .copied()
-                .filter(|c| !kept.iter().any(|t| t.counts_with(*c)))
-                .collect();
-            // Kept from now: changes made while the snapshot is counted
-            // are in them already.
-            kept.extend(missing.iter().map(|c| tally::Tally::building(*c)));
+            let mut missing = Vec::new();
+            for &(count, name) in counts {
+                if kept.iter().any(|t| t.counts_with(count)) {
+                    continue;
+                }
+                if let Some(name) = name
+                    && let Some(groups) = self.state.take_saved(ns, name)
+                {
+                    tracing::debug!(%ns, name, "running totals taken back as saved");
+                    kept.push(tally::Tally::restored(SavedTally { name, count }, groups));
+                    continue;
+                }
+                // Kept from now: changes made while the snapshot is
+                // counted are in them already.
+                kept.push(tally::Tally::building(count, name));
+                missing.push(count);
+            }
             missing
         };
         (!missing.is_empty()).then(|| TallyWalk {

@@ -8,7 +8,11 @@
 //! `/` (a folder id in the `files` namespace). Totals can be kept from a
 //! moment on while a snapshot of that moment is still being counted
 //! ([`Tally::building`], [`Tallies`]): those asking wait until it is in.
-//! This module only adds, subtracts and waits; it writes nothing.
+//! Totals kept under a name ([`SavedTally`]) are written into the index
+//! when it closes and taken back at the next open instead of counted
+//! again, if nothing was applied in between (see `store::state`'s
+//! `totals` table). This module only adds, subtracts and waits; it writes
+//! nothing.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Condvar, Mutex};
@@ -16,6 +20,21 @@ use std::sync::{Condvar, Mutex};
 /// What one stored entry (its key and value) counts for: `Some(bytes)` to
 /// count it as one item of that many bytes, `None` not to count it.
 pub type TallyFn = fn(&str, &[u8]) -> Option<u64>;
+
+/// A way of counting a namespace whose totals are saved when the store
+/// closes and taken back, uncounted, at the next open if the index did not
+/// change in between: `name` tells them apart on disk (a new way of
+/// counting needs a new name).
+#[derive(Debug, Clone, Copy)]
+pub struct SavedTally {
+    /// What the totals are saved as (with a version: `files.v1`).
+    pub name: &'static str,
+    /// What one entry counts for.
+    pub count: TallyFn,
+}
+
+/// Totals as saved: by group, items and bytes.
+pub(super) type SavedGroups = Vec<(String, i64, i64)>;
 
 /// Items and bytes of one group.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -30,6 +49,8 @@ pub struct Totals {
 #[derive(Debug)]
 pub(super) struct Tally {
     count: TallyFn,
+    /// The name the totals are saved under at close, if they are.
+    saved_as: Option<&'static str>,
     /// Items and bytes by group, signed: while the totals are being built
     /// from a snapshot ([`Tally::building`]) they hold the changes made
     /// since it, which may take away what the snapshot is yet to add.
@@ -43,6 +64,7 @@ impl Tally {
     pub(super) fn new(count: TallyFn) -> Tally {
         Tally {
             count,
+            saved_as: None,
             groups: HashMap::new(),
             ready: true,
         }
@@ -50,11 +72,33 @@ impl Tally {
 
     /// Totals kept from now on, the snapshot of now still to be counted
     /// in ([`Tally::add`]): until then they hold only the changes since.
-    pub(super) fn building(count: TallyFn) -> Tally {
+    /// Saved at close as `saved_as`, if given, once ready.
+    pub(super) fn building(count: TallyFn, saved_as: Option<&'static str>) -> Tally {
         Tally {
             ready: false,
+            saved_as,
             ..Tally::new(count)
         }
+    }
+
+    /// Totals taken back as they were saved (`groups`), ready.
+    pub(super) fn restored(saved: SavedTally, groups: SavedGroups) -> Tally {
+        Tally {
+            saved_as: Some(saved.name),
+            groups: groups.into_iter().map(|(g, i, b)| (g, (i, b))).collect(),
+            ..Tally::new(saved.count)
+        }
+    }
+
+    /// The name and totals to save at close: of ready totals kept under a
+    /// name only.
+    pub(super) fn to_save(&self) -> Option<(&'static str, SavedGroups)> {
+        let name = self.saved_as.filter(|_| self.ready)?;
+        let mut groups: SavedGroups = (self.groups.iter())
+            .map(|(g, (i, b))| (g.clone(), *i, *b))
+            .collect();
+        groups.sort();
+        Some((name, groups))
     }
 
     /// Whether these are the totals `count` keeps. Functions are told apart
@@ -192,3 +236,6 @@ impl Tallies {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

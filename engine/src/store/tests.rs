@@ -7,11 +7,14 @@ use super::*;
 use crate::core::{ErrorContext, ManualClock, NodeId};
 use crate::wal::{Durability, MemStorage, WalConfig};
 
-fn config() -> StoreConfig {
+pub(super) fn config() -> StoreConfig {
     StoreConfig::new("/node")
 }
 
-fn open(storage: &MemStorage, config: StoreConfig) -> Result<(Store, StoreRecovery), StoreError> {
+pub(super) fn open(
+    storage: &MemStorage,
+    config: StoreConfig,
+) -> Result<(Store, StoreRecovery), StoreError> {
     Store::open(
         config,
         Arc::new(storage.clone()),
@@ -84,7 +87,7 @@ fn tombstones_are_purged_by_a_logged_operation() {
 
 /// Power is cut with the store open: nothing of it closes, and writes
 /// never synced are lost (some torn, as `seed` picks).
-fn cut_power(store: Store, s: &MemStorage, seed: u64) {
+pub(super) fn cut_power(store: Store, s: &MemStorage, seed: u64) {
     std::mem::forget(store);
     s.crash(seed);
 }
@@ -174,7 +177,7 @@ fn a_bulk_change_closed_cleanly_leaves_the_log_at_the_next_open() {
 }
 
 /// Keys in no order, then most of them removed: a file mostly waste.
-fn fill_and_thin(store: &mut Store) -> CheckpointInfo {
+pub(super) fn fill_and_thin(store: &mut Store) -> CheckpointInfo {
     let mut rng = fastrand::Rng::with_seed(5);
     for i in 0..6_000u32 {
         let key = format!("{:016x}-{i}", rng.u64(..));
@@ -472,160 +475,4 @@ fn changes_after_a_sequence_are_listed_oldest_first() {
     let (store, _) = open(&s, config()).unwrap();
     assert_eq!(changed(&store, 0), expect_after);
     assert!(store.changed_since("nothing here", Seq(0)).next().is_none());
-}
-
-/// A value counts for its length, unless it is "skip".
-fn by_len(_key: &str, v: &[u8]) -> Option<u64> {
-    (v != b"skip").then_some(v.len() as u64)
-}
-
-/// The totals kept as entries change always equal a recount.
-#[test]
-fn running_totals_follow_every_kind_of_change() {
-    let storage = MemStorage::new();
-    let (mut store, _) = open(&storage, config()).unwrap();
-    let ns = "things";
-    store.put(ns, "a/1", b"xx".to_vec()).unwrap();
-    let t = store.tally(ns, Some("a"), by_len);
-    assert_eq!((t.items, t.bytes), (1, 2));
-    store.put(ns, "a/2", b"yyy".to_vec()).unwrap();
-    store.put(ns, "a/1", b"zzzz".to_vec()).unwrap(); // replaced
-    store.put(ns, "b/1", b"skip".to_vec()).unwrap(); // not counted
-    store.put(ns, "b/2", b"q".to_vec()).unwrap();
-    let recount = |store: &Store, group: &str| {
-        let mut t = Totals::default();
-        for (_, e) in store.list(ns, &format!("{group}/")) {
-            if let Some(b) = e.value.as_deref().and_then(|v| by_len("", v)) {
-                t.items += 1;
-                t.bytes += b;
-            }
-        }
-        t
-    };
-    let check = |store: &mut Store| {
-        for g in ["a", "b"] {
-            let want = recount(store, g);
-            assert_eq!(store.tally(ns, Some(g), by_len), want, "group {g}");
-        }
-    };
-    check(&mut store);
-    store.remove(ns, "a/2").unwrap(); // tombstone
-    check(&mut store);
-    store
-        .apply(Op::Forget {
-            ns: ns.into(),
-            key: "a/1".into(),
-        })
-        .unwrap();
-    check(&mut store);
-    store
-        .apply(Op::DropPrefix {
-            ns: ns.into(),
-            prefix: "b/".into(),
-        })
-        .unwrap();
-    check(&mut store);
-    assert_eq!(store.tally(ns, None, by_len), Totals::default());
-}
-
-/// Values of one byte, counted as one byte each.
-fn only_short(_key: &str, v: &[u8]) -> Option<u64> {
-    (v.len() == 1).then_some(1)
-}
-
-/// One namespace counted two ways keeps two sets of totals, each true
-/// after later changes.
-#[test]
-fn a_namespace_counted_two_ways_keeps_both() {
-    let storage = MemStorage::new();
-    let (mut store, _) = open(&storage, config()).unwrap();
-    let ns = "things";
-    store.put(ns, "a/1", b"xx".to_vec()).unwrap();
-    store.put(ns, "a/2", b"y".to_vec()).unwrap();
-    assert_eq!(store.tally(ns, Some("a"), by_len).items, 2);
-    assert_eq!(store.tally(ns, Some("a"), only_short).items, 1);
-    store.put(ns, "a/3", b"z".to_vec()).unwrap();
-    store.remove(ns, "a/1").unwrap();
-    let (all, short) = (
-        store.tally(ns, Some("a"), by_len),
-        store.tally(ns, Some("a"), only_short),
-    );
-    assert_eq!((all.items, all.bytes), (2, 2));
-    assert_eq!((short.items, short.bytes), (2, 2));
-}
-
-/// Totals counted over a snapshot, without the store, while the store
-/// goes on changing — a counted entry replaced, removed, forgotten, new
-/// ones — come out equal to a recount; a thread asking for them waits
-/// until they are counted; a count dropped unrun is done again later.
-#[test]
-fn totals_counted_beside_changes_equal_a_recount() {
-    let storage = MemStorage::new();
-    let (mut store, _) = open(&storage, config()).unwrap();
-    let ns = "things";
-    for i in 0..50 {
-        store.put(ns, &format!("a/{i}"), vec![b'x'; i + 1]).unwrap();
-    }
-    let walk = store.tally_later(ns, &[by_len, only_short]).unwrap();
-    assert!(store.tally_later(ns, &[by_len]).is_none(), "kept already");
-    // Changes after the snapshot, before it is counted.
-    store.put(ns, "a/0", b"longer".to_vec()).unwrap(); // replaced
-    store.remove(ns, "a/1").unwrap(); // counted in the snapshot, gone
-    store.put(ns, "a/new", b"z".to_vec()).unwrap();
-    store
-        .apply(Op::Forget {
-            ns: ns.into(),
-            key: "a/2".into(),
-        })
-        .unwrap();
-    let gate = store.tally_gate();
-    let waiter = std::thread::spawn(move || gate.wait());
-    std::thread::sleep(std::time::Duration::from_millis(50));
-    assert!(!waiter.is_finished(), "the gate waits for the count");
-    walk.run();
-    waiter.join().unwrap();
-    let mut want = Totals::default();
-    for (_, e) in store.list(ns, "a/") {
-        if let Some(b) = e.value.as_deref().and_then(|v| by_len("", v)) {
-            want.items += 1;
-            want.bytes += b;
-        }
-    }
-    assert_eq!(store.tally(ns, Some("a"), by_len), want);
-    assert_eq!(
-        store.tally(ns, Some("a"), only_short).items,
-        1,
-        "a/0 no longer, a/new"
-    );
-    // Dropped unrun: forgotten, and counted whole when next asked for.
-    let other = "others";
-    store.put(other, "g/1", b"abc".to_vec()).unwrap();
-    drop(store.tally_later(other, &[by_len]).unwrap());
-    store.tally_gate().wait();
-    assert_eq!(store.tally(other, Some("g"), by_len).bytes, 3);
-}
-
-/// A running node keeps a gate on its totals for its whole life, and
-/// counts them once over a snapshot: neither may keep its index from
-/// being compacted (compaction needs the state alone; it never ran on a
-/// running node while the gate held the state).
-#[test]
-fn totals_kept_and_waited_on_do_not_stop_compaction() {
-    let dir = tempfile::tempdir().unwrap();
-    let always = StoreConfig {
-        compact_from_bytes: 0,
-        durability: Durability::None,
-        ..StoreConfig::new(dir.path().join("always"))
-    };
-    let (mut store, _) = Store::open_dir(always).unwrap();
-    let gate = store.tally_gate();
-    if let Some(walk) = store.tally_later(ns::APP, &[by_len]) {
-        walk.run();
-    }
-    gate.wait();
-    fill_and_thin(&mut store);
-    let compacted = store.compact_when_wasteful().unwrap();
-    assert!(compacted.is_some(), "not compacted");
-    assert_eq!(store.tally(ns::APP, None, by_len).items, 500);
-    drop(gate);
 }

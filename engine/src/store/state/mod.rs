@@ -10,7 +10,15 @@
 //! - `entries`: `(namespace, key)` → a postcard [`Entry`];
 //! - `by_seq`: `(namespace, version)` → key, for "what changed since";
 //! - `meta`: `"format"` (written when the file is made) and `"applied"`,
-//!   the last sequence applied (written with each commit).
+//!   the last sequence applied (written with each commit);
+//! - `totals` (optional: an index without it is read as one with none
+//!   saved): `(namespace, name)` → a postcard [`SavedBlob`], the running
+//!   totals kept under that name ([`super::tally::SavedTally`]) as they
+//!   were at the close that wrote them, with the sequence applied then.
+//!   They are taken back at the next open only while that is still the
+//!   sequence applied and nothing was applied since — any change, a
+//!   replay after a crash included, makes them count again — so they are
+//!   never stale.
 //!
 //! Commits are of two kinds. Changes are gathered in one open write
 //! transaction — reads see them through it — and committed without an
@@ -41,7 +49,7 @@ use iter::EntryTable;
 pub use iter::{Changed, Scan};
 use write::{apply_in, written};
 
-use super::tally::Tallies;
+use super::tally::{SavedGroups, Tallies};
 use super::{Entry, Op, StoreError, io_err};
 use crate::core::Seq;
 use crate::wal::{PagedFile, Storage};
@@ -54,6 +62,19 @@ pub const FILE_NAME: &str = "index.redb";
 const ENTRIES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("entries");
 const BY_SEQ: TableDefinition<(&str, u64), &str> = TableDefinition::new("by_seq");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const TOTALS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("totals");
+
+/// Version of a [`SavedBlob`]'s layout.
+const SAVED_FORMAT: u32 = 1;
+
+/// Running totals as saved in the `totals` table.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct SavedBlob {
+    format: u32,
+    /// The sequence applied when they were saved.
+    seq: u64,
+    groups: SavedGroups,
+}
 
 /// A [`PagedFile`] as redb's storage: the index reaches the disk through
 /// the same seam as the WAL, so the power-loss and fault-injection tests
@@ -130,6 +151,9 @@ pub(super) struct State {
     compactor: Option<compact::Compactor>,
     /// Operations applied since the compactor last heard of them.
     changes: AtomicU64,
+    /// Running totals saved at the last close and valid now, by namespace
+    /// and name: emptied by the first change applied.
+    saved: Mutex<std::collections::HashMap<(String, String), SavedGroups>>,
 }
 
 impl State {
@@ -205,6 +229,7 @@ impl State {
             read_failure: Mutex::new(None),
             compactor: None,
             changes: AtomicU64::new(0),
+            saved: Mutex::default(),
         };
         let read = state.db.begin_read().map_err(err("read the index"))?;
         let (format, applied) = match read.open_table(META) {
@@ -227,7 +252,52 @@ impl State {
                 path.display()
             )));
         }
+        if let Some(seq) = applied {
+            state.applied.store(seq.0, Ordering::SeqCst);
+            *crate::core::lock(&state.saved) = saved_totals(&read, seq);
+        }
+        drop(read);
         Ok((state, applied))
+    }
+
+    /// The running totals saved as `name` for `ns`, if valid now (saved at
+    /// the sequence applied, nothing applied since): taken, once.
+    pub(super) fn take_saved(&self, ns: &str, name: &str) -> Option<SavedGroups> {
+        crate::core::lock(&self.saved).remove(&(ns.to_string(), name.to_string()))
+    }
+
+    /// Save the running totals kept under a name, as they are now, in the
+    /// open write transaction (committed with it at close).
+    fn save_totals(&self) -> Result<(), StoreError> {
+        let to_save: Vec<(String, &'static str, SavedGroups)> = {
+            let kept = crate::core::lock(&self.tallies.kept);
+            kept.iter()
+                .flat_map(|(ns, ts)| {
+                    ts.iter()
+                        .filter_map(|t| t.to_save().map(|(name, g)| (ns.clone(), name, g)))
+                })
+                .collect()
+        };
+        if to_save.is_empty() {
+            return Ok(());
+        }
+        let seq = self.applied.load(Ordering::SeqCst);
+        self.with_pending(|txn| {
+            let mut table = txn.open_table(TOTALS).map_err(err("save the totals"))?;
+            for (ns, name, groups) in to_save {
+                let blob = SavedBlob {
+                    format: SAVED_FORMAT,
+                    seq,
+                    groups,
+                };
+                let bytes = postcard::to_allocvec(&blob)
+                    .map_err(|e| StoreError::Corruption(e.to_string()))?;
+                table
+                    .insert((ns.as_str(), name), bytes.as_slice())
+                    .map_err(err("save the totals"))?;
+            }
+            Ok(())
+        })
     }
 
     /// The open write transaction, begun if there is none.
@@ -253,6 +323,13 @@ impl State {
 
     /// Apply `op`, logged at `seq`, to the open write transaction.
     pub(super) fn apply(&self, seq: Seq, op: Op) -> Result<(), StoreError> {
+        // Saved totals are of the index before any change: not any more.
+        {
+            let mut saved = crate::core::lock(&self.saved);
+            if !saved.is_empty() {
+                saved.clear();
+            }
+        }
         let became = written(seq, &op);
         self.with_pending(|txn| {
             let mut tallies = crate::core::lock(&self.tallies.kept);
@@ -636,6 +713,11 @@ impl Drop for State {
             // crash leaves it, to be opened at that checkpoint.
             return;
         }
+        // The running totals kept under a name go with the last commit,
+        // so the next open need not count them again.
+        if let Err(e) = self.save_totals() {
+            tracing::warn!(error = %e, "store index: running totals not saved at close");
+        }
         // What was applied is committed; redb makes it durable when the
         // database closes. The store flushed the WAL before (see
         // `Store::drop`), so the state never runs ahead of the log.
@@ -645,6 +727,33 @@ impl Drop for State {
         // SAFETY: `db` is dropped here only, and never used after.
         unsafe { std::mem::ManuallyDrop::drop(&mut self.db) };
     }
+}
+
+/// The running totals in `read`'s `totals` table saved at `seq` (others
+/// are of another state of the index, and ignored), by namespace and
+/// name. A table or a row that cannot be read is as none saved: the
+/// totals are counted again.
+fn saved_totals(
+    read: &redb::ReadTransaction,
+    seq: Seq,
+) -> std::collections::HashMap<(String, String), SavedGroups> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(table) = read.open_table(TOTALS) else {
+        return out;
+    };
+    let Ok(rows) = table.iter() else {
+        return out;
+    };
+    for (k, v) in rows.flatten() {
+        let (ns, name) = k.value();
+        if let Ok(blob) = postcard::from_bytes::<SavedBlob>(v.value())
+            && blob.format == SAVED_FORMAT
+            && blob.seq == seq.0
+        {
+            out.insert((ns.to_string(), name.to_string()), blob.groups);
+        }
+    }
+    out
 }
 
 /// The changes of the open write transaction, by key (see [`State::get`]).
