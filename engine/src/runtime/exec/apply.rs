@@ -157,7 +157,8 @@ pub(super) fn place_one(
         (None, Ok(m)) => record.inode = FileStat::from_metadata(&m).inode,
         (None, Err(_)) => {}
     }
-    lock(&s.chunks).insert(abs, &record);
+    // (Its chunks join the chunk index once the store is let go:
+    // `record_batch`.)
     let done = Completed {
         folder: folder_id.clone(),
         path: path.clone(),

@@ -201,6 +201,12 @@ impl ChunkIndex {
             self.whole_due = false;
             let folders: Vec<(PathBuf, String)> =
                 folders.into_iter().map(|f| (f.path, f.id)).collect();
+            // Known at once: a file placed while the build runs goes
+            // under its folder's root, where the build will not overwrite
+            // it, not under the empty one.
+            for (root, _) in &folders {
+                self.places.add_root(root);
+            }
             let build = WholeBuild::new(store, &folders, seq, why);
             self.building = Some(build.gate.clone());
             return Some(build);

@@ -19,7 +19,8 @@
 //! memory ([`FLUSH_AT`] at most, or [`FLUSH_EVERY`]) and go to disk in one
 //! transaction; reads look at those first. Random hashes leave its pages
 //! half empty and a whole build frees them all: after a flush the file is
-//! compacted once mostly waste (`store::state::compact`). With no usable
+//! compacted once mostly waste (`store::state::compact`) — during a whole
+//! build, once, when it settles. With no usable
 //! file it works in memory, as before.
 //!
 //! It never decides what a chunk's place is (the chunk index does) and
@@ -31,7 +32,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::chunk_index::{Place, Stamp};
 use crate::core::ContentHash;
@@ -105,6 +106,10 @@ pub struct PlaceTable {
     /// Places written since the table was last cleared (an estimate of
     /// how many it holds: a place written twice counts twice).
     pub(super) written: usize,
+    /// A whole build is filling the table since it was cleared: it is
+    /// compacted once, when the build settles, not after each flush (each
+    /// would rewrite a file the build is still growing).
+    bulk: bool,
 }
 
 impl std::fmt::Debug for PlaceTable {
@@ -217,6 +222,7 @@ impl PlaceTable {
             flushed_at: None,
             written_at: None,
             written: 0,
+            bulk: false,
         })
     }
 
@@ -229,6 +235,12 @@ impl PlaceTable {
     /// The roots of the folders whose places are known.
     pub fn roots(&self) -> impl Iterator<Item = &Path> {
         self.roots.keys().map(PathBuf::as_path)
+    }
+
+    /// Know `root` as a folder's root from now on (a place under it is
+    /// entered under it, not under the empty root).
+    pub fn add_root(&mut self, root: &Path) {
+        self.root_number(root);
     }
 
     fn root_number(&mut self, root: &Path) -> u32 {
@@ -312,7 +324,8 @@ impl PlaceTable {
         }
     }
 
-    /// Forget every place and root: a whole build follows.
+    /// Forget every place and root: a whole build follows, which ends
+    /// with [`PlaceTable::settle`].
     pub fn clear(&mut self) {
         self.pending.clear();
         self.new_roots.clear();
@@ -322,6 +335,7 @@ impl PlaceTable {
         self.unflushed_seq = false;
         self.compactor.changed(self.written as u64);
         self.written = 0;
+        self.bulk = true;
         let cleared: Result<(), redb::Error> = (|| {
             let txn = self.db.begin_write()?;
             txn.delete_table(PLACES)?;
@@ -363,8 +377,10 @@ impl PlaceTable {
         if !self.has_unwritten() {
             return;
         }
+        let started = std::time::Instant::now();
         let roots = std::mem::take(&mut self.new_roots);
         let pending = std::mem::take(&mut self.pending);
+        let count = pending.len();
         let roots_by_number: HashMap<u32, PathBuf> =
             self.roots.iter().map(|(p, n)| (*n, p.clone())).collect();
         let at_seq = self.at_seq.filter(|_| self.unflushed_seq);
@@ -418,14 +434,23 @@ impl PlaceTable {
         self.reader = None;
         self.flushed_at = Some(std::time::Instant::now());
         match written {
-            Ok(()) => self.unflushed_seq = false,
+            Ok(()) => {
+                self.unflushed_seq = false;
+                debug!(
+                    places = count,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "chunk places written"
+                );
+            }
             Err(e) => {
                 // What was lost is found again by a whole build.
                 warn!(error = %e, "cannot write the chunk places; they are found again from the index");
                 self.at_seq = None;
             }
         }
-        self.compact_when_wasteful();
+        if !self.bulk {
+            self.compact_when_wasteful();
+        }
     }
 
     /// Write what is pending once nothing was written for [`QUIET`]: a
@@ -441,6 +466,7 @@ impl PlaceTable {
     /// Write what is pending and give back the pages a whole build freed
     /// (it clears the table, then writes it again).
     pub fn settle(&mut self) {
+        self.bulk = false;
         self.compactor.look_next();
         if self.has_unwritten() {
             // The flush looks at the file once written.
@@ -596,6 +622,9 @@ mod tests {
         }
         t.reached(2);
         t.flush();
+        // Not while the build fills it: once, when it settles.
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), full);
+        t.settle();
         let after = std::fs::metadata(&path).unwrap().len();
         assert!(after * 4 < full, "{after} bytes after, {full} before");
         drop(t);

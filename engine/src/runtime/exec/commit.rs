@@ -286,6 +286,10 @@ pub(super) fn record_batch(s: &Arc<Shared>, batch: Flushed) -> Option<Logged> {
     // Looked at once per directory and batch (files come in directory
     // order, mostly).
     let mut real: HashMap<&Path, bool> = HashMap::new();
+    // The files placed, for the chunk index: entered once the store is let
+    // go, since entering may write its table to disk (a second or two at a
+    // million files), which `status` and the watchers must not wait for.
+    let mut placed_chunks: Vec<(PathBuf, FileRecord)> = Vec::new();
     let mut store = lock(&s.store);
     let held = store.hold_deferred(|store| {
         let mut done = Vec::new();
@@ -304,6 +308,9 @@ pub(super) fn record_batch(s: &Arc<Shared>, batch: Flushed) -> Option<Logged> {
                     Step::Place { tmp, .. } => place_one(s, store, c, root, abs, tmp.as_deref()),
                     Step::Remove => remove_one(s, store, c, root, abs).map(|d| (d, None)),
                 }?;
+                if matches!(c.step, Step::Place { .. }) && !one.record.chunks.is_empty() {
+                    placed_chunks.push((abs.clone(), one.record.clone()));
+                }
                 if let Some(stamp) = stamp {
                     placed.push((&c.folder, &c.path, stamp));
                 }
@@ -353,6 +360,12 @@ pub(super) fn record_batch(s: &Arc<Shared>, batch: Flushed) -> Option<Logged> {
         (results, placed, events)
     });
     drop(store);
+    if !placed_chunks.is_empty() {
+        let mut chunks = lock(&s.chunks);
+        for (abs, record) in &placed_chunks {
+            chunks.insert(abs, record);
+        }
+    }
     let (results, pending, events) = match held {
         Ok(((results, placed, events), pending)) => {
             s.echoes.placed(&placed);
