@@ -221,7 +221,10 @@ fn index_v1_saved_totals_golden() {
     let config = StoreConfig::new(dir.path());
     std::fs::copy(&path, config.index_path()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let (mut store, _) = Store::open_dir(config).unwrap();
-    assert!(store.tally_later(ns::APP, &[BY_LEN]).is_none(), "taken back");
+    assert!(
+        store.tally_later(ns::APP, &[BY_LEN]).is_none(),
+        "taken back"
+    );
     let g1 = store.tally(ns::APP, Some("g1"), by_len);
     let g2 = store.tally(ns::APP, Some("g2"), by_len);
     assert_eq!((g1.items, g1.bytes, g2.items, g2.bytes), (2, 8, 1, 7));
@@ -234,7 +237,11 @@ fn index_v1_saved_totals_golden() {
         .tally_later(ns::APP, &[BY_LEN])
         .expect("an index from before saved totals counts them")
         .run();
-    assert_eq!(store.tally(ns::APP, None, by_len).items, 0, "user:1 is a tombstone");
+    assert_eq!(
+        store.tally(ns::APP, None, by_len).items,
+        0,
+        "user:1 is a tombstone"
+    );
 }
 
 fn expected_file_record() -> Vec<u8> {

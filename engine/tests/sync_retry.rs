@@ -3,13 +3,14 @@
 //! transfer broken by a replaced connection resumes without waiting a
 //! second); work that failed for want of a change (a full disk, a denied
 //! permission) waits for that change, not for a peer; a path inside a
-//! directory still to be created waits for it.
+//! directory still to be created waits for it; work beyond the window kept
+//! in memory waits in the store, and is taken in as the window drains.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{docs_node, page, record};
+use common::{docs_node, docs_node_with, page, record};
 use softadastra::core::NodeId;
 use softadastra::sync::{Action, Cause, Failing, SyncEngine, WorkError};
 
@@ -235,4 +236,77 @@ fn work_completed_together_is_recorded_and_refilled_once() {
         "completed work is not handed out again: {:?}",
         later.actions
     );
+}
+
+/// Issue 21: a sync that brings more files than the window of work kept
+/// in memory holds at most the window (and the directories) in memory; the
+/// rest waits in the store and is taken in as work completes, in path
+/// order, until every file is placed once — a directory before what it
+/// holds, even when it arrives after the window filled.
+#[test]
+fn work_beyond_the_window_waits_in_the_store_and_is_all_done() {
+    use softadastra::fs::scan::EntryKind;
+    use softadastra::sync::{Completed, SyncConfig};
+    let me = NodeId::derive(b"me");
+    let peer = NodeId::derive(b"peer");
+    let config = SyncConfig {
+        work_window: 8,
+        max_out: 3,
+        ..SyncConfig::default()
+    };
+    let (mut store, mut engine): (_, SyncEngine) = docs_node_with(me, peer, config);
+    let t0 = Instant::now();
+    let mut files: Vec<(String, _)> = (0..40)
+        .map(|i| (format!("f{i:02}.txt"), record(peer)))
+        .collect();
+    files.push(("m/inside.txt".into(), record(peer)));
+    // The directory comes last, once the window is full.
+    let mut dir = record(peer);
+    dir.kind = EntryKind::Dir;
+    dir.size = 0;
+    dir.hash = None;
+    dir.chunks.clear();
+    files.push(("m".into(), dir));
+    let mut out = engine.received(&mut store, peer, page(files), t0).unwrap();
+    assert!(
+        engine.work_in_memory() <= 8 + 1,
+        "{} in memory",
+        engine.work_in_memory()
+    );
+    assert_eq!(engine.progress(&mut store, "docs").needed_files, 42);
+    let mut order = Vec::new();
+    for _ in 0..100 {
+        let done: Vec<Completed> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::Place { path, need, .. } => Some(Completed {
+                    folder: "docs".into(),
+                    path: path.clone(),
+                    done: need.clone(),
+                    record: need.record.clone(),
+                    conflict_copy: None,
+                }),
+                _ => None,
+            })
+            .collect();
+        if done.is_empty() {
+            break;
+        }
+        order.extend(done.iter().map(|c| c.path.clone()));
+        out = engine.completed_all(&mut store, done, t0).unwrap();
+        assert!(
+            engine.work_in_memory() <= 8 + 1,
+            "{} in memory",
+            engine.work_in_memory()
+        );
+    }
+    let mut placed_once = order.clone();
+    placed_once.sort();
+    placed_once.dedup();
+    assert_eq!(placed_once.len(), 42, "every path once: {order:?}");
+    assert_eq!(order.len(), 42, "none twice: {order:?}");
+    let at = |p: &str| order.iter().position(|o| o == p).unwrap();
+    assert!(at("m") < at("m/inside.txt"), "{order:?}");
+    assert_eq!(engine.progress(&mut store, "docs").needed_files, 0);
+    assert_eq!(engine.work_in_memory(), 0);
 }

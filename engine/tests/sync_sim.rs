@@ -134,6 +134,9 @@ fn sync_config() -> SyncConfig {
         retry_blocked: Duration::from_secs(20),
         poll_every: Duration::from_secs(10),
         max_out: 3,
+        // Far fewer than the files a run makes: most work waits in the
+        // store only, and is taken in as the window drains.
+        work_window: 4,
     }
 }
 

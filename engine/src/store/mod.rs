@@ -305,6 +305,16 @@ impl Store {
         self.state.scan(ns, prefix)
     }
 
+    /// Entries of `ns` from the first key at or after `start`, in key
+    /// order, tombstones included (as [`Store::scan_prefix`], resumed).
+    pub fn scan_from(
+        &self,
+        ns: &str,
+        start: &str,
+    ) -> impl Iterator<Item = (String, Entry)> + use<> {
+        self.state.scan_from(ns, start, "")
+    }
+
     /// Entries of `ns` last changed after `since`, oldest change first,
     /// tombstones included: what a peer that has seen up to `since` lacks,
     /// found without a walk of the whole namespace.

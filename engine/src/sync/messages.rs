@@ -170,6 +170,11 @@ pub struct SyncConfig {
     /// File work handed out at once (the rest waits its turn, so a bulk
     /// sync of many files neither floods the executor nor memory).
     pub max_out: usize,
+    /// File work kept in memory at once (directories aside): the rest
+    /// waits in the store only, and is taken in, in path order, as the
+    /// work in memory drains — memory does not grow with the number of
+    /// files a sync brings (issue 21: a million pending paths took ~200 MB).
+    pub work_window: usize,
 }
 
 impl Default for SyncConfig {
@@ -181,6 +186,7 @@ impl Default for SyncConfig {
             retry_blocked: Duration::from_secs(60),
             poll_every: Duration::from_secs(60),
             max_out: 512,
+            work_window: 16_384,
         }
     }
 }

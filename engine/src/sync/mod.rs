@@ -25,7 +25,9 @@
 //!   and drops the need in one batch) or [`SyncEngine::failed`] with a
 //!   typed [`WorkError`]: retried with backoff, or — a full disk, a denied
 //!   permission — held until something changes (see `failure.rs`). After
-//!   a restart every stored need is handed out again.
+//!   a restart every stored need is handed out again. At most
+//!   [`SyncConfig::work_window`] files' work is held in memory; the rest
+//!   waits in the store and is taken in as that drains (`window.rs`).
 //! * **Paths from peers** pass [`crate::core::path::validate`]; a hostile one
 //!   (absolute, `..`, NUL, …) is refused, logged and counted, and the rest
 //!   of the page is still used.
@@ -40,6 +42,7 @@ mod messages;
 mod receive_only;
 pub mod resolve;
 mod types;
+mod window;
 mod work;
 
 pub use codec::DecodeError;
@@ -140,6 +143,20 @@ struct Work {
     since: Instant,
 }
 
+impl Work {
+    /// Work first heard of `now`, due at once.
+    fn new(now: Instant) -> Work {
+        Work {
+            due: now,
+            attempts: 0,
+            out: false,
+            why: None,
+            size: 0,
+            since: now,
+        }
+    }
+}
+
 /// The sync state machine of one node.
 #[derive(Debug)]
 pub struct SyncEngine {
@@ -158,6 +175,11 @@ pub struct SyncEngine {
     dir_removals: BTreeSet<(String, String)>,
     /// How many of `work` are handed out.
     out_count: usize,
+    /// The store key (`<folder>/<path>`) from which needs may be kept in
+    /// the store only, the window of work in memory having been full
+    /// ([`SyncConfig::work_window`]); every need before it is in `work`
+    /// or done. `None`: every need is in `work`.
+    backlog_from: Option<String>,
     /// Folders whose index changed through completed work, with the last
     /// sequence changed: peers are hinted at the next tick once the log
     /// has made that sequence durable (one hint for a burst of files, not
@@ -285,6 +307,7 @@ impl SyncEngine {
             dir_work: BTreeSet::new(),
             dir_removals: BTreeSet::new(),
             out_count: 0,
+            backlog_from: None,
             dirty: BTreeMap::new(),
             refused_paths: 0,
             refused_requests: 0,
@@ -295,29 +318,12 @@ impl SyncEngine {
         }
     }
 
-    /// Load the stored needs, so unfinished file work resumes after a restart.
+    /// Load the stored needs, so unfinished file work resumes after a
+    /// restart: as many as the window holds, in path order, the rest as
+    /// the window drains (see [`SyncEngine::take_in_backlog`]).
     pub fn resume(&mut self, store: &Store, now: Instant) {
-        for (key, entry) in store.list(NEED_NS, "") {
-            if let Some(value) = entry.value.as_deref()
-                && let Some((f, p)) = key.split_once('/')
-            {
-                if let Ok(n) = postcard::from_bytes::<Need>(value) {
-                    let key = (f.to_string(), p.to_string());
-                    self.note_dir_effect(&key, DirEffect::of(&n.record));
-                }
-                self.work.insert(
-                    (f.to_string(), p.to_string()),
-                    Work {
-                        due: now,
-                        attempts: 0,
-                        out: false,
-                        why: None,
-                        size: 0,
-                        since: now,
-                    },
-                );
-            }
-        }
+        self.backlog_from = Some(String::new());
+        self.take_in_backlog(store, now);
     }
 
     /// Advance time: re-send unanswered requests (backoff with jitter),

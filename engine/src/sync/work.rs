@@ -45,7 +45,12 @@ impl SyncEngine {
         let (folder, path) = key;
         // Every path under `path/` sorts in [`path/`, `path0`): '0' follows '/'.
         let inside = (folder.clone(), format!("{path}/"))..(folder.clone(), format!("{path}0"));
-        self.work.range(inside).next().is_some()
+        if self.work.range(inside).next().is_some() {
+            return true;
+        }
+        // Work inside may wait in the store only, not taken in yet.
+        let end = index::file_key(folder, &format!("{path}0"));
+        self.backlog_from.as_ref().is_some_and(|b| *b < end)
     }
 
     /// Whether a directory above `path` is still to be created by pending
@@ -86,6 +91,7 @@ impl SyncEngine {
         let mut retried = 0;
         let mut done = Vec::new();
         let mut changed_folders = HashSet::new();
+        self.take_in_backlog(store, now);
         let slots = self.config.max_out.saturating_sub(self.out_count);
         // Work of a paused folder waits (work of a removed one is dropped
         // by `tick`).
@@ -564,6 +570,9 @@ impl SyncEngine {
 
     /// Work for `key` is due now (new, or new information about it).
     pub(super) fn work_due(&mut self, key: (String, String), now: Instant) {
+        if self.kept_in_store_only(&key) {
+            return;
+        }
         let was_out = match self.work.entry(key) {
             std::collections::btree_map::Entry::Occupied(mut e) => {
                 let w = e.get_mut();
@@ -571,14 +580,7 @@ impl SyncEngine {
                 std::mem::replace(&mut w.out, false)
             }
             std::collections::btree_map::Entry::Vacant(e) => {
-                e.insert(Work {
-                    due: now,
-                    attempts: 0,
-                    out: false,
-                    why: None,
-                    size: 0,
-                    since: now,
-                });
+                e.insert(Work::new(now));
                 false
             }
         };

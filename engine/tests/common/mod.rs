@@ -58,9 +58,14 @@ pub fn share_docs(store: &mut Store, with: &[NodeId]) {
 
 /// A node sharing `docs`, connected to `mallory`, having asked for its index.
 pub fn docs_node(me: NodeId, mallory: NodeId) -> (Store, SyncEngine) {
+    docs_node_with(me, mallory, SyncConfig::default())
+}
+
+/// [`docs_node`], its engine configured by `config`.
+pub fn docs_node_with(me: NodeId, mallory: NodeId, config: SyncConfig) -> (Store, SyncEngine) {
     let mut store = open(me);
     share_docs(&mut store, &[mallory]);
-    let mut engine = SyncEngine::new(me, SyncConfig::default(), 1);
+    let mut engine = SyncEngine::new(me, config, 1);
     let now = Instant::now();
     engine.connected(&store, mallory, now).unwrap();
     let asked = engine

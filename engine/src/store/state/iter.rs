@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use redb::ReadableTable;
 
-use super::State;
+use super::{BY_SEQ, ENTRIES, State};
+use crate::core::Seq;
 use crate::store::Entry;
 
 pub(super) type RangeOf<K, V> = redb::OwnedRange<K, V>;
@@ -104,6 +105,71 @@ impl Iterator for Changed {
                 self.tables = None;
                 None
             }
+        }
+    }
+}
+
+impl State {
+    /// Entries of `ns` whose key starts with `prefix`, in key order,
+    /// tombstones included.
+    pub(in crate::store) fn scan(self: &Arc<Self>, ns: &str, prefix: &str) -> Scan {
+        self.scan_from(ns, prefix, prefix)
+    }
+
+    /// Entries of `ns` whose key starts with `prefix`, in key order, from
+    /// the first key at or after `start` (which must not sort before
+    /// `prefix` for the prefix's entries to be all there), tombstones
+    /// included.
+    pub(in crate::store) fn scan_from(
+        self: &Arc<Self>,
+        ns: &str,
+        start: &str,
+        prefix: &str,
+    ) -> Scan {
+        let range = self.reader().and_then(|r| match r.open_table(ENTRIES) {
+            Ok(t) => {
+                let from = (ns, start);
+                t.range_owned(from..).map_err(|e| self.failed_read(e)).ok()
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => {
+                self.failed_read(e);
+                None
+            }
+        });
+        Scan {
+            state: self.clone(),
+            range,
+            ns: ns.to_string(),
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// Entries of `ns` last changed after `since`, oldest change first.
+    pub(in crate::store) fn changed_since(self: &Arc<Self>, ns: &str, since: Seq) -> Changed {
+        let tables = self.reader().and_then(|r| {
+            let seqs = r.open_table(BY_SEQ);
+            let entries = r.open_table(ENTRIES);
+            match (seqs, entries) {
+                (Ok(s), Ok(e)) => {
+                    let range = s
+                        .range_owned((ns, since.0.saturating_add(1))..)
+                        .map_err(|e| self.failed_read(e))
+                        .ok()?;
+                    Some((range, e))
+                }
+                (Err(redb::TableError::TableDoesNotExist(_)), _)
+                | (_, Err(redb::TableError::TableDoesNotExist(_))) => None,
+                (Err(e), _) | (_, Err(e)) => {
+                    self.failed_read(e);
+                    None
+                }
+            }
+        });
+        Changed {
+            state: self.clone(),
+            tables,
+            ns: ns.to_string(),
         }
     }
 }

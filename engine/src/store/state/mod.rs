@@ -37,22 +37,24 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, StorageBackend, TableDefinition,
-    WriteTransaction,
+    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
 };
 
+mod backend;
 pub(crate) mod compact;
 mod iter;
+mod saved;
 mod write;
 
+use backend::Backend;
 use iter::EntryTable;
 pub use iter::{Changed, Scan};
 use write::{apply_in, written};
 
-use super::tally::{SavedGroups, Tallies};
+use super::tally::Tallies;
 use super::{Entry, Op, StoreError, io_err};
 use crate::core::Seq;
-use crate::wal::{PagedFile, Storage};
+use crate::wal::Storage;
 
 /// Version of the tables' layout and encodings.
 pub const FORMAT: u64 = 1;
@@ -63,47 +65,6 @@ const ENTRIES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("entr
 const BY_SEQ: TableDefinition<(&str, u64), &str> = TableDefinition::new("by_seq");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const TOTALS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("totals");
-
-/// Version of a [`SavedBlob`]'s layout.
-const SAVED_FORMAT: u32 = 1;
-
-/// Running totals as saved in the `totals` table.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct SavedBlob {
-    format: u32,
-    /// The sequence applied when they were saved.
-    seq: u64,
-    groups: SavedGroups,
-}
-
-/// A [`PagedFile`] as redb's storage: the index reaches the disk through
-/// the same seam as the WAL, so the power-loss and fault-injection tests
-/// cover it too.
-struct Backend(Box<dyn PagedFile>);
-
-impl std::fmt::Debug for Backend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("store index file")
-    }
-}
-
-impl StorageBackend for Backend {
-    fn len(&self) -> Result<u64, redb::BackendError> {
-        Ok(self.0.size()?)
-    }
-    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), redb::BackendError> {
-        Ok(self.0.read_at(offset, out)?)
-    }
-    fn set_len(&self, len: u64) -> Result<(), redb::BackendError> {
-        Ok(self.0.set_len(len)?)
-    }
-    fn sync_data(&self) -> Result<(), redb::BackendError> {
-        Ok(self.0.sync()?)
-    }
-    fn write(&self, offset: u64, data: &[u8]) -> Result<(), redb::BackendError> {
-        Ok(self.0.write_at(offset, data)?)
-    }
-}
 
 /// A redb failure as a [`StoreError`], saying what was being done.
 pub(super) fn index_err(op: &'static str) -> impl FnOnce(redb::Error) -> StoreError {
@@ -153,7 +114,7 @@ pub(super) struct State {
     changes: AtomicU64,
     /// Running totals saved at the last close and valid now, by namespace
     /// and name: emptied by the first change applied.
-    saved: Mutex<std::collections::HashMap<(String, String), SavedGroups>>,
+    saved: Mutex<std::collections::HashMap<(String, String), super::tally::SavedGroups>>,
 }
 
 impl State {
@@ -254,50 +215,10 @@ impl State {
         }
         if let Some(seq) = applied {
             state.applied.store(seq.0, Ordering::SeqCst);
-            *crate::core::lock(&state.saved) = saved_totals(&read, seq);
+            *crate::core::lock(&state.saved) = saved::saved_totals(&read, seq);
         }
         drop(read);
         Ok((state, applied))
-    }
-
-    /// The running totals saved as `name` for `ns`, if valid now (saved at
-    /// the sequence applied, nothing applied since): taken, once.
-    pub(super) fn take_saved(&self, ns: &str, name: &str) -> Option<SavedGroups> {
-        crate::core::lock(&self.saved).remove(&(ns.to_string(), name.to_string()))
-    }
-
-    /// Save the running totals kept under a name, as they are now, in the
-    /// open write transaction (committed with it at close).
-    fn save_totals(&self) -> Result<(), StoreError> {
-        let to_save: Vec<(String, &'static str, SavedGroups)> = {
-            let kept = crate::core::lock(&self.tallies.kept);
-            kept.iter()
-                .flat_map(|(ns, ts)| {
-                    ts.iter()
-                        .filter_map(|t| t.to_save().map(|(name, g)| (ns.clone(), name, g)))
-                })
-                .collect()
-        };
-        if to_save.is_empty() {
-            return Ok(());
-        }
-        let seq = self.applied.load(Ordering::SeqCst);
-        self.with_pending(|txn| {
-            let mut table = txn.open_table(TOTALS).map_err(err("save the totals"))?;
-            for (ns, name, groups) in to_save {
-                let blob = SavedBlob {
-                    format: SAVED_FORMAT,
-                    seq,
-                    groups,
-                };
-                let bytes = postcard::to_allocvec(&blob)
-                    .map_err(|e| StoreError::Corruption(e.to_string()))?;
-                table
-                    .insert((ns.as_str(), name), bytes.as_slice())
-                    .map_err(err("save the totals"))?;
-            }
-            Ok(())
-        })
     }
 
     /// The open write transaction, begun if there is none.
@@ -609,56 +530,6 @@ impl State {
         }
     }
 
-    /// Entries of `ns` whose key starts with `prefix`, in key order,
-    /// tombstones included.
-    pub(super) fn scan(self: &Arc<Self>, ns: &str, prefix: &str) -> Scan {
-        let range = self.reader().and_then(|r| match r.open_table(ENTRIES) {
-            Ok(t) => {
-                let from = (ns, prefix);
-                t.range_owned(from..).map_err(|e| self.failed_read(e)).ok()
-            }
-            Err(redb::TableError::TableDoesNotExist(_)) => None,
-            Err(e) => {
-                self.failed_read(e);
-                None
-            }
-        });
-        Scan {
-            state: self.clone(),
-            range,
-            ns: ns.to_string(),
-            prefix: prefix.to_string(),
-        }
-    }
-
-    /// Entries of `ns` last changed after `since`, oldest change first.
-    pub(super) fn changed_since(self: &Arc<Self>, ns: &str, since: Seq) -> Changed {
-        let tables = self.reader().and_then(|r| {
-            let seqs = r.open_table(BY_SEQ);
-            let entries = r.open_table(ENTRIES);
-            match (seqs, entries) {
-                (Ok(s), Ok(e)) => {
-                    let range = s
-                        .range_owned((ns, since.0.saturating_add(1))..)
-                        .map_err(|e| self.failed_read(e))
-                        .ok()?;
-                    Some((range, e))
-                }
-                (Err(redb::TableError::TableDoesNotExist(_)), _)
-                | (_, Err(redb::TableError::TableDoesNotExist(_))) => None,
-                (Err(e), _) | (_, Err(e)) => {
-                    self.failed_read(e);
-                    None
-                }
-            }
-        });
-        Changed {
-            state: self.clone(),
-            tables,
-            ns: ns.to_string(),
-        }
-    }
-
     /// The namespaces that hold entries, in order.
     pub(super) fn namespaces(&self) -> Vec<String> {
         let Some(r) = self.reader() else {
@@ -727,33 +598,6 @@ impl Drop for State {
         // SAFETY: `db` is dropped here only, and never used after.
         unsafe { std::mem::ManuallyDrop::drop(&mut self.db) };
     }
-}
-
-/// The running totals in `read`'s `totals` table saved at `seq` (others
-/// are of another state of the index, and ignored), by namespace and
-/// name. A table or a row that cannot be read is as none saved: the
-/// totals are counted again.
-fn saved_totals(
-    read: &redb::ReadTransaction,
-    seq: Seq,
-) -> std::collections::HashMap<(String, String), SavedGroups> {
-    let mut out = std::collections::HashMap::new();
-    let Ok(table) = read.open_table(TOTALS) else {
-        return out;
-    };
-    let Ok(rows) = table.iter() else {
-        return out;
-    };
-    for (k, v) in rows.flatten() {
-        let (ns, name) = k.value();
-        if let Ok(blob) = postcard::from_bytes::<SavedBlob>(v.value())
-            && blob.format == SAVED_FORMAT
-            && blob.seq == seq.0
-        {
-            out.insert((ns.to_string(), name.to_string()), blob.groups);
-        }
-    }
-    out
 }
 
 /// The changes of the open write transaction, by key (see [`State::get`]).
