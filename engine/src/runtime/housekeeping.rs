@@ -33,9 +33,10 @@ pub(super) async fn drop_unwanted_partials(s: Arc<Shared>) {
 }
 
 /// Every second, write the chunk places pending on disk if no change came
-/// for [`exec::QUIET`] (see [`exec::ChunkIndex::flush_when_quiet`]): the
-/// next change then does not wait for that write. Never with the store's
-/// lock; a lookup in progress is not waited for.
+/// for [`exec::QUIET`] (see [`exec::ChunkIndex::flush_when_quiet`]), and
+/// bring the chunk index up to date with the store then
+/// ([`exec::catch_up_when_quiet`]): the next change does not wait for
+/// either. A lookup in progress, or the store busy, is not waited for.
 pub(super) async fn flush_chunk_places_when_quiet(s: Arc<Shared>) {
     let mut every = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -45,6 +46,7 @@ pub(super) async fn flush_chunk_places_when_quiet(s: Arc<Shared>) {
             if let Ok(mut chunks) = s2.chunks.try_lock() {
                 chunks.flush_when_quiet();
             }
+            exec::catch_up_when_quiet(&s2);
         })
         .await;
     }

@@ -234,7 +234,8 @@ impl ChunkIndex {
             ) else {
                 continue;
             };
-            // The newest record of a path says what it holds now.
+            // The newest record of a path says what it holds now. (Under
+            // the store's lock: written to disk later.)
             self.add(&f.path, rel, &rec, true);
         }
         self.places.reached(seq);
@@ -294,10 +295,13 @@ impl ChunkIndex {
         };
         let stamp = Stamp::of_record(rec);
         for c in &rec.chunks {
-            // A whole build starts empty: a place set earlier in it is
-            // either still pending or one as good as this one.
-            if replace || !self.places.is_pending(root, &c.hash) {
-                let place = (abs.clone(), c.offset, c.len, stamp);
+            let place = (abs.clone(), c.offset, c.len, stamp);
+            if replace {
+                // Read one by one under the store's lock (see `look`).
+                self.places.put_later(root, &c.hash, place);
+            } else if !self.places.is_pending(root, &c.hash) {
+                // A whole build starts empty: a place set earlier in it is
+                // either still pending or one as good as this one.
                 self.places.put(root, &c.hash, place);
             }
         }
@@ -370,6 +374,12 @@ impl ChunkIndex {
     /// (see [`PlaceTable::flush_when_quiet`]).
     pub fn flush_when_quiet(&mut self) {
         self.places.flush_when_quiet();
+    }
+
+    /// Whether a look while nothing is written is worth a try: the places
+    /// are quiet and the last look is old enough for a lazy one.
+    pub(super) fn may_catch_up(&self) -> bool {
+        self.building.is_none() && self.places.is_quiet() && self.may_rebuild(Rebuild::Lazy)
     }
 
     /// Record the chunks of a file just placed at `path`.

@@ -314,6 +314,25 @@ impl PlaceTable {
         self.flush_when_due();
     }
 
+    /// Set the place of `hash` under `root`, written to disk later (with
+    /// the next flush, or once [`FLUSH_AT`] × 4 are pending): for a caller
+    /// holding the store, which must not wait for a write of the table.
+    pub fn put_later(&mut self, root: &Path, hash: &ContentHash, place: Place) {
+        let n = self.root_number(root);
+        self.pending.insert(key(n, hash), Some(place));
+        self.written += 1;
+        self.compactor.changed(1);
+        self.written_at = Some(std::time::Instant::now());
+        if self.pending.len() >= FLUSH_AT * 4 {
+            self.flush();
+        }
+    }
+
+    /// Whether nothing was written for [`QUIET`] (or ever).
+    pub fn is_quiet(&self) -> bool {
+        self.written_at.is_none_or(|t| t.elapsed() >= QUIET)
+    }
+
     /// Forget the place of `hash` under `root`.
     pub fn remove(&mut self, root: &Path, hash: &ContentHash) {
         if let Some(n) = self.roots.get(root) {

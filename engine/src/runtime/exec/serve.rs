@@ -118,6 +118,31 @@ pub(super) fn locate_chunk(
     lock(&s.chunks).places(hash)
 }
 
+/// Bring the chunk index up to date with the store while nothing is
+/// written (called every second): the records placed or indexed since its
+/// last look are read now, in the background, not by the next chunk a
+/// change needs (after a million-file sync that was ~90,000 records, 1.3 s
+/// added to the first new file). Never waits for the store or the index:
+/// busy, it tries again later.
+pub fn catch_up_when_quiet(s: &Shared) {
+    if !s.chunks.try_lock().is_ok_and(|ix| ix.may_catch_up()) {
+        return;
+    }
+    let Ok(store) = s.store.try_lock() else {
+        return;
+    };
+    let Ok(mut index) = s.chunks.try_lock() else {
+        return;
+    };
+    let build = index.look(&store, Rebuild::Lazy);
+    drop(index);
+    drop(store);
+    if let Some(build) = build {
+        build.run_beside(&s.chunks);
+    }
+    lock(&s.chunks).flush_when_quiet();
+}
+
 /// Answer the request a peer opened a bulk stream with: chunks
 /// ([`ChunkRequest`]) or a file's chunk list ([`ChunkListRequest`]).
 pub async fn serve_bulk(s: Arc<Shared>, peer: NodeId, mut stream: BulkStream) {
