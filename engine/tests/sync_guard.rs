@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 /// How long a peer's removal settles (`sync::guard::REMOVAL_SETTLE`).
 const SETTLE: Duration = Duration::from_secs(2);
 
-use common::{docs_node, page, record};
+use common::{docs_node, docs_node_with, page, record};
 use softadastra::core::{Causality, NodeId};
 use softadastra::folder::FileRecord;
 use softadastra::index::guard::{self, Direction};
 use softadastra::runtime::guard as decide;
 use softadastra::store::{Store, ns};
-use softadastra::sync::{Action, SyncEngine, SyncMessage};
+use softadastra::sync::{Action, SyncConfig, SyncEngine, SyncMessage};
 
 /// `n` files `f000`… that this node and `peer` both have as `peer` made them.
 fn in_sync(store: &mut Store, peer: NodeId, n: usize) -> Vec<(String, FileRecord)> {
@@ -152,6 +152,56 @@ fn most_of_a_folder_deleted_by_a_peer_waits_and_the_rest_syncs() {
     engine.tick(&mut store, Instant::now()).unwrap();
     assert!(guard::held(&store, "docs", Direction::Remote).is_none());
     assert!(!guard::is_accepted(&store, "docs", Direction::Remote));
+}
+
+/// Issue 21: with far more held removals than the window of work kept in
+/// memory, the files that sort after them still come: a held removal
+/// waits for a person, not for room in the window.
+#[test]
+fn held_removals_do_not_fill_the_window_of_work() {
+    let (me, alice) = (NodeId::derive(b"me"), NodeId::derive(b"alice"));
+    let config = SyncConfig {
+        work_window: 8,
+        ..SyncConfig::default()
+    };
+    let (mut store, mut engine) = docs_node_with(me, alice, config);
+    let files = in_sync(&mut store, alice, 200);
+    let now = Instant::now();
+    let mut records = deleted(alice, &files[..150]);
+    records.extend((0..20).map(|i| (format!("new{i:02}.txt"), record(alice))));
+    let mut out = engine
+        .received(&mut store, alice, page(records), now)
+        .unwrap();
+    let mut placed = 0;
+    for step in 1..40 {
+        let t = now + SETTLE * step;
+        // What was handed out is done (and what that hands out next).
+        while !out.is_empty() {
+            assert_eq!(removals(&out), 0, "held");
+            placed += places(&out);
+            let mut next = Vec::new();
+            for a in &out {
+                if let Action::Place {
+                    folder, path, need, ..
+                } = a
+                {
+                    let rec = need.record.clone();
+                    next.extend(
+                        engine
+                            .completed(&mut store, folder, path, need, rec, None, t)
+                            .unwrap(),
+                    );
+                }
+            }
+            out = next;
+        }
+        out = engine.tick(&mut store, t).unwrap().actions;
+    }
+    assert_eq!(
+        placed, 20,
+        "every new file came while 150 removals are held"
+    );
+    assert_eq!(SyncEngine::deletions_pending(&mut store, "docs"), 150);
 }
 
 #[test]

@@ -95,6 +95,10 @@ impl SyncEngine {
     pub(super) fn wait_held(&mut self, key: &(String, String), now: Instant) {
         if let Some(w) = self.work.get_mut(key) {
             w.due = now + HELD_WAIT;
+            if !w.held {
+                w.held = true;
+                self.held_count += 1;
+            }
         }
     }
 

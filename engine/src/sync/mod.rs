@@ -141,6 +141,9 @@ struct Work {
     /// When this node first heard of it (a removal waits
     /// [`guard::REMOVAL_SETTLE`] from then).
     since: Instant,
+    /// A removal the deletion guard holds back: it waits for a person,
+    /// not for the window (see `window.rs`), so it does not count in it.
+    held: bool,
 }
 
 impl Work {
@@ -153,6 +156,7 @@ impl Work {
             why: None,
             size: 0,
             since: now,
+            held: false,
         }
     }
 }
@@ -175,6 +179,8 @@ pub struct SyncEngine {
     dir_removals: BTreeSet<(String, String)>,
     /// How many of `work` are handed out.
     out_count: usize,
+    /// How many of `work` are removals the deletion guard holds.
+    held_count: usize,
     /// The store key (`<folder>/<path>`) from which needs may be kept in
     /// the store only, the window of work in memory having been full
     /// ([`SyncConfig::work_window`]); every need before it is in `work`
@@ -307,6 +313,7 @@ impl SyncEngine {
             dir_work: BTreeSet::new(),
             dir_removals: BTreeSet::new(),
             out_count: 0,
+            held_count: 0,
             backlog_from: None,
             dirty: BTreeMap::new(),
             refused_paths: 0,

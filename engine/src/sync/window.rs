@@ -1,6 +1,7 @@
 //! The window of file work kept in memory: at most
 //! [`SyncConfig::work_window`] files' work (directories aside, which order
-//! the rest) is held by the engine at once; the rest of the pending work
+//! the rest, and removals the deletion guard holds, which wait for a
+//! person) is held by the engine at once; the rest of the pending work
 //! waits in the store only (its need is in `sync.need` whatever happens)
 //! and is taken in, in path order, as the window drains. A sync that
 //! brings a million files holds the window, not a million entries (issue
@@ -17,9 +18,13 @@ impl SyncEngine {
         self.work.len()
     }
 
-    /// File work in memory, directories aside: what the window bounds.
+    /// File work in memory, directories and held removals aside: what
+    /// the window bounds. A removal the deletion guard holds waits for a
+    /// person; counted, a mass deletion held back would fill the window
+    /// and stop the rest of the sync behind it.
     pub(super) fn files_in_window(&self) -> usize {
-        (self.work.len()).saturating_sub(self.dir_work.len() + self.dir_removals.len())
+        (self.work.len())
+            .saturating_sub(self.dir_work.len() + self.dir_removals.len() + self.held_count)
     }
 
     /// Take needs kept in the store only into the window of work in

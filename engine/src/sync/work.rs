@@ -549,6 +549,14 @@ impl SyncEngine {
 
     pub(super) fn set_out(&mut self, key: &(String, String), out: bool) {
         if let Some(w) = self.work.get_mut(key)
+            && out
+            && w.held
+        {
+            // Handed out: the guard no longer holds it.
+            w.held = false;
+            self.held_count = self.held_count.saturating_sub(1);
+        }
+        if let Some(w) = self.work.get_mut(key)
             && w.out != out
         {
             w.out = out;
@@ -563,8 +571,13 @@ impl SyncEngine {
     pub(super) fn remove_work(&mut self, key: &(String, String)) {
         self.dir_work.remove(key);
         self.dir_removals.remove(key);
-        if self.work.remove(key).is_some_and(|w| w.out) {
-            self.out_count = self.out_count.saturating_sub(1);
+        if let Some(w) = self.work.remove(key) {
+            if w.out {
+                self.out_count = self.out_count.saturating_sub(1);
+            }
+            if w.held {
+                self.held_count = self.held_count.saturating_sub(1);
+            }
         }
     }
 
