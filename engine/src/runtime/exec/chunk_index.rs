@@ -274,6 +274,7 @@ impl ChunkIndex {
     /// A whole build's records are all in: the places reflect its
     /// snapshot's sequence (what changed since is read at the next look).
     pub(super) fn finish(&mut self, build: WholeBuild) {
+        self.building = None;
         self.whole_this_run = true;
         self.places.reached(build.seq);
         self.places.settle();
@@ -378,8 +379,8 @@ impl ChunkIndex {
 
     /// Whether a look while nothing is written is worth a try: the places
     /// are quiet and the last look is old enough for a lazy one.
-    pub(super) fn may_catch_up(&self) -> bool {
-        self.building.is_none() && self.places.is_quiet() && self.may_rebuild(Rebuild::Lazy)
+    pub(super) fn may_catch_up(&mut self) -> bool {
+        self.building().is_none() && self.places.is_quiet() && self.may_rebuild(Rebuild::Lazy)
     }
 
     /// Record the chunks of a file just placed at `path`.

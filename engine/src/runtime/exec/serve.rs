@@ -125,7 +125,7 @@ pub(super) fn locate_chunk(
 /// added to the first new file). Never waits for the store or the index:
 /// busy, it tries again later.
 pub fn catch_up_when_quiet(s: &Shared) {
-    if !s.chunks.try_lock().is_ok_and(|ix| ix.may_catch_up()) {
+    if !s.chunks.try_lock().is_ok_and(|mut ix| ix.may_catch_up()) {
         return;
     }
     let Ok(store) = s.store.try_lock() else {
