@@ -18,6 +18,18 @@ fn golden(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// A store in a new directory whose index is a copy of the golden file
+/// at `path`, opened (the directory goes with the first value).
+fn open_golden_index(
+    path: &std::path::Path,
+) -> (tempfile::TempDir, Store, softadastra::store::StoreRecovery) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig::new(dir.path());
+    std::fs::copy(path, config.index_path()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let (store, rec) = Store::open_dir(config).unwrap();
+    (dir, store, rec)
+}
+
 fn ops() -> Vec<Op> {
     vec![
         Op::Put {
@@ -167,10 +179,7 @@ fn index_v1_golden() {
         drop(store);
         std::fs::copy(config.index_path(), &path).unwrap();
     }
-    let dir = tempfile::tempdir().unwrap();
-    let config = StoreConfig::new(dir.path());
-    std::fs::copy(&path, config.index_path()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let (mut store, rec) = Store::open_dir(config).unwrap();
+    let (_dir, mut store, rec) = open_golden_index(&path);
     assert_eq!(rec.checkpoint, Some(Seq(6)), "{rec:?}");
     assert_eq!(rec.wal.replayed, 0);
     let tomb = store.entry(ns::APP, "user:1").unwrap();
@@ -217,10 +226,7 @@ fn index_v1_saved_totals_golden() {
         drop(store);
         std::fs::copy(config.index_path(), &path).unwrap();
     }
-    let dir = tempfile::tempdir().unwrap();
-    let config = StoreConfig::new(dir.path());
-    std::fs::copy(&path, config.index_path()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let (mut store, _) = Store::open_dir(config).unwrap();
+    let (_dir, mut store, _) = open_golden_index(&path);
     assert!(
         store.tally_later(ns::APP, &[BY_LEN]).is_none(),
         "taken back"
@@ -229,10 +235,7 @@ fn index_v1_saved_totals_golden() {
     let g2 = store.tally(ns::APP, Some("g2"), by_len);
     assert_eq!((g1.items, g1.bytes, g2.items, g2.bytes), (2, 8, 1, 7));
 
-    let dir = tempfile::tempdir().unwrap();
-    let config = StoreConfig::new(dir.path());
-    std::fs::copy(golden("index-v1.redb"), config.index_path()).unwrap();
-    let (mut store, _) = Store::open_dir(config).unwrap();
+    let (_dir, mut store, _) = open_golden_index(&golden("index-v1.redb"));
     store
         .tally_later(ns::APP, &[BY_LEN])
         .expect("an index from before saved totals counts them")

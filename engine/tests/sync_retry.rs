@@ -25,6 +25,23 @@ fn placed(actions: &[Action]) -> Vec<String> {
         .collect()
 }
 
+/// Each placing `actions` hand out, done exactly as asked (in `docs`).
+fn placed_as_asked(actions: &[Action]) -> Vec<softadastra::sync::Completed> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Place { path, need, .. } => Some(softadastra::sync::Completed {
+                folder: "docs".into(),
+                path: path.clone(),
+                done: need.clone(),
+                record: need.record.clone(),
+                conflict_copy: None,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
 fn places(actions: &[Action]) -> usize {
     placed(actions).iter().filter(|p| *p == "a.txt").count()
 }
@@ -204,20 +221,7 @@ fn work_completed_together_is_recorded_and_refilled_once() {
         .collect();
     let first = engine.received(&mut store, peer, page(files), t0).unwrap();
     assert_eq!(placed(&first).len(), 512, "at most max_out at once");
-    let done: Vec<Completed> = first
-        .iter()
-        .filter_map(|a| match a {
-            Action::Place { path, need, .. } => Some(Completed {
-                folder: "docs".into(),
-                path: path.clone(),
-                done: need.clone(),
-                record: need.record.clone(),
-                conflict_copy: None,
-            }),
-            _ => None,
-        })
-        .take(300)
-        .collect();
+    let done: Vec<Completed> = placed_as_asked(&first).into_iter().take(300).collect();
     let finished: Vec<String> = done.iter().map(|c| c.path.clone()).collect();
     let next = engine.completed_all(&mut store, done, t0).unwrap();
     let mut rest = placed(&next);
@@ -246,7 +250,7 @@ fn work_completed_together_is_recorded_and_refilled_once() {
 #[test]
 fn work_beyond_the_window_waits_in_the_store_and_is_all_done() {
     use softadastra::fs::scan::EntryKind;
-    use softadastra::sync::{Completed, SyncConfig};
+    use softadastra::sync::SyncConfig;
     let me = NodeId::derive(b"me");
     let peer = NodeId::derive(b"peer");
     let config = SyncConfig {
@@ -276,19 +280,7 @@ fn work_beyond_the_window_waits_in_the_store_and_is_all_done() {
     assert_eq!(engine.progress(&mut store, "docs").needed_files, 42);
     let mut order = Vec::new();
     for _ in 0..100 {
-        let done: Vec<Completed> = out
-            .iter()
-            .filter_map(|a| match a {
-                Action::Place { path, need, .. } => Some(Completed {
-                    folder: "docs".into(),
-                    path: path.clone(),
-                    done: need.clone(),
-                    record: need.record.clone(),
-                    conflict_copy: None,
-                }),
-                _ => None,
-            })
-            .collect();
+        let done = placed_as_asked(&out);
         if done.is_empty() {
             break;
         }

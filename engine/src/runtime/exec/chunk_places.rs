@@ -306,11 +306,7 @@ impl PlaceTable {
 
     /// Set the place of `hash` under `root`.
     pub fn put(&mut self, root: &Path, hash: &ContentHash, place: Place) {
-        let n = self.root_number(root);
-        self.pending.insert(key(n, hash), Some(place));
-        self.written += 1;
-        self.compactor.changed(1);
-        self.written_at = Some(std::time::Instant::now());
+        self.set_pending(root, hash, place);
         self.flush_when_due();
     }
 
@@ -318,14 +314,18 @@ impl PlaceTable {
     /// the next flush, or once [`FLUSH_AT`] × 4 are pending): for a caller
     /// holding the store, which must not wait for a write of the table.
     pub fn put_later(&mut self, root: &Path, hash: &ContentHash, place: Place) {
+        self.set_pending(root, hash, place);
+        if self.pending.len() >= FLUSH_AT * 4 {
+            self.flush();
+        }
+    }
+
+    fn set_pending(&mut self, root: &Path, hash: &ContentHash, place: Place) {
         let n = self.root_number(root);
         self.pending.insert(key(n, hash), Some(place));
         self.written += 1;
         self.compactor.changed(1);
         self.written_at = Some(std::time::Instant::now());
-        if self.pending.len() >= FLUSH_AT * 4 {
-            self.flush();
-        }
     }
 
     /// Whether nothing was written for [`QUIET`] (or ever).
