@@ -118,21 +118,21 @@ impl Indexer {
         let mut deletions: Vec<(String, FileRecord)> = Vec::new();
         let mut forgets: Vec<String> = Vec::new();
         let mut deleted_hashes: HashSet<ContentHash> = HashSet::new();
-        for (rel, k) in known {
+        for (rel, k) in known.iter() {
             if k.deleted || k.seen {
                 continue;
             }
             // Recorded before homes were left out: forgotten, as ignored
             // paths are (no deletion reaches peers).
             if obs.is_in_node_home(rel) {
-                forgets.push(rel.clone());
+                forgets.push(rel.to_string());
                 continue;
             }
             if obs.is_unsure(rel) {
                 continue;
             }
             if self.ignore.is_ignored(rel, k.stat.kind == EntryKind::Dir) {
-                forgets.push(rel.clone());
+                forgets.push(rel.to_string());
                 continue;
             }
             let Some(rec) = self.full_record(store, rel)?.filter(|r| !r.deleted) else {
@@ -145,8 +145,8 @@ impl Indexer {
             if let Some(h) = rec.hash {
                 deleted_hashes.insert(h);
             }
-            prevs.insert(rel.clone(), rec);
-            deletions.push((rel.clone(), gone));
+            prevs.insert(rel.to_string(), rec);
+            deletions.push((rel.to_string(), gone));
         }
         report.held = self.guard_deletions(store, &mut deletions, adding, whole)?;
         report.deleted = deletions.len() as u64;

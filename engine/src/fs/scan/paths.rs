@@ -32,6 +32,16 @@ impl PathList {
         self.ends.is_empty()
     }
 
+    /// The `i`th path pushed.
+    pub fn get(&self, i: usize) -> Option<&str> {
+        let end = *self.ends.get(i)? as usize;
+        let start = match i {
+            0 => 0,
+            _ => *self.ends.get(i - 1)? as usize,
+        };
+        self.text.get(start..end)
+    }
+
     /// The paths, in order.
     pub fn iter(&self) -> impl Iterator<Item = &str> {
         let mut start = 0usize;
@@ -67,6 +77,11 @@ mod tests {
             l.push(p);
         }
         assert_eq!(l.len(), 4);
+        assert_eq!(
+            (l.get(0), l.get(1), l.get(2), l.get(3)),
+            (Some("a"), Some("dir/b é.txt"), Some(""), Some("dir/c"))
+        );
+        assert_eq!(l.get(4), None);
         assert_eq!(
             l.iter().collect::<Vec<_>>(),
             ["a", "dir/b é.txt", "", "dir/c"]
