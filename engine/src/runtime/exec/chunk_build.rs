@@ -1,4 +1,6 @@
-//! A whole build of the chunk index ([`super::ChunkIndex`]), read from a
+//! A whole build of the chunk index ([`super::ChunkIndex`]) — or a
+//! catch-up with the records changed since its last look, run the same
+//! way while the node is quiet — read from a
 //! snapshot of the store and entered a batch at a time, so that neither
 //! the store's lock nor the index's is held for its length: at a million
 //! files it takes ~15 s, and holding the store that long stalled `status`,
@@ -21,6 +23,7 @@
 use std::sync::{Arc, Condvar, Mutex};
 
 use super::*;
+use crate::core::Seq;
 use crate::folder::FolderError;
 
 /// Records entered per hold of the index's lock (~8 ms of work).
@@ -78,6 +81,12 @@ pub(super) type Entered = (usize, String, FileRecord);
 /// A whole build under way (see the [module documentation](self)).
 pub(super) struct WholeBuild {
     pub(super) why: Rebuild,
+    /// `None`: every record (a whole build, into a cleared index);
+    /// `Some(seq)`: only those changed after `seq` (a catch-up, over what
+    /// the index has).
+    pub(super) since: Option<u64>,
+    /// Records read so far.
+    pub(super) read: usize,
     /// The store sequence of the snapshot.
     pub(super) seq: u64,
     pub(super) started: Instant,
@@ -97,15 +106,52 @@ impl WholeBuild {
         seq: u64,
         why: Rebuild,
     ) -> Self {
+        let sources = folders
+            .iter()
+            .map(|(_, id)| Box::new(folder::records(store, id)) as Records)
+            .collect();
+        WholeBuild::of(folders, sources, None, seq, why)
+    }
+
+    /// A catch-up: the records of `folders` changed after `since`, as the
+    /// store has them now (at sequence `seq`), entered over what the index
+    /// has (the newest record of a path says what it holds).
+    pub(super) fn since(
+        store: &Store,
+        folders: &[(PathBuf, String)],
+        since: u64,
+        seq: u64,
+    ) -> Self {
+        let sources = folders
+            .iter()
+            .map(|(_, id)| {
+                let prefix = format!("{id}/");
+                let changed = store.changed_since(crate::store::ns::FILES, Seq(since));
+                Box::new(changed.filter_map(move |(key, e)| {
+                    let rel = key.strip_prefix(&prefix)?.to_string();
+                    let rec = postcard::from_bytes::<FileRecord>(e.value.as_deref()?).ok()?;
+                    Some(Ok((rel, rec)))
+                })) as Records
+            })
+            .collect();
+        WholeBuild::of(folders, sources, Some(since), seq, Rebuild::Lazy)
+    }
+
+    fn of(
+        folders: &[(PathBuf, String)],
+        sources: Vec<Records>,
+        since: Option<u64>,
+        seq: u64,
+        why: Rebuild,
+    ) -> Self {
         WholeBuild {
             why,
+            since,
+            read: 0,
             seq,
             started: Instant::now(),
             roots: folders.iter().map(|(root, _)| root.clone()).collect(),
-            sources: folders
-                .iter()
-                .map(|(_, id)| Box::new(folder::records(store, id)) as Records)
-                .collect(),
+            sources,
             gate: BuildGate::new(),
             finished: false,
         }
@@ -117,6 +163,7 @@ impl WholeBuild {
         let mut batch = Vec::with_capacity(BATCH);
         for (i, source) in self.sources.iter_mut().enumerate() {
             for (rel, rec) in source.by_ref().flatten() {
+                self.read += 1;
                 if !rec.deleted && rec.kind == EntryKind::File {
                     batch.push((i, rel, rec));
                     if batch.len() == BATCH {
@@ -228,6 +275,45 @@ mod tests {
         assert_eq!(
             ix.changes_since_whole, 1,
             "only what changed after the snapshot"
+        );
+    }
+
+    /// A catch-up reads the records changed since the last look without
+    /// the store, as a build does, and enters them over what is known:
+    /// a file's new content replaces its old place, and only the records
+    /// changed are read.
+    #[test]
+    fn a_catch_up_reads_what_changed_beside_the_store() {
+        let (_dir, mut store, root) = store_sharing_docs();
+        for i in 0..20 {
+            put(
+                &mut store,
+                &format!("f{i}"),
+                &file_record(format!("v1 {i}").as_bytes()),
+            );
+        }
+        let mut ix = ChunkIndex::default();
+        ix.refresh(&store, Rebuild::Lazy);
+        let edited = file_record(b"v2 of f3");
+        put(&mut store, "f3", &edited);
+        put(&mut store, "new", &file_record(b"brand new"));
+        ix.built = Instant::now().checked_sub(Duration::from_secs(11));
+        let job = ix
+            .look_with(&store, Rebuild::Lazy, true)
+            .expect("a catch-up");
+        assert_eq!(job.since, Some(ix.at_seq));
+        assert!(ix.places(&edited.chunks[0].hash).is_empty(), "not read yet");
+        job.run_here(&mut ix);
+        assert!(ix.building().is_none());
+        assert_eq!(ix.places(&edited.chunks[0].hash)[0].0, root.join("f3"));
+        let new = file_record(b"brand new").chunks[0].hash;
+        assert_eq!(ix.places(&new)[0].0, root.join("new"));
+        assert_eq!(ix.changes_since_whole, 2, "two records read, not 22");
+        assert_eq!(ix.at_seq, store.last_seq().0);
+        ix.built = Instant::now().checked_sub(Duration::from_secs(11));
+        assert!(
+            ix.look_with(&store, Rebuild::Lazy, true).is_none(),
+            "nothing new"
         );
     }
 

@@ -16,6 +16,18 @@ use crate::core::Seq;
 use crate::index::history::{Kept, Stored};
 use crate::store::ns;
 
+/// How a record's chunks are entered.
+#[derive(Debug, Clone, Copy)]
+enum Enter {
+    /// By a whole build: a place already pending stays (as good, or a
+    /// placement newer than the build's snapshot).
+    Whole,
+    /// The newest record of its path: over what is known.
+    Newest,
+    /// As `Newest`, by a caller holding the store: written to disk later.
+    NewestLater,
+}
+
 /// Why the chunk index is asked to rebuild.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Rebuild {
@@ -157,6 +169,18 @@ impl ChunkIndex {
     /// be run without the store ([`WholeBuild`]). Nothing is done while a
     /// build is under way.
     pub(super) fn look(&mut self, store: &Store, why: Rebuild) -> Option<WholeBuild> {
+        self.look_with(store, why, false)
+    }
+
+    /// [`ChunkIndex::look`]; `beside`: the records changed since are read
+    /// by the returned catch-up too, without the store, rather than here
+    /// (see [`WholeBuild::since`]).
+    pub(super) fn look_with(
+        &mut self,
+        store: &Store,
+        why: Rebuild,
+        beside: bool,
+    ) -> Option<WholeBuild> {
         if self.building().is_some() || !self.may_rebuild(why) {
             return None;
         }
@@ -223,6 +247,13 @@ impl ChunkIndex {
             };
             self.add_kept(&f.path, &k);
         }
+        if beside {
+            let folders: Vec<(PathBuf, String)> =
+                folders.into_iter().map(|f| (f.path, f.id)).collect();
+            let job = WholeBuild::since(store, &folders, self.at_seq, seq);
+            self.building = Some(job.gate.clone());
+            return Some(job);
+        }
         for (key, entry) in store.changed_since(ns::FILES, since) {
             self.changes_since_whole += 1;
             let (Some((id, rel)), Some(value)) = (key.split_once('/'), &entry.value) else {
@@ -236,7 +267,7 @@ impl ChunkIndex {
             };
             // The newest record of a path says what it holds now. (Under
             // the store's lock: written to disk later.)
-            self.add(&f.path, rel, &rec, true);
+            self.add(&f.path, rel, &rec, Enter::NewestLater);
         }
         self.places.reached(seq);
         self.at_seq = seq;
@@ -266,7 +297,11 @@ impl ChunkIndex {
     pub(super) fn enter(&mut self, build: &WholeBuild, batch: Vec<Entered>) {
         for (i, rel, rec) in batch {
             if let Some(root) = build.roots.get(i) {
-                self.add(root, &rel, &rec, false);
+                let how = match build.since {
+                    None => Enter::Whole,
+                    Some(_) => Enter::Newest,
+                };
+                self.add(root, &rel, &rec, how);
             }
         }
     }
@@ -275,19 +310,25 @@ impl ChunkIndex {
     /// snapshot's sequence (what changed since is read at the next look).
     pub(super) fn finish(&mut self, build: WholeBuild) {
         self.building = None;
-        self.whole_this_run = true;
         self.places.reached(build.seq);
-        self.places.settle();
         self.at_seq = build.seq;
         self.built = Some(Instant::now());
-        info!(why = ?build.why, chunks = self.len(), took_ms = build.started.elapsed().as_millis() as u64, "chunk index rebuilt whole");
+        let took_ms = build.started.elapsed().as_millis() as u64;
+        if build.since.is_some() {
+            self.changes_since_whole += build.read;
+            debug!(records = build.read, took_ms, "chunk index caught up");
+        } else {
+            self.whole_this_run = true;
+            self.places.settle();
+            info!(why = ?build.why, chunks = self.len(), took_ms, "chunk index rebuilt whole");
+        }
         build.done();
     }
 
     /// Enter the chunks of `rec` (at `rel` in the folder at `root`), if it
     /// is a live file; `replace`: over a place already known for a hash
     /// (without, in a whole build, the first file holding a chunk keeps it).
-    fn add(&mut self, root: &Path, rel: &str, rec: &FileRecord, replace: bool) {
+    fn add(&mut self, root: &Path, rel: &str, rec: &FileRecord, how: Enter) {
         if rec.deleted || rec.kind != EntryKind::File {
             return;
         }
@@ -297,13 +338,15 @@ impl ChunkIndex {
         let stamp = Stamp::of_record(rec);
         for c in &rec.chunks {
             let place = (abs.clone(), c.offset, c.len, stamp);
-            if replace {
-                // Read one by one under the store's lock (see `look`).
-                self.places.put_later(root, &c.hash, place);
-            } else if !self.places.is_pending(root, &c.hash) {
+            match how {
+                Enter::NewestLater => self.places.put_later(root, &c.hash, place),
+                Enter::Newest => self.places.put(root, &c.hash, place),
                 // A whole build starts empty: a place set earlier in it is
                 // either still pending or one as good as this one.
-                self.places.put(root, &c.hash, place);
+                Enter::Whole if !self.places.is_pending(root, &c.hash) => {
+                    self.places.put(root, &c.hash, place);
+                }
+                Enter::Whole => {}
             }
         }
     }

@@ -120,10 +120,11 @@ pub(super) fn locate_chunk(
 
 /// Bring the chunk index up to date with the store while nothing is
 /// written (called every second): the records placed or indexed since its
-/// last look are read now, in the background, not by the next chunk a
-/// change needs (after a million-file sync that was ~90,000 records, 1.3 s
-/// added to the first new file). Never waits for the store or the index:
-/// busy, it tries again later.
+/// last look are read now, in the background, from a snapshot and a batch
+/// at a time ([`WholeBuild::since`]), not by the next chunk a change needs
+/// (after a million-file sync that was ~90,000 records, 1.3 s added to the
+/// first new file). Never waits for the store or the index: busy, it
+/// tries again later.
 pub fn catch_up_when_quiet(s: &Shared) {
     if !s.chunks.try_lock().is_ok_and(|mut ix| ix.may_catch_up()) {
         return;
@@ -134,7 +135,7 @@ pub fn catch_up_when_quiet(s: &Shared) {
     let Ok(mut index) = s.chunks.try_lock() else {
         return;
     };
-    let build = index.look(&store, Rebuild::Lazy);
+    let build = index.look_with(&store, Rebuild::Lazy, true);
     drop(index);
     drop(store);
     if let Some(build) = build {
