@@ -548,17 +548,15 @@ impl SyncEngine {
     }
 
     pub(super) fn set_out(&mut self, key: &(String, String), out: bool) {
-        if let Some(w) = self.work.get_mut(key)
-            && out
-            && w.held
-        {
+        let Some(w) = self.work.get_mut(key) else {
+            return;
+        };
+        if out && w.held {
             // Handed out: the guard no longer holds it.
             w.held = false;
             self.held_count = self.held_count.saturating_sub(1);
         }
-        if let Some(w) = self.work.get_mut(key)
-            && w.out != out
-        {
+        if w.out != out {
             w.out = out;
             if out {
                 self.out_count += 1;

@@ -24,7 +24,6 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use super::*;
 use crate::core::Seq;
-use crate::folder::FolderError;
 
 /// Records entered per hold of the index's lock (~8 ms of work).
 const BATCH: usize = 512;
@@ -72,7 +71,10 @@ impl BuildGate {
     }
 }
 
-type Records = Box<dyn Iterator<Item = Result<(String, FileRecord), FolderError>>>;
+/// Records to read: each item one record read, with what to enter of it
+/// (`None`: nothing — a record that does not decode, or of no folder
+/// shared here; it still counts as read).
+type Records = Box<dyn Iterator<Item = Option<Entered>>>;
 
 /// One record to enter: its folder (an index into [`WholeBuild::roots`]),
 /// its path in the folder, the record.
@@ -87,6 +89,9 @@ pub(super) struct WholeBuild {
     pub(super) since: Option<u64>,
     /// Records read so far.
     pub(super) read: usize,
+    /// Run by a caller holding the store: places are written to disk
+    /// later ([`super::chunk_places::PlaceTable::put_later`]).
+    pub(super) under_store: bool,
     /// The store sequence of the snapshot.
     pub(super) seq: u64,
     pub(super) started: Instant,
@@ -108,33 +113,40 @@ impl WholeBuild {
     ) -> Self {
         let sources = folders
             .iter()
-            .map(|(_, id)| Box::new(folder::records(store, id)) as Records)
+            .enumerate()
+            .map(|(i, (_, id))| {
+                let records = folder::records(store, id);
+                Box::new(records.map(move |r| r.ok().map(|(rel, rec)| (i, rel, rec)))) as Records
+            })
             .collect();
         WholeBuild::of(folders, sources, None, seq, why)
     }
 
-    /// A catch-up: the records of `folders` changed after `since`, as the
-    /// store has them now (at sequence `seq`), entered over what the index
-    /// has (the newest record of a path says what it holds).
+    /// A catch-up: the records changed after `since` (in one pass over
+    /// the log's by-sequence table, each counted as read), as the store has
+    /// them now (at sequence `seq`), entered over what the index has (the
+    /// newest record of a path says what it holds).
     pub(super) fn since(
         store: &Store,
         folders: &[(PathBuf, String)],
         since: u64,
         seq: u64,
     ) -> Self {
-        let sources = folders
-            .iter()
-            .map(|(_, id)| {
-                let prefix = format!("{id}/");
-                let changed = store.changed_since(crate::store::ns::FILES, Seq(since));
-                Box::new(changed.filter_map(move |(key, e)| {
-                    let rel = key.strip_prefix(&prefix)?.to_string();
-                    let rec = postcard::from_bytes::<FileRecord>(e.value.as_deref()?).ok()?;
-                    Some(Ok((rel, rec)))
-                })) as Records
-            })
-            .collect();
-        WholeBuild::of(folders, sources, Some(since), seq, Rebuild::Lazy)
+        let ids: Vec<String> = folders.iter().map(|(_, id)| id.clone()).collect();
+        let changed = store.changed_since(crate::store::ns::FILES, Seq(since));
+        let source = changed.map(move |(key, e)| {
+            let (id, rel) = key.split_once('/')?;
+            let i = ids.iter().position(|f| f == id)?;
+            let rec = postcard::from_bytes::<FileRecord>(e.value.as_deref()?).ok()?;
+            Some((i, rel.to_string(), rec))
+        });
+        WholeBuild::of(
+            folders,
+            vec![Box::new(source)],
+            Some(since),
+            seq,
+            Rebuild::Lazy,
+        )
     }
 
     fn of(
@@ -148,6 +160,7 @@ impl WholeBuild {
             why,
             since,
             read: 0,
+            under_store: false,
             seq,
             started: Instant::now(),
             roots: folders.iter().map(|(root, _)| root.clone()).collect(),
@@ -161,10 +174,13 @@ impl WholeBuild {
     /// `None` once every folder's are read.
     pub(super) fn next_batch(&mut self) -> Option<Vec<Entered>> {
         let mut batch = Vec::with_capacity(BATCH);
-        for (i, source) in self.sources.iter_mut().enumerate() {
-            for (rel, rec) in source.by_ref().flatten() {
+        for source in &mut self.sources {
+            for entered in source.by_ref() {
                 self.read += 1;
-                if !rec.deleted && rec.kind == EntryKind::File {
+                if let Some((i, rel, rec)) = entered
+                    && !rec.deleted
+                    && rec.kind == EntryKind::File
+                {
                     batch.push((i, rel, rec));
                     if batch.len() == BATCH {
                         return Some(batch);

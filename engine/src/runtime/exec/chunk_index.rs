@@ -14,7 +14,6 @@ use super::chunk_places::PlaceTable;
 use super::*;
 use crate::core::Seq;
 use crate::index::history::{Kept, Stored};
-use crate::store::ns;
 
 /// How a record's chunks are entered.
 #[derive(Debug, Clone, Copy)]
@@ -198,7 +197,11 @@ impl ChunkIndex {
             self.built = Some(Instant::now());
             return None;
         }
-        let folders = folder::list(store).unwrap_or_default();
+        // Each shared folder's root and id.
+        let folders: Vec<(PathBuf, String)> = (folder::list(store).unwrap_or_default())
+            .into_iter()
+            .map(|f| (f.path, f.id))
+            .collect();
         let since = Seq(self.at_seq);
         // The kept versions' places are in memory only: after a start,
         // read once whole; the files' places go on from the disk's.
@@ -213,9 +216,9 @@ impl ChunkIndex {
             || self.changes_since_whole > self.len().max(100_000);
         if whole || first_look {
             self.kept.clear();
-            for f in &folders {
-                for (_, k) in crate::index::history::all(store, &f.id).unwrap_or_default() {
-                    self.add_kept(&f.path, &k);
+            for (root, id) in &folders {
+                for (_, k) in crate::index::history::all(store, id).unwrap_or_default() {
+                    self.add_kept(root, &k);
                 }
             }
         }
@@ -223,8 +226,6 @@ impl ChunkIndex {
             self.places.clear();
             self.changes_since_whole = 0;
             self.whole_due = false;
-            let folders: Vec<(PathBuf, String)> =
-                folders.into_iter().map(|f| (f.path, f.id)).collect();
             // Known at once: a file placed while the build runs goes
             // under its folder's root, where the build will not overwrite
             // it, not under the empty one.
@@ -239,39 +240,22 @@ impl ChunkIndex {
             let (Some((id, _)), Some(value)) = (key.split_once('/'), &entry.value) else {
                 continue;
             };
-            let (Some(f), Ok(k)) = (
-                folders.iter().find(|f| f.id == id),
+            let (Some((root, _)), Ok(k)) = (
+                folders.iter().find(|(_, f)| f == id),
                 crate::index::history::decode(&key, value),
             ) else {
                 continue;
             };
-            self.add_kept(&f.path, &k);
+            self.add_kept(root, &k);
         }
+        let mut job = WholeBuild::since(store, &folders, self.at_seq, seq);
         if beside {
-            let folders: Vec<(PathBuf, String)> =
-                folders.into_iter().map(|f| (f.path, f.id)).collect();
-            let job = WholeBuild::since(store, &folders, self.at_seq, seq);
             self.building = Some(job.gate.clone());
             return Some(job);
         }
-        for (key, entry) in store.changed_since(ns::FILES, since) {
-            self.changes_since_whole += 1;
-            let (Some((id, rel)), Some(value)) = (key.split_once('/'), &entry.value) else {
-                continue;
-            };
-            let (Some(f), Ok(rec)) = (
-                folders.iter().find(|f| f.id == id),
-                postcard::from_bytes::<FileRecord>(value),
-            ) else {
-                continue;
-            };
-            // The newest record of a path says what it holds now. (Under
-            // the store's lock: written to disk later.)
-            self.add(&f.path, rel, &rec, Enter::NewestLater);
-        }
-        self.places.reached(seq);
-        self.at_seq = seq;
-        self.built = Some(Instant::now());
+        // Read here, under the store's lock: written to disk later.
+        job.under_store = true;
+        job.run_here(self);
         None
     }
 
@@ -297,9 +281,10 @@ impl ChunkIndex {
     pub(super) fn enter(&mut self, build: &WholeBuild, batch: Vec<Entered>) {
         for (i, rel, rec) in batch {
             if let Some(root) = build.roots.get(i) {
-                let how = match build.since {
-                    None => Enter::Whole,
-                    Some(_) => Enter::Newest,
+                let how = match (build.since, build.under_store) {
+                    (None, _) => Enter::Whole,
+                    (Some(_), false) => Enter::Newest,
+                    (Some(_), true) => Enter::NewestLater,
                 };
                 self.add(root, &rel, &rec, how);
             }

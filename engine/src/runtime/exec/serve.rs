@@ -141,7 +141,6 @@ pub fn catch_up_when_quiet(s: &Shared) {
     if let Some(build) = build {
         build.run_beside(&s.chunks);
     }
-    lock(&s.chunks).flush_when_quiet();
 }
 
 /// Answer the request a peer opened a bulk stream with: chunks
