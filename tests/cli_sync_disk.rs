@@ -256,12 +256,16 @@ fn a_read_only_directory_holds_its_files_back_and_loses_nothing() {
             && std::fs::read(locked.join("new.txt")).is_ok_and(|x| x == b"new")
     });
     eprintln!("landed {took:?} after the directory became writable");
-    // The replaced version is kept in the version store.
-    let kept = common::entries(&b.join(".softadastra/versions"), true);
-    assert!(
-        kept.values().any(|v| v == b"a, first version"),
-        "{:?}",
-        kept.keys()
+    // The replaced version is kept in the version store: filed right after
+    // the new file is moved into place, so it is waited for, not raced.
+    wait(
+        "the replaced version is kept",
+        Duration::from_secs(10),
+        || {
+            common::entries(&b.join(".softadastra/versions"), true)
+                .values()
+                .any(|v| v == b"a, first version")
+        },
     );
     for n in [&mut alpha, &mut beta] {
         assert!(n.signal("-TERM").success(), "an agent did not stop cleanly");
