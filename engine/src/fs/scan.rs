@@ -8,7 +8,6 @@
 //! the walk. Symlinks are recorded with their target and never followed, so
 //! a link cannot lead the walk outside the folder or into a loop.
 
-use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rayon::prelude::*;
 use serde::Serialize;
 
+mod case;
 mod paths;
 mod walk;
 pub use paths::PathList;
@@ -331,6 +331,9 @@ pub fn observe(
     progress: &ScanProgress,
 ) -> Observation {
     let mut out = Observation::default();
+    // Where each walk started: each walk compares the names below its
+    // start, these are compared with each other.
+    let mut tops: Vec<String> = Vec::new();
     for scope in scopes {
         let starts: Vec<PathBuf> = match scope {
             // A whole folder is walked in parts, one per entry at its top,
@@ -376,6 +379,7 @@ pub fn observe(
             .map(|start| walk(root, start, ignore, known, progress))
             .collect();
         for part in parts {
+            tops.extend(part.start);
             out.entries.extend(part.entries);
             if !part.unchanged.is_empty() {
                 out.unchanged.push(part.unchanged);
@@ -425,7 +429,8 @@ pub fn observe(
             keep
         });
     }
-    report_case_collisions(root, &mut out);
+    out.issues
+        .extend(case::among(root, tops.iter().map(String::as_str)));
     out
 }
 
@@ -522,52 +527,6 @@ impl<R: io::Read> io::Read for CountingReader<'_, R> {
             .fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
-}
-
-fn report_case_collisions(root: &Path, out: &mut Observation) {
-    // Keyed by a hash of the lower-cased path, not the lower-cased path
-    // itself: a copy of every name made at each scan of a large folder was
-    // most of its memory. Two names of one key are compared exactly; the
-    // chance that two different ones share a 64-bit key, hiding a third
-    // that collides with the second, is negligible.
-    let mut seen: HashMap<u64, &str> = HashMap::with_capacity(out.found());
-    let mut found = Vec::new();
-    for path in out.paths() {
-        match seen.entry(lower_hash(path)) {
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(path);
-            }
-            std::collections::hash_map::Entry::Occupied(o) => {
-                let other = *o.get();
-                if other != path && lower(other).eq(lower(path)) {
-                    found.push(issue(
-                        &root.join(path),
-                        Some(path),
-                        IssueKind::CaseCollision,
-                        format!("{other:?} and {path:?} differ only in case and collide on case-insensitive file systems"),
-                    ));
-                }
-            }
-        }
-    }
-    out.issues.extend(found);
-}
-
-/// `path` lower-cased, character by character (as case-insensitive file
-/// systems fold names).
-fn lower(path: &str) -> impl Iterator<Item = char> + '_ {
-    path.chars().flat_map(char::to_lowercase)
-}
-
-/// A hash of `path` lower-cased, made without a copy; the same in every
-/// scan (fixed keys).
-fn lower_hash(path: &str) -> u64 {
-    use std::hash::Hasher;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for c in lower(path) {
-        h.write_u32(c as u32);
-    }
-    h.finish()
 }
 
 #[cfg(test)]

@@ -85,17 +85,22 @@ impl Known {
 }
 
 /// [`Known`] by folder-relative path, compactly: the paths in one text
-/// buffer, the entries in one vector, and a map from a 64-bit hash of
-/// each path to its place (a path whose hash another has is kept apart,
-/// by name). At a million files this takes ~90 bytes a path where a map
-/// of `String` to [`Known`] took ~130: most of the catch-up scan's memory
-/// at a node's start (issue 21).
-#[derive(Debug, Default)]
+/// buffer, the entries in one vector, and a hash table of bare places in
+/// them (4 bytes a slot, each hashed from its path when the table grows).
+/// At a million files this takes ~70 bytes a path where a map of `String`
+/// to [`Known`] took ~130, and a map of hashes to places ~100: most of the
+/// catch-up scan's memory at a node's start (issue 21).
+#[derive(Default)]
 pub(super) struct KnownMap {
-    slots: HashMap<u64, u32>,
-    collided: HashMap<String, u32>,
+    slots: hashbrown::HashTable<u32>,
     paths: crate::fs::scan::PathList,
     known: Vec<Known>,
+}
+
+impl std::fmt::Debug for KnownMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
 }
 
 /// The hash [`KnownMap`] places a path by (fixed: the same in every run).
@@ -115,13 +120,11 @@ impl KnownMap {
     }
 
     fn index(&self, path: &str) -> Option<usize> {
-        if !self.collided.is_empty()
-            && let Some(i) = self.collided.get(path)
-        {
-            return Some(*i as usize);
-        }
-        let i = *self.slots.get(&path_hash(path))? as usize;
-        (self.paths.get(i) == Some(path)).then_some(i)
+        self.slots
+            .find(path_hash(path), |&i| {
+                self.paths.get(i as usize) == Some(path)
+            })
+            .map(|&i| i as usize)
     }
 
     pub(super) fn get(&self, path: &str) -> Option<&Known> {
@@ -142,17 +145,15 @@ impl KnownMap {
             self.known[i] = known;
             return;
         }
+        // A folder passing 4 billion paths would need wider places; the
+        // record store holds far fewer.
         let i = u32::try_from(self.known.len()).unwrap_or(u32::MAX);
         self.paths.push(path);
         self.known.push(known);
-        match self.slots.entry(path_hash(path)) {
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(i);
-            }
-            std::collections::hash_map::Entry::Occupied(_) => {
-                self.collided.insert(path.to_string(), i);
-            }
-        }
+        let paths = &self.paths;
+        self.slots.insert_unique(path_hash(path), i, |&j| {
+            path_hash(paths.get(j as usize).unwrap_or_default())
+        });
     }
 
     /// Every path and what is known of it, in the order they came.

@@ -2,6 +2,7 @@
 //! within the racy window.
 
 use super::*;
+use std::collections::HashMap;
 
 /// A file found as the caller knew it is kept as a name only; others
 /// whole; a case collision with an unchanged file is still seen.
@@ -102,4 +103,65 @@ fn observe_all(root: &Path, known: &HashMap<String, FileStat>) -> Observation {
         ChunkerConfig::default(),
         &ScanProgress::default(),
     )
+}
+
+/// Names that differ only in case are reported wherever they are: two
+/// files deep in the folder, two directories (once, not each pair of
+/// files below them), and two paths of one batch looked at alone. Names
+/// that are equal when folded but in different directories are not.
+#[test]
+fn case_collisions_are_found_among_siblings_at_every_depth() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for d in ["a/b", "a/B", "other"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    for f in [
+        "a/b/x.txt",
+        "a/B/x.txt",
+        "a/b/Deep.TXT",
+        "a/b/deep.txt",
+        "a/deep.txt",
+        "other/deep.txt",
+        "Top.txt",
+        "top.txt",
+    ] {
+        age(&root.join(f), f);
+    }
+    let collisions = |obs: &Observation| {
+        let mut found: Vec<String> = obs
+            .issues
+            .iter()
+            .filter(|i| i.kind == IssueKind::CaseCollision)
+            .filter_map(|i| i.rel.clone())
+            .collect();
+        found.sort();
+        found
+    };
+    let obs = observe_all(root, &HashMap::new());
+    let mut pairs = collisions(&obs);
+    // Which of two names is met first depends on the listing order.
+    for p in &mut pairs {
+        *p = p.to_lowercase();
+    }
+    assert_eq!(
+        pairs,
+        ["a/b", "a/b/deep.txt", "top.txt"],
+        "{:?}",
+        obs.issues
+    );
+
+    let batch = observe(
+        root,
+        &[
+            Scope::Tree("Top.txt".into()),
+            Scope::Tree("top.txt".into()),
+            Scope::Tree("other/deep.txt".into()),
+        ],
+        &IgnoreRules::builtin(),
+        &|_: &str| None,
+        ChunkerConfig::default(),
+        &ScanProgress::default(),
+    );
+    assert_eq!(collisions(&batch), ["top.txt"], "{:?}", batch.issues);
 }

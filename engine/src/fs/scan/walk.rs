@@ -2,13 +2,15 @@
 //! with walkdir, every entry stat'ed and checked (ignored, a node's home,
 //! a special file, a bad name), and the files whose metadata differs from
 //! what is known (or modified within [`RACY_WINDOW`], whose stat proves
-//! nothing) noted for reading. It reads metadata and symlink
+//! nothing) noted for reading, and names that differ from a sibling's
+//! only in case reported. It reads metadata and symlink
 //! targets only; it never opens a file and never follows a link.
 
 use std::io;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
+use super::case::SiblingNames;
 use super::{
     EntryKind, FileStat, IgnoreRules, IssueKind, Observed, PathList, ScanIssue, ScanProgress,
     home_issue, io_issue, issue, path, special_kind,
@@ -22,6 +24,9 @@ pub(super) struct Walked {
     pub(super) entries: Vec<Observed>,
     pub(super) unchanged: PathList,
     pub(super) issues: Vec<ScanIssue>,
+    /// The start's folder-relative path, when the walk took it in (its
+    /// name is compared with its siblings' by the caller).
+    pub(super) start: Option<String>,
 }
 
 /// Walk `start` (itself included) under the folder at `root`: stat every
@@ -35,6 +40,7 @@ pub(super) fn walk(
     progress: &ScanProgress,
 ) -> Walked {
     let mut out = Walked::default();
+    let mut siblings = SiblingNames::default();
     let recent_from = racy_from(std::time::SystemTime::now());
     let walker = walkdir::WalkDir::new(start)
         .follow_links(false)
@@ -129,6 +135,10 @@ pub(super) fn walk(
         } else {
             None
         };
+        match entry.depth() {
+            0 => out.start = Some(rel.clone()),
+            depth => out.issues.extend(siblings.note(root, depth, &rel)),
+        }
         if stat.kind == EntryKind::File && stat.mtime_ns < recent_from && known(&rel) == Some(stat)
         {
             // As recorded: nothing to read or record, only that it is here.
