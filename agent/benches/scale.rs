@@ -215,13 +215,23 @@ fn many_files(root: &Path, files: usize) {
         peak_a.max(peak_b) <= 157.3,
     );
     std::thread::sleep(Duration::from_secs(5));
+    let (after_a, after_b) = (a.rss_mb(), b.rss_mb());
+    println!("  RSS 5 s after the sync: alpha {after_a:.1} MB, beta {after_b:.1} MB");
+    // Idle: neither node has used CPU for 3 s (the sync's aftermath —
+    // the chunk index catching up, logs and caches settling — is over).
+    let (waited, calm) =
+        wait_until_idle(&[&a, &b], Duration::from_secs(3), Duration::from_secs(120));
     let (idle_a, idle_b) = (a.rss_mb(), b.rss_mb());
     report(
         "idle RSS alpha / beta",
         idle_a.max(idle_b),
-        &format!("MB (alpha {idle_a:.1}, beta {idle_b:.1})"),
+        &format!(
+            "MB (alpha {idle_a:.1}, beta {idle_b:.1}; {} {:.0} s after that)",
+            if calm { "idle" } else { "NOT idle" },
+            waited.as_secs_f64()
+        ),
         "<= 64 MiB",
-        idle_a.max(idle_b) <= 67.1,
+        calm && idle_a.max(idle_b) <= 67.1,
     );
 
     // The floor: rsync -a of the same tree, then sync, with the nodes idle.

@@ -386,6 +386,7 @@ fn init_logs(cli: &Cli) {
 }
 
 fn main() -> ExitCode {
+    run_cmd::memory::keep_large_blocks_apart();
     let cli = Cli::parse();
     init_logs(&cli);
     let result = home::Home::resolve(cli.home).and_then(|home| match cli.command {

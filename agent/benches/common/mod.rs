@@ -153,6 +153,21 @@ impl Node {
     pub fn rss_mb(&self) -> f64 {
         self.memory_mb("VmRSS:")
     }
+    /// CPU time the node has used so far (user and system), in clock
+    /// ticks (1/100 s on Linux).
+    pub fn cpu_ticks(&self) -> u64 {
+        let Some(c) = &self.child else { return 0 };
+        std::fs::read_to_string(format!("/proc/{}/stat", c.id()))
+            .ok()
+            .and_then(|s| {
+                // Fields after the command's name (which may hold spaces):
+                // utime and stime are the 12th and 13th.
+                let rest = s.rsplit_once(')')?.1;
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+            })
+            .unwrap_or(0)
+    }
     fn memory_mb(&self, field: &str) -> f64 {
         let Some(c) = &self.child else { return 0.0 };
         std::fs::read_to_string(format!("/proc/{}/status", c.id()))
@@ -182,6 +197,30 @@ impl Drop for Node {
             let _ = c.wait();
         }
     }
+}
+
+/// Wait until every node of `nodes` has been idle (under 2 % of a core)
+/// for `quiet` in a row, or `limit` has passed. Returns how long that
+/// took and whether they went quiet.
+pub fn wait_until_idle(nodes: &[&Node], quiet: Duration, limit: Duration) -> (Duration, bool) {
+    let started = Instant::now();
+    let step = Duration::from_millis(500);
+    let ticks = |nodes: &[&Node]| nodes.iter().map(|n| n.cpu_ticks()).collect::<Vec<_>>();
+    let mut calm_since = Instant::now();
+    let mut last = ticks(nodes);
+    while started.elapsed() < limit {
+        std::thread::sleep(step);
+        let now = ticks(nodes);
+        // 2 % of a core over half a second is one tick.
+        let busy = now.iter().zip(&last).any(|(n, l)| n.saturating_sub(*l) > 1);
+        last = now;
+        if busy {
+            calm_since = Instant::now();
+        } else if calm_since.elapsed() >= quiet {
+            return (started.elapsed(), true);
+        }
+    }
+    (started.elapsed(), false)
 }
 
 pub fn random_bytes(rng: &mut fastrand::Rng, len: usize) -> Vec<u8> {

@@ -10,8 +10,19 @@
 //! arenas hold more than [`WORTH_IT`] free bytes, this asks glibc to hand
 //! free pages back (`malloc_trim`, which drops them from every arena).
 //!
-//! It owns only that timer. It never frees or moves anything in use, and
-//! on a system without glibc it does nothing.
+//! [`keep_large_blocks_apart`], at the start of every command, fixes the
+//! size from which glibc gives a block pages of its own (returned to the
+//! system the moment it is freed) at [`OWN_PAGES_FROM`]. Left to itself,
+//! glibc raises that size to a block's size each time such a block is
+//! freed, up to 32 MiB: after the first large buffers of a scan or a sync,
+//! the next ones were carved from the arenas, where what is left around
+//! them once freed cannot be handed back. Measured at 200,000 files
+//! (`cargo bench --bench scale`): peak 152 / 131 MB and idle 69 / 99 MB
+//! for sender / receiver before, 112 / 110 MB and 49 / 66 MB after, the
+//! sync as fast.
+//!
+//! It owns only that setting and the timer. It never frees or moves
+//! anything in use, and on a system without glibc it does nothing.
 
 use std::time::Duration;
 
@@ -22,19 +33,48 @@ pub const PERIOD: Duration = Duration::from_secs(5);
 /// trim walks every arena, not worth it for a few megabytes.
 pub const WORTH_IT: usize = 16 << 20;
 
+/// Blocks from this size up get pages of their own (see the module's
+/// text).
+pub const OWN_PAGES_FROM: usize = 1 << 20;
+
+/// Fix the size from which blocks get pages of their own at
+/// [`OWN_PAGES_FROM`]; call it once, before the threads start.
+pub fn keep_large_blocks_apart() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: a plain glibc call with no pointer arguments, made before
+    // any other thread runs. Its result (whether glibc took the value) is
+    // ignored: the default only costs memory.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, OWN_PAGES_FROM as libc::c_int);
+    }
+}
+
+/// What the allocator held when it was looked at, in bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Held {
+    /// Handed out and not freed.
+    pub in_use: usize,
+    /// Freed but kept in the arenas (before any give-back).
+    pub free: usize,
+}
+
 /// Hand free memory back when there is at least `worth_it` bytes of it;
-/// returns how many free bytes the allocator held before, or `None` when
-/// this system's allocator cannot say (then nothing is done).
-pub fn give_back(worth_it: usize) -> Option<usize> {
+/// returns what the allocator held before, or `None` when this system's
+/// allocator cannot say (then nothing is done).
+pub fn give_back(worth_it: usize) -> Option<Held> {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         // SAFETY: both are plain glibc calls with no pointer arguments;
         // they take the arenas' locks themselves.
-        let free = unsafe { libc::mallinfo2() }.fordblks;
-        if free >= worth_it {
+        let info = unsafe { libc::mallinfo2() };
+        let held = Held {
+            in_use: info.uordblks + info.hblkhd,
+            free: info.fordblks,
+        };
+        if held.free >= worth_it {
             unsafe { libc::malloc_trim(0) };
         }
-        Some(free)
+        Some(held)
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {
@@ -51,7 +91,11 @@ pub async fn give_back_every_period() {
     loop {
         tick.tick().await;
         match tokio::task::spawn_blocking(|| give_back(WORTH_IT)).await {
-            Ok(Some(_)) => {}
+            Ok(Some(held)) => tracing::debug!(
+                in_use_mb = held.in_use >> 20,
+                free_mb = held.free >> 20,
+                "allocator"
+            ),
             // Nothing to do here, ever; or the runtime is stopping.
             Ok(None) | Err(_) => return,
         }
@@ -90,7 +134,7 @@ mod tests {
         .join()
         .unwrap();
         let before = resident_kb();
-        let free = give_back(1 << 20).unwrap();
+        let free = give_back(1 << 20).unwrap().free;
         let after = resident_kb();
         assert!(
             free >= 32 << 20,

@@ -40,7 +40,7 @@ use crate::store_cmd::open_store;
 
 mod handler;
 mod log;
-mod memory;
+pub(crate) mod memory;
 mod pairing;
 mod render;
 
