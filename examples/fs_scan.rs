@@ -22,7 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         dir.path(),
         &[Scope::All],
         &ignore,
-        &|_| None,
+        &|_, _| false,
         ChunkerConfig::default(),
         &ScanProgress::default(),
     );

@@ -29,6 +29,7 @@
 pub(crate) mod bytes;
 mod clock;
 mod error;
+pub(crate) mod grow;
 mod hash;
 mod id;
 pub mod path;

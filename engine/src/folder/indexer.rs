@@ -265,7 +265,7 @@ impl Indexer {
             obs.extend(obs_now);
         }
         let whole = scopes.iter().any(|s| matches!(s, Scope::All));
-        self.record(store, &mut known, obs, whole, started)
+        self.record(store, &known, obs, whole, started)
     }
 
     /// Every index entry (key, entry) of `scopes`, tombstones included,
@@ -294,14 +294,15 @@ impl Indexer {
         parts.into_iter().flatten()
     }
 
-    /// Walk and stat `scopes`, hashing only what differs from `known`.
+    /// Walk and stat `scopes`, hashing only what differs from `known`; the
+    /// files found as known are marked seen in it.
     fn observe(&self, scopes: &[Scope], known: &KnownMap, progress: &ScanProgress) -> Observation {
-        let lookup = |rel: &str| known.get(rel).filter(|k| !k.deleted).map(|k| k.stat);
+        let as_recorded = |rel: &str, stat: &FileStat| known.mark_if_as_recorded(rel, stat);
         scan::observe(
             &self.config.path,
             scopes,
             &self.ignore,
-            &lookup,
+            &as_recorded,
             self.chunker,
             progress,
         )

@@ -1,8 +1,9 @@
 //! What a reconcile knows of each path before it looks at the disk: its
 //! stat and whether it is deleted, read from the index in one pass — not
 //! the whole record, which is read again from the store only for the paths
-//! found changed. Part of the [`Indexer`]; it reads the store, never the
-//! disk.
+//! found changed — and, as the walk finds them, which paths are on disk
+//! (marked from all cores at once). Part of the [`Indexer`]; it reads the
+//! store, never the disk.
 
 use super::*;
 
@@ -51,23 +52,68 @@ impl Indexer {
 }
 
 /// What a reconcile knows of each path before it looks at the disk (see
-/// [`Indexer::known`]): ~50 bytes and the path, where the whole record
+/// [`Indexer::known`]): 32 bytes and the path, where the whole record
 /// (its chunk list, its version vector) was several times that — at a
-/// million files, hundreds of MB during every whole-folder scan.
-#[derive(Debug, Clone, Copy)]
+/// million files, hundreds of MB during every whole-folder scan. The stat
+/// is kept field by field, not as a [`FileStat`], so the flags fit in its
+/// padding (40 bytes otherwise).
+#[derive(Debug)]
 pub(super) struct Known {
-    pub(super) stat: FileStat,
+    size: u64,
+    mtime_ns: i64,
+    inode: u64,
+    mode: u32,
+    kind: EntryKind,
     pub(super) deleted: bool,
-    /// Found on disk by the reconcile (set when it records).
-    pub(super) seen: bool,
+    /// Found on disk by the reconcile: set by the walk, on all cores, for
+    /// a file found as recorded; when it records, for the others.
+    seen: std::sync::atomic::AtomicBool,
+}
+
+impl Clone for Known {
+    fn clone(&self) -> Known {
+        Known {
+            seen: self.is_seen().into(),
+            ..*self
+        }
+    }
 }
 
 impl Known {
     pub(super) fn of(r: &FileRecord) -> Known {
+        Known::new(stat_of(r), r.deleted)
+    }
+
+    pub(super) fn new(stat: FileStat, deleted: bool) -> Known {
         Known {
-            stat: stat_of(r),
-            deleted: r.deleted,
-            seen: false,
+            size: stat.size,
+            mtime_ns: stat.mtime_ns,
+            inode: stat.inode,
+            mode: stat.mode,
+            kind: stat.kind,
+            deleted,
+            seen: false.into(),
+        }
+    }
+
+    /// Whether it was found on disk by the reconcile.
+    pub(super) fn is_seen(&self) -> bool {
+        self.seen.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Note it found on disk.
+    pub(super) fn mark_seen(&self) {
+        self.seen.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The stat on record.
+    pub(super) fn stat(&self) -> FileStat {
+        FileStat {
+            kind: self.kind,
+            size: self.size,
+            mtime_ns: self.mtime_ns,
+            mode: self.mode,
+            inode: self.inode,
         }
     }
 
@@ -77,8 +123,8 @@ impl Known {
     /// whole record.
     pub(super) fn unchanged_file(&self, o: &Observed) -> bool {
         !self.deleted
-            && self.stat.kind == EntryKind::File
-            && o.stat == self.stat
+            && self.kind == EntryKind::File
+            && o.stat == self.stat()
             && o.content.is_none()
             && o.link_target.is_none()
     }
@@ -131,8 +177,16 @@ impl KnownMap {
         self.index(path).and_then(|i| self.known.get(i))
     }
 
-    pub(super) fn get_mut(&mut self, path: &str) -> Option<&mut Known> {
-        self.index(path).and_then(|i| self.known.get_mut(i))
+    /// Whether `path` is known as a live file of exactly `stat`; if so, it
+    /// is noted found (the walk asks this from all cores at once).
+    pub(super) fn mark_if_as_recorded(&self, path: &str, stat: &FileStat) -> bool {
+        match self.get(path) {
+            Some(k) if !k.deleted && k.stat() == *stat => {
+                k.mark_seen();
+                true
+            }
+            _ => false,
+        }
     }
 
     pub(super) fn contains_key(&self, path: &str) -> bool {
@@ -149,6 +203,7 @@ impl KnownMap {
         // record store holds far fewer.
         let i = u32::try_from(self.known.len()).unwrap_or(u32::MAX);
         self.paths.push(path);
+        crate::core::grow::reserve(&mut self.known, 1);
         self.known.push(known);
         let paths = &self.paths;
         self.slots.insert_unique(path_hash(path), i, |&j| {
@@ -169,7 +224,7 @@ impl KnownMap {
     pub(super) fn retain(&mut self, keep: impl Fn(&str, &Known) -> bool) {
         let mut kept = KnownMap::new();
         for (p, k) in self.iter().filter(|(p, k)| keep(p, k)) {
-            kept.insert(p, *k);
+            kept.insert(p, k.clone());
         }
         *self = kept;
     }
@@ -177,7 +232,7 @@ impl KnownMap {
     /// Add what `other` knows (over what was known).
     pub(super) fn extend(&mut self, other: KnownMap) {
         for (p, k) in other.iter() {
-            self.insert(p, *k);
+            self.insert(p, k.clone());
         }
     }
 }
@@ -192,17 +247,16 @@ mod tests {
     }
 
     fn known(size: u64) -> Known {
-        Known {
-            stat: FileStat {
+        Known::new(
+            FileStat {
                 kind: EntryKind::File,
                 size,
                 mtime_ns: 1,
                 mode: 0o644,
                 inode: 7,
             },
-            deleted: false,
-            seen: false,
-        }
+            false,
+        )
     }
 
     fn exercise() {
@@ -210,19 +264,22 @@ mod tests {
         for (i, p) in ["a", "d/b é.txt", "", "d/c", "zz"].iter().enumerate() {
             m.insert(p, known(i as u64));
         }
-        assert_eq!(m.get("d/c").map(|k| k.stat.size), Some(3));
-        assert_eq!(m.get("").map(|k| k.stat.size), Some(2));
+        assert_eq!(m.get("d/c").map(|k| k.stat().size), Some(3));
+        assert_eq!(m.get("").map(|k| k.stat().size), Some(2));
         assert!(m.get("d").is_none() && !m.contains_key("d/b"));
         m.insert("d/c", known(30));
-        m.get_mut("a").unwrap().seen = true;
+        m.get("a").unwrap().mark_seen();
         assert_eq!(m.values().count(), 5, "replaced, not added");
-        assert_eq!(m.get("d/c").unwrap().stat.size, 30);
+        assert_eq!(m.get("d/c").unwrap().stat().size, 30);
         m.retain(|p, _| p.starts_with("d/") || p == "a");
         let mut other = KnownMap::new();
         other.insert("new", known(9));
         other.insert("a", known(10));
         m.extend(other);
-        let all: Vec<(&str, u64, bool)> = m.iter().map(|(p, k)| (p, k.stat.size, k.seen)).collect();
+        let all: Vec<(&str, u64, bool)> = m
+            .iter()
+            .map(|(p, k)| (p, k.stat().size, k.is_seen()))
+            .collect();
         assert_eq!(
             all,
             [
@@ -232,6 +289,12 @@ mod tests {
                 ("new", 9, false)
             ]
         );
+    }
+
+    /// A path's entry is 32 bytes (with the stat as one `FileStat`, 40).
+    #[test]
+    fn what_is_known_of_a_path_is_small() {
+        assert_eq!(std::mem::size_of::<Known>(), 32);
     }
 
     /// Issue 21: the compact map answers as a map of paths does, in the

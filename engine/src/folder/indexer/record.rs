@@ -12,21 +12,24 @@ impl Indexer {
     pub(super) fn record(
         &self,
         store: &mut Store,
-        known: &mut KnownMap,
+        known: &KnownMap,
         mut obs: Observation,
         whole: bool,
         started: Instant,
     ) -> Result<ChangeReport, FolderError> {
-        // What was found is marked where it was known: what is known and
-        // not marked, is not on disk.
-        for p in obs.paths() {
-            if let Some(k) = known.get_mut(p) {
-                k.seen = true;
+        // What was found is marked where it was known (the files found as
+        // recorded were, by the walk): what is known and not marked, is
+        // not on disk.
+        let mut found_new = 0u64;
+        for o in &obs.entries {
+            match known.get(&o.path) {
+                Some(k) => k.mark_seen(),
+                None => found_new += 1,
             }
         }
-        let known = &*known;
+        let found_known = known.values().filter(|k| k.is_seen()).count() as u64;
         let mut report = ChangeReport {
-            entries: obs.found() as u64,
+            entries: found_new + found_known,
             hashed_files: obs.hashed_files,
             hashed_bytes: obs.hashed_bytes,
             ..ChangeReport::default()
@@ -119,7 +122,7 @@ impl Indexer {
         let mut forgets: Vec<String> = Vec::new();
         let mut deleted_hashes: HashSet<ContentHash> = HashSet::new();
         for (rel, k) in known.iter() {
-            if k.deleted || k.seen {
+            if k.deleted || k.is_seen() {
                 continue;
             }
             // Recorded before homes were left out: forgotten, as ignored
@@ -131,7 +134,7 @@ impl Indexer {
             if obs.is_unsure(rel) {
                 continue;
             }
-            if self.ignore.is_ignored(rel, k.stat.kind == EntryKind::Dir) {
+            if self.ignore.is_ignored(rel, k.stat().kind == EntryKind::Dir) {
                 forgets.push(rel.to_string());
                 continue;
             }

@@ -15,6 +15,8 @@ pub struct PathList {
 impl PathList {
     /// Add `path` at the end.
     pub fn push(&mut self, path: &str) {
+        crate::core::grow::reserve_text(&mut self.text, path.len());
+        crate::core::grow::reserve(&mut self.ends, 1);
         self.text.push_str(path);
         // A list whose text passes 4 GiB would need wider ends; the paths
         // of one folder part never come near.

@@ -4,10 +4,11 @@
 use super::*;
 use std::collections::HashMap;
 
-/// A file found as the caller knew it is kept as a name only; others
-/// whole; a case collision with an unchanged file is still seen.
+/// A file found as the caller knew it is noted to the caller and only
+/// counted; others are kept whole; a case collision with an unchanged
+/// file is still seen.
 #[test]
-fn unchanged_files_are_kept_as_names() {
+fn unchanged_files_are_noted_and_counted_only() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     std::fs::create_dir(root.join("d")).unwrap();
@@ -22,10 +23,10 @@ fn unchanged_files_are_kept_as_names() {
         .collect();
     known.get_mut("edited.txt").unwrap().size += 1;
     std::fs::write(root.join("SAME.txt"), "new").unwrap();
-    let obs = observe_all(root, &known);
-    let mut names: Vec<&str> = obs.unchanged.iter().flat_map(PathList::iter).collect();
+    let (obs, mut names) = observe_all(root, &known);
     names.sort();
     assert_eq!(names, ["d/same2.txt", "same.txt"]);
+    assert_eq!(obs.unchanged, 2);
     let mut entries: Vec<&str> = obs.entries.iter().map(|o| o.path.as_str()).collect();
     entries.sort();
     assert_eq!(entries, ["SAME.txt", "d", "edited.txt"]);
@@ -34,7 +35,6 @@ fn unchanged_files_are_kept_as_names() {
             .iter()
             .all(|o| o.stat.kind != EntryKind::File || o.content.is_some())
     );
-    assert_eq!(obs.found(), 5);
     assert!(
         obs.issues
             .iter()
@@ -44,7 +44,9 @@ fn unchanged_files_are_kept_as_names() {
     );
     let mut less = obs;
     less.retain(|p| !p.starts_with("d"));
-    assert_eq!(less.found(), 3);
+    let mut entries: Vec<&str> = less.entries.iter().map(|o| o.path.as_str()).collect();
+    entries.sort();
+    assert_eq!(entries, ["SAME.txt", "edited.txt"]);
 }
 
 /// Write `bytes` to `path`, dated an hour ago: past the racy window.
@@ -75,8 +77,7 @@ fn a_file_modified_just_now_is_read_again_whatever_its_stat() {
         .iter()
         .map(|p| (p.to_string(), stat(p)))
         .collect();
-    let obs = observe_all(root, &known);
-    let names: Vec<&str> = obs.unchanged.iter().flat_map(PathList::iter).collect();
+    let (obs, names) = observe_all(root, &known);
     assert_eq!(names, ["old.txt"]);
     let read: Vec<&str> = obs.entries.iter().map(|o| o.path.as_str()).collect();
     assert_eq!(read, ["fresh.txt"]);
@@ -92,17 +93,25 @@ fn an_observation_is_small() {
 }
 
 /// The whole folder at `root` observed against `known`, with the built-in
-/// rules and chunker.
-fn observe_all(root: &Path, known: &HashMap<String, FileStat>) -> Observation {
-    let lookup = |rel: &str| known.get(rel).copied();
-    observe(
+/// rules and chunker, and the paths it noted found as recorded.
+fn observe_all(root: &Path, known: &HashMap<String, FileStat>) -> (Observation, Vec<String>) {
+    let noted = std::sync::Mutex::new(Vec::new());
+    let as_recorded = |rel: &str, stat: &FileStat| {
+        let same = known.get(rel) == Some(stat);
+        if same {
+            noted.lock().unwrap().push(rel.to_string());
+        }
+        same
+    };
+    let obs = observe(
         root,
         &[Scope::All],
         &IgnoreRules::builtin(),
-        &lookup,
+        &as_recorded,
         ChunkerConfig::default(),
         &ScanProgress::default(),
-    )
+    );
+    (obs, noted.into_inner().unwrap())
 }
 
 /// Names that differ only in case are reported wherever they are: two
@@ -138,7 +147,7 @@ fn case_collisions_are_found_among_siblings_at_every_depth() {
         found.sort();
         found
     };
-    let obs = observe_all(root, &HashMap::new());
+    let (obs, _) = observe_all(root, &HashMap::new());
     let mut pairs = collisions(&obs);
     // Which of two names is met first depends on the listing order.
     for p in &mut pairs {
@@ -159,7 +168,7 @@ fn case_collisions_are_found_among_siblings_at_every_depth() {
             Scope::Tree("other/deep.txt".into()),
         ],
         &IgnoreRules::builtin(),
-        &|_: &str| None,
+        &|_: &str, _: &FileStat| false,
         ChunkerConfig::default(),
         &ScanProgress::default(),
     );

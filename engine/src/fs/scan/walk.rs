@@ -12,17 +12,17 @@ use std::sync::atomic::Ordering;
 
 use super::case::SiblingNames;
 use super::{
-    EntryKind, FileStat, IgnoreRules, IssueKind, Observed, PathList, ScanIssue, ScanProgress,
-    home_issue, io_issue, issue, path, special_kind,
+    EntryKind, FileStat, IgnoreRules, IssueKind, Observed, ScanIssue, ScanProgress, home_issue,
+    io_issue, issue, path, special_kind,
 };
 
 /// What one part of a walk found: entries in walk order (every file among
-/// them is to be read), the files found exactly as known (names only), and
-/// trouble.
+/// them is to be read), how many files were found exactly as recorded,
+/// and trouble.
 #[derive(Default)]
 pub(super) struct Walked {
     pub(super) entries: Vec<Observed>,
-    pub(super) unchanged: PathList,
+    pub(super) unchanged: u64,
     pub(super) issues: Vec<ScanIssue>,
     /// The start's folder-relative path, when the walk took it in (its
     /// name is compared with its siblings' by the caller).
@@ -30,13 +30,14 @@ pub(super) struct Walked {
 }
 
 /// Walk `start` (itself included) under the folder at `root`: stat every
-/// entry, note the files whose metadata differs from `known` for reading
-/// and, of those that match it, only the name.
+/// entry, note the files whose metadata differs from the record for
+/// reading and, of those `as_recorded` (which notes them found), only
+/// the count.
 pub(super) fn walk(
     root: &Path,
     start: &Path,
     ignore: &IgnoreRules,
-    known: &(dyn Fn(&str) -> Option<FileStat> + Sync),
+    as_recorded: &(dyn Fn(&str, &FileStat) -> bool + Sync),
     progress: &ScanProgress,
 ) -> Walked {
     let mut out = Walked::default();
@@ -139,10 +140,10 @@ pub(super) fn walk(
             0 => out.start = Some(rel.clone()),
             depth => out.issues.extend(siblings.note(root, depth, &rel)),
         }
-        if stat.kind == EntryKind::File && stat.mtime_ns < recent_from && known(&rel) == Some(stat)
-        {
-            // As recorded: nothing to read or record, only that it is here.
-            out.unchanged.push(&rel);
+        if stat.kind == EntryKind::File && stat.mtime_ns < recent_from && as_recorded(&rel, &stat) {
+            // As recorded (and noted found by the caller): nothing to
+            // read or record.
+            out.unchanged += 1;
             continue;
         }
         if stat.kind == EntryKind::File {
