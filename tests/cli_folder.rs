@@ -346,9 +346,10 @@ fn a_folder_command_waits_for_a_store_held_for_a_moment() {
 }
 
 /// Issue 21: `folder add` and `folder rescan` keep the running totals a
-/// node keeps and leave them saved, so the agent's next start takes them
-/// back instead of counting every record (1–1.5 s at a million files,
-/// with `status` waiting) — and they are the true totals.
+/// node keeps and leave them saved, and other commands keep them saved
+/// through what they write, so the agent's next start takes them back
+/// instead of counting every record (1–1.5 s at a million files, with
+/// `status` waiting) — and they are the true totals.
 #[test]
 fn folder_commands_leave_the_running_totals_saved() {
     use softadastra::index::{CONFLICT_TOTALS, FILE_TOTALS};
@@ -373,6 +374,16 @@ fn folder_commands_leave_the_running_totals_saved() {
     let add = run(h, &["folder", "add", root.to_str().unwrap(), "--id", "t"]);
     assert!(add.status.success(), "{}", common::stderr(&add));
     saved_totals((2, 10));
+    // Commands that write something else keep them saved (as the bench's
+    // `folder share` after `folder add` did not).
+    for args in [
+        ["folder", "guard", "t", "off"],
+        ["folder", "guard", "t", "on"],
+    ] {
+        let out = run(h, &args);
+        assert!(out.status.success(), "{}", common::stderr(&out));
+        saved_totals((2, 10));
+    }
 
     write(&root.join("c.txt"), b"gamma");
     std::fs::remove_file(root.join("a.txt")).unwrap();

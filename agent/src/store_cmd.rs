@@ -110,6 +110,16 @@ pub fn open_store(home: &Home) -> Result<Store> {
             t.segment.display()
         );
     }
+    // Totals the agent keeps stay true and saved through whatever this
+    // command writes (none are counted here), so its next start takes
+    // them back instead of counting every record.
+    store.keep_saved_totals(
+        softadastra::store::ns::FILES,
+        &[
+            softadastra::index::FILE_TOTALS,
+            softadastra::index::CONFLICT_TOTALS,
+        ],
+    );
     let (folders, _) = softadastra::runtime::trust::upgrade_membership(&mut store)?;
     if !folders.is_empty() {
         eprintln!(

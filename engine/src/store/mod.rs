@@ -359,6 +359,24 @@ impl Store {
         self.keep_totals(ns, &counts)
     }
 
+    /// Keep the running totals of `ns` by those of `counts` that were
+    /// saved at the last close and are still valid (see
+    /// [`Store::tally_later`]), counting none: a process that writes the
+    /// store without needing the totals (a CLI command) keeps them true
+    /// and saved, so the agent's next start need not count them.
+    pub fn keep_saved_totals(&mut self, ns: &str, counts: &[SavedTally]) {
+        let mut tallies = crate::core::lock(&self.state.tallies.kept);
+        let kept = tallies.entry(ns.to_string()).or_default();
+        for c in counts {
+            if kept.iter().any(|t| t.counts_with(c.count)) {
+                continue;
+            }
+            if let Some(groups) = self.state.take_saved(ns, c.name) {
+                kept.push(tally::Tally::restored(*c, groups));
+            }
+        }
+    }
+
     /// See [`Store::tally_later`]; a count without a name is not saved.
     fn keep_totals(
         &mut self,

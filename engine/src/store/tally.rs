@@ -57,6 +57,8 @@ pub(super) struct Tally {
     groups: HashMap<String, (i64, i64)>,
     /// Whether the snapshot's count is in (see [`Tally::building`]).
     pub(super) ready: bool,
+    /// Taken back as saved at open ([`Tally::restored`]), not counted.
+    pub(super) restored: bool,
 }
 
 impl Tally {
@@ -67,6 +69,7 @@ impl Tally {
             saved_as: None,
             groups: HashMap::new(),
             ready: true,
+            restored: false,
         }
     }
 
@@ -86,6 +89,7 @@ impl Tally {
         Tally {
             saved_as: Some(saved.name),
             groups: groups.into_iter().map(|(g, i, b)| (g, (i, b))).collect(),
+            restored: true,
             ..Tally::new(saved.count)
         }
     }

@@ -93,6 +93,8 @@ pub(super) struct State {
     /// The sequence the open transaction brings the state to, recorded in
     /// `meta` when it commits (not once per operation).
     applied: AtomicU64,
+    /// The sequence the index held when it was opened.
+    opened_at: AtomicU64,
     /// Commits without an fsync since the last durable one.
     commits: AtomicU64,
     /// What the open write transaction changed, for point reads that need
@@ -182,6 +184,7 @@ impl State {
             abandoned: AtomicBool::new(false),
             uncommitted: AtomicU64::new(0),
             applied: AtomicU64::new(0),
+            opened_at: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             recent: Mutex::new(Recent::default()),
             committed: Mutex::new(None),
@@ -215,6 +218,7 @@ impl State {
         }
         if let Some(seq) = applied {
             state.applied.store(seq.0, Ordering::SeqCst);
+            state.opened_at.store(seq.0, Ordering::SeqCst);
             *crate::core::lock(&state.saved) = saved::saved_totals(&read, seq);
         }
         drop(read);

@@ -64,12 +64,18 @@ impl State {
 
     /// Save the running totals kept under a name, as they are now, in the
     /// open write transaction (committed with it at close).
+    /// Totals taken back as saved, with nothing applied since the open,
+    /// are in the table as they are: not written again (a command that
+    /// only reads leaves the index as it found it).
     pub(super) fn save_totals(&self) -> Result<(), StoreError> {
+        let seq = self.applied.load(Ordering::SeqCst);
+        let untouched = seq == self.opened_at.load(Ordering::SeqCst);
         let to_save: Vec<(String, &'static str, SavedGroups)> = {
             let kept = crate::core::lock(&self.tallies.kept);
             kept.iter()
                 .flat_map(|(ns, ts)| {
                     ts.iter()
+                        .filter(|t| !(untouched && t.restored))
                         .filter_map(|t| t.to_save().map(|(name, g)| (ns.clone(), name, g)))
                 })
                 .collect()
@@ -77,7 +83,6 @@ impl State {
         if to_save.is_empty() {
             return Ok(());
         }
-        let seq = self.applied.load(Ordering::SeqCst);
         self.with_pending(|txn| {
             let mut table = txn.open_table(TOTALS).map_err(err("save the totals"))?;
             for (ns, name, groups) in to_save {

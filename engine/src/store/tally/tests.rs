@@ -271,3 +271,53 @@ fn totals_saved_at_close_come_back_only_while_nothing_changed() {
         recount(&store, ns, "", by_len)
     );
 }
+
+/// A process that keeps only the saved totals (a CLI command) counts
+/// none, keeps them in step with what it writes, and leaves them saved;
+/// one that writes nothing leaves them as they were. Totals that were not
+/// saved are not kept by it, and are counted by the next that asks.
+#[test]
+fn saved_totals_kept_without_counting_stay_true_and_saved() {
+    let storage = MemStorage::new();
+    let ns = "things";
+    {
+        let (mut store, _) = open(&storage, config()).unwrap();
+        for i in 0..30 {
+            store
+                .put(ns, &format!("g{}/{i}", i % 2), vec![b'x'; i + 1])
+                .unwrap();
+        }
+        store.tally_later(ns, &[BY_LEN]).unwrap().run();
+    }
+    // Kept without counting, through writes to this namespace and to
+    // another one.
+    {
+        let (mut store, _) = open(&storage, config()).unwrap();
+        store.keep_saved_totals(ns, &[BY_LEN, ONLY_SHORT]);
+        store.put(ns, "g0/new", b"nn".to_vec()).unwrap();
+        store.remove(ns, "g1/1").unwrap();
+        store.put("elsewhere", "k", b"v".to_vec()).unwrap();
+    }
+    // Only read.
+    {
+        let (mut store, _) = open(&storage, config()).unwrap();
+        store.keep_saved_totals(ns, &[BY_LEN]);
+    }
+    let (mut store, _) = open(&storage, config()).unwrap();
+    assert!(
+        store.tally_later(ns, &[BY_LEN]).is_none(),
+        "taken back as saved"
+    );
+    assert_eq!(
+        store.tally(ns, None, by_len),
+        recount(&store, ns, "", by_len)
+    );
+    assert_eq!(
+        store.tally(ns, Some("g1"), by_len),
+        recount(&store, ns, "g1/", by_len)
+    );
+    assert!(
+        store.tally_later(ns, &[ONLY_SHORT]).is_some(),
+        "never saved: counted"
+    );
+}
