@@ -178,11 +178,17 @@ fn many_files(root: &Path, files: usize) {
     b.start();
     let t = Instant::now();
     let mut polls = Vec::new();
+    // The slowest answer: how long, from which node, when in the sync.
+    let mut slowest = (Duration::ZERO, "", Duration::ZERO);
     let limit = Duration::from_secs(3600);
     loop {
-        for node in [&a, &b] {
+        for (node, name) in [(&a, "alpha"), (&b, "beta")] {
+            let at = t.elapsed();
             let (took, _) = timed_cli(&node.home, &["status", "--json"]);
             polls.push(took);
+            if took > slowest.0 {
+                slowest = (took, name, at);
+            }
         }
         let sb = b.status();
         let synced = folder_field(&sb, "files").as_u64() == Some(n)
@@ -205,7 +211,11 @@ fn many_files(root: &Path, files: usize) {
         }
     );
     let (poll50, poll_max) = p50_max(polls);
-    println!("  status --json while syncing: p50 {poll50:.1} ms, max {poll_max:.1} ms");
+    println!(
+        "  status --json while syncing: p50 {poll50:.1} ms, max {poll_max:.1} ms ({}, asked {:.1} s into the sync)",
+        slowest.1,
+        slowest.2.as_secs_f64()
+    );
     let (peak_a, peak_b) = (a.peak_rss_mb(), b.peak_rss_mb());
     report(
         "  peak RSS alpha / beta",

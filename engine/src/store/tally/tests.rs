@@ -194,16 +194,9 @@ fn recount(store: &Store, ns: &str, prefix: &str, count: TallyFn) -> Totals {
 fn totals_saved_at_close_come_back_only_while_nothing_changed() {
     let storage = MemStorage::new();
     let ns = "things";
-    {
-        let (mut store, _) = open(&storage, config()).unwrap();
-        for i in 0..40 {
-            store
-                .put(ns, &format!("g{}/{i}", i % 3), vec![b'x'; i + 1])
-                .unwrap();
-        }
-        store.tally_later(ns, &[BY_LEN, ONLY_SHORT]).unwrap().run();
+    saved_after_count(&storage, ns, 40, 3, &[BY_LEN, ONLY_SHORT], |store| {
         store.put(ns, "g0/short", b"s".to_vec()).unwrap();
-    }
+    });
     // Nothing changed: taken back, equal to a recount, and kept in step.
     {
         let (mut store, _) = open(&storage, config()).unwrap();
@@ -280,15 +273,7 @@ fn totals_saved_at_close_come_back_only_while_nothing_changed() {
 fn saved_totals_kept_without_counting_stay_true_and_saved() {
     let storage = MemStorage::new();
     let ns = "things";
-    {
-        let (mut store, _) = open(&storage, config()).unwrap();
-        for i in 0..30 {
-            store
-                .put(ns, &format!("g{}/{i}", i % 2), vec![b'x'; i + 1])
-                .unwrap();
-        }
-        store.tally_later(ns, &[BY_LEN]).unwrap().run();
-    }
+    saved_after_count(&storage, ns, 30, 2, &[BY_LEN], |_| {});
     // Kept without counting, through writes to this namespace and to
     // another one.
     {
@@ -320,4 +305,25 @@ fn saved_totals_kept_without_counting_stay_true_and_saved() {
         store.tally_later(ns, &[ONLY_SHORT]).is_some(),
         "never saved: counted"
     );
+}
+
+/// In `storage`: `n` values of 1 to `n` bytes in `ns`, spread over
+/// `groups` groups, their totals by `counts` counted, then `then` done,
+/// and the store closed (the totals saved).
+fn saved_after_count(
+    storage: &MemStorage,
+    ns: &str,
+    n: usize,
+    groups: usize,
+    counts: &[SavedTally],
+    then: impl FnOnce(&mut Store),
+) {
+    let (mut store, _) = open(storage, config()).unwrap();
+    for i in 0..n {
+        store
+            .put(ns, &format!("g{}/{i}", i % groups), vec![b'x'; i + 1])
+            .unwrap();
+    }
+    store.tally_later(ns, counts).unwrap().run();
+    then(&mut store);
 }
