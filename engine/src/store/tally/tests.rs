@@ -200,18 +200,7 @@ fn totals_saved_at_close_come_back_only_while_nothing_changed() {
     // Nothing changed: taken back, equal to a recount, and kept in step.
     {
         let (mut store, _) = open(&storage, config()).unwrap();
-        assert!(
-            store.tally_later(ns, &[BY_LEN, ONLY_SHORT]).is_none(),
-            "not counted"
-        );
-        assert_eq!(
-            store.tally(ns, None, by_len),
-            recount(&store, ns, "", by_len)
-        );
-        assert_eq!(
-            store.tally(ns, Some("g1"), by_len),
-            recount(&store, ns, "g1/", by_len)
-        );
+        taken_back_and_true(&mut store, ns, &[BY_LEN, ONLY_SHORT]);
         store.remove(ns, "g0/short").unwrap();
         assert_eq!(
             store.tally(ns, None, only_short),
@@ -289,18 +278,7 @@ fn saved_totals_kept_without_counting_stay_true_and_saved() {
         store.keep_saved_totals(ns, &[BY_LEN]);
     }
     let (mut store, _) = open(&storage, config()).unwrap();
-    assert!(
-        store.tally_later(ns, &[BY_LEN]).is_none(),
-        "taken back as saved"
-    );
-    assert_eq!(
-        store.tally(ns, None, by_len),
-        recount(&store, ns, "", by_len)
-    );
-    assert_eq!(
-        store.tally(ns, Some("g1"), by_len),
-        recount(&store, ns, "g1/", by_len)
-    );
+    taken_back_and_true(&mut store, ns, &[BY_LEN]);
     assert!(
         store.tally_later(ns, &[ONLY_SHORT]).is_some(),
         "never saved: counted"
@@ -326,4 +304,21 @@ fn saved_after_count(
     }
     store.tally_later(ns, counts).unwrap().run();
     then(&mut store);
+}
+
+/// `counts` are taken back as saved (not counted), and the totals by
+/// length, whole and of group `g1`, equal a recount.
+fn taken_back_and_true(store: &mut Store, ns: &str, counts: &[SavedTally]) {
+    assert!(
+        store.tally_later(ns, counts).is_none(),
+        "taken back as saved, not counted"
+    );
+    assert_eq!(
+        store.tally(ns, None, by_len),
+        recount(store, ns, "", by_len)
+    );
+    assert_eq!(
+        store.tally(ns, Some("g1"), by_len),
+        recount(store, ns, "g1/", by_len)
+    );
 }
