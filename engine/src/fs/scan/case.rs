@@ -42,7 +42,7 @@ impl SiblingNames {
             }
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
         };
-        if other == name || !lower(other).eq(lower(name)) {
+        if !differ_only_in_case(other, name) {
             return None;
         }
         let other = match parent {
@@ -66,13 +66,18 @@ pub(super) fn among<'a>(root: &Path, paths: impl Iterator<Item = &'a str>) -> Ve
             }
             std::collections::hash_map::Entry::Occupied(o) => {
                 let other = *o.get();
-                if other != path && lower(other).eq(lower(path)) {
+                if differ_only_in_case(other, path) {
                     found.push(collision(root, other, path));
                 }
             }
         }
     }
     found
+}
+
+/// Whether `a` and `b` are two names that fold to one.
+fn differ_only_in_case(a: &str, b: &str) -> bool {
+    a != b && lower(a).eq(lower(b))
 }
 
 fn collision(root: &Path, other: &str, path: &str) -> ScanIssue {

@@ -80,7 +80,8 @@ type Records = Box<dyn Iterator<Item = Option<Entered>>>;
 /// its path in the folder, the record.
 pub(super) type Entered = (usize, String, FileRecord);
 
-/// A whole build under way (see the [module documentation](self)).
+/// A whole build, or a catch-up ([`WholeBuild::since`]), under way (see
+/// the [module documentation](self)).
 pub(super) struct WholeBuild {
     pub(super) why: Rebuild,
     /// `None`: every record (a whole build, into a cleared index);

@@ -276,16 +276,17 @@ impl ChunkIndex {
         }
     }
 
-    /// Enter a batch of a whole build's records (a place set meanwhile,
-    /// by a placement, is newer and stays).
+    /// Enter a batch of a build's records: of a whole build, a place set
+    /// meanwhile, by a placement, is newer and stays; of a catch-up, each
+    /// record is the newest of its path.
     pub(super) fn enter(&mut self, build: &WholeBuild, batch: Vec<Entered>) {
+        let how = match (build.since, build.under_store) {
+            (None, _) => Enter::Whole,
+            (Some(_), false) => Enter::Newest,
+            (Some(_), true) => Enter::NewestLater,
+        };
         for (i, rel, rec) in batch {
             if let Some(root) = build.roots.get(i) {
-                let how = match (build.since, build.under_store) {
-                    (None, _) => Enter::Whole,
-                    (Some(_), false) => Enter::Newest,
-                    (Some(_), true) => Enter::NewestLater,
-                };
                 self.add(root, &rel, &rec, how);
             }
         }
@@ -311,8 +312,9 @@ impl ChunkIndex {
     }
 
     /// Enter the chunks of `rec` (at `rel` in the folder at `root`), if it
-    /// is a live file; `replace`: over a place already known for a hash
-    /// (without, in a whole build, the first file holding a chunk keeps it).
+    /// is a live file; `how` says whether over a place already known for a
+    /// hash (see [`Enter`]: in a whole build, the first file holding a
+    /// chunk keeps it).
     fn add(&mut self, root: &Path, rel: &str, rec: &FileRecord, how: Enter) {
         if rec.deleted || rec.kind != EntryKind::File {
             return;
