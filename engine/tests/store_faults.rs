@@ -35,6 +35,10 @@ fn workload(store: &mut Store) -> (BTreeMap<String, Vec<u8>>, Option<StoreError>
             })
         } else if i % 11 == 5 {
             store.checkpoint().map(|_| ())
+        } else if i % 17 == 9 {
+            // A node at rest: a checkpoint, the index closed and opened
+            // again.
+            store.release_cache().map(|_| ())
         } else {
             store.put(ns::APP, &key, value.clone()).map(|_| {
                 acked.insert(key.clone(), value);

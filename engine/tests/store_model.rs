@@ -1,5 +1,6 @@
 //! Model-based property test: random operation sequences, with clean
-//! restarts, snapshots and simulated power loss, run against the store on the
+//! restarts, snapshots, the index reopened to give its cache back, and
+//! simulated power loss, run against the store on the
 //! crash-simulating `MemStorage` and against a `BTreeMap` model.
 //!
 //! After a crash the store must equal the model after *some* prefix of the
@@ -26,6 +27,9 @@ enum Step {
     Flush,
     Tick,
     Snapshot,
+    /// Checkpoint, then close and open the index again (its cache given
+    /// back, as a node at rest does).
+    ReleaseCache,
     Restart,
     Crash(u64),
 }
@@ -38,6 +42,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::Flush),
         1 => Just(Step::Tick),
         1 => Just(Step::Snapshot),
+        1 => Just(Step::ReleaseCache),
         1 => Just(Step::Restart),
         1 => any::<u64>().prop_map(Step::Crash),
     ]
@@ -183,6 +188,12 @@ fn run(steps: Vec<Step>, durability: Durability) -> Result<(), TestCaseError> {
                 store
                     .checkpoint()
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            }
+            Step::ReleaseCache => {
+                let done = store
+                    .release_cache()
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert!(done, "nothing holds the state: the cache is given back");
             }
             Step::Restart => {
                 store

@@ -27,7 +27,7 @@
 use std::time::Duration;
 
 /// How often the free memory is looked at.
-pub const PERIOD: Duration = Duration::from_secs(5);
+pub const PERIOD: Duration = Duration::from_secs(2);
 
 /// Free bytes in the allocator's arenas below which nothing is done: a
 /// trim walks every arena, not worth it for a few megabytes.

@@ -16,8 +16,10 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 mod case;
+mod packed;
 mod paths;
 mod walk;
+pub use packed::{Cursor, PackedPaths};
 pub use paths::PathList;
 use walk::{Walked, walk};
 

@@ -1,8 +1,9 @@
 //! Housekeeping a running node does on a timer: deleting unfinished
 //! downloads no longer wanted, waking work that waited for free space,
 //! gathering the versions local edits replaced, writing the chunk places
-//! once changes pause, compacting the store's index once they stopped for
-//! a minute, and emptying old trash. Each task only asks or
+//! once changes pause, giving the store index's cache back once the store
+//! is still, compacting the index once changes stopped for a minute, and
+//! emptying old trash. Each task only asks or
 //! tidies; none decides what to sync.
 
 use super::*;
@@ -87,6 +88,84 @@ pub(super) async fn compact_index_when_quiet(s: Arc<Shared>) {
         })
         .await
         .unwrap_or_default();
+    }
+}
+
+/// How long the store must see no change at all before its index's page
+/// cache is given back (see [`release_store_cache_when_still`]).
+const STILL_FOR_RELEASE: Duration = Duration::from_secs(3);
+
+/// Every second, once the store saw no change for [`STILL_FOR_RELEASE`] and
+/// changed since the last time, checkpoint it and give its index's page
+/// cache back ([`Store::release_cache`]): a sync fills the cache to its
+/// size (24 MiB), which an idle agent would otherwise hold for good. The
+/// next change reads its pages again from the system's file cache, a few
+/// ms. A scan holding the store's state makes it wait for a later tick.
+pub(super) async fn release_store_cache_when_still(s: Arc<Shared>) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    let mut still = Still::default();
+    loop {
+        every.tick().await;
+        let s2 = s.clone();
+        let mut st = still;
+        still = tokio::task::spawn_blocking(move || {
+            let mut store = lock(&s2.store);
+            let seq = store.last_seq();
+            if !st.due(seq, Instant::now()) {
+                return st;
+            }
+            let started = Instant::now();
+            match store.release_cache() {
+                Ok(true) => {
+                    st.released(seq);
+                    debug!(
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "store index cache given back"
+                    );
+                }
+                // A scan holds the state: the next tick tries again.
+                Ok(false) => {}
+                Err(e) => {
+                    st.released(seq);
+                    warn!(error = %e, "the store index was not reopened to give its cache back");
+                }
+            }
+            st
+        })
+        .await
+        .unwrap_or_default();
+    }
+}
+
+/// Whether the store has been still long enough to give its cache back,
+/// from the sequence it is at on each look: no change for
+/// [`STILL_FOR_RELEASE`], and some since the cache was last given back.
+#[derive(Debug, Clone, Copy, Default)]
+struct Still {
+    /// The sequence first seen unchanged, and when.
+    seen: Option<(crate::core::Seq, Instant)>,
+    /// The sequence the cache was last given back at.
+    released_at: Option<crate::core::Seq>,
+}
+
+impl Still {
+    /// The store is at `seq` at `now`: whether to give the cache back.
+    fn due(&mut self, seq: crate::core::Seq, now: Instant) -> bool {
+        match self.seen {
+            Some((at, since)) if at == seq => {
+                self.released_at != Some(seq) && now.duration_since(since) >= STILL_FOR_RELEASE
+            }
+            _ => {
+                self.seen = Some((seq, now));
+                false
+            }
+        }
+    }
+
+    /// The cache was given back (or that failed, not to be tried again)
+    /// at `seq`.
+    fn released(&mut self, seq: crate::core::Seq) {
+        self.released_at = Some(seq);
     }
 }
 
@@ -242,5 +321,22 @@ mod tests {
         );
         assert!(!q.long_enough(Seq(9), at(130), files(9)));
         assert!(q.long_enough(Seq(10), at(140), files(10)));
+    }
+
+    #[test]
+    fn the_cache_is_given_back_once_per_stillness_after_a_change() {
+        let t = Instant::now();
+        let at = |s| t + Duration::from_secs(s);
+        let mut still = Still::default();
+        assert!(!still.due(Seq(3), t), "a first look knows no past");
+        assert!(!still.due(Seq(3), at(2)), "still for 2 s only");
+        assert!(!still.due(Seq(4), at(6)), "a change");
+        assert!(!still.due(Seq(4), at(8)));
+        assert!(still.due(Seq(4), at(9)), "still for 3 s");
+        still.released(Seq(4));
+        assert!(!still.due(Seq(4), at(30)), "nothing changed since");
+        assert!(!still.due(Seq(5), at(31)));
+        assert!(!still.due(Seq(5), at(33)));
+        assert!(still.due(Seq(5), at(34)), "changed, then still again");
     }
 }

@@ -277,6 +277,7 @@ impl SyncRuntime {
             tokio::spawn(gather_local_versions(shared.clone())),
             tokio::spawn(flush_chunk_places_when_quiet(shared.clone())),
             tokio::spawn(compact_index_when_quiet(shared.clone())),
+            tokio::spawn(release_store_cache_when_still(shared.clone())),
         ];
         let s = shared.clone();
         tasks.push(tokio::spawn(async move {

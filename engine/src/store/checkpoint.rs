@@ -126,3 +126,28 @@ impl Store {
         Ok(Some((before, after)))
     }
 }
+
+impl Store {
+    /// Checkpoint, then close the index and open it again, so that its
+    /// page cache ([`StoreConfig::cache_bytes`], filled by any large sync
+    /// or scan) goes back to the allocator: what a node at rest calls
+    /// (the next reads fill it again from the disk's cache, a few ms).
+    /// `false` when it was not done: a scan holds the state, or the log
+    /// failed. A failure to open the index again is returned, and leaves
+    /// the store refusing every read and write until it is opened anew
+    /// (nothing is lost: the index is durable at the checkpoint just made).
+    pub fn release_cache(&mut self) -> Result<bool, StoreError> {
+        if self.wal.is_poisoned() {
+            return Ok(false);
+        }
+        self.checkpoint()?;
+        let Some(state) = Arc::get_mut(&mut self.state) else {
+            return Ok(false);
+        };
+        state.reopen(
+            self.storage.as_ref(),
+            &self.config.index_path(),
+            self.config.cache_bytes,
+        )
+    }
+}

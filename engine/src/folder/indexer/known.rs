@@ -6,6 +6,7 @@
 //! store, never the disk.
 
 use super::*;
+use crate::fs::scan::PackedPaths;
 
 impl Indexer {
     /// What the index knows about `scopes` — each path's stat and whether
@@ -52,28 +53,36 @@ impl Indexer {
 }
 
 /// What a reconcile knows of each path before it looks at the disk (see
-/// [`Indexer::known`]): 32 bytes and the path, where the whole record
-/// (its chunk list, its version vector) was several times that — at a
-/// million files, hundreds of MB during every whole-folder scan. The stat
-/// is kept field by field, not as a [`FileStat`], so the flags fit in its
-/// padding (40 bytes otherwise).
+/// [`Indexer::known`]): 32 bytes, where the whole record (its chunk list,
+/// its version vector) was several times that — at a million files,
+/// hundreds of MB during every whole-folder scan. The stat is kept field
+/// by field, not as a [`FileStat`], so the path's hash and the flags fit
+/// beside it.
 #[derive(Debug)]
 pub(super) struct Known {
     size: u64,
     mtime_ns: i64,
     inode: u64,
-    mode: u32,
+    /// Its path's hash in the [`KnownMap`] (set there).
+    path_hash: u32,
+    /// The mode's low 16 bits (all a Unix mode has); a mode beyond them
+    /// is kept as `u16::MAX`, which then never matches the disk's: the
+    /// file is looked at again, never skipped wrongly.
+    mode: u16,
     kind: EntryKind,
-    pub(super) deleted: bool,
     /// Found on disk by the reconcile: set by the walk, on all cores, for
-    /// a file found as recorded; when it records, for the others.
-    seen: std::sync::atomic::AtomicBool,
+    /// a file found as recorded; when it records, for the others. The
+    /// record's deletion is bit 1 of the same byte.
+    flags: std::sync::atomic::AtomicU8,
 }
+
+const SEEN: u8 = 1;
+const DELETED: u8 = 2;
 
 impl Clone for Known {
     fn clone(&self) -> Known {
         Known {
-            seen: self.is_seen().into(),
+            flags: self.flags.load(std::sync::atomic::Ordering::Relaxed).into(),
             ..*self
         }
     }
@@ -89,21 +98,27 @@ impl Known {
             size: stat.size,
             mtime_ns: stat.mtime_ns,
             inode: stat.inode,
-            mode: stat.mode,
+            path_hash: 0,
+            mode: u16::try_from(stat.mode).unwrap_or(u16::MAX),
             kind: stat.kind,
-            deleted,
-            seen: false.into(),
+            flags: if deleted { DELETED } else { 0 }.into(),
         }
+    }
+
+    /// Whether the record is of a deleted path.
+    pub(super) fn is_deleted(&self) -> bool {
+        self.flags.load(std::sync::atomic::Ordering::Relaxed) & DELETED != 0
     }
 
     /// Whether it was found on disk by the reconcile.
     pub(super) fn is_seen(&self) -> bool {
-        self.seen.load(std::sync::atomic::Ordering::Relaxed)
+        self.flags.load(std::sync::atomic::Ordering::Relaxed) & SEEN != 0
     }
 
     /// Note it found on disk.
     pub(super) fn mark_seen(&self) {
-        self.seen.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.flags
+            .fetch_or(SEEN, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The stat on record.
@@ -112,7 +127,7 @@ impl Known {
             kind: self.kind,
             size: self.size,
             mtime_ns: self.mtime_ns,
-            mode: self.mode,
+            mode: u32::from(self.mode),
             inode: self.inode,
         }
     }
@@ -122,7 +137,7 @@ impl Known {
     /// [`Indexer::observed_record`] would find), with no need to read the
     /// whole record.
     pub(super) fn unchanged_file(&self, o: &Observed) -> bool {
-        !self.deleted
+        !self.is_deleted()
             && self.kind == EntryKind::File
             && o.stat == self.stat()
             && o.content.is_none()
@@ -130,16 +145,18 @@ impl Known {
     }
 }
 
-/// [`Known`] by folder-relative path, compactly: the paths in one text
-/// buffer, the entries in one vector, and a hash table of bare places in
-/// them (4 bytes a slot, each hashed from its path when the table grows).
-/// At a million files this takes ~70 bytes a path where a map of `String`
-/// to [`Known`] took ~130, and a map of hashes to places ~100: most of the
+/// [`Known`] by folder-relative path, compactly: the paths front-coded
+/// in the order they came ([`PackedPaths`]: read from the index in key
+/// order, neighbours share most of their bytes), the entries in one
+/// vector, and a hash table of bare places in them (4 bytes a slot, the
+/// path's hash kept in its entry for when the table grows). At a million
+/// files this takes ~50 bytes a path, where a map of `String` to
+/// [`Known`] took ~130 and the paths written out whole ~70: most of the
 /// catch-up scan's memory at a node's start (issue 21).
 #[derive(Default)]
 pub(super) struct KnownMap {
     slots: hashbrown::HashTable<u32>,
-    paths: crate::fs::scan::PathList,
+    paths: PackedPaths,
     known: Vec<Known>,
 }
 
@@ -150,14 +167,21 @@ impl std::fmt::Debug for KnownMap {
 }
 
 /// The hash [`KnownMap`] places a path by (fixed: the same in every run).
-fn path_hash(path: &str) -> u64 {
+fn path_hash(path: &str) -> u32 {
     use std::hash::BuildHasher;
     #[cfg(test)]
     if tests::ALL_COLLIDE.get() {
         return 0;
     }
-    std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
-        .hash_one(path)
+    let h = std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+        .hash_one(path);
+    (h ^ (h >> 32)) as u32
+}
+
+/// A 32-bit path hash as the table wants it: its bits in both halves, so
+/// both the slot (low bits) and the tag (top bits) come from all of them.
+fn spread(h: u32) -> u64 {
+    (u64::from(h) << 32) | u64::from(h)
 }
 
 impl KnownMap {
@@ -166,9 +190,11 @@ impl KnownMap {
     }
 
     fn index(&self, path: &str) -> Option<usize> {
+        let h = path_hash(path);
         self.slots
-            .find(path_hash(path), |&i| {
-                self.paths.get(i as usize) == Some(path)
+            .find(spread(h), |&i| {
+                self.known.get(i as usize).is_some_and(|k| k.path_hash == h)
+                    && self.paths.is_at(i as usize, path)
             })
             .map(|&i| i as usize)
     }
@@ -181,7 +207,7 @@ impl KnownMap {
     /// is noted found (the walk asks this from all cores at once).
     pub(super) fn mark_if_as_recorded(&self, path: &str, stat: &FileStat) -> bool {
         match self.get(path) {
-            Some(k) if !k.deleted && k.stat() == *stat => {
+            Some(k) if !k.is_deleted() && k.stat() == *stat => {
                 k.mark_seen();
                 true
             }
@@ -194,7 +220,9 @@ impl KnownMap {
     }
 
     /// Know `path` as `known` (over what was known of it).
-    pub(super) fn insert(&mut self, path: &str, known: Known) {
+    pub(super) fn insert(&mut self, path: &str, mut known: Known) {
+        let h = path_hash(path);
+        known.path_hash = h;
         if let Some(i) = self.index(path) {
             self.known[i] = known;
             return;
@@ -205,15 +233,25 @@ impl KnownMap {
         self.paths.push(path);
         crate::core::grow::reserve(&mut self.known, 1);
         self.known.push(known);
-        let paths = &self.paths;
-        self.slots.insert_unique(path_hash(path), i, |&j| {
-            path_hash(paths.get(j as usize).unwrap_or_default())
+        let known = &self.known;
+        self.slots.insert_unique(spread(h), i, |&j| {
+            spread(known.get(j as usize).map_or(0, |k| k.path_hash))
         });
     }
 
     /// Every path and what is known of it, in the order they came.
-    pub(super) fn iter(&self) -> impl Iterator<Item = (&str, &Known)> {
-        self.paths.iter().zip(&self.known)
+    pub(super) fn iter(&self) -> KnownIter<'_, fn(&Known) -> bool> {
+        self.iter_where(|_| true)
+    }
+
+    /// The paths whose entry `want` accepts, with it, in the order they
+    /// came: only those paths are written out.
+    pub(super) fn iter_where<F: Fn(&Known) -> bool>(&self, want: F) -> KnownIter<'_, F> {
+        KnownIter {
+            paths: self.paths.cursor(),
+            known: self.known.iter(),
+            want,
+        }
     }
 
     pub(super) fn values(&self) -> impl Iterator<Item = &Known> {
@@ -224,7 +262,7 @@ impl KnownMap {
     pub(super) fn retain(&mut self, keep: impl Fn(&str, &Known) -> bool) {
         let mut kept = KnownMap::new();
         for (p, k) in self.iter().filter(|(p, k)| keep(p, k)) {
-            kept.insert(p, k.clone());
+            kept.insert(&p, k.clone());
         }
         *self = kept;
     }
@@ -232,7 +270,28 @@ impl KnownMap {
     /// Add what `other` knows (over what was known).
     pub(super) fn extend(&mut self, other: KnownMap) {
         for (p, k) in other.iter() {
-            self.insert(p, k.clone());
+            self.insert(&p, k.clone());
+        }
+    }
+}
+
+/// The paths of a [`KnownMap`] whose entry a filter accepts (see
+/// [`KnownMap::iter_where`]).
+pub(super) struct KnownIter<'a, F> {
+    paths: crate::fs::scan::Cursor<'a>,
+    known: std::slice::Iter<'a, Known>,
+    want: F,
+}
+
+impl<'a, F: Fn(&Known) -> bool> Iterator for KnownIter<'a, F> {
+    type Item = (String, &'a Known);
+    fn next(&mut self) -> Option<(String, &'a Known)> {
+        loop {
+            let path = self.paths.next_path()?;
+            let k = self.known.next()?;
+            if (self.want)(k) {
+                return Some((path.to_string(), k));
+            }
         }
     }
 }
@@ -276,22 +335,59 @@ mod tests {
         other.insert("new", known(9));
         other.insert("a", known(10));
         m.extend(other);
-        let all: Vec<(&str, u64, bool)> = m
+        let all: Vec<(String, u64, bool)> = m
             .iter()
             .map(|(p, k)| (p, k.stat().size, k.is_seen()))
             .collect();
-        assert_eq!(
-            all,
-            [
-                ("a", 10, false),
-                ("d/b é.txt", 1, false),
-                ("d/c", 30, false),
-                ("new", 9, false)
-            ]
-        );
+        let want = [
+            ("a", 10, false),
+            ("d/b é.txt", 1, false),
+            ("d/c", 30, false),
+            ("new", 9, false),
+        ];
+        let want: Vec<(String, u64, bool)> = want
+            .iter()
+            .map(|(p, n, s)| (p.to_string(), *n, *s))
+            .collect();
+        assert_eq!(all, want);
+
+        // Many paths, as the index gives them (in key order, sharing
+        // prefixes), some deleted, some found: each answers for itself.
+        let mut m = KnownMap::new();
+        let path = |i: usize| format!("dir{:03}/file{i:05}.txt", i / 37);
+        for i in 0..1_000 {
+            let mut k = known(i as u64);
+            if i % 3 == 0 {
+                k = Known::new(k.stat(), true);
+            }
+            m.insert(&path(i), k);
+        }
+        for i in (0..1_000).step_by(5) {
+            let stat = m.get(&path(i)).unwrap().stat();
+            assert_eq!(m.mark_if_as_recorded(&path(i), &stat), i % 3 != 0, "{i}");
+        }
+        for i in 0..1_000 {
+            let k = m.get(&path(i)).unwrap();
+            assert_eq!(k.stat().size, i as u64);
+            assert_eq!(
+                (k.is_deleted(), k.is_seen()),
+                (i % 3 == 0, i % 5 == 0 && i % 3 != 0)
+            );
+        }
+        assert!(m.get("dir000/file00000.tx").is_none() && m.get("dir000/").is_none());
+        let gone: Vec<String> = m
+            .iter_where(|k| !k.is_deleted() && !k.is_seen())
+            .map(|(p, _)| p)
+            .collect();
+        let want: Vec<String> = (0..1_000)
+            .filter(|i| i % 3 != 0 && i % 5 != 0)
+            .map(path)
+            .collect();
+        assert_eq!(gone, want);
     }
 
-    /// A path's entry is 32 bytes (with the stat as one `FileStat`, 40).
+    /// A path's entry is 32 bytes, its path's hash included (with the
+    /// stat as one `FileStat`, 40 without it).
     #[test]
     fn what_is_known_of_a_path_is_small() {
         assert_eq!(std::mem::size_of::<Known>(), 32);

@@ -41,7 +41,7 @@ impl Indexer {
         // found deleted, so what is found is recorded as it goes, batch by
         // batch, instead of being held whole first (a million new files'
         // records and operations took over a GB).
-        let first_index = !known.values().any(|k| !k.deleted);
+        let first_index = !known.values().any(|k| !k.is_deleted());
         let mut ops: Vec<Op> = Vec::new();
         // New live files (the deletion guard weighs deletions against them).
         let mut adding = 0u64;
@@ -97,7 +97,7 @@ impl Indexer {
                     rec
                 }
             };
-            if rec.kind == EntryKind::File && known.get(&o.path).is_none_or(|k| k.deleted) {
+            if rec.kind == EntryKind::File && known.get(&o.path).is_none_or(|k| k.is_deleted()) {
                 adding += 1;
             }
             ops.push(self.put_op(&o.path, &rec, store));
@@ -121,10 +121,8 @@ impl Indexer {
         let mut deletions: Vec<(String, FileRecord)> = Vec::new();
         let mut forgets: Vec<String> = Vec::new();
         let mut deleted_hashes: HashSet<ContentHash> = HashSet::new();
-        for (rel, k) in known.iter() {
-            if k.deleted || k.is_seen() {
-                continue;
-            }
+        for (rel, k) in known.iter_where(|k| !k.is_deleted() && !k.is_seen()) {
+            let rel = rel.as_str();
             // Recorded before homes were left out: forgotten, as ignored
             // paths are (no deletion reaches peers).
             if obs.is_in_node_home(rel) {

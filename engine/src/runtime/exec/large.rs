@@ -83,7 +83,8 @@ pub(super) enum Job {
 /// files have is copied from them; the others are fetched in runs of
 /// consecutive chunks, up to [`FETCH_BYTES`] (and [`MAX_REQUEST_CHUNKS`])
 /// each. Jobs in file order keep the chunks waiting for an earlier one
-/// few: the job holding the next chunk to write is always started.
+/// few: the job holding the next chunk to write is always started. It may
+/// wait for the chunk index ([`locate_chunk`]): never on an async worker.
 pub(super) fn plan(s: &Shared, record: &FileRecord, from: usize) -> Vec<Job> {
     let mut jobs = Vec::new();
     let mut run: Vec<usize> = Vec::new();
@@ -380,7 +381,15 @@ pub(super) async fn assemble_large(
     let mut set = tokio::task::JoinSet::new();
     let mut fetched = 0u64;
     let mut writing = true;
-    let mut jobs = plan(s, &record, from).into_iter().enumerate();
+    let planned = {
+        let (s, record) = (s.clone(), record.clone());
+        tokio::task::spawn_blocking(move || plan(&s, &record, from))
+    };
+    let mut jobs = planned
+        .await
+        .map_err(|_| stopping())?
+        .into_iter()
+        .enumerate();
     let mut failed = None;
     loop {
         // Start jobs while there is room; otherwise wait for one.

@@ -42,11 +42,13 @@ use redb::{
 
 mod backend;
 pub(crate) mod compact;
+mod handle;
 mod iter;
 mod saved;
 mod write;
 
 use backend::Backend;
+use handle::{closed, open_db};
 use iter::EntryTable;
 pub use iter::{Changed, Scan};
 use write::{apply_in, written};
@@ -84,8 +86,9 @@ fn err<E: Into<redb::Error>>(op: &'static str) -> impl FnOnce(E) -> StoreError {
 
 /// The on-disk state. See the [module documentation](self).
 pub(super) struct State {
-    /// Never dropped once abandoned ([`State::abandon`]).
-    db: std::mem::ManuallyDrop<Database>,
+    /// `None` only after [`State::reopen`] failed to open it again;
+    /// never closed once abandoned ([`State::abandon`]).
+    db: Option<Database>,
     /// Set by [`State::abandon`].
     abandoned: AtomicBool,
     /// Operations applied and not yet committed.
@@ -161,26 +164,9 @@ impl State {
                 .sync_dir(dir)
                 .map_err(io_err("sync directory", dir))?;
         }
-        let file = storage.open_paged(path).map_err(io_err("open", path))?;
-        // A damaged file can make redb panic (its debug builds assert on
-        // what it never writes) rather than fail: either way, a refusal.
-        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            redb::Builder::new()
-                .set_cache_size(cache_bytes)
-                .create_with_backend(Backend(file))
-        }));
-        let db = match opened {
-            Ok(db) => db.map_err(err("open the index"))?,
-            Err(_) => {
-                return Err(StoreError::Index {
-                    op: "open the index",
-                    reason: format!("{} is damaged beyond reading", path.display()),
-                    corrupt: true,
-                });
-            }
-        };
+        let db = open_db(storage, path, cache_bytes)?;
         let state = State {
-            db: std::mem::ManuallyDrop::new(db),
+            db: Some(db),
             abandoned: AtomicBool::new(false),
             uncommitted: AtomicU64::new(0),
             applied: AtomicU64::new(0),
@@ -195,7 +181,7 @@ impl State {
             changes: AtomicU64::new(0),
             saved: Mutex::default(),
         };
-        let read = state.db.begin_read().map_err(err("read the index"))?;
+        let read = state.db()?.begin_read().map_err(err("read the index"))?;
         let (format, applied) = match read.open_table(META) {
             Ok(meta) => (
                 meta.get("format")
@@ -232,7 +218,7 @@ impl State {
     ) -> Result<R, StoreError> {
         let mut pending = crate::core::lock(&self.pending);
         if pending.is_none() {
-            let mut txn = self.db.begin_write().map_err(err("write the index"))?;
+            let mut txn = self.db()?.begin_write().map_err(err("write the index"))?;
             txn.set_durability(Durability::None)
                 .map_err(err("write the index"))?;
             // Each checkpoint records the allocator's state: an open after
@@ -308,7 +294,10 @@ impl State {
                 txn
             }
             (Some(txn), false) => txn,
-            (None, true) => self.db.begin_write().map_err(err("checkpoint the index"))?,
+            (None, true) => self
+                .db()?
+                .begin_write()
+                .map_err(err("checkpoint the index"))?,
             (None, false) => return Ok(()),
         };
         if self.uncommitted() > 0 {
@@ -367,8 +356,11 @@ impl State {
             compact::Compactor::new(from_bytes, redb::CompactionMode::Maximum, 50)
         });
         compactor.changed(changes);
+        let Some(db) = self.db.as_mut() else {
+            return Ok(None);
+        };
         compactor
-            .maybe(&mut self.db, file_bytes, entries)
+            .maybe(db, file_bytes, entries)
             .map_err(index_err("compact the index"))
     }
 
@@ -408,7 +400,10 @@ impl State {
     /// redb's check of every page's checksum and of the tree structure.
     pub(super) fn check_integrity(&mut self) -> Result<bool, StoreError> {
         self.commit(false)?;
-        self.db.check_integrity().map_err(err("check the index"))
+        let Some(db) = self.db.as_mut() else {
+            return Err(closed("check the index"));
+        };
+        db.check_integrity().map_err(err("check the index"))
     }
 
     /// Give up on everything since the last checkpoint: the log failed, or
@@ -470,7 +465,10 @@ impl State {
         drop(pending);
         let mut committed = crate::core::lock(&self.committed);
         if committed.is_none() {
-            match self.db.begin_read().map(|r| r.open_table(ENTRIES)) {
+            let read = self
+                .db()
+                .and_then(|db| db.begin_read().map_err(err("read the index")));
+            match read.map(|r| r.open_table(ENTRIES)) {
                 Ok(Ok(t)) => *committed = Some(t),
                 Ok(Err(redb::TableError::TableDoesNotExist(_))) => return None,
                 Ok(Err(e)) => {
@@ -525,7 +523,10 @@ impl State {
             self.failed_read(e);
             return None;
         }
-        match self.db.begin_read() {
+        match self
+            .db()
+            .and_then(|db| db.begin_read().map_err(err("read the index")))
+        {
             Ok(r) => Some(r),
             Err(e) => {
                 self.failed_read(e);
@@ -586,6 +587,7 @@ impl Drop for State {
             // Closing would make every commit since the last checkpoint
             // durable, some of which the log no longer holds: left as a
             // crash leaves it, to be opened at that checkpoint.
+            std::mem::forget(self.db.take());
             return;
         }
         // The running totals kept under a name go with the last commit,
@@ -599,8 +601,7 @@ impl Drop for State {
         if let Err(e) = self.commit(false) {
             tracing::warn!(error = %e, "store index: last changes not committed at close");
         }
-        // SAFETY: `db` is dropped here only, and never used after.
-        unsafe { std::mem::ManuallyDrop::drop(&mut self.db) };
+        drop(self.db.take());
     }
 }
 
