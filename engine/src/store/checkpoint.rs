@@ -137,7 +137,9 @@ impl Store {
     /// the store refusing every read and write until it is opened anew
     /// (nothing is lost: the index is durable at the checkpoint just made).
     pub fn release_cache(&mut self) -> Result<bool, StoreError> {
-        if self.wal.is_poisoned() {
+        // A scan holding the state is looked at before the checkpoint, so
+        // that a caller trying again meanwhile does not fsync each time.
+        if self.wal.is_poisoned() || Arc::strong_count(&self.state) > 1 {
             return Ok(false);
         }
         self.checkpoint()?;
