@@ -286,8 +286,8 @@ enum Command {
         /// Which version, as `history` numbers them (default 1, the newest).
         #[arg(long, value_name = "N")]
         version: Option<usize>,
-        /// The version that was the file at this time (UTC "YYYY-MM-DD
-        /// HH:MM[:SS]", or Unix seconds).
+        /// The version that was the file at this time (UTC
+        /// `YYYY-MM-DD HH:MM[:SS]`, or Unix seconds).
         #[arg(long, value_name = "TIME")]
         at: Option<String>,
         /// Write it there instead (never over an existing file).

@@ -3,7 +3,7 @@
 //!
 //! `run` opens the store (holding its lock, so a second `run` on the same
 //! home is refused), listens for QUIC, keeps a connection to every trusted
-//! peer through the engine's [`Mesh`], serves the control socket, logs each
+//! peer through the engine's `Mesh`, serves the control socket, logs each
 //! state change, and stops cleanly on SIGINT, SIGTERM or `shutdown`.
 
 use std::collections::HashMap;

@@ -13,7 +13,7 @@
 //! again when it returns.
 //!
 //! This file owns the state and its icon, and carries out a click's
-//! action ([`perform`]); the GUI itself ([`gui`]) is built only with the
+//! action ([`perform`]); the GUI itself (`gui`) is built only with the
 //! `tray` cargo feature. Nothing here changes the agent but through the
 //! control API.
 

@@ -4,7 +4,7 @@
 //! limited, off with `[desktop] notifications = false`.
 //!
 //! [`Notifier`] decides (pure: events and the time in, notices out); on
-//! Linux [`send`] hands a notice to the freedesktop notification service
+//! Linux `send` hands a notice to the freedesktop notification service
 //! over the session D-Bus (through GIO, which the tray's GTK already
 //! links). Elsewhere there is no notification service behind it yet: the
 //! tray says so once and the menu's "Needs attention" remains. Nothing

@@ -62,7 +62,7 @@ impl Echoes {
     }
 }
 
-/// What identifies one state of a file, finer than [`Stamp`]: a write, a
+/// What identifies one state of a file, finer than `Stamp`: a write, a
 /// truncation, a replacement, a chmod or a touch all change it (the change
 /// time moves with any of them, to the file system's clock granularity —
 /// the same limit as the scanner's own test). Unix only: elsewhere nothing

@@ -1,7 +1,7 @@
 //! # runtime — the composed node: folders, sync and transport together
 //!
 //! [`SyncRuntime`] wires the layers into a running node. It owns no policy
-//! of its own: the [`SyncEngine`](crate::sync::SyncEngine) decides, this
+//! of its own: the [`SyncEngine`] decides, this
 //! module carries out.
 //!
 //! * Mesh events in: a connection, a message, a bulk stream → engine.
@@ -76,7 +76,7 @@ pub struct Shared {
     /// little memory and their chunks travel together (see
     /// [`exec::SmallFetches`]).
     pub small_transfers: tokio::sync::Semaphore,
-    /// Limits chunk requests being served at once ([`SERVING`]).
+    /// Limits chunk requests being served at once (`SERVING`).
     pub serving: tokio::sync::Semaphore,
     /// Shared folders' roots, as looked up in the store: file work needs
     /// its folder's root, and the store's lock may be held through a
@@ -146,8 +146,8 @@ pub use crate::core::lock;
 /// arena each. Two kinds of blocking work wait on something else while
 /// they hold a thread: a large file's writer (for chunks, some of them
 /// read locally by other blocking work) and a chunk request being served
-/// (for the peer to read). Both are bounded ([`LARGE_TRANSFERS`],
-/// [`SERVING`]) well below this, so the rest — work that never waits on
+/// (for the peer to read). Both are bounded (`LARGE_TRANSFERS`,
+/// `SERVING`) well below this, so the rest — work that never waits on
 /// a peer — always finds a thread, however many peers fetch at once.
 pub const BLOCKING_THREADS: usize = 64;
 

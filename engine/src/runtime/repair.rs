@@ -1,6 +1,6 @@
 //! # runtime::repair — a damaged node made whole and safe to sync again
 //!
-//! [`repair_node`] runs [`store::repair`](crate::store::repair) and then
+//! [`repair_node`] runs `store::repair` and then
 //! settles what lost records mean for sync, layer by layer. If anything
 //! may have been lost:
 //!

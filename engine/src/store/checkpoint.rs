@@ -27,8 +27,8 @@ pub struct CheckpointInfo {
 const ROTATE_COVERED_AT: u64 = 1 << 20;
 
 impl Store {
-    /// Checkpoint if [`StoreConfig::checkpoint_after_ops`] operations were
-    /// logged, or [`StoreConfig::checkpoint_after_commits`] commits made,
+    /// Checkpoint if `StoreConfig::checkpoint_after_ops` operations were
+    /// logged, or `StoreConfig::checkpoint_after_commits` commits made,
     /// since the last one.
     pub fn maybe_checkpoint(&mut self) -> Result<Option<CheckpointInfo>, StoreError> {
         if self.wal.last_seq().0 - self.checkpoint_seq.0 >= self.config.checkpoint_after_ops
@@ -97,7 +97,7 @@ impl Store {
     /// Checkpoint, then compact the index if its waste (pages freed by
     /// commits, half-empty ones) passes half its data and it changed by a
     /// quarter of what it holds since the last look (see
-    /// [`state::compact::Compactor`]). It holds the store for as long as
+    /// `state::compact::Compactor`). It holds the store for as long as
     /// it takes (~0.7 s at 200,000 files), so a running node does it only
     /// once changes paused for a minute, and closing does it too
     /// ([`Store`]'s drop). Returns the file's bytes before and after,
@@ -129,7 +129,7 @@ impl Store {
 
 impl Store {
     /// Checkpoint, then close the index and open it again, so that its
-    /// page cache ([`StoreConfig::cache_bytes`], filled by any large sync
+    /// page cache (`StoreConfig::cache_bytes`, filled by any large sync
     /// or scan) goes back to the allocator: what a node at rest calls
     /// (the next reads fill it again from the disk's cache, a few ms).
     /// `false` when it was not done: a scan holds the state, or the log

@@ -16,7 +16,7 @@ pub struct StoreConfig {
     pub durability: Durability,
     /// WAL segment size.
     pub segment_bytes: u64,
-    /// [`Store::maybe_checkpoint`] checkpoints once this many operations
+    /// `Store::maybe_checkpoint` checkpoints once this many operations
     /// were logged since the last checkpoint...
     pub checkpoint_after_ops: u64,
     /// ...or once the index was committed to this many times (each commit
@@ -25,7 +25,7 @@ pub struct StoreConfig {
     /// The index's page cache, in bytes: the store's memory, whatever the
     /// number of keys.
     pub cache_bytes: usize,
-    /// The index is compacted ([`Store::compact_when_wasteful`]) only once
+    /// The index is compacted (`Store::compact_when_wasteful`) only once
     /// its file holds at least this many bytes.
     pub compact_from_bytes: u64,
     /// Origin recorded on local operations.

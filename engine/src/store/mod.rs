@@ -11,7 +11,7 @@
 //!
 //! Every change is an [`Op`]. The on-disk index ([`state`]) takes it
 //! first, in a transaction not yet committed, then the [`Wal`] appends it
-//! (durable as the [`Durability`] policy says); only then can a commit of
+//! (durable as the `Durability` policy says); only then can a commit of
 //! the index include it. Whatever fails, the outcome is the log's: a change
 //! the index refused is never logged, and if the append fails the index
 //! gives up everything since its last checkpoint (it is not closed, so the

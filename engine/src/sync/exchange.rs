@@ -127,7 +127,7 @@ impl SyncEngine {
 
     /// The local index of `folder` changed: hint every peer sharing it.
     /// The hint names the last durable sequence: peers are never told of
-    /// (nor sent, see [`SyncEngine::page`]) an entry a crash could still
+    /// (nor sent, see `SyncEngine::page`) an entry a crash could still
     /// take back.
     pub fn local_changed(&mut self, store: &Store, folder: &str) -> Vec<Action> {
         let seq = store.durable_seq().0;

@@ -327,7 +327,7 @@ impl SyncEngine {
 
     /// Load the stored needs, so unfinished file work resumes after a
     /// restart: as many as the window holds, in path order, the rest as
-    /// the window drains (see [`SyncEngine::take_in_backlog`]).
+    /// the window drains (see `SyncEngine::take_in_backlog`).
     pub fn resume(&mut self, store: &Store, now: Instant) {
         self.backlog_from = Some(String::new());
         self.take_in_backlog(store, now);

@@ -1,7 +1,7 @@
 //! The tray's menu as data: what entries it has, which are enabled, and
 //! what each does when clicked — built from the agent's status, its recent
 //! events and its conflicts, with no GUI in sight, so it is tested as is.
-//! The GUI ([`super::gui`]) only draws it and hands a click's [`Action`]
+//! The GUI (`super::gui`) only draws it and hands a click's [`Action`]
 //! to [`super::perform`].
 //!
 //! Layout: the overall line; one entry per folder (its state, what is

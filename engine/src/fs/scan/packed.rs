@@ -13,7 +13,7 @@
 /// Every this many paths, one is stored whole (shares nothing).
 pub const RESTART: usize = 16;
 
-/// Paths, in the order they were pushed (see the [module documentation](self)).
+/// Paths, in the order they were pushed (see the module documentation).
 #[derive(Default, Clone)]
 pub struct PackedPaths {
     /// Each path: varint shared length, varint rest length, the rest.

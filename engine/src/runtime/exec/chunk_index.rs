@@ -141,7 +141,7 @@ pub struct ChunkIndex {
 
 impl ChunkIndex {
     /// The index whose shared files' places are kept in `path` (made if
-    /// missing; see [`PlaceTable::open`]), going on from the sequence they
+    /// missing; see `PlaceTable::open`), going on from the sequence they
     /// were recorded at.
     pub fn open(path: &Path) -> ChunkIndex {
         let places = PlaceTable::open(path);
@@ -410,7 +410,7 @@ impl ChunkIndex {
     }
 
     /// Write the places pending on disk once no change came for a while
-    /// (see [`PlaceTable::flush_when_quiet`]).
+    /// (see `PlaceTable::flush_when_quiet`).
     pub fn flush_when_quiet(&mut self) {
         self.places.flush_when_quiet();
     }
@@ -436,7 +436,7 @@ impl ChunkIndex {
     /// miss is worth a rebuild (the file may have been indexed a moment
     /// ago); `stale`: the places given before did not hold it (the file
     /// moved or changed), so the index is rebuilt first. A whole build is
-    /// run here, holding the index (see [`ChunkIndex::find_or_build`]).
+    /// run here, holding the index (see `ChunkIndex::find_or_build`).
     pub fn find(
         &mut self,
         store: &Store,

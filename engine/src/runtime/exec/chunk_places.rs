@@ -49,7 +49,7 @@ const CACHE_BYTES: usize = 4 << 20;
 /// The file is compacted when mostly waste, from this size on.
 const COMPACT_FROM: u64 = 8 << 20;
 /// What is pending is written once nothing was for this long
-/// ([`PlaceTable::flush_when_quiet`]).
+/// (`PlaceTable::flush_when_quiet`).
 pub const QUIET: std::time::Duration = std::time::Duration::from_secs(2);
 /// How often the sequence reached is written, at most (with what is
 /// pending).

@@ -223,7 +223,7 @@ pub(super) const GATHERED_REQUESTS: usize = 8;
 /// Small runs of chunks waiting to be fetched, per peer. Asking for each
 /// small file on a bulk stream of its own costs a round trip and a stream
 /// per file — thousands of small files crawl. Instead up to
-/// [`GATHERED_REQUESTS`] requests per peer run at once, each taking
+/// `GATHERED_REQUESTS` requests per peer run at once, each taking
 /// every small run waiting (up to a request's limits): while they are
 /// out, new ones gather for the next request.
 #[derive(Default)]

@@ -51,7 +51,7 @@ pub struct WantedVersions {
     peers: Vec<NodeId>,
 }
 
-/// One pass: gather up to [`PER_PASS`] wanted versions, skipping those
+/// One pass: gather up to `PER_PASS` wanted versions, skipping those
 /// whose last try failed less than [`GATHER_RETRY`] ago — unless the
 /// connected peers changed since (one that has the bytes may have come).
 /// Returns how many were filed away.

@@ -144,7 +144,7 @@ fn with_store_and_index<R>(s: &Shared, work: impl FnOnce(&Store, &mut ChunkIndex
 /// Bring the chunk index up to date with the store while nothing is
 /// written (called every second): the records placed or indexed since its
 /// last look are read now, in the background, from a snapshot and a batch
-/// at a time ([`WholeBuild::since`]), not by the next chunk a change needs
+/// at a time (`WholeBuild::since`), not by the next chunk a change needs
 /// (after a million-file sync that was ~90,000 records, 1.3 s added to the
 /// first new file). Never waits for the store or the index: busy, it
 /// tries again later.

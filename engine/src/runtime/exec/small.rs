@@ -51,7 +51,7 @@ pub(super) type BatchAnswer = (usize, usize, Result<Option<Data>, WorkError>);
 /// sync). Each file still goes at its own pace and succeeds or fails
 /// alone: its local chunks are copied, its missing ones asked of its
 /// sources in turn (fetched together with other batches' small runs,
-/// [`ask_gathered`]) — a source that sent only some is followed by the
+/// `ask_gathered`) — a source that sent only some is followed by the
 /// next at once, not when the rest of the batch is in — and the files
 /// whose bytes are all here are written, checked and finished together on
 /// a writer thread, then committed, while the others are still coming.

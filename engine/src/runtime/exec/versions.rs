@@ -137,7 +137,7 @@ pub fn file_under(
 }
 
 /// Set the file (or link) at `abs`, path `path` of folder `folder` at
-/// `root`, aside as a kept version: moved to the trash ([`to_trash`]), then,
+/// `root`, aside as a kept version: moved to the trash (`to_trash`), then,
 /// when its record is known, filed ([`keep_version`]) for `why`. Returns
 /// where it went.
 #[allow(clippy::too_many_arguments)]

@@ -15,7 +15,7 @@ use crate::store::Entry;
 
 pub(super) type RangeOf<K, V> = redb::OwnedRange<K, V>;
 
-/// The iterator of [`State::scan`]: owns its read transaction.
+/// The iterator of `State::scan`: owns its read transaction.
 pub struct Scan {
     pub(super) state: Arc<State>,
     pub(super) range: Option<RangeOf<(&'static str, &'static str), &'static [u8]>>,
@@ -55,7 +55,7 @@ impl Iterator for Scan {
 pub(super) type SeqRange = RangeOf<(&'static str, u64), &'static str>;
 pub(super) type EntryTable = redb::ReadOnlyTable<(&'static str, &'static str), &'static [u8]>;
 
-/// The iterator of [`State::changed_since`]: owns its read transaction.
+/// The iterator of `State::changed_since`: owns its read transaction.
 pub struct Changed {
     pub(super) state: Arc<State>,
     pub(super) tables: Option<(SeqRange, EntryTable)>,

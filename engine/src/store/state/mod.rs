@@ -12,7 +12,7 @@
 //! - `meta`: `"format"` (written when the file is made) and `"applied"`,
 //!   the last sequence applied (written with each commit);
 //! - `totals` (optional: an index without it is read as one with none
-//!   saved): `(namespace, name)` → a postcard [`SavedBlob`], the running
+//!   saved): `(namespace, name)` → a postcard `SavedBlob`, the running
 //!   totals kept under that name ([`super::tally::SavedTally`]) as they
 //!   were at the close that wrote them, with the sequence applied then.
 //!   They are taken back at the next open only while that is still the
@@ -23,13 +23,13 @@
 //! Commits are of two kinds. Changes are gathered in one open write
 //! transaction — reads see them through it — and committed without an
 //! fsync (redb's `Durability::None`) every so many operations or before a
-//! scan; a *checkpoint* ([`State::commit`] with `durable`) makes
+//! scan; a *checkpoint* (`State::commit` with `durable`) makes
 //! everything so far durable at once, after the WAL was flushed. A crash takes the state back
 //! to its last checkpoint, and the WAL records after `applied` bring it
 //! forward again: the log is compacted only up to a checkpoint.
 //!
 //! It never decides what a change means and never writes without the WAL
-//! having logged the change first: [`State::apply`] is called by the store
+//! having logged the change first: `State::apply` is called by the store
 //! after the append succeeded, and replay at open feeds it the log.
 
 use std::path::Path;

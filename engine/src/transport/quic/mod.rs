@@ -1,4 +1,4 @@
-//! QUIC connections between trusting nodes (quinn over [`tls`](super::tls)).
+//! QUIC connections between trusting nodes (quinn over [`tls`]).
 //!
 //! A connection is mutual TLS 1.3 with pinned node ids; right after the
 //! handshake the dialler opens the *control stream* (bidirectional, small
