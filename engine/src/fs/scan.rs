@@ -17,10 +17,8 @@ use serde::Serialize;
 
 mod case;
 mod packed;
-mod paths;
 mod walk;
 pub use packed::{Cursor, PackedPaths};
-pub use paths::PathList;
 use walk::{Walked, walk};
 
 use super::chunk::{ChunkerConfig, Content, chunk_bytes, chunk_reader};

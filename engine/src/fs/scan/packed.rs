@@ -4,8 +4,8 @@
 //! Read from the index in key order, the paths of a folder share most of
 //! their bytes with their neighbours (`dir00042/file0004216.txt`, then
 //! `…17.txt`): at a million such paths this holds ~8 bytes each where a
-//! plain list ([`super::PathList`]) holds the whole name plus 4 (28) — ~20
-//! MB of the catch-up scan's peak at a node's start (issue 21).
+//! plain list of the names and where each ends held the whole name plus 4
+//! (28) — ~20 MB of the catch-up scan's peak at a node's start (issue 21).
 //!
 //! Paths are compared and read back without being decoded whole into a
 //! new buffer. It holds text only; it never touches the disk.
