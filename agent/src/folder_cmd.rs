@@ -228,10 +228,7 @@ fn scan_with_progress(
     // add to them as they are applied.
     if let Some(walk) = store.tally_later(
         softadastra::store::ns::FILES,
-        &[
-            softadastra::index::FILE_TOTALS,
-            softadastra::index::CONFLICT_TOTALS,
-        ],
+        &softadastra::index::NODE_TOTALS,
     ) {
         walk.run();
     }

@@ -115,10 +115,7 @@ pub fn open_store(home: &Home) -> Result<Store> {
     // them back instead of counting every record.
     store.keep_saved_totals(
         softadastra::store::ns::FILES,
-        &[
-            softadastra::index::FILE_TOTALS,
-            softadastra::index::CONFLICT_TOTALS,
-        ],
+        &softadastra::index::NODE_TOTALS,
     );
     let (folders, _) = softadastra::runtime::trust::upgrade_membership(&mut store)?;
     if !folders.is_empty() {

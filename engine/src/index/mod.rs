@@ -295,6 +295,11 @@ pub const CONFLICT_TOTALS: crate::store::SavedTally = crate::store::SavedTally {
     count: conflict_tally,
 };
 
+/// The running totals of the files' namespace a node keeps (`status`
+/// reads them): kept by the agent and by every CLI command that writes
+/// its store, so that they stay saved and are never counted at start.
+pub const NODE_TOTALS: [crate::store::SavedTally; 2] = [FILE_TOTALS, CONFLICT_TOTALS];
+
 /// The index key of `rel` in folder `id`.
 pub fn file_key(id: &str, rel: &str) -> String {
     format!("{id}/{rel}")

@@ -195,10 +195,7 @@ impl Node {
         // for them.
         let (walk, tally_gate) = {
             let mut store = lock(&store);
-            let walk = store.tally_later(
-                crate::store::ns::FILES,
-                &[crate::index::FILE_TOTALS, crate::index::CONFLICT_TOTALS],
-            );
+            let walk = store.tally_later(crate::store::ns::FILES, &crate::index::NODE_TOTALS);
             (walk, store.tally_gate())
         };
         let totals_of = store.clone();

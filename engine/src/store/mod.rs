@@ -368,13 +368,31 @@ impl Store {
         let mut tallies = crate::core::lock(&self.state.tallies.kept);
         let kept = tallies.entry(ns.to_string()).or_default();
         for c in counts {
-            if kept.iter().any(|t| t.counts_with(c.count)) {
-                continue;
-            }
-            if let Some(groups) = self.state.take_saved(ns, c.name) {
-                kept.push(tally::Tally::restored(*c, groups));
-            }
+            self.kept_or_taken_back(kept, ns, c.count, Some(c.name));
         }
+    }
+
+    /// Whether the totals of `ns` by `count` are in `kept` already, or
+    /// are now: taken back as saved under `name` at the last close.
+    fn kept_or_taken_back(
+        &self,
+        kept: &mut Vec<tally::Tally>,
+        ns: &str,
+        count: TallyFn,
+        name: Option<&'static str>,
+    ) -> bool {
+        if kept.iter().any(|t| t.counts_with(count)) {
+            return true;
+        }
+        let Some(name) = name else {
+            return false;
+        };
+        let Some(groups) = self.state.take_saved(ns, name) else {
+            return false;
+        };
+        tracing::debug!(%ns, name, "running totals taken back as saved");
+        kept.push(tally::Tally::restored(SavedTally { name, count }, groups));
+        true
     }
 
     /// See [`Store::tally_later`]; a count without a name is not saved.
@@ -388,14 +406,7 @@ impl Store {
             let kept = tallies.entry(ns.to_string()).or_default();
             let mut missing = Vec::new();
             for &(count, name) in counts {
-                if kept.iter().any(|t| t.counts_with(count)) {
-                    continue;
-                }
-                if let Some(name) = name
-                    && let Some(groups) = self.state.take_saved(ns, name)
-                {
-                    tracing::debug!(%ns, name, "running totals taken back as saved");
-                    kept.push(tally::Tally::restored(SavedTally { name, count }, groups));
+                if self.kept_or_taken_back(kept, ns, count, name) {
                     continue;
                 }
                 // Kept from now: changes made while the snapshot is
