@@ -72,7 +72,7 @@ pub(super) async fn compact_index_when_quiet(s: Arc<Shared>) {
         quiet = tokio::task::spawn_blocking(move || {
             let mut store = lock(&s2.store);
             let now = store.last_seq();
-            let quiet = q.long_enough(now, Instant::now(), |since| {
+            let quiet = q.long_enough(now, Instant::now(), QUIET_FOR_COMPACTION, |since| {
                 store
                     .changed_since(crate::store::ns::FILES, since)
                     .next()
@@ -142,8 +142,8 @@ pub(super) async fn release_store_cache_when_still(s: Arc<Shared>) {
 /// [`STILL_FOR_RELEASE`], and some since the cache was last given back.
 #[derive(Debug, Clone, Copy, Default)]
 struct Still {
-    /// The sequence first seen unchanged, and when.
-    seen: Option<(crate::core::Seq, Instant)>,
+    /// Since when the store is at the sequence it is at.
+    quiet: Quiet,
     /// The sequence the cache was last given back at.
     released_at: Option<crate::core::Seq>,
 }
@@ -151,15 +151,8 @@ struct Still {
 impl Still {
     /// The store is at `seq` at `now`: whether to give the cache back.
     fn due(&mut self, seq: crate::core::Seq, now: Instant) -> bool {
-        match self.seen {
-            Some((at, since)) if at == seq => {
-                self.released_at != Some(seq) && now.duration_since(since) >= STILL_FOR_RELEASE
-            }
-            _ => {
-                self.seen = Some((seq, now));
-                false
-            }
-        }
+        let still = (self.quiet).long_enough(seq, now, STILL_FOR_RELEASE, |at| at != seq);
+        still && self.released_at != Some(seq)
     }
 
     /// The cache was given back (or that failed, not to be tried again)
@@ -169,30 +162,30 @@ impl Still {
     }
 }
 
-/// Whether no shared file changed in the store for
-/// [`QUIET_FOR_COMPACTION`], from what it says on each look (bookkeeping
-/// such as sync cursors may still be written meanwhile).
+/// Whether nothing that matters changed in the store for long enough,
+/// from what it says on each look: no shared file for
+/// [`QUIET_FOR_COMPACTION`] (bookkeeping such as sync cursors may still be
+/// written meanwhile), or nothing at all for [`STILL_FOR_RELEASE`].
 #[derive(Debug, Clone, Copy, Default)]
 struct Quiet {
-    /// The sequence at the look that found the last file change (or the
-    /// first look), and when that was.
+    /// The sequence at the look that found the last change that matters
+    /// (or the first look), and when that was.
     seen: Option<(crate::core::Seq, Instant)>,
 }
 
 impl Quiet {
-    /// The store is at `seq` at `now`; `files_changed_since(s)` says
-    /// whether a file's record changed after sequence `s`. Whether no file
-    /// changed for at least [`QUIET_FOR_COMPACTION`].
+    /// The store is at `seq` at `now`; `changed_since(s)` says whether
+    /// something that matters changed after sequence `s`. Whether nothing
+    /// did for at least `needed`.
     fn long_enough(
         &mut self,
         seq: crate::core::Seq,
         now: Instant,
-        files_changed_since: impl FnOnce(crate::core::Seq) -> bool,
+        needed: Duration,
+        changed_since: impl FnOnce(crate::core::Seq) -> bool,
     ) -> bool {
         match self.seen {
-            Some((at, since)) if !files_changed_since(at) => {
-                now.duration_since(since) >= QUIET_FOR_COMPACTION
-            }
+            Some((at, since)) if !changed_since(at) => now.duration_since(since) >= needed,
             _ => {
                 self.seen = Some((seq, now));
                 false
@@ -306,21 +299,24 @@ mod tests {
         let files = |now: u64| move |since: Seq| [6, 9].iter().any(|s| *s > since.0 && *s <= now);
         let mut q = Quiet::default();
         assert!(
-            !q.long_enough(Seq(5), t, files(5)),
+            !q.long_enough(Seq(5), t, QUIET_FOR_COMPACTION, files(5)),
             "a first look knows no past"
         );
-        assert!(!q.long_enough(Seq(6), at(10), files(6)), "a file changed");
-        assert!(!q.long_enough(Seq(7), at(40), files(7)));
         assert!(
-            q.long_enough(Seq(8), at(70), files(8)),
+            !q.long_enough(Seq(6), at(10), QUIET_FOR_COMPACTION, files(6)),
+            "a file changed"
+        );
+        assert!(!q.long_enough(Seq(7), at(40), QUIET_FOR_COMPACTION, files(7)));
+        assert!(
+            q.long_enough(Seq(8), at(70), QUIET_FOR_COMPACTION, files(8)),
             "7 and 8 were no file"
         );
         assert!(
-            !q.long_enough(Seq(9), at(80), files(9)),
+            !q.long_enough(Seq(9), at(80), QUIET_FOR_COMPACTION, files(9)),
             "a file changed again"
         );
-        assert!(!q.long_enough(Seq(9), at(130), files(9)));
-        assert!(q.long_enough(Seq(10), at(140), files(10)));
+        assert!(!q.long_enough(Seq(9), at(130), QUIET_FOR_COMPACTION, files(9)));
+        assert!(q.long_enough(Seq(10), at(140), QUIET_FOR_COMPACTION, files(10)));
     }
 
     #[test]
