@@ -235,6 +235,13 @@ fn a_client_that_fell_behind_is_told_and_a_resuming_one_misses_nothing() {
     wait("beta has the 6,000 files", Duration::from_secs(120), || {
         entries(&db, false).len() == entries(&da, false).len()
     });
+    // A file is on disk before its batch is recorded and its event said:
+    // wait until beta has said as many events as files came in.
+    wait(
+        "beta told of the 6,000 files",
+        Duration::from_secs(60),
+        || last_seq(&events(&beta, from).0) >= from + 6_000,
+    );
 
     // Fell behind: told, then given what is kept.
     let (kept, gap) = events(&beta, from);
