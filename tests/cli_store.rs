@@ -256,3 +256,54 @@ fn a_home_from_before_the_index_is_moved_to_it_at_first_open() {
         .unwrap_or_else(|| panic!("{said}"));
     assert!(seq > 11, "{said}");
 }
+
+/// A home made by the release before the stored record form
+/// (`index::stored`, format 2): its records, in the plain form, read as
+/// they are — `ls`, `status`, the store — and a record written now takes
+/// the new form beside them.
+#[test]
+fn a_home_with_records_in_the_plain_form_reads_and_writes_the_new_one_beside_them() {
+    use softadastra::index::{self, stored::STORED_TAG};
+    let (_dir, h) = common::old_home("before-stored-records");
+    let ls = run(&h, &["ls", "docs"]);
+    assert!(ls.status.success(), "{}", stderr(&ls));
+    for line in ["a.txt", "b.txt", "link -> a.txt", "sub/", "300.0 KB"] {
+        assert!(stdout(&ls).contains(line), "{line}: {}", stdout(&ls));
+    }
+    let totals = || {
+        let list = common::json(&run(&h, &["folder", "list", "--json"]));
+        (
+            list[0]["files"].clone(),
+            list[0]["dirs"].clone(),
+            list[0]["bytes"].clone(),
+        )
+    };
+    // As the release that made the home counts them.
+    let made = (4.into(), 1.into(), 300_021.into());
+    assert_eq!(totals(), made);
+    let raw = |store: &softadastra::store::Store, key: &str| {
+        store
+            .value(softadastra::store::ns::FILES, key)
+            .unwrap_or_else(|| panic!("{key}"))
+    };
+    let mut store = common::open_store(&h);
+    assert_ne!(raw(&store, "docs/a.txt")[0], STORED_TAG, "made before it");
+    let big = index::record(&store, "docs", "sub/big.bin").unwrap();
+    assert_eq!(big.size, 300_000);
+    assert!(big.chunks_tile() && big.chunks.len() > 1);
+    assert_eq!(
+        softadastra::folder::values::get(&store, "greeting"),
+        Some(b"hi".to_vec())
+    );
+    let node = softadastra::core::NodeId([9; 32]);
+    softadastra::folder::values::put(&mut store, node, "greeting", b"hello").unwrap();
+    let key = index::file_key(softadastra::index::values::APP_SPACE, "greeting");
+    assert_eq!(raw(&store, &key)[0], STORED_TAG, "written now");
+    assert_eq!(
+        softadastra::folder::values::get(&store, "greeting"),
+        Some(b"hello".to_vec())
+    );
+    assert_eq!(index::records(&store, "docs").count(), 5);
+    drop(store);
+    assert_eq!(totals(), made);
+}

@@ -9,10 +9,12 @@
 //! same run), `status --json` while it runs (as a once-a-second tray
 //! would call it), each node's peak and idle memory, `status --json` and
 //! `sync status --json` when idle, propagation of one 4 KiB file (p50,
-//! p99 over 20 writes), the homes' size per file, and a restart of alpha:
-//! until its control socket answers, until its peer is connected, until
-//! a change made right then reaches beta, and until its catch-up scan is
-//! done. `SOFTADASTRA_BENCH_BIN=PATH` measures another build.
+//! p99 over 20 writes), the homes' size per file just after the sync, a
+//! restart of alpha — until its control socket answers, until its peer
+//! is connected, until a change made right then reaches beta, and until
+//! its catch-up scan is done — and the homes' size per file at rest (once
+//! the nodes packed their files, a minute after the last change: the
+//! target's check). `SOFTADASTRA_BENCH_BIN=PATH` measures another build.
 //!
 //! A million files need about 3 million inodes (alpha, beta, the rsync
 //! copy) and a quiet disk: run it on a fresh ext4 image made with
@@ -101,8 +103,8 @@ fn allocated(dir: &Path) -> u64 {
     total
 }
 
-/// Each top-level entry of `home` and of its store with its apparent size,
-/// largest first: where the bytes per file go.
+/// Each top-level entry of `home` and of its store with the bytes it takes
+/// on disk, largest first: where the bytes per file go.
 fn home_parts(home: &Path) -> String {
     let mut parts = Vec::new();
     for (dir, prefix) in [(home.to_path_buf(), ""), (home.join("store"), "store/")] {
@@ -112,9 +114,10 @@ fn home_parts(home: &Path) -> String {
                 continue;
             }
             let size = if path.is_dir() {
-                size_of_home(&path)
+                allocated(&path)
             } else {
-                e.metadata().map(|m| m.len()).unwrap_or(0)
+                use std::os::unix::fs::MetadataExt;
+                e.metadata().map(|m| m.blocks() * 512).unwrap_or(0)
             };
             parts.push((size, format!("{prefix}{}", e.file_name().to_string_lossy())));
         }
@@ -298,26 +301,9 @@ fn many_files(root: &Path, files: usize) {
         println!("  slower than 100 ms: {}", slow.join(", "));
     }
 
-    // The homes on disk.
-    let (home_a, home_b) = (size_of_home(&a.home), size_of_home(&b.home));
-    // On disk: the blocks the files take. redb grows a file by regions
-    // whose unwritten tail is a hole, so the apparent size says more.
-    let (disk_a, disk_b) = (allocated(&a.home), allocated(&b.home));
-    let per_file = disk_a.max(disk_b) as f64 / n as f64;
-    report(
-        "home per file, on disk",
-        per_file,
-        &format!(
-            "bytes (alpha {:.1} MB, beta {:.1} MB; apparent sizes {:.0} bytes per file)",
-            disk_a as f64 / 1e6,
-            disk_b as f64 / 1e6,
-            home_a.max(home_b) as f64 / n as f64
-        ),
-        "<= 250 bytes",
-        per_file <= 250.0,
-    );
-    println!("  alpha: {}", home_parts(&a.home));
-    println!("  beta: {}", home_parts(&b.home));
+    // The homes on disk, just after the sync: what it left (its
+    // bookkeeping, pages its commits replaced) before the nodes pack.
+    homes_on_disk("home per file after the sync", &a, &b, n, None);
 
     // Restart alpha; a change is made as soon as its socket answers.
     a.stop();
@@ -368,7 +354,54 @@ fn many_files(root: &Path, files: usize) {
         "<= 5 s",
         caught_up <= Duration::from_secs(5),
     );
+
+    // The homes at rest: a node packs its index and its chunk places
+    // once no shared file changed for a minute.
+    let t = Instant::now();
+    let mut last = (0, 0);
+    let mut same_since = Instant::now();
+    while t.elapsed() < Duration::from_secs(300) {
+        let now = (allocated(&a.home), allocated(&b.home));
+        if now != last {
+            last = now;
+            same_since = Instant::now();
+        }
+        if t.elapsed() >= Duration::from_secs(80) && same_since.elapsed() >= Duration::from_secs(20)
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let waited = t.elapsed().as_secs_f64();
+    homes_on_disk("home per file at rest", &a, &b, n, Some(waited));
     a.stop();
     b.stop();
     let _ = std::fs::remove_dir_all(&floor);
+}
+
+/// Report the homes' size per file under `label` (the target's check
+/// when `rested`, the seconds waited for the nodes to settle, is given)
+/// and where their bytes are.
+fn homes_on_disk(label: &str, a: &Node, b: &Node, n: u64, rested: Option<f64>) {
+    // On disk: the blocks the files take. redb grows a file by regions
+    // whose unwritten tail is a hole, so the apparent size says more.
+    let (home_a, home_b) = (size_of_home(&a.home), size_of_home(&b.home));
+    let (disk_a, disk_b) = (allocated(&a.home), allocated(&b.home));
+    let per_file = disk_a.max(disk_b) as f64 / n as f64;
+    let detail = format!(
+        "bytes (alpha {:.1} MB, beta {:.1} MB; apparent sizes {:.0} bytes per file{})",
+        disk_a as f64 / 1e6,
+        disk_b as f64 / 1e6,
+        home_a.max(home_b) as f64 / n as f64,
+        rested.map_or(String::new(), |s| format!(
+            "; settled {s:.0} s after the last change"
+        ))
+    );
+    if rested.is_some() {
+        report(label, per_file, &detail, "<= 250 bytes", per_file <= 250.0);
+    } else {
+        println!("{label}: {per_file:.1} {detail}");
+    }
+    println!("  alpha: {}", home_parts(&a.home));
+    println!("  beta: {}", home_parts(&b.home));
 }

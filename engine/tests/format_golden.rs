@@ -161,14 +161,15 @@ fn store_opens_golden_files() {
     assert_eq!(store.last_seq(), Seq(5));
 }
 
-/// The on-disk index (`index.redb`, format 1) as this release leaves it
-/// after the golden operations and a clean close. Its bytes are redb's to
-/// lay out, so what is pinned is that every later release opens it and
-/// reads the same state, not that it writes the same bytes.
-#[test]
-fn index_v1_golden() {
-    let path = golden("index-v1.redb");
-    if std::env::var_os("SOFTADASTRA_BLESS").is_some() {
+/// The on-disk index (`index.redb`) as a release leaves it after the
+/// golden operations and a clean close. Its bytes are redb's to lay out,
+/// so what is pinned is that every later release opens it and reads the
+/// same state, not that it writes the same bytes. Format 1 (entries as
+/// plain postcard) and format 2 (entries in the stored form, their origin
+/// numbered) read alike; `SOFTADASTRA_BLESS=1` writes this release's.
+fn index_golden(name: &str, bless: bool) -> tempfile::TempDir {
+    let path = golden(name);
+    if bless && std::env::var_os("SOFTADASTRA_BLESS").is_some() {
         let dir = tempfile::tempdir().unwrap();
         let (mut store, _) = Store::open_dir(StoreConfig::new(dir.path())).unwrap();
         store.apply_batch(ops()).unwrap();
@@ -179,7 +180,7 @@ fn index_v1_golden() {
         drop(store);
         std::fs::copy(config.index_path(), &path).unwrap();
     }
-    let (_dir, mut store, rec) = open_golden_index(&path);
+    let (dir, mut store, rec) = open_golden_index(&path);
     assert_eq!(rec.checkpoint, Some(Seq(6)), "{rec:?}");
     assert_eq!(rec.wal.replayed, 0);
     let tomb = store.entry(ns::APP, "user:1").unwrap();
@@ -197,6 +198,56 @@ fn index_v1_golden() {
     assert_eq!(changed, [("user:1".to_string(), 2)]);
     // Sequences go on after the file's.
     assert_eq!(store.put(ns::APP, "next", vec![1]).unwrap(), Seq(7));
+    dir
+}
+
+/// The raw bytes of every entry of the index file at `path`, and its
+/// format number.
+fn raw_index(path: &std::path::Path) -> (Vec<Vec<u8>>, u64) {
+    use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+    const ENTRIES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("entries");
+    const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+    // A copy: opening a redb file may write to it.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("index.redb");
+    std::fs::copy(path, &copy).unwrap();
+    let db = redb::Database::open(&copy).unwrap();
+    let read = db.begin_read().unwrap();
+    let entries = read.open_table(ENTRIES).unwrap();
+    let rows = entries
+        .iter()
+        .unwrap()
+        .map(|r| r.unwrap().1.value().to_vec())
+        .collect();
+    let format = read
+        .open_table(META)
+        .unwrap()
+        .get("format")
+        .unwrap()
+        .unwrap()
+        .value();
+    (rows, format)
+}
+
+#[test]
+fn index_v1_golden() {
+    let (entries, format) = raw_index(&golden("index-v1.redb"));
+    assert_eq!(format, 1);
+    assert!(entries.iter().all(|e| e[0] != 0xE2), "plain postcard");
+    let dir = index_golden("index-v1.redb", false);
+    // Marked as format 2 at its first open; its old entries stay, the new
+    // one is in the stored form.
+    let (entries, format) = raw_index(&StoreConfig::new(dir.path()).index_path());
+    assert_eq!(format, 2);
+    assert_eq!(entries.iter().filter(|e| e[0] == 0xE2).count(), 1);
+}
+
+#[test]
+fn index_v2_golden() {
+    index_golden("index-v2.redb", true);
+    let (entries, format) = raw_index(&golden("index-v2.redb"));
+    assert_eq!(format, 2);
+    assert!(entries.iter().all(|e| e[0] == 0xE2), "the stored form");
 }
 
 /// What a value counts for in the saved-totals golden: its length.
@@ -289,6 +340,61 @@ fn file_record_v1_golden() {
     assert_eq!(record.size, 70_000);
     assert_eq!(record.chunks.len(), 2);
     assert_eq!(record.version.entries().len(), 2);
+}
+
+/// Records in the stored form (`index::stored`, format 2), each after its
+/// length (u32 LE): a file of two chunks, a small file of one whole
+/// chunk (its list left out), and one whose last writer the version
+/// vector does not name.
+fn expected_stored_records() -> Vec<(softadastra::folder::FileRecord, Vec<u8>)> {
+    use softadastra::core::ContentHash;
+    use softadastra::fs::chunk::Chunk;
+    let two: softadastra::folder::FileRecord =
+        postcard::from_bytes(&expected_file_record()).unwrap();
+    let mut small = two.clone();
+    small.size = 1_200;
+    small.hash = Some(ContentHash([8; 32]));
+    small.chunks = vec![Chunk {
+        offset: 0,
+        len: 1_200,
+        hash: ContentHash([8; 32]),
+    }];
+    let mut foreign = small.clone();
+    foreign.modified_by = NodeId([3; 32]);
+    [two, small, foreign]
+        .into_iter()
+        .map(|r| {
+            let bytes = softadastra::index::write_record(&r);
+            (r, bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn file_record_stored_v2_golden() {
+    let records = expected_stored_records();
+    let mut expected = Vec::new();
+    for (_, bytes) in &records {
+        expected.extend((bytes.len() as u32).to_le_bytes());
+        expected.extend(bytes);
+    }
+    let pinned = check("file-record-stored-v2.bin", expected);
+    let mut rest = pinned.as_slice();
+    for (record, _) in records {
+        let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+        assert_eq!(
+            softadastra::index::decode_record(&rest[4..4 + len]).unwrap(),
+            record
+        );
+        rest = &rest[4 + len..];
+    }
+    assert!(rest.is_empty());
+    // Format 1, the plain postcard earlier releases stored, reads too.
+    let plain = std::fs::read(golden("file-record-v1.bin")).unwrap();
+    assert_eq!(
+        softadastra::index::decode_record(&plain).unwrap(),
+        postcard::from_bytes::<softadastra::folder::FileRecord>(&plain).unwrap()
+    );
 }
 
 fn expected_wire() -> Vec<u8> {

@@ -199,7 +199,7 @@ impl Indexer {
         Op::Put {
             ns: ns::FILES.into(),
             key: file_key(&self.config.id, rel),
-            value: encode(record),
+            value: crate::index::write_record(record),
             origin: self.node,
             timestamp: store.wall_time(),
         }

@@ -51,7 +51,6 @@ use crate::fs::scan::{
     self, EntryKind, FileStat, Observation, Observed, ScanIssue, ScanProgress, Scope,
 };
 use crate::fs::watch::Batch;
-use crate::index::{decode, encode};
 use crate::store::{Op, Store, ns};
 
 /// The metadata of `record` the scanner compares with the disk.

@@ -22,9 +22,11 @@ pub mod guard;
 pub mod history;
 pub mod members;
 pub mod retention;
+pub mod stored;
 pub mod values;
 
 pub use folders::{FOLDERS_NS, FolderConfig, FolderType, get, list};
+pub use stored::{decode_record, read_record, write_record};
 
 /// What kind of entry a path is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,7 +269,7 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 /// What a stored record counts for in a folder's totals
 /// ([`Store::tally`]): a live regular file, its size.
 pub fn file_tally(_key: &str, value: &[u8]) -> Option<u64> {
-    let r: FileRecord = postcard::from_bytes(value).ok()?;
+    let r = decode_record(value).ok()?;
     (!r.deleted && r.kind == EntryKind::File).then_some(r.size)
 }
 
@@ -309,7 +311,7 @@ pub fn file_key(id: &str, rel: &str) -> String {
 pub fn record(store: &Store, id: &str, rel: &str) -> Option<FileRecord> {
     store
         .value(ns::FILES, &file_key(id, rel))
-        .and_then(|v| postcard::from_bytes::<FileRecord>(&v).ok())
+        .and_then(|v| decode_record(&v).ok())
 }
 
 /// Every record of folder `id` (deleted ones included), in path order,
@@ -325,7 +327,7 @@ pub fn records(
         .filter_map(move |(key, e)| {
             e.value
                 .as_deref()
-                .map(|v| decode::<FileRecord>(&key, v).map(|r| (key[prefix_len..].to_string(), r)))
+                .map(|v| read_record(&key, v).map(|r| (key[prefix_len..].to_string(), r)))
         })
 }
 
@@ -342,12 +344,12 @@ pub fn advance_own_versions(store: &mut Store, node: NodeId, by: u64) -> Result<
         let Some(value) = entry.value.as_deref() else {
             continue;
         };
-        let mut record: FileRecord = decode(&key, value)?;
+        let mut record = read_record(&key, value)?;
         record.version.advance(node, by);
         ops.push(Op::Put {
             ns: ns::FILES.into(),
             key,
-            value: encode(&record),
+            value: write_record(&record),
             origin: node,
             timestamp: store.wall_time(),
         });

@@ -19,7 +19,7 @@ use super::EntryKind;
 use crate::core::{ContentHash, NodeId, Seq, Timestamp, VersionVector};
 use crate::store::{Op, Store, ns};
 
-use super::{FileRecord, FolderError, decode, encode, file_key};
+use super::{FileRecord, FolderError, file_key};
 
 /// The id of the app-data space. The `@` keeps it apart from folder ids,
 /// which cannot contain it.
@@ -61,7 +61,7 @@ pub fn record(store: &Store, key: &str) -> Result<Option<FileRecord>, FolderErro
     let k = file_key(APP_SPACE, key);
     store
         .value(ns::FILES, &k)
-        .map(|v| decode::<FileRecord>(&k, &v))
+        .map(|v| super::read_record(&k, &v))
         .transpose()
 }
 
@@ -154,7 +154,7 @@ pub fn ops(
     let index = Op::Put {
         ns: ns::FILES.into(),
         key: file_key(APP_SPACE, key),
-        value: encode(rec),
+        value: super::write_record(rec),
         origin: node,
         timestamp,
     };
@@ -234,7 +234,7 @@ pub fn reconcile(store: &mut Store, node: NodeId) -> Result<usize, FolderError> 
         ops.push(Op::Put {
             ns: ns::FILES.into(),
             key: file_key(APP_SPACE, &key),
-            value: encode(&fresh),
+            value: super::write_record(&fresh),
             origin: node,
             timestamp: ts,
         });

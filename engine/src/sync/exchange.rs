@@ -308,7 +308,7 @@ impl SyncEngine {
             let Some((seq, path, value)) = later.next() else {
                 break;
             };
-            if let Ok(mut rec) = postcard::from_bytes::<FileRecord>(&value)
+            if let Ok(mut rec) = index::decode_record(&value)
                 && !self.withheld(base, seq, &rec)
             {
                 // A long chunk list stays home: the node that fetches the
@@ -524,7 +524,7 @@ impl SyncEngine {
                     if let Some(l) = &local {
                         rec.inode = l.inode;
                     }
-                    ops.push(put(ns::FILES, key.clone(), encode(&rec)));
+                    ops.push(put(ns::FILES, key.clone(), index::write_record(&rec)));
                 }
                 Decision::Take {
                     record,
@@ -548,7 +548,7 @@ impl SyncEngine {
                             rec.inode = l.inode;
                             rec.chunks_from(l);
                         }
-                        ops.push(put(ns::FILES, key.clone(), encode(&rec)));
+                        ops.push(put(ns::FILES, key.clone(), index::write_record(&rec)));
                     } else if send_only {
                         // Not applied here: kept to show, and to override.
                         differs = true;

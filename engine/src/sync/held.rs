@@ -82,7 +82,7 @@ impl SyncEngine {
                     ops.push(Op::Put {
                         ns: ns::FILES.into(),
                         key: index::file_key(folder, path),
-                        value: encode(&record),
+                        value: index::write_record(&record),
                         origin,
                         timestamp: ts,
                     });

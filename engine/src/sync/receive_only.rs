@@ -71,7 +71,7 @@ impl SyncEngine {
             .map(|(path, rec)| Op::Put {
                 ns: ns::FILES.into(),
                 key: index::file_key(folder, &path),
-                value: encode(&rec),
+                value: index::write_record(&rec),
                 origin: self.node,
                 timestamp: store.wall_time(),
             })
@@ -99,7 +99,7 @@ impl SyncEngine {
         };
         let node = self.node;
         let counts = |seq: u64, v: Option<&[u8]>| {
-            v.and_then(|v| postcard::from_bytes::<FileRecord>(v).ok())
+            v.and_then(|v| index::decode_record(v).ok())
                 .is_some_and(|r| seq > base && r.modified_by == node)
         };
         let prefix = format!("{folder}/");
@@ -139,7 +139,7 @@ impl SyncEngine {
         store
             .scan_prefix(ns::FILES, &format!("{folder}/"))
             .filter_map(|(k, e)| {
-                let rec = postcard::from_bytes::<FileRecord>(e.value.as_deref()?).ok()?;
+                let rec = index::decode_record(e.value.as_deref()?).ok()?;
                 (e.version.0 > base && rec.modified_by == self.node)
                     .then(|| (k[folder.len() + 1..].to_string(), rec))
             })

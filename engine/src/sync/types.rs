@@ -86,7 +86,7 @@ impl SyncEngine {
             ops.push(Op::Put {
                 ns: ns::FILES.into(),
                 key: key.clone(),
-                value: encode(&mine),
+                value: index::write_record(&mine),
                 origin,
                 timestamp: ts,
             });

@@ -165,7 +165,7 @@ impl SyncEngine {
                         let put = Op::Put {
                             ns: ns::FILES.into(),
                             key,
-                            value: encode(&record),
+                            value: index::write_record(&record),
                             origin,
                             timestamp: ts,
                         };
@@ -318,7 +318,7 @@ impl SyncEngine {
                 ops.push(Op::Put {
                     ns: ns::FILES.into(),
                     key: index::file_key(&folder, &copy_path),
-                    value: encode(&copy),
+                    value: index::write_record(&copy),
                     origin,
                     timestamp: ts,
                 });
@@ -326,7 +326,7 @@ impl SyncEngine {
             ops.push(Op::Put {
                 ns: ns::FILES.into(),
                 key: key.clone(),
-                value: encode(&record),
+                value: index::write_record(&record),
                 origin,
                 timestamp: ts,
             });

@@ -31,7 +31,7 @@ impl Indexer {
         let strip = self.config.id.len() + 1;
         for (k, e) in entries {
             if let Some(v) = e.value.as_deref() {
-                known.insert(&k[strip..], Known::of(&decode(&k, v)?));
+                known.insert(&k[strip..], Known::of(&crate::index::read_record(&k, v)?));
             }
         }
         Ok(known)
@@ -46,7 +46,7 @@ impl Indexer {
     ) -> Result<Option<FileRecord>, FolderError> {
         let key = file_key(&self.config.id, rel);
         match store.value(ns::FILES, &key) {
-            Some(v) => decode(&key, &v).map(Some),
+            Some(v) => crate::index::read_record(&key, &v).map(Some),
             None => Ok(None),
         }
     }

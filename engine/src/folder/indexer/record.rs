@@ -253,7 +253,7 @@ pub(super) fn fits_a_record(record: &FileRecord) -> Result<(), String> {
         return Ok(());
     }
     let room = crate::wal::format::MAX_RECORD_PAYLOAD - 8192;
-    let len = encode(record).len();
+    let len = crate::index::write_record(record).len();
     if len <= room {
         return Ok(());
     }

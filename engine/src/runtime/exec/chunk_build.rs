@@ -138,7 +138,7 @@ impl WholeBuild {
         let source = changed.map(move |(key, e)| {
             let (id, rel) = key.split_once('/')?;
             let i = ids.iter().position(|f| f == id)?;
-            let rec = postcard::from_bytes::<FileRecord>(e.value.as_deref()?).ok()?;
+            let rec = crate::index::decode_record(e.value.as_deref()?).ok()?;
             Some((i, rel.to_string(), rec))
         });
         WholeBuild::of(

@@ -415,6 +415,11 @@ impl ChunkIndex {
         self.places.flush_when_quiet();
     }
 
+    /// Pack the places' file at rest (see `PlaceTable::pack_at_rest`).
+    pub fn pack_at_rest(&mut self) {
+        self.places.pack_at_rest();
+    }
+
     /// Whether a look while nothing is written is worth a try: the places
     /// are quiet and the last look is old enough for a lazy one.
     pub(super) fn may_catch_up(&mut self) -> bool {

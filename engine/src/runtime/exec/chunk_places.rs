@@ -6,8 +6,12 @@
 //! One redb file, `chunks.redb` beside the store's index (format
 //! [`FORMAT`]); tables:
 //! - `places`: the folder root's number (4 bytes, big-endian) and the
-//!   chunk's hash → a postcard [`Row`] (the file under that root, offset,
-//!   length, the file's stamp when indexed);
+//!   chunk hash's first [`HASH_PREFIX`] bytes → a postcard [`Row`] (the
+//!   file under that root, offset, length, the file's stamp when
+//!   indexed). Two chunks sharing 128 bits of their hash would share a
+//!   row (the later one's place kept): never by chance — 2^-128 a pair —
+//!   and a place is a hint, checked before its bytes are used (a peer
+//!   checks what it is served);
 //! - `roots`: a folder root's path (its bytes) → its number;
 //! - `meta`: `"format"`, and `"at_seq"`, the store sequence the places
 //!   reflect (absent until a whole build finished).
@@ -15,12 +19,15 @@
 //! It is a *derived* cache: every place it gives is checked against the
 //! chunk's hash when read, anything it lost is found again from the store
 //! (a whole build when `at_seq` is absent, or a file it cannot read, or of
-//! another format, which it deletes and makes again). Writes gather in
+//! another format, which it deletes and makes again: format 1 keyed the
+//! whole hash). Writes gather in
 //! memory ([`FLUSH_AT`] at most, or [`FLUSH_EVERY`]) and go to disk in one
 //! transaction; reads look at those first. Random hashes leave its pages
 //! half empty and a whole build frees them all: after a flush the file is
 //! compacted once mostly waste (`store::state::compact`) — during a whole
-//! build, once, when it settles. With no usable
+//! build, once, when it settles — and packed whole once the node is at
+//! rest ([`PlaceTable::pack_at_rest`]: its pages full, ~40 % smaller
+//! than random inserts leave them). With no usable
 //! file it works in memory, as before.
 //!
 //! It never decides what a chunk's place is (the chunk index does) and
@@ -39,7 +46,9 @@ use crate::core::ContentHash;
 use crate::store::state::compact::Compactor;
 
 /// Version of the tables' layout and encodings.
-pub const FORMAT: u64 = 1;
+pub const FORMAT: u64 = 2;
+/// How much of a chunk's hash keys its place.
+pub const HASH_PREFIX: usize = 16;
 /// The file's name, in the store's directory.
 pub const FILE_NAME: &str = "chunks.redb";
 /// Writes held in memory before they go to disk together.
@@ -48,6 +57,9 @@ pub const FLUSH_AT: usize = 32_768;
 const CACHE_BYTES: usize = 4 << 20;
 /// The file is compacted when mostly waste, from this size on.
 const COMPACT_FROM: u64 = 8 << 20;
+/// At rest, the file is packed once its waste passes this share (%) of
+/// the places.
+const PACK_WASTE_PERCENT: u64 = 15;
 /// What is pending is written once nothing was for this long
 /// (`PlaceTable::flush_when_quiet`).
 pub const QUIET: std::time::Duration = std::time::Duration::from_secs(2);
@@ -70,12 +82,12 @@ struct Row {
     inode: u64,
 }
 
-type Key = [u8; 36];
+type Key = [u8; 4 + HASH_PREFIX];
 
 fn key(root: u32, hash: &ContentHash) -> Key {
-    let mut k = [0u8; 36];
+    let mut k = [0u8; 4 + HASH_PREFIX];
     k[..4].copy_from_slice(&root.to_be_bytes());
-    k[4..].copy_from_slice(&hash.0);
+    k[4..].copy_from_slice(&hash.0[..HASH_PREFIX]);
     k
 }
 
@@ -87,6 +99,10 @@ pub struct PlaceTable {
     /// When the file is next worth compacting (random keys leave its
     /// pages half empty, and a whole build frees all of them at once).
     compactor: Compactor,
+    /// Packing the file whole at rest ([`PlaceTable::pack_at_rest`]).
+    packer: Compactor,
+    /// Whether the file changed since it was last packed.
+    changed_since_pack: bool,
     /// Every root known, by path, with its number.
     roots: HashMap<PathBuf, u32>,
     /// Roots numbered since the last flush.
@@ -213,6 +229,12 @@ impl PlaceTable {
             // the others as they are; packed pages would all split at the
             // next flush of random hashes, and the file would grow again.
             compactor: Compactor::new(COMPACT_FROM, redb::CompactionMode::Balanced, 100),
+            packer: Compactor::new(
+                COMPACT_FROM,
+                redb::CompactionMode::Maximum,
+                PACK_WASTE_PERCENT,
+            ),
+            changed_since_pack: true,
             roots,
             new_roots: Vec::new(),
             pending: HashMap::new(),
@@ -452,6 +474,7 @@ impl PlaceTable {
         })();
         self.reader = None;
         self.flushed_at = Some(std::time::Instant::now());
+        self.changed_since_pack = true;
         match written {
             Ok(()) => {
                 self.unflushed_seq = false;
@@ -495,6 +518,46 @@ impl PlaceTable {
         }
     }
 
+    /// Pack the file whole, its pages full, if it changed since it was
+    /// last packed and its waste passes [`PACK_WASTE_PERCENT`] of the
+    /// places: for a node at rest, whose next changes are few (each
+    /// splits the few pages it touches). What is pending is written
+    /// first. Costs a copy of the file (~1 s at a million places).
+    pub fn pack_at_rest(&mut self) {
+        if self.bulk {
+            // A whole build fills the file: it settles first.
+            return;
+        }
+        self.flush();
+        if !self.changed_since_pack || self.path.is_none() {
+            return;
+        }
+        self.packer.look_next();
+        self.reader = None;
+        let before = self.file_len();
+        match self.packer.maybe(&mut self.db, before, self.written as u64) {
+            Ok(packed) => {
+                self.changed_since_pack = false;
+                if let Some(done) = packed {
+                    info!(
+                        before,
+                        after = self.file_len(),
+                        took_ms = done.took_ms,
+                        "chunk places packed at rest"
+                    );
+                }
+            }
+            Err(e) => warn!(error = %e, "chunk places not packed"),
+        }
+    }
+
+    /// The file's length, 0 in memory or if it cannot be read.
+    fn file_len(&self) -> u64 {
+        (self.path.as_ref())
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map_or(0, |m| m.len())
+    }
+
     /// Whether places, roots or the sequence reached wait to be written.
     fn has_unwritten(&self) -> bool {
         !self.pending.is_empty() || !self.new_roots.is_empty() || self.unflushed_seq
@@ -503,10 +566,10 @@ impl PlaceTable {
     /// Give the file's free pages back once the waste outweighs the
     /// places (see [`Compactor`]).
     fn compact_when_wasteful(&mut self) {
-        let Some(bytes) = (self.path.as_ref()).and_then(|p| std::fs::metadata(p).ok()) else {
+        if self.path.is_none() {
             return;
-        };
-        let before = bytes.len();
+        }
+        let before = self.file_len();
         // How many places the file holds (`written` counts only since
         // this process opened it, or since a clear).
         let held = (self.db.begin_read().ok())
@@ -515,11 +578,9 @@ impl PlaceTable {
             .unwrap_or(self.written as u64);
         match self.compactor.maybe(&mut self.db, before, held) {
             Ok(Some(done)) => {
-                let after = self.path.as_ref().and_then(|p| std::fs::metadata(p).ok());
-                let after = after.map_or(0, |m| m.len());
                 info!(
                     before,
-                    after,
+                    after = self.file_len(),
                     took_ms = done.took_ms,
                     "chunk places compacted"
                 );
@@ -538,142 +599,4 @@ impl Drop for PlaceTable {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn golden() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/golden/chunks-v1.redb")
-    }
-
-    fn stamp() -> Stamp {
-        Stamp {
-            size: 70_000,
-            mtime_ns: 1_700_000_000_123_456_789,
-            inode: 42,
-        }
-    }
-
-    /// The file's format 1, pinned: every later release reads the places
-    /// this one wrote (or, at a new format, builds them again — never
-    /// misreads them). `SOFTADASTRA_BLESS=1` writes the file anew, for a
-    /// deliberate new format only.
-    #[test]
-    fn chunks_v1_golden() {
-        let root = Path::new("/home/ada/docs");
-        if std::env::var_os("SOFTADASTRA_BLESS").is_some() {
-            let _ = std::fs::remove_file(golden());
-            let mut t = PlaceTable::open_file(&golden()).unwrap();
-            t.put(
-                root,
-                &ContentHash([6; 32]),
-                (root.join("a/report.txt"), 65_536, 4_464, stamp()),
-            );
-            t.put(
-                Path::new(""),
-                &ContentHash([7; 32]),
-                (PathBuf::from("/elsewhere/x"), 0, 10, stamp()),
-            );
-            t.reached(9);
-            t.flush();
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let copy = dir.path().join(FILE_NAME);
-        std::fs::copy(golden(), &copy).unwrap();
-        let mut t = PlaceTable::open_file(&copy).unwrap();
-        assert_eq!(t.at_seq(), Some(9));
-        assert_eq!(
-            t.get(root, &ContentHash([6; 32])),
-            Some((root.join("a/report.txt"), 65_536, 4_464, stamp()))
-        );
-        assert_eq!(
-            t.get(Path::new(""), &ContentHash([7; 32])),
-            Some((PathBuf::from("/elsewhere/x"), 0, 10, stamp()))
-        );
-        assert_eq!(t.get(root, &ContentHash([7; 32])), None);
-    }
-
-    /// A file of another format is not read as this one: it is made again.
-    #[test]
-    fn another_format_is_made_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(FILE_NAME);
-        {
-            let mut t = PlaceTable::open(&path);
-            t.put(
-                Path::new("/r"),
-                &ContentHash([1; 32]),
-                (PathBuf::from("/r/f"), 0, 1, stamp()),
-            );
-            t.reached(3);
-            t.flush();
-            let txn = t.db.begin_write().unwrap();
-            txn.open_table(META)
-                .unwrap()
-                .insert("format", FORMAT + 1)
-                .unwrap();
-            txn.commit().unwrap();
-        }
-        let mut t = PlaceTable::open(&path);
-        assert_eq!(t.at_seq(), None);
-        assert_eq!(t.get(Path::new("/r"), &ContentHash([1; 32])), None);
-    }
-
-    /// A whole build frees every page at once and random hashes leave the
-    /// rest half empty: the file is compacted, and every place stays.
-    #[test]
-    fn a_file_mostly_waste_is_compacted_and_keeps_every_place() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(FILE_NAME);
-        let root = Path::new("/r");
-        let hash = |i: u32| ContentHash(*blake3::hash(&i.to_le_bytes()).as_bytes());
-        let place = |i: u32| (root.join(format!("d{}/f{i}.txt", i % 97)), 0, 100, stamp());
-        let mut t = PlaceTable::open(&path);
-        for i in 0..150_000 {
-            t.put(root, &hash(i), place(i));
-        }
-        t.reached(1);
-        t.flush();
-        let full = std::fs::metadata(&path).unwrap().len();
-        // A whole build of a folder that shrank.
-        t.clear();
-        for i in 0..15_000 {
-            t.put(root, &hash(i), place(i));
-        }
-        t.reached(2);
-        t.flush();
-        // Not while the build fills it: once, when it settles.
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), full);
-        t.settle();
-        let after = std::fs::metadata(&path).unwrap().len();
-        assert!(after * 4 < full, "{after} bytes after, {full} before");
-        drop(t);
-        let mut t = PlaceTable::open(&path);
-        assert_eq!(t.at_seq(), Some(2));
-        for i in (0..15_000).step_by(7) {
-            assert_eq!(t.get(root, &hash(i)), Some(place(i)), "place {i}");
-        }
-        assert_eq!(t.get(root, &hash(20_000)), None);
-    }
-
-    /// Places wait in memory while changes come, and go to disk once they
-    /// pause, without a change to carry them.
-    #[test]
-    fn pending_places_go_to_disk_once_changes_pause() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(FILE_NAME);
-        let root = Path::new("/r");
-        let mut t = PlaceTable::open(&path);
-        t.reached(1);
-        t.put(root, &ContentHash([3; 32]), (root.join("f"), 0, 1, stamp()));
-        t.flush_when_quiet();
-        assert_eq!(t.pending.len(), 1, "written a moment ago: it waits");
-        std::thread::sleep(QUIET + std::time::Duration::from_millis(100));
-        t.flush_when_quiet();
-        assert!(t.pending.is_empty());
-        // Nothing pending: read from the file.
-        assert_eq!(
-            t.get(root, &ContentHash([3; 32])),
-            Some((root.join("f"), 0, 1, stamp()))
-        );
-    }
-}
+mod tests;

@@ -6,8 +6,14 @@
 //! stays the durable log and the source of sequences; this file is a
 //! *derived* copy of it, brought up to date from the log at open.
 //!
-//! Tables (format version [`FORMAT`], pinned by `data/golden/index-v1.redb`):
-//! - `entries`: `(namespace, key)` → a postcard [`Entry`];
+//! Tables (format version [`FORMAT`], pinned by `data/golden/index-v2.redb`;
+//! format 1, `index-v1.redb`, reads as it is and is marked 2 at its
+//! first open):
+//! - `entries`: `(namespace, key)` → an [`Entry`] in the stored form
+//!   (`stored.rs`: its origin device by number), or, written by format 1,
+//!   its plain postcard;
+//! - `nodes` (optional: absent until an entry names a device):
+//!   number → the device's 32-byte id;
 //! - `by_seq`: `(namespace, version)` → key, for "what changed since";
 //! - `meta`: `"format"` (written when the file is made) and `"applied"`,
 //!   the last sequence applied (written with each commit);
@@ -45,6 +51,7 @@ pub(crate) mod compact;
 mod handle;
 mod iter;
 mod saved;
+mod stored;
 mod write;
 
 use backend::Backend;
@@ -58,8 +65,10 @@ use super::{Entry, Op, StoreError, io_err};
 use crate::core::Seq;
 use crate::wal::Storage;
 
-/// Version of the tables' layout and encodings.
-pub const FORMAT: u64 = 1;
+/// Version of the tables' layout and encodings: 2 since entries name
+/// their origin by number (`stored.rs`); an index of format 1 reads as it
+/// is and is marked 2 at its first open.
+pub const FORMAT: u64 = 2;
 /// The database's file name in the store directory.
 pub const FILE_NAME: &str = "index.redb";
 
@@ -120,6 +129,8 @@ pub(super) struct State {
     /// Running totals saved at the last close and valid now, by namespace
     /// and name: emptied by the first change applied.
     saved: Mutex<std::collections::HashMap<(String, String), super::tally::SavedGroups>>,
+    /// The devices entries name, by number (see `stored.rs`).
+    nodes: std::sync::RwLock<stored::Nodes>,
 }
 
 impl State {
@@ -165,7 +176,7 @@ impl State {
                 .map_err(io_err("sync directory", dir))?;
         }
         let db = open_db(storage, path, cache_bytes)?;
-        let state = State {
+        let mut state = State {
             db: Some(db),
             abandoned: AtomicBool::new(false),
             uncommitted: AtomicU64::new(0),
@@ -180,6 +191,7 @@ impl State {
             compactor: None,
             changes: AtomicU64::new(0),
             saved: Mutex::default(),
+            nodes: Default::default(),
         };
         let read = state.db()?.begin_read().map_err(err("read the index"))?;
         let (format, applied) = match read.open_table(META) {
@@ -196,9 +208,10 @@ impl State {
         };
         if let Some(f) = format
             && f != FORMAT
+            && f != 1
         {
             return Err(StoreError::Corruption(format!(
-                "{} has index format {f}; this release reads format {FORMAT}",
+                "{} has index format {f}; this release reads formats 1 and {FORMAT}",
                 path.display()
             )));
         }
@@ -207,7 +220,23 @@ impl State {
             state.opened_at.store(seq.0, Ordering::SeqCst);
             *crate::core::lock(&state.saved) = saved::saved_totals(&read, seq);
         }
+        *state.nodes.get_mut().unwrap_or_else(|p| p.into_inner()) = stored::Nodes::load(&read)?;
         drop(read);
+        if format == Some(1) {
+            // Format 1 reads as format 2 (see `stored.rs`); marked so that
+            // an older release refuses it once it holds entries it cannot
+            // read. A durable commit of its own, before anything else.
+            let txn = state
+                .db()?
+                .begin_write()
+                .map_err(err("mark the index's format"))?;
+            txn.open_table(META)
+                .map_err(err("mark the index's format"))?
+                .insert("format", FORMAT)
+                .map_err(err("mark the index's format"))?;
+            txn.commit().map_err(err("mark the index's format"))?;
+            tracing::info!(file = %path.display(), "index format 1 marked as format {FORMAT}");
+        }
         Ok((state, applied))
     }
 
@@ -244,7 +273,8 @@ impl State {
         let became = written(seq, &op);
         self.with_pending(|txn| {
             let mut tallies = crate::core::lock(&self.tallies.kept);
-            apply_in(txn, &op, became.as_ref(), &mut tallies)
+            let mut nodes = self.nodes.write().unwrap_or_else(|p| p.into_inner());
+            apply_in(txn, &op, became.as_ref(), &mut tallies, &mut nodes)
         })?;
         self.applied.store(seq.0, Ordering::SeqCst);
         let mut recent = crate::core::lock(&self.recent);
@@ -364,39 +394,6 @@ impl State {
             .map_err(index_err("compact the index"))
     }
 
-    /// Put `rows` (namespace, key, entry) as they are, and record that the
-    /// state is at `applied`: an older home's snapshot, or what a repair
-    /// salvaged. Committed without an fsync, like any change.
-    pub(super) fn load(
-        &self,
-        rows: impl IntoIterator<Item = (String, String, Entry)>,
-        applied: Seq,
-    ) -> Result<(), StoreError> {
-        self.with_pending(|txn| {
-            let mut entries = txn.open_table(ENTRIES).map_err(err("write the index"))?;
-            let mut by_seq = txn.open_table(BY_SEQ).map_err(err("write the index"))?;
-            for (ns, key, entry) in rows {
-                let bytes = postcard::to_allocvec(&entry)
-                    .map_err(|e| StoreError::Corruption(e.to_string()))?;
-                entries
-                    .insert((ns.as_str(), key.as_str()), bytes.as_slice())
-                    .map_err(err("write the index"))?;
-                by_seq
-                    .insert((ns.as_str(), entry.version.0), key.as_str())
-                    .map_err(err("write the index"))?;
-            }
-            Ok(())
-        })?;
-        self.applied.store(applied.0, Ordering::SeqCst);
-        self.uncommitted.fetch_add(1, Ordering::SeqCst);
-        {
-            let mut recent = crate::core::lock(&self.recent);
-            recent.entries.clear();
-            recent.complete = false;
-        }
-        self.commit(false)
-    }
-
     /// redb's check of every page's checksum and of the tree structure.
     pub(super) fn check_integrity(&mut self) -> Result<bool, StoreError> {
         self.commit(false)?;
@@ -507,7 +504,8 @@ impl State {
     }
 
     fn decode(&self, ns: &str, key: &str, bytes: &[u8]) -> Option<Entry> {
-        match postcard::from_bytes(bytes) {
+        let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
+        match stored::decode(&nodes, bytes) {
             Ok(e) => Some(e),
             Err(e) => {
                 self.failed_read(format!("entry {ns}/{key} does not decode: {e}"));

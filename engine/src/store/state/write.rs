@@ -3,17 +3,20 @@
 //! Owns how an [`Op`] changes the tables inside an open write transaction:
 //! the entry a put or a removal leaves, the by-version row beside it, the
 //! running totals, and the keys a forget, a drop of a prefix or a purge
-//! takes out. It never commits and never decides when: that is
-//! [`super::State`]'s.
+//! takes out; and rows put as they are ([`State::load`]: an older home's
+//! snapshot, what a repair salvaged). It never commits and never decides
+//! when: that is [`super::State`]'s.
 
 use std::collections::BTreeMap;
 
 use redb::{ReadableTable, WriteTransaction};
 
-use super::{BY_SEQ, ENTRIES, err};
+use super::stored::{self, Nodes};
+use super::{BY_SEQ, ENTRIES, State, err};
 use crate::core::Seq;
 use crate::store::tally::Tally;
 use crate::store::{Entry, Op, StoreError};
+use std::sync::atomic::Ordering;
 
 /// Write `op`'s effect into `txn`, keeping `tallies` in step.
 pub(super) fn apply_in(
@@ -21,18 +24,18 @@ pub(super) fn apply_in(
     op: &Op,
     written: Option<&(String, String, Entry)>,
     tallies: &mut BTreeMap<String, Vec<Tally>>,
+    nodes: &mut Nodes,
 ) -> Result<(), StoreError> {
     let mut entries = txn.open_table(ENTRIES).map_err(err("write the index"))?;
     let mut by_seq = txn.open_table(BY_SEQ).map_err(err("write the index"))?;
     if let Some((ns, key, entry)) = written {
         let (ns, key) = (ns.as_str(), key.as_str());
-        let bytes =
-            postcard::to_allocvec(entry).map_err(|e| StoreError::Corruption(e.to_string()))?;
+        let bytes = stored::encode(txn, nodes, entry)?;
         let old = entries
             .insert((ns, key), bytes.as_slice())
             .map_err(err("write the index"))?
             .map(|v| v.value().to_vec());
-        let old: Option<Entry> = old.and_then(|b| postcard::from_bytes(&b).ok());
+        let old: Option<Entry> = old.and_then(|b| stored::decode(nodes, &b).ok());
         if let Some(o) = &old {
             by_seq
                 .remove((ns, o.version.0))
@@ -64,7 +67,7 @@ pub(super) fn apply_in(
                     if n != ns {
                         break;
                     }
-                    let e: Entry = postcard::from_bytes(v.value())
+                    let e: Entry = stored::decode(nodes, v.value())
                         .map_err(|e| StoreError::Corruption(format!("entry {n}/{key}: {e}")))?;
                     if e.is_tombstone() && e.timestamp < before {
                         out.push((key.to_string(), e));
@@ -86,6 +89,7 @@ pub(super) fn apply_in(
                 &mut entries,
                 &mut by_seq,
                 tallies,
+                nodes,
                 ns,
                 std::slice::from_ref(key),
             )?;
@@ -106,7 +110,7 @@ pub(super) fn apply_in(
                 }
                 out
             };
-            forget(&mut entries, &mut by_seq, tallies, ns, &keys)?;
+            forget(&mut entries, &mut by_seq, tallies, nodes, ns, &keys)?;
         }
     }
     Ok(())
@@ -147,6 +151,7 @@ fn forget(
     entries: &mut Entries<'_>,
     by_seq: &mut BySeq<'_>,
     tallies: &mut BTreeMap<String, Vec<Tally>>,
+    nodes: &Nodes,
     ns: &str,
     keys: &[String],
 ) -> Result<(), StoreError> {
@@ -155,7 +160,7 @@ fn forget(
             .remove((ns, key.as_str()))
             .map_err(err("write the index"))?
             .map(|v| v.value().to_vec());
-        let Some(old) = old.and_then(|b| postcard::from_bytes::<Entry>(&b).ok()) else {
+        let Some(old) = old.and_then(|b| stored::decode(nodes, &b).ok()) else {
             continue;
         };
         by_seq
@@ -168,4 +173,39 @@ fn forget(
         }
     }
     Ok(())
+}
+
+impl State {
+    /// Put `rows` (namespace, key, entry) as they are, and record that the
+    /// state is at `applied`: an older home's snapshot, or what a repair
+    /// salvaged. Committed without an fsync, like any change.
+    pub(in crate::store) fn load(
+        &self,
+        rows: impl IntoIterator<Item = (String, String, Entry)>,
+        applied: Seq,
+    ) -> Result<(), StoreError> {
+        self.with_pending(|txn| {
+            let mut entries = txn.open_table(ENTRIES).map_err(err("write the index"))?;
+            let mut by_seq = txn.open_table(BY_SEQ).map_err(err("write the index"))?;
+            let mut nodes = self.nodes.write().unwrap_or_else(|p| p.into_inner());
+            for (ns, key, entry) in rows {
+                let bytes = stored::encode(txn, &mut nodes, &entry)?;
+                entries
+                    .insert((ns.as_str(), key.as_str()), bytes.as_slice())
+                    .map_err(err("write the index"))?;
+                by_seq
+                    .insert((ns.as_str(), entry.version.0), key.as_str())
+                    .map_err(err("write the index"))?;
+            }
+            Ok(())
+        })?;
+        self.applied.store(applied.0, Ordering::SeqCst);
+        self.uncommitted.fetch_add(1, Ordering::SeqCst);
+        {
+            let mut recent = crate::core::lock(&self.recent);
+            recent.entries.clear();
+            recent.complete = false;
+        }
+        self.commit(false)
+    }
 }
