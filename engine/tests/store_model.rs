@@ -30,8 +30,23 @@ enum Step {
     /// Checkpoint, then close and open the index again (its cache given
     /// back, as a node at rest does).
     ReleaseCache,
+    /// The store told of a peer, whose id a quarter of the values hold.
+    KnowPeer,
     Restart,
     Crash(u64),
+}
+
+/// A peer's id: values holding it are kept with the id as a number once
+/// the store knows the peer.
+const PEER: softadastra::core::NodeId = softadastra::core::NodeId([0x5A; 32]);
+
+/// The value `v` stands for: a quarter of them hold the peer's id.
+fn value(v: u8) -> Vec<u8> {
+    if v.is_multiple_of(4) {
+        [vec![v], PEER.0.to_vec(), vec![v]].concat()
+    } else {
+        vec![v]
+    }
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -43,6 +58,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::Tick),
         1 => Just(Step::Snapshot),
         1 => Just(Step::ReleaseCache),
+        1 => Just(Step::KnowPeer),
         1 => Just(Step::Restart),
         1 => any::<u64>().prop_map(Step::Crash),
     ]
@@ -139,9 +155,9 @@ fn run(steps: Vec<Step>, durability: Durability) -> Result<(), TestCaseError> {
             Step::Put(k, v) => {
                 let key = format!("k{k}");
                 store
-                    .put(ns::APP, &key, vec![v])
+                    .put(ns::APP, &key, value(v))
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
-                issued.push(Issued::Put(key, vec![v]));
+                issued.push(Issued::Put(key, value(v)));
             }
             Step::Remove(k) => {
                 let key = format!("k{k}");
@@ -159,7 +175,7 @@ fn run(steps: Vec<Step>, durability: Durability) -> Result<(), TestCaseError> {
                     .map(|(k, v)| softadastra::store::Op::Put {
                         ns: ns::APP.into(),
                         key: format!("k{k}"),
-                        value: vec![*v],
+                        value: value(*v),
                         origin: softadastra::core::NodeId::LOCAL,
                         timestamp: clock.wall(),
                     })
@@ -170,7 +186,7 @@ fn run(steps: Vec<Step>, durability: Durability) -> Result<(), TestCaseError> {
                 issued.extend(
                     items
                         .iter()
-                        .map(|(k, v)| Issued::Put(format!("k{k}"), vec![*v])),
+                        .map(|(k, v)| Issued::Put(format!("k{k}"), value(*v))),
                 );
             }
             Step::Flush => {
@@ -187,6 +203,11 @@ fn run(steps: Vec<Step>, durability: Durability) -> Result<(), TestCaseError> {
             Step::Snapshot => {
                 store
                     .checkpoint()
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            }
+            Step::KnowPeer => {
+                store
+                    .know_devices(&[PEER])
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
             }
             Step::ReleaseCache => {

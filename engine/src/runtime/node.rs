@@ -163,6 +163,9 @@ impl Node {
         let own = identity.node_id();
         trust::upgrade_membership(&mut lock(&store))?;
         let peers = trust::list(&lock(&store))?;
+        // Their ids fill the records they send: kept as numbers.
+        let ids: Vec<NodeId> = peers.iter().map(|p| p.id).collect();
+        lock(&store).know_devices(&ids).map_err(TrustError::from)?;
         let trusted = options.trusted;
         trusted.replace(peers.iter().map(|p| p.id));
         let endpoint = Endpoint::bind(

@@ -119,6 +119,8 @@ pub fn add(
         // folders had members; no folder is shared with it by this.
         members::set_member(store, crate::index::values::APP_SPACE, id, true)?;
     }
+    // Its id fills the records it sends: the index keeps it as a number.
+    store.know_devices(&[id])?;
     Ok(peer)
 }
 

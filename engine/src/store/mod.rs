@@ -532,6 +532,14 @@ impl Store {
         &self.wal
     }
 
+    /// Number these devices in the index (the node's peers): a copy of
+    /// their id in a stored value is kept as that number, ~30 bytes less
+    /// (see `state/stored.rs`). Changes nothing a read returns; written
+    /// with the next commit, not logged.
+    pub fn know_devices(&self, ids: &[crate::core::NodeId]) -> Result<(), StoreError> {
+        self.state.know_devices(ids)
+    }
+
     /// The store clock's wall time, for stamping operations.
     pub fn wall_time(&self) -> Timestamp {
         self.clock.wall()

@@ -67,7 +67,7 @@ pub const QUIET: std::time::Duration = std::time::Duration::from_secs(2);
 /// pending).
 const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
-const PLACES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("places");
+const PLACES: TableDefinition<&Key, &[u8]> = TableDefinition::new("places");
 const ROOTS: TableDefinition<&[u8], u32> = TableDefinition::new("roots");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -110,7 +110,7 @@ pub struct PlaceTable {
     /// Places written (`Some`) or removed (`None`) since the last flush.
     pending: HashMap<Key, Option<Place>>,
     /// The places table as of the last flush, kept open for reads.
-    reader: Option<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>,
+    reader: Option<redb::ReadOnlyTable<&'static Key, &'static [u8]>>,
     /// The store sequence the places (pending ones included) reflect.
     at_seq: Option<u64>,
     /// Whether `at_seq` changed since the last flush.
@@ -291,7 +291,7 @@ impl PlaceTable {
         }
         // A place that cannot be read is one not known: the chunk index
         // looks for it again in the store (said in the log, not hidden).
-        let bytes = match self.reader.as_ref()?.get(k.as_slice()) {
+        let bytes = match self.reader.as_ref()?.get(&k) {
             Ok(found) => found?,
             Err(e) => {
                 warn!(error = %e, "cannot read the chunk places");
@@ -458,10 +458,10 @@ impl PlaceTable {
                                 inode: stamp.inode,
                             };
                             let bytes = postcard::to_allocvec(&row).unwrap_or_default();
-                            places.insert(k.as_slice(), bytes.as_slice())?;
+                            places.insert(k, bytes.as_slice())?;
                         }
                         None => {
-                            places.remove(k.as_slice())?;
+                            places.remove(k)?;
                         }
                     }
                 }

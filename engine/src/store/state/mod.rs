@@ -10,8 +10,8 @@
 //! format 1, `index-v1.redb`, reads as it is and is marked 2 at its
 //! first open):
 //! - `entries`: `(namespace, key)` → an [`Entry`] in the stored form
-//!   (`stored.rs`: its origin device by number), or, written by format 1,
-//!   its plain postcard;
+//!   (`stored.rs`: its origin device, and numbered devices' ids inside
+//!   its value, by number), or, written by format 1, its plain postcard;
 //! - `nodes` (optional: absent until an entry names a device):
 //!   number → the device's 32-byte id;
 //! - `by_seq`: `(namespace, version)` → key, for "what changed since";
@@ -259,6 +259,22 @@ impl State {
             Some(txn) => work(txn),
             None => Err(StoreError::Corruption("index transaction vanished".into())),
         }
+    }
+
+    /// Number the devices `ids` not numbered yet, in the open write
+    /// transaction (see `stored.rs`).
+    pub(super) fn know_devices(&self, ids: &[crate::core::NodeId]) -> Result<(), StoreError> {
+        let known = |nodes: &stored::Nodes| ids.iter().all(|id| nodes.is_numbered(id));
+        if known(&self.nodes.read().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(());
+        }
+        self.with_pending(|txn| {
+            let mut nodes = self.nodes.write().unwrap_or_else(|p| p.into_inner());
+            for id in ids {
+                nodes.number(txn, *id)?;
+            }
+            Ok(())
+        })
     }
 
     /// Apply `op`, logged at `seq`, to the open write transaction.
