@@ -474,7 +474,11 @@ impl PlaceTable {
         })();
         self.reader = None;
         self.flushed_at = Some(std::time::Instant::now());
-        self.changed_since_pack = true;
+        // The sequence reached alone (written as the store moves on at
+        // rest) changes no page worth packing again.
+        if count > 0 || !roots.is_empty() {
+            self.changed_since_pack = true;
+        }
         match written {
             Ok(()) => {
                 self.unflushed_seq = false;
