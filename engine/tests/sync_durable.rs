@@ -136,3 +136,58 @@ fn completed_work_is_hinted_once_durable() {
     let report = engine.tick(&mut store, now).unwrap();
     assert!(hinted(&report.actions).is_empty());
 }
+
+/// A page that brings nothing new and leaves the cursor where it was
+/// changes nothing in the store: no sequence, no log record. Polls come
+/// every minute per folder and peer, at rest too.
+#[test]
+fn an_empty_page_at_the_same_cursor_writes_nothing() {
+    let me = NodeId([1; 32]);
+    let peer = NodeId([2; 32]);
+    let (mut store, mut engine) = docs_node(me, peer);
+    let now = Instant::now();
+    // The answer to the first request: the cursor moves to 10.
+    engine
+        .received(&mut store, peer, page(vec![]), now)
+        .unwrap();
+    let at_10 = store.last_seq();
+    // Asked again from 10, the peer has nothing newer: a page from 10 to
+    // 10, as a poll's answer is.
+    let answer = |since: u64, upto: u64| SyncMessage::IndexPage {
+        folder: "docs".into(),
+        since,
+        upto,
+        records: vec![],
+        more: false,
+        values: vec![],
+    };
+    let hint = SyncMessage::IndexHint {
+        folder: "docs".into(),
+        seq: 11,
+    };
+    for _ in 0..3 {
+        let asked = engine
+            .received(&mut store, peer, hint.clone(), now)
+            .unwrap();
+        assert!(
+            asked.iter().any(|a| matches!(
+                a,
+                Action::Send {
+                    message: SyncMessage::IndexRequest { since: 10, .. },
+                    ..
+                }
+            )),
+            "{asked:?}"
+        );
+        engine
+            .received(&mut store, peer, answer(10, 10), now)
+            .unwrap();
+    }
+    assert_eq!(store.last_seq(), at_10, "nothing new: nothing written");
+    // A page moving the cursor on is still recorded.
+    engine.received(&mut store, peer, hint, now).unwrap();
+    engine
+        .received(&mut store, peer, answer(10, 12), now)
+        .unwrap();
+    assert!(store.last_seq() > at_10);
+}

@@ -575,12 +575,21 @@ impl SyncEngine {
                 });
             }
         }
-        ops.push(put(
-            CURSOR_NS,
-            cursor_key(peer, folder),
-            upto.to_le_bytes().to_vec(),
-        ));
-        store.apply_batch(ops)?;
+        // A poll that found nothing new leaves the cursor where it is:
+        // writing it again would be a change (a sequence, a log record) at
+        // every poll of every folder of every peer, at rest too.
+        if Self::cursor(store, peer, folder) != upto
+            || !store.contains(CURSOR_NS, &cursor_key(peer, folder))
+        {
+            ops.push(put(
+                CURSOR_NS,
+                cursor_key(peer, folder),
+                upto.to_le_bytes().to_vec(),
+            ));
+        }
+        if !ops.is_empty() {
+            store.apply_batch(ops)?;
+        }
         if app_changed {
             // A settled conflict is a change of ours peers must learn.
             self.mark_dirty(store, APP_SPACE.to_string());
