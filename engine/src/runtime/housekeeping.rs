@@ -63,8 +63,9 @@ const QUIET_FOR_COMPACTION: Duration = Duration::from_secs(60);
 /// (~0.7 s at 200,000 files), which a change arriving during a sync would
 /// wait for; a node at rest gives its disk space back. Then, without the
 /// store, the chunk places are packed if they changed since they last
-/// were (see [`exec::ChunkIndex::pack_at_rest`]; a lookup in progress is
-/// not waited for).
+/// were and no chunk was looked up for as long (see
+/// [`exec::ChunkIndex::pack_at_rest`]; a lookup in progress is not
+/// waited for).
 pub(super) async fn compact_index_when_quiet(s: Arc<Shared>) {
     let mut every = tokio::time::interval(Duration::from_secs(10));
     let mut quiet = Quiet::default();
@@ -89,7 +90,7 @@ pub(super) async fn compact_index_when_quiet(s: Arc<Shared>) {
             }
             drop(store);
             if quiet && let Ok(mut chunks) = s2.chunks.try_lock() {
-                chunks.pack_at_rest();
+                chunks.pack_at_rest(QUIET_FOR_COMPACTION);
             }
             q
         })

@@ -137,6 +137,10 @@ pub struct ChunkIndex {
     whole_due: bool,
     /// The whole build under way, if one is (see [`WholeBuild`]).
     building: Option<Arc<BuildGate>>,
+    /// When a place was last looked up (a peer fetching, a file being
+    /// assembled): a node serving a sync is not at rest, whatever its own
+    /// files do.
+    looked_up_at: Option<Instant>,
 }
 
 impl ChunkIndex {
@@ -399,6 +403,7 @@ impl ChunkIndex {
 
     /// Where `hash` may be read locally, as of the last build.
     pub(super) fn places(&mut self, hash: &ContentHash) -> Vec<Place> {
+        self.looked_up_at = Some(Instant::now());
         let mut out: Vec<Place> = self
             .roots()
             .iter()
@@ -415,8 +420,14 @@ impl ChunkIndex {
         self.places.flush_when_quiet();
     }
 
-    /// Pack the places' file at rest (see `PlaceTable::pack_at_rest`).
-    pub fn pack_at_rest(&mut self) {
+    /// Pack the places' file at rest (see `PlaceTable::pack_at_rest`) —
+    /// unless a place was looked up in the last `quiet`: a sender's own
+    /// files do not change while it serves a sync, and a pack holds the
+    /// index (1.5 s at a million places) while peers wait for chunks.
+    pub fn pack_at_rest(&mut self, quiet: Duration) {
+        if self.looked_up_at.is_some_and(|t| t.elapsed() < quiet) {
+            return;
+        }
         self.places.pack_at_rest();
     }
 

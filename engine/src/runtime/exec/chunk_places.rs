@@ -102,7 +102,7 @@ pub struct PlaceTable {
     /// Packing the file whole at rest ([`PlaceTable::pack_at_rest`]).
     packer: Compactor,
     /// Whether the file changed since it was last packed.
-    changed_since_pack: bool,
+    pub(super) changed_since_pack: bool,
     /// Every root known, by path, with its number.
     roots: HashMap<PathBuf, u32>,
     /// Roots numbered since the last flush.

@@ -535,3 +535,23 @@ fn a_write_right_after_a_placement_is_not_taken_for_its_echo() {
     let replaced = std::fs::symlink_metadata(&dest).unwrap();
     assert!(apply::placed_stamp(&before, &replaced).is_none());
 }
+
+/// A node serving a sync is not at rest, though its own files do not
+/// change: its chunk places are packed only once no place was looked up
+/// for the quiet time (a pack holds the index while peers wait).
+#[test]
+fn the_chunk_places_are_not_packed_while_chunks_are_looked_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ix = ChunkIndex::open(&dir.path().join("chunks.redb"));
+    let root = dir.path().join("docs");
+    let record = file_record(b"served");
+    ix.insert(&root.join("f"), &record);
+    ix.places.reached(1);
+    ix.places.flush();
+    assert!(ix.places.changed_since_pack);
+    assert_eq!(ix.places(&record.chunks[0].hash).len(), 1);
+    ix.pack_at_rest(Duration::from_secs(60));
+    assert!(ix.places.changed_since_pack, "looked up a moment ago");
+    ix.pack_at_rest(Duration::ZERO);
+    assert!(!ix.places.changed_since_pack, "quiet long enough: packed");
+}
