@@ -107,10 +107,8 @@ pub fn write_record(record: &FileRecord) -> Vec<u8> {
         modified_by,
         deleted: record.deleted,
     };
-    let mut out = vec![STORED_TAG];
     // Encoding plain data into memory cannot fail.
-    out.extend(postcard::to_allocvec(&stored).unwrap_or_default());
-    out
+    postcard::to_extend(&stored, vec![STORED_TAG]).unwrap_or_else(|_| vec![STORED_TAG])
 }
 
 /// Why a stored record cannot be read.

@@ -578,14 +578,9 @@ impl SyncEngine {
         // A poll that found nothing new leaves the cursor where it is:
         // writing it again would be a change (a sequence, a log record) at
         // every poll of every folder of every peer, at rest too.
-        if Self::cursor(store, peer, folder) != upto
-            || !store.contains(CURSOR_NS, &cursor_key(peer, folder))
-        {
-            ops.push(put(
-                CURSOR_NS,
-                cursor_key(peer, folder),
-                upto.to_le_bytes().to_vec(),
-            ));
+        let (key, cursor) = (cursor_key(peer, folder), upto.to_le_bytes());
+        if store.value(CURSOR_NS, &key).as_deref() != Some(cursor.as_slice()) {
+            ops.push(put(CURSOR_NS, key, cursor.to_vec()));
         }
         if !ops.is_empty() {
             store.apply_batch(ops)?;
