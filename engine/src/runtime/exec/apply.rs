@@ -104,8 +104,15 @@ pub(super) fn place_one(
     }
     // What is placed, read before the move: once it is in, the path is
     // anyone's, and a write that lands between the move and a look at
-    // it must not be taken for the agent's own (see `placed_stamp`).
-    let ours = tmp.and_then(|t| std::fs::symlink_metadata(t).ok());
+    // it must not be taken for the agent's own (see `placed_stamp`). A
+    // small file's writer read it from its handle; a change to the
+    // temporary file since then only makes the stamp not match, and the
+    // watcher indexes the file as a local edit.
+    let ours = tmp.and_then(|t| {
+        c.written
+            .clone()
+            .or_else(|| std::fs::symlink_metadata(t).ok())
+    });
     match tmp {
         Some(t) => {
             // Whatever was at the path has been moved aside: the new file

@@ -12,6 +12,10 @@ pub struct Commit {
     pub(super) need: Need,
     pub(super) expect: Option<FileRecord>,
     pub(super) step: Step,
+    /// The temporary file's metadata as its writer left it, when known
+    /// (small files): what `place_one` would otherwise `lstat` by path
+    /// just before the move.
+    pub(super) written: Option<std::fs::Metadata>,
 }
 
 pub(super) enum Step {
@@ -170,6 +174,7 @@ impl Commit {
             },
             need,
             expect,
+            written: None,
         }
     }
 

@@ -39,6 +39,9 @@ pub(super) struct SmallFile {
     pub(super) last: Option<WorkError>,
     /// Why it cannot go on, if it cannot.
     pub(super) failed: Option<WorkError>,
+    /// The temporary file as its writer left it (read from its open
+    /// handle, no path walked): the committer's look before the move.
+    pub(super) written: Option<std::fs::Metadata>,
 }
 
 /// A chunk's answer for a batch: (file, chunk index, answer).
@@ -82,6 +85,7 @@ pub async fn run_small(s: Arc<Shared>, work: Vec<Action>) {
                     want: Vec::new(),
                     tries: 0,
                     asked: None,
+                    written: None,
                     outstanding: 0,
                     missing: Vec::new(),
                     last: None,
@@ -391,8 +395,9 @@ pub(super) async fn write_and_commit(
     for f in batch {
         let sent = match (f.failed, f.dest) {
             (None, Some(dest)) => {
-                let commit =
+                let mut commit =
                     Commit::place(&f.folder, &f.path, f.need, f.expect, Some(dest.tmp.clone()));
+                commit.written = f.written;
                 send_commit(s, commit).map(|rx| (rx, dest.tmp))
             }
             (failed, _) => Err(failed.unwrap_or_else(not_written)),
@@ -427,12 +432,16 @@ pub(super) fn write_small(f: &mut SmallFile) {
         }
         file.write_all(&bytes)
             .map_err(|e| WorkError::io(format_args!("write {}", tmp.display()), &e))?;
-        finish_file(&file, small_file_hash(record, &bytes), record)
+        finish_file(&file, small_file_hash(record, &bytes), record)?;
+        Ok(file.metadata().ok())
     })();
     f.parts = Vec::new();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&dest.tmp);
-        f.failed = Some(e);
+    match written {
+        Ok(stat) => f.written = stat,
+        Err(e) => {
+            let _ = std::fs::remove_file(&dest.tmp);
+            f.failed = Some(e);
+        }
     }
 }
 

@@ -36,6 +36,7 @@ pub async fn run(s: Arc<Shared>, work: Action) {
                     need,
                     expect,
                     step: Step::Remove,
+                    written: None,
                 },
             )
             .await
