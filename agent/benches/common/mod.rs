@@ -223,6 +223,53 @@ pub fn wait_until_idle(nodes: &[&Node], quiet: Duration, limit: Duration) -> (Du
     (started.elapsed(), false)
 }
 
+/// Sectors (512 bytes) written and discarded so far on every block
+/// device (`/proc/diskstats`; 0 where it cannot be read).
+fn sectors_written() -> u64 {
+    let Ok(stats) = std::fs::read_to_string("/proc/diskstats") else {
+        return 0;
+    };
+    stats
+        .lines()
+        .map(|l| {
+            let f: Vec<u64> = l
+                .split_whitespace()
+                .skip(3)
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            // Fields after the name: 6 = sectors written, 13 = sectors
+            // discarded (absent on older kernels).
+            f.get(6).copied().unwrap_or(0) + f.get(13).copied().unwrap_or(0)
+        })
+        .sum()
+}
+
+/// Wait until the machine's disks have been quiet — under 4 MiB written
+/// or discarded per second — for 2 s, or `limit` passed: a figure timed
+/// next measures the agent, not the writeback of whatever ran before it
+/// (a build, the test tree, the discard of a deleted image). How long it
+/// waited, and whether the disks did go quiet.
+pub fn wait_for_quiet_disks(limit: Duration) -> (Duration, bool) {
+    const QUIET_SECTORS_PER_SEC: u64 = 8192;
+    let start = Instant::now();
+    let mut samples = vec![(Instant::now(), sectors_written())];
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = (Instant::now(), sectors_written());
+        samples.push(now);
+        samples.retain(|(at, _)| now.0.duration_since(*at) <= Duration::from_millis(2100));
+        let (first_at, first) = samples[0];
+        let span = now.0.duration_since(first_at).as_secs_f64();
+        if span >= 2.0 && (now.1.saturating_sub(first) as f64) < QUIET_SECTORS_PER_SEC as f64 * span
+        {
+            return (start.elapsed(), true);
+        }
+        if start.elapsed() >= limit {
+            return (start.elapsed(), false);
+        }
+    }
+}
+
 pub fn random_bytes(rng: &mut fastrand::Rng, len: usize) -> Vec<u8> {
     let mut v = vec![0u8; len];
     rng.fill(&mut v);
