@@ -170,7 +170,9 @@
 //! Symlinks from peers are not created. Each file placed is remembered
 //! with its inode, size, mtime and ctime right after the rename, if it is
 //! still the file that was moved — same inode, size and mtime as the
-//! temporary file before the move (`echoes::Echoes`): the watcher's event for it
+//! temporary file before the move (a small file's writer reads that from
+//! its open handle, so the committer walks no path for it; a large file's
+//! is looked up) (`echoes::Echoes`): the watcher's event for it
 //! is recognised with one stat instead of a reconcile under the store lock
 //! (which the committer needs); a file touched since differs and is
 //! reconciled as any other.
