@@ -188,3 +188,54 @@ fn repair_loses_only_the_damaged_record_and_reports_it() {
     let kept = report.kept_copy.join("wal").join(seg.file_name().unwrap());
     assert_eq!(std::fs::read(kept).unwrap(), bytes);
 }
+
+/// A store at rest — checkpointed, its log compacted to one empty
+/// segment — whose index is damaged: every change lived only in the
+/// index. The repair says they are lost (all of them, by sequence), and
+/// numbers new changes after them, never from 1 again: peers remember how
+/// far they read this node's log.
+#[test]
+fn a_lost_index_over_an_empty_log_is_reported_whole_and_sequences_go_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    // One segment, large enough (over 1 MiB) that the checkpoint closes
+    // and removes it, as a store at rest after much work does.
+    let config = |dir: &Path| {
+        let mut c = config(dir);
+        c.segment_bytes = 16 << 20;
+        c
+    };
+    let (mut store, _) = Store::open_dir(config(&dir)).unwrap();
+    for i in 0..50 {
+        store
+            .put(ns::APP, &format!("k{i:02}"), vec![b'x'; 32 << 10])
+            .unwrap();
+    }
+    let last = store.last_seq();
+    store.checkpoint().unwrap();
+    drop(store);
+    let segments: Vec<PathBuf> = std::fs::read_dir(dir.join("wal"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    assert!(std::fs::metadata(&segments[0]).unwrap().len() <= 64);
+    // Damage all through the index's pages (its header left alone).
+    let index = config(&dir).index_path();
+    let mut bytes = std::fs::read(&index).unwrap();
+    for b in bytes.iter_mut().skip(4096) {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&index, &bytes).unwrap();
+
+    let report = repair(&config(&dir), tmp.path()).unwrap();
+    assert!(!report.unusable.is_empty(), "{report:?}");
+    assert_eq!(report.lost, vec![(Seq(1), last)], "{report:?}");
+    assert!(report.lost_anything());
+    assert_eq!(report.next_seq, last.next(), "{report:?}");
+    let (mut store, _) = Store::open_dir(config(&dir)).unwrap();
+    assert_eq!(store.len(ns::APP), 0);
+    let seq = store.put(ns::APP, "after", b"repair".to_vec()).unwrap();
+    assert!(seq > last, "{seq:?} after {last:?}");
+}

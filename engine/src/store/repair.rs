@@ -136,6 +136,14 @@ pub fn repair(config: &StoreConfig, keep_in: &Path) -> Result<RepairReport, Stor
     };
     let mut tail_damage = 0;
     for path in &segments {
+        // Every sequence before a segment's base was given out, even when
+        // no record of it is left (a checkpoint compacts the log: a store
+        // at rest holds one empty segment). Without this, a lost index
+        // and an empty log would number new changes from 1 again, below
+        // what peers have read of this node's log.
+        if let Some(segment_base) = crate::wal::segment_base(path) {
+            highest = highest.max(Seq(segment_base.0.saturating_sub(1)));
+        }
         let bytes = std::fs::read(path).map_err(io_err("read", path))?;
         let salvaged = format::salvage_segment(&bytes);
         let last_record_end = salvaged.records.last().map_or(0, |(at, r)| {

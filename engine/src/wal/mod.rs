@@ -113,6 +113,13 @@ fn parse_segment_name(name: &str) -> Option<Seq> {
     digits.parse().ok().map(Seq)
 }
 
+/// The sequence the segment file at `path` starts at (its name says it:
+/// `seg-<base seq>.wal`), whether or not it holds any record: every
+/// sequence before it was given out. `None` for another name.
+pub fn segment_base(path: &Path) -> Option<Seq> {
+    parse_segment_name(path.file_name()?.to_str()?)
+}
+
 /// The write-ahead log. See the [module documentation](self).
 pub struct Wal {
     storage: Arc<dyn Storage>,
