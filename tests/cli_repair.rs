@@ -181,3 +181,41 @@ fn repair_refuses_while_the_agent_runs() {
     assert!(stdout(&ok).contains("nothing was lost"), "{}", stdout(&ok));
     assert_eq!(stdout(&run(n.home.path(), &["store", "get", "k"])), "v");
 }
+
+/// A home at rest whose index is damaged in the middle of its pages:
+/// whatever reads it — here `ls` — fails saying the store is damaged and
+/// naming `softadastra repair`, never with the database library's panic
+/// (a million-file home printed "internal error: entered unreachable
+/// code").
+#[test]
+fn reading_a_damaged_index_names_the_repair_instead_of_panicking() {
+    let (n, dir) = sharing("solo", &[]);
+    for d in 0..30 {
+        let sub = dir.join(format!("d{d:02}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        for f in 0..100 {
+            std::fs::write(sub.join(format!("f{f:03}.txt")), format!("{d} {f}")).unwrap();
+        }
+    }
+    let rescanned = run(n.home.path(), &["folder", "rescan", "docs"]);
+    assert!(rescanned.status.success(), "{}", stderr(&rescanned));
+    assert!(run(n.home.path(), &["ls"]).status.success());
+    let index = n.home.path().join("store/index.redb");
+    let mut bytes = std::fs::read(&index).unwrap();
+    assert!(bytes.len() > 64 << 10, "{} bytes", bytes.len());
+    let (from, to) = (bytes.len() / 3, bytes.len() / 3 + (32 << 10));
+    for b in &mut bytes[from..to] {
+        *b = b.wrapping_mul(31).wrapping_add(7);
+    }
+    std::fs::write(&index, &bytes).unwrap();
+    for args in [&["ls"][..], &["ls", "--all"], &["store", "list"]] {
+        let out = run(n.home.path(), args);
+        let said = stderr(&out);
+        assert!(
+            !out.status.success(),
+            "{args:?} read a damaged index: {said}"
+        );
+        assert!(said.contains("softadastra repair"), "{args:?}: {said}");
+        assert!(!said.contains("panicked"), "{args:?}: {said}");
+    }
+}

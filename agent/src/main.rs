@@ -389,6 +389,7 @@ fn main() -> ExitCode {
     run_cmd::memory::keep_large_blocks_apart();
     let cli = Cli::parse();
     init_logs(&cli);
+    repair_cmd::explain_damaged_database_panics(matches!(cli.command, Command::Run { .. }));
     let result = home::Home::resolve(cli.home).and_then(|home| match cli.command {
         Command::Init { name } => node_cmd::run_init(&home, name),
         Command::Id => node_cmd::run_id(&home),

@@ -161,3 +161,65 @@ pub fn run_repair(home: &Home, json: bool) -> Result<ExitCode> {
     )?;
     Ok(ExitCode::SUCCESS)
 }
+
+/// Make a damaged database file end the process with what to do instead
+/// of a panic's backtrace. The database library (redb) checks what it
+/// reads and, on pages it never wrote, can stop with a panic rather than
+/// an error — seen on a million-file home whose `index.redb` was damaged
+/// after it opened: `softadastra ls` printed "internal error: entered
+/// unreachable code". A panic raised inside that library now prints
+/// which file kind is damaged and names `softadastra repair`, and exits
+/// with failure (the log keeps every change acknowledged, so the repair
+/// has them). Any other panic is reported as before. `to_log`: the agent
+/// (`run`) also writes it to its log, which may be a file.
+pub fn explain_damaged_database_panics(to_log: bool) {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let Some(at) = info.location().filter(|l| is_database_library(l.file())) else {
+            return default(info);
+        };
+        let what = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no reason given".into());
+        let message = format!(
+            "the store's database files (store/index.redb, store/chunks.redb) are damaged: \
+             reading them failed ({what}, in the database library at {}:{})",
+            at.file(),
+            at.line()
+        );
+        if to_log {
+            tracing::error!("{message}");
+        }
+        eprintln!("error: {message}");
+        eprintln!(
+            "  stop the agent if it runs, then `softadastra repair`: it keeps a copy of the \
+             damaged files, salvages every readable change and indexes the folders again"
+        );
+        std::process::exit(1);
+    }));
+}
+
+/// Whether a panic's source file is the database library's.
+fn is_database_library(file: &str) -> bool {
+    file.replace('\\', "/").contains("/redb-")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_database_library_is_told_by_its_source_path() {
+        assert!(super::is_database_library(
+            "/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/redb-5.0.0/src/tree_store/btree_cursor.rs"
+        ));
+        assert!(super::is_database_library(
+            r"C:\Users\a\.cargo\registry\src\index\redb-5.0.0\src\db.rs"
+        ));
+        assert!(!super::is_database_library("engine/src/store/mod.rs"));
+        assert!(!super::is_database_library(
+            "/rustc/abc/library/core/src/option.rs"
+        ));
+    }
+}
