@@ -219,3 +219,39 @@ fn reading_a_damaged_index_names_the_repair_instead_of_panicking() {
         assert!(!said.contains("panicked"), "{args:?}: {said}");
     }
 }
+
+/// A node's index lost whole: the repair brings back how the node is set
+/// up — its folder, who it is shared with, its trusted peer — from the
+/// copy each checkpoint keeps aside, and indexes the folder again from
+/// its disk.
+#[test]
+fn a_lost_index_keeps_the_nodes_folders_and_peers() {
+    let (n, dir) = sharing("solo", &[("a.txt", b"a"), ("b.txt", b"b")]);
+    let peer = Node::new("peer");
+    n.trust(&peer);
+    let shared = run(n.home.path(), &["folder", "share", "docs", &peer.id]);
+    assert!(shared.status.success(), "{}", stderr(&shared));
+    // Any command that opens the store keeps the setup aside.
+    assert!(run(n.home.path(), &["folder", "list"]).status.success());
+    assert!(n.home.path().join("store/aside.bin").is_file());
+    let index = n.home.path().join("store/index.redb");
+    let mut bytes = std::fs::read(&index).unwrap();
+    for b in bytes.iter_mut() {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&index, &bytes).unwrap();
+
+    let repaired = run(n.home.path(), &["repair", "--json"]);
+    assert!(repaired.status.success(), "{}", stderr(&repaired));
+    let r = json(&repaired);
+    assert!(r["setup_kept_aside"].is_array(), "{r}");
+    assert_eq!(r["folders"][0]["id"], "docs", "{r}");
+    let list = json(&run(n.home.path(), &["folder", "list", "--json"]));
+    let text = list.to_string();
+    assert!(text.contains("docs") && text.contains(&peer.id), "{text}");
+    let peers = stdout(&run(n.home.path(), &["peer", "list"]));
+    assert!(peers.contains(&peer.id), "{peers}");
+    let ls = stdout(&run(n.home.path(), &["ls"]));
+    assert!(ls.contains("a.txt") && ls.contains("b.txt"), "{ls}");
+    assert_eq!(std::fs::read(dir.join("a.txt")).unwrap(), b"a");
+}

@@ -265,8 +265,18 @@ fn a_home_from_before_the_index_is_moved_to_it_at_first_open() {
 fn a_home_with_records_in_the_plain_form_reads_and_writes_the_new_one_beside_them() {
     use softadastra::index::{self, stored::STORED_TAG};
     let (_dir, h) = common::old_home("before-stored-records");
+    let aside = h.join("store").join(softadastra::store::aside::FILE_NAME);
+    assert!(!aside.exists(), "made before the setup was kept aside");
     let ls = run(&h, &["ls", "docs"]);
     assert!(ls.status.success(), "{}", stderr(&ls));
+    // Its first open keeps the setup aside (the folder, at least).
+    let kept = softadastra::store::aside::decode(&std::fs::read(&aside).unwrap()).unwrap();
+    assert!(
+        kept.rows
+            .iter()
+            .any(|(ns, key, _)| ns == "folders" && key == "docs"),
+        "{kept:?}"
+    );
     for line in ["a.txt", "b.txt", "link -> a.txt", "sub/", "300.0 KB"] {
         assert!(stdout(&ls).contains(line), "{line}: {}", stdout(&ls));
     }

@@ -18,6 +18,9 @@ struct RepairJson {
     damaged_files_kept_in: String,
     started_from_sequence: Option<u64>,
     unusable: Vec<String>,
+    /// The node's setup (folders, peers) brought back from `aside.bin`:
+    /// the sequence it was kept at and its entries.
+    setup_kept_aside: Option<(u64, u64)>,
     wal_damage: Vec<String>,
     records_kept: u64,
     lost_changes: u64,
@@ -59,6 +62,7 @@ pub fn run_repair(home: &Home, json: bool) -> Result<ExitCode> {
         damaged_files_kept_in: s.kept_copy.display().to_string(),
         started_from_sequence: s.base.map(|q| q.0),
         unusable: s.unusable.clone(),
+        setup_kept_aside: s.kept_aside.map(|(seq, n)| (seq.0, n)),
         wal_damage: s.damage.clone(),
         records_kept: s.records_kept,
         lost_changes: s.lost_records(),
@@ -93,10 +97,20 @@ pub fn run_repair(home: &Home, json: bool) -> Result<ExitCode> {
     )?;
     match out.started_from_sequence {
         Some(seq) => writeln!(w, "  started from the index at sequence {seq}")?,
+        None if out.setup_kept_aside.is_some() => writeln!(
+            w,
+            "  no usable index: started from the node's setup kept aside, then the log"
+        )?,
         None => writeln!(w, "  no usable index: started from the log alone")?,
     }
     for u in &out.unusable {
         writeln!(w, "  unusable: {u}")?;
+    }
+    if let Some((seq, entries)) = out.setup_kept_aside {
+        writeln!(
+            w,
+            "  the node's setup (folders, who they are shared with, peers) came back from the copy kept at sequence {seq}: {entries} entries"
+        )?;
     }
     for d in &out.wal_damage {
         writeln!(w, "  damage: {d}")?;

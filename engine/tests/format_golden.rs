@@ -728,3 +728,41 @@ fn restore_job_v1_golden() {
     assert_eq!(Job::decode("docs", &bytes).unwrap(), job);
     assert!(Job::decode("docs", &[7, 1]).is_err());
 }
+
+/// The node's setup kept aside at a checkpoint (`store::aside`, format 1).
+fn expected_aside() -> Vec<u8> {
+    let rows = vec![
+        (
+            "folders".to_string(),
+            "docs".to_string(),
+            Entry {
+                value: Some(b"folder docs".to_vec()),
+                version: Seq(3),
+                timestamp: Timestamp(1_700_000_000_000_000_000),
+                origin: NodeId::LOCAL,
+            },
+        ),
+        (
+            "peers".to_string(),
+            "PEER".to_string(),
+            Entry {
+                value: None,
+                version: Seq(5),
+                timestamp: Timestamp(1_700_000_000_000_000_001),
+                origin: NodeId::LOCAL,
+            },
+        ),
+    ];
+    softadastra::store::aside::encode(Seq(5), &rows).unwrap()
+}
+
+#[test]
+fn aside_v1_golden() {
+    let bytes = check("aside-v1.bin", expected_aside());
+    assert_eq!(&bytes[..8], softadastra::store::aside::MAGIC);
+    let a = softadastra::store::aside::decode(&bytes).unwrap();
+    assert_eq!(a.seq, Seq(5));
+    assert_eq!(a.rows.len(), 2);
+    assert_eq!(a.rows[0].0, "folders");
+    assert_eq!(a.rows[1].2.value, None);
+}

@@ -191,9 +191,10 @@ fn repair_loses_only_the_damaged_record_and_reports_it() {
 
 /// A store at rest — checkpointed, its log compacted to one empty
 /// segment — whose index is damaged: every change lived only in the
-/// index. The repair says they are lost (all of them, by sequence), and
-/// numbers new changes after them, never from 1 again: peers remember how
-/// far they read this node's log.
+/// index. The repair says they are lost (all of them, by sequence),
+/// brings back the node's setup from the copy each checkpoint keeps
+/// aside, and numbers new changes after them, never from 1 again: peers
+/// remember how far they read this node's log.
 #[test]
 fn a_lost_index_over_an_empty_log_is_reported_whole_and_sequences_go_on() {
     let tmp = tempfile::tempdir().unwrap();
@@ -206,6 +207,16 @@ fn a_lost_index_over_an_empty_log_is_reported_whole_and_sequences_go_on() {
         c
     };
     let (mut store, _) = Store::open_dir(config(&dir)).unwrap();
+    // How the node is set up (namespaces kept aside), then values.
+    store
+        .put("folders", "docs", b"folder docs".to_vec())
+        .unwrap();
+    store.put("peers", "P1", b"peer one".to_vec()).unwrap();
+    store.put("peers", "P2", b"peer two".to_vec()).unwrap();
+    store.remove("peers", "P2").unwrap();
+    store.checkpoint().unwrap();
+    let aside = dir.join(softadastra::store::aside::FILE_NAME);
+    let kept = std::fs::read(&aside).unwrap();
     for i in 0..50 {
         store
             .put(ns::APP, &format!("k{i:02}"), vec![b'x'; 32 << 10])
@@ -214,6 +225,8 @@ fn a_lost_index_over_an_empty_log_is_reported_whole_and_sequences_go_on() {
     let last = store.last_seq();
     store.checkpoint().unwrap();
     drop(store);
+    // Written again only when what it keeps changed.
+    assert_eq!(std::fs::read(&aside).unwrap(), kept);
     let segments: Vec<PathBuf> = std::fs::read_dir(dir.join("wal"))
         .unwrap()
         .flatten()
@@ -234,8 +247,23 @@ fn a_lost_index_over_an_empty_log_is_reported_whole_and_sequences_go_on() {
     assert_eq!(report.lost, vec![(Seq(1), last)], "{report:?}");
     assert!(report.lost_anything());
     assert_eq!(report.next_seq, last.next(), "{report:?}");
+    assert_eq!(report.kept_aside, Some((Seq(4), 3)), "{report:?}");
+    assert!(
+        report
+            .kept_copy
+            .join(softadastra::store::aside::FILE_NAME)
+            .is_file()
+    );
     let (mut store, _) = Store::open_dir(config(&dir)).unwrap();
+    // The values lived only in the index: gone, and said so above. The
+    // setup came back from the copy kept aside, tombstone included.
     assert_eq!(store.len(ns::APP), 0);
+    assert_eq!(
+        store.get("folders", "docs").and_then(|e| e.value.clone()),
+        Some(b"folder docs".to_vec())
+    );
+    assert!(store.contains("peers", "P1"));
+    assert!(store.entry("peers", "P2").is_some_and(|e| e.is_tombstone()));
     let seq = store.put(ns::APP, "after", b"repair".to_vec()).unwrap();
     assert!(seq > last, "{seq:?} after {last:?}");
 }

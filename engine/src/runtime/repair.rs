@@ -92,3 +92,30 @@ pub fn repair_node(config: StoreConfig, keep_in: &Path) -> Result<NodeRepair, Re
         scans,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every namespace that says how the node is set up is among those the
+    /// store keeps aside at each checkpoint (`store::aside`): the list
+    /// there is written as text, the constants live in their layers.
+    #[test]
+    fn the_setup_namespaces_are_kept_aside() {
+        let kept = crate::store::KEPT_ASIDE;
+        for ns in [
+            crate::index::folders::FOLDERS_NS,
+            crate::index::guard::GUARD_NS,
+            crate::index::retention::RETENTION_NS,
+            crate::index::retention::LOCAL_EDITS_NS,
+            crate::index::members::APP_MEMBERS_NS,
+            crate::index::members::PAUSED_DEVICES_NS,
+            crate::index::members::MEMBERSHIP_MARK_NS,
+            crate::sync::RECEIVE_ONLY_NS,
+            crate::runtime::trust::PEERS_NS,
+            crate::runtime::trust::NAMES_NS,
+            crate::runtime::offers::DECLINED_NS,
+        ] {
+            assert!(kept.contains(&ns), "{ns} is not kept aside");
+        }
+        assert_eq!(kept.len(), 11, "a namespace kept aside that no layer names");
+    }
+}

@@ -64,6 +64,8 @@ impl Store {
             return Err(self.index_failed(e));
         }
         self.checkpoint_seq = seq;
+        // Before the log gives up what the index now holds.
+        self.keep_aside(seq);
         if self.active_segment_reclaimable(seq) {
             self.wal.rotate()?;
         }
@@ -78,6 +80,43 @@ impl Store {
             bytes,
             compacted_segments: compacted,
         })
+    }
+
+    /// Copy the namespaces kept aside to `aside.bin` (see
+    /// [`super::aside`]) when they changed since the copy there. A failure
+    /// is said and left for the next checkpoint: the index is durable.
+    pub(super) fn keep_aside(&mut self, seq: Seq) {
+        if self.config.kept_aside.is_empty() {
+            return;
+        }
+        let dir = self.config.dir.clone();
+        if self.aside_digest.is_none() {
+            // Found at the first checkpoint of this process: written again
+            // only once something in it changes.
+            if let Ok(Some(found)) = super::aside::read(self.storage.as_ref(), &dir) {
+                self.aside_digest = Some(super::aside::rows_digest(&found.rows));
+            }
+        }
+        let mut rows = super::aside::Rows::new();
+        for ns in &self.config.kept_aside {
+            rows.extend(
+                self.state
+                    .scan(ns, "")
+                    .map(|(key, entry)| (ns.clone(), key, entry)),
+            );
+        }
+        let digest = super::aside::rows_digest(&rows);
+        if self.aside_digest == Some(digest) {
+            return;
+        }
+        let written = super::aside::encode(seq, &rows)
+            .and_then(|bytes| super::aside::write(self.storage.as_ref(), &dir, &bytes));
+        match written {
+            Ok(()) => self.aside_digest = Some(digest),
+            Err(e) => {
+                tracing::warn!(error = %e, "the node's setup was not kept aside; the next checkpoint tries again")
+            }
+        }
     }
 
     /// Whether [`Store::compact_when_wasteful`] would look at the index:

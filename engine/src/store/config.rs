@@ -30,7 +30,33 @@ pub struct StoreConfig {
     pub compact_from_bytes: u64,
     /// Origin recorded on local operations.
     pub node: NodeId,
+    /// Namespaces whose entries each checkpoint also copies to
+    /// `aside.bin` (see `store::aside`), so that damage to the index does
+    /// not take how the node is set up with it. Small ones only: each copy
+    /// is written whole. By default [`KEPT_ASIDE`].
+    pub kept_aside: Vec<String>,
 }
+
+/// The namespaces kept aside by default: the node's folders and who they
+/// are shared with, its trusted peers, and the per-folder and per-peer
+/// settings (`index::folders`, `index::guard`, `index::retention`,
+/// `index::members`, `sync::receive_only`, `runtime::trust`,
+/// `runtime::offers` own them; a test there checks each is listed). Not
+/// the file records, kept versions, values or sync bookkeeping: a scan,
+/// the peers or the layers above give those back.
+pub const KEPT_ASIDE: &[&str] = &[
+    "folders",
+    "folder.guard",
+    "folder.versions",
+    "folder.local-versions",
+    "app.members",
+    "peers",
+    "peers.name",
+    "peers.paused",
+    "meta",
+    "sync.receive-only",
+    "offers.declined",
+];
 
 impl StoreConfig {
     /// Defaults: fsync per append, 16 MiB segments (a checkpoint drops the
@@ -47,6 +73,7 @@ impl StoreConfig {
             cache_bytes: 24 << 20,
             compact_from_bytes: 16 << 20,
             node: NodeId::LOCAL,
+            kept_aside: KEPT_ASIDE.iter().map(|s| s.to_string()).collect(),
         }
     }
     /// The WAL directory inside [`StoreConfig::dir`].

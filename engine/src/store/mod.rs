@@ -60,11 +60,12 @@ pub mod snapshot;
 pub mod state;
 mod tally;
 
-pub use config::{StoreConfig, StoreRecovery};
+pub use config::{KEPT_ASIDE, StoreConfig, StoreRecovery};
 pub use error::StoreError;
 use error::io_err;
 use op::validate;
 pub use op::{Entry, Op};
+pub use open::in_use;
 pub(crate) use open::lock_dir;
 
 pub use checkpoint::CheckpointInfo;
@@ -96,6 +97,9 @@ pub struct Store {
     clock: Arc<dyn Clock>,
     config: StoreConfig,
     checkpoint_seq: Seq,
+    /// The digest of the setup last kept aside (or found there at open):
+    /// a checkpoint writes `aside.bin` only when it changed.
+    aside_digest: Option<[u8; 32]>,
     /// Inside [`Store::hold`]: commits wait for its end.
     holding: bool,
     /// Held while open (see [`Store::open_dir`]).
@@ -558,6 +562,7 @@ const REPLAY_COMMIT_EVERY: u64 = 20_000;
 /// Commit the index once this many changes wait in its open transaction.
 const COMMIT_AFTER_OPS: u64 = 2_048;
 
+pub mod aside;
 mod checkpoint;
 mod migrate;
 

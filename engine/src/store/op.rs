@@ -82,7 +82,7 @@ pub enum Op {
 }
 
 impl Op {
-    fn ns(&self) -> &str {
+    pub(super) fn ns(&self) -> &str {
         match self {
             Op::Put { ns, .. }
             | Op::Remove { ns, .. }

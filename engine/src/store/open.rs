@@ -7,6 +7,20 @@ use std::sync::Arc;
 
 use super::*;
 
+/// Whether another process holds the store in `dir` open right now (its
+/// lock is taken), without opening it: an agent starting has the store
+/// before its control socket answers. Creates nothing; false when there
+/// is no store there or the lock cannot be looked at.
+pub fn in_use(dir: &Path) -> bool {
+    let Ok(lock) = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("LOCK"))
+    else {
+        return false;
+    };
+    matches!(lock.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+}
+
 /// Take the exclusive lock on `dir/LOCK` (creating both if need be), held
 /// for as long as the file returned stays open: a second process gets
 /// [`StoreError::Locked`].
@@ -140,6 +154,7 @@ impl Store {
             clock,
             config,
             checkpoint_seq: base,
+            aside_digest: None,
             holding: false,
             lock: None,
         };
@@ -151,6 +166,13 @@ impl Store {
         }
         if migrated {
             migrate::remove_snapshots(store.storage.as_ref(), &store.config)?;
+        }
+        // A home from before the setup was kept aside gets its copy now,
+        // not at its next checkpoint (which, at rest, may be far off).
+        let aside = super::aside::path(&store.config.dir);
+        if !store.config.kept_aside.is_empty() && store.storage.read(&aside).is_err() {
+            let at = store.last_seq();
+            store.keep_aside(at);
         }
         Ok((store, recovery))
     }

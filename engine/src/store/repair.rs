@@ -8,7 +8,10 @@
 //! there is one), and every checksum-valid WAL record after it, before
 //! *and after* the damage ([`crate::wal::format::salvage_segment`]) —
 //! replays it in sequence order into the index, checkpoints it, and
-//! empties the log. The report says exactly which sequences were lost.
+//! empties the log. An index that is unusable is replaced by the node's
+//! setup kept aside at the last checkpoint (`aside.bin`, see
+//! [`super::aside`]) before the log is replayed over it. The report says
+//! exactly which sequences were lost.
 //!
 //! New sequences continue past anything the damaged log may have held
 //! (peers remember how far they read this node's log; a number given out
@@ -21,7 +24,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::state::{self, State};
+use super::state::State;
 use super::{OP_RECORD_KIND, Op, StoreConfig, StoreError, io_err, lock_dir, migrate};
 use crate::core::Seq;
 use crate::wal::{StdStorage, Storage, Wal, format, format::RECORD_HEADER_LEN};
@@ -46,6 +49,10 @@ pub struct RepairReport {
     /// Unreadable bytes after the last record kept, at the end of the
     /// log: changes that may have been there (or a write cut short).
     pub unreadable_tail_bytes: u64,
+    /// The node's setup brought back from `aside.bin` (see
+    /// [`super::aside`]) when the index was unusable: the sequence it was
+    /// kept at, and its entries.
+    pub kept_aside: Option<(Seq, u64)>,
     /// Entries (tombstones included) in the repaired store.
     pub entries: u64,
     /// The sequence the repaired store's next change gets.
@@ -124,6 +131,22 @@ pub fn repair(config: &StoreConfig, keep_in: &Path) -> Result<RepairReport, Stor
     if base > Seq::ZERO {
         report.base = Some(base);
     }
+    // Nothing to start from: the node's setup, kept aside at the last
+    // checkpoint, comes back; the log's records of those namespaces up to
+    // it are older, and are not replayed over it.
+    let mut aside_seq = Seq::ZERO;
+    if base == Seq::ZERO {
+        match super::aside::read(&StdStorage, &config.dir) {
+            Ok(Some(aside)) => {
+                aside_seq = aside.seq;
+                report.kept_aside = Some((aside.seq, aside.rows.len() as u64));
+                state.load(aside.rows, Seq::ZERO)?;
+            }
+            Ok(None) => {}
+            Err(why) => report.unusable.push(why),
+        }
+    }
+    let kept_aside = |op: &Op| config.kept_aside.iter().any(|ns| ns == op.ns());
 
     // Every readable operation after it, by sequence.
     let mut ops: BTreeMap<Seq, Op> = BTreeMap::new();
@@ -178,7 +201,9 @@ pub fn repair(config: &StoreConfig, keep_in: &Path) -> Result<RepairReport, Stor
         if seq > expected {
             report.lost.push((expected, Seq(seq.0 - 1)));
         }
-        state.apply(seq, op)?;
+        if seq > aside_seq || !kept_aside(&op) {
+            state.apply(seq, op)?;
+        }
         report.records_kept += 1;
         expected = seq.next();
     }
@@ -235,11 +260,13 @@ fn keep_copy(config: &StoreConfig, keep_in: &Path) -> Result<PathBuf, StoreError
         let f = std::fs::File::open(&to).map_err(io_err("open", &to))?;
         f.sync_all().map_err(io_err("fsync", &to))?;
     }
-    let index = config.index_path();
-    if index.exists() {
-        let into = kept.join(state::FILE_NAME);
+    for file in [config.index_path(), super::aside::path(&config.dir)] {
+        let Some(name) = file.file_name().filter(|_| file.exists()) else {
+            continue;
+        };
+        let into = kept.join(name);
         std::fs::create_dir_all(&kept).map_err(io_err("create directory", &kept))?;
-        std::fs::copy(&index, &into).map_err(io_err("copy", &index))?;
+        std::fs::copy(&file, &into).map_err(io_err("copy", &file))?;
         let copied = std::fs::File::open(&into).map_err(io_err("open", &into))?;
         copied.sync_all().map_err(io_err("fsync", &into))?;
     }
