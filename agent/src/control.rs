@@ -278,27 +278,6 @@ fn over_tcp() -> bool {
 /// Send `request` to the agent running on `home`. `Ok(None)` when no agent
 /// is running there; an error when it answered with one.
 pub fn call(home: &Home, request: &Request) -> Result<Option<serde_json::Value>> {
-    // An agent that is starting holds the store before its control socket
-    // answers (it connects to peers first): wait for the socket rather
-    // than fall back to a store that is in use.
-    let deadline = std::time::Instant::now() + AGENT_START_WAIT;
-    loop {
-        match call_once(home, request)? {
-            None if softadastra::store::in_use(&home.store_dir())
-                && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            answer => return Ok(answer),
-        }
-    }
-}
-
-/// How long a command waits for a starting agent's control socket.
-const AGENT_START_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// One try of [`call`].
-fn call_once(home: &Home, request: &Request) -> Result<Option<serde_json::Value>> {
     let absent = |e: &std::io::Error| {
         matches!(
             e.kind(),

@@ -542,10 +542,10 @@ pub fn run_ls(home: &Home, folder_id: Option<String>, json: bool, all: bool) -> 
         folder: folder_id.clone(),
         all,
     };
-    let (rows, folders) = match crate::control::call(home, &request)? {
-        Some(answer) => serde_json::from_value(answer)
+    let (rows, folders) = match crate::control::call_or_open(home, &request)? {
+        crate::control::Reached::Agent(answer) => serde_json::from_value(answer)
             .context("the agent's answer is not a list of index entries")?,
-        None => ls_rows(&open_store(home)?, folder_id.as_deref(), all)?,
+        crate::control::Reached::Store(store) => ls_rows(&store, folder_id.as_deref(), all)?,
     };
     let mut out = std::io::stdout().lock();
     if json {

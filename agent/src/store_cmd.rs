@@ -197,11 +197,10 @@ pub fn run_store(home: &Home, cmd: StoreCommand) -> Result<ExitCode> {
         key: key.clone(),
         value: value.map(str::to_string),
     };
-    let seq = match control::call(home, &request)? {
-        Some(answer) => serde_json::from_value::<Option<u64>>(answer)
+    let seq = match control::call_or_open(home, &request)? {
+        control::Reached::Agent(answer) => serde_json::from_value::<Option<u64>>(answer)
             .context("the agent's answer is not a sequence number")?,
-        None => {
-            let mut store = open_store(home)?;
+        control::Reached::Store(mut store) => {
             let node = home.node_id()?;
             let seq = write_value(&mut store, node, key, value).context("nothing was written")?;
             store
@@ -232,11 +231,11 @@ fn read_store(home: &Home, cmd: StoreCommand) -> Result<ExitCode> {
         key: key.map(str::to_string),
         prefix: prefix.to_string(),
     };
-    let rows: Vec<EntryRow> = match control::call(home, &request)? {
-        Some(answer) => {
+    let rows: Vec<EntryRow> = match control::call_or_open(home, &request)? {
+        control::Reached::Agent(answer) => {
             serde_json::from_value(answer).context("the agent's answer is not a list of entries")?
         }
-        None => read_rows(&open_store(home)?, ns, key, prefix),
+        control::Reached::Store(store) => read_rows(&store, ns, key, prefix),
     };
     let mut out = std::io::stdout().lock();
     if let Some(key) = key {

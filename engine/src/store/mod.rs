@@ -65,7 +65,6 @@ pub use error::StoreError;
 use error::io_err;
 use op::validate;
 pub use op::{Entry, Op};
-pub use open::in_use;
 pub(crate) use open::lock_dir;
 
 pub use checkpoint::CheckpointInfo;

@@ -7,20 +7,6 @@ use std::sync::Arc;
 
 use super::*;
 
-/// Whether another process holds the store in `dir` open right now (its
-/// lock is taken), without opening it: an agent starting has the store
-/// before its control socket answers. Creates nothing; false when there
-/// is no store there or the lock cannot be looked at.
-pub fn in_use(dir: &Path) -> bool {
-    let Ok(lock) = std::fs::OpenOptions::new()
-        .write(true)
-        .open(dir.join("LOCK"))
-    else {
-        return false;
-    };
-    matches!(lock.try_lock(), Err(std::fs::TryLockError::WouldBlock))
-}
-
 /// Take the exclusive lock on `dir/LOCK` (creating both if need be), held
 /// for as long as the file returned stays open: a second process gets
 /// [`StoreError::Locked`].
