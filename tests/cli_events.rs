@@ -218,8 +218,14 @@ fn a_client_that_fell_behind_is_told_and_a_resuming_one_misses_nothing() {
     alpha.wait_for(&["connected"]);
     // Connected is said before beta's control socket may answer.
     beta.wait_for(&["running"]);
-    let (so_far, _) = events(&beta, 0);
-    let from = last_seq(&so_far);
+    // A number to resume from: beta's newest event (its peer connecting).
+    // Not 0, which asks for everything kept and is never told of a gap
+    // (CI once asked before beta had said anything).
+    let mut from = 0;
+    wait("beta's first event", Duration::from_secs(30), || {
+        from = last_seq(&events(&beta, 0).0);
+        from > 0
+    });
 
     // 6,000 files in: more events than the agent keeps (4,096).
     let src = alpha.home.path().join("staging");
