@@ -11,8 +11,8 @@
 //! So at each checkpoint, before the log is compacted, the entries of the
 //! namespaces [`StoreConfig::kept_aside`](super::StoreConfig::kept_aside)
 //! names (small ones, tombstones included) are also written to
-//! `aside.bin` in the store directory when they changed: written whole
-//! to a temporary file, made durable, renamed over the old one. `repair`
+//! `aside.bin` in the store directory when they changed, whole and
+//! atomically (`checkpoint::write_whole`). `repair`
 //! starts from it when the index is unusable.
 //!
 //! Format (version [`VERSION`], pinned by `data/golden/aside-v1.bin`):
@@ -27,7 +27,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Entry, StoreError, io_err};
+use super::{Entry, StoreError};
 use crate::core::Seq;
 use crate::wal::Storage;
 
@@ -57,26 +57,34 @@ pub fn path(dir: &Path) -> PathBuf {
     dir.join(FILE_NAME)
 }
 
-/// What identifies `rows` (not their sequence): a copy is written again
+/// The rows' encoding: what the file holds after its header, and what
+/// [`digest`] identifies.
+pub fn body(rows: &Rows) -> Result<Vec<u8>, StoreError> {
+    postcard::to_allocvec(rows)
+        .map_err(|e| StoreError::Corruption(format!("cannot encode the entries kept aside: {e}")))
+}
+
+/// What identifies a [`body`] (not its sequence): a copy is written again
 /// only when it changes.
-pub fn rows_digest(rows: &Rows) -> [u8; 32] {
-    let bytes = postcard::to_allocvec(rows).unwrap_or_default();
-    *blake3::hash(&bytes).as_bytes()
+pub fn digest(body: &[u8]) -> [u8; 32] {
+    *blake3::hash(body).as_bytes()
+}
+
+/// The file's bytes for `body` (see [`body`]) as of `seq`.
+pub fn frame(seq: Seq, body: Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(20 + body.len() + 32);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&seq.0.to_le_bytes());
+    out.extend_from_slice(&body);
+    let check = blake3::hash(&out);
+    out.extend_from_slice(check.as_bytes());
+    out
 }
 
 /// The file's bytes for `rows` as of `seq`.
 pub fn encode(seq: Seq, rows: &Rows) -> Result<Vec<u8>, StoreError> {
-    let mut out = Vec::with_capacity(64);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&seq.0.to_le_bytes());
-    let out = postcard::to_extend(rows, out).map_err(|e| {
-        StoreError::Corruption(format!("cannot encode the entries kept aside: {e}"))
-    })?;
-    let mut out = out;
-    let digest = blake3::hash(&out);
-    out.extend_from_slice(digest.as_bytes());
-    Ok(out)
+    Ok(frame(seq, body(rows)?))
 }
 
 /// The copy in `bytes`, or why it cannot be used.
@@ -115,22 +123,6 @@ pub fn read(storage: &dyn Storage, dir: &Path) -> Result<Option<Aside>, String> 
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("{}: {e}", path.display())),
     }
-}
-
-/// Write `bytes` as the copy in `dir`, durably: a temporary file, synced,
-/// renamed over the old one, and the directory synced.
-pub fn write(storage: &dyn Storage, dir: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let path = path(dir);
-    let tmp = dir.join(format!("{FILE_NAME}.tmp"));
-    let mut f = storage.create(&tmp).map_err(io_err("create", &tmp))?;
-    f.write_all(bytes).map_err(io_err("write", &tmp))?;
-    f.sync().map_err(io_err("sync", &tmp))?;
-    drop(f);
-    storage
-        .rename(&tmp, &path)
-        .map_err(io_err("rename", &path))?;
-    storage.sync_dir(dir).map_err(io_err("sync", dir))?;
-    Ok(())
 }
 
 #[cfg(test)]

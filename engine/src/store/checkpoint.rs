@@ -4,10 +4,12 @@
 //! never writes a change of its own (a checkpoint only makes durable what
 //! was applied, and a compaction moves pages, not entries).
 
+use std::path::Path;
 use std::sync::Arc;
 
 use super::{Store, StoreError, io_err};
 use crate::core::Seq;
+use crate::wal::Storage;
 
 /// A checkpoint that was made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,19 +85,12 @@ impl Store {
     }
 
     /// Copy the namespaces kept aside to `aside.bin` (see
-    /// [`super::aside`]) when they changed since the copy there. A failure
-    /// is said and left for the next checkpoint: the index is durable.
+    /// [`super::aside`]) when they changed since the copy there (read at
+    /// open). A failure is said and left for the next checkpoint: the
+    /// index is durable.
     pub(super) fn keep_aside(&mut self, seq: Seq) {
         if self.config.kept_aside.is_empty() {
             return;
-        }
-        let dir = self.config.dir.clone();
-        if self.aside_digest.is_none() {
-            // Found at the first checkpoint of this process: written again
-            // only once something in it changes.
-            if let Ok(Some(found)) = super::aside::read(self.storage.as_ref(), &dir) {
-                self.aside_digest = Some(super::aside::rows_digest(&found.rows));
-            }
         }
         let mut rows = super::aside::Rows::new();
         for ns in &self.config.kept_aside {
@@ -105,17 +100,21 @@ impl Store {
                     .map(|(key, entry)| (ns.clone(), key, entry)),
             );
         }
-        let digest = super::aside::rows_digest(&rows);
-        if self.aside_digest == Some(digest) {
-            return;
-        }
-        let written = super::aside::encode(seq, &rows)
-            .and_then(|bytes| super::aside::write(self.storage.as_ref(), &dir, &bytes));
-        match written {
-            Ok(()) => self.aside_digest = Some(digest),
-            Err(e) => {
-                tracing::warn!(error = %e, "the node's setup was not kept aside; the next checkpoint tries again")
+        let written = super::aside::body(&rows).and_then(|body| {
+            let digest = super::aside::digest(&body);
+            if self.aside_digest != Some(digest) {
+                let bytes = super::aside::frame(seq, body);
+                write_whole(
+                    self.storage.as_ref(),
+                    &super::aside::path(&self.config.dir),
+                    &bytes,
+                )?;
+                self.aside_digest = Some(digest);
             }
+            Ok(())
+        });
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "the node's setup was not kept aside; the next checkpoint tries again");
         }
     }
 
@@ -191,4 +190,32 @@ impl Store {
             self.config.cache_bytes,
         )
     }
+}
+
+/// Write `bytes` as the whole file at `path`, durably and atomically: a
+/// temporary file beside it, fsynced, renamed over it, the directory
+/// fsynced. On failure the temporary file is removed and `path` is as it
+/// was.
+pub(super) fn write_whole(
+    storage: &dyn Storage,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let written = storage
+        .create(&tmp)
+        .map_err(io_err("create", &tmp))
+        .and_then(|mut file| {
+            file.write_all(bytes).map_err(io_err("write", &tmp))?;
+            file.sync().map_err(io_err("fsync", &tmp))
+        })
+        .and_then(|()| storage.rename(&tmp, path).map_err(io_err("rename", &tmp)));
+    if let Err(e) = written {
+        let _ = storage.remove(&tmp);
+        return Err(e);
+    }
+    storage.sync_dir(dir).map_err(io_err("sync directory", dir))
 }

@@ -144,6 +144,13 @@ impl Store {
             holding: false,
             lock: None,
         };
+        // The setup kept aside, read once: a checkpoint writes it again
+        // only when it changed.
+        if !store.config.kept_aside.is_empty()
+            && let Ok(Some(found)) = super::aside::read(store.storage.as_ref(), &store.config.dir)
+        {
+            store.aside_digest = Some(super::aside::digest(&super::aside::body(&found.rows)?));
+        }
         // A log holding records the index had made durable already (a
         // process that closed cleanly after a bulk change, such as a first
         // index) is given back now rather than at the next due checkpoint.
@@ -153,10 +160,10 @@ impl Store {
         if migrated {
             migrate::remove_snapshots(store.storage.as_ref(), &store.config)?;
         }
-        // A home from before the setup was kept aside gets its copy now,
-        // not at its next checkpoint (which, at rest, may be far off).
-        let aside = super::aside::path(&store.config.dir);
-        if !store.config.kept_aside.is_empty() && store.storage.read(&aside).is_err() {
+        // A home from before the setup was kept aside (or whose copy does
+        // not check out) gets its copy now, not at its next checkpoint
+        // (which, at rest, may be far off).
+        if store.aside_digest.is_none() {
             let at = store.last_seq();
             store.keep_aside(at);
         }

@@ -123,8 +123,7 @@ pub fn parse_file_name(name: &str) -> Option<Seq> {
 }
 
 /// Write `bytes` (see [`encode`]) as the snapshot for `seq` in `dir`,
-/// atomically: a temporary file, fsync, rename, fsync of the directory.
-/// On failure the temporary file is removed and nothing else changed.
+/// atomically (`checkpoint::write_whole`).
 #[cfg(test)]
 pub(super) fn write_file(
     storage: &dyn Storage,
@@ -132,22 +131,7 @@ pub(super) fn write_file(
     seq: Seq,
     bytes: &[u8],
 ) -> Result<(), StoreError> {
-    let path = dir.join(file_name(seq));
-    let tmp = dir.join(format!("{}.tmp", file_name(seq)));
-    let written = storage
-        .create(&tmp)
-        .map_err(io_err("create", &tmp))
-        .and_then(|mut file| {
-            file.write_all(bytes).map_err(io_err("write", &tmp))?;
-            file.sync().map_err(io_err("fsync", &tmp))
-        })
-        .and_then(|()| storage.rename(&tmp, &path).map_err(io_err("rename", &tmp)));
-    if let Err(e) = written {
-        // The log still holds everything; only this snapshot is lost.
-        let _ = storage.remove(&tmp);
-        return Err(e);
-    }
-    storage.sync_dir(dir).map_err(io_err("sync directory", dir))
+    super::checkpoint::write_whole(storage, &dir.join(file_name(seq)), bytes)
 }
 
 /// The newest snapshot in `dir` that checks out — its digest, its format
